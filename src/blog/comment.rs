@@ -1,0 +1,136 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::deserialize::{self, Queryable};
+use diesel::prelude::*;
+use diesel::sqlite::Sqlite;
+
+use super::schema::comments;
+use crate::entity::Entity;
+use crate::error::Result;
+use crate::pool::Connection;
+use crate::repo::{Repo, TxRepo};
+
+/// A comment on a post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    /// Primary key.
+    pub id: i64,
+    /// The post commented on; deleting the post deletes the comment.
+    pub post_id: i64,
+    /// The commenting user; deleting the user deletes the comment.
+    pub author_id: i64,
+    /// Comment text.
+    pub body: String,
+    /// When the comment was written.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What creating a comment takes; a missing post or author is a
+/// [`Conflict`](crate::Error::Conflict).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewComment {
+    /// The post commented on.
+    pub post_id: i64,
+    /// The commenting user.
+    pub author_id: i64,
+    /// Comment text.
+    pub body: String,
+}
+
+/// A change to a comment; `None` fields are left as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommentChanges {
+    /// New text.
+    pub body: Option<String>,
+}
+
+impl Queryable<comments::SqlType, Sqlite> for Comment {
+    type Row = (i64, i64, i64, String, NaiveDateTime);
+
+    fn build(
+        (id, post_id, author_id, body, created_at): Self::Row,
+    ) -> deserialize::Result<Comment> {
+        Ok(Comment {
+            id,
+            post_id,
+            author_id,
+            body,
+            created_at: super::utc(created_at),
+        })
+    }
+}
+
+impl Comment {
+    fn of_post(conn: &mut Connection, post_id: i64) -> QueryResult<Vec<Comment>> {
+        comments::table
+            .filter(comments::post_id.eq(post_id))
+            .order(comments::id)
+            .load(conn)
+    }
+}
+
+impl Entity for Comment {
+    const TABLE: &'static str = "comments";
+    type New = NewComment;
+    type Changes = CommentChanges;
+
+    fn id(&self) -> i64 {
+        self.id
+    }
+
+    fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Comment>> {
+        comments::table.find(id).first(conn).optional()
+    }
+
+    fn insert(conn: &mut Connection, new: &NewComment) -> QueryResult<Comment> {
+        diesel::insert_into(comments::table)
+            .values((
+                comments::post_id.eq(new.post_id),
+                comments::author_id.eq(new.author_id),
+                comments::body.eq(&new.body),
+                comments::created_at.eq(super::now()),
+            ))
+            .get_result(conn)
+    }
+
+    fn update(
+        conn: &mut Connection,
+        id: i64,
+        changes: &CommentChanges,
+    ) -> QueryResult<Option<Comment>> {
+        match &changes.body {
+            None => Comment::find(conn, id),
+            Some(body) => diesel::update(comments::table.find(id))
+                .set(comments::body.eq(body))
+                .get_result(conn)
+                .optional(),
+        }
+    }
+
+    fn delete(conn: &mut Connection, id: i64) -> QueryResult<bool> {
+        Ok(diesel::delete(comments::table.find(id)).execute(conn)? > 0)
+    }
+}
+
+impl Repo<'_, Comment> {
+    /// Comments on `post_id`, oldest first; cached comments come back as the cached `Arc`.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn of_post(&self, post_id: i64) -> Result<Vec<Arc<Comment>>> {
+        self.query(|conn| Comment::of_post(conn, post_id))
+    }
+}
+
+impl TxRepo<'_, Comment> {
+    /// Comments on `post_id`, oldest first, as this transaction sees them.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn of_post(&self, post_id: i64) -> Result<Vec<Arc<Comment>>> {
+        self.query(|conn| Comment::of_post(conn, post_id))
+    }
+}

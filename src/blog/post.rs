@@ -1,0 +1,276 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::deserialize::{self, Queryable};
+use diesel::prelude::*;
+use diesel::sqlite::Sqlite;
+
+use super::schema::{comments, posts};
+use crate::entity::{Entity, Key};
+use crate::error::{ConflictKind, Error, Result};
+use crate::pool::Connection;
+use crate::repo::{Repo, TxRepo};
+
+/// A blog post. `version` starts at 1 and every update increments it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Post {
+    /// Primary key.
+    pub id: i64,
+    /// The writing [`User`](crate::User); deleting the user deletes the post.
+    pub author_id: i64,
+    /// Title.
+    pub title: String,
+    /// Body text.
+    pub body: String,
+    /// Whether readers can see it; new posts are unpublished.
+    pub published: bool,
+    /// Optimistic-locking version: 1 when created, +1 on every update.
+    pub version: i64,
+    /// When the post was created.
+    pub created_at: DateTime<Utc>,
+    /// When the post was last updated.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What creating a post takes; a missing author is a [`Conflict`](crate::Error::Conflict).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPost {
+    /// The writing user.
+    pub author_id: i64,
+    /// Title.
+    pub title: String,
+    /// Body text.
+    pub body: String,
+}
+
+/// A change to a post; `None` fields are left as they are. Every update, even
+/// an empty one, increments the version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostChanges {
+    /// New title.
+    pub title: Option<String>,
+    /// New body.
+    pub body: Option<String>,
+    /// Publish or unpublish.
+    pub published: Option<bool>,
+}
+
+type PostRow = (
+    i64,
+    i64,
+    String,
+    String,
+    bool,
+    i64,
+    NaiveDateTime,
+    NaiveDateTime,
+);
+
+impl Queryable<posts::SqlType, Sqlite> for Post {
+    type Row = PostRow;
+
+    fn build(row: PostRow) -> deserialize::Result<Post> {
+        let (id, author_id, title, body, published, version, created_at, updated_at) = row;
+        Ok(Post {
+            id,
+            author_id,
+            title,
+            body,
+            published,
+            version,
+            created_at: super::utc(created_at),
+            updated_at: super::utc(updated_at),
+        })
+    }
+}
+
+impl Post {
+    /// Updates post `id` only if its version is still `expected_version`.
+    fn update_if_version(
+        conn: &mut Connection,
+        id: i64,
+        expected_version: Option<i64>,
+        changes: &PostChanges,
+    ) -> QueryResult<Option<Post>> {
+        let mut target = posts::table.filter(posts::id.eq(id)).into_boxed();
+        if let Some(expected) = expected_version {
+            target = target.filter(posts::version.eq(expected));
+        }
+        diesel::update(posts::table)
+            .filter(posts::id.eq_any(target.select(posts::id)))
+            .set((
+                changes.title.as_ref().map(|title| posts::title.eq(title)),
+                changes.body.as_ref().map(|body| posts::body.eq(body)),
+                changes
+                    .published
+                    .map(|published| posts::published.eq(published)),
+                posts::version.eq(posts::version + 1),
+                posts::updated_at.eq(super::now()),
+            ))
+            .get_result(conn)
+            .optional()
+    }
+
+    fn by_author(conn: &mut Connection, author_id: i64) -> QueryResult<Vec<Post>> {
+        posts::table
+            .filter(posts::author_id.eq(author_id))
+            .order(posts::id)
+            .load(conn)
+    }
+
+    fn recent(conn: &mut Connection, limit: i64) -> QueryResult<Vec<Post>> {
+        posts::table
+            .order(posts::id.desc())
+            .limit(limit.max(0))
+            .load(conn)
+    }
+}
+
+impl Entity for Post {
+    const TABLE: &'static str = "posts";
+    type New = NewPost;
+    type Changes = PostChanges;
+
+    fn id(&self) -> i64 {
+        self.id
+    }
+
+    fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Post>> {
+        posts::table.find(id).first(conn).optional()
+    }
+
+    fn insert(conn: &mut Connection, new: &NewPost) -> QueryResult<Post> {
+        let now = super::now();
+        diesel::insert_into(posts::table)
+            .values((
+                posts::author_id.eq(new.author_id),
+                posts::title.eq(&new.title),
+                posts::body.eq(&new.body),
+                posts::published.eq(false),
+                posts::version.eq(1),
+                posts::created_at.eq(now),
+                posts::updated_at.eq(now),
+            ))
+            .get_result(conn)
+    }
+
+    fn update(conn: &mut Connection, id: i64, changes: &PostChanges) -> QueryResult<Option<Post>> {
+        Post::update_if_version(conn, id, None, changes)
+    }
+
+    fn delete(conn: &mut Connection, id: i64) -> QueryResult<bool> {
+        Ok(diesel::delete(posts::table.find(id)).execute(conn)? > 0)
+    }
+
+    /// A post's comments go with it.
+    fn cascade(conn: &mut Connection, id: i64) -> QueryResult<Vec<Key>> {
+        let comment_ids: Vec<i64> = comments::table
+            .filter(comments::post_id.eq(id))
+            .select(comments::id)
+            .load(conn)?;
+        Ok(comment_ids
+            .into_iter()
+            .map(|id| Key::new("comments", id))
+            .collect())
+    }
+}
+
+impl TxRepo<'_, Post> {
+    /// Updates post `id` only if its version is still `expected_version`
+    /// (optimistic locking); the stored version is then `expected_version + 1`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] with [`ConflictKind::VersionMismatch`] naming the key
+    /// when another writer got there first, [`Error::NotFound`] when there is no
+    /// such post.
+    pub fn update_versioned(
+        &self,
+        id: i64,
+        expected_version: i64,
+        changes: PostChanges,
+    ) -> Result<Arc<Post>> {
+        let written = self.write(id, |conn| {
+            Post::update_if_version(conn, id, Some(expected_version), &changes)
+        })?;
+        if let Some(post) = written {
+            return Ok(post);
+        }
+        match self.run(Some(id), |conn| Post::find(conn, id))? {
+            None => Err(Error::NotFound {
+                table: Post::TABLE,
+                id,
+            }),
+            Some(current) => Err(Error::Conflict {
+                table: Post::TABLE,
+                id: Some(id),
+                kind: ConflictKind::VersionMismatch {
+                    expected: expected_version,
+                    actual: current.version,
+                },
+                message: format!(
+                    "post {id} has version {}, not {expected_version}",
+                    current.version
+                ),
+            }),
+        }
+    }
+
+    /// Posts by `author_id`, oldest first, as this transaction sees them.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn by_author(&self, author_id: i64) -> Result<Vec<Arc<Post>>> {
+        self.query(|conn| Post::by_author(conn, author_id))
+    }
+}
+
+impl Repo<'_, Post> {
+    /// Updates post `id` only if its version is still `expected_version`, in its
+    /// own transaction. Concurrent read-modify-write loops that retry on
+    /// conflict lose no update.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = larder::Store::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+    /// # store.migrate().unwrap();
+    /// # let ann = store.users().create(larder::NewUser { name: "ann".into(), email: "a@example.org".into() })?;
+    /// let post = store.posts().create(larder::NewPost { author_id: ann.id, title: "t".into(), body: "b".into() })?;
+    /// let changes = larder::PostChanges { published: Some(true), ..Default::default() };
+    /// let v2 = store.posts().update_versioned(post.id, 1, changes.clone())?;
+    /// assert_eq!(v2.version, 2);
+    /// assert!(store.posts().update_versioned(post.id, 1, changes).unwrap_err().is_conflict());
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`TxRepo::update_versioned`].
+    pub fn update_versioned(
+        &self,
+        id: i64,
+        expected_version: i64,
+        changes: PostChanges,
+    ) -> Result<Arc<Post>> {
+        self.in_tx(|repo| repo.update_versioned(id, expected_version, changes))
+    }
+
+    /// Posts by `author_id`, oldest first; cached posts come back as the cached `Arc`.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn by_author(&self, author_id: i64) -> Result<Vec<Arc<Post>>> {
+        self.query(|conn| Post::by_author(conn, author_id))
+    }
+
+    /// The `limit` most recent posts, newest first.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn recent(&self, limit: i64) -> Result<Vec<Arc<Post>>> {
+        self.query(|conn| Post::recent(conn, limit))
+    }
+}

@@ -1,0 +1,157 @@
+//! Configuration of a [`Store`]: one builder, every default documented.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::blog::{Comment, Post, User};
+use crate::entity::Entity;
+use crate::error::{Error, Result};
+use crate::pool::{self, PoolConfig};
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::url::DatabaseUrl;
+
+type Registration = Box<dyn FnOnce(&mut Registry, usize) + Send>;
+
+/// Builds a [`Store`].
+///
+/// ```
+/// use std::time::Duration;
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let url = format!("sqlite://{}", dir.path().join("doc.db").display());
+/// let store = larder::Store::builder(&url)
+///     .pool_size(8)
+///     .cache_capacity(10_000)
+///     .connection_timeout(Duration::from_secs(5))
+///     .build()?;
+/// # Ok::<(), larder::Error>(())
+/// ```
+pub struct StoreBuilder {
+    url: String,
+    pool_size: u32,
+    cache_capacity: usize,
+    connection_timeout: Duration,
+    busy_timeout: Duration,
+    entities: Vec<(&'static str, Option<usize>, Registration)>,
+}
+
+impl StoreBuilder {
+    pub(crate) fn new(url: &str) -> StoreBuilder {
+        StoreBuilder {
+            url: url.to_owned(),
+            pool_size: 8,
+            cache_capacity: 10_000,
+            connection_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+            entities: Vec::new(),
+        }
+    }
+
+    /// Most connections the pool opens. Defaults to 8; must be at least 1.
+    pub fn pool_size(mut self, size: u32) -> StoreBuilder {
+        self.pool_size = size;
+        self
+    }
+
+    /// Most entries each entity's cache holds; 0 turns caching off (every `get`
+    /// goes to the database). Defaults to 10,000 per entity.
+    pub fn cache_capacity(mut self, entries: usize) -> StoreBuilder {
+        self.cache_capacity = entries;
+        self
+    }
+
+    /// How long a caller waits for a free pooled connection before getting
+    /// [`Error::PoolTimeout`]. Defaults to 5 seconds; must not be zero.
+    pub fn connection_timeout(mut self, timeout: Duration) -> StoreBuilder {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// How long a SQLite writer waits for another writer's lock before getting
+    /// [`Error::Busy`]. Defaults to 5 seconds.
+    pub fn busy_timeout(mut self, timeout: Duration) -> StoreBuilder {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Registers an application entity, cached with the store's capacity.
+    /// The blog's users, posts and comments are always registered.
+    pub fn entity<E: Entity>(self) -> StoreBuilder {
+        self.register::<E>(None)
+    }
+
+    /// Registers an application entity with its own cache capacity.
+    pub fn entity_with_capacity<E: Entity>(self, entries: usize) -> StoreBuilder {
+        self.register::<E>(Some(entries))
+    }
+
+    fn register<E: Entity>(mut self, capacity: Option<usize>) -> StoreBuilder {
+        let name = std::any::type_name::<E>();
+        self.entities.push((
+            name,
+            capacity,
+            Box::new(|registry: &mut Registry, capacity: usize| {
+                if !registry.contains::<E>() {
+                    registry.register::<E>(capacity);
+                }
+            }),
+        ));
+        self
+    }
+
+    /// Validates the settings, opens the database and fills the pool.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] for a URL that cannot be used, [`Error::InvalidConfig`]
+    /// for a zero pool size or timeout, [`Error::Connection`] when the database
+    /// cannot be opened.
+    pub fn build(self) -> Result<Store> {
+        let url = DatabaseUrl::parse(&self.url)?;
+        self.validate()?;
+        let config = PoolConfig {
+            size: self.pool_size,
+            connection_timeout: self.connection_timeout,
+            busy_timeout: self.busy_timeout,
+        };
+        let pool = pool::build(&url, &config)?;
+        let mut registry = Registry::default();
+        registry.register::<User>(self.cache_capacity);
+        registry.register::<Post>(self.cache_capacity);
+        registry.register::<Comment>(self.cache_capacity);
+        for (_, capacity, register) in self.entities {
+            register(&mut registry, capacity.unwrap_or(self.cache_capacity));
+        }
+        tracing::debug!(url = %url, pool_size = config.size, "store opened");
+        Ok(Store::from_parts(url, pool, config, registry))
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |reason: &str| {
+            Err(Error::InvalidConfig {
+                reason: reason.to_owned(),
+            })
+        };
+        if self.pool_size == 0 {
+            return invalid("pool_size must be at least 1");
+        }
+        if self.connection_timeout.is_zero() {
+            return invalid("connection_timeout must be longer than zero");
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for StoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let entities: Vec<_> = self.entities.iter().map(|(name, ..)| *name).collect();
+        f.debug_struct("StoreBuilder")
+            .field("url", &crate::url::redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("busy_timeout", &self.busy_timeout)
+            .field("entities", &entities)
+            .finish()
+    }
+}

@@ -1,0 +1,421 @@
+//! The identity map: per entity, a sharded LRU of immutable `Arc` entries with
+//! invalidation epochs and single-flight loads.
+//!
+//! Lock discipline, all of it in this module and `shard.rs`:
+//! - a shard lock is held only for in-memory work (lookup, fill, remove, epoch
+//!   bump), in blocks that end before any database call or user code runs;
+//! - at most one shard lock is held at a time;
+//! - concurrent misses of one key wait on that key's [`Flight`], not on the shard.
+
+mod flight;
+mod shard;
+mod stats;
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::Result;
+use crate::registry::AnyValue;
+use flight::Flight;
+use shard::{Lookup, Shard};
+pub use stats::CacheStats;
+
+/// Most shards an identity map uses; enough to keep two to four threads off
+/// each other's locks, few enough that per-shard LRU order stays meaningful.
+const MAX_SHARDS: usize = 16;
+
+/// The cache of one entity type.
+pub(crate) struct IdentityMap<T> {
+    shards: Box<[Mutex<Shard<T>>]>,
+    /// False when the capacity is 0: every `get` loads and nothing is kept.
+    enabled: bool,
+}
+
+impl<T: Send + Sync + 'static> IdentityMap<T> {
+    /// A map holding at most `capacity` entries in total; 0 disables caching.
+    pub(crate) fn new(capacity: usize) -> IdentityMap<T> {
+        let shard_count = if capacity == 0 {
+            1
+        } else {
+            prev_power_of_two(capacity.min(MAX_SHARDS))
+        };
+        let shards = (0..shard_count)
+            .map(|i| {
+                let share = capacity / shard_count + usize::from(i < capacity % shard_count);
+                let mut shard = Shard::new(NonZeroUsize::new(share).unwrap_or(NonZeroUsize::MIN));
+                shard.counters.capacity = share as u64;
+                Mutex::new(shard)
+            })
+            .collect();
+        IdentityMap {
+            shards,
+            enabled: capacity > 0,
+        }
+    }
+
+    fn shard_index(&self, id: i64) -> usize {
+        // Fibonacci hashing spreads sequential ids over the shards.
+        let hash = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        hash as usize & (self.shards.len() - 1)
+    }
+
+    fn shard(&self, id: i64) -> &Mutex<Shard<T>> {
+        &self.shards[self.shard_index(id)]
+    }
+
+    /// The cached value of `id`, without loading and without touching the LRU order.
+    pub(crate) fn peek(&self, id: i64) -> Option<Arc<T>> {
+        let shard = self.shard(id).lock();
+        shard.peek(id)
+    }
+
+    /// Returns the cached value of `id`, or loads it with `load` (run with no
+    /// lock held) and caches it unless `id` was invalidated meanwhile.
+    /// Concurrent callers missing the same key share one `load`.
+    pub(crate) fn get_or_load<F>(&self, id: i64, load: F) -> Result<Option<Arc<T>>>
+    where
+        F: FnOnce() -> Result<Option<T>>,
+    {
+        if !self.enabled {
+            return self.load_uncached(id, load);
+        }
+        let shard = self.shard(id);
+        let lookup = { shard.lock().lookup(id) };
+        match lookup {
+            Lookup::Hit(value) => Ok(Some(value)),
+            Lookup::Lead(flight) => {
+                let leader = Leader {
+                    shard,
+                    id,
+                    flight: Some(flight),
+                };
+                let value = load()?.map(Arc::new);
+                leader.finish(value.clone());
+                Ok(value)
+            }
+            Lookup::Wait(flight) => match flight.wait() {
+                Some(value) => Ok(value),
+                None => self.load_alone(id, load),
+            },
+        }
+    }
+
+    /// The fallback when the leader of a flight failed: load without coalescing,
+    /// still under the epoch rule.
+    fn load_alone<F>(&self, id: i64, load: F) -> Result<Option<Arc<T>>>
+    where
+        F: FnOnce() -> Result<Option<T>>,
+    {
+        let shard = self.shard(id);
+        let epoch = {
+            let mut shard = shard.lock();
+            shard.counters.loads += 1;
+            shard.epoch()
+        };
+        let value = load()?.map(Arc::new);
+        if let Some(value) = &value {
+            shard.lock().fill_if_epoch(id, value, epoch);
+        }
+        Ok(value)
+    }
+
+    fn load_uncached<F>(&self, id: i64, load: F) -> Result<Option<Arc<T>>>
+    where
+        F: FnOnce() -> Result<Option<T>>,
+    {
+        {
+            let mut shard = self.shard(id).lock();
+            shard.counters.misses += 1;
+            shard.counters.loads += 1;
+        }
+        Ok(load()?.map(Arc::new))
+    }
+
+    /// The epoch of `id`'s shard, read before a write or a list query.
+    pub(crate) fn epoch_of(&self, id: i64) -> u64 {
+        self.shard(id).lock().epoch()
+    }
+
+    /// Every shard's epoch, read one shard lock at a time before a list query.
+    pub(crate) fn epochs(&self) -> Vec<u64> {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().epoch())
+            .collect()
+    }
+
+    /// Puts rows a list query loaded through the identity map: a row already
+    /// cached comes back as the cached `Arc`, an uncached row is filled unless
+    /// its shard was invalidated since `epochs` were read.
+    pub(crate) fn intern(
+        &self,
+        rows: Vec<T>,
+        epochs: &[u64],
+        id_of: impl Fn(&T) -> i64,
+    ) -> Vec<Arc<T>> {
+        rows.into_iter()
+            .map(|row| {
+                let id = id_of(&row);
+                let row = Arc::new(row);
+                if !self.enabled {
+                    return row;
+                }
+                let index = self.shard_index(id);
+                let mut shard = self.shards[index].lock();
+                shard.intern(id, row, epochs[index])
+            })
+            .collect()
+    }
+
+    /// Applies a committed write of `id`; see [`Shard::apply_write`].
+    pub(crate) fn apply_write(&self, id: i64, value: Option<&Arc<T>>, epoch_at_write: u64) {
+        let mut shard = self.shard(id).lock();
+        shard.apply_write(id, value, epoch_at_write);
+    }
+
+    /// Removes `id` and makes every load of it that is in progress unfillable.
+    pub(crate) fn invalidate(&self, id: i64) {
+        let mut shard = self.shard(id).lock();
+        shard.invalidate(id);
+    }
+
+    /// Empties the map and makes every load in progress unfillable.
+    pub(crate) fn clear(&self) {
+        for shard in self.shards.iter() {
+            shard.lock().clear();
+        }
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        let mut total = CacheStats::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            let mut counters = shard.counters;
+            counters.entries = shard.len() as u64;
+            total += counters;
+        }
+        if !self.enabled {
+            total.capacity = 0;
+        }
+        total
+    }
+}
+
+/// The leader of a single-flight load. Dropping it without `finish` (the load
+/// returned `Err` or panicked) detaches the flight and wakes its waiters, who
+/// then load for themselves: no waiter is left blocked.
+struct Leader<'a, T> {
+    shard: &'a Mutex<Shard<T>>,
+    id: i64,
+    flight: Option<Arc<Flight<T>>>,
+}
+
+impl<T> Leader<'_, T> {
+    fn finish(mut self, value: Option<Arc<T>>) {
+        if let Some(flight) = self.flight.take() {
+            {
+                let mut shard = self.shard.lock();
+                shard.finish_flight(self.id, &flight, value.as_ref());
+            }
+            flight.complete(Some(value));
+        }
+    }
+}
+
+impl<T> Drop for Leader<'_, T> {
+    fn drop(&mut self) {
+        if let Some(flight) = self.flight.take() {
+            {
+                let mut shard = self.shard.lock();
+                shard.finish_flight(self.id, &flight, None);
+            }
+            flight.complete(None);
+        }
+    }
+}
+
+fn prev_power_of_two(n: usize) -> usize {
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
+/// The type-erased face of an identity map, for the invalidation bus and
+/// statistics, which work by table name rather than by entity type.
+pub(crate) trait CacheControl: Send + Sync {
+    /// Applies a committed write; `value` must be an `Arc<T>` of this map's type.
+    fn apply_write_any(&self, id: i64, value: Option<AnyValue>, epoch: u64);
+    fn invalidate(&self, id: i64);
+    fn clear(&self);
+    fn stats(&self) -> CacheStats;
+}
+
+impl<T: Send + Sync + 'static> CacheControl for IdentityMap<T> {
+    fn apply_write_any(&self, id: i64, value: Option<AnyValue>, epoch: u64) {
+        match value.map(|v| v.downcast::<T>()) {
+            Some(Ok(value)) => self.apply_write(id, Some(&value), epoch),
+            // A value of another type cannot be cached here; invalidating is always safe.
+            Some(Err(_)) | None => self.apply_write(id, None, epoch),
+        }
+    }
+
+    fn invalidate(&self, id: i64) {
+        IdentityMap::invalidate(self, id);
+    }
+
+    fn clear(&self) {
+        IdentityMap::clear(self);
+    }
+
+    fn stats(&self) -> CacheStats {
+        IdentityMap::stats(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Barrier;
+    use std::time::Duration;
+
+    fn map(capacity: usize) -> IdentityMap<String> {
+        IdentityMap::new(capacity)
+    }
+
+    fn load(value: &str) -> impl FnOnce() -> Result<Option<String>> + '_ {
+        move || Ok(Some(value.to_owned()))
+    }
+
+    #[test]
+    fn hit_returns_the_same_arc() {
+        let map = map(8);
+        let first = map.get_or_load(1, load("a")).unwrap().unwrap();
+        let second = map.get_or_load(1, load("other")).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        let stats = map.stats();
+        assert_eq!((stats.hits, stats.misses, stats.fills), (1, 1, 1));
+    }
+
+    #[test]
+    fn capacity_bounds_entries_in_lru_order() {
+        let map = map(2);
+        for id in 0..10 {
+            map.get_or_load(id, load("v")).unwrap();
+        }
+        let stats = map.stats();
+        assert_eq!(stats.entries, 2);
+        assert_eq!(stats.evictions, 8);
+        assert!(map.peek(9).is_some() && map.peek(0).is_none());
+    }
+
+    #[test]
+    fn shard_capacities_add_up_to_the_capacity() {
+        for capacity in [1, 2, 3, 15, 16, 17, 1000, 10_007] {
+            assert_eq!(map(capacity).stats().capacity, capacity as u64);
+        }
+    }
+
+    #[test]
+    fn invalidation_during_load_drops_the_fill() {
+        let map = map(8);
+        let value = map
+            .get_or_load(1, || {
+                // A writer commits and invalidates while this load is in flight.
+                map.invalidate(1);
+                Ok(Some("stale".to_owned()))
+            })
+            .unwrap();
+        assert_eq!(value.as_deref().map(String::as_str), Some("stale"));
+        assert!(
+            map.peek(1).is_none(),
+            "a load that raced an invalidation must not fill"
+        );
+        assert_eq!(map.stats().stale_fills_dropped, 1);
+        let fresh = map.get_or_load(1, load("fresh")).unwrap().unwrap();
+        assert_eq!(*fresh, "fresh");
+    }
+
+    #[test]
+    fn load_runs_without_any_shard_lock() {
+        let map = map(64);
+        map.get_or_load(1, || {
+            for shard in map.shards.iter() {
+                assert!(
+                    shard.try_lock().is_some(),
+                    "a shard lock is held during a load"
+                );
+            }
+            Ok(Some("v".to_owned()))
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn apply_write_fills_only_when_nothing_intervened() {
+        let map = map(8);
+        let epoch = map.epoch_of(1);
+        map.apply_write(1, Some(&Arc::new("new".to_owned())), epoch);
+        assert_eq!(map.peek(1).as_deref().map(String::as_str), Some("new"));
+
+        let epoch = map.epoch_of(2);
+        map.invalidate(2); // another writer's invalidation lands first
+        map.apply_write(2, Some(&Arc::new("mine".to_owned())), epoch);
+        assert!(map.peek(2).is_none());
+    }
+
+    #[test]
+    fn concurrent_misses_of_one_key_load_once() {
+        let map = Arc::new(map(8));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let start = Arc::new(Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (map, loads, start) = (map.clone(), loads.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    map.get_or_load(7, || {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(200));
+                        Ok(Some("v".to_owned()))
+                    })
+                    .unwrap()
+                    .unwrap()
+                })
+            })
+            .collect();
+        let values: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert!(values.iter().all(|v| Arc::ptr_eq(v, &values[0])));
+    }
+
+    #[test]
+    fn failed_leader_releases_its_waiters() {
+        let map = Arc::new(map(8));
+        let started = Arc::new(Barrier::new(2));
+        let leader = {
+            let (map, started) = (map.clone(), started.clone());
+            std::thread::spawn(move || {
+                map.get_or_load(3, || {
+                    started.wait();
+                    std::thread::sleep(Duration::from_millis(100));
+                    panic!("loader panics");
+                })
+            })
+        };
+        started.wait();
+        let waiter = map.get_or_load(3, load("second try")).unwrap().unwrap();
+        assert!(leader.join().is_err());
+        assert_eq!(*waiter, "second try");
+    }
+
+    #[test]
+    fn capacity_zero_disables_caching() {
+        let map = map(0);
+        let a = map.get_or_load(1, load("a")).unwrap().unwrap();
+        let b = map.get_or_load(1, load("b")).unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(map.stats().loads, 2);
+        assert_eq!(map.stats().capacity, 0);
+    }
+}

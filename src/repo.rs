@@ -1,0 +1,269 @@
+//! Repositories: the cached face of an [`Entity`]. [`Repo`] works on the store
+//! (reads through the identity map, each write in its own transaction);
+//! [`TxRepo`] works inside a [`Tx`].
+
+use std::any::TypeId;
+use std::fmt;
+use std::sync::Arc;
+
+use diesel::QueryResult;
+
+use crate::cache::IdentityMap;
+use crate::entity::{Entity, Key};
+use crate::error::{Error, Result};
+use crate::pool::Connection;
+use crate::registry::{AnyValue, PendingWrite, Written};
+use crate::store::Store;
+use crate::tx::Tx;
+
+/// The repository of entity `E` on a [`Store`]: `get` is served from the
+/// identity map, writes run in their own transaction and invalidate on commit.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let store = larder::Store::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+/// # store.migrate().unwrap();
+/// let users = store.users();
+/// let ann = users.create(larder::NewUser { name: "ann".into(), email: "ann@example.org".into() })?;
+/// let again = users.get(ann.id)?.expect("just created");
+/// assert!(std::sync::Arc::ptr_eq(&ann, &again)); // one object per row while cached
+/// assert!(users.delete(ann.id)?);
+/// assert!(users.get(ann.id)?.is_none());
+/// # Ok::<(), larder::Error>(())
+/// ```
+pub struct Repo<'s, E> {
+    store: &'s Store,
+    cache: &'s IdentityMap<E>,
+}
+
+impl<'s, E: Entity> Repo<'s, E> {
+    pub(crate) fn new(store: &'s Store, cache: &'s IdentityMap<E>) -> Repo<'s, E> {
+        Repo { store, cache }
+    }
+
+    /// Row `id`, from the cache when it is there, else loaded once (concurrent
+    /// callers share the load) and cached.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolTimeout`] or a database error when a load was needed and failed.
+    pub fn get(&self, id: i64) -> Result<Option<Arc<E>>> {
+        self.cache.get_or_load(id, || {
+            let _span = tracing::trace_span!("load", table = E::TABLE, id).entered();
+            self.store.run(E::TABLE, Some(id), |conn| E::find(conn, id))
+        })
+    }
+
+    /// Inserts a row in its own transaction and caches the stored row.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when a constraint rejects the row (nothing is written).
+    pub fn create(&self, new: E::New) -> Result<Arc<E>> {
+        self.in_tx(|repo| repo.create(new))
+    }
+
+    /// Updates row `id` in its own transaction and returns the stored row.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such row, [`Error::Conflict`] when a
+    /// constraint rejects the change.
+    pub fn update(&self, id: i64, changes: E::Changes) -> Result<Arc<E>> {
+        self.in_tx(|repo| repo.update(id, changes))
+    }
+
+    /// Deletes row `id` (and what cascades from it) in its own transaction.
+    /// Returns whether a row was removed.
+    ///
+    /// # Errors
+    ///
+    /// A database error; nothing is removed then.
+    pub fn delete(&self, id: i64) -> Result<bool> {
+        self.in_tx(|repo| repo.delete(id))
+    }
+
+    /// Runs a list query on a pooled connection and returns its rows through the
+    /// identity map: a row that is cached comes back as the cached `Arc`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolTimeout`] or the query's database error.
+    pub fn query<F>(&self, query: F) -> Result<Vec<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
+    {
+        let epochs = self.cache.epochs();
+        let rows = self.store.run(E::TABLE, None, query)?;
+        Ok(self.cache.intern(rows, &epochs, E::id))
+    }
+
+    /// The cached value of `id`, if cached, without loading it.
+    pub fn cached(&self, id: i64) -> Option<Arc<E>> {
+        self.cache.peek(id)
+    }
+
+    /// Drops `id` from this process's cache, for example after changing the row
+    /// with raw SQL.
+    pub fn invalidate(&self, id: i64) {
+        self.store.invalidate(Key::new(E::TABLE, id));
+    }
+
+    pub(crate) fn in_tx<T>(&self, work: impl FnOnce(&TxRepo<'_, E>) -> Result<T>) -> Result<T> {
+        self.store
+            .transaction(|tx| work(&TxRepo::new(tx, self.cache)))
+    }
+}
+
+impl<E> fmt::Debug for Repo<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Repo")
+            .field("entity", &std::any::type_name::<E>())
+            .finish()
+    }
+}
+
+/// The repository of entity `E` inside a [`Tx`]. Reads go to the database
+/// through the transaction (they see its own writes and never fill the shared
+/// cache); writes are applied to the cache only when the transaction commits.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let store = larder::Store::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+/// # store.migrate().unwrap();
+/// let post = store.transaction(|tx| {
+///     let ann = tx.users().create(larder::NewUser { name: "ann".into(), email: "ann@example.org".into() })?;
+///     tx.posts().create(larder::NewPost { author_id: ann.id, title: "Hello".into(), body: "…".into() })
+/// })?;
+/// assert_eq!(post.version, 1);
+/// # Ok::<(), larder::Error>(())
+/// ```
+pub struct TxRepo<'t, E> {
+    tx: &'t Tx<'t>,
+    cache: &'t IdentityMap<E>,
+}
+
+impl<'t, E: Entity> TxRepo<'t, E> {
+    pub(crate) fn new(tx: &'t Tx<'t>, cache: &'t IdentityMap<E>) -> TxRepo<'t, E> {
+        TxRepo { tx, cache }
+    }
+
+    /// Row `id` as this transaction sees it.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn get(&self, id: i64) -> Result<Option<Arc<E>>> {
+        let row = self.tx.run(E::TABLE, Some(id), |conn| E::find(conn, id))?;
+        Ok(row.map(Arc::new))
+    }
+
+    /// Inserts a row; it is cached when the transaction commits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when a constraint rejects the row.
+    pub fn create(&self, new: E::New) -> Result<Arc<E>> {
+        let row = Arc::new(self.tx.run(E::TABLE, None, |conn| E::insert(conn, &new))?);
+        // The id is new: no other transaction can have written it yet, so the
+        // epoch read after the insert is as good as one read before.
+        let epoch = self.cache.epoch_of(row.id());
+        self.record(row.id(), Some(Arc::clone(&row)), epoch);
+        Ok(row)
+    }
+
+    /// Updates row `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such row, [`Error::Conflict`] when a
+    /// constraint rejects the change.
+    pub fn update(&self, id: i64, changes: E::Changes) -> Result<Arc<E>> {
+        self.write(id, |conn| E::update(conn, id, &changes))?
+            .ok_or(Error::NotFound {
+                table: E::TABLE,
+                id,
+            })
+    }
+
+    /// Runs a write of row `id` that returns the row as stored (or `None` when
+    /// nothing was written) and records it for commit-time invalidation.
+    ///
+    /// # Errors
+    ///
+    /// The write's database error.
+    pub fn write<F>(&self, id: i64, write: F) -> Result<Option<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Option<E>>,
+    {
+        // Read before the write so that any invalidation after it is noticed.
+        let epoch = self.cache.epoch_of(id);
+        let row = self.tx.run(E::TABLE, Some(id), write)?.map(Arc::new);
+        if row.is_some() {
+            self.record(id, row.clone(), epoch);
+        }
+        Ok(row)
+    }
+
+    /// Deletes row `id` and what cascades from it; returns whether a row was removed.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn delete(&self, id: i64) -> Result<bool> {
+        let epoch = self.cache.epoch_of(id);
+        let cascade = self
+            .tx
+            .run(E::TABLE, Some(id), |conn| E::cascade(conn, id))?;
+        let removed = self
+            .tx
+            .run(E::TABLE, Some(id), |conn| E::delete(conn, id))?;
+        if removed {
+            self.record(id, None, epoch);
+            self.tx.record_cascade(cascade);
+        }
+        Ok(removed)
+    }
+
+    /// Runs a list query inside the transaction.
+    ///
+    /// # Errors
+    ///
+    /// The query's database error.
+    pub fn query<F>(&self, query: F) -> Result<Vec<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
+    {
+        let rows = self.tx.run(E::TABLE, None, query)?;
+        Ok(rows.into_iter().map(Arc::new).collect())
+    }
+
+    /// Runs `work` on the transaction's connection, with errors mapped for this
+    /// entity's table and row `id`.
+    pub(crate) fn run<T>(
+        &self,
+        id: Option<i64>,
+        work: impl FnOnce(&mut Connection) -> QueryResult<T>,
+    ) -> Result<T> {
+        self.tx.run(E::TABLE, id, work)
+    }
+
+    fn record(&self, id: i64, value: Option<Arc<E>>, epoch: u64) {
+        self.tx.record(PendingWrite {
+            key: Key::new(E::TABLE, id),
+            written: Some(Written {
+                entity: TypeId::of::<E>(),
+                value: value.map(|v| v as AnyValue),
+                epoch,
+            }),
+        });
+    }
+}
+
+impl<E> fmt::Debug for TxRepo<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TxRepo")
+            .field("entity", &std::any::type_name::<E>())
+            .finish()
+    }
+}

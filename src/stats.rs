@@ -1,0 +1,73 @@
+//! A snapshot of what a store's caches and pool are doing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::cache::CacheStats;
+
+/// Connections the pool holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolState {
+    /// Connections open, idle or checked out.
+    pub connections: u32,
+    /// Connections idle in the pool.
+    pub idle: u32,
+}
+
+/// Per-entity cache statistics and the pool's state, from [`Store::stats`](crate::Store::stats).
+///
+/// `Display` prints a table.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Cache counters by table name.
+    pub entities: BTreeMap<&'static str, CacheStats>,
+    /// The pool's connections.
+    pub pool: PoolState,
+}
+
+impl Stats {
+    /// The counters of `table` (all zero when it is not cached).
+    pub fn entity(&self, table: &str) -> CacheStats {
+        self.entities.get(table).copied().unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<10} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6} {:>7} {:>9} {:>8}",
+            "entity",
+            "hits",
+            "misses",
+            "hit%",
+            "loads",
+            "fills",
+            "stale",
+            "invals",
+            "evictions",
+            "entries"
+        )?;
+        for (table, s) in &self.entities {
+            writeln!(
+                f,
+                "{:<10} {:>8} {:>8} {:>6.1}% {:>7} {:>7} {:>6} {:>7} {:>9} {:>8}",
+                table,
+                s.hits,
+                s.misses,
+                s.hit_ratio() * 100.0,
+                s.loads,
+                s.fills,
+                s.stale_fills_dropped,
+                s.invalidations,
+                s.evictions,
+                s.entries
+            )?;
+        }
+        write!(
+            f,
+            "pool: {} connections, {} idle",
+            self.pool.connections, self.pool.idle
+        )
+    }
+}

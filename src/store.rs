@@ -1,0 +1,228 @@
+//! The store: one per process, cheap to clone, the entry point to everything.
+
+use std::fmt;
+use std::sync::Arc;
+
+use diesel::QueryResult;
+
+use crate::blog::{Comment, Post, User};
+use crate::builder::StoreBuilder;
+use crate::cache::IdentityMap;
+use crate::entity::{Entity, Key};
+use crate::error::{Error, Result};
+use crate::migrate::{self, MigrationStatus};
+use crate::pool::{Connection, Pool, PoolConfig, PooledConn};
+use crate::registry::Registry;
+use crate::repo::Repo;
+use crate::stats::{PoolState, Stats};
+use crate::tx::Tx;
+use crate::url::DatabaseUrl;
+
+/// A cached, pooled database: repositories, transactions, migrations and
+/// statistics. `Store` is `Clone + Send + Sync`; clones share the pool and caches.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("blog.db");
+/// # let url = format!("sqlite://{}", path.display());
+/// let store = larder::Store::open(&url)?;
+/// store.migrate()?;
+/// let ann = store.users().create(larder::NewUser { name: "ann".into(), email: "ann@example.org".into() })?;
+/// assert_eq!(store.users().get(ann.id)?.unwrap().email, "ann@example.org");
+/// println!("{}", store.stats());
+/// # Ok::<(), larder::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: DatabaseUrl,
+    pool: Pool,
+    config: PoolConfig,
+    registry: Registry,
+}
+
+impl Store {
+    /// Opens `url` with default settings: `sqlite://path`, `sqlite:path` or a
+    /// bare file path.
+    ///
+    /// # Errors
+    ///
+    /// As [`StoreBuilder::build`].
+    pub fn open(url: &str) -> Result<Store> {
+        Store::builder(url).build()
+    }
+
+    /// A builder for a store on `url`.
+    pub fn builder(url: &str) -> StoreBuilder {
+        StoreBuilder::new(url)
+    }
+
+    pub(crate) fn from_parts(
+        url: DatabaseUrl,
+        pool: Pool,
+        config: PoolConfig,
+        registry: Registry,
+    ) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                url,
+                pool,
+                config,
+                registry,
+            }),
+        }
+    }
+
+    /// Runs every pending embedded migration; returns the versions applied.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] naming the migration that failed; that migration's
+    /// changes are rolled back.
+    pub fn migrate(&self) -> Result<Vec<String>> {
+        let mut conn = self.checkout()?;
+        let applied = migrate::run_pending(&mut conn)?;
+        // Migrations may rewrite any row: forget everything cached.
+        self.clear_cache();
+        Ok(applied)
+    }
+
+    /// Every embedded migration and whether it is applied.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] when the applied versions cannot be read.
+    pub fn migration_status(&self) -> Result<Vec<MigrationStatus>> {
+        let mut conn = self.checkout()?;
+        migrate::status(&mut conn)
+    }
+
+    /// The users repository.
+    pub fn users(&self) -> Repo<'_, User> {
+        Repo::new(self, self.blog_map())
+    }
+
+    /// The posts repository.
+    pub fn posts(&self) -> Repo<'_, Post> {
+        Repo::new(self, self.blog_map())
+    }
+
+    /// The comments repository.
+    pub fn comments(&self) -> Repo<'_, Comment> {
+        Repo::new(self, self.blog_map())
+    }
+
+    /// The repository of an entity registered with [`StoreBuilder::entity`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotRegistered`] when `E` was not registered.
+    pub fn repo<E: Entity>(&self) -> Result<Repo<'_, E>> {
+        Ok(Repo::new(self, self.map::<E>()?))
+    }
+
+    /// Begins a transaction; see [`Tx`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolTimeout`] when no connection is free, [`Error::Busy`] when
+    /// another writer holds SQLite's write lock past the busy timeout.
+    pub fn begin(&self) -> Result<Tx<'_>> {
+        Tx::begin(self)
+    }
+
+    /// Runs `work` in a transaction: commits when it returns `Ok`, rolls back
+    /// when it returns `Err` or panics (the panic then continues).
+    ///
+    /// # Errors
+    ///
+    /// The error `work` returned, or the error of beginning or committing.
+    pub fn transaction<T, E, F>(&self, work: F) -> std::result::Result<T, E>
+    where
+        F: FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
+        E: From<Error>,
+    {
+        let tx = self.begin()?;
+        let value = work(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// Cache counters per entity and the pool's state.
+    pub fn stats(&self) -> Stats {
+        let state = self.inner.pool.state();
+        Stats {
+            entities: self.inner.registry.stats(),
+            pool: PoolState {
+                connections: state.connections,
+                idle: state.idle_connections,
+            },
+        }
+    }
+
+    /// Drops every cached copy of `key` in this process.
+    pub fn invalidate(&self, key: Key) {
+        self.inner.registry.invalidate(key);
+    }
+
+    /// Empties every cache of this process.
+    pub fn clear_cache(&self) {
+        self.inner.registry.clear_all();
+    }
+
+    /// The database URL, password redacted when printed.
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.inner.url
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub(crate) fn map<E: Entity>(&self) -> Result<&IdentityMap<E>> {
+        self.inner.registry.map::<E>().ok_or(Error::NotRegistered {
+            entity: std::any::type_name::<E>(),
+        })
+    }
+
+    /// The blog's entities are registered by every builder.
+    pub(crate) fn blog_map<E: Entity>(&self) -> &IdentityMap<E> {
+        #[allow(clippy::expect_used)]
+        self.inner
+            .registry
+            .map::<E>()
+            .expect("StoreBuilder::build registers the blog entities")
+    }
+
+    /// A pooled connection, or [`Error::PoolTimeout`] after the checkout timeout.
+    pub(crate) fn checkout(&self) -> Result<PooledConn> {
+        let _span = tracing::trace_span!("pool_checkout").entered();
+        self.inner
+            .pool
+            .get()
+            .map_err(|e| Error::pool(e, self.inner.config.connection_timeout))
+    }
+
+    /// Runs `query` on a pooled connection outside any explicit transaction.
+    pub(crate) fn run<T>(
+        &self,
+        table: &'static str,
+        id: Option<i64>,
+        query: impl FnOnce(&mut Connection) -> QueryResult<T>,
+    ) -> Result<T> {
+        let mut conn = self.checkout()?;
+        query(&mut conn).map_err(|e| Error::from_diesel(e, table, id))
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("url", &self.inner.url)
+            .field("pool_size", &self.inner.config.size)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,186 @@
+//! The transaction guard: begin → work → commit; dropped without commit, it
+//! rolls back. Cache invalidation happens only after a successful commit.
+
+use std::cell::RefCell;
+use std::fmt;
+
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::QueryResult;
+
+use crate::blog::{Comment, Post, User};
+use crate::entity::{Entity, Key};
+use crate::error::{Error, Result};
+use crate::pool::{Connection, PooledConn};
+use crate::registry::PendingWrite;
+use crate::repo::TxRepo;
+use crate::store::Store;
+
+/// An open database transaction holding one pooled connection.
+///
+/// Writes made through it are invisible to the shared cache until
+/// [`commit`](Tx::commit) succeeds; then every key it wrote is invalidated.
+/// Dropping a `Tx` without committing (an early `?`, a panic) rolls it back and
+/// leaves the cache untouched. Reads inside a transaction go to the database
+/// through its connection, so they see its own uncommitted writes, and never
+/// fill the shared cache.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let store = larder::Store::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+/// # store.migrate().unwrap();
+/// let tx = store.begin()?;
+/// let user = tx.users().create(larder::NewUser { name: "ann".into(), email: "ann@example.org".into() })?;
+/// tx.users().update(user.id, larder::UserChanges { name: Some("Ann".into()), ..Default::default() })?;
+/// tx.commit()?;
+/// assert_eq!(store.users().get(user.id)?.unwrap().name, "Ann");
+/// # Ok::<(), larder::Error>(())
+/// ```
+#[must_use = "dropping a Tx rolls it back"]
+pub struct Tx<'s> {
+    store: &'s Store,
+    conn: RefCell<PooledConn>,
+    pending: RefCell<Vec<PendingWrite>>,
+    finished: bool,
+}
+
+impl<'s> Tx<'s> {
+    /// Checks out a connection and begins. SQLite takes the write lock up
+    /// front (`BEGIN IMMEDIATE`): a writer then waits its turn within the busy
+    /// timeout instead of failing midway on a lock upgrade.
+    pub(crate) fn begin(store: &'s Store) -> Result<Tx<'s>> {
+        let mut conn = store.checkout()?;
+        AnsiTransactionManager::begin_transaction_sql(&mut *conn, "BEGIN IMMEDIATE")
+            .map_err(|e| Error::from_diesel(e, "-", None))?;
+        tracing::trace!("transaction begun");
+        Ok(Tx {
+            store,
+            conn: RefCell::new(conn),
+            pending: RefCell::new(Vec::new()),
+            finished: false,
+        })
+    }
+
+    /// Commits, then invalidates every cached key the transaction wrote.
+    ///
+    /// # Errors
+    ///
+    /// The database's error if the commit fails; the transaction is then rolled
+    /// back and the keys it wrote are invalidated anyway, which is always safe.
+    pub fn commit(mut self) -> Result<()> {
+        self.finished = true;
+        let writes = std::mem::take(&mut *self.pending.borrow_mut());
+        let committed = {
+            let mut conn = self.conn.borrow_mut();
+            AnsiTransactionManager::commit_transaction(&mut **conn)
+        };
+        match committed {
+            Ok(()) => {
+                tracing::debug!(writes = writes.len(), "transaction committed");
+                self.store.registry().apply_committed(writes);
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "commit failed");
+                for write in writes {
+                    self.store.registry().invalidate(write.key);
+                }
+                Err(Error::from_diesel(err, "-", None))
+            }
+        }
+    }
+
+    /// Rolls back explicitly. Dropping the `Tx` does the same.
+    ///
+    /// # Errors
+    ///
+    /// The database's error if the rollback fails; the connection is then
+    /// discarded by the pool rather than reused.
+    pub fn rollback(mut self) -> Result<()> {
+        self.finished = true;
+        self.roll_back()
+            .map_err(|e| Error::from_diesel(e, "-", None))
+    }
+
+    fn roll_back(&mut self) -> QueryResult<()> {
+        self.pending.borrow_mut().clear();
+        let mut conn = self.conn.borrow_mut();
+        let result = AnsiTransactionManager::rollback_transaction(&mut **conn);
+        tracing::debug!(ok = result.is_ok(), "transaction rolled back");
+        result
+    }
+
+    /// The users repository inside this transaction.
+    pub fn users(&self) -> TxRepo<'_, User> {
+        self.blog_repo()
+    }
+
+    /// The posts repository inside this transaction.
+    pub fn posts(&self) -> TxRepo<'_, Post> {
+        self.blog_repo()
+    }
+
+    /// The comments repository inside this transaction.
+    pub fn comments(&self) -> TxRepo<'_, Comment> {
+        self.blog_repo()
+    }
+
+    /// The repository of a registered entity inside this transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotRegistered`] when `E` was not registered with
+    /// [`StoreBuilder::entity`](crate::StoreBuilder::entity).
+    pub fn repo<E: Entity>(&self) -> Result<TxRepo<'_, E>> {
+        Ok(TxRepo::new(self, self.store.map::<E>()?))
+    }
+
+    fn blog_repo<E: Entity>(&self) -> TxRepo<'_, E> {
+        TxRepo::new(self, self.store.blog_map::<E>())
+    }
+
+    /// Runs `query` on this transaction's connection, mapping its error for
+    /// `table` and `id`.
+    pub(crate) fn run<T>(
+        &self,
+        table: &'static str,
+        id: Option<i64>,
+        query: impl FnOnce(&mut Connection) -> QueryResult<T>,
+    ) -> Result<T> {
+        let mut conn = self.conn.borrow_mut();
+        query(&mut conn).map_err(|e| Error::from_diesel(e, table, id))
+    }
+
+    pub(crate) fn record(&self, write: PendingWrite) {
+        self.pending.borrow_mut().push(write);
+    }
+
+    pub(crate) fn record_cascade(&self, keys: Vec<Key>) {
+        let mut pending = self.pending.borrow_mut();
+        pending.extend(
+            keys.into_iter()
+                .map(|key| PendingWrite { key, written: None }),
+        );
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Never panic here: a failed rollback leaves the connection marked as in
+        // a transaction, and the pool discards such a connection on return.
+        if let Err(err) = self.roll_back() {
+            tracing::warn!(error = %err, "rollback of a dropped transaction failed");
+        }
+    }
+}
+
+impl fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tx")
+            .field("pending_writes", &self.pending.borrow().len())
+            .field("finished", &self.finished)
+            .finish()
+    }
+}

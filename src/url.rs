@@ -1,0 +1,239 @@
+//! Parsing a database URL into a backend and a connection target, and keeping
+//! its password out of everything that is printed.
+
+use std::fmt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The database engine a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// An embedded SQLite file: `sqlite://path`, `sqlite:path` or a bare path.
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend's short name, as used for its migrations folder.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A parsed database URL.
+///
+/// `Debug` and `Display` show the URL with its password replaced by `***`.
+///
+/// ```
+/// let url = larder::DatabaseUrl::parse("sqlite://blog.db").unwrap();
+/// assert_eq!(url.backend(), larder::Backend::Sqlite);
+/// assert_eq!(url.target(), "blog.db");
+/// ```
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    backend: Backend,
+    target: String,
+    redacted: String,
+    password: Option<String>,
+}
+
+impl DatabaseUrl {
+    /// Parses `url`, checking what can be checked without connecting.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] for an empty URL, an unknown scheme, a backend this
+    /// build does not include, an in-memory SQLite database (each pooled connection
+    /// would see its own empty database) or a SQLite file whose directory does not exist.
+    pub fn parse(url: &str) -> Result<DatabaseUrl> {
+        let redacted = redact_url(url);
+        let password = password_of(url);
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: redacted.clone(),
+            reason,
+        };
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(invalid("the URL is empty".into()));
+        }
+        let (backend, target) = match url.split_once("://") {
+            Some(("sqlite", path)) => (Backend::Sqlite, path),
+            Some((scheme @ ("postgres" | "postgresql" | "mysql"), _)) => {
+                return Err(invalid(format!(
+                    "the {scheme} backend is not included in this build of larder"
+                )))
+            }
+            Some((scheme, _)) => {
+                return Err(invalid(format!(
+                    "unknown scheme {scheme:?}: use sqlite://, postgres:// or mysql://"
+                )))
+            }
+            None => (Backend::Sqlite, url.strip_prefix("sqlite:").unwrap_or(url)),
+        };
+        check_sqlite_path(target).map_err(invalid)?;
+        Ok(DatabaseUrl {
+            backend,
+            target: target.to_owned(),
+            redacted,
+            password,
+        })
+    }
+
+    /// The backend the URL selects.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// What the driver connects to: for SQLite, the file path.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The URL with its password replaced by `***`.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// Removes this URL's password from a driver message before it is shown.
+    pub(crate) fn scrub(&self, message: &str) -> String {
+        match &self.password {
+            Some(password) if !password.is_empty() => message.replace(password.as_str(), "***"),
+            _ => message.to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseUrl")
+            .field("backend", &self.backend)
+            .field("url", &self.redacted)
+            .finish()
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+fn check_sqlite_path(path: &str) -> std::result::Result<(), String> {
+    if path.is_empty() {
+        return Err("the SQLite file path is empty".into());
+    }
+    if path.contains('\0') {
+        return Err("the SQLite file path contains a NUL byte".into());
+    }
+    if path == ":memory:" || path.contains("mode=memory") {
+        return Err(
+            "in-memory SQLite is not supported: every pooled connection would open its own \
+             empty database; use a file (a temporary one for tests)"
+                .into(),
+        );
+    }
+    let dir = match Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => return Ok(()),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(format!("directory {} does not exist", dir.display()))
+    }
+}
+
+/// The authority's user-info password, if the URL has one.
+fn password_of(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    Some(password.to_owned())
+}
+
+/// Replaces the password in `scheme://user:password@host…` and in a
+/// `password=` query parameter with `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let mut out = match (url.split_once("://"), password_of(url)) {
+        (Some((scheme, rest)), Some(_)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(end);
+            let (userinfo, host) = authority.rsplit_once('@').unwrap_or(("", authority));
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_owned(),
+    };
+    if let Some(start) = out.find("password=") {
+        let value_start = start + "password=".len();
+        let value_end = out[value_start..]
+            .find(['&', ' ', '#'])
+            .map_or(out.len(), |i| value_start + i);
+        out.replace_range(value_start..value_end, "***");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_path_and_prefixed_forms_are_sqlite() {
+        for (url, target) in [
+            ("blog.db", "blog.db"),
+            ("sqlite://blog.db", "blog.db"),
+            ("sqlite:blog.db", "blog.db"),
+            ("sqlite:///tmp/blog.db", "/tmp/blog.db"),
+        ] {
+            let parsed = DatabaseUrl::parse(url).unwrap();
+            assert_eq!(parsed.backend(), Backend::Sqlite);
+            assert_eq!(parsed.target(), target, "{url}");
+        }
+    }
+
+    #[test]
+    fn unknown_scheme_is_invalid() {
+        let err = DatabaseUrl::parse("ftp://host/db").unwrap_err();
+        assert!(err.to_string().contains("unknown scheme"), "{err}");
+    }
+
+    #[test]
+    fn missing_directory_is_invalid() {
+        let err = DatabaseUrl::parse("sqlite:///no/such/dir/blog.db").unwrap_err();
+        assert!(err.to_string().contains("/no/such/dir"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/blog"),
+            "postgres://app:***@db:5432/blog"
+        );
+        assert_eq!(
+            redact_url("postgres://db/blog?user=app&password=s3cret&x=1"),
+            "postgres://db/blog?user=app&password=***&x=1"
+        );
+        assert_eq!(
+            redact_url("mysql://p@ss:w@rd@host/db"),
+            "mysql://p@ss:***@host/db"
+        );
+        let err = DatabaseUrl::parse("postgres://app:s3cret@db/blog").unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn scrub_removes_password_from_messages() {
+        let url = DatabaseUrl {
+            backend: Backend::Sqlite,
+            target: String::new(),
+            redacted: String::new(),
+            password: Some("hunter2".into()),
+        };
+        assert_eq!(url.scrub("auth hunter2 failed"), "auth *** failed");
+    }
+}
