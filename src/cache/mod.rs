@@ -171,6 +171,7 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
 
     /// Applies a committed write of `id`; see [`Shard::apply_write`].
     pub(crate) fn apply_write(&self, id: i64, value: Option<&Arc<T>>, epoch_at_write: u64) {
+        let value = value.filter(|_| self.enabled);
         let mut shard = self.shard(id).lock();
         shard.apply_write(id, value, epoch_at_write);
     }

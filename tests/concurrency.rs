@@ -1,0 +1,275 @@
+//! Readers racing writers never leave a stale value cached; concurrent misses
+//! load once; no cache lock is held while a load runs.
+//!
+//! The races are made deterministic with latches: a test entity on the users
+//! table holds its loader inside the database call until the test has done
+//! what it needs to, so no test depends on timing.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{fresh, fresh_with, user, user_in_db};
+use larder::{Connection, Entity, NewUser, User, UserChanges};
+
+/// A one-shot signal between threads.
+struct Latch {
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Latch {
+    const fn new() -> Latch {
+        Latch {
+            open: Mutex::new(false),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) {
+        let guard = self.open.lock().unwrap();
+        let (_guard, timeout) = self
+            .cv
+            .wait_timeout_while(guard, Duration::from_secs(30), |open| !*open)
+            .unwrap();
+        assert!(!timeout.timed_out(), "latch never opened");
+    }
+}
+
+/// Declares an entity on the users table whose loader runs `$after_read`
+/// after reading the row, inside the database call.
+macro_rules! user_entity {
+    ($name:ident, $after_read:expr) => {
+        #[derive(Debug)]
+        struct $name(User);
+
+        impl Entity for $name {
+            const TABLE: &'static str = "users";
+            type New = NewUser;
+            type Changes = UserChanges;
+
+            fn id(&self) -> i64 {
+                self.0.id
+            }
+
+            fn find(conn: &mut Connection, id: i64) -> diesel::QueryResult<Option<$name>> {
+                let row = User::find(conn, id)?;
+                $after_read();
+                Ok(row.map($name))
+            }
+
+            fn insert(conn: &mut Connection, new: &NewUser) -> diesel::QueryResult<$name> {
+                User::insert(conn, new).map($name)
+            }
+
+            fn update(
+                conn: &mut Connection,
+                id: i64,
+                changes: &UserChanges,
+            ) -> diesel::QueryResult<Option<$name>> {
+                Ok(User::update(conn, id, changes)?.map($name))
+            }
+
+            fn delete(conn: &mut Connection, id: i64) -> diesel::QueryResult<bool> {
+                User::delete(conn, id)
+            }
+        }
+    };
+}
+
+static RACE_READ: Latch = Latch::new();
+static RACE_RELEASE: Latch = Latch::new();
+user_entity!(RacingUser, || {
+    RACE_READ.open();
+    RACE_RELEASE.wait();
+});
+
+static FLIGHT_LOADS: AtomicUsize = AtomicUsize::new(0);
+static FLIGHT_RELEASE: Latch = Latch::new();
+user_entity!(CoalescedUser, || {
+    FLIGHT_LOADS.fetch_add(1, Ordering::SeqCst);
+    FLIGHT_RELEASE.wait();
+});
+
+static STALL_READ: Latch = Latch::new();
+static STALL_RELEASE: Latch = Latch::new();
+user_entity!(StalledUser, || {
+    STALL_READ.open();
+    STALL_RELEASE.wait();
+});
+
+fn rename(name: &str) -> UserChanges {
+    UserChanges {
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+/// Polls `condition` for up to 30 s.
+fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The epoch rule: a reader loads the old row, a writer commits and invalidates
+/// before the reader fills. The reader's fill must be dropped. Without the rule
+/// the old row stays cached and the last `get` returns it.
+#[test]
+fn a_reader_racing_a_writer_never_leaves_a_stale_value() {
+    let db = fresh_with(|b| b.entity::<RacingUser>());
+    let id = user(&db.store, "old name").id;
+    let store = db.store.clone();
+    let reader = std::thread::spawn(move || store.repo::<RacingUser>().unwrap().get(id).unwrap());
+    RACE_READ.wait(); // the reader has read "old name" and not yet filled
+    let repo = db.store.repo::<RacingUser>().unwrap();
+    repo.update(id, rename("new name")).unwrap();
+    RACE_RELEASE.open();
+    let raced = reader.join().unwrap().unwrap();
+    assert_eq!(raced.0.name, "old name", "the reader read before the write");
+
+    let seen = repo.get(id).unwrap().unwrap();
+    assert_eq!(
+        seen.0.name, "new name",
+        "a stale fill survived the invalidation"
+    );
+    assert!(db.store.stats().entity("users").stale_fills_dropped >= 1);
+}
+
+#[test]
+fn concurrent_misses_of_one_key_load_it_once() {
+    let db = fresh_with(|b| b.entity::<CoalescedUser>().pool_size(8));
+    let id = user(&db.store, "ann").id;
+    let readers: Vec<_> = (0..6)
+        .map(|_| {
+            let store = db.store.clone();
+            std::thread::spawn(move || {
+                store
+                    .repo::<CoalescedUser>()
+                    .unwrap()
+                    .get(id)
+                    .unwrap()
+                    .unwrap()
+            })
+        })
+        .collect();
+    // Every reader has missed (and so is leading or waiting) before the load ends.
+    eventually("six misses", || {
+        db.store.stats().entity("users").misses >= 6
+    });
+    FLIGHT_RELEASE.open();
+    let values: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert_eq!(
+        FLIGHT_LOADS.load(Ordering::SeqCst),
+        1,
+        "misses were not coalesced"
+    );
+    assert!(values.iter().all(|v| Arc::ptr_eq(v, &values[0])));
+}
+
+/// While one load is held inside its database call, other operations on the
+/// same cache complete: no cache lock is held across the call. (Were one held,
+/// the operations below would wait for the release that comes after them.)
+#[test]
+fn a_stalled_load_blocks_no_other_cache_operation() {
+    let db = fresh_with(|b| b.entity::<StalledUser>().pool_size(4));
+    let ann = user(&db.store, "ann").id;
+    let others: Vec<i64> = (0..20)
+        .map(|n| user(&db.store, &format!("u{n}")).id)
+        .collect();
+    let store = db.store.clone();
+    let slow = std::thread::spawn(move || store.repo::<StalledUser>().unwrap().get(ann).unwrap());
+    STALL_READ.wait();
+
+    let (done, finished) = mpsc::channel();
+    let store = db.store.clone();
+    std::thread::spawn(move || {
+        let repo = store.repo::<StalledUser>().unwrap();
+        repo.invalidate(ann);
+        for &id in &others {
+            repo.invalidate(id);
+            store.users().update(id, rename("changed")).unwrap();
+        }
+        done.send(()).unwrap();
+    });
+    let result = finished.recv_timeout(Duration::from_secs(30));
+    STALL_RELEASE.open();
+    assert!(
+        result.is_ok(),
+        "cache operations waited for a load in progress"
+    );
+    assert!(slow.join().unwrap().is_some());
+}
+
+/// Many readers and writers on few keys; afterwards every cached entry must
+/// equal its row.
+#[test]
+fn the_cache_agrees_with_the_database_after_a_read_write_storm() {
+    let db = fresh_with(|b| b.pool_size(4).busy_timeout(Duration::from_secs(30)));
+    let ids: Vec<i64> = (0..8)
+        .map(|n| user(&db.store, &format!("u{n}")).id)
+        .collect();
+    let workers: Vec<_> = (0..4)
+        .map(|worker| {
+            let (store, ids) = (db.store.clone(), ids.clone());
+            std::thread::spawn(move || {
+                for n in 0..400usize {
+                    let id = ids[(n * 7 + worker) % ids.len()];
+                    if worker % 2 == 0 && n % 3 == 0 {
+                        store
+                            .users()
+                            .update(id, rename(&format!("w{worker}-{n}")))
+                            .unwrap();
+                    } else {
+                        store.users().get(id).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    for id in ids {
+        if let Some(cached) = db.store.users().cached(id) {
+            assert_eq!(
+                Some(cached),
+                user_in_db(&db.store, id),
+                "stale entry for user {id}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_store_is_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<larder::Store>();
+    let db = fresh();
+    let id = user(&db.store, "ann").id;
+    let store = db.store.clone();
+    let from_thread = std::thread::spawn(move || store.users().get(id).unwrap().unwrap());
+    assert_eq!(from_thread.join().unwrap().name, "ann");
+}
+
+/// A write through one entity invalidates every entity cached from the same table.
+#[test]
+fn a_write_invalidates_every_entity_of_its_table() {
+    user_entity!(PlainUser, || ());
+    let db = fresh_with(|b| b.entity::<PlainUser>());
+    let ann = user(&db.store, "ann");
+    let plain = db.store.repo::<PlainUser>().unwrap();
+    assert_eq!(plain.get(ann.id).unwrap().unwrap().0.name, "ann");
+    db.store.users().update(ann.id, rename("Ann")).unwrap();
+    assert_eq!(plain.get(ann.id).unwrap().unwrap().0.name, "Ann");
+}
