@@ -1,0 +1,81 @@
+//! Bounded waits: an exhausted pool and a locked database give typed errors
+//! within their timeouts, and the store recovers once they are released.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_pool_idle, fresh_with, user};
+use larder::{Error, UserChanges};
+
+#[test]
+fn pool_exhaustion_is_a_timeout_error_then_recovers() {
+    let timeout = Duration::from_millis(300);
+    let db = fresh_with(|b| b.pool_size(1).connection_timeout(timeout));
+    let ann = user(&db.store, "ann");
+    db.store.clear_cache();
+
+    let held = db.store.begin().unwrap(); // the only connection
+    let started = Instant::now();
+    let err = db.store.users().get(ann.id).unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        matches!(err, Error::PoolTimeout { timeout: t } if t == timeout),
+        "{err:?}"
+    );
+    assert!(waited >= timeout, "gave up before the timeout: {waited:?}");
+    assert!(waited < timeout * 20, "no bounded wait: {waited:?}");
+    assert!(err.to_string().contains("pool exhausted"), "{err}");
+
+    drop(held);
+    assert_eq!(db.store.users().get(ann.id).unwrap().unwrap().name, "ann");
+    assert_pool_idle(&db.store);
+}
+
+#[test]
+fn a_writer_blocked_past_the_busy_timeout_gets_a_busy_error() {
+    let db = fresh_with(|b| b.pool_size(2).busy_timeout(Duration::from_millis(200)));
+    let ann = user(&db.store, "ann");
+    let writer = db.store.begin().unwrap(); // holds SQLite's write lock
+    writer
+        .users()
+        .update(
+            ann.id,
+            UserChanges {
+                name: Some("held".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+
+    let changes = UserChanges {
+        name: Some("blocked".into()),
+        ..Default::default()
+    };
+    let err = db.store.users().update(ann.id, changes).unwrap_err();
+    assert!(matches!(err, Error::Busy { .. }), "{err:?}");
+    // Readers are not blocked by the writer (WAL), and see committed data only.
+    assert_eq!(db.store.users().get(ann.id).unwrap().unwrap().name, "ann");
+
+    writer.commit().unwrap();
+    assert_eq!(db.store.users().get(ann.id).unwrap().unwrap().name, "held");
+    assert_pool_idle(&db.store);
+}
+
+#[test]
+fn a_second_writer_waits_its_turn_within_the_busy_timeout() {
+    let db = fresh_with(|b| b.pool_size(2).busy_timeout(Duration::from_secs(20)));
+    let ann = user(&db.store, "ann");
+    let writer = db.store.begin().unwrap();
+    let store = db.store.clone();
+    let second = std::thread::spawn(move || {
+        let changes = UserChanges {
+            name: Some("second".into()),
+            ..Default::default()
+        };
+        store.users().update(ann.id, changes)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    writer.commit().unwrap();
+    assert_eq!(second.join().unwrap().unwrap().name, "second");
+}
