@@ -53,7 +53,7 @@ impl DatabaseUrl {
         let password = password_of(url);
         let invalid = |reason: String| Error::InvalidUrl {
             url: redacted.clone(),
-            reason,
+            reason: scrub(&reason, password.as_deref()),
         };
         let url = url.trim();
         if url.is_empty() {
@@ -73,7 +73,7 @@ impl DatabaseUrl {
             }
             None => (Backend::Sqlite, url.strip_prefix("sqlite:").unwrap_or(url)),
         };
-        check_sqlite_path(target).map_err(invalid)?;
+        check_sqlite_path(target, password.is_none()).map_err(invalid)?;
         Ok(DatabaseUrl {
             backend,
             target: target.to_owned(),
@@ -99,10 +99,7 @@ impl DatabaseUrl {
 
     /// Removes this URL's password from a driver message before it is shown.
     pub(crate) fn scrub(&self, message: &str) -> String {
-        match &self.password {
-            Some(password) if !password.is_empty() => message.replace(password.as_str(), "***"),
-            _ => message.to_owned(),
-        }
+        scrub(message, self.password.as_deref())
     }
 }
 
@@ -121,7 +118,16 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
-fn check_sqlite_path(path: &str) -> std::result::Result<(), String> {
+fn scrub(message: &str, password: Option<&str>) -> String {
+    match password {
+        Some(password) if !password.is_empty() => message.replace(password, "***"),
+        _ => message.to_owned(),
+    }
+}
+
+/// `echo_path` is false when the URL holds a password: a path derived from such
+/// a URL is not repeated in the error, since any part of it may be the secret.
+fn check_sqlite_path(path: &str, echo_path: bool) -> std::result::Result<(), String> {
     if path.is_empty() {
         return Err("the SQLite file path is empty".into());
     }
@@ -141,16 +147,19 @@ fn check_sqlite_path(path: &str) -> std::result::Result<(), String> {
     };
     if dir.is_dir() {
         Ok(())
-    } else {
+    } else if echo_path {
         Err(format!("directory {} does not exist", dir.display()))
+    } else {
+        Err("the SQLite file's directory does not exist".into())
     }
 }
 
-/// The authority's user-info password, if the URL has one.
+/// The user-info password, if the URL has one. Users paste passwords without
+/// percent-encoding them, so a password may hold `/`, `?`, `#` or `@`: the
+/// user-info is taken to run up to the *last* `@`, which can only over-redact.
 fn password_of(url: &str) -> Option<String> {
     let (_, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (userinfo, _) = rest.rsplit_once('@')?;
     let (_, password) = userinfo.split_once(':')?;
     Some(password.to_owned())
 }
@@ -160,11 +169,9 @@ fn password_of(url: &str) -> Option<String> {
 pub(crate) fn redact_url(url: &str) -> String {
     let mut out = match (url.split_once("://"), password_of(url)) {
         (Some((scheme, rest)), Some(_)) => {
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let (authority, tail) = rest.split_at(end);
-            let (userinfo, host) = authority.rsplit_once('@').unwrap_or(("", authority));
+            let (userinfo, host_and_tail) = rest.rsplit_once('@').unwrap_or(("", rest));
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}{tail}")
+            format!("{scheme}://{user}:***@{host_and_tail}")
         }
         _ => url.to_owned(),
     };
@@ -224,6 +231,31 @@ mod tests {
         );
         let err = DatabaseUrl::parse("postgres://app:s3cret@db/blog").unwrap_err();
         assert!(!format!("{err} {err:?}").contains("s3cret"));
+    }
+
+    proptest::proptest! {
+        /// Any string: parsing returns a value or a typed error, never panics,
+        /// and a password given in the URL never shows in what is printed.
+        #[test]
+        fn parsing_never_panics_or_leaks_a_password(
+            scheme in "(sqlite|postgres|postgresql|mysql|ftp|[a-z]{1,8})",
+            user in "[a-z]{0,6}",
+            password in "pw[A-Za-z0-9@:/?#%]{4,12}",
+            rest in "\\PC{0,24}",
+        ) {
+            let url = format!("{scheme}://{user}:{password}@{rest}");
+            let shown = match DatabaseUrl::parse(&url) {
+                Ok(parsed) => format!("{parsed} {parsed:?} {}", parsed.redacted()),
+                Err(err) => format!("{err} {err:?}"),
+            };
+            proptest::prop_assert!(!shown.contains(&password), "{} leaked in {}", password, shown);
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(url in "\\PC{0,64}") {
+            let _ = DatabaseUrl::parse(&url);
+            let _ = redact_url(&url);
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - concurrent misses of one key wait on that key's [`Flight`], not on the shard.
 
 mod flight;
+#[cfg(test)]
+mod proptests;
 mod shard;
 mod stats;
 

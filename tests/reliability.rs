@@ -1,0 +1,300 @@
+//! Faults and attacks: optimistic locking under contention, corrupt rows,
+//! tampered migration state, a read-only or vanished database.
+
+mod common;
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use common::{fresh, fresh_with, post, user};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use larder::{ConflictKind, Error, Migrator, NewUser, PostChanges, Store};
+
+fn set_body(body: String) -> PostChanges {
+    PostChanges {
+        body: Some(body),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_stale_version_is_a_conflict_naming_the_key() {
+    let db = fresh();
+    let ann = user(&db.store, "ann");
+    let p = post(&db.store, &ann, "t");
+    db.store
+        .posts()
+        .update_versioned(p.id, 1, set_body("v2".into()))
+        .unwrap();
+    let err = db
+        .store
+        .posts()
+        .update_versioned(p.id, 1, set_body("lost".into()))
+        .unwrap_err();
+    match &err {
+        Error::Conflict {
+            table: "posts",
+            id: Some(id),
+            kind:
+                ConflictKind::VersionMismatch {
+                    expected: 1,
+                    actual: 2,
+                },
+            ..
+        } if *id == p.id => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        err.to_string().contains(&format!("posts {}", p.id)),
+        "{err}"
+    );
+    assert_eq!(db.store.posts().get(p.id).unwrap().unwrap().body, "v2");
+    let missing = db
+        .store
+        .posts()
+        .update_versioned(9999, 1, set_body("x".into()))
+        .unwrap_err();
+    assert!(
+        matches!(
+            missing,
+            Error::NotFound {
+                table: "posts",
+                id: 9999
+            }
+        ),
+        "{missing:?}"
+    );
+}
+
+/// Read-modify-write loops that retry on conflict: every increment survives.
+#[test]
+fn concurrent_versioned_increments_lose_no_update() {
+    const THREADS: usize = 4;
+    const INCREMENTS: usize = 25;
+    let db = fresh_with(|b| {
+        b.pool_size(4)
+            .busy_timeout(std::time::Duration::from_secs(30))
+    });
+    let ann = user(&db.store, "ann");
+    let id = post(&db.store, &ann, "counter").id;
+    db.store
+        .posts()
+        .update_versioned(id, 1, set_body("0".into()))
+        .unwrap();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let store = db.store.clone();
+            std::thread::spawn(move || {
+                let mut conflicts = 0;
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let current = store.posts().get(id).unwrap().unwrap();
+                        let next = current.body.parse::<u64>().unwrap() + 1;
+                        match store.posts().update_versioned(
+                            id,
+                            current.version,
+                            set_body(next.to_string()),
+                        ) {
+                            Ok(_) => break,
+                            Err(e) if e.is_conflict() => conflicts += 1,
+                            Err(e) => panic!("{e}"),
+                        }
+                        assert!(
+                            conflicts < 100_000,
+                            "no progress: the cache keeps serving a stale version"
+                        );
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    let conflicts: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let last = db.store.posts().get(id).unwrap().unwrap();
+    assert_eq!(
+        last.body,
+        (THREADS * INCREMENTS).to_string(),
+        "an update was lost ({conflicts} conflicts)"
+    );
+    assert_eq!(last.version, 2 + (THREADS * INCREMENTS) as i64);
+}
+
+fn raw(db: &common::TestDb, sql: &str) {
+    let mut conn =
+        diesel::SqliteConnection::establish(db.dir.path().join("test.db").to_str().unwrap())
+            .unwrap();
+    conn.batch_execute(sql).unwrap();
+}
+
+#[test]
+fn a_row_with_invalid_utf8_is_an_error_not_a_panic() {
+    let db = fresh();
+    let ann = user(&db.store, "ann");
+    raw(
+        &db,
+        &format!(
+            "UPDATE users SET name = CAST(x'66ff6f' AS TEXT) WHERE id = {}",
+            ann.id
+        ),
+    );
+    db.store.clear_cache();
+    let err = db.store.users().get(ann.id).unwrap_err();
+    assert!(
+        matches!(err, Error::Database { table: "users", .. }),
+        "{err:?}"
+    );
+    assert!(db.store.users().cached(ann.id).is_none());
+    // The store keeps working for other rows.
+    let bob = user(&db.store, "bob");
+    assert_eq!(db.store.users().get(bob.id).unwrap().unwrap().name, "bob");
+}
+
+#[test]
+fn a_failing_down_migration_is_a_migration_error_and_changes_nothing() {
+    let db = fresh();
+    user(&db.store, "ann");
+    raw(&db, "DROP TABLE comments"); // an operator's hand edit the down.sql does not expect
+    let mut migrator = Migrator::open(&db.url()).unwrap();
+    let err = migrator.revert().unwrap_err();
+    assert!(matches!(err, Error::Migration { .. }), "{err:?}");
+    assert!(err.to_string().contains("comments"), "{err}");
+    assert!(
+        migrator.status().unwrap().iter().all(|m| m.applied),
+        "the failed revert was rolled back"
+    );
+    assert_eq!(
+        db.store
+            .users()
+            .query(|c| larder::schema::users::table.load(c))
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn an_unknown_applied_version_does_not_break_migrate() {
+    let db = fresh();
+    raw(
+        &db,
+        "INSERT INTO __diesel_schema_migrations (version) VALUES ('99999999999999')",
+    );
+    let mut migrator = Migrator::open(&db.url()).unwrap();
+    assert!(migrator.run().unwrap().is_empty());
+    assert!(migrator.status().unwrap().iter().all(|m| m.applied));
+}
+
+/// Clears the immutable attribute again, whatever the test did.
+struct Immutable(Vec<PathBuf>);
+
+impl Immutable {
+    fn set(paths: &[&Path]) -> Option<Immutable> {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .args(paths)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return None;
+        }
+        Some(Immutable(paths.iter().map(|p| p.to_path_buf()).collect()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").args(&self.0).status();
+    }
+}
+
+/// `chattr +i` makes the file and its directory read-only even for root.
+#[test]
+fn a_read_only_database_gives_clear_errors_and_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro.db");
+    let url = format!("sqlite://{}", path.display());
+    {
+        let store = Store::open(&url).unwrap();
+        store.migrate().unwrap();
+        user(&store, "ann");
+    }
+    // Leave WAL mode so that the file alone holds the database.
+    let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = DELETE;")
+        .unwrap();
+    drop(conn);
+    let Some(_guard) = Immutable::set(&[path.as_path(), dir.path()]) else {
+        println!("skipped a_read_only_database_gives_clear_errors_and_no_panic: chattr +i is not available here");
+        return;
+    };
+    let outcome = std::panic::catch_unwind(|| match Store::open(&url) {
+        Err(err) => {
+            assert!(matches!(err, Error::Connection { .. }), "{err:?}");
+            err.to_string()
+        }
+        Ok(store) => {
+            let err = store
+                .users()
+                .create(NewUser {
+                    name: "bob".into(),
+                    email: "bob@example.org".into(),
+                })
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::Database { .. } | Error::Busy { .. }),
+                "{err:?}"
+            );
+            err.to_string()
+        }
+    });
+    let message = outcome.expect("no panic on a read-only database");
+    println!("read-only database: {message}");
+    assert!(
+        message.contains("readonly")
+            || message.contains("read-only")
+            || message.contains("unable to open"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_vanished_database_directory_gives_clear_errors_and_no_panic() {
+    let db = fresh();
+    let ann = user(&db.store, "ann");
+    std::fs::remove_dir_all(db.dir.path()).unwrap();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        db.store.clear_cache();
+        // Open connections may still reach the unlinked file; either way the
+        // answer is a value or a typed error, never a panic or a hang.
+        let _ = db.store.users().get(ann.id);
+        let _ = db.store.users().create(NewUser {
+            name: "x".into(),
+            email: "x@example.org".into(),
+        });
+    }));
+    assert!(result.is_ok());
+    let err = Store::open(&db.url()).unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[test]
+fn entries_survive_a_panicking_reader() {
+    let db = fresh();
+    let ann = user(&db.store, "ann");
+    let store = db.store.clone();
+    let id = ann.id;
+    let result = std::thread::spawn(move || {
+        let _user = store.users().get(id).unwrap();
+        panic!("a request handler panics holding a cached Arc");
+    })
+    .join();
+    assert!(result.is_err());
+    assert!(Arc::ptr_eq(
+        &db.store.users().get(ann.id).unwrap().unwrap(),
+        &ann
+    ));
+}
