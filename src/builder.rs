@@ -30,6 +30,7 @@ pub struct StoreBuilder {
     url: String,
     pool_size: u32,
     cache_capacity: usize,
+    query_cache_capacity: usize,
     connection_timeout: Duration,
     busy_timeout: Duration,
     entities: Vec<(&'static str, Option<usize>, Registration)>,
@@ -41,6 +42,7 @@ impl StoreBuilder {
             url: url.to_owned(),
             pool_size: 8,
             cache_capacity: 10_000,
+            query_cache_capacity: 1_000,
             connection_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
             entities: Vec::new(),
@@ -57,6 +59,13 @@ impl StoreBuilder {
     /// goes to the database). Defaults to 10,000 per entity.
     pub fn cache_capacity(mut self, entries: usize) -> StoreBuilder {
         self.cache_capacity = entries;
+        self
+    }
+
+    /// Most list-query results (for example `posts().by_author(id)`) the store
+    /// caches; 0 turns the query cache off. Defaults to 1,000 lists.
+    pub fn query_cache_capacity(mut self, lists: usize) -> StoreBuilder {
+        self.query_cache_capacity = lists;
         self
     }
 
@@ -115,7 +124,7 @@ impl StoreBuilder {
             busy_timeout: self.busy_timeout,
         };
         let pool = pool::build(&url, &config)?;
-        let mut registry = Registry::default();
+        let mut registry = Registry::new(self.query_cache_capacity);
         registry.register::<User>(self.cache_capacity);
         registry.register::<Post>(self.cache_capacity);
         registry.register::<Comment>(self.cache_capacity);
@@ -149,6 +158,7 @@ impl fmt::Debug for StoreBuilder {
             .field("url", &crate::url::redact_url(&self.url))
             .field("pool_size", &self.pool_size)
             .field("cache_capacity", &self.cache_capacity)
+            .field("query_cache_capacity", &self.query_cache_capacity)
             .field("connection_timeout", &self.connection_timeout)
             .field("busy_timeout", &self.busy_timeout)
             .field("entities", &entities)

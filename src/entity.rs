@@ -104,4 +104,88 @@ pub trait Entity: Sized + Send + Sync + 'static {
         let _ = (conn, id);
         Ok(Vec::new())
     }
+
+    /// Tables whose deletes cascade into this one (`ON DELETE CASCADE` foreign
+    /// keys pointing at them) without this entity being named in their
+    /// [`cascade`](Entity::cascade), typically an application table hanging off
+    /// the blog's `posts`. When a row of such a table is deleted, this entity's
+    /// whole cache is emptied: coarse, but never stale. Defaults to none.
+    const DELETED_WITH: &'static [&'static str] = &[];
+}
+
+/// Implements [`Entity`] for a diesel model whose table has an `id BIGINT`
+/// primary key, from the table module, the insertable type and the changeset
+/// type: no query needs to be written. An all-`None` changeset leaves the row
+/// as it is.
+///
+/// ```
+/// use diesel::prelude::*;
+///
+/// diesel::table! { tags (id) { id -> BigInt, post_id -> BigInt, label -> Text } }
+///
+/// #[derive(Debug, Queryable)]
+/// pub struct Tag { pub id: i64, pub post_id: i64, pub label: String }
+///
+/// #[derive(Insertable)]
+/// #[diesel(table_name = tags)]
+/// pub struct NewTag { pub post_id: i64, pub label: String }
+///
+/// #[derive(AsChangeset, Default)]
+/// #[diesel(table_name = tags)]
+/// pub struct TagChanges { pub label: Option<String> }
+///
+/// larder::entity!(Tag {
+///     table: tags,
+///     new: NewTag,
+///     changes: TagChanges,
+///     deleted_with: ["posts"], // tags.post_id REFERENCES posts ON DELETE CASCADE
+/// });
+///
+/// assert_eq!(<Tag as larder::Entity>::TABLE, "tags");
+/// ```
+#[macro_export]
+macro_rules! entity {
+    ($model:ident { table: $table:ident, new: $new:ty, changes: $changes:ty $(, deleted_with: [$($parent:literal),* $(,)?])? $(,)? }) => {
+        impl $crate::Entity for $model {
+            const TABLE: &'static str = stringify!($table);
+            const DELETED_WITH: &'static [&'static str] = &[$($($parent),*)?];
+            type New = $new;
+            type Changes = $changes;
+
+            fn id(&self) -> i64 {
+                self.id
+            }
+
+            fn find(conn: &mut $crate::Connection, id: i64) -> ::diesel::QueryResult<Option<Self>> {
+                use ::diesel::prelude::*;
+                $table::table.find(id).first(conn).optional()
+            }
+
+            fn insert(conn: &mut $crate::Connection, new: &$new) -> ::diesel::QueryResult<Self> {
+                use ::diesel::prelude::*;
+                ::diesel::insert_into($table::table).values(new).get_result(conn)
+            }
+
+            fn update(conn: &mut $crate::Connection, id: i64, changes: &$changes) -> ::diesel::QueryResult<Option<Self>> {
+                use ::diesel::prelude::*;
+                let updated = ::diesel::update($table::table.find(id)).set(changes).get_result(conn).optional();
+                match updated {
+                    Err(err) if $crate::is_empty_changeset(&err) => Self::find(conn, id),
+                    other => other,
+                }
+            }
+
+            fn delete(conn: &mut $crate::Connection, id: i64) -> ::diesel::QueryResult<bool> {
+                use ::diesel::prelude::*;
+                Ok(::diesel::delete($table::table.find(id)).execute(conn)? > 0)
+            }
+        }
+    };
+}
+
+/// Whether `err` is diesel's refusal to run an update with nothing to set.
+/// Used by [`entity!`](crate::entity); public only for the macro's expansion.
+#[doc(hidden)]
+pub fn is_empty_changeset(err: &diesel::result::Error) -> bool {
+    matches!(err, diesel::result::Error::QueryBuilderError(inner) if inner.is::<diesel::result::EmptyChangeset>())
 }

@@ -57,6 +57,8 @@ pub use blog::{
 };
 pub use builder::StoreBuilder;
 pub use cache::CacheStats;
+#[doc(hidden)]
+pub use entity::is_empty_changeset;
 pub use entity::{Entity, Key};
 pub use error::{ConflictKind, Error, Result};
 pub use migrate::{MigrationStatus, Migrator, SQLITE_MIGRATIONS};

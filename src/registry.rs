@@ -4,9 +4,10 @@
 
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::cache::{CacheControl, CacheStats, IdentityMap};
+use crate::cache::{CacheControl, CacheStats, IdentityMap, QueryCache};
 use crate::entity::{Entity, Key};
 
 /// A cached value of any entity type.
@@ -23,12 +24,24 @@ struct TableMember {
     control: Arc<dyn CacheControl>,
 }
 
+/// An entity emptied when a row of a table it is [`Entity::DELETED_WITH`] is deleted.
+struct Dependent {
+    table: &'static str,
+    control: Arc<dyn CacheControl>,
+}
+
 /// Built once by the store builder, read-only afterwards, so looking an entity
 /// up takes no lock.
-#[derive(Default)]
 pub(crate) struct Registry {
     by_type: HashMap<TypeId, Registered>,
     by_table: HashMap<&'static str, Vec<TableMember>>,
+    /// For a table, the entities emptied when one of its rows is deleted
+    /// ([`Entity::DELETED_WITH`]), with their own table names.
+    deleted_with: HashMap<&'static str, Vec<Dependent>>,
+    /// Per table, moved by every invalidation of the table; the query cache
+    /// compares it with the generation a list was read at.
+    generations: HashMap<&'static str, AtomicU64>,
+    queries: QueryCache,
 }
 
 /// A committed write waiting to be applied to the caches: the entity's own
@@ -49,9 +62,30 @@ pub(crate) struct Written {
 }
 
 impl Registry {
+    /// An empty registry whose query cache holds at most `query_capacity` lists.
+    pub(crate) fn new(query_capacity: usize) -> Registry {
+        Registry {
+            by_type: HashMap::new(),
+            by_table: HashMap::new(),
+            deleted_with: HashMap::new(),
+            generations: HashMap::new(),
+            queries: QueryCache::new(query_capacity),
+        }
+    }
+
     pub(crate) fn register<E: Entity>(&mut self, capacity: usize) {
-        let map = Arc::new(IdentityMap::<E>::new(capacity));
+        let map = Arc::new(IdentityMap::<E>::new(E::TABLE, capacity));
         let control: Arc<dyn CacheControl> = map.clone();
+        self.generations.entry(E::TABLE).or_default();
+        for parent in E::DELETED_WITH {
+            self.deleted_with
+                .entry(parent)
+                .or_default()
+                .push(Dependent {
+                    table: E::TABLE,
+                    control: Arc::clone(&control),
+                });
+        }
         self.by_table
             .entry(E::TABLE)
             .or_default()
@@ -83,6 +117,7 @@ impl Registry {
     pub(crate) fn apply_committed(&self, writes: Vec<PendingWrite>) {
         for write in writes {
             let writer = write.written.as_ref().map(|w| w.entity);
+            let deleted = write.written.as_ref().is_none_or(|w| w.value.is_none());
             if let Some(written) = write.written {
                 if let Some(r) = self.by_type.get(&written.entity) {
                     r.control
@@ -90,7 +125,41 @@ impl Registry {
                 }
             }
             self.invalidate_except(write.key, writer);
+            if deleted {
+                self.empty_dependents(write.key.table, &mut Vec::new());
+            }
         }
+    }
+
+    /// Empties every entity declared [`Entity::DELETED_WITH`] `table`, and
+    /// theirs in turn.
+    fn empty_dependents(&self, table: &'static str, visited: &mut Vec<&'static str>) {
+        if visited.contains(&table) {
+            return;
+        }
+        visited.push(table);
+        for dependent in self.deleted_with.get(table).into_iter().flatten() {
+            self.bump(dependent.table);
+            dependent.control.clear();
+            self.empty_dependents(dependent.table, visited);
+        }
+    }
+
+    fn bump(&self, table: &str) {
+        if let Some(generation) = self.generations.get(table) {
+            generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The current generation of `table`, `None` for a table with no entity.
+    pub(crate) fn generation(&self, table: &str) -> Option<u64> {
+        self.generations
+            .get(table)
+            .map(|g| g.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn queries(&self) -> &QueryCache {
+        &self.queries
     }
 
     /// Drops every cached copy of `key`, in every entity mapped to its table.
@@ -99,6 +168,7 @@ impl Registry {
     }
 
     fn invalidate_except(&self, key: Key, skip: Option<TypeId>) {
+        self.bump(key.table);
         for member in self.by_table.get(key.table).into_iter().flatten() {
             if Some(member.entity) != skip {
                 member.control.invalidate(key.id);
@@ -108,9 +178,13 @@ impl Registry {
 
     /// Empties every cache, for when invalidations may have been missed.
     pub(crate) fn clear_all(&self) {
+        for table in self.generations.keys() {
+            self.bump(table);
+        }
         for registered in self.by_type.values() {
             registered.control.clear();
         }
+        self.queries.clear();
     }
 
     /// Statistics per table (entities sharing a table are added up).

@@ -98,6 +98,62 @@ impl<'s, E: Entity> Repo<'s, E> {
         Ok(self.cache.intern(rows, &epochs, E::id))
     }
 
+    /// Like [`query`](Repo::query), with the result cached under `key` (which
+    /// must identify the query and its parameters) until any table in `reads`
+    /// changes: a write to one of them, committed anywhere larder hears of,
+    /// invalidates the list. A table no registered entity maps is never
+    /// invalidated, so a query reading one is not cached.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = larder::Store::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+    /// # store.migrate().unwrap();
+    /// use diesel::prelude::*;
+    /// use larder::schema::users;
+    ///
+    /// let named = |store: &larder::Store| {
+    ///     store.users().cached_query("users named ann", &["users"], |conn| {
+    ///         users::table.filter(users::name.eq("ann")).order(users::id).load(conn)
+    ///     })
+    /// };
+    /// assert!(named(&store)?.is_empty());
+    /// store.users().create(larder::NewUser { name: "ann".into(), email: "a@example.org".into() })?;
+    /// assert_eq!(named(&store)?.len(), 1); // the insert invalidated the cached list
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolTimeout`] or the query's database error.
+    pub fn cached_query<F>(
+        &self,
+        key: &str,
+        reads: &[&'static str],
+        query: F,
+    ) -> Result<Vec<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
+    {
+        let registry = self.store.registry();
+        let generation = |table: &str| registry.generation(table);
+        let read: Option<Vec<(&'static str, u64)>> = reads
+            .iter()
+            .map(|t| generation(t).map(|g| (*t, g)))
+            .collect();
+        let Some(read) = read else {
+            return self.query(query);
+        };
+        let key = (TypeId::of::<E>(), key.to_owned());
+        if let Some(rows) = registry.queries().get::<E>(&key, generation) {
+            return Ok(rows.as_ref().clone());
+        }
+        let rows = Arc::new(self.query(query)?);
+        registry
+            .queries()
+            .fill(key, read, Arc::clone(&rows), generation);
+        Ok(Arc::unwrap_or_clone(rows))
+    }
+
     /// The cached value of `id`, if cached, without loading it.
     pub fn cached(&self, id: i64) -> Option<Arc<E>> {
         self.cache.peek(id)

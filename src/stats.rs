@@ -21,6 +21,8 @@ pub struct PoolState {
 pub struct Stats {
     /// Cache counters by table name.
     pub entities: BTreeMap<&'static str, CacheStats>,
+    /// The query cache's counters (cached list results).
+    pub queries: CacheStats,
     /// The pool's connections.
     pub pool: PoolState,
 }
@@ -64,6 +66,21 @@ impl fmt::Display for Stats {
                 s.entries
             )?;
         }
+        let q = &self.queries;
+        writeln!(
+            f,
+            "{:<10} {:>8} {:>8} {:>6.1}% {:>7} {:>7} {:>6} {:>7} {:>9} {:>8}",
+            "(lists)",
+            q.hits,
+            q.misses,
+            q.hit_ratio() * 100.0,
+            q.misses,
+            q.fills,
+            q.stale_fills_dropped,
+            "-",
+            q.evictions,
+            q.entries
+        )?;
         write!(
             f,
             "pool: {} connections, {} idle",

@@ -90,6 +90,28 @@ impl Store {
         Ok(applied)
     }
 
+    /// Runs an application's own pending migrations (for example from
+    /// `diesel_migrations::embed_migrations!`) after larder's; returns the
+    /// versions applied.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] naming the migration that failed.
+    pub fn run_migrations<S>(&self, source: S) -> Result<Vec<String>>
+    where
+        S: diesel::migration::MigrationSource<diesel::sqlite::Sqlite>,
+    {
+        use diesel_migrations::MigrationHarness;
+        let mut conn = self.checkout()?;
+        let applied = conn
+            .run_pending_migrations(source)
+            .map_err(|err| Error::Migration {
+                message: format!("running the application's migrations: {err}"),
+            })?;
+        self.clear_cache();
+        Ok(applied.iter().map(ToString::to_string).collect())
+    }
+
     /// Every embedded migration and whether it is applied.
     ///
     /// # Errors
@@ -156,6 +178,7 @@ impl Store {
         let state = self.inner.pool.state();
         Stats {
             entities: self.inner.registry.stats(),
+            queries: self.inner.registry.queries().stats(),
             pool: PoolState {
                 connections: state.connections,
                 idle: state.idle_connections,

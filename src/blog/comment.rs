@@ -114,13 +114,17 @@ impl Entity for Comment {
 }
 
 impl Repo<'_, Comment> {
-    /// Comments on `post_id`, oldest first; cached comments come back as the cached `Arc`.
+    /// Comments on `post_id`, oldest first, from the query cache until
+    /// `comments` changes; the comments are the identity map's `Arc`s.
     ///
     /// # Errors
     ///
     /// A database error.
     pub fn of_post(&self, post_id: i64) -> Result<Vec<Arc<Comment>>> {
-        self.query(|conn| Comment::of_post(conn, post_id))
+        let key = format!("comments.of_post({post_id})");
+        self.cached_query(&key, &[Comment::TABLE], |conn| {
+            Comment::of_post(conn, post_id)
+        })
     }
 }
 

@@ -256,21 +256,27 @@ impl Repo<'_, Post> {
         self.in_tx(|repo| repo.update_versioned(id, expected_version, changes))
     }
 
-    /// Posts by `author_id`, oldest first; cached posts come back as the cached `Arc`.
+    /// Posts by `author_id`, oldest first, from the query cache until `posts`
+    /// changes; the posts are the identity map's `Arc`s.
     ///
     /// # Errors
     ///
     /// A database error.
     pub fn by_author(&self, author_id: i64) -> Result<Vec<Arc<Post>>> {
-        self.query(|conn| Post::by_author(conn, author_id))
+        let key = format!("posts.by_author({author_id})");
+        self.cached_query(&key, &[Post::TABLE], |conn| {
+            Post::by_author(conn, author_id)
+        })
     }
 
-    /// The `limit` most recent posts, newest first.
+    /// The `limit` most recent posts, newest first, from the query cache until
+    /// `posts` changes.
     ///
     /// # Errors
     ///
     /// A database error.
     pub fn recent(&self, limit: i64) -> Result<Vec<Arc<Post>>> {
-        self.query(|conn| Post::recent(conn, limit))
+        let key = format!("posts.recent({limit})");
+        self.cached_query(&key, &[Post::TABLE], |conn| Post::recent(conn, limit))
     }
 }

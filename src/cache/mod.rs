@@ -10,6 +10,7 @@
 mod flight;
 #[cfg(test)]
 mod proptests;
+mod query;
 mod shard;
 mod stats;
 
@@ -21,6 +22,7 @@ use parking_lot::Mutex;
 use crate::error::Result;
 use crate::registry::AnyValue;
 use flight::Flight;
+pub(crate) use query::QueryCache;
 use shard::{Lookup, Shard};
 pub use stats::CacheStats;
 
@@ -30,14 +32,17 @@ const MAX_SHARDS: usize = 16;
 
 /// The cache of one entity type.
 pub(crate) struct IdentityMap<T> {
+    /// The entity's table, for tracing.
+    table: &'static str,
     shards: Box<[Mutex<Shard<T>>]>,
     /// False when the capacity is 0: every `get` loads and nothing is kept.
     enabled: bool,
 }
 
 impl<T: Send + Sync + 'static> IdentityMap<T> {
-    /// A map holding at most `capacity` entries in total; 0 disables caching.
-    pub(crate) fn new(capacity: usize) -> IdentityMap<T> {
+    /// A map of `table`'s rows holding at most `capacity` entries in total;
+    /// 0 disables caching.
+    pub(crate) fn new(table: &'static str, capacity: usize) -> IdentityMap<T> {
         let shard_count = if capacity == 0 {
             1
         } else {
@@ -52,6 +57,7 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
             })
             .collect();
         IdentityMap {
+            table,
             shards,
             enabled: capacity > 0,
         }
@@ -86,8 +92,12 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         let shard = self.shard(id);
         let lookup = { shard.lock().lookup(id) };
         match lookup {
-            Lookup::Hit(value) => Ok(Some(value)),
+            Lookup::Hit(value) => {
+                tracing::trace!(table = self.table, id, "cache hit");
+                Ok(Some(value))
+            }
             Lookup::Lead(flight) => {
+                tracing::trace!(table = self.table, id, "cache miss: loading");
                 let leader = Leader {
                     shard,
                     id,
@@ -97,10 +107,17 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
                 leader.finish(value.clone());
                 Ok(value)
             }
-            Lookup::Wait(flight) => match flight.wait() {
-                Some(value) => Ok(value),
-                None => self.load_alone(id, load),
-            },
+            Lookup::Wait(flight) => {
+                tracing::trace!(
+                    table = self.table,
+                    id,
+                    "cache miss: waiting for a load in flight"
+                );
+                match flight.wait() {
+                    Some(value) => Ok(value),
+                    None => self.load_alone(id, load),
+                }
+            }
         }
     }
 
@@ -180,8 +197,11 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
 
     /// Removes `id` and makes every load of it that is in progress unfillable.
     pub(crate) fn invalidate(&self, id: i64) {
-        let mut shard = self.shard(id).lock();
-        shard.invalidate(id);
+        {
+            let mut shard = self.shard(id).lock();
+            shard.invalidate(id);
+        }
+        tracing::trace!(table = self.table, id, "invalidated");
     }
 
     /// Empties the map and makes every load in progress unfillable.
@@ -283,7 +303,7 @@ mod tests {
     use std::time::Duration;
 
     fn map(capacity: usize) -> IdentityMap<String> {
-        IdentityMap::new(capacity)
+        IdentityMap::new("test", capacity)
     }
 
     fn load(value: &str) -> impl FnOnce() -> Result<Option<String>> + '_ {

@@ -138,7 +138,7 @@ proptest! {
         capacity in 1usize..40,
         ops in proptest::collection::vec(op(), 1..80),
     ) {
-        let map = IdentityMap::<u64>::new(capacity);
+        let map = IdentityMap::<u64>::new("test", capacity);
         let mut db = Db::default();
         for op in ops {
             step(&map, &mut db, op);

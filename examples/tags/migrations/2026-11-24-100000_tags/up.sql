@@ -1,0 +1,6 @@
+CREATE TABLE tags (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    post_id INTEGER NOT NULL REFERENCES posts (id) ON DELETE CASCADE,
+    label   TEXT NOT NULL
+);
+CREATE INDEX tags_post_id ON tags (post_id);
