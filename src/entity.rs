@@ -35,7 +35,9 @@ impl Key {
 /// [`User`](crate::User), [`Post`](crate::Post) and [`Comment`](crate::Comment)
 /// are implemented exactly this way.
 ///
-/// Every method runs inside a transaction larder opened, on the connection given.
+/// Every method runs inside a transaction larder opened, on the connection given;
+/// [`with_connection!`](crate::with_connection) runs a diesel query on it,
+/// whichever backend it is.
 ///
 /// ```
 /// use diesel::prelude::*;
@@ -60,16 +62,20 @@ impl Key {
 ///     type Changes = TagChanges;
 ///     fn id(&self) -> i64 { self.id }
 ///     fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Tag>> {
-///         tags::table.find(id).first(conn).optional()
+///         larder::with_connection!(conn, |c| tags::table.find(id).first(c).optional())
 ///     }
 ///     fn insert(conn: &mut Connection, new: &NewTag) -> QueryResult<Tag> {
-///         diesel::insert_into(tags::table).values(new).get_result(conn)
+///         // Portable: MySQL has no INSERT … RETURNING.
+///         larder::with_connection!(conn, |c| diesel::insert_into(tags::table).values(new).execute(c))?;
+///         let id = conn.last_insert_id()?;
+///         Tag::find(conn, id)?.ok_or(diesel::result::Error::NotFound)
 ///     }
 ///     fn update(conn: &mut Connection, id: i64, changes: &TagChanges) -> QueryResult<Option<Tag>> {
-///         diesel::update(tags::table.find(id)).set(changes).get_result(conn).optional()
+///         larder::with_connection!(conn, |c| diesel::update(tags::table.find(id)).set(changes).execute(c))?;
+///         Tag::find(conn, id)
 ///     }
 ///     fn delete(conn: &mut Connection, id: i64) -> QueryResult<bool> {
-///         Ok(diesel::delete(tags::table.find(id)).execute(conn)? > 0)
+///         Ok(larder::with_connection!(conn, |c| diesel::delete(tags::table.find(id)).execute(c))? > 0)
 ///     }
 /// }
 /// ```
@@ -158,26 +164,32 @@ macro_rules! entity {
 
             fn find(conn: &mut $crate::Connection, id: i64) -> ::diesel::QueryResult<Option<Self>> {
                 use ::diesel::prelude::*;
-                $table::table.find(id).first(conn).optional()
+                $crate::with_connection!(conn, |c| $table::table.find(id).first(c).optional())
             }
 
+            // Insert, then read back by the generated id: portable to MySQL, which
+            // has no INSERT … RETURNING.
             fn insert(conn: &mut $crate::Connection, new: &$new) -> ::diesel::QueryResult<Self> {
                 use ::diesel::prelude::*;
-                ::diesel::insert_into($table::table).values(new).get_result(conn)
+                $crate::with_connection!(conn, |c| ::diesel::insert_into($table::table).values(new).execute(c))?;
+                let id = conn.last_insert_id()?;
+                Self::find(conn, id)?.ok_or(::diesel::result::Error::NotFound)
             }
 
             fn update(conn: &mut $crate::Connection, id: i64, changes: &$changes) -> ::diesel::QueryResult<Option<Self>> {
                 use ::diesel::prelude::*;
-                let updated = ::diesel::update($table::table.find(id)).set(changes).get_result(conn).optional();
+                let updated = $crate::with_connection!(conn, |c| ::diesel::update($table::table.find(id)).set(changes).execute(c));
                 match updated {
+                    Ok(0) => Ok(None),
+                    Ok(_) => Self::find(conn, id),
                     Err(err) if $crate::is_empty_changeset(&err) => Self::find(conn, id),
-                    other => other,
+                    Err(err) => Err(err),
                 }
             }
 
             fn delete(conn: &mut $crate::Connection, id: i64) -> ::diesel::QueryResult<bool> {
                 use ::diesel::prelude::*;
-                Ok(::diesel::delete($table::table.find(id)).execute(conn)? > 0)
+                Ok($crate::with_connection!(conn, |c| ::diesel::delete($table::table.find(id)).execute(c))? > 0)
             }
         }
     };

@@ -97,6 +97,15 @@ pub enum Error {
         /// The driver's explanation, with any password removed.
         message: String,
     },
+    /// The server closed the connection (a restart, a terminated backend); the
+    /// pool replaces the connection, so the next call can succeed.
+    #[error("connection to the database was lost while working on {table}: {message}")]
+    ConnectionLost {
+        /// Table being read or written, or `"-"`.
+        table: &'static str,
+        /// The driver's explanation.
+        message: String,
+    },
     /// Running or reverting migrations failed.
     #[error("migration failed: {message}")]
     Migration {
@@ -145,7 +154,9 @@ impl Error {
                     DatabaseErrorKind::CheckViolation | DatabaseErrorKind::NotNullViolation => {
                         conflict(ConflictKind::Check)
                     }
+                    DatabaseErrorKind::ClosedConnection => Error::ConnectionLost { table, message },
                     _ if is_busy(&message) => Error::Busy { table },
+                    _ if is_connection_lost(&message) => Error::ConnectionLost { table, message },
                     _ => Error::Database { table, message },
                 }
             }
@@ -170,6 +181,22 @@ impl Error {
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. })
     }
+}
+
+/// libpq and the MySQL client report a dropped server connection as a plain
+/// error whose text is the only signal.
+fn is_connection_lost(message: &str) -> bool {
+    [
+        "server closed the connection",
+        "terminating connection",
+        "connection to server",
+        "no connection to the server",
+        "Lost connection to",
+        "server has gone away",
+        "Connection was killed",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
 }
 
 /// SQLite reports a writer that waited out its busy timeout as a generic error

@@ -37,9 +37,11 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod backend;
 mod blog;
 mod builder;
 mod cache;
+mod database;
 mod entity;
 mod error;
 mod migrate;
@@ -51,18 +53,23 @@ mod store;
 mod tx;
 mod url;
 
+pub use backend::Connection;
 pub use blog::schema;
 pub use blog::{
     Comment, CommentChanges, NewComment, NewPost, NewUser, Post, PostChanges, User, UserChanges,
 };
 pub use builder::StoreBuilder;
 pub use cache::CacheStats;
+pub use database::{create_database, database_exists, drop_database};
 #[doc(hidden)]
 pub use entity::is_empty_changeset;
 pub use entity::{Entity, Key};
 pub use error::{ConflictKind, Error, Result};
+#[cfg(feature = "mysql")]
+pub use migrate::MYSQL_MIGRATIONS;
+#[cfg(feature = "postgres")]
+pub use migrate::POSTGRES_MIGRATIONS;
 pub use migrate::{MigrationStatus, Migrator, SQLITE_MIGRATIONS};
-pub use pool::Connection;
 pub use repo::{Repo, TxRepo};
 pub use stats::{PoolState, Stats};
 pub use store::Store;

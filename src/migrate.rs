@@ -1,22 +1,62 @@
-//! The embedded migrations and the operations the CLI and `Store::migrate` run.
+//! The migrations larder runs (its embedded blog schema, or an application's own
+//! folder read at run time) and the operations the CLI and `Store::migrate` run.
 
-use diesel::connection::SimpleConnection;
-use diesel::migration::{Migration, MigrationSource};
-use diesel::sqlite::Sqlite;
-use diesel::Connection as _;
-use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use diesel::backend::Backend;
+use diesel::migration::{Migration, MigrationSource, MigrationVersion};
+use diesel_migrations::{
+    embed_migrations, EmbeddedMigrations, FileBasedMigrations, MigrationError, MigrationHarness,
+};
 
 use crate::error::{Error, Result};
 use crate::pool::Connection;
-use crate::url::DatabaseUrl;
+use crate::with_connection;
 
 /// The SQLite schema migrations compiled into larder (`migrations/sqlite`).
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+/// The PostgreSQL schema migrations compiled into larder (`migrations/postgres`).
+#[cfg(feature = "postgres")]
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+/// The MySQL/MariaDB schema migrations compiled into larder (`migrations/mysql`).
+#[cfg(feature = "mysql")]
+pub const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+
+/// A backend larder has embedded migrations for.
+trait Embedded: Backend {
+    fn embedded() -> &'static EmbeddedMigrations;
+}
+
+impl Embedded for diesel::sqlite::Sqlite {
+    fn embedded() -> &'static EmbeddedMigrations {
+        &SQLITE_MIGRATIONS
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Embedded for diesel::pg::Pg {
+    fn embedded() -> &'static EmbeddedMigrations {
+        &POSTGRES_MIGRATIONS
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Embedded for diesel::mysql::Mysql {
+    fn embedded() -> &'static EmbeddedMigrations {
+        &MYSQL_MIGRATIONS
+    }
+}
+
+/// A diesel connection migrations can run on.
+trait Harness<DB: Backend>: MigrationHarness<DB> + diesel::Connection<Backend = DB> {}
+
+impl<DB: Backend, C: MigrationHarness<DB> + diesel::Connection<Backend = DB>> Harness<DB> for C {}
 
 /// One migration and whether the database has it applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationStatus {
-    /// The migration's version, e.g. `2026-11-24-000001`.
+    /// The migration's version as diesel records it, e.g. `20261124000001`.
     pub version: String,
     /// The migration's full name, e.g. `2026-11-24-000001_blog`.
     pub name: String,
@@ -24,52 +64,231 @@ pub struct MigrationStatus {
     pub applied: bool,
 }
 
-fn failed(action: &str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error + '_ {
-    move |err| Error::Migration {
-        message: format!("{action}: {err}"),
+type BoxedError = Box<dyn std::error::Error + Send + Sync>;
+
+fn failed(action: &str) -> impl FnOnce(BoxedError) -> Error + '_ {
+    move |err| migration_error(format!("{action}: {err}"))
+}
+
+fn migration_error(message: String) -> Error {
+    Error::Migration { message }
+}
+
+fn nothing_to_revert() -> Error {
+    migration_error("no applied migration to revert".into())
+}
+
+/// Where a [`Migrator`] takes its migrations from.
+enum Source {
+    /// [`SQLITE_MIGRATIONS`], compiled into larder.
+    Embedded,
+    /// An application's own `<version>_<name>/{up,down}.sql` folders, read at run time.
+    Dir {
+        path: PathBuf,
+        migrations: FileBasedMigrations,
+    },
+}
+
+impl Source {
+    fn from_dir(path: &Path) -> Result<Source> {
+        let shown = path.display();
+        if !path.is_dir() {
+            let problem = if path.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
+            return Err(migration_error(format!(
+                "migrations directory {shown} {problem}"
+            )));
+        }
+        let migrations = FileBasedMigrations::from_path(path).map_err(|err| {
+            migration_error(match err {
+                MigrationError::UnknownMigrationFormat(bad) => format!(
+                    "migrations directory {shown}: {} is not a migration: name it \
+                     <version>_<name> and put up.sql (and down.sql) in it",
+                    bad.display()
+                ),
+                err => format!("reading migrations directory {shown}: {err}"),
+            })
+        })?;
+        Ok(Source::Dir {
+            path: path.to_path_buf(),
+            migrations,
+        })
     }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Embedded => f.write_str("the embedded migrations"),
+            Source::Dir { path, .. } => write!(f, "the migrations in {}", path.display()),
+        }
+    }
+}
+
+impl<DB: Embedded> MigrationSource<DB> for &Source
+where
+    EmbeddedMigrations: MigrationSource<DB>,
+    FileBasedMigrations: MigrationSource<DB>,
+{
+    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn Migration<DB>>>> {
+        match self {
+            Source::Embedded => MigrationSource::<DB>::migrations(DB::embedded()),
+            Source::Dir { migrations, .. } => MigrationSource::<DB>::migrations(migrations),
+        }
+    }
+}
+
+fn versions(applied: &[MigrationVersion<'_>]) -> Vec<String> {
+    applied.iter().map(ToString::to_string).collect()
+}
+
+fn applied_versions<DB: Backend>(conn: &mut impl Harness<DB>) -> Result<Vec<String>> {
+    let applied = conn
+        .applied_migrations()
+        .map_err(failed("reading applied migrations"))?;
+    Ok(versions(&applied))
+}
+
+fn known_migrations<DB: Embedded>(source: &Source) -> Result<Vec<Box<dyn Migration<DB>>>>
+where
+    for<'a> &'a Source: MigrationSource<DB>,
+{
+    MigrationSource::<DB>::migrations(&source).map_err(failed(&format!("reading {source}")))
 }
 
 pub(crate) fn run_pending(conn: &mut Connection) -> Result<Vec<String>> {
+    run_pending_from(conn, &Source::Embedded)
+}
+
+fn run_pending_from(conn: &mut Connection, source: &Source) -> Result<Vec<String>> {
+    with_connection!(conn, |c| run_pending_in(c, source))
+}
+
+fn run_pending_in<DB: Embedded>(conn: &mut impl Harness<DB>, source: &Source) -> Result<Vec<String>>
+where
+    for<'a> &'a Source: MigrationSource<DB>,
+{
     let applied = conn
-        .run_pending_migrations(SQLITE_MIGRATIONS)
-        .map_err(failed("running pending migrations"))?;
-    Ok(applied.iter().map(ToString::to_string).collect())
+        .run_pending_migrations(source)
+        .map_err(failed(&format!("running pending migrations from {source}")))?;
+    Ok(versions(&applied))
 }
 
-pub(crate) fn revert_last(conn: &mut Connection) -> Result<String> {
-    if conn
-        .applied_migrations()
-        .map_err(failed("reading applied migrations"))?
-        .is_empty()
-    {
-        return Err(Error::Migration {
-            message: "no applied migration to revert".into(),
-        });
+fn pending_from(conn: &mut Connection, source: &Source) -> Result<Vec<String>> {
+    with_connection!(conn, |c| pending_in(c, source))
+}
+
+fn pending_in<DB: Embedded>(conn: &mut impl Harness<DB>, source: &Source) -> Result<Vec<String>>
+where
+    for<'a> &'a Source: MigrationSource<DB>,
+{
+    let pending = conn
+        .pending_migrations(source)
+        .map_err(failed(&format!("reading pending migrations from {source}")))?;
+    Ok(pending.iter().map(|m| m.name().to_string()).collect())
+}
+
+fn revert_n_from(conn: &mut Connection, source: &Source, n: usize) -> Result<Vec<String>> {
+    with_connection!(conn, |c| revert_n_in(c, source, n))
+}
+
+fn revert_n_in<DB: Embedded>(
+    conn: &mut impl Harness<DB>,
+    source: &Source,
+    n: usize,
+) -> Result<Vec<String>>
+where
+    for<'a> &'a Source: MigrationSource<DB>,
+{
+    let applied = applied_versions(conn)?.len();
+    if applied == 0 && n > 0 {
+        return Err(nothing_to_revert());
     }
-    let version = conn
-        .revert_last_migration(SQLITE_MIGRATIONS)
-        .map_err(failed("reverting the last migration"))?;
-    Ok(version.to_string())
+    (0..n.min(applied))
+        .map(|_| {
+            let version = conn.revert_last_migration(source).map_err(failed(&format!(
+                "reverting the last migration with {source}"
+            )))?;
+            Ok(version.to_string())
+        })
+        .collect()
 }
 
-pub(crate) fn revert_all(conn: &mut Connection) -> Result<Vec<String>> {
+fn revert_all_from(conn: &mut Connection, source: &Source) -> Result<Vec<String>> {
+    with_connection!(conn, |c| revert_all_in(c, source))
+}
+
+fn revert_all_in<DB: Embedded>(conn: &mut impl Harness<DB>, source: &Source) -> Result<Vec<String>>
+where
+    for<'a> &'a Source: MigrationSource<DB>,
+{
     let reverted = conn
-        .revert_all_migrations(SQLITE_MIGRATIONS)
-        .map_err(failed("reverting all migrations"))?;
-    Ok(reverted.iter().map(ToString::to_string).collect())
+        .revert_all_migrations(source)
+        .map_err(failed(&format!("reverting all migrations with {source}")))?;
+    Ok(versions(&reverted))
+}
+
+fn redo_n_from(conn: &mut Connection, source: &Source, n: usize) -> Result<Vec<String>> {
+    with_connection!(conn, |c| redo_n_in(c, source, n))
+}
+
+/// Reverts the `n` latest migrations and applies exactly those again, all in one
+/// transaction (as diesel's `migration redo -n` does).
+fn redo_n_in<DB: Embedded>(
+    conn: &mut impl Harness<DB>,
+    source: &Source,
+    n: usize,
+) -> Result<Vec<String>>
+where
+    for<'a> &'a Source: MigrationSource<DB>,
+{
+    let applied = applied_versions(conn)?.len();
+    if applied == 0 {
+        return Err(nothing_to_revert());
+    }
+    conn.transaction(|conn| redo_steps(conn, source, n.min(applied)))
+        .map_err(failed(&format!("redoing migrations with {source}")))
+}
+
+fn redo_steps<DB: Embedded>(
+    conn: &mut impl Harness<DB>,
+    source: &Source,
+    n: usize,
+) -> std::result::Result<Vec<String>, BoxedError>
+where
+    for<'a> &'a Source: MigrationSource<DB>,
+{
+    let reverted = (0..n)
+        .map(|_| conn.revert_last_migration(source))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut again = MigrationSource::<DB>::migrations(&source)?;
+    again.retain(|m| reverted.contains(&m.name().version()));
+    again.sort_by(|a, b| a.name().version().cmp(&b.name().version()));
+    let run = again.iter().map(|m| conn.run_migration(m.as_ref()));
+    Ok(versions(&run.collect::<std::result::Result<Vec<_>, _>>()?))
 }
 
 pub(crate) fn status(conn: &mut Connection) -> Result<Vec<MigrationStatus>> {
-    let applied: Vec<String> = conn
-        .applied_migrations()
-        .map_err(failed("reading applied migrations"))?
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let known: Vec<Box<dyn Migration<Sqlite>>> =
-        MigrationSource::<Sqlite>::migrations(&SQLITE_MIGRATIONS)
-            .map_err(failed("reading embedded migrations"))?;
+    status_from(conn, &Source::Embedded)
+}
+
+fn status_from(conn: &mut Connection, source: &Source) -> Result<Vec<MigrationStatus>> {
+    with_connection!(conn, |c| status_in(c, source))
+}
+
+fn status_in<DB: Embedded>(
+    conn: &mut impl Harness<DB>,
+    source: &Source,
+) -> Result<Vec<MigrationStatus>>
+where
+    for<'a> &'a Source: MigrationSource<DB>,
+{
+    let applied = applied_versions(conn)?;
+    let mut known = known_migrations::<DB>(source)?;
+    known.sort_by(|a, b| a.name().version().cmp(&b.name().version()));
     Ok(known
         .iter()
         .map(|m| {
@@ -86,45 +305,88 @@ pub(crate) fn status(conn: &mut Connection) -> Result<Vec<MigrationStatus>> {
 /// Runs migrations on one direct connection, for the CLI and for tools that
 /// migrate before any [`Store`](crate::Store) exists.
 ///
+/// [`Migrator::open`] uses larder's embedded blog migrations;
+/// [`Migrator::open_with_dir`] reads an application's own migrations folder
+/// (diesel's `<version>_<name>/{up,down}.sql` layout) at run time.
+///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
 /// # let url = format!("sqlite://{}", dir.path().join("m.db").display());
 /// let mut migrator = larder::Migrator::open(&url)?;
+/// assert_eq!(migrator.pending()?.len(), migrator.status()?.len());
 /// let applied = migrator.run()?;
 /// assert!(!applied.is_empty());
+/// assert!(migrator.pending()?.is_empty());
 /// assert!(migrator.status()?.iter().all(|m| m.applied));
 /// # Ok::<(), larder::Error>(())
 /// ```
 pub struct Migrator {
     conn: Connection,
+    source: Source,
 }
 
 impl Migrator {
-    /// Connects to `url` (creating a SQLite file that does not exist yet).
+    /// Connects to `url` (creating a SQLite file that does not exist yet), with
+    /// larder's embedded migrations ([`SQLITE_MIGRATIONS`]).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidUrl`] or [`Error::Connection`].
     pub fn open(url: &str) -> Result<Migrator> {
-        let url = DatabaseUrl::parse(url)?;
-        let connection_error = |message: String| Error::Connection {
-            url: url.redacted().to_owned(),
-            message: url.scrub(&message),
-        };
-        let mut conn =
-            Connection::establish(url.target()).map_err(|e| connection_error(e.to_string()))?;
-        conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
-            .map_err(|e| connection_error(e.to_string()))?;
-        Ok(Migrator { conn })
+        let conn = Connection::establish(url)?;
+        Ok(Migrator {
+            conn,
+            source: Source::Embedded,
+        })
     }
 
-    /// Applies every pending migration; returns their versions.
+    /// Connects to `url` like [`Migrator::open`], with the migrations in `dir`
+    /// instead: one `<version>_<name>` folder per migration, holding `up.sql`
+    /// and `down.sql`, read when each operation runs. The folder is checked
+    /// before connecting, so a bad folder creates no database file.
+    ///
+    /// ```
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}", tmp.path().join("app.db").display());
+    /// let dir = tmp.path().join("migrations");
+    /// std::fs::create_dir_all(dir.join("2027-01-01-000000_tags")).unwrap();
+    /// std::fs::write(dir.join("2027-01-01-000000_tags/up.sql"), "CREATE TABLE tags (id INTEGER PRIMARY KEY);").unwrap();
+    /// std::fs::write(dir.join("2027-01-01-000000_tags/down.sql"), "DROP TABLE tags;").unwrap();
+    /// let mut migrator = larder::Migrator::open_with_dir(&url, &dir)?;
+    /// assert_eq!(migrator.run()?, ["20270101000000"]);
+    /// # Ok::<(), larder::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`Error::Migration`].
+    /// [`Error::Migration`] when `dir` does not exist, is not a directory or holds
+    /// a folder that is not a migration; [`Error::InvalidUrl`] or
+    /// [`Error::Connection`] as for [`Migrator::open`].
+    pub fn open_with_dir(url: &str, dir: &Path) -> Result<Migrator> {
+        let source = Source::from_dir(dir)?;
+        Ok(Migrator {
+            source,
+            ..Migrator::open(url)?
+        })
+    }
+
+    /// Applies every pending migration, oldest first; returns their versions.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] naming the migration that failed; that migration's
+    /// changes are rolled back, the ones before it stay applied.
     pub fn run(&mut self) -> Result<Vec<String>> {
-        run_pending(&mut self.conn)
+        run_pending_from(&mut self.conn, &self.source)
+    }
+
+    /// The names of the migrations not applied yet, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] when the migrations or the applied versions cannot be read.
+    pub fn pending(&mut self) -> Result<Vec<String>> {
+        pending_from(&mut self.conn, &self.source)
     }
 
     /// Reverts the most recently applied migration; returns its version.
@@ -133,7 +395,17 @@ impl Migrator {
     ///
     /// [`Error::Migration`], also when nothing is applied.
     pub fn revert(&mut self) -> Result<String> {
-        revert_last(&mut self.conn)
+        self.revert_n(1)?.pop().ok_or_else(nothing_to_revert)
+    }
+
+    /// Reverts the `n` most recently applied migrations (fewer when fewer are
+    /// applied), newest first; returns their versions.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`], also when `n > 0` and nothing is applied.
+    pub fn revert_n(&mut self, n: usize) -> Result<Vec<String>> {
+        revert_n_from(&mut self.conn, &self.source, n)
     }
 
     /// Reverts every applied migration; returns their versions.
@@ -142,32 +414,43 @@ impl Migrator {
     ///
     /// [`Error::Migration`].
     pub fn revert_all(&mut self) -> Result<Vec<String>> {
-        revert_all(&mut self.conn)
+        revert_all_from(&mut self.conn, &self.source)
     }
 
-    /// Reverts the most recent migration and applies it again.
+    /// Reverts the most recent migration and applies it again; returns its version.
     ///
     /// # Errors
     ///
-    /// [`Error::Migration`].
+    /// [`Error::Migration`], also when nothing is applied.
     pub fn redo(&mut self) -> Result<String> {
-        let version = self.revert()?;
-        self.run()?;
-        Ok(version)
+        self.redo_n(1)?.pop().ok_or_else(nothing_to_revert)
     }
 
-    /// Every embedded migration and whether it is applied.
+    /// Reverts the `n` most recent migrations (fewer when fewer are applied) and
+    /// applies exactly those again, in one transaction; returns their versions,
+    /// oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`], also when nothing is applied; nothing changes then.
+    pub fn redo_n(&mut self, n: usize) -> Result<Vec<String>> {
+        redo_n_from(&mut self.conn, &self.source, n)
+    }
+
+    /// Every known migration, oldest first, and whether it is applied.
     ///
     /// # Errors
     ///
     /// [`Error::Migration`].
     pub fn status(&mut self) -> Result<Vec<MigrationStatus>> {
-        status(&mut self.conn)
+        status_from(&mut self.conn, &self.source)
     }
 }
 
-impl std::fmt::Debug for Migrator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Migrator").finish_non_exhaustive()
+impl fmt::Debug for Migrator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Migrator")
+            .field("source", &self.source.to_string())
+            .finish_non_exhaustive()
     }
 }

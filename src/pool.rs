@@ -1,39 +1,17 @@
-//! The connection pool: r2d2 over diesel connections, with every SQLite
-//! connection set up for concurrent use.
+//! The connection pool: r2d2 over larder connections of the URL's backend.
 
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, PooledConnection};
+use r2d2::ManageConnection;
 
-use crate::error::{Error, Result};
+use crate::backend::Manager;
+use crate::error::Result;
 use crate::url::DatabaseUrl;
 
-/// The diesel connection type repositories and [`Entity`](crate::Entity)
-/// implementations run their queries on.
-pub type Connection = diesel::SqliteConnection;
+pub(crate) use crate::backend::Connection;
 
-pub(crate) type Pool = r2d2::Pool<ConnectionManager<Connection>>;
-pub(crate) type PooledConn = PooledConnection<ConnectionManager<Connection>>;
-
-/// Sets the pragmas every SQLite connection needs when the pool opens it.
-#[derive(Debug)]
-struct SqliteSetup {
-    busy_timeout: Duration,
-}
-
-impl CustomizeConnection<Connection, diesel::r2d2::Error> for SqliteSetup {
-    fn on_acquire(&self, conn: &mut Connection) -> std::result::Result<(), diesel::r2d2::Error> {
-        // busy_timeout first, so that switching to WAL waits for a concurrent opener.
-        let setup = format!(
-            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; \
-             PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
-            self.busy_timeout.as_millis()
-        );
-        conn.batch_execute(&setup)
-            .map_err(diesel::r2d2::Error::QueryError)
-    }
-}
+pub(crate) type Pool = r2d2::Pool<Manager>;
+pub(crate) type PooledConn = r2d2::PooledConnection<Manager>;
 
 /// Pool settings, as given to [`StoreBuilder`](crate::StoreBuilder).
 #[derive(Debug, Clone)]
@@ -44,30 +22,17 @@ pub(crate) struct PoolConfig {
 }
 
 /// Opens one connection first, so that a bad path or server is reported with its
-/// real cause instead of r2d2's generic timeout, then builds the pool.
+/// real cause instead of r2d2's generic timeout, then builds the pool. Every
+/// checkout pings the connection first (r2d2's `test_on_check_out`), so a
+/// connection the server dropped is replaced instead of handed out.
 pub(crate) fn build(url: &DatabaseUrl, config: &PoolConfig) -> Result<Pool> {
-    let manager = ConnectionManager::<Connection>::new(url.target());
-    let setup = SqliteSetup {
-        busy_timeout: config.busy_timeout,
-    };
-    let connection_error = |message: String| Error::Connection {
-        url: url.redacted().to_owned(),
-        message: url.scrub(&message),
-    };
-    {
-        use diesel::r2d2::ManageConnection;
-        let mut probe = manager
-            .connect()
-            .map_err(|e| connection_error(e.to_string()))?;
-        setup
-            .on_acquire(&mut probe)
-            .map_err(|e| connection_error(e.to_string()))?;
-    }
+    let manager = Manager::new(url.clone(), config.busy_timeout);
+    drop(manager.connect().map_err(|e| url.connection_error(&e.0))?);
     r2d2::Pool::builder()
         .max_size(config.size)
         .min_idle(Some(1))
+        .test_on_check_out(true)
         .connection_timeout(config.connection_timeout)
-        .connection_customizer(Box::new(setup))
         .build(manager)
-        .map_err(|e| connection_error(e.to_string()))
+        .map_err(|e| url.connection_error(&e.to_string()))
 }

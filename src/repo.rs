@@ -113,7 +113,8 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// let named = |store: &larder::Store| {
     ///     store.users().cached_query("users named ann", &["users"], |conn| {
-    ///         users::table.filter(users::name.eq("ann")).order(users::id).load(conn)
+    ///         let query = users::table.filter(users::name.eq("ann")).order(users::id);
+    ///         larder::with_connection!(conn, |c| query.load(c))
     ///     })
     /// };
     /// assert!(named(&store)?.is_empty());

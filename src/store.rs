@@ -90,26 +90,27 @@ impl Store {
         Ok(applied)
     }
 
-    /// Runs an application's own pending migrations (for example from
-    /// `diesel_migrations::embed_migrations!`) after larder's; returns the
-    /// versions applied.
+    /// Runs an application's own pending migrations (from
+    /// `diesel_migrations::embed_migrations!`, for this store's backend) after
+    /// larder's; returns the versions applied.
     ///
     /// # Errors
     ///
     /// [`Error::Migration`] naming the migration that failed.
-    pub fn run_migrations<S>(&self, source: S) -> Result<Vec<String>>
-    where
-        S: diesel::migration::MigrationSource<diesel::sqlite::Sqlite>,
-    {
+    pub fn run_migrations(
+        &self,
+        source: diesel_migrations::EmbeddedMigrations,
+    ) -> Result<Vec<String>> {
         use diesel_migrations::MigrationHarness;
         let mut conn = self.checkout()?;
-        let applied = conn
+        let applied = crate::with_connection!(&mut *conn, |c| c
             .run_pending_migrations(source)
-            .map_err(|err| Error::Migration {
-                message: format!("running the application's migrations: {err}"),
-            })?;
+            .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>()))
+        .map_err(|err| Error::Migration {
+            message: format!("running the application's migrations: {err}"),
+        })?;
         self.clear_cache();
-        Ok(applied.iter().map(ToString::to_string).collect())
+        Ok(applied)
     }
 
     /// Every embedded migration and whether it is applied.

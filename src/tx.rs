@@ -1,10 +1,9 @@
 //! The transaction guard: begin → work → commit; dropped without commit, it
 //! rolls back. Cache invalidation happens only after a successful commit.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::QueryResult;
 
 use crate::blog::{Comment, Post, User};
@@ -40,6 +39,9 @@ pub struct Tx<'s> {
     store: &'s Store,
     conn: RefCell<PooledConn>,
     pending: RefCell<Vec<PendingWrite>>,
+    /// Set when a statement failed with a database error: the transaction can
+    /// then only roll back.
+    poisoned: Cell<bool>,
     finished: bool,
 }
 
@@ -49,13 +51,13 @@ impl<'s> Tx<'s> {
     /// timeout instead of failing midway on a lock upgrade.
     pub(crate) fn begin(store: &'s Store) -> Result<Tx<'s>> {
         let mut conn = store.checkout()?;
-        AnsiTransactionManager::begin_transaction_sql(&mut *conn, "BEGIN IMMEDIATE")
-            .map_err(|e| Error::from_diesel(e, "-", None))?;
+        conn.begin().map_err(|e| Error::from_diesel(e, "-", None))?;
         tracing::trace!("transaction begun");
         Ok(Tx {
             store,
             conn: RefCell::new(conn),
             pending: RefCell::new(Vec::new()),
+            poisoned: Cell::new(false),
             finished: false,
         })
     }
@@ -69,9 +71,19 @@ impl<'s> Tx<'s> {
     pub fn commit(mut self) -> Result<()> {
         self.finished = true;
         let writes = std::mem::take(&mut *self.pending.borrow_mut());
-        let committed = {
+        let committed = if self.poisoned.get() {
+            // PostgreSQL has aborted such a transaction and would answer COMMIT
+            // with a silent ROLLBACK; every backend refuses it alike.
+            let _ = self.roll_back();
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::Unknown,
+                Box::new(String::from(
+                    "transaction not committed: a statement in it failed, so it was rolled back",
+                )),
+            ))
+        } else {
             let mut conn = self.conn.borrow_mut();
-            AnsiTransactionManager::commit_transaction(&mut **conn)
+            conn.commit()
         };
         match committed {
             Ok(()) => {
@@ -104,7 +116,7 @@ impl<'s> Tx<'s> {
     fn roll_back(&mut self) -> QueryResult<()> {
         self.pending.borrow_mut().clear();
         let mut conn = self.conn.borrow_mut();
-        let result = AnsiTransactionManager::rollback_transaction(&mut **conn);
+        let result = conn.rollback();
         tracing::debug!(ok = result.is_ok(), "transaction rolled back");
         result
     }
@@ -147,7 +159,12 @@ impl<'s> Tx<'s> {
         query: impl FnOnce(&mut Connection) -> QueryResult<T>,
     ) -> Result<T> {
         let mut conn = self.conn.borrow_mut();
-        query(&mut conn).map_err(|e| Error::from_diesel(e, table, id))
+        query(&mut conn).map_err(|err| {
+            if matches!(err, diesel::result::Error::DatabaseError(..)) {
+                self.poisoned.set(true);
+            }
+            Error::from_diesel(err, table, id)
+        })
     }
 
     pub(crate) fn record(&self, write: PendingWrite) {

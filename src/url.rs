@@ -12,6 +12,10 @@ use crate::error::{Error, Result};
 pub enum Backend {
     /// An embedded SQLite file: `sqlite://path`, `sqlite:path` or a bare path.
     Sqlite,
+    /// A PostgreSQL server: `postgres://…` or `postgresql://…` (cargo feature `postgres`).
+    Postgres,
+    /// A MySQL or MariaDB server: `mysql://…` (cargo feature `mysql`).
+    Mysql,
 }
 
 impl Backend {
@@ -19,6 +23,17 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::Mysql => "mysql",
+        }
+    }
+
+    /// Whether this build of larder includes the backend.
+    pub fn is_built(self) -> bool {
+        match self {
+            Backend::Sqlite => true,
+            Backend::Postgres => cfg!(feature = "postgres"),
+            Backend::Mysql => cfg!(feature = "mysql"),
         }
     }
 }
@@ -61,11 +76,8 @@ impl DatabaseUrl {
         }
         let (backend, target) = match url.split_once("://") {
             Some(("sqlite", path)) => (Backend::Sqlite, path),
-            Some((scheme @ ("postgres" | "postgresql" | "mysql"), _)) => {
-                return Err(invalid(format!(
-                    "the {scheme} backend is not included in this build of larder"
-                )))
-            }
+            Some(("postgres" | "postgresql", _)) => (Backend::Postgres, url),
+            Some(("mysql", _)) => (Backend::Mysql, url),
             Some((scheme, _)) => {
                 return Err(invalid(format!(
                     "unknown scheme {scheme:?}: use sqlite://, postgres:// or mysql://"
@@ -73,7 +85,20 @@ impl DatabaseUrl {
             }
             None => (Backend::Sqlite, url.strip_prefix("sqlite:").unwrap_or(url)),
         };
-        check_sqlite_path(target, password.is_none()).map_err(invalid)?;
+        if !backend.is_built() {
+            return Err(invalid(format!(
+                "the {0} backend is not built into this larder: enable its cargo feature `{0}`",
+                backend.name()
+            )));
+        }
+        if backend == Backend::Sqlite {
+            check_sqlite_path(target, password.is_none()).map_err(invalid)?;
+        } else if target
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.is_empty())
+        {
+            return Err(invalid("the URL names no server".into()));
+        }
         Ok(DatabaseUrl {
             backend,
             target: target.to_owned(),
@@ -87,7 +112,8 @@ impl DatabaseUrl {
         self.backend
     }
 
-    /// What the driver connects to: for SQLite, the file path.
+    /// What the driver connects to: for SQLite the file path, for a server the
+    /// URL itself. It holds the password: never print it.
     pub fn target(&self) -> &str {
         &self.target
     }
@@ -95,6 +121,14 @@ impl DatabaseUrl {
     /// The URL with its password replaced by `***`.
     pub fn redacted(&self) -> &str {
         &self.redacted
+    }
+
+    /// A connection failure, with this URL's password removed from the message.
+    pub(crate) fn connection_error(&self, message: &str) -> Error {
+        Error::Connection {
+            url: self.redacted.clone(),
+            message: self.scrub(message),
+        }
     }
 
     /// Removes this URL's password from a driver message before it is shown.
@@ -229,8 +263,16 @@ mod tests {
             redact_url("mysql://p@ss:w@rd@host/db"),
             "mysql://p@ss:***@host/db"
         );
-        let err = DatabaseUrl::parse("postgres://app:s3cret@db/blog").unwrap_err();
-        assert!(!format!("{err} {err:?}").contains("s3cret"));
+        for url in [
+            "postgres://app:s3cret@db/blog",
+            "mysql://app:s3cret@db/blog",
+        ] {
+            let shown = match DatabaseUrl::parse(url) {
+                Ok(url) => format!("{url} {url:?}"),
+                Err(err) => format!("{err} {err:?}"),
+            };
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
     }
 
     proptest::proptest! {

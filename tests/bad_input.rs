@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{fresh, post, user};
+use common::{each_backend, post, user};
 use diesel::prelude::*;
 use larder::schema::{posts, users};
 use larder::{ConflictKind, Error, NewComment, NewPost, NewUser, Store, UserChanges};
@@ -11,147 +11,189 @@ fn users_with_email(store: &Store, email: &str) -> usize {
     let email = email.to_owned();
     store
         .users()
-        .query(move |conn| users::table.filter(users::email.eq(email)).load(conn))
+        .query(move |conn| {
+            let query = users::table.filter(users::email.eq(email));
+            larder::with_connection!(conn, |c| query.load(c))
+        })
         .unwrap()
         .len()
 }
 
 #[test]
 fn a_duplicate_email_is_a_conflict_and_writes_nothing() {
-    let db = fresh();
-    let ann = user(&db.store, "ann");
-    let err = db
-        .store
-        .users()
-        .create(NewUser {
-            name: "impostor".into(),
-            email: ann.email.clone(),
-        })
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Conflict {
-                table: "users",
-                kind: ConflictKind::Unique,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("users"), "{err}");
-    assert_eq!(users_with_email(&db.store, &ann.email), 1);
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let err = db
+            .store
+            .users()
+            .create(NewUser {
+                name: "impostor".into(),
+                email: ann.email.clone(),
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Conflict {
+                    table: "users",
+                    kind: ConflictKind::Unique,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("users"), "{err}");
+        assert_eq!(users_with_email(&db.store, &ann.email), 1);
+    });
 }
 
 #[test]
 fn an_update_to_a_taken_email_is_a_conflict_and_changes_nothing() {
-    let db = fresh();
-    let ann = user(&db.store, "ann");
-    let bob = user(&db.store, "bob");
-    let changes = UserChanges {
-        email: Some(ann.email.clone()),
-        name: Some("renamed".into()),
-    };
-    let err = db.store.users().update(bob.id, changes).unwrap_err();
-    assert!(
-        matches!(err, Error::Conflict { id: Some(id), .. } if id == bob.id),
-        "{err:?}"
-    );
-    assert_eq!(db.store.users().get(bob.id).unwrap().unwrap().name, "bob");
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let bob = user(&db.store, "bob");
+        let changes = UserChanges {
+            email: Some(ann.email.clone()),
+            name: Some("renamed".into()),
+        };
+        let err = db.store.users().update(bob.id, changes).unwrap_err();
+        assert!(
+            matches!(err, Error::Conflict { id: Some(id), .. } if id == bob.id),
+            "{err:?}"
+        );
+        assert_eq!(db.store.users().get(bob.id).unwrap().unwrap().name, "bob");
+    });
 }
 
 #[test]
 fn a_post_for_a_missing_author_is_a_conflict_and_writes_nothing() {
-    let db = fresh();
-    let err = db
-        .store
-        .posts()
-        .create(NewPost {
-            author_id: 999,
-            title: "orphan".into(),
-            body: "b".into(),
-        })
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Conflict {
-                table: "posts",
-                kind: ConflictKind::ForeignKey,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let count: i64 = db
-        .store
-        .posts()
-        .query(|conn| posts::table.load(conn))
-        .unwrap()
-        .len() as i64;
-    assert_eq!(count, 0);
+    each_backend(|target| {
+        let db = target.fresh();
+        let err = db
+            .store
+            .posts()
+            .create(NewPost {
+                author_id: 999,
+                title: "orphan".into(),
+                body: "b".into(),
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Conflict {
+                    table: "posts",
+                    kind: ConflictKind::ForeignKey,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let count: i64 = db
+            .store
+            .posts()
+            .query(|conn| larder::with_connection!(conn, |c| posts::table.load(c)))
+            .unwrap()
+            .len() as i64;
+        assert_eq!(count, 0);
+    });
 }
 
 #[test]
 fn a_comment_on_a_missing_post_is_a_conflict() {
-    let db = fresh();
-    let ann = user(&db.store, "ann");
-    let err = db
-        .store
-        .comments()
-        .create(NewComment {
-            post_id: 12345,
-            author_id: ann.id,
-            body: "c".into(),
-        })
-        .unwrap_err();
-    assert!(err.is_conflict(), "{err:?}");
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let err = db
+            .store
+            .comments()
+            .create(NewComment {
+                post_id: 12345,
+                author_id: ann.id,
+                body: "c".into(),
+            })
+            .unwrap_err();
+        assert!(err.is_conflict(), "{err:?}");
+    });
 }
 
 #[test]
 fn missing_rows_are_not_found_or_none() {
-    let db = fresh();
-    for id in [0, -1, i64::MIN, i64::MAX, 42] {
-        assert!(db.store.users().get(id).unwrap().is_none());
-        assert!(!db.store.posts().delete(id).unwrap());
-        let err = db
-            .store
-            .users()
-            .update(id, UserChanges::default())
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::NotFound { table: "users", id: got } if got == id),
-            "{err:?}"
-        );
-    }
+    each_backend(|target| {
+        let db = target.fresh();
+        for id in [0, -1, i64::MIN, i64::MAX, 42] {
+            assert!(db.store.users().get(id).unwrap().is_none());
+            assert!(!db.store.posts().delete(id).unwrap());
+            let err = db
+                .store
+                .users()
+                .update(id, UserChanges::default())
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::NotFound { table: "users", id: got } if got == id),
+                "{err:?}"
+            );
+        }
+    });
 }
 
 #[test]
 fn hostile_text_is_stored_and_returned_verbatim() {
-    let db = fresh();
-    let nasty = "Robert'); DROP TABLE users;-- \" \\ % _ \u{0} ünï €";
-    let ann = db
-        .store
-        .users()
-        .create(NewUser {
-            name: nasty.into(),
-            email: "x'or'1'='1@example.org".into(),
-        })
-        .unwrap();
-    db.store.clear_cache();
-    let loaded = db.store.users().get(ann.id).unwrap().unwrap();
-    assert_eq!(loaded.name, nasty);
-    assert_eq!(loaded.email, "x'or'1'='1@example.org");
-    let p = post(&db.store, &ann, "");
-    let big = "x".repeat(1 << 20);
-    let changes = larder::PostChanges {
-        body: Some(big.clone()),
-        ..Default::default()
-    };
-    db.store.posts().update(p.id, changes).unwrap();
-    db.store.clear_cache();
-    let p = db.store.posts().get(p.id).unwrap().unwrap();
-    assert_eq!((p.title.as_str(), p.body.len()), ("", big.len()));
+    each_backend(|target| {
+        let db = target.fresh();
+        let nasty = "Robert'); DROP TABLE users;-- \" \\ % _ ünï € 🦀";
+        let ann = db
+            .store
+            .users()
+            .create(NewUser {
+                name: nasty.into(),
+                email: "x'or'1'='1@example.org".into(),
+            })
+            .unwrap();
+        db.store.clear_cache();
+        let loaded = db.store.users().get(ann.id).unwrap().unwrap();
+        assert_eq!(loaded.name, nasty);
+        assert_eq!(loaded.email, "x'or'1'='1@example.org");
+        let p = post(&db.store, &ann, "");
+        let big = "x".repeat(1 << 20);
+        let changes = larder::PostChanges {
+            body: Some(big.clone()),
+            ..Default::default()
+        };
+        db.store.posts().update(p.id, changes).unwrap();
+        db.store.clear_cache();
+        let p = db.store.posts().get(p.id).unwrap().unwrap();
+        assert_eq!((p.title.as_str(), p.body.len()), ("", big.len()));
+    });
+}
+
+/// A NUL character is text to SQLite and MySQL, but PostgreSQL cannot store it:
+/// there it must be a typed error that writes nothing.
+#[test]
+fn a_nul_character_round_trips_or_is_a_typed_error() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let name = "before\u{0}after".to_owned();
+        let email = "nul@example.org";
+        match db.store.users().create(NewUser {
+            name: name.clone(),
+            email: email.into(),
+        }) {
+            Ok(user) => {
+                db.store.clear_cache();
+                assert_eq!(db.store.users().get(user.id).unwrap().unwrap().name, name);
+            }
+            Err(err) => {
+                assert!(
+                    matches!(err, Error::Database { table: "users", .. }),
+                    "{err:?}"
+                );
+                assert_eq!(users_with_email(&db.store, email), 0);
+            }
+        }
+    });
 }
 
 #[test]
@@ -201,29 +243,31 @@ fn out_of_range_settings_are_config_errors() {
 
 #[test]
 fn an_unregistered_entity_is_a_typed_error() {
-    #[derive(Debug)]
-    struct Unknown;
-    impl larder::Entity for Unknown {
-        const TABLE: &'static str = "unknown";
-        type New = ();
-        type Changes = ();
-        fn id(&self) -> i64 {
-            0
+    each_backend(|target| {
+        #[derive(Debug)]
+        struct Unknown;
+        impl larder::Entity for Unknown {
+            const TABLE: &'static str = "unknown";
+            type New = ();
+            type Changes = ();
+            fn id(&self) -> i64 {
+                0
+            }
+            fn find(_: &mut larder::Connection, _: i64) -> QueryResult<Option<Unknown>> {
+                Ok(None)
+            }
+            fn insert(_: &mut larder::Connection, _: &()) -> QueryResult<Unknown> {
+                Ok(Unknown)
+            }
+            fn update(_: &mut larder::Connection, _: i64, _: &()) -> QueryResult<Option<Unknown>> {
+                Ok(None)
+            }
+            fn delete(_: &mut larder::Connection, _: i64) -> QueryResult<bool> {
+                Ok(false)
+            }
         }
-        fn find(_: &mut larder::Connection, _: i64) -> QueryResult<Option<Unknown>> {
-            Ok(None)
-        }
-        fn insert(_: &mut larder::Connection, _: &()) -> QueryResult<Unknown> {
-            Ok(Unknown)
-        }
-        fn update(_: &mut larder::Connection, _: i64, _: &()) -> QueryResult<Option<Unknown>> {
-            Ok(None)
-        }
-        fn delete(_: &mut larder::Connection, _: i64) -> QueryResult<bool> {
-            Ok(false)
-        }
-    }
-    let db = fresh();
-    let err = db.store.repo::<Unknown>().unwrap_err();
-    assert!(matches!(err, Error::NotRegistered { .. }), "{err:?}");
+        let db = target.fresh();
+        let err = db.store.repo::<Unknown>().unwrap_err();
+        assert!(matches!(err, Error::NotRegistered { .. }), "{err:?}");
+    });
 }

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{fresh, fresh_with, user, user_in_db};
+use common::{each_backend, fresh, user, user_in_db};
 use larder::{Connection, Entity, NewUser, User, UserChanges};
 
 /// A one-shot signal between threads.
@@ -27,6 +27,10 @@ impl Latch {
             open: Mutex::new(false),
             cv: Condvar::new(),
         }
+    }
+
+    fn reset(&self) {
+        *self.open.lock().unwrap() = false;
     }
 
     fn open(&self) {
@@ -127,54 +131,63 @@ fn eventually(what: &str, condition: impl Fn() -> bool) {
 /// the old row stays cached and the last `get` returns it.
 #[test]
 fn a_reader_racing_a_writer_never_leaves_a_stale_value() {
-    let db = fresh_with(|b| b.entity::<RacingUser>());
-    let id = user(&db.store, "old name").id;
-    let store = db.store.clone();
-    let reader = std::thread::spawn(move || store.repo::<RacingUser>().unwrap().get(id).unwrap());
-    RACE_READ.wait(); // the reader has read "old name" and not yet filled
-    let repo = db.store.repo::<RacingUser>().unwrap();
-    repo.update(id, rename("new name")).unwrap();
-    RACE_RELEASE.open();
-    let raced = reader.join().unwrap().unwrap();
-    assert_eq!(raced.0.name, "old name", "the reader read before the write");
+    each_backend(|target| {
+        RACE_READ.reset();
+        RACE_RELEASE.reset();
+        let db = target.fresh_with(|b| b.entity::<RacingUser>());
+        let id = user(&db.store, "old name").id;
+        let store = db.store.clone();
+        let reader =
+            std::thread::spawn(move || store.repo::<RacingUser>().unwrap().get(id).unwrap());
+        RACE_READ.wait(); // the reader has read "old name" and not yet filled
+        let repo = db.store.repo::<RacingUser>().unwrap();
+        repo.update(id, rename("new name")).unwrap();
+        RACE_RELEASE.open();
+        let raced = reader.join().unwrap().unwrap();
+        assert_eq!(raced.0.name, "old name", "the reader read before the write");
 
-    let seen = repo.get(id).unwrap().unwrap();
-    assert_eq!(
-        seen.0.name, "new name",
-        "a stale fill survived the invalidation"
-    );
-    assert!(db.store.stats().entity("users").stale_fills_dropped >= 1);
+        let seen = repo.get(id).unwrap().unwrap();
+        assert_eq!(
+            seen.0.name, "new name",
+            "a stale fill survived the invalidation"
+        );
+        assert!(db.store.stats().entity("users").stale_fills_dropped >= 1);
+    });
 }
 
 #[test]
 fn concurrent_misses_of_one_key_load_it_once() {
-    let db = fresh_with(|b| b.entity::<CoalescedUser>().pool_size(8));
-    let id = user(&db.store, "ann").id;
-    let readers: Vec<_> = (0..6)
-        .map(|_| {
-            let store = db.store.clone();
-            std::thread::spawn(move || {
-                store
-                    .repo::<CoalescedUser>()
-                    .unwrap()
-                    .get(id)
-                    .unwrap()
-                    .unwrap()
+    each_backend(|target| {
+        FLIGHT_RELEASE.reset();
+        FLIGHT_LOADS.store(0, Ordering::SeqCst);
+        let db = target.fresh_with(|b| b.entity::<CoalescedUser>().pool_size(8));
+        let id = user(&db.store, "ann").id;
+        let readers: Vec<_> = (0..6)
+            .map(|_| {
+                let store = db.store.clone();
+                std::thread::spawn(move || {
+                    store
+                        .repo::<CoalescedUser>()
+                        .unwrap()
+                        .get(id)
+                        .unwrap()
+                        .unwrap()
+                })
             })
-        })
-        .collect();
-    // Every reader has missed (and so is leading or waiting) before the load ends.
-    eventually("six misses", || {
-        db.store.stats().entity("users").misses >= 6
+            .collect();
+        // Every reader has missed (and so is leading or waiting) before the load ends.
+        eventually("six misses", || {
+            db.store.stats().entity("users").misses >= 6
+        });
+        FLIGHT_RELEASE.open();
+        let values: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+        assert_eq!(
+            FLIGHT_LOADS.load(Ordering::SeqCst),
+            1,
+            "misses were not coalesced"
+        );
+        assert!(values.iter().all(|v| Arc::ptr_eq(v, &values[0])));
     });
-    FLIGHT_RELEASE.open();
-    let values: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
-    assert_eq!(
-        FLIGHT_LOADS.load(Ordering::SeqCst),
-        1,
-        "misses were not coalesced"
-    );
-    assert!(values.iter().all(|v| Arc::ptr_eq(v, &values[0])));
 }
 
 /// While one load is held inside its database call, other operations on the
@@ -182,73 +195,80 @@ fn concurrent_misses_of_one_key_load_it_once() {
 /// the operations below would wait for the release that comes after them.)
 #[test]
 fn a_stalled_load_blocks_no_other_cache_operation() {
-    let db = fresh_with(|b| b.entity::<StalledUser>().pool_size(4));
-    let ann = user(&db.store, "ann").id;
-    let others: Vec<i64> = (0..20)
-        .map(|n| user(&db.store, &format!("u{n}")).id)
-        .collect();
-    let store = db.store.clone();
-    let slow = std::thread::spawn(move || store.repo::<StalledUser>().unwrap().get(ann).unwrap());
-    STALL_READ.wait();
+    each_backend(|target| {
+        STALL_READ.reset();
+        STALL_RELEASE.reset();
+        let db = target.fresh_with(|b| b.entity::<StalledUser>().pool_size(4));
+        let ann = user(&db.store, "ann").id;
+        let others: Vec<i64> = (0..20)
+            .map(|n| user(&db.store, &format!("u{n}")).id)
+            .collect();
+        let store = db.store.clone();
+        let slow =
+            std::thread::spawn(move || store.repo::<StalledUser>().unwrap().get(ann).unwrap());
+        STALL_READ.wait();
 
-    let (done, finished) = mpsc::channel();
-    let store = db.store.clone();
-    std::thread::spawn(move || {
-        let repo = store.repo::<StalledUser>().unwrap();
-        repo.invalidate(ann);
-        for &id in &others {
-            repo.invalidate(id);
-            store.users().update(id, rename("changed")).unwrap();
-        }
-        done.send(()).unwrap();
+        let (done, finished) = mpsc::channel();
+        let store = db.store.clone();
+        std::thread::spawn(move || {
+            let repo = store.repo::<StalledUser>().unwrap();
+            repo.invalidate(ann);
+            for &id in &others {
+                repo.invalidate(id);
+                store.users().update(id, rename("changed")).unwrap();
+            }
+            done.send(()).unwrap();
+        });
+        let result = finished.recv_timeout(Duration::from_secs(30));
+        STALL_RELEASE.open();
+        assert!(
+            result.is_ok(),
+            "cache operations waited for a load in progress"
+        );
+        assert!(slow.join().unwrap().is_some());
     });
-    let result = finished.recv_timeout(Duration::from_secs(30));
-    STALL_RELEASE.open();
-    assert!(
-        result.is_ok(),
-        "cache operations waited for a load in progress"
-    );
-    assert!(slow.join().unwrap().is_some());
 }
 
 /// Many readers and writers on few keys; afterwards every cached entry must
 /// equal its row.
 #[test]
 fn the_cache_agrees_with_the_database_after_a_read_write_storm() {
-    let db = fresh_with(|b| b.pool_size(4).busy_timeout(Duration::from_secs(30)));
-    let ids: Vec<i64> = (0..8)
-        .map(|n| user(&db.store, &format!("u{n}")).id)
-        .collect();
-    let workers: Vec<_> = (0..4)
-        .map(|worker| {
-            let (store, ids) = (db.store.clone(), ids.clone());
-            std::thread::spawn(move || {
-                for n in 0..400usize {
-                    let id = ids[(n * 7 + worker) % ids.len()];
-                    if worker % 2 == 0 && n % 3 == 0 {
-                        store
-                            .users()
-                            .update(id, rename(&format!("w{worker}-{n}")))
-                            .unwrap();
-                    } else {
-                        store.users().get(id).unwrap();
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(4).busy_timeout(Duration::from_secs(30)));
+        let ids: Vec<i64> = (0..8)
+            .map(|n| user(&db.store, &format!("u{n}")).id)
+            .collect();
+        let workers: Vec<_> = (0..4)
+            .map(|worker| {
+                let (store, ids) = (db.store.clone(), ids.clone());
+                std::thread::spawn(move || {
+                    for n in 0..400usize {
+                        let id = ids[(n * 7 + worker) % ids.len()];
+                        if worker % 2 == 0 && n % 3 == 0 {
+                            store
+                                .users()
+                                .update(id, rename(&format!("w{worker}-{n}")))
+                                .unwrap();
+                        } else {
+                            store.users().get(id).unwrap();
+                        }
                     }
-                }
+                })
             })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().unwrap();
-    }
-    for id in ids {
-        if let Some(cached) = db.store.users().cached(id) {
-            assert_eq!(
-                Some(cached),
-                user_in_db(&db.store, id),
-                "stale entry for user {id}"
-            );
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
         }
-    }
+        for id in ids {
+            if let Some(cached) = db.store.users().cached(id) {
+                assert_eq!(
+                    Some(cached),
+                    user_in_db(&db.store, id),
+                    "stale entry for user {id}"
+                );
+            }
+        }
+    });
 }
 
 #[test]
@@ -265,11 +285,13 @@ fn a_store_is_shared_across_threads() {
 /// A write through one entity invalidates every entity cached from the same table.
 #[test]
 fn a_write_invalidates_every_entity_of_its_table() {
-    user_entity!(PlainUser, || ());
-    let db = fresh_with(|b| b.entity::<PlainUser>());
-    let ann = user(&db.store, "ann");
-    let plain = db.store.repo::<PlainUser>().unwrap();
-    assert_eq!(plain.get(ann.id).unwrap().unwrap().0.name, "ann");
-    db.store.users().update(ann.id, rename("Ann")).unwrap();
-    assert_eq!(plain.get(ann.id).unwrap().unwrap().0.name, "Ann");
+    each_backend(|target| {
+        user_entity!(PlainUser, || ());
+        let db = target.fresh_with(|b| b.entity::<PlainUser>());
+        let ann = user(&db.store, "ann");
+        let plain = db.store.repo::<PlainUser>().unwrap();
+        assert_eq!(plain.get(ann.id).unwrap().unwrap().0.name, "ann");
+        db.store.users().update(ann.id, rename("Ann")).unwrap();
+        assert_eq!(plain.get(ann.id).unwrap().unwrap().0.name, "Ann");
+    });
 }

@@ -4,68 +4,78 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{fresh, fresh_with, post, user};
+use common::{each_backend, post, user};
 
 #[test]
 fn a_cached_key_returns_the_same_arc() {
-    let db = fresh();
-    let ann = user(&db.store, "ann");
-    let first = db.store.users().get(ann.id).unwrap().unwrap();
-    let second = db.store.users().get(ann.id).unwrap().unwrap();
-    assert!(Arc::ptr_eq(&ann, &first), "create caches the stored row");
-    assert!(Arc::ptr_eq(&first, &second));
-    assert_eq!(db.store.stats().entity("users").hits, 2);
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let first = db.store.users().get(ann.id).unwrap().unwrap();
+        let second = db.store.users().get(ann.id).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&ann, &first), "create caches the stored row");
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(db.store.stats().entity("users").hits, 2);
+    });
 }
 
 #[test]
 fn a_key_loaded_from_the_database_is_cached_once() {
-    let db = fresh();
-    let ann = user(&db.store, "ann");
-    db.store.clear_cache();
-    let loaded = db.store.users().get(ann.id).unwrap().unwrap();
-    let again = db.store.users().get(ann.id).unwrap().unwrap();
-    assert!(Arc::ptr_eq(&loaded, &again));
-    assert_eq!(*loaded, *ann);
-    let stats = db.store.stats().entity("users");
-    assert_eq!((stats.misses, stats.loads, stats.hits), (1, 1, 1));
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        db.store.clear_cache();
+        let loaded = db.store.users().get(ann.id).unwrap().unwrap();
+        let again = db.store.users().get(ann.id).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&loaded, &again));
+        assert_eq!(*loaded, *ann);
+        let stats = db.store.stats().entity("users");
+        assert_eq!((stats.misses, stats.loads, stats.hits), (1, 1, 1));
+    });
 }
 
 #[test]
 fn capacity_is_bounded_by_lru() {
-    let db = fresh_with(|b| b.cache_capacity(4));
-    let ids: Vec<i64> = (0..20)
-        .map(|n| user(&db.store, &format!("u{n}")).id)
-        .collect();
-    for &id in &ids {
-        db.store.users().get(id).unwrap().unwrap();
-    }
-    let stats = db.store.stats().entity("users");
-    assert!(stats.entries <= 4, "{stats:?}");
-    assert!(stats.evictions >= 16, "{stats:?}");
-    // An evicted row is loaded again, correctly.
-    let first = db.store.users().get(ids[0]).unwrap().unwrap();
-    assert_eq!(first.name, "u0");
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.cache_capacity(4));
+        let ids: Vec<i64> = (0..20)
+            .map(|n| user(&db.store, &format!("u{n}")).id)
+            .collect();
+        for &id in &ids {
+            db.store.users().get(id).unwrap().unwrap();
+        }
+        let stats = db.store.stats().entity("users");
+        assert!(stats.entries <= 4, "{stats:?}");
+        assert!(stats.evictions >= 16, "{stats:?}");
+        // An evicted row is loaded again, correctly.
+        let first = db.store.users().get(ids[0]).unwrap().unwrap();
+        assert_eq!(first.name, "u0");
+    });
 }
 
 #[test]
 fn list_queries_return_the_identity_maps_arcs() {
-    let db = fresh();
-    let ann = user(&db.store, "ann");
-    let p1 = post(&db.store, &ann, "one");
-    let p2 = post(&db.store, &ann, "two");
-    let listed = db.store.posts().by_author(ann.id).unwrap();
-    assert_eq!(listed.len(), 2);
-    assert!(Arc::ptr_eq(&listed[0], &p1) && Arc::ptr_eq(&listed[1], &p2));
-    let recent = db.store.posts().recent(1).unwrap();
-    assert!(Arc::ptr_eq(&recent[0], &p2));
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let p1 = post(&db.store, &ann, "one");
+        let p2 = post(&db.store, &ann, "two");
+        let listed = db.store.posts().by_author(ann.id).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(Arc::ptr_eq(&listed[0], &p1) && Arc::ptr_eq(&listed[1], &p2));
+        let recent = db.store.posts().recent(1).unwrap();
+        assert!(Arc::ptr_eq(&recent[0], &p2));
+    });
 }
 
 #[test]
 fn capacity_zero_turns_caching_off() {
-    let db = fresh_with(|b| b.cache_capacity(0));
-    let ann = user(&db.store, "ann");
-    let a = db.store.users().get(ann.id).unwrap().unwrap();
-    let b = db.store.users().get(ann.id).unwrap().unwrap();
-    assert!(!Arc::ptr_eq(&a, &b));
-    assert_eq!(db.store.stats().entity("users").entries, 0);
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.cache_capacity(0));
+        let ann = user(&db.store, "ann");
+        let a = db.store.users().get(ann.id).unwrap().unwrap();
+        let b = db.store.users().get(ann.id).unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(db.store.stats().entity("users").entries, 0);
+    });
 }

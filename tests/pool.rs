@@ -5,31 +5,33 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_pool_idle, fresh_with, user};
+use common::{assert_pool_idle, each_backend, fresh_with, user};
 use larder::{Error, UserChanges};
 
 #[test]
 fn pool_exhaustion_is_a_timeout_error_then_recovers() {
-    let timeout = Duration::from_millis(300);
-    let db = fresh_with(|b| b.pool_size(1).connection_timeout(timeout));
-    let ann = user(&db.store, "ann");
-    db.store.clear_cache();
+    each_backend(|target| {
+        let timeout = Duration::from_millis(300);
+        let db = target.fresh_with(|b| b.pool_size(1).connection_timeout(timeout));
+        let ann = user(&db.store, "ann");
+        db.store.clear_cache();
 
-    let held = db.store.begin().unwrap(); // the only connection
-    let started = Instant::now();
-    let err = db.store.users().get(ann.id).unwrap_err();
-    let waited = started.elapsed();
-    assert!(
-        matches!(err, Error::PoolTimeout { timeout: t } if t == timeout),
-        "{err:?}"
-    );
-    assert!(waited >= timeout, "gave up before the timeout: {waited:?}");
-    assert!(waited < timeout * 20, "no bounded wait: {waited:?}");
-    assert!(err.to_string().contains("pool exhausted"), "{err}");
+        let held = db.store.begin().unwrap(); // the only connection
+        let started = Instant::now();
+        let err = db.store.users().get(ann.id).unwrap_err();
+        let waited = started.elapsed();
+        assert!(
+            matches!(err, Error::PoolTimeout { timeout: t } if t == timeout),
+            "{err:?}"
+        );
+        assert!(waited >= timeout, "gave up before the timeout: {waited:?}");
+        assert!(waited < timeout * 20, "no bounded wait: {waited:?}");
+        assert!(err.to_string().contains("pool exhausted"), "{err}");
 
-    drop(held);
-    assert_eq!(db.store.users().get(ann.id).unwrap().unwrap().name, "ann");
-    assert_pool_idle(&db.store);
+        drop(held);
+        assert_eq!(db.store.users().get(ann.id).unwrap().unwrap().name, "ann");
+        assert_pool_idle(&db.store);
+    });
 }
 
 #[test]

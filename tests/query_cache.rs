@@ -6,128 +6,136 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{comment, fresh, fresh_with, post, user};
-use diesel::connection::SimpleConnection;
+use common::{comment, each_backend, post, user};
 use diesel::prelude::*;
 use larder::schema::posts;
 use larder::{NewPost, PostChanges};
 
 #[test]
 fn a_list_is_served_from_the_query_cache_until_its_table_changes() {
-    let db = fresh();
-    let ann = user(&db.store, "ann");
-    let p1 = post(&db.store, &ann, "one");
-    let first = db.store.posts().by_author(ann.id).unwrap();
-    let second = db.store.posts().by_author(ann.id).unwrap();
-    assert_eq!(db.store.stats().queries.hits, 1);
-    assert!(Arc::ptr_eq(&first[0], &second[0]) && Arc::ptr_eq(&first[0], &p1));
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let p1 = post(&db.store, &ann, "one");
+        let first = db.store.posts().by_author(ann.id).unwrap();
+        let second = db.store.posts().by_author(ann.id).unwrap();
+        assert_eq!(db.store.stats().queries.hits, 1);
+        assert!(Arc::ptr_eq(&first[0], &second[0]) && Arc::ptr_eq(&first[0], &p1));
 
-    let p2 = post(&db.store, &ann, "two");
-    let after_create = db.store.posts().by_author(ann.id).unwrap();
-    assert_eq!(after_create.len(), 2, "a create must invalidate the list");
-    assert!(Arc::ptr_eq(&after_create[1], &p2));
+        let p2 = post(&db.store, &ann, "two");
+        let after_create = db.store.posts().by_author(ann.id).unwrap();
+        assert_eq!(after_create.len(), 2, "a create must invalidate the list");
+        assert!(Arc::ptr_eq(&after_create[1], &p2));
 
-    let changes = PostChanges {
-        title: Some("ONE".into()),
-        ..Default::default()
-    };
-    db.store.posts().update(p1.id, changes).unwrap();
-    assert_eq!(db.store.posts().by_author(ann.id).unwrap()[0].title, "ONE");
+        let changes = PostChanges {
+            title: Some("ONE".into()),
+            ..Default::default()
+        };
+        db.store.posts().update(p1.id, changes).unwrap();
+        assert_eq!(db.store.posts().by_author(ann.id).unwrap()[0].title, "ONE");
 
-    db.store.posts().delete(p2.id).unwrap();
-    assert_eq!(db.store.posts().by_author(ann.id).unwrap().len(), 1);
+        db.store.posts().delete(p2.id).unwrap();
+        assert_eq!(db.store.posts().by_author(ann.id).unwrap().len(), 1);
+    });
 }
 
 #[test]
 fn a_rolled_back_write_leaves_cached_lists_alone_and_a_commit_invalidates_them() {
-    let db = fresh();
-    let ann = user(&db.store, "ann");
-    let p = post(&db.store, &ann, "p");
-    comment(&db.store, &p, &ann, "first");
-    assert_eq!(db.store.comments().of_post(p.id).unwrap().len(), 1);
-    {
-        let tx = db.store.begin().unwrap();
-        tx.comments()
-            .create(larder::NewComment {
-                post_id: p.id,
-                author_id: ann.id,
-                body: "rolled back".into(),
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let p = post(&db.store, &ann, "p");
+        comment(&db.store, &p, &ann, "first");
+        assert_eq!(db.store.comments().of_post(p.id).unwrap().len(), 1);
+        {
+            let tx = db.store.begin().unwrap();
+            tx.comments()
+                .create(larder::NewComment {
+                    post_id: p.id,
+                    author_id: ann.id,
+                    body: "rolled back".into(),
+                })
+                .unwrap();
+            assert_eq!(
+                tx.comments().of_post(p.id).unwrap().len(),
+                2,
+                "the tx sees its own write"
+            );
+        }
+        let hits = db.store.stats().queries.hits;
+        assert_eq!(db.store.comments().of_post(p.id).unwrap().len(), 1);
+        assert_eq!(
+            db.store.stats().queries.hits,
+            hits + 1,
+            "a rollback must not invalidate"
+        );
+
+        db.store
+            .transaction(|tx| {
+                tx.comments().create(larder::NewComment {
+                    post_id: p.id,
+                    author_id: ann.id,
+                    body: "second".into(),
+                })
             })
             .unwrap();
-        assert_eq!(
-            tx.comments().of_post(p.id).unwrap().len(),
-            2,
-            "the tx sees its own write"
-        );
-    }
-    let hits = db.store.stats().queries.hits;
-    assert_eq!(db.store.comments().of_post(p.id).unwrap().len(), 1);
-    assert_eq!(
-        db.store.stats().queries.hits,
-        hits + 1,
-        "a rollback must not invalidate"
-    );
-
-    db.store
-        .transaction(|tx| {
-            tx.comments().create(larder::NewComment {
-                post_id: p.id,
-                author_id: ann.id,
-                body: "second".into(),
-            })
-        })
-        .unwrap();
-    assert_eq!(db.store.comments().of_post(p.id).unwrap().len(), 2);
+        assert_eq!(db.store.comments().of_post(p.id).unwrap().len(), 2);
+    });
 }
 
 /// A list read before a concurrent commit must not be cached: the query below
 /// reads, then a writer commits before the result is stored.
 #[test]
 fn a_list_that_raced_a_write_is_not_cached() {
-    let db = fresh_with(|b| b.pool_size(2));
-    let ann = user(&db.store, "ann");
-    let racing = || {
-        db.store
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(2));
+        let ann = user(&db.store, "ann");
+        let racing = || {
+            db.store
+                .posts()
+                .cached_query("all posts", &["posts"], |conn| {
+                    let before =
+                        larder::with_connection!(conn, |c| posts::table.order(posts::id).load(c))?;
+                    db.store
+                        .posts()
+                        .create(NewPost {
+                            author_id: ann.id,
+                            title: "raced".into(),
+                            body: "b".into(),
+                        })
+                        .unwrap();
+                    Ok(before)
+                })
+        };
+        assert!(
+            racing().unwrap().is_empty(),
+            "the query read before the insert"
+        );
+        let fresh_list = db
+            .store
             .posts()
             .cached_query("all posts", &["posts"], |conn| {
-                let before = posts::table.order(posts::id).load(conn)?;
-                db.store
-                    .posts()
-                    .create(NewPost {
-                        author_id: ann.id,
-                        title: "raced".into(),
-                        body: "b".into(),
-                    })
-                    .unwrap();
-                Ok(before)
+                larder::with_connection!(conn, |c| posts::table.order(posts::id).load(c))
             })
-    };
-    assert!(
-        racing().unwrap().is_empty(),
-        "the query read before the insert"
-    );
-    let fresh_list = db
-        .store
-        .posts()
-        .cached_query("all posts", &["posts"], |conn| {
-            posts::table.order(posts::id).load(conn)
-        })
-        .unwrap();
-    assert_eq!(fresh_list.len(), 1, "a stale list was cached");
-    assert!(db.store.stats().queries.stale_fills_dropped >= 1);
+            .unwrap();
+        assert_eq!(fresh_list.len(), 1, "a stale list was cached");
+        assert!(db.store.stats().queries.stale_fills_dropped >= 1);
+    });
 }
 
 #[test]
 fn a_cascaded_delete_invalidates_lists() {
-    let db = fresh();
-    let ann = user(&db.store, "ann");
-    let p = post(&db.store, &ann, "p");
-    comment(&db.store, &p, &ann, "c");
-    assert_eq!(db.store.comments().of_post(p.id).unwrap().len(), 1);
-    assert_eq!(db.store.posts().recent(10).unwrap().len(), 1);
-    db.store.users().delete(ann.id).unwrap();
-    assert!(db.store.comments().of_post(p.id).unwrap().is_empty());
-    assert!(db.store.posts().recent(10).unwrap().is_empty());
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let p = post(&db.store, &ann, "p");
+        comment(&db.store, &p, &ann, "c");
+        assert_eq!(db.store.comments().of_post(p.id).unwrap().len(), 1);
+        assert_eq!(db.store.posts().recent(10).unwrap().len(), 1);
+        db.store.users().delete(ann.id).unwrap();
+        assert!(db.store.comments().of_post(p.id).unwrap().is_empty());
+        assert!(db.store.posts().recent(10).unwrap().is_empty());
+    });
 }
 
 diesel::table! {
@@ -165,61 +173,64 @@ larder::entity!(Tag {
     deleted_with: ["posts"]
 });
 
-fn tags_db() -> common::TestDb {
-    let db = fresh_with(|b| b.entity::<Tag>());
-    let mut conn =
-        diesel::SqliteConnection::establish(db.dir.path().join("test.db").to_str().unwrap())
-            .unwrap();
-    conn.batch_execute(
-        "CREATE TABLE tags (id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, \
-         post_id INTEGER NOT NULL REFERENCES posts (id) ON DELETE CASCADE, label TEXT NOT NULL)",
-    )
-    .unwrap();
+fn tags_db(target: &common::Target) -> common::TestDb {
+    let db = target.fresh_with(|b| b.entity::<Tag>());
+    let id = match db.backend {
+        larder::Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
+        larder::Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+        _ => "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+    };
+    db.raw(&format!(
+        "CREATE TABLE tags (id {id}, post_id BIGINT NOT NULL, label TEXT NOT NULL, \
+         FOREIGN KEY (post_id) REFERENCES posts (id) ON DELETE CASCADE)"
+    ));
     db
 }
 
 #[test]
 fn an_entity_from_the_macro_is_cached_and_invalidated_like_the_blogs() {
-    let db = tags_db();
-    let ann = user(&db.store, "ann");
-    let p = post(&db.store, &ann, "p");
-    let tags = db.store.repo::<Tag>().unwrap();
-    let rust = tags
-        .create(NewTag {
-            post_id: p.id,
-            label: "rust".into(),
-        })
-        .unwrap();
-    assert!(Arc::ptr_eq(&tags.get(rust.id).unwrap().unwrap(), &rust));
+    each_backend(|target| {
+        let db = tags_db(target);
+        let ann = user(&db.store, "ann");
+        let p = post(&db.store, &ann, "p");
+        let tags = db.store.repo::<Tag>().unwrap();
+        let rust = tags
+            .create(NewTag {
+                post_id: p.id,
+                label: "rust".into(),
+            })
+            .unwrap();
+        assert!(Arc::ptr_eq(&tags.get(rust.id).unwrap().unwrap(), &rust));
 
-    let renamed = tags
-        .update(
-            rust.id,
-            TagChanges {
-                label: Some("Rust".into()),
-            },
-        )
-        .unwrap();
-    assert_eq!(tags.get(rust.id).unwrap().unwrap().label, "Rust");
-    let unchanged = tags.update(rust.id, TagChanges::default()).unwrap();
-    assert_eq!(
-        *unchanged, *renamed,
-        "an empty changeset leaves the row as it is"
-    );
+        let renamed = tags
+            .update(
+                rust.id,
+                TagChanges {
+                    label: Some("Rust".into()),
+                },
+            )
+            .unwrap();
+        assert_eq!(tags.get(rust.id).unwrap().unwrap().label, "Rust");
+        let unchanged = tags.update(rust.id, TagChanges::default()).unwrap();
+        assert_eq!(
+            *unchanged, *renamed,
+            "an empty changeset leaves the row as it is"
+        );
 
-    let err = tags
-        .create(NewTag {
-            post_id: 9999,
-            label: "orphan".into(),
-        })
-        .unwrap_err();
-    assert!(err.is_conflict(), "{err:?}");
+        let err = tags
+            .create(NewTag {
+                post_id: 9999,
+                label: "orphan".into(),
+            })
+            .unwrap_err();
+        assert!(err.is_conflict(), "{err:?}");
 
-    // tags.post_id cascades from posts: deleting the post's author removes it.
-    db.store.users().delete(ann.id).unwrap();
-    assert!(
-        tags.get(rust.id).unwrap().is_none(),
-        "DELETED_WITH must empty the tag cache"
-    );
-    assert!(!tags.delete(rust.id).unwrap());
+        // tags.post_id cascades from posts: deleting the post's author removes it.
+        db.store.users().delete(ann.id).unwrap();
+        assert!(
+            tags.get(rust.id).unwrap().is_none(),
+            "DELETED_WITH must empty the tag cache"
+        );
+        assert!(!tags.delete(rust.id).unwrap());
+    });
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{fresh, fresh_with, post, user};
+use common::{each_backend, fresh, post, user};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use larder::{ConflictKind, Error, Migrator, NewUser, PostChanges, Store};
@@ -22,111 +22,112 @@ fn set_body(body: String) -> PostChanges {
 
 #[test]
 fn a_stale_version_is_a_conflict_naming_the_key() {
-    let db = fresh();
-    let ann = user(&db.store, "ann");
-    let p = post(&db.store, &ann, "t");
-    db.store
-        .posts()
-        .update_versioned(p.id, 1, set_body("v2".into()))
-        .unwrap();
-    let err = db
-        .store
-        .posts()
-        .update_versioned(p.id, 1, set_body("lost".into()))
-        .unwrap_err();
-    match &err {
-        Error::Conflict {
-            table: "posts",
-            id: Some(id),
-            kind:
-                ConflictKind::VersionMismatch {
-                    expected: 1,
-                    actual: 2,
-                },
-            ..
-        } if *id == p.id => {}
-        other => panic!("unexpected {other:?}"),
-    }
-    assert!(
-        err.to_string().contains(&format!("posts {}", p.id)),
-        "{err}"
-    );
-    assert_eq!(db.store.posts().get(p.id).unwrap().unwrap().body, "v2");
-    let missing = db
-        .store
-        .posts()
-        .update_versioned(9999, 1, set_body("x".into()))
-        .unwrap_err();
-    assert!(
-        matches!(
-            missing,
-            Error::NotFound {
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let p = post(&db.store, &ann, "t");
+        db.store
+            .posts()
+            .update_versioned(p.id, 1, set_body("v2".into()))
+            .unwrap();
+        let err = db
+            .store
+            .posts()
+            .update_versioned(p.id, 1, set_body("lost".into()))
+            .unwrap_err();
+        match &err {
+            Error::Conflict {
                 table: "posts",
-                id: 9999
-            }
-        ),
-        "{missing:?}"
-    );
+                id: Some(id),
+                kind:
+                    ConflictKind::VersionMismatch {
+                        expected: 1,
+                        actual: 2,
+                    },
+                ..
+            } if *id == p.id => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            err.to_string().contains(&format!("posts {}", p.id)),
+            "{err}"
+        );
+        assert_eq!(db.store.posts().get(p.id).unwrap().unwrap().body, "v2");
+        let missing = db
+            .store
+            .posts()
+            .update_versioned(9999, 1, set_body("x".into()))
+            .unwrap_err();
+        assert!(
+            matches!(
+                missing,
+                Error::NotFound {
+                    table: "posts",
+                    id: 9999
+                }
+            ),
+            "{missing:?}"
+        );
+    });
 }
 
 /// Read-modify-write loops that retry on conflict: every increment survives.
 #[test]
 fn concurrent_versioned_increments_lose_no_update() {
-    const THREADS: usize = 4;
-    const INCREMENTS: usize = 25;
-    let db = fresh_with(|b| {
-        b.pool_size(4)
-            .busy_timeout(std::time::Duration::from_secs(30))
-    });
-    let ann = user(&db.store, "ann");
-    let id = post(&db.store, &ann, "counter").id;
-    db.store
-        .posts()
-        .update_versioned(id, 1, set_body("0".into()))
-        .unwrap();
-    let workers: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let store = db.store.clone();
-            std::thread::spawn(move || {
-                let mut conflicts = 0;
-                for _ in 0..INCREMENTS {
-                    loop {
-                        let current = store.posts().get(id).unwrap().unwrap();
-                        let next = current.body.parse::<u64>().unwrap() + 1;
-                        match store.posts().update_versioned(
-                            id,
-                            current.version,
-                            set_body(next.to_string()),
-                        ) {
-                            Ok(_) => break,
-                            Err(e) if e.is_conflict() => conflicts += 1,
-                            Err(e) => panic!("{e}"),
+    each_backend(|target| {
+        const THREADS: usize = 4;
+        const INCREMENTS: usize = 25;
+        let db = target.fresh_with(|b| {
+            b.pool_size(4)
+                .busy_timeout(std::time::Duration::from_secs(30))
+        });
+        let ann = user(&db.store, "ann");
+        let id = post(&db.store, &ann, "counter").id;
+        db.store
+            .posts()
+            .update_versioned(id, 1, set_body("0".into()))
+            .unwrap();
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let store = db.store.clone();
+                std::thread::spawn(move || {
+                    let mut conflicts = 0;
+                    for _ in 0..INCREMENTS {
+                        loop {
+                            let current = store.posts().get(id).unwrap().unwrap();
+                            let next = current.body.parse::<u64>().unwrap() + 1;
+                            match store.posts().update_versioned(
+                                id,
+                                current.version,
+                                set_body(next.to_string()),
+                            ) {
+                                Ok(_) => break,
+                                Err(e) if e.is_conflict() => conflicts += 1,
+                                Err(e) => panic!("{e}"),
+                            }
+                            assert!(
+                                conflicts < 100_000,
+                                "no progress: the cache keeps serving a stale version"
+                            );
                         }
-                        assert!(
-                            conflicts < 100_000,
-                            "no progress: the cache keeps serving a stale version"
-                        );
                     }
-                }
-                conflicts
+                    conflicts
+                })
             })
-        })
-        .collect();
-    let conflicts: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
-    let last = db.store.posts().get(id).unwrap().unwrap();
-    assert_eq!(
-        last.body,
-        (THREADS * INCREMENTS).to_string(),
-        "an update was lost ({conflicts} conflicts)"
-    );
-    assert_eq!(last.version, 2 + (THREADS * INCREMENTS) as i64);
+            .collect();
+        let conflicts: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        let last = db.store.posts().get(id).unwrap().unwrap();
+        assert_eq!(
+            last.body,
+            (THREADS * INCREMENTS).to_string(),
+            "an update was lost ({conflicts} conflicts)"
+        );
+        assert_eq!(last.version, 2 + (THREADS * INCREMENTS) as i64);
+    });
 }
 
 fn raw(db: &common::TestDb, sql: &str) {
-    let mut conn =
-        diesel::SqliteConnection::establish(db.dir.path().join("test.db").to_str().unwrap())
-            .unwrap();
-    conn.batch_execute(sql).unwrap();
+    db.raw(sql);
 }
 
 #[test]
@@ -154,37 +155,41 @@ fn a_row_with_invalid_utf8_is_an_error_not_a_panic() {
 
 #[test]
 fn a_failing_down_migration_is_a_migration_error_and_changes_nothing() {
-    let db = fresh();
-    user(&db.store, "ann");
-    raw(&db, "DROP TABLE comments"); // an operator's hand edit the down.sql does not expect
-    let mut migrator = Migrator::open(&db.url()).unwrap();
-    let err = migrator.revert().unwrap_err();
-    assert!(matches!(err, Error::Migration { .. }), "{err:?}");
-    assert!(err.to_string().contains("comments"), "{err}");
-    assert!(
-        migrator.status().unwrap().iter().all(|m| m.applied),
-        "the failed revert was rolled back"
-    );
-    assert_eq!(
-        db.store
-            .users()
-            .query(|c| larder::schema::users::table.load(c))
-            .unwrap()
-            .len(),
-        1
-    );
+    each_backend(|target| {
+        let db = target.fresh();
+        user(&db.store, "ann");
+        raw(&db, "DROP TABLE comments"); // an operator's hand edit the down.sql does not expect
+        let mut migrator = Migrator::open(&db.url()).unwrap();
+        let err = migrator.revert().unwrap_err();
+        assert!(matches!(err, Error::Migration { .. }), "{err:?}");
+        assert!(err.to_string().contains("comments"), "{err}");
+        assert!(
+            migrator.status().unwrap().iter().all(|m| m.applied),
+            "the failed revert was rolled back"
+        );
+        assert_eq!(
+            db.store
+                .users()
+                .query(|c| larder::with_connection!(c, |c| larder::schema::users::table.load(c)))
+                .unwrap()
+                .len(),
+            1
+        );
+    });
 }
 
 #[test]
 fn an_unknown_applied_version_does_not_break_migrate() {
-    let db = fresh();
-    raw(
-        &db,
-        "INSERT INTO __diesel_schema_migrations (version) VALUES ('99999999999999')",
-    );
-    let mut migrator = Migrator::open(&db.url()).unwrap();
-    assert!(migrator.run().unwrap().is_empty());
-    assert!(migrator.status().unwrap().iter().all(|m| m.applied));
+    each_backend(|target| {
+        let db = target.fresh();
+        raw(
+            &db,
+            "INSERT INTO __diesel_schema_migrations (version) VALUES ('99999999999999')",
+        );
+        let mut migrator = Migrator::open(&db.url()).unwrap();
+        assert!(migrator.run().unwrap().is_empty());
+        assert!(migrator.status().unwrap().iter().all(|m| m.applied));
+    });
 }
 
 /// Clears the immutable attribute again, whatever the test did.
@@ -283,18 +288,20 @@ fn a_vanished_database_directory_gives_clear_errors_and_no_panic() {
 
 #[test]
 fn entries_survive_a_panicking_reader() {
-    let db = fresh();
-    let ann = user(&db.store, "ann");
-    let store = db.store.clone();
-    let id = ann.id;
-    let result = std::thread::spawn(move || {
-        let _user = store.users().get(id).unwrap();
-        panic!("a request handler panics holding a cached Arc");
-    })
-    .join();
-    assert!(result.is_err());
-    assert!(Arc::ptr_eq(
-        &db.store.users().get(ann.id).unwrap().unwrap(),
-        &ann
-    ));
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let store = db.store.clone();
+        let id = ann.id;
+        let result = std::thread::spawn(move || {
+            let _user = store.users().get(id).unwrap();
+            panic!("a request handler panics holding a cached Arc");
+        })
+        .join();
+        assert!(result.is_err());
+        assert!(Arc::ptr_eq(
+            &db.store.users().get(ann.id).unwrap().unwrap(),
+            &ann
+        ));
+    });
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_pool_idle, fresh_with, user_in_db};
+use common::{assert_pool_idle, each_backend, user_in_db};
 use larder::{Error, NewUser, Store, Tx, UserChanges};
 const INJECTED: &str = "injected fault";
 const DROPPED: &str = "injected drop";
@@ -195,105 +195,107 @@ fn worker(
 
 #[test]
 fn stress_with_injected_faults_keeps_every_invariant() {
-    let ops: usize = std::env::var("LARDER_STRESS_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
-    let threads: usize = std::env::var("LARDER_STRESS_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let injected = info
-            .payload()
-            .downcast_ref::<String>()
-            .is_some_and(|s| s == INJECTED);
-        if !injected {
-            default_hook(info);
-        }
-    }));
+    each_backend(|target| {
+        let ops: usize = std::env::var("LARDER_STRESS_OPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2000);
+        let threads: usize = std::env::var("LARDER_STRESS_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4);
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let injected = info
+                .payload()
+                .downcast_ref::<String>()
+                .is_some_and(|s| s == INJECTED);
+            if !injected {
+                default_hook(info);
+            }
+        }));
 
-    let db = fresh_with(|b| {
-        b.pool_size(4)
-            .cache_capacity(64)
-            .busy_timeout(Duration::from_secs(60))
+        let db = target.fresh_with(|b| {
+            b.pool_size(4)
+                .cache_capacity(64)
+                .busy_timeout(Duration::from_secs(60))
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let watchdog = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut deadlocks = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    deadlocks += parking_lot::deadlock::check_deadlock().len();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                deadlocks
+            })
+        };
+        let all_ids = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let workers: Vec<_> = (0..threads)
+            .map(|w| {
+                let (store, all_ids) = (db.store.clone(), all_ids.clone());
+                std::thread::spawn(move || worker(store, w, ops, all_ids))
+            })
+            .collect();
+        let results: Vec<(Model, Tally)> = workers
+            .into_iter()
+            .map(|w| w.join().expect("worker panicked"))
+            .collect();
+        stop.store(true, Ordering::SeqCst);
+        assert_eq!(
+            watchdog.join().unwrap(),
+            0,
+            "parking_lot reported a deadlock"
+        );
+
+        // Audit.
+        assert_pool_idle(&db.store);
+        let mut total = Tally::default();
+        let mut live = 0;
+        for (model, tally) in &results {
+            for (id, name) in &model.live {
+                let row = user_in_db(&db.store, *id)
+                    .unwrap_or_else(|| panic!("committed user {id} is missing"));
+                assert_eq!(&row.name, name, "user {id} lost a committed write");
+                if let Some(cached) = db.store.users().cached(*id) {
+                    assert_eq!(cached, row, "cached user {id} differs from its row");
+                }
+            }
+            live += model.live.len();
+            total.ops += tally.ops;
+            total.committed_txs += tally.committed_txs;
+            total.err_txs += tally.err_txs;
+            total.panicked_txs += tally.panicked_txs;
+            total.dropped_txs += tally.dropped_txs;
+        }
+        // Everything in the database is something a committed transaction wrote.
+        let rows = db
+            .store
+            .users()
+            .query(|conn| {
+                use diesel::prelude::*;
+                larder::with_connection!(conn, |c| larder::schema::users::table.load(c))
+            })
+            .unwrap();
+        assert_eq!(
+            rows.len(),
+            live,
+            "rolled-back writes survived or committed ones vanished"
+        );
+        for row in &rows {
+            if let Some(cached) = db.store.users().cached(row.id) {
+                assert_eq!(*cached, **row);
+            }
+        }
+        println!(
+            "stress: {threads} threads, {} operations; transactions: {} committed, {} returned Err, {} panicked, {} dropped; {} rows audited; 0 deadlocks",
+            total.ops, total.committed_txs, total.err_txs, total.panicked_txs, total.dropped_txs, rows.len()
+        );
+        assert!(
+            total.panicked_txs > 0 && total.err_txs > 0 && total.dropped_txs > 0,
+            "faults were not injected"
+        );
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let watchdog = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut deadlocks = 0;
-            while !stop.load(Ordering::SeqCst) {
-                deadlocks += parking_lot::deadlock::check_deadlock().len();
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            deadlocks
-        })
-    };
-    let all_ids = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let workers: Vec<_> = (0..threads)
-        .map(|w| {
-            let (store, all_ids) = (db.store.clone(), all_ids.clone());
-            std::thread::spawn(move || worker(store, w, ops, all_ids))
-        })
-        .collect();
-    let results: Vec<(Model, Tally)> = workers
-        .into_iter()
-        .map(|w| w.join().expect("worker panicked"))
-        .collect();
-    stop.store(true, Ordering::SeqCst);
-    assert_eq!(
-        watchdog.join().unwrap(),
-        0,
-        "parking_lot reported a deadlock"
-    );
-
-    // Audit.
-    assert_pool_idle(&db.store);
-    let mut total = Tally::default();
-    let mut live = 0;
-    for (model, tally) in &results {
-        for (id, name) in &model.live {
-            let row = user_in_db(&db.store, *id)
-                .unwrap_or_else(|| panic!("committed user {id} is missing"));
-            assert_eq!(&row.name, name, "user {id} lost a committed write");
-            if let Some(cached) = db.store.users().cached(*id) {
-                assert_eq!(cached, row, "cached user {id} differs from its row");
-            }
-        }
-        live += model.live.len();
-        total.ops += tally.ops;
-        total.committed_txs += tally.committed_txs;
-        total.err_txs += tally.err_txs;
-        total.panicked_txs += tally.panicked_txs;
-        total.dropped_txs += tally.dropped_txs;
-    }
-    // Everything in the database is something a committed transaction wrote.
-    let rows = db
-        .store
-        .users()
-        .query(|conn| {
-            use diesel::prelude::*;
-            larder::schema::users::table.load(conn)
-        })
-        .unwrap();
-    assert_eq!(
-        rows.len(),
-        live,
-        "rolled-back writes survived or committed ones vanished"
-    );
-    for row in &rows {
-        if let Some(cached) = db.store.users().cached(row.id) {
-            assert_eq!(*cached, **row);
-        }
-    }
-    println!(
-        "stress: {threads} threads, {} operations; transactions: {} committed, {} returned Err, {} panicked, {} dropped; {} rows audited; 0 deadlocks",
-        total.ops, total.committed_txs, total.err_txs, total.panicked_txs, total.dropped_txs, rows.len()
-    );
-    assert!(
-        total.panicked_txs > 0 && total.err_txs > 0 && total.dropped_txs > 0,
-        "faults were not injected"
-    );
 }

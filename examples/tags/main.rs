@@ -82,10 +82,10 @@ fn main() -> larder::Result<()> {
         Ok::<_, larder::Error>(rust)
     })?;
     let on_post = tags.cached_query(&format!("tags.of_post({})", post.id), &["tags"], |conn| {
-        tags::table
+        let query = tags::table
             .filter(tags::post_id.eq(post.id))
-            .order(tags::id)
-            .load(conn)
+            .order(tags::id);
+        larder::with_connection!(conn, |c| query.load(c))
     })?;
     println!(
         "post {} is tagged {:?}",

@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::deserialize::{self, Queryable};
+use diesel::backend::Backend;
+use diesel::deserialize::{self, FromStaticSqlRow, Queryable};
 use diesel::prelude::*;
-use diesel::sqlite::Sqlite;
 
 use super::schema::comments;
 use crate::entity::Entity;
@@ -45,8 +45,13 @@ pub struct CommentChanges {
     pub body: Option<String>,
 }
 
-impl Queryable<comments::SqlType, Sqlite> for Comment {
-    type Row = (i64, i64, i64, String, NaiveDateTime);
+type CommentRow = (i64, i64, i64, String, NaiveDateTime);
+
+impl<DB: Backend> Queryable<comments::SqlType, DB> for Comment
+where
+    CommentRow: FromStaticSqlRow<comments::SqlType, DB>,
+{
+    type Row = CommentRow;
 
     fn build(
         (id, post_id, author_id, body, created_at): Self::Row,
@@ -63,10 +68,10 @@ impl Queryable<comments::SqlType, Sqlite> for Comment {
 
 impl Comment {
     fn of_post(conn: &mut Connection, post_id: i64) -> QueryResult<Vec<Comment>> {
-        comments::table
+        let query = comments::table
             .filter(comments::post_id.eq(post_id))
-            .order(comments::id)
-            .load(conn)
+            .order(comments::id);
+        crate::with_connection!(conn, |c| query.load(c))
     }
 }
 
@@ -80,18 +85,17 @@ impl Entity for Comment {
     }
 
     fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Comment>> {
-        comments::table.find(id).first(conn).optional()
+        crate::with_connection!(conn, |c| comments::table.find(id).first(c).optional())
     }
 
     fn insert(conn: &mut Connection, new: &NewComment) -> QueryResult<Comment> {
-        diesel::insert_into(comments::table)
-            .values((
-                comments::post_id.eq(new.post_id),
-                comments::author_id.eq(new.author_id),
-                comments::body.eq(&new.body),
-                comments::created_at.eq(super::now()),
-            ))
-            .get_result(conn)
+        let insert = diesel::insert_into(comments::table).values((
+            comments::post_id.eq(new.post_id),
+            comments::author_id.eq(new.author_id),
+            comments::body.eq(&new.body),
+            comments::created_at.eq(super::now()),
+        ));
+        insert_returning!(conn, |c| insert, comments::table)
     }
 
     fn update(
@@ -99,17 +103,17 @@ impl Entity for Comment {
         id: i64,
         changes: &CommentChanges,
     ) -> QueryResult<Option<Comment>> {
-        match &changes.body {
-            None => Comment::find(conn, id),
-            Some(body) => diesel::update(comments::table.find(id))
-                .set(comments::body.eq(body))
-                .get_result(conn)
-                .optional(),
-        }
+        let Some(body) = &changes.body else {
+            return Comment::find(conn, id);
+        };
+        let update = diesel::update(comments::table.find(id)).set(comments::body.eq(body));
+        update_returning!(conn, |c| update, comments::table, id)
     }
 
     fn delete(conn: &mut Connection, id: i64) -> QueryResult<bool> {
-        Ok(diesel::delete(comments::table.find(id)).execute(conn)? > 0)
+        let removed = crate::with_connection!(conn, |c| diesel::delete(comments::table.find(id))
+            .execute(c))?;
+        Ok(removed > 0)
     }
 }
 

@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::deserialize::{self, Queryable};
+use diesel::backend::Backend;
+use diesel::deserialize::{self, FromStaticSqlRow, Queryable};
 use diesel::prelude::*;
-use diesel::sqlite::Sqlite;
 
 use super::schema::{comments, posts};
 use crate::entity::{Entity, Key};
@@ -66,7 +66,10 @@ type PostRow = (
     NaiveDateTime,
 );
 
-impl Queryable<posts::SqlType, Sqlite> for Post {
+impl<DB: Backend> Queryable<posts::SqlType, DB> for Post
+where
+    PostRow: FromStaticSqlRow<posts::SqlType, DB>,
+{
     type Row = PostRow;
 
     fn build(row: PostRow) -> deserialize::Result<Post> {
@@ -92,37 +95,40 @@ impl Post {
         expected_version: Option<i64>,
         changes: &PostChanges,
     ) -> QueryResult<Option<Post>> {
-        let mut target = posts::table.filter(posts::id.eq(id)).into_boxed();
-        if let Some(expected) = expected_version {
-            target = target.filter(posts::version.eq(expected));
+        let changes = (
+            changes.title.as_ref().map(|title| posts::title.eq(title)),
+            changes.body.as_ref().map(|body| posts::body.eq(body)),
+            changes
+                .published
+                .map(|published| posts::published.eq(published)),
+            posts::version.eq(posts::version + 1),
+            posts::updated_at.eq(super::now()),
+        );
+        match expected_version {
+            Some(expected) => {
+                let row = posts::table
+                    .filter(posts::id.eq(id))
+                    .filter(posts::version.eq(expected));
+                let update = diesel::update(row).set(changes);
+                update_returning!(conn, |c| update, posts::table, id)
+            }
+            None => {
+                let update = diesel::update(posts::table.find(id)).set(changes);
+                update_returning!(conn, |c| update, posts::table, id)
+            }
         }
-        diesel::update(posts::table)
-            .filter(posts::id.eq_any(target.select(posts::id)))
-            .set((
-                changes.title.as_ref().map(|title| posts::title.eq(title)),
-                changes.body.as_ref().map(|body| posts::body.eq(body)),
-                changes
-                    .published
-                    .map(|published| posts::published.eq(published)),
-                posts::version.eq(posts::version + 1),
-                posts::updated_at.eq(super::now()),
-            ))
-            .get_result(conn)
-            .optional()
     }
 
     fn by_author(conn: &mut Connection, author_id: i64) -> QueryResult<Vec<Post>> {
-        posts::table
+        let query = posts::table
             .filter(posts::author_id.eq(author_id))
-            .order(posts::id)
-            .load(conn)
+            .order(posts::id);
+        crate::with_connection!(conn, |c| query.load(c))
     }
 
     fn recent(conn: &mut Connection, limit: i64) -> QueryResult<Vec<Post>> {
-        posts::table
-            .order(posts::id.desc())
-            .limit(limit.max(0))
-            .load(conn)
+        let query = posts::table.order(posts::id.desc()).limit(limit.max(0));
+        crate::with_connection!(conn, |c| query.load(c))
     }
 }
 
@@ -136,22 +142,21 @@ impl Entity for Post {
     }
 
     fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Post>> {
-        posts::table.find(id).first(conn).optional()
+        crate::with_connection!(conn, |c| posts::table.find(id).first(c).optional())
     }
 
     fn insert(conn: &mut Connection, new: &NewPost) -> QueryResult<Post> {
         let now = super::now();
-        diesel::insert_into(posts::table)
-            .values((
-                posts::author_id.eq(new.author_id),
-                posts::title.eq(&new.title),
-                posts::body.eq(&new.body),
-                posts::published.eq(false),
-                posts::version.eq(1),
-                posts::created_at.eq(now),
-                posts::updated_at.eq(now),
-            ))
-            .get_result(conn)
+        let insert = diesel::insert_into(posts::table).values((
+            posts::author_id.eq(new.author_id),
+            posts::title.eq(&new.title),
+            posts::body.eq(&new.body),
+            posts::published.eq(false),
+            posts::version.eq(1),
+            posts::created_at.eq(now),
+            posts::updated_at.eq(now),
+        ));
+        insert_returning!(conn, |c| insert, posts::table)
     }
 
     fn update(conn: &mut Connection, id: i64, changes: &PostChanges) -> QueryResult<Option<Post>> {
@@ -159,15 +164,17 @@ impl Entity for Post {
     }
 
     fn delete(conn: &mut Connection, id: i64) -> QueryResult<bool> {
-        Ok(diesel::delete(posts::table.find(id)).execute(conn)? > 0)
+        let removed =
+            crate::with_connection!(conn, |c| diesel::delete(posts::table.find(id)).execute(c))?;
+        Ok(removed > 0)
     }
 
     /// A post's comments go with it.
     fn cascade(conn: &mut Connection, id: i64) -> QueryResult<Vec<Key>> {
-        let comment_ids: Vec<i64> = comments::table
+        let query = comments::table
             .filter(comments::post_id.eq(id))
-            .select(comments::id)
-            .load(conn)?;
+            .select(comments::id);
+        let comment_ids: Vec<i64> = crate::with_connection!(conn, |c| query.load(c))?;
         Ok(comment_ids
             .into_iter()
             .map(|id| Key::new("comments", id))

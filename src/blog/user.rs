@@ -1,7 +1,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::deserialize::{self, Queryable};
+use diesel::backend::Backend;
+use diesel::deserialize::{self, FromStaticSqlRow, Queryable};
 use diesel::prelude::*;
-use diesel::sqlite::Sqlite;
 
 use super::schema::{comments, posts, users};
 use crate::entity::{Entity, Key};
@@ -38,8 +38,13 @@ pub struct UserChanges {
     pub email: Option<String>,
 }
 
-impl Queryable<users::SqlType, Sqlite> for User {
-    type Row = (i64, String, String, NaiveDateTime);
+type UserRow = (i64, String, String, NaiveDateTime);
+
+impl<DB: Backend> Queryable<users::SqlType, DB> for User
+where
+    UserRow: FromStaticSqlRow<users::SqlType, DB>,
+{
+    type Row = UserRow;
 
     fn build((id, name, email, created_at): Self::Row) -> deserialize::Result<User> {
         Ok(User {
@@ -61,50 +66,49 @@ impl Entity for User {
     }
 
     fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<User>> {
-        users::table.find(id).first(conn).optional()
+        crate::with_connection!(conn, |c| users::table.find(id).first(c).optional())
     }
 
     fn insert(conn: &mut Connection, new: &NewUser) -> QueryResult<User> {
-        diesel::insert_into(users::table)
-            .values((
-                users::name.eq(&new.name),
-                users::email.eq(&new.email),
-                users::created_at.eq(super::now()),
-            ))
-            .get_result(conn)
+        let insert = diesel::insert_into(users::table).values((
+            users::name.eq(&new.name),
+            users::email.eq(&new.email),
+            users::created_at.eq(super::now()),
+        ));
+        insert_returning!(conn, |c| insert, users::table)
     }
 
     fn update(conn: &mut Connection, id: i64, changes: &UserChanges) -> QueryResult<Option<User>> {
         if changes.name.is_none() && changes.email.is_none() {
             return User::find(conn, id);
         }
-        diesel::update(users::table.find(id))
-            .set((
-                changes.name.as_ref().map(|name| users::name.eq(name)),
-                changes.email.as_ref().map(|email| users::email.eq(email)),
-            ))
-            .get_result(conn)
-            .optional()
+        let update = diesel::update(users::table.find(id)).set((
+            changes.name.as_ref().map(|name| users::name.eq(name)),
+            changes.email.as_ref().map(|email| users::email.eq(email)),
+        ));
+        update_returning!(conn, |c| update, users::table, id)
     }
 
     fn delete(conn: &mut Connection, id: i64) -> QueryResult<bool> {
-        Ok(diesel::delete(users::table.find(id)).execute(conn)? > 0)
+        let removed =
+            crate::with_connection!(conn, |c| diesel::delete(users::table.find(id)).execute(c))?;
+        Ok(removed > 0)
     }
 
     /// A user's posts, the comments on them, and the user's own comments go with it.
     fn cascade(conn: &mut Connection, id: i64) -> QueryResult<Vec<Key>> {
-        let post_ids: Vec<i64> = posts::table
+        let posts_of_user = posts::table
             .filter(posts::author_id.eq(id))
-            .select(posts::id)
-            .load(conn)?;
-        let comment_ids: Vec<i64> = comments::table
+            .select(posts::id);
+        let post_ids: Vec<i64> = crate::with_connection!(conn, |c| posts_of_user.load(c))?;
+        let doomed_comments = comments::table
             .filter(
                 comments::author_id
                     .eq(id)
                     .or(comments::post_id.eq_any(&post_ids)),
             )
-            .select(comments::id)
-            .load(conn)?;
+            .select(comments::id);
+        let comment_ids: Vec<i64> = crate::with_connection!(conn, |c| doomed_comments.load(c))?;
         let posts = post_ids.into_iter().map(|id| Key::new("posts", id));
         let comments = comment_ids.into_iter().map(|id| Key::new("comments", id));
         Ok(posts.chain(comments).collect())

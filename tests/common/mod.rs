@@ -1,33 +1,213 @@
-//! Helpers shared by the integration tests: each test gets its own SQLite file.
+//! Helpers shared by the integration tests. `each_backend` runs a test body
+//! on SQLite and on every server backend whose URL is set
+//! (`LARDER_TEST_POSTGRES_URL`, `LARDER_TEST_MYSQL_URL`), each run in a
+//! database of its own so tests run in parallel without seeing each other.
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
 
-use larder::{NewComment, NewPost, NewUser, Post, Store, StoreBuilder, User};
+use larder::{Backend, NewComment, NewPost, NewUser, Post, Store, StoreBuilder, User};
 use tempfile::TempDir;
 
-/// A migrated store on a fresh file; keep the `TempDir` alive as long as the store.
+/// A database under test; the store is dropped before its database is.
 pub struct TestDb {
     pub store: Store,
+    pub backend: Backend,
+    url: String,
+    server: Option<ServerDb>,
+    /// Kept for SQLite: the database file lives in it.
     pub dir: TempDir,
 }
 
 impl TestDb {
     pub fn url(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("test.db").display())
+        self.url.clone()
+    }
+
+    /// Runs SQL on a connection of its own, around larder.
+    pub fn raw(&self, sql: &str) {
+        use diesel::connection::SimpleConnection;
+        let mut conn = larder::Connection::establish(&self.url).expect("raw connection");
+        conn.batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// `sqlite`, `postgres` or `mysql`, for backend-specific SQL in tests.
+    pub fn is(&self, backend: Backend) -> bool {
+        self.backend == backend
     }
 }
 
+/// A database created on a server for one test, dropped after it.
+struct ServerDb {
+    admin_url: String,
+    name: String,
+    backend: Backend,
+}
+
+impl Drop for ServerDb {
+    fn drop(&mut self) {
+        let sql = match self.backend {
+            Backend::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            _ => format!("DROP DATABASE IF EXISTS {}", self.name),
+        };
+        if let Ok(mut conn) = larder::Connection::establish(&self.admin_url) {
+            use diesel::connection::SimpleConnection;
+            let _ = conn.batch_execute(&sql);
+        }
+    }
+}
+
+/// One backend a test runs on.
+pub struct Target {
+    pub backend: Backend,
+    admin_url: Option<String>,
+}
+
+impl Target {
+    pub fn fresh(&self) -> TestDb {
+        self.fresh_with(|builder| builder)
+    }
+
+    pub fn fresh_with(&self, configure: impl FnOnce(StoreBuilder) -> StoreBuilder) -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (url, server) = match &self.admin_url {
+            None => (
+                format!("sqlite://{}", dir.path().join("test.db").display()),
+                None,
+            ),
+            Some(admin) => {
+                let server = create_database(admin, self.backend);
+                (with_database(admin, &server.name), Some(server))
+            }
+        };
+        let store = configure(Store::builder(&url)).build().expect("open store");
+        store.migrate().expect("migrate");
+        TestDb {
+            store,
+            backend: self.backend,
+            url,
+            server,
+            dir,
+        }
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn create_database(admin_url: &str, backend: Backend) -> ServerDb {
+    use diesel::connection::SimpleConnection;
+    let name = format!(
+        "larder_t_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut conn = larder::Connection::establish(admin_url)
+        .unwrap_or_else(|e| panic!("cannot reach the {} test server: {e}", backend.name()));
+    conn.batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    ServerDb {
+        admin_url: admin_url.to_owned(),
+        name,
+        backend,
+    }
+}
+
+/// `admin_url` with its database name replaced by `name`.
+fn with_database(admin_url: &str, name: &str) -> String {
+    let (scheme, rest) = admin_url.split_once("://").expect("a server URL");
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
+    format!("{scheme}://{}/{name}{query}", &rest[..authority_end])
+}
+
+/// Says once per test binary that a backend is skipped. Written straight to
+/// stderr, past the test harness's capture, so a skip is never silent.
+fn announce_skip(backend: &str, why: &str) {
+    static POSTGRES: Once = Once::new();
+    static MYSQL: Once = Once::new();
+    let once = if backend == "postgres" {
+        &POSTGRES
+    } else {
+        &MYSQL
+    };
+    once.call_once(|| {
+        let _ = writeln!(std::io::stderr(), "note: {backend} backend skipped: {why}");
+    });
+}
+
+fn server_target(backend: Backend, env: &str) -> Option<Target> {
+    let required = std::env::var("LARDER_REQUIRE_BACKENDS").unwrap_or_default();
+    let required = required.split(',').any(|b| b.trim() == backend.name());
+    let url = std::env::var(env).ok().filter(|u| !u.is_empty());
+    let why = match (&url, backend.is_built()) {
+        (Some(_), true) => {
+            return url.map(|admin| Target {
+                backend,
+                admin_url: Some(admin),
+            })
+        }
+        (None, _) => format!("{env} is not set"),
+        (Some(_), false) => format!("larder was built without the `{}` feature", backend.name()),
+    };
+    assert!(
+        !required,
+        "LARDER_REQUIRE_BACKENDS names {} but {why}",
+        backend.name()
+    );
+    announce_skip(backend.name(), &why);
+    None
+}
+
+/// The backends tests run on: SQLite always, servers when configured.
+pub fn targets() -> Vec<Target> {
+    let mut targets = vec![Target {
+        backend: Backend::Sqlite,
+        admin_url: None,
+    }];
+    targets.extend(server_target(Backend::Postgres, "LARDER_TEST_POSTGRES_URL"));
+    targets.extend(server_target(Backend::Mysql, "LARDER_TEST_MYSQL_URL"));
+    targets
+}
+
+/// Names the backend in the output of a test that fails on it.
+struct Announce(Backend);
+
+impl Drop for Announce {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "(the failure above happened on the {} backend)",
+                self.0.name()
+            );
+        }
+    }
+}
+
+/// Runs `test` once per backend under test.
+pub fn each_backend(test: impl Fn(&Target)) {
+    for target in targets() {
+        let _announce = Announce(target.backend);
+        test(&target);
+    }
+}
+
+/// A migrated SQLite store on a fresh file, for tests of SQLite-only behaviour.
 pub fn fresh() -> TestDb {
-    fresh_with(|builder| builder)
+    sqlite().fresh()
 }
 
 pub fn fresh_with(configure: impl FnOnce(StoreBuilder) -> StoreBuilder) -> TestDb {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let store = configure(Store::builder(&url)).build().expect("open store");
-    store.migrate().expect("migrate");
-    TestDb { store, dir }
+    sqlite().fresh_with(configure)
+}
+
+pub fn sqlite() -> Target {
+    Target {
+        backend: Backend::Sqlite,
+        admin_url: None,
+    }
 }
 
 pub fn user(store: &Store, name: &str) -> Arc<User> {

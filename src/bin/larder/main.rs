@@ -1,20 +1,49 @@
-//! `larder`: run migrations on a database, or run the blog demo workload.
+//! `larder`: set up and migrate a database (diesel CLI conventions), or run the
+//! blog demo workload.
 
+mod bench;
+mod database;
 mod demo;
+mod migrations;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use larder::Migrator;
 
 /// The SQLite file used when no URL is given (flag, `DATABASE_URL` or `.env`).
 const DEFAULT_URL: &str = "sqlite://larder.db";
+
+/// What a subcommand returns: larder's errors, or the CLI's own (a bad migration
+/// name, a database file that is not there); printed on one line by `main`.
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Shown after `larder --help`.
+const EXAMPLES: &str = "\
+Examples:
+  larder database setup                      create larder.db and apply the blog migrations
+  larder migrate status                      list migrations, applied or pending
+  larder migrate pending                     list only the pending ones
+  larder migrate revert -n 2                 revert the two latest migrations
+  larder migrate redo                        revert the latest migration and apply it again
+  larder --migrations-dir migrations/app migrate generate create_tags
+                                             new migrations/app/<timestamp>_create_tags/{up,down}.sql
+  larder --migrations-dir migrations/app migrate run
+                                             apply your own migrations instead of the blog's
+  larder --database-url sqlite://blog.db database reset
+                                             drop blog.db and set it up again
+  DATABASE_URL=sqlite://blog.db larder demo  run the blog demo on blog.db
+
+The URL comes from --database-url, else DATABASE_URL (environment or .env), else
+sqlite://larder.db; the migrations folder from --migrations-dir, else
+MIGRATION_DIRECTORY, else the blog migrations built into larder.";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "larder",
     version,
-    about = "larder: a cached, lock-safe repository layer over diesel"
+    about = "larder: a cached, lock-safe repository layer over diesel",
+    after_help = EXAMPLES
 )]
 struct Cli {
     /// Database URL: sqlite://path, sqlite:path or a bare path.
@@ -22,36 +51,43 @@ struct Cli {
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
 
+    /// Your own migrations (<version>_<name>/{up,down}.sql folders, read at run time)
+    /// for `migrate` and `database`, instead of the blog migrations built into larder;
+    /// `migrate generate` writes there. Read from MIGRATION_DIRECTORY when not given.
+    #[arg(
+        long,
+        global = true,
+        env = "MIGRATION_DIRECTORY",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
+    migrations_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Apply, revert or list the embedded schema migrations.
+    /// Apply, revert, list or generate migrations: the blog schema built into
+    /// larder, or your own with --migrations-dir.
     Migrate {
         #[command(subcommand)]
-        action: MigrateAction,
+        action: migrations::Action,
+    },
+    /// Create and migrate, reset, or drop the database the URL names.
+    Database {
+        #[command(subcommand)]
+        action: database::Action,
     },
     /// Migrate a fresh SQLite file, exercise the blog repositories and print
     /// cache statistics (uses --database-url instead when one is given).
     Demo(demo::Args),
-}
-
-#[derive(Subcommand, Debug)]
-enum MigrateAction {
-    /// Apply every pending migration.
-    Run,
-    /// Revert the latest migration (or all of them).
-    Revert {
-        /// Revert every applied migration.
-        #[arg(long)]
-        all: bool,
-    },
-    /// Revert the latest migration and apply it again.
-    Redo,
-    /// List migrations and whether each is applied.
-    Status,
+    /// Measure a read/update workload on the users table through larder's cache
+    /// and with caching off, on a fresh SQLite file (or --database-url, whose
+    /// rows it creates are removed again); print throughput, latency, hit ratio
+    /// and memory.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,51 +110,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> larder::Result<()> {
+fn run(cli: Cli) -> CliResult {
+    let url = cli.database_url.as_deref().unwrap_or(DEFAULT_URL);
+    let dir = cli.migrations_dir.as_deref();
     match cli.command {
-        Command::Migrate { action } => {
-            let url = cli.database_url.as_deref().unwrap_or(DEFAULT_URL);
-            migrate(url, action)
-        }
-        Command::Demo(args) => demo::run(cli.database_url.as_deref(), &args),
+        Command::Migrate { action } => migrations::run(url, dir, action),
+        Command::Database { action } => database::run(url, dir, action),
+        Command::Demo(args) => Ok(demo::run(cli.database_url.as_deref(), &args)?),
+        Command::Bench(args) => Ok(bench::run(cli.database_url.as_deref(), &args)?),
     }
-}
-
-fn migrate(url: &str, action: MigrateAction) -> larder::Result<()> {
-    let mut migrator = Migrator::open(url)?;
-    match action {
-        MigrateAction::Run => {
-            let applied = migrator.run()?;
-            if applied.is_empty() {
-                println!("no pending migrations");
-            }
-            for version in applied {
-                println!("applied {version}");
-            }
-        }
-        MigrateAction::Revert { all: true } => {
-            let reverted = migrator.revert_all()?;
-            if reverted.is_empty() {
-                println!("no applied migrations");
-            }
-            for version in reverted {
-                println!("reverted {version}");
-            }
-        }
-        MigrateAction::Revert { all: false } => println!("reverted {}", migrator.revert()?),
-        MigrateAction::Redo => println!("redone {}", migrator.redo()?),
-        MigrateAction::Status => {
-            for migration in migrator.status()? {
-                let mark = if migration.applied {
-                    "applied"
-                } else {
-                    "pending"
-                };
-                println!("{mark:<8} {}", migration.name);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Failures are reported on one line, whatever the driver's message holds.

@@ -1,0 +1,487 @@
+//! larder's costs next to the alternatives, on the same data in one run (issue 5).
+//!
+//! A migrated SQLite file in a temporary directory holds `USERS` users, all of
+//! them cached. Measured side by side:
+//!
+//! - `hit`: `store.users().get(id)` of a cached key; the floor, a bare
+//!   `parking_lot::Mutex<lru::LruCache<i64, Arc<User>>>`; and a peer cache,
+//!   `moka::sync::Cache<i64, Arc<User>>`; each with 1, 2 and 4 threads;
+//! - `miss`: a plain diesel + r2d2 point select by primary key against larder's
+//!   miss (a store with caching off, and invalidate-then-get on a cached store);
+//! - `update`: `store.users().update` against a plain diesel update of the same row.
+//!
+//! Every `get`, select and update names a key from one shuffled list of the
+//! users' ids. Times are per operation; for the threaded `hit` benchmarks they
+//! are wall-clock time divided by the operations all threads did, so the
+//! reported throughput is the aggregate. The machine this was written on has 2
+//! cores (and is shared): the 4-thread numbers measure behaviour under
+//! oversubscription, not scaling.
+//!
+//! `cargo bench --bench cache` (about 1.5 minutes) ends with a table of ratios
+//! of this run's medians and the targets of issue 5.
+
+use std::hint::black_box;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection};
+use diesel::SqliteConnection;
+use larder::schema::users;
+use larder::{NewUser, Store, User, UserChanges};
+use lru::LruCache;
+use parking_lot::Mutex;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+/// Users in the database, every one of them cached for the hit benchmarks.
+const USERS: usize = 10_000;
+/// Capacity of every cache under test: larger than `USERS`, so nothing is
+/// evicted (and moka's admission policy has no reason to reject an insert).
+const CAPACITY: usize = 16_384;
+/// Thread counts of the hit benchmarks. The machine has 2 cores.
+const THREADS: [usize; 3] = [1, 2, 4];
+
+type RawPool = r2d2::Pool<ConnectionManager<SqliteConnection>>;
+
+/// The same per-connection setup larder's pool does, so that the plain diesel
+/// numbers differ from larder's only by what larder adds. `synchronous = NORMAL`
+/// matters for the update comparison: larder sets it, and in WAL mode it decides
+/// whether every commit waits for an fsync.
+#[derive(Debug)]
+struct Pragmas;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Pragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(
+            "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+             PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+        )
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+struct Fixture {
+    /// Keeps the database file alive for the whole run.
+    _dir: tempfile::TempDir,
+    /// Caches every user.
+    store: Store,
+    /// The same file with caching off: every `get` loads.
+    uncached: Store,
+    /// A plain r2d2 pool of diesel connections on the same file.
+    pool: RawPool,
+    /// Every user's id, shuffled: the order all benchmarks walk the keys in.
+    ids: Vec<i64>,
+    floor: Mutex<LruCache<i64, Arc<User>>>,
+    moka: moka::sync::Cache<i64, Arc<User>>,
+}
+
+#[allow(clippy::expect_used)]
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let store = Store::builder(&url)
+            .cache_capacity(CAPACITY)
+            .build()
+            .expect("open store");
+        store.migrate().expect("migrate");
+        let mut ids = store
+            .transaction(|tx| {
+                (0..USERS)
+                    .map(|n| {
+                        let user = tx.users().create(NewUser {
+                            name: format!("user {n}"),
+                            email: format!("user{n}@bench.larder"),
+                        })?;
+                        Ok(user.id)
+                    })
+                    .collect::<larder::Result<Vec<i64>>>()
+            })
+            .expect("seed users");
+        ids.shuffle(&mut rand::rngs::SmallRng::seed_from_u64(5));
+
+        let floor = Mutex::new(LruCache::new(
+            NonZeroUsize::new(CAPACITY).expect("non-zero"),
+        ));
+        let moka = moka::sync::Cache::new(CAPACITY as u64);
+        for &id in &ids {
+            let user = store.users().get(id).expect("get").expect("seeded");
+            floor.lock().put(id, Arc::clone(&user));
+            moka.insert(id, user);
+        }
+        moka.run_pending_tasks();
+        let cached = store.stats().entity("users");
+        assert_eq!(cached.entries, USERS as u64, "larder caches every user");
+        assert_eq!(moka.entry_count(), USERS as u64, "moka caches every user");
+        assert_eq!(floor.lock().len(), USERS, "the floor caches every user");
+
+        let uncached = Store::builder(&url)
+            .cache_capacity(0)
+            .build()
+            .expect("open uncached store");
+        let pool = r2d2::Pool::builder()
+            .max_size(8)
+            .connection_customizer(Box::new(Pragmas))
+            .build(ConnectionManager::<SqliteConnection>::new(
+                dir.path().join("bench.db").display().to_string(),
+            ))
+            .expect("open raw pool");
+        Fixture {
+            _dir: dir,
+            store,
+            uncached,
+            pool,
+            ids,
+            floor,
+            moka,
+        }
+    })
+}
+
+/// Walks `ids` from `start`, wrapping around.
+struct Keys<'a> {
+    ids: &'a [i64],
+    next: usize,
+}
+
+impl<'a> Keys<'a> {
+    fn new(ids: &'a [i64], start: usize) -> Keys<'a> {
+        Keys {
+            ids,
+            next: start % ids.len(),
+        }
+    }
+
+    #[inline]
+    fn next(&mut self) -> i64 {
+        let id = self.ids[self.next];
+        self.next += 1;
+        if self.next == self.ids.len() {
+            self.next = 0;
+        }
+        id
+    }
+}
+
+/// Runs `iters` calls of `op` spread over `threads` threads, each walking the
+/// keys from its own offset, and returns the wall-clock time from the moment
+/// all threads are released to the moment the last one finishes.
+fn parallel(threads: usize, iters: u64, ids: &[i64], op: impl Fn(i64) + Sync) -> Duration {
+    let start = Barrier::new(threads + 1);
+    let began = std::thread::scope(|s| {
+        for t in 0..threads {
+            let (start, op) = (&start, &op);
+            let share = iters / threads as u64 + u64::from((t as u64) < iters % threads as u64);
+            s.spawn(move || {
+                let mut keys = Keys::new(ids, t * ids.len() / threads);
+                start.wait();
+                for _ in 0..share {
+                    op(keys.next());
+                }
+            });
+        }
+        start.wait();
+        Instant::now()
+    });
+    began.elapsed()
+}
+
+#[allow(clippy::expect_used)]
+fn hits(c: &mut Criterion) {
+    let f = fixture();
+    let mut group = c.benchmark_group("hit");
+    group.throughput(Throughput::Elements(1));
+    for threads in THREADS {
+        group.bench_function(BenchmarkId::new("larder", threads), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, &f.ids, |id| {
+                    black_box(f.store.users().get(black_box(id)).expect("get"));
+                })
+            });
+        });
+        group.bench_function(BenchmarkId::new("lru-mutex", threads), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, &f.ids, |id| {
+                    black_box(f.floor.lock().get(&black_box(id)).cloned());
+                })
+            });
+        });
+        group.bench_function(BenchmarkId::new("moka", threads), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, &f.ids, |id| {
+                    black_box(f.moka.get(&black_box(id)));
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+#[allow(clippy::expect_used)]
+fn misses(c: &mut Criterion) {
+    let f = fixture();
+    let mut group = c.benchmark_group("miss");
+    group.throughput(Throughput::Elements(1));
+
+    group.bench_function("diesel-select", |b| {
+        let mut keys = Keys::new(&f.ids, 0);
+        b.iter(|| {
+            let mut conn = f.pool.get().expect("checkout");
+            let user = users::table
+                .find(black_box(keys.next()))
+                .first::<User>(&mut conn)
+                .expect("select");
+            black_box(user)
+        });
+    });
+    // Not a target: the same select without the pool checkout, to split the
+    // plain path's time between r2d2 and SQLite.
+    group.bench_function("diesel-select-held-conn", |b| {
+        let mut conn = f.pool.get().expect("checkout");
+        let mut keys = Keys::new(&f.ids, 0);
+        b.iter(|| {
+            let user = users::table
+                .find(black_box(keys.next()))
+                .first::<User>(&mut conn)
+                .expect("select");
+            black_box(user)
+        });
+    });
+    group.bench_function("larder-capacity-0", |b| {
+        let mut keys = Keys::new(&f.ids, 0);
+        b.iter(|| black_box(f.uncached.users().get(black_box(keys.next())).expect("get")));
+    });
+    // A real miss of a cached store: the key is invalidated first, so the get
+    // looks up, leads a flight, loads and fills. The invalidation is part of
+    // the measured time (it is a few shard-lock operations).
+    group.bench_function("larder-invalidate-get", |b| {
+        let mut keys = Keys::new(&f.ids, 0);
+        b.iter(|| {
+            let id = black_box(keys.next());
+            f.store.users().invalidate(id);
+            black_box(f.store.users().get(id).expect("get"))
+        });
+    });
+    group.finish();
+}
+
+#[allow(clippy::expect_used)]
+fn updates(c: &mut Criterion) {
+    let f = fixture();
+    let mut group = c.benchmark_group("update");
+    group.throughput(Throughput::Elements(1));
+
+    group.bench_function("larder", |b| {
+        let mut keys = Keys::new(&f.ids, 0);
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            let changes = UserChanges {
+                name: Some(format!("renamed {n}")),
+                ..UserChanges::default()
+            };
+            black_box(
+                f.store
+                    .users()
+                    .update(keys.next(), changes)
+                    .expect("update"),
+            )
+        });
+    });
+    // The plain equivalent: one autocommitted UPDATE on a pooled connection.
+    group.bench_function("diesel-update", |b| {
+        let mut keys = Keys::new(&f.ids, 0);
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            let mut conn = f.pool.get().expect("checkout");
+            let changed = diesel::update(users::table.find(keys.next()))
+                .set(users::name.eq(format!("renamed {n}")))
+                .execute(&mut conn)
+                .expect("update");
+            black_box(changed)
+        });
+    });
+    // Not a target: the SQL larder runs for an update (BEGIN IMMEDIATE, UPDATE
+    // … RETURNING, COMMIT) without larder, to split larder's overhead from the
+    // cost of the statements it chose.
+    group.bench_function("diesel-tx-returning", |b| {
+        let mut keys = Keys::new(&f.ids, 0);
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            let mut conn = f.pool.get().expect("checkout");
+            let user = conn
+                .immediate_transaction(|conn| {
+                    diesel::update(users::table.find(keys.next()))
+                        .set(users::name.eq(format!("renamed {n}")))
+                        .get_result::<User>(conn)
+                })
+                .expect("update");
+            black_box(user)
+        });
+    });
+    group.finish();
+}
+
+/// Where criterion writes its estimates, found the way criterion finds it
+/// (without its `cargo metadata` fallback: the package's own `target`).
+fn criterion_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
+        .join("criterion")
+}
+
+/// The median time per operation, in nanoseconds, that this process measured
+/// for `name` (`group/function[/parameter]`), or `None` when it was not
+/// measured in this run (filtered out, `--test` mode, or an older file).
+fn median_ns(name: &str, since: SystemTime) -> Option<f64> {
+    let path = criterion_home()
+        .join(name)
+        .join("new")
+        .join("estimates.json");
+    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if modified < since {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+/// Prints the ratios of issue 5's targets, each between two medians of this run.
+fn ratios(since: SystemTime) {
+    struct Ratio {
+        what: &'static str,
+        numerator: &'static str,
+        denominator: &'static str,
+        /// `Some((limit, true))`: the ratio must be at most `limit`;
+        /// `Some((limit, false))`: at least `limit`.
+        target: Option<(f64, bool)>,
+        /// Compare throughputs (denominator time / numerator time) instead of times.
+        throughput: bool,
+    }
+    let rows = [
+        Ratio {
+            what: "hit time: larder / lru-mutex floor (1 thread)",
+            numerator: "hit/larder/1",
+            denominator: "hit/lru-mutex/1",
+            target: Some((2.0, true)),
+            throughput: false,
+        },
+        Ratio {
+            what: "hit time: larder / moka (1 thread)",
+            numerator: "hit/larder/1",
+            denominator: "hit/moka/1",
+            target: None,
+            throughput: false,
+        },
+        Ratio {
+            what: "hit throughput: larder / moka (2 threads)",
+            numerator: "hit/larder/2",
+            denominator: "hit/moka/2",
+            target: Some((1.0, false)),
+            throughput: true,
+        },
+        Ratio {
+            what: "hit throughput: larder / moka (4 threads)",
+            numerator: "hit/larder/4",
+            denominator: "hit/moka/4",
+            target: None,
+            throughput: true,
+        },
+        Ratio {
+            what: "hit throughput: larder / lru-mutex (2 threads)",
+            numerator: "hit/larder/2",
+            denominator: "hit/lru-mutex/2",
+            target: None,
+            throughput: true,
+        },
+        Ratio {
+            what: "miss time: larder cache off / diesel select",
+            numerator: "miss/larder-capacity-0",
+            denominator: "miss/diesel-select",
+            target: Some((1.10, true)),
+            throughput: false,
+        },
+        Ratio {
+            what: "miss time: larder invalidate+get / diesel select",
+            numerator: "miss/larder-invalidate-get",
+            denominator: "miss/diesel-select",
+            target: Some((1.10, true)),
+            throughput: false,
+        },
+        Ratio {
+            what: "update time: larder / diesel update",
+            numerator: "update/larder",
+            denominator: "update/diesel-update",
+            target: Some((1.05, true)),
+            throughput: false,
+        },
+        Ratio {
+            what: "update time: larder / diesel tx+returning",
+            numerator: "update/larder",
+            denominator: "update/diesel-tx-returning",
+            target: None,
+            throughput: false,
+        },
+    ];
+    let mut printed_header = false;
+    for row in rows {
+        let (Some(num), Some(den)) = (
+            median_ns(row.numerator, since),
+            median_ns(row.denominator, since),
+        ) else {
+            continue;
+        };
+        if !printed_header {
+            println!("\nratios of this run's medians (time per operation; threaded: wall time / operations)");
+            println!(
+                "{:<50} {:>12} {:>12} {:>7}  target",
+                "", "numerator", "denominator", "ratio"
+            );
+            printed_header = true;
+        }
+        let ratio = if row.throughput { den / num } else { num / den };
+        let verdict = match row.target {
+            None => "-".to_owned(),
+            Some((limit, at_most)) => {
+                let met = if at_most {
+                    ratio <= limit
+                } else {
+                    ratio >= limit
+                };
+                let op = if at_most { "<=" } else { ">=" };
+                format!("{op} {limit:.2}: {}", if met { "met" } else { "MISSED" })
+            }
+        };
+        println!(
+            "{:<50} {:>9.1} ns {:>9.1} ns {:>6.2}x  {verdict}",
+            row.what, num, den, ratio
+        );
+    }
+}
+
+fn main() {
+    let since = SystemTime::now();
+    let mut criterion = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_secs(3))
+        .nresamples(20_000)
+        .configure_from_args();
+    hits(&mut criterion);
+    misses(&mut criterion);
+    updates(&mut criterion);
+    criterion.final_summary();
+    ratios(since);
+}

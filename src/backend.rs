@@ -1,0 +1,263 @@
+//! One connection type over every backend this build includes, chosen at run
+//! time by the URL, and the code that opens and checks such connections.
+//!
+//! larder dispatches itself instead of using diesel's `MultiConnection`: each
+//! arm runs diesel's native backend (so SQLite and PostgreSQL keep their own
+//! SQL dialect, `RETURNING` and transaction handling), and the backends a build
+//! leaves out (`postgres`, `mysql` cargo features) simply have no arm.
+
+use std::fmt;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::r2d2::R2D2Connection;
+use diesel::{Connection as _, QueryResult, RunQueryDsl};
+
+use crate::url::{Backend, DatabaseUrl};
+
+/// A connection to whichever database the URL named. [`Entity`](crate::Entity)
+/// implementations receive it and run their diesel queries through
+/// [`with_connection!`](crate::with_connection), which hands the body the
+/// backend's own diesel connection.
+pub enum Connection {
+    /// An embedded SQLite database.
+    Sqlite(diesel::SqliteConnection),
+    /// A PostgreSQL server (cargo feature `postgres`, on by default).
+    #[cfg(feature = "postgres")]
+    Postgres(diesel::PgConnection),
+    /// A MySQL or MariaDB server (cargo feature `mysql`).
+    #[cfg(feature = "mysql")]
+    Mysql(diesel::MysqlConnection),
+}
+
+/// Calls back `$cb!` with the variants of [`Connection`] this build has. It is
+/// defined once per feature combination because a `#[cfg]` inside an exported
+/// macro would test the features of the crate that expands it, not larder's.
+#[cfg(all(feature = "postgres", feature = "mysql"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_backends {
+    ($cb:ident!($($args:tt)*)) => { $crate::$cb!($($args)* ; Sqlite Postgres Mysql) };
+}
+#[cfg(all(feature = "postgres", not(feature = "mysql")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_backends {
+    ($cb:ident!($($args:tt)*)) => { $crate::$cb!($($args)* ; Sqlite Postgres) };
+}
+#[cfg(all(not(feature = "postgres"), feature = "mysql"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_backends {
+    ($cb:ident!($($args:tt)*)) => { $crate::$cb!($($args)* ; Sqlite Mysql) };
+}
+#[cfg(all(not(feature = "postgres"), not(feature = "mysql")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_backends {
+    ($cb:ident!($($args:tt)*)) => { $crate::$cb!($($args)* ; Sqlite) };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_dispatch {
+    ($conn:expr, $c:ident, $body:expr ; $($variant:ident)*) => {
+        match $conn {
+            $( $crate::Connection::$variant($c) => $body, )*
+        }
+    };
+}
+
+/// Runs `body` with `c` bound to the backend's own diesel connection
+/// (`&mut SqliteConnection`, `&mut PgConnection` or `&mut MysqlConnection`).
+/// The body is compiled once per backend, so write it as ordinary diesel code
+/// that every backend accepts.
+///
+/// ```
+/// use diesel::prelude::*;
+/// use larder::schema::users;
+///
+/// fn count_users(conn: &mut larder::Connection) -> QueryResult<i64> {
+///     larder::with_connection!(conn, |c| users::table.count().get_result(c))
+/// }
+/// ```
+#[macro_export]
+macro_rules! with_connection {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        $crate::__larder_backends!(__larder_dispatch!($conn, $c, $body))
+    };
+}
+
+impl Connection {
+    /// Opens a connection to `url` and prepares it as larder's pool does
+    /// (SQLite: WAL, foreign keys, busy timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`](crate::Error::InvalidUrl) or
+    /// [`Error::Connection`](crate::Error::Connection).
+    pub fn establish(url: &str) -> crate::Result<Connection> {
+        let url = DatabaseUrl::parse(url)?;
+        let mut conn = open(&url).map_err(|e| url.connection_error(&e))?;
+        prepare(&mut conn, std::time::Duration::from_secs(5))
+            .map_err(|e| url.connection_error(&e.to_string()))?;
+        Ok(conn)
+    }
+
+    /// The backend this connection talks to.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Connection::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            Connection::Postgres(_) => Backend::Postgres,
+            #[cfg(feature = "mysql")]
+            Connection::Mysql(_) => Backend::Mysql,
+        }
+    }
+
+    /// Begins a transaction. SQLite takes its write lock up front (`BEGIN
+    /// IMMEDIATE`) so writers queue within the busy timeout instead of failing
+    /// on a lock upgrade midway.
+    pub(crate) fn begin(&mut self) -> QueryResult<()> {
+        match self {
+            Connection::Sqlite(c) => {
+                AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
+            }
+            #[cfg(feature = "postgres")]
+            Connection::Postgres(c) => AnsiTransactionManager::begin_transaction(c),
+            #[cfg(feature = "mysql")]
+            Connection::Mysql(c) => AnsiTransactionManager::begin_transaction(c),
+        }
+    }
+
+    pub(crate) fn commit(&mut self) -> QueryResult<()> {
+        with_connection!(self, |c| AnsiTransactionManager::commit_transaction(c))
+    }
+
+    pub(crate) fn rollback(&mut self) -> QueryResult<()> {
+        with_connection!(self, |c| AnsiTransactionManager::rollback_transaction(c))
+    }
+
+    /// The id the last insert on this connection generated. Triggers do not
+    /// disturb it on SQLite and MySQL; on PostgreSQL it is `lastval()`, the
+    /// last sequence value this session drew.
+    pub fn last_insert_id(&mut self) -> QueryResult<i64> {
+        use diesel::dsl::sql;
+        use diesel::sql_types::BigInt;
+        match self {
+            Connection::Sqlite(c) => {
+                diesel::select(sql::<BigInt>("last_insert_rowid()")).get_result(c)
+            }
+            #[cfg(feature = "postgres")]
+            Connection::Postgres(c) => diesel::select(sql::<BigInt>("lastval()")).get_result(c),
+            #[cfg(feature = "mysql")]
+            Connection::Mysql(c) => {
+                diesel::select(sql::<BigInt>("CAST(LAST_INSERT_ID() AS SIGNED)")).get_result(c)
+            }
+        }
+    }
+
+    fn ping(&mut self) -> QueryResult<()> {
+        with_connection!(self, |c| c.ping())
+    }
+
+    fn is_broken(&mut self) -> bool {
+        with_connection!(self, |c| c.is_broken())
+    }
+}
+
+impl SimpleConnection for Connection {
+    fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        with_connection!(self, |c| c.batch_execute(query))
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+fn open(url: &DatabaseUrl) -> Result<Connection, String> {
+    let target = url.target();
+    let conn = match url.backend() {
+        Backend::Sqlite => diesel::SqliteConnection::establish(target).map(Connection::Sqlite),
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => diesel::PgConnection::establish(target).map(Connection::Postgres),
+        #[cfg(feature = "mysql")]
+        Backend::Mysql => diesel::MysqlConnection::establish(target).map(Connection::Mysql),
+        #[allow(unreachable_patterns)]
+        other => {
+            return Err(format!(
+                "the {} backend is not built into this larder",
+                other.name()
+            ))
+        }
+    };
+    conn.map_err(|e| e.to_string())
+}
+
+/// Per-connection settings. SQLite: the busy timeout first, so that switching
+/// to WAL waits for a concurrent opener; foreign keys are off by default there.
+fn prepare(conn: &mut Connection, busy_timeout: std::time::Duration) -> QueryResult<()> {
+    match conn {
+        Connection::Sqlite(c) => c.batch_execute(&format!(
+            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; \
+             PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+            busy_timeout.as_millis()
+        )),
+        #[cfg(feature = "postgres")]
+        Connection::Postgres(c) => c.batch_execute("SET TIME ZONE 'UTC'"),
+        #[cfg(feature = "mysql")]
+        Connection::Mysql(c) => c.batch_execute("SET time_zone = '+00:00'"),
+    }
+}
+
+/// r2d2's view of larder connections.
+#[derive(Debug)]
+pub(crate) struct Manager {
+    url: DatabaseUrl,
+    busy_timeout: std::time::Duration,
+}
+
+impl Manager {
+    pub(crate) fn new(url: DatabaseUrl, busy_timeout: std::time::Duration) -> Manager {
+        Manager { url, busy_timeout }
+    }
+}
+
+/// Why a connection could not be opened, already free of any password.
+#[derive(Debug)]
+pub(crate) struct ConnectError(pub(crate) String);
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = ConnectError;
+
+    fn connect(&self) -> Result<Connection, ConnectError> {
+        let mut conn = open(&self.url).map_err(|e| ConnectError(self.url.scrub(&e)))?;
+        prepare(&mut conn, self.busy_timeout)
+            .map_err(|e| ConnectError(self.url.scrub(&e.to_string())))?;
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), ConnectError> {
+        conn.ping()
+            .map_err(|e| ConnectError(self.url.scrub(&e.to_string())))
+    }
+
+    /// A connection returned while its thread panics, or with a transaction
+    /// left open, is never reused.
+    fn has_broken(&self, conn: &mut Connection) -> bool {
+        std::thread::panicking() || conn.is_broken()
+    }
+}

@@ -1,0 +1,141 @@
+//! `larder migrate …`: apply, revert and list migrations, and generate new ones.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use larder::{DatabaseUrl, Migrator};
+
+use crate::CliResult;
+
+/// What `larder migrate` does.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Action {
+    /// Apply every pending migration, oldest first.
+    Run,
+    /// Revert the latest applied migration (or the latest N, or all of them).
+    Revert {
+        /// Revert the N latest migrations (fewer when fewer are applied).
+        #[arg(short = 'n', long = "number", value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        number: u32,
+        /// Revert every applied migration.
+        #[arg(short = 'a', long, conflicts_with = "number")]
+        all: bool,
+    },
+    /// Revert the latest migration (or the latest N) and apply the same ones again,
+    /// in one transaction.
+    Redo {
+        /// Redo the N latest migrations.
+        #[arg(short = 'n', long = "number", value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        number: u32,
+    },
+    /// List every migration and whether it is applied.
+    Status,
+    /// List the migrations not applied yet (prints "no pending migrations" when none).
+    Pending,
+    /// Create an empty migration, <DIR>/<YYYY-MM-DD-HHMMSS>_<NAME>/{up.sql,down.sql}, in
+    /// --migrations-dir, or else in migrations/<backend> (migrations/sqlite) under the
+    /// working directory.
+    Generate {
+        /// The migration's name: ASCII letters, digits and underscores, e.g. create_tags.
+        name: String,
+    },
+}
+
+/// Runs one `larder migrate` action on `url`, with the migrations in `dir` when
+/// given and the embedded ones otherwise.
+pub(crate) fn run(url: &str, dir: Option<&Path>, action: Action) -> CliResult {
+    if let Action::Generate { name } = &action {
+        return generate(url, dir, name);
+    }
+    let mut migrator = open(url, dir)?;
+    match action {
+        Action::Run => list("applied", &migrator.run()?, "no pending migrations"),
+        Action::Revert { all: true, .. } => {
+            list("reverted", &migrator.revert_all()?, "no applied migrations")
+        }
+        Action::Revert { number, .. } => list("reverted", &migrator.revert_n(count(number))?, ""),
+        Action::Redo { number } => list("redone", &migrator.redo_n(count(number))?, ""),
+        Action::Status => {
+            for migration in migrator.status()? {
+                let mark = if migration.applied {
+                    "applied"
+                } else {
+                    "pending"
+                };
+                println!("{mark:<8} {}", migration.name);
+            }
+        }
+        Action::Pending => list("pending ", &migrator.pending()?, "no pending migrations"),
+        Action::Generate { .. } => unreachable!("generate returned above"),
+    }
+    Ok(())
+}
+
+/// A migrator over `dir`'s migrations when one is given, else the embedded ones.
+pub(crate) fn open(url: &str, dir: Option<&Path>) -> larder::Result<Migrator> {
+    match dir {
+        Some(dir) => Migrator::open_with_dir(url, dir),
+        None => Migrator::open(url),
+    }
+}
+
+/// Prints `verb item` per item, or `none` when there are none.
+pub(crate) fn list(verb: &str, items: &[String], none: &str) {
+    if items.is_empty() && !none.is_empty() {
+        println!("{none}");
+    }
+    for item in items {
+        println!("{verb} {item}");
+    }
+}
+
+fn count(number: u32) -> usize {
+    usize::try_from(number).unwrap_or(usize::MAX)
+}
+
+const UP_SQL: &str = "-- Your SQL goes here\n";
+const DOWN_SQL: &str = "-- This file should undo anything in `up.sql`\n";
+
+fn generate(url: &str, dir: Option<&Path>, name: &str) -> CliResult {
+    check_name(name)?;
+    let base = match dir {
+        Some(dir) => dir.to_path_buf(),
+        None => default_dir(url)?,
+    };
+    let stamp = chrono::Utc::now().format("%Y-%m-%d-%H%M%S");
+    let folder = base.join(format!("{stamp}_{name}"));
+    std::fs::create_dir_all(&base)
+        .map_err(|e| format!("cannot create migrations directory {}: {e}", base.display()))?;
+    std::fs::create_dir(&folder)
+        .map_err(|e| format!("cannot create migration {}: {e}", folder.display()))?;
+    for (file, text) in [("up.sql", UP_SQL), ("down.sql", DOWN_SQL)] {
+        let path = folder.join(file);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("created {}", path.display());
+    }
+    Ok(())
+}
+
+/// `migrations/<backend>` under the working directory, e.g. `migrations/sqlite`.
+fn default_dir(url: &str) -> larder::Result<PathBuf> {
+    let backend = DatabaseUrl::parse(url)?.backend();
+    Ok(Path::new("migrations").join(backend.name()))
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the migration name is empty: give one such as create_tags".into());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
+        return Err(format!(
+            "invalid migration name {name:?}: {bad:?} is not allowed; \
+             use only ASCII letters, digits and _ (e.g. create_tags)"
+        ));
+    }
+    Ok(())
+}

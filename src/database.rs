@@ -1,0 +1,195 @@
+//! Creating and dropping the database a URL names: a SQLite file, or a
+//! database on a PostgreSQL or MySQL server (through the server's maintenance
+//! database).
+
+use std::path::PathBuf;
+
+use diesel::connection::SimpleConnection;
+
+use crate::backend::Connection;
+use crate::error::{Error, Result};
+use crate::url::{Backend, DatabaseUrl};
+
+/// Whether the database `url` names exists.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let url = format!("sqlite://{}", dir.path().join("new.db").display());
+/// assert!(!larder::database_exists(&url)?);
+/// assert!(larder::create_database(&url)?);
+/// assert!(larder::database_exists(&url)?);
+/// assert!(larder::drop_database(&url)?);
+/// # Ok::<(), larder::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::InvalidUrl`], or [`Error::Connection`] when the server cannot be reached.
+pub fn database_exists(url: &str) -> Result<bool> {
+    let url = DatabaseUrl::parse(url)?;
+    match url.backend() {
+        Backend::Sqlite => Ok(sqlite_file(&url).is_file()),
+        _ => server_exists(&url),
+    }
+}
+
+/// Creates the database `url` names; returns false when it already existed.
+///
+/// # Errors
+///
+/// [`Error::InvalidUrl`] (also for a database name other than letters, digits,
+/// `_`, `-` and `$`), [`Error::Connection`], or [`Error::Database`] when the
+/// server refuses.
+pub fn create_database(url: &str) -> Result<bool> {
+    let parsed = DatabaseUrl::parse(url)?;
+    if database_exists(url)? {
+        return Ok(false);
+    }
+    match parsed.backend() {
+        Backend::Sqlite => drop(Connection::establish(url)?),
+        _ => admin_execute(
+            &parsed,
+            &format!("CREATE DATABASE {}", quoted_name(&parsed)?),
+        )?,
+    }
+    Ok(true)
+}
+
+/// Drops the database `url` names (for SQLite, the file and its `-wal` and
+/// `-shm` files); returns false when there was none.
+///
+/// # Errors
+///
+/// As [`create_database`]; also when the database is in use and the server
+/// refuses to drop it.
+pub fn drop_database(url: &str) -> Result<bool> {
+    let parsed = DatabaseUrl::parse(url)?;
+    if !database_exists(url)? {
+        return Ok(false);
+    }
+    match parsed.backend() {
+        Backend::Sqlite => remove_sqlite_files(&parsed)?,
+        _ => admin_execute(&parsed, &format!("DROP DATABASE {}", quoted_name(&parsed)?))?,
+    }
+    Ok(true)
+}
+
+fn sqlite_file(url: &DatabaseUrl) -> PathBuf {
+    PathBuf::from(url.target())
+}
+
+fn remove_sqlite_files(url: &DatabaseUrl) -> Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = sqlite_file(url).into_os_string();
+        path.push(suffix);
+        match std::fs::remove_file(&path) {
+            Err(e) if suffix.is_empty() || e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(url.connection_error(&format!("cannot remove the database file: {e}")));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The URL's database name, checked to be a plain identifier.
+fn database_name(url: &DatabaseUrl) -> Result<String> {
+    let (_, rest) = url.target().split_once("://").unwrap_or(("", ""));
+    let after_host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let path = after_host.split_once('/').map_or("", |(_, path)| path);
+    let name = path.split(['?', '#']).next().unwrap_or("");
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-$".contains(c));
+    if plain {
+        Ok(name.to_owned())
+    } else {
+        Err(Error::InvalidUrl {
+            url: url.redacted().to_owned(),
+            reason: "the URL must name a database made of letters, digits, '_', '-' or '$'".into(),
+        })
+    }
+}
+
+fn quoted_name(url: &DatabaseUrl) -> Result<String> {
+    let name = database_name(url)?;
+    Ok(match url.backend() {
+        Backend::Mysql => format!("`{name}`"),
+        _ => format!("\"{name}\""),
+    })
+}
+
+/// The same server with its maintenance database: `postgres` on PostgreSQL,
+/// none on MySQL.
+fn admin_url(url: &DatabaseUrl) -> Result<String> {
+    let name = database_name(url)?;
+    let target = url.target();
+    let (scheme, rest) = target.split_once("://").unwrap_or(("", target));
+    let (userinfo, after_host) = rest.rsplit_once('@').map_or(("", rest), |(u, h)| (u, h));
+    let (host, path) = after_host.split_once('/').unwrap_or((after_host, ""));
+    let query = path.strip_prefix(name.as_str()).unwrap_or("");
+    let admin_db = if url.backend() == Backend::Postgres {
+        "postgres"
+    } else {
+        ""
+    };
+    let at = if userinfo.is_empty() {
+        String::new()
+    } else {
+        format!("{userinfo}@")
+    };
+    Ok(format!("{scheme}://{at}{host}/{admin_db}{query}"))
+}
+
+fn admin_execute(url: &DatabaseUrl, sql: &str) -> Result<()> {
+    let mut admin = Connection::establish(&admin_url(url)?).map_err(|e| rescrub(url, e))?;
+    admin
+        .batch_execute(sql)
+        .map_err(|e| Error::from_diesel(e, "-", None))
+        .map_err(|e| rescrub(url, e))
+}
+
+fn server_exists(url: &DatabaseUrl) -> Result<bool> {
+    use diesel::sql_types::Text;
+    use diesel::RunQueryDsl;
+    let name = database_name(url)?;
+    let mut admin = Connection::establish(&admin_url(url)?).map_err(|e| rescrub(url, e))?;
+    let sql = match url.backend() {
+        Backend::Postgres => "SELECT datname AS name FROM pg_database WHERE datname = ",
+        _ => "SELECT schema_name AS name FROM information_schema.schemata WHERE schema_name = ",
+    };
+    let query = diesel::dsl::sql::<Text>(sql).bind::<Text, _>(&name);
+    let found: Vec<String> = crate::with_connection!(&mut admin, |c| query.load(c))
+        .map_err(|e| rescrub(url, Error::from_diesel(e, "-", None)))?;
+    Ok(!found.is_empty())
+}
+
+/// Errors from the maintenance connection name its URL; show the user's URL,
+/// redacted, instead.
+fn rescrub(url: &DatabaseUrl, err: Error) -> Error {
+    match err {
+        Error::Connection { message, .. } => url.connection_error(&message),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_url_swaps_the_database_name() {
+        if !Backend::Postgres.is_built() {
+            return;
+        }
+        let url = DatabaseUrl::parse("postgres://app:pw@db:5432/blog?sslmode=disable").unwrap();
+        assert_eq!(
+            admin_url(&url).unwrap(),
+            "postgres://app:pw@db:5432/postgres?sslmode=disable"
+        );
+        assert_eq!(database_name(&url).unwrap(), "blog");
+        let bad = DatabaseUrl::parse("postgres://db/bl;og").unwrap();
+        assert!(matches!(database_name(&bad), Err(Error::InvalidUrl { .. })));
+    }
+}
