@@ -639,3 +639,44 @@ fn help_names_every_command_and_shows_examples() {
         );
     }
 }
+
+#[test]
+fn stats_renders_pages_of_an_existing_database_and_prints_hit_ratios() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("blog.db").display());
+    assert_ok(&larder(
+        dir.path(),
+        &[
+            "demo",
+            "--users",
+            "4",
+            "--reads",
+            "1",
+            "--database-url",
+            &url,
+        ],
+    ));
+    let output = larder(
+        dir.path(),
+        &["stats", "--pages", "5", "--database-url", &url],
+    );
+    assert_ok(&output);
+    let out = stdout(&output);
+    for expected in [
+        "rendered 5 front pages",
+        "users",
+        "posts",
+        "comments",
+        "(lists)",
+        "hit%",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    // The second and later pages hit the query cache and the identity map.
+    let users_line = out.lines().find(|l| l.starts_with("users")).unwrap();
+    assert!(!users_line.contains(" 0.0%"), "{users_line}");
+
+    let empty = format!("sqlite://{}", dir.path().join("empty.db").display());
+    let failed = larder(dir.path(), &["stats", "--database-url", &empty]);
+    assert_one_line_failure(&failed, "posts");
+}

@@ -5,6 +5,7 @@ mod bench;
 mod database;
 mod demo;
 mod migrations;
+mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +89,10 @@ enum Command {
     /// rows it creates are removed again); print throughput, latency, hit ratio
     /// and memory.
     Bench(bench::Args),
+    /// Render front pages of an existing blog database, reading only, and print
+    /// the cache statistics they produce: hit ratio per entity, evictions, list
+    /// hits. Use it to size --capacity before deploying.
+    Stats(stats::Args),
 }
 
 fn main() -> ExitCode {
@@ -118,6 +123,10 @@ fn run(cli: Cli) -> CliResult {
         Command::Database { action } => database::run(url, dir, action),
         Command::Demo(args) => Ok(demo::run(cli.database_url.as_deref(), &args)?),
         Command::Bench(args) => Ok(bench::run(cli.database_url.as_deref(), &args)?),
+        Command::Stats(args) => Ok(stats::run(
+            cli.database_url.as_deref().unwrap_or(DEFAULT_URL),
+            &args,
+        )?),
     }
 }
 
