@@ -8,7 +8,7 @@ use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::pool::{self, PoolConfig};
 use crate::registry::Registry;
-use crate::store::Store;
+use crate::store::{BlogMaps, Store};
 use crate::url::DatabaseUrl;
 
 type Registration = Box<dyn FnOnce(&mut Registry, usize) + Send>;
@@ -125,14 +125,16 @@ impl StoreBuilder {
         };
         let pool = pool::build(&url, &config)?;
         let mut registry = Registry::new(self.query_cache_capacity);
-        registry.register::<User>(self.cache_capacity);
-        registry.register::<Post>(self.cache_capacity);
-        registry.register::<Comment>(self.cache_capacity);
+        let blog = BlogMaps {
+            users: registry.register::<User>(self.cache_capacity),
+            posts: registry.register::<Post>(self.cache_capacity),
+            comments: registry.register::<Comment>(self.cache_capacity),
+        };
         for (_, capacity, register) in self.entities {
             register(&mut registry, capacity.unwrap_or(self.cache_capacity));
         }
         tracing::debug!(url = %url, pool_size = config.size, "store opened");
-        Ok(Store::from_parts(url, pool, config, registry))
+        Ok(Store::from_parts(url, pool, config, registry, blog))
     }
 
     fn validate(&self) -> Result<()> {

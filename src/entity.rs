@@ -117,6 +117,14 @@ pub trait Entity: Sized + Send + Sync + 'static {
     /// the blog's `posts`. When a row of such a table is deleted, this entity's
     /// whole cache is emptied: coarse, but never stale. Defaults to none.
     const DELETED_WITH: &'static [&'static str] = &[];
+
+    /// Whether [`insert`](Entity::insert) and [`update`](Entity::update) each
+    /// run exactly one write statement (reads around it are fine). Then
+    /// store-level `create` and `update` run it without an explicit transaction,
+    /// since a single statement is atomic on its own, saving a `BEGIN` and a
+    /// `COMMIT`; invalidation still happens after the write has committed.
+    /// Defaults to false: every write runs in a transaction.
+    const SINGLE_STATEMENT_WRITES: bool = false;
 }
 
 /// Implements [`Entity`] for a diesel model whose table has an `id BIGINT`
@@ -155,6 +163,7 @@ macro_rules! entity {
         impl $crate::Entity for $model {
             const TABLE: &'static str = stringify!($table);
             const DELETED_WITH: &'static [&'static str] = &[$($($parent),*)?];
+            const SINGLE_STATEMENT_WRITES: bool = true;
             type New = $new;
             type Changes = $changes;
 

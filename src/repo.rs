@@ -60,7 +60,7 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// [`Error::Conflict`] when a constraint rejects the row (nothing is written).
     pub fn create(&self, new: E::New) -> Result<Arc<E>> {
-        self.in_tx(|repo| repo.create(new))
+        self.single_write(|repo| repo.create(new))
     }
 
     /// Updates row `id` in its own transaction and returns the stored row.
@@ -70,7 +70,7 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// [`Error::NotFound`] when there is no such row, [`Error::Conflict`] when a
     /// constraint rejects the change.
     pub fn update(&self, id: i64, changes: E::Changes) -> Result<Arc<E>> {
-        self.in_tx(|repo| repo.update(id, changes))
+        self.single_write(|repo| repo.update(id, changes))
     }
 
     /// Deletes row `id` (and what cascades from it) in its own transaction.
@@ -164,6 +164,21 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// with raw SQL.
     pub fn invalidate(&self, id: i64) {
         self.store.invalidate(Key::new(E::TABLE, id));
+    }
+
+    /// Runs a write of one statement: autocommitted when the entity declares
+    /// [`Entity::SINGLE_STATEMENT_WRITES`], else in its own transaction.
+    pub(crate) fn single_write<T>(
+        &self,
+        work: impl FnOnce(&TxRepo<'_, E>) -> Result<T>,
+    ) -> Result<T> {
+        if !E::SINGLE_STATEMENT_WRITES {
+            return self.in_tx(work);
+        }
+        let tx = Tx::autocommit(self.store)?;
+        let value = work(&TxRepo::new(&tx, self.cache))?;
+        tx.commit()?;
+        Ok(value)
     }
 
     pub(crate) fn in_tx<T>(&self, work: impl FnOnce(&TxRepo<'_, E>) -> Result<T>) -> Result<T> {

@@ -42,6 +42,9 @@ pub struct Tx<'s> {
     /// Set when a statement failed with a database error: the transaction can
     /// then only roll back.
     poisoned: Cell<bool>,
+    /// False for a single autocommitted statement: there is no BEGIN, and so
+    /// nothing to commit or roll back, only writes to apply.
+    explicit: bool,
     finished: bool,
 }
 
@@ -53,13 +56,25 @@ impl<'s> Tx<'s> {
         let mut conn = store.checkout()?;
         conn.begin().map_err(|e| Error::from_diesel(e, "-", None))?;
         tracing::trace!("transaction begun");
-        Ok(Tx {
+        Ok(Tx::on(store, conn, true))
+    }
+
+    /// A recorder for one autocommitted write statement: `commit` applies the
+    /// write to the caches, with no BEGIN or COMMIT sent. Only for
+    /// [`Entity::SINGLE_STATEMENT_WRITES`](crate::Entity::SINGLE_STATEMENT_WRITES).
+    pub(crate) fn autocommit(store: &'s Store) -> Result<Tx<'s>> {
+        Ok(Tx::on(store, store.checkout()?, false))
+    }
+
+    fn on(store: &'s Store, conn: PooledConn, explicit: bool) -> Tx<'s> {
+        Tx {
             store,
             conn: RefCell::new(conn),
             pending: RefCell::new(Vec::new()),
             poisoned: Cell::new(false),
+            explicit,
             finished: false,
-        })
+        }
     }
 
     /// Commits, then invalidates every cached key the transaction wrote.
@@ -71,7 +86,9 @@ impl<'s> Tx<'s> {
     pub fn commit(mut self) -> Result<()> {
         self.finished = true;
         let writes = std::mem::take(&mut *self.pending.borrow_mut());
-        let committed = if self.poisoned.get() {
+        let committed = if !self.explicit {
+            Ok(())
+        } else if self.poisoned.get() {
             // PostgreSQL has aborted such a transaction and would answer COMMIT
             // with a silent ROLLBACK; every backend refuses it alike.
             let _ = self.roll_back();
@@ -115,6 +132,9 @@ impl<'s> Tx<'s> {
 
     fn roll_back(&mut self) -> QueryResult<()> {
         self.pending.borrow_mut().clear();
+        if !self.explicit {
+            return Ok(());
+        }
         let mut conn = self.conn.borrow_mut();
         let result = conn.rollback();
         tracing::debug!(ok = result.is_ok(), "transaction rolled back");
@@ -123,17 +143,17 @@ impl<'s> Tx<'s> {
 
     /// The users repository inside this transaction.
     pub fn users(&self) -> TxRepo<'_, User> {
-        self.blog_repo()
+        TxRepo::new(self, &self.store.blog().users)
     }
 
     /// The posts repository inside this transaction.
     pub fn posts(&self) -> TxRepo<'_, Post> {
-        self.blog_repo()
+        TxRepo::new(self, &self.store.blog().posts)
     }
 
     /// The comments repository inside this transaction.
     pub fn comments(&self) -> TxRepo<'_, Comment> {
-        self.blog_repo()
+        TxRepo::new(self, &self.store.blog().comments)
     }
 
     /// The repository of a registered entity inside this transaction.
@@ -144,10 +164,6 @@ impl<'s> Tx<'s> {
     /// [`StoreBuilder::entity`](crate::StoreBuilder::entity).
     pub fn repo<E: Entity>(&self) -> Result<TxRepo<'_, E>> {
         Ok(TxRepo::new(self, self.store.map::<E>()?))
-    }
-
-    fn blog_repo<E: Entity>(&self) -> TxRepo<'_, E> {
-        TxRepo::new(self, self.store.blog_map::<E>())
     }
 
     /// Runs `query` on this transaction's connection, mapping its error for

@@ -76,6 +76,7 @@ impl Comment {
 }
 
 impl Entity for Comment {
+    const SINGLE_STATEMENT_WRITES: bool = true;
     const TABLE: &'static str = "comments";
     type New = NewComment;
     type Changes = CommentChanges;

@@ -133,6 +133,7 @@ impl Post {
 }
 
 impl Entity for Post {
+    const SINGLE_STATEMENT_WRITES: bool = true;
     const TABLE: &'static str = "posts";
     type New = NewPost;
     type Changes = PostChanges;
@@ -260,7 +261,7 @@ impl Repo<'_, Post> {
         expected_version: i64,
         changes: PostChanges,
     ) -> Result<Arc<Post>> {
-        self.in_tx(|repo| repo.update_versioned(id, expected_version, changes))
+        self.single_write(|repo| repo.update_versioned(id, expected_version, changes))
     }
 
     /// Posts by `author_id`, oldest first, from the query cache until `posts`

@@ -57,6 +57,7 @@ where
 }
 
 impl Entity for User {
+    const SINGLE_STATEMENT_WRITES: bool = true;
     const TABLE: &'static str = "users";
     type New = NewUser;
     type Changes = UserChanges;

@@ -322,7 +322,7 @@ impl<'s> Seeded<'s> {
     fn insert(&mut self, rows: usize) -> larder::Result<()> {
         let bar = ProgressBar::with_draw_target(Some(rows as u64), ProgressDrawTarget::hidden());
         if let Ok(style) = ProgressStyle::with_template(
-            "seeding {bar:40} {human_pos}/{human_len} users, {per_sec}, eta {eta}",
+            "seeding {bar:40} {human_pos}/{human_len} users ({percent}%), eta {eta}",
         ) {
             bar.set_style(style);
         }
