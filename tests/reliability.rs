@@ -305,3 +305,51 @@ fn entries_survive_a_panicking_reader() {
         ));
     });
 }
+
+/// An application's migrations folder tampered with: invalid SQL in an
+/// up.sql, a migration without up.sql. Each is a Migration error naming what
+/// failed; the failed migration is not recorded as applied, and on SQLite and
+/// PostgreSQL its statements are rolled back (MySQL commits DDL statement by
+/// statement, so there the statements before the bad one stay done).
+#[test]
+fn a_tampered_migrations_folder_is_a_migration_error_and_changes_nothing() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("2030-01-01-000000_tags");
+        std::fs::create_dir_all(&good).unwrap();
+        std::fs::write(
+            good.join("up.sql"),
+            "CREATE TABLE tags (id BIGINT PRIMARY KEY);",
+        )
+        .unwrap();
+        std::fs::write(good.join("down.sql"), "DROP TABLE tags;").unwrap();
+        let bad = dir.path().join("2030-01-02-000000_broken");
+        std::fs::create_dir_all(&bad).unwrap();
+        std::fs::write(
+            bad.join("up.sql"),
+            "CREATE TABLE broken (id BIGINT PRIMARY KEY); THIS IS NOT SQL;",
+        )
+        .unwrap();
+        std::fs::write(bad.join("down.sql"), "DROP TABLE broken;").unwrap();
+
+        let mut migrator = Migrator::open_with_dir(&db.url(), dir.path()).unwrap();
+        let err = migrator.run().unwrap_err();
+        assert!(matches!(err, Error::Migration { .. }), "{err:?}");
+        assert!(err.to_string().contains("broken"), "{err}");
+        let pending = migrator.pending().unwrap();
+        assert_eq!(
+            pending.len(),
+            1,
+            "the good migration applied, the broken one not: {pending:?}"
+        );
+
+        std::fs::remove_file(bad.join("up.sql")).unwrap();
+        let err = Migrator::open_with_dir(&db.url(), dir.path())
+            .and_then(|mut m| m.run())
+            .unwrap_err();
+        assert!(matches!(err, Error::Migration { .. }), "{err:?}");
+        // The blog schema is untouched by all of it.
+        user(&db.store, "ann");
+    });
+}

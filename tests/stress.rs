@@ -290,8 +290,8 @@ fn stress_with_injected_faults_keeps_every_invariant() {
             }
         }
         println!(
-            "stress: {threads} threads, {} operations; transactions: {} committed, {} returned Err, {} panicked, {} dropped; {} rows audited; 0 deadlocks",
-            total.ops, total.committed_txs, total.err_txs, total.panicked_txs, total.dropped_txs, rows.len()
+            "stress on {}: {threads} threads, {} operations; transactions: {} committed, {} returned Err, {} panicked, {} dropped; {} rows audited; 0 deadlocks",
+            target.backend.name(), total.ops, total.committed_txs, total.err_txs, total.panicked_txs, total.dropped_txs, rows.len()
         );
         assert!(
             total.panicked_txs > 0 && total.err_txs > 0 && total.dropped_txs > 0,
