@@ -680,3 +680,30 @@ fn stats_renders_pages_of_an_existing_database_and_prints_hit_ratios() {
     let failed = larder(dir.path(), &["stats", "--database-url", &empty]);
     assert_one_line_failure(&failed, "posts");
 }
+
+/// `larder … | head -1`: the reader goes away early; larder must end without a
+/// panic (as Unix tools do, by SIGPIPE), not print a backtrace.
+#[test]
+fn a_closed_stdout_ends_the_program_without_a_panic() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("pipe.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args(["demo", "--users", "200", "--database-url", &url])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped here: the pipe closes.
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(first.starts_with("database:"), "{first}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(output.status.code(), Some(101), "{stderr}");
+}

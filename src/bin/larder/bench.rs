@@ -3,11 +3,11 @@
 //! ratio and memory in one report.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::scratch::ScratchFile;
 use diesel::prelude::*;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -106,19 +106,6 @@ fn parse_seconds(value: &str) -> Result<f64, String> {
     }
 }
 
-/// A fresh SQLite file in the temporary directory, removed when dropped.
-struct ScratchFile(PathBuf);
-
-impl Drop for ScratchFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 /// How long a run lasts.
 #[derive(Clone, Copy, Debug)]
 enum Budget {
@@ -194,19 +181,7 @@ impl Memory {
 }
 
 pub(crate) fn run(url: Option<&str>, args: &Args) -> larder::Result<()> {
-    let scratch = match url {
-        Some(_) => None,
-        None => Some(ScratchFile(std::env::temp_dir().join(format!(
-            "larder-bench-{}-{}.db",
-            std::process::id(),
-            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        )))),
-    };
-    let url = match (&scratch, url) {
-        (Some(file), _) => format!("sqlite://{}", file.0.display()),
-        (None, Some(url)) => url.to_owned(),
-        (None, None) => unreachable!("a scratch file is made when no URL is given"),
-    };
+    let (url, scratch) = ScratchFile::url_or_new(url, "bench");
     let rows = usize::try_from(args.rows).unwrap_or(usize::MAX);
     let capacity = args.capacity.unwrap_or((rows / 10).max(1));
     let threads = args.threads as usize;

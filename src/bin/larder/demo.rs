@@ -1,8 +1,7 @@
 //! The demo workload: what a blog does to its store, with the cache's
 //! statistics at the end.
 
-use std::path::PathBuf;
-
+use crate::scratch::ScratchFile;
 use larder::{NewComment, NewPost, NewUser, PostChanges, Store, UserChanges};
 
 /// Options of `larder demo`.
@@ -16,33 +15,9 @@ pub(crate) struct Args {
     reads: u32,
 }
 
-/// A fresh SQLite file in the temporary directory, removed when dropped.
-struct ScratchFile(PathBuf);
-
-impl Drop for ScratchFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 pub(crate) fn run(url: Option<&str>, args: &Args) -> larder::Result<()> {
-    let scratch = match url {
-        Some(_) => None,
-        None => Some(ScratchFile(std::env::temp_dir().join(format!(
-            "larder-demo-{}-{}.db",
-            std::process::id(),
-            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        )))),
-    };
-    let url = match (&scratch, url) {
-        (Some(file), _) => format!("sqlite://{}", file.0.display()),
-        (None, Some(url)) => url.to_owned(),
-        (None, None) => unreachable!("a scratch file is made when no URL is given"),
-    };
+    // Named, not `_`: the guard must live until the demo is done.
+    let (url, _scratch) = ScratchFile::url_or_new(url, "demo");
     let store = Store::builder(&url).cache_capacity(10_000).build()?;
     println!("database: {}", store.url());
     for version in store.migrate()? {

@@ -5,6 +5,7 @@ mod bench;
 mod database;
 mod demo;
 mod migrations;
+mod scratch;
 mod stats;
 
 use std::path::PathBuf;
@@ -96,6 +97,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     // A missing .env is normal; a malformed one is reported by the URL it yields.
     let _ = dotenvy::dotenv();
     tracing_subscriber::fmt()
@@ -127,6 +129,18 @@ fn run(cli: Cli) -> CliResult {
             cli.database_url.as_deref().unwrap_or(DEFAULT_URL),
             &args,
         )?),
+    }
+}
+
+/// Rust ignores SIGPIPE, so printing to a closed pipe (`larder migrate status |
+/// head -1`) would panic in `println!`; like any Unix tool, end quietly instead.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: runs first in `main`, before any other thread exists, and installs
+    // the system's default action, which is always a valid handler.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
