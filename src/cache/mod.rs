@@ -104,7 +104,8 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
                     flight: Some(flight),
                 };
                 let value = load()?.map(Arc::new);
-                leader.finish(value.clone());
+                let filled = leader.finish(value.clone());
+                tracing::trace!(table = self.table, id, filled, "cache fill");
                 Ok(value)
             }
             Lookup::Wait(flight) => {
@@ -191,8 +192,11 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
     /// Applies a committed write of `id`; see [`Shard::apply_write`].
     pub(crate) fn apply_write(&self, id: i64, value: Option<&Arc<T>>, epoch_at_write: u64) {
         let value = value.filter(|_| self.enabled);
-        let mut shard = self.shard(id).lock();
-        shard.apply_write(id, value, epoch_at_write);
+        {
+            let mut shard = self.shard(id).lock();
+            shard.apply_write(id, value, epoch_at_write);
+        }
+        tracing::trace!(table = self.table, id, "invalidated by a committed write");
     }
 
     /// Removes `id` and makes every load of it that is in progress unfillable.
@@ -236,14 +240,17 @@ struct Leader<'a, T> {
 }
 
 impl<T> Leader<'_, T> {
-    fn finish(mut self, value: Option<Arc<T>>) {
-        if let Some(flight) = self.flight.take() {
-            {
-                let mut shard = self.shard.lock();
-                shard.finish_flight(self.id, &flight, value.as_ref());
-            }
-            flight.complete(Some(value));
-        }
+    /// Publishes the loaded value to the waiters; returns whether it was cached.
+    fn finish(mut self, value: Option<Arc<T>>) -> bool {
+        let Some(flight) = self.flight.take() else {
+            return false;
+        };
+        let filled = {
+            let mut shard = self.shard.lock();
+            shard.finish_flight(self.id, &flight, value.as_ref())
+        };
+        flight.complete(Some(value));
+        filled
     }
 }
 

@@ -61,13 +61,13 @@ impl<T> Shard<T> {
     }
 
     /// Ends `flight` for `id` and fills `value` unless an invalidation happened
-    /// since the flight began.
+    /// since the flight began; returns whether it filled.
     pub(crate) fn finish_flight(
         &mut self,
         id: i64,
         flight: &Arc<Flight<T>>,
         value: Option<&Arc<T>>,
-    ) {
+    ) -> bool {
         // An invalidation may already have removed this flight and a newer one
         // may stand in its place: only remove our own.
         if self
@@ -77,9 +77,7 @@ impl<T> Shard<T> {
         {
             self.flights.remove(&id);
         }
-        if let Some(value) = value {
-            self.fill_if_epoch(id, value, flight.epoch);
-        }
+        value.is_some_and(|value| self.fill_if_epoch(id, value, flight.epoch))
     }
 
     /// Caches `value` only if no invalidation happened since `epoch` was read.
