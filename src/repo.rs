@@ -1,5 +1,5 @@
 //! Repositories: the cached face of an [`Entity`]. [`Repo`] works on the store
-//! (reads through the identity map, each write in its own transaction);
+//! (reads through the identity map, each write committed on its own);
 //! [`TxRepo`] works inside a [`Tx`].
 
 use std::any::TypeId;
@@ -17,7 +17,9 @@ use crate::store::Store;
 use crate::tx::Tx;
 
 /// The repository of entity `E` on a [`Store`]: `get` is served from the
-/// identity map, writes run in their own transaction and invalidate on commit.
+/// identity map; each write commits on its own (one autocommitted statement
+/// for [`Entity::SINGLE_STATEMENT_WRITES`] entities, else its own transaction)
+/// and invalidates what it changed once committed.
 ///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
@@ -54,7 +56,7 @@ impl<'s, E: Entity> Repo<'s, E> {
         })
     }
 
-    /// Inserts a row in its own transaction and caches the stored row.
+    /// Inserts a row, committed on its own, and caches the stored row.
     ///
     /// # Errors
     ///
@@ -63,7 +65,7 @@ impl<'s, E: Entity> Repo<'s, E> {
         self.single_write(|repo| repo.create(new))
     }
 
-    /// Updates row `id` in its own transaction and returns the stored row.
+    /// Updates row `id`, committed on its own, and returns the stored row.
     ///
     /// # Errors
     ///

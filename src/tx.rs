@@ -21,7 +21,9 @@ use crate::store::Store;
 /// Dropping a `Tx` without committing (an early `?`, a panic) rolls it back and
 /// leaves the cache untouched. Reads inside a transaction go to the database
 /// through its connection, so they see its own uncommitted writes, and never
-/// fill the shared cache.
+/// fill the shared cache. A transaction in which a statement failed can only
+/// roll back, on every backend: PostgreSQL aborts such a transaction, and larder
+/// makes SQLite and MySQL refuse its commit alike.
 ///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
@@ -81,7 +83,9 @@ impl<'s> Tx<'s> {
     ///
     /// # Errors
     ///
-    /// The database's error if the commit fails; the transaction is then rolled
+    /// A database error saying the transaction was not committed when one of
+    /// its statements failed earlier (it is rolled back instead), or the
+    /// database's error if the commit fails; the transaction is then rolled
     /// back and the keys it wrote are invalidated anyway, which is always safe.
     pub fn commit(mut self) -> Result<()> {
         self.finished = true;

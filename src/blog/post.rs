@@ -235,8 +235,8 @@ impl TxRepo<'_, Post> {
 }
 
 impl Repo<'_, Post> {
-    /// Updates post `id` only if its version is still `expected_version`, in its
-    /// own transaction. Concurrent read-modify-write loops that retry on
+    /// Updates post `id` only if its version is still `expected_version`,
+    /// committed on its own. Concurrent read-modify-write loops that retry on
     /// conflict lose no update.
     ///
     /// ```
