@@ -34,6 +34,30 @@ impl Hasher for TypeIdHasher {
 
 type ByType<V> = HashMap<TypeId, V, BuildHasherDefault<TypeIdHasher>>;
 
+/// FNV-1a: table names are a few bytes, and looking one up (every
+/// invalidation, every query-cache hit) should not cost a SipHash.
+struct TableHasher(u64);
+
+impl Default for TableHasher {
+    fn default() -> TableHasher {
+        TableHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for TableHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type ByTable<V> = HashMap<&'static str, V, BuildHasherDefault<TableHasher>>;
+
 /// A cached value of any entity type.
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 
@@ -58,13 +82,13 @@ struct Dependent {
 /// up takes no lock.
 pub(crate) struct Registry {
     by_type: ByType<Registered>,
-    by_table: HashMap<&'static str, Vec<TableMember>>,
+    by_table: ByTable<Vec<TableMember>>,
     /// For a table, the entities emptied when one of its rows is deleted
     /// ([`Entity::DELETED_WITH`]), with their own table names.
-    deleted_with: HashMap<&'static str, Vec<Dependent>>,
+    deleted_with: ByTable<Vec<Dependent>>,
     /// Per table, moved by every invalidation of the table; the query cache
     /// compares it with the generation a list was read at.
-    generations: HashMap<&'static str, AtomicU64>,
+    generations: ByTable<AtomicU64>,
     queries: QueryCache,
 }
 
@@ -90,9 +114,9 @@ impl Registry {
     pub(crate) fn new(query_capacity: usize) -> Registry {
         Registry {
             by_type: ByType::default(),
-            by_table: HashMap::new(),
-            deleted_with: HashMap::new(),
-            generations: HashMap::new(),
+            by_table: ByTable::default(),
+            deleted_with: ByTable::default(),
+            generations: ByTable::default(),
             queries: QueryCache::new(query_capacity),
         }
     }
