@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{each_backend, fresh, user, user_in_db};
+use common::{each_backend, fresh, rename, user, user_in_db};
 use larder::{Connection, Entity, NewUser, User, UserChanges};
 
 /// A one-shot signal between threads.
@@ -109,13 +109,6 @@ user_entity!(StalledUser, || {
     STALL_READ.open();
     STALL_RELEASE.wait();
 });
-
-fn rename(name: &str) -> UserChanges {
-    UserChanges {
-        name: Some(name.into()),
-        ..Default::default()
-    }
-}
 
 /// Polls `condition` for up to 30 s.
 fn eventually(what: &str, condition: impl Fn() -> bool) {

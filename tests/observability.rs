@@ -7,8 +7,8 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::{each_backend, user};
-use larder::{Backend, Store, UserChanges};
+use common::{each_backend, rename, user};
+use larder::{Backend, Store};
 
 /// A log sink the test can read back.
 #[derive(Clone, Default)]
@@ -50,13 +50,6 @@ fn traced(work: impl FnOnce()) -> String {
         .finish();
     tracing::subscriber::with_default(subscriber, work);
     log.text()
-}
-
-fn rename(name: &str) -> UserChanges {
-    UserChanges {
-        name: Some(name.into()),
-        ..Default::default()
-    }
 }
 
 #[test]

@@ -7,15 +7,8 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use common::{assert_pool_idle, each_backend, user, user_in_db};
-use larder::{Error, NewComment, NewPost, NewUser, UserChanges};
-
-fn rename(name: &str) -> UserChanges {
-    UserChanges {
-        name: Some(name.into()),
-        ..Default::default()
-    }
-}
+use common::{assert_pool_idle, each_backend, rename, user, user_in_db};
+use larder::{Error, NewComment, NewPost, NewUser};
 
 #[test]
 fn ok_commits_every_write() {

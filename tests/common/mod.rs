@@ -242,6 +242,14 @@ pub fn comment(store: &Store, post: &Post, author: &User, body: &str) -> Arc<lar
         .expect("create comment")
 }
 
+/// A change of a user's name only.
+pub fn rename(name: &str) -> larder::UserChanges {
+    larder::UserChanges {
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
 /// The user row as the database has it now, read inside a transaction so the
 /// shared cache is neither consulted nor filled.
 pub fn user_in_db(store: &Store, id: i64) -> Option<Arc<User>> {
