@@ -1,15 +1,21 @@
 //! Configuration of a [`Store`]: one builder, every default documented.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::blog::{Comment, Post, User};
+use crate::coherence::Watcher;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::pool::{self, PoolConfig};
 use crate::registry::Registry;
 use crate::store::{BlogMaps, Store};
 use crate::url::DatabaseUrl;
+
+const DEFAULT_MAX_STALENESS: Duration = Duration::from_millis(100);
+const MIN_MAX_STALENESS: Duration = Duration::from_millis(10);
+const MAX_MAX_STALENESS: Duration = Duration::from_secs(60);
 
 type Registration = Box<dyn FnOnce(&mut Registry, usize) + Send>;
 
@@ -33,6 +39,8 @@ pub struct StoreBuilder {
     query_cache_capacity: usize,
     connection_timeout: Duration,
     busy_timeout: Duration,
+    max_staleness: Duration,
+    coherence: bool,
     entities: Vec<(&'static str, Option<usize>, Registration)>,
 }
 
@@ -45,6 +53,8 @@ impl StoreBuilder {
             query_cache_capacity: 1_000,
             connection_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
+            max_staleness: DEFAULT_MAX_STALENESS,
+            coherence: true,
             entities: Vec::new(),
         }
     }
@@ -83,6 +93,29 @@ impl StoreBuilder {
         self
     }
 
+    /// How long after another process commits a change this store may still
+    /// serve the old row: the bound of cross-process coherence. Defaults to
+    /// 100 ms; must be between 10 ms and 60 s.
+    ///
+    /// SQLite and MySQL poll the change log every quarter of it; PostgreSQL
+    /// reads notifications every few milliseconds and checks its listener
+    /// connection every quarter of it. Whenever the watcher has not confirmed
+    /// its view of the database for half of it (connection lost, change log
+    /// missing), every cache is emptied, so the bound holds then too.
+    pub fn max_staleness(mut self, bound: Duration) -> StoreBuilder {
+        self.max_staleness = bound;
+        self
+    }
+
+    /// Whether this store watches for changes committed by other processes
+    /// (other larder processes, or any SQL client). Defaults to on. Turn it
+    /// off only when this process is the database's only writer: it saves a
+    /// connection and a background thread.
+    pub fn coherence(mut self, on: bool) -> StoreBuilder {
+        self.coherence = on;
+        self
+    }
+
     /// Registers an application entity, cached with the store's capacity.
     /// The blog's users, posts and comments are always registered.
     pub fn entity<E: Entity>(self) -> StoreBuilder {
@@ -113,8 +146,8 @@ impl StoreBuilder {
     /// # Errors
     ///
     /// [`Error::InvalidUrl`] for a URL that cannot be used, [`Error::InvalidConfig`]
-    /// for a zero pool size or timeout, [`Error::Connection`] when the database
-    /// cannot be opened.
+    /// for a zero pool size or timeout or a staleness bound out of range,
+    /// [`Error::Connection`] when the database cannot be opened.
     pub fn build(self) -> Result<Store> {
         let url = DatabaseUrl::parse(&self.url)?;
         self.validate()?;
@@ -133,8 +166,21 @@ impl StoreBuilder {
         for (_, capacity, register) in self.entities {
             register(&mut registry, capacity.unwrap_or(self.cache_capacity));
         }
-        tracing::debug!(url = %url, pool_size = config.size, "store opened");
-        Ok(Store::from_parts(url, pool, config, registry, blog))
+        let registry = Arc::new(registry);
+        let watcher = if self.coherence {
+            Some(Watcher::start(
+                &url,
+                self.busy_timeout,
+                Arc::clone(&registry),
+                self.max_staleness,
+            )?)
+        } else {
+            None
+        };
+        tracing::debug!(url = %url, pool_size = config.size, coherence = self.coherence, "store opened");
+        Ok(Store::from_parts(
+            url, pool, config, registry, blog, watcher,
+        ))
     }
 
     fn validate(&self) -> Result<()> {
@@ -148,6 +194,9 @@ impl StoreBuilder {
         }
         if self.connection_timeout.is_zero() {
             return invalid("connection_timeout must be longer than zero");
+        }
+        if !(MIN_MAX_STALENESS..=MAX_MAX_STALENESS).contains(&self.max_staleness) {
+            return invalid("max_staleness must be between 10 ms and 60 s");
         }
         Ok(())
     }
@@ -163,6 +212,8 @@ impl fmt::Debug for StoreBuilder {
             .field("query_cache_capacity", &self.query_cache_capacity)
             .field("connection_timeout", &self.connection_timeout)
             .field("busy_timeout", &self.busy_timeout)
+            .field("max_staleness", &self.max_staleness)
+            .field("coherence", &self.coherence)
             .field("entities", &entities)
             .finish()
     }

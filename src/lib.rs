@@ -41,6 +41,7 @@ mod backend;
 mod blog;
 mod builder;
 mod cache;
+mod coherence;
 mod database;
 mod entity;
 mod error;
@@ -60,6 +61,8 @@ pub use blog::{
 };
 pub use builder::StoreBuilder;
 pub use cache::CacheStats;
+pub use coherence::capture::{capture_sql, CaptureSql};
+pub use coherence::CoherenceStats;
 pub use database::{create_database, database_exists, drop_database};
 #[doc(hidden)]
 pub use entity::is_empty_changeset;

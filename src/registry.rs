@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::cache::{CacheControl, CacheStats, IdentityMap, QueryCache};
+use crate::coherence::Op;
 use crate::entity::{Entity, Key};
 
 /// Hashes a `TypeId` by its own bits: they are already a hash, and the default
@@ -224,6 +225,29 @@ impl Registry {
                 member.control.invalidate(key.id);
             }
         }
+    }
+
+    /// Applies a change another process (or this one) committed, as read from
+    /// the database; returns whether `table` is cached here at all.
+    pub(crate) fn apply_remote(&self, table: &str, id: i64, op: Op) -> bool {
+        let Some((&table, _)) = self.generations.get_key_value(table) else {
+            return false;
+        };
+        match op {
+            Op::Insert | Op::Update => self.invalidate(Key { table, id }),
+            Op::Delete => {
+                self.invalidate(Key { table, id });
+                self.empty_dependents(table, &mut Vec::new());
+            }
+            Op::Truncate => {
+                self.bump(table);
+                for member in self.by_table.get(table).into_iter().flatten() {
+                    member.control.clear();
+                }
+                self.empty_dependents(table, &mut Vec::new());
+            }
+        }
+        true
     }
 
     /// Empties every cache, for when invalidations may have been missed.

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::cache::CacheStats;
+use crate::coherence::CoherenceStats;
 
 /// Connections the pool holds now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub struct Stats {
     pub queries: CacheStats,
     /// The pool's connections.
     pub pool: PoolState,
+    /// Changes from other processes and the watcher's health.
+    pub coherence: CoherenceStats,
 }
 
 impl Stats {
@@ -81,10 +84,20 @@ impl fmt::Display for Stats {
             q.evictions,
             q.entries
         )?;
-        write!(
+        writeln!(
             f,
             "pool: {} connections, {} idle",
             self.pool.connections, self.pool.idle
-        )
+        )?;
+        let c = &self.coherence;
+        if c.enabled {
+            write!(
+                f,
+                "coherence: {} changes read, {} flushes, {} connection losses, {} reconnects",
+                c.changes, c.flushes, c.connection_losses, c.reconnects
+            )
+        } else {
+            write!(f, "coherence: off")
+        }
     }
 }

@@ -8,6 +8,7 @@ use diesel::QueryResult;
 use crate::blog::{Comment, Post, User};
 use crate::builder::StoreBuilder;
 use crate::cache::IdentityMap;
+use crate::coherence::Watcher;
 use crate::entity::{Entity, Key};
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationStatus};
@@ -41,8 +42,11 @@ struct Inner {
     url: DatabaseUrl,
     pool: Pool,
     config: PoolConfig,
-    registry: Registry,
+    registry: Arc<Registry>,
     blog: BlogMaps,
+    /// Brings in other processes' changes; `None` when coherence is off.
+    /// Dropped with the last clone, which stops its thread.
+    watcher: Option<Watcher>,
 }
 
 /// The blog's identity maps, as registered in the registry, resolved once at
@@ -74,8 +78,9 @@ impl Store {
         url: DatabaseUrl,
         pool: Pool,
         config: PoolConfig,
-        registry: Registry,
+        registry: Arc<Registry>,
         blog: BlogMaps,
+        watcher: Option<Watcher>,
     ) -> Store {
         Store {
             inner: Arc::new(Inner {
@@ -84,6 +89,7 @@ impl Store {
                 config,
                 registry,
                 blog,
+                watcher,
             }),
         }
     }
@@ -196,6 +202,12 @@ impl Store {
                 connections: state.connections,
                 idle: state.idle_connections,
             },
+            coherence: self
+                .inner
+                .watcher
+                .as_ref()
+                .map(Watcher::stats)
+                .unwrap_or_default(),
         }
     }
 

@@ -83,7 +83,11 @@ fn a_server_restart_mid_run_gives_typed_errors_then_full_recovery() {
         if target.backend == Backend::Sqlite {
             return;
         }
-        let db = target.fresh_with(|b| b.pool_size(3).connection_timeout(Duration::from_secs(1)));
+        let db = target.fresh_with(|b| {
+            b.pool_size(3)
+                .connection_timeout(Duration::from_secs(1))
+                .coherence(true)
+        });
         let ids: Vec<i64> = (0..10)
             .map(|n| user(&db.store, &format!("u{n}")).id)
             .collect();

@@ -216,9 +216,11 @@ fn stress_with_injected_faults_keeps_every_invariant() {
         }));
 
         let db = target.fresh_with(|b| {
+            // Coherence on: the watcher's invalidations run beside the workload.
             b.pool_size(4)
                 .cache_capacity(64)
                 .busy_timeout(Duration::from_secs(60))
+                .coherence(true)
         });
         let stop = Arc::new(AtomicBool::new(false));
         let watchdog = {

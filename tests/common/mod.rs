@@ -67,10 +67,16 @@ pub struct Target {
 }
 
 impl Target {
+    /// A new database and a store on it with cross-process coherence off:
+    /// most suites test what one process does, and the watcher would bring
+    /// this process's own commits back as invalidations at moments the test
+    /// cannot control (harmless, but it turns exact cache assertions into
+    /// races). `fresh_with(|b| b.coherence(true))` turns it back on.
     pub fn fresh(&self) -> TestDb {
         self.fresh_with(|builder| builder)
     }
 
+    /// As [`fresh`](Target::fresh), the builder configured by `configure`.
     pub fn fresh_with(&self, configure: impl FnOnce(StoreBuilder) -> StoreBuilder) -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let (url, server) = match &self.admin_url {
@@ -83,7 +89,9 @@ impl Target {
                 (with_database(admin, &server.name), Some(server))
             }
         };
-        let store = configure(Store::builder(&url)).build().expect("open store");
+        let store = configure(Store::builder(&url).coherence(false))
+            .build()
+            .expect("open store");
         store.migrate().expect("migrate");
         TestDb {
             store,

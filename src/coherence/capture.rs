@@ -1,0 +1,204 @@
+//! The SQL that installs change capture on a table: triggers that report every
+//! committed insert, update and delete of a row to other larder processes.
+//! Application tables cached with [`StoreBuilder::entity`](crate::StoreBuilder::entity)
+//! need it in one of their migrations; larder's own migrations install it on
+//! the blog's tables.
+
+use crate::error::{Error, Result};
+use crate::url::Backend;
+
+/// The channel PostgreSQL triggers notify and every larder listener listens on.
+pub(crate) const CHANNEL: &str = "larder_changes";
+
+/// The change log table SQLite and MySQL triggers write to.
+pub(crate) const CHANGE_LOG: &str = "larder_changes";
+
+/// Statements that install (`up`) and remove (`down`) change capture on one
+/// table, for one backend; put them in a migration of the table.
+///
+/// ```
+/// use larder::{capture_sql, Backend};
+///
+/// let sql = capture_sql(Backend::Sqlite, "tags")?;
+/// assert!(sql.up.contains("CREATE TRIGGER larder_capture_tags_insert"));
+/// assert!(sql.down.contains("DROP TRIGGER IF EXISTS larder_capture_tags_insert"));
+/// # Ok::<(), larder::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSql {
+    /// Creates the triggers (and, on PostgreSQL, their function).
+    pub up: String,
+    /// Drops what `up` created.
+    pub down: String,
+}
+
+/// The change-capture triggers for `table`, whose primary key is a 64-bit
+/// integer column named `id` (as [`entity!`](crate::entity) requires).
+///
+/// PostgreSQL triggers send `pg_notify` (delivered only if the transaction
+/// commits; a `TRUNCATE` is reported too); SQLite and MySQL triggers append to
+/// the `larder_changes` table, which larder's own migrations create, so run
+/// [`Store::migrate`](crate::Store::migrate) before the application's
+/// migrations. MySQL fires no trigger for rows removed by an `ON DELETE
+/// CASCADE` foreign key: declare such tables [`Entity::DELETED_WITH`](crate::Entity::DELETED_WITH)
+/// their parent, as with in-process deletes.
+///
+/// # Errors
+///
+/// [`Error::InvalidConfig`] when `table` is not a plain SQL identifier
+/// (letters, digits and `_`, not starting with a digit, at most 40 bytes).
+pub fn capture_sql(backend: Backend, table: &str) -> Result<CaptureSql> {
+    check_identifier(table)?;
+    Ok(match backend {
+        Backend::Postgres => postgres(table),
+        Backend::Sqlite | Backend::Mysql => logged(backend, table),
+    })
+}
+
+fn check_identifier(table: &str) -> Result<()> {
+    let mut chars = table.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if starts_well && rest_ok && table.len() <= 40 {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            reason: format!(
+                "{table:?} is not a table name change capture can use \
+                 (letters, digits and _, at most 40 bytes)"
+            ),
+        })
+    }
+}
+
+fn postgres(table: &str) -> CaptureSql {
+    let up = format!(
+        "CREATE FUNCTION larder_capture_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM pg_notify('{CHANNEL}', '{table} I ' || NEW.id);
+    ELSIF TG_OP = 'UPDATE' THEN
+        PERFORM pg_notify('{CHANNEL}', '{table} U ' || OLD.id);
+        IF NEW.id <> OLD.id THEN
+            PERFORM pg_notify('{CHANNEL}', '{table} U ' || NEW.id);
+        END IF;
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('{CHANNEL}', '{table} D ' || OLD.id);
+    ELSE
+        PERFORM pg_notify('{CHANNEL}', '{table} T 0');
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER larder_capture_{table} AFTER INSERT OR UPDATE OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION larder_capture_{table}();
+CREATE TRIGGER larder_capture_{table}_truncate AFTER TRUNCATE ON {table}
+    FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_{table}();
+"
+    );
+    let down = format!(
+        "DROP TRIGGER IF EXISTS larder_capture_{table}_truncate ON {table};
+DROP TRIGGER IF EXISTS larder_capture_{table} ON {table};
+DROP FUNCTION IF EXISTS larder_capture_{table}();
+"
+    );
+    CaptureSql { up, down }
+}
+
+/// SQLite and MySQL: one trigger per event, each appending to the change log.
+fn logged(backend: Backend, table: &str) -> CaptureSql {
+    let log = |row: &str, op: &str| {
+        format!("INSERT INTO {CHANGE_LOG} (table_name, row_id, op) VALUES ('{table}', {row}.id, '{op}')")
+    };
+    let moved = format!(
+        "INSERT INTO {CHANGE_LOG} (table_name, row_id, op) \
+         SELECT '{table}', NEW.id, 'U' FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id"
+    );
+    let triggers = [
+        ("insert", "INSERT", vec![log("NEW", "I")]),
+        ("update", "UPDATE", vec![log("OLD", "U")]),
+        ("update_id", "UPDATE", vec![moved]),
+        ("delete", "DELETE", vec![log("OLD", "D")]),
+    ];
+    let mut up = String::new();
+    let mut down = String::new();
+    for (suffix, event, body) in triggers {
+        let name = format!("larder_capture_{table}_{suffix}");
+        let body = body.join("; ");
+        match backend {
+            Backend::Mysql => up.push_str(&format!(
+                "CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW {body};\n"
+            )),
+            _ => up.push_str(&format!(
+                "CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW BEGIN {body}; END;\n"
+            )),
+        }
+        down.push_str(&format!("DROP TRIGGER IF EXISTS {name};\n"));
+    }
+    CaptureSql { up, down }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_that_are_not_identifiers_are_refused() {
+        for bad in [
+            "",
+            "1tags",
+            "tags; DROP TABLE users",
+            "ta-gs",
+            "t\u{e4}gs",
+            &"t".repeat(41),
+        ] {
+            for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mysql] {
+                assert!(
+                    matches!(capture_sql(backend, bad), Err(Error::InvalidConfig { .. })),
+                    "{bad:?} accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_trigger_created_is_dropped() {
+        for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mysql] {
+            let sql = capture_sql(backend, "tags").unwrap();
+            let created = sql.up.matches("CREATE TRIGGER").count();
+            let dropped = sql.down.matches("DROP TRIGGER").count();
+            assert!(created > 0);
+            assert_eq!(created, dropped, "{backend:?}");
+        }
+    }
+
+    /// The blog's migrations hold exactly what the generator writes, so the
+    /// generator is what larder itself runs and tests.
+    #[test]
+    fn blog_migrations_install_the_generated_triggers() {
+        let migrations = [
+            (
+                Backend::Sqlite,
+                include_str!("../../migrations/sqlite/2026-11-25-000001_change_capture/up.sql"),
+            ),
+            (
+                Backend::Postgres,
+                include_str!("../../migrations/postgres/2026-11-25-000001_change_capture/up.sql"),
+            ),
+            (
+                Backend::Mysql,
+                include_str!("../../migrations/mysql/2026-11-25-000001_change_capture/up.sql"),
+            ),
+        ];
+        let tags = include_str!("../../examples/tags/migrations/2026-11-24-100000_tags/up.sql");
+        assert!(tags.contains(&capture_sql(Backend::Sqlite, "tags").unwrap().up));
+        for (backend, up) in migrations {
+            for table in ["users", "posts", "comments"] {
+                let sql = capture_sql(backend, table).unwrap();
+                assert!(up.contains(&sql.up), "{backend:?} {table}");
+            }
+        }
+    }
+}

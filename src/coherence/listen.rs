@@ -1,0 +1,145 @@
+//! PostgreSQL: the capture triggers `pg_notify` each committed change; the
+//! listener reads the notifications on its own connection.
+//!
+//! Reading notifications that already arrived costs no round trip, so the
+//! listener does it every tick. A `SELECT 1` at a quarter of the staleness
+//! bound proves the connection alive and confirms that everything committed
+//! before it was delivered (PostgreSQL sends pending notifications before it
+//! answers). A lost connection may have lost notifications: the caches are
+//! flushed, and flushed again once the listener is back.
+
+#![cfg(feature = "postgres")]
+
+use std::time::{Duration, Instant};
+
+use diesel::{PgConnection, RunQueryDsl};
+
+use super::capture::CHANNEL;
+use super::{Context, Reconnect, Source};
+use crate::backend::Connection;
+use crate::error::{Error, Result};
+
+pub(super) struct Listener {
+    conn: Option<PgConnection>,
+    reconnect: Reconnect,
+    heartbeat_every: Duration,
+    last_heartbeat: Instant,
+}
+
+impl Listener {
+    /// Connects and starts listening.
+    pub(super) fn open(ctx: &Context) -> Result<Listener> {
+        Ok(Listener {
+            conn: Some(listen(ctx)?),
+            reconnect: Reconnect::new(),
+            heartbeat_every: ctx.timing.heartbeat,
+            last_heartbeat: Instant::now(),
+        })
+    }
+
+    fn read(&mut self, ctx: &Context) -> Result<Option<Instant>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return self.reopen(ctx);
+        };
+        drain(conn, ctx)?;
+        if self.last_heartbeat.elapsed() < self.heartbeat_every {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        diesel::sql_query("SELECT 1").execute(conn).map_err(lost)?;
+        drain(conn, ctx)?;
+        self.last_heartbeat = started;
+        Ok(Some(started))
+    }
+
+    /// Listens again after a loss. Notifications sent before `LISTEN` took
+    /// effect are gone, so whatever was cached meanwhile is flushed.
+    fn reopen(&mut self, ctx: &Context) -> Result<Option<Instant>> {
+        if !self.reconnect.due() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        self.conn = Some(listen(ctx)?);
+        self.reconnect.recovered(ctx);
+        ctx.flush("listener reconnected");
+
+        self.last_heartbeat = started;
+        Ok(Some(started))
+    }
+}
+
+impl Source for Listener {
+    fn check(&mut self, ctx: &Context) -> Result<Option<Instant>> {
+        let result = self.read(ctx);
+        if let Err(err) = &result {
+            self.conn = None;
+            self.reconnect
+                .failed(ctx, err, ctx.timing.tick, ctx.timing.max_backoff);
+        }
+        result
+    }
+}
+
+fn listen(ctx: &Context) -> Result<PgConnection> {
+    let Connection::Postgres(mut conn) = ctx.connect()? else {
+        return Err(Error::InvalidConfig {
+            reason: "the listener needs a PostgreSQL connection".into(),
+        });
+    };
+    // Named, so an operator (or a test) can find the watcher in pg_stat_activity.
+    diesel::sql_query("SET application_name = 'larder watcher'")
+        .execute(&mut conn)
+        .map_err(lost)?;
+    diesel::sql_query(format!("LISTEN {CHANNEL}"))
+        .execute(&mut conn)
+        .map_err(lost)?;
+    Ok(conn)
+}
+
+fn lost(err: diesel::result::Error) -> Error {
+    Error::from_diesel(err, CHANNEL, None)
+}
+
+/// Applies every notification that has arrived.
+fn drain(conn: &mut PgConnection, ctx: &Context) -> Result<()> {
+    for notification in conn.notifications_iter() {
+        let notification = notification.map_err(lost)?;
+        match parse(&notification.payload) {
+            Some((table, op, id)) => ctx.apply(table, id, op),
+            None => {
+                tracing::warn!(payload = %notification.payload, "malformed change notification ignored")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `"table op id"`, as the capture trigger writes it.
+fn parse(payload: &str) -> Option<(&str, &str, i64)> {
+    let mut parts = payload.split(' ');
+    let table = parts.next()?;
+    let op = parts.next()?;
+    let id = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((table, op, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn payloads_parse_or_are_refused() {
+        assert_eq!(parse("users U 42"), Some(("users", "U", 42)));
+        assert_eq!(parse("users T 0"), Some(("users", "T", 0)));
+        for bad in [
+            "",
+            "users",
+            "users U",
+            "users U x",
+            "users U 1 2",
+            "users U 99999999999999999999",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! SQLite and MySQL: the capture triggers append each change to the
+//! `larder_changes` table in the writing transaction; the poller reads the rows
+//! past the highest id it has seen.
+//!
+//! On SQLite one writer commits at a time, so ids appear in order and a
+//! high-water mark is exact; `PRAGMA data_version` tells without a query
+//! whether any other connection committed at all. On MySQL concurrent
+//! transactions take ids first and commit in any order, so an id skipped over
+//! is remembered as a gap and read again until it appears or is older than
+//! [`GAP_TIMEOUT`] (a rolled-back transaction leaves its id unused forever).
+//! Each poller also prunes rows older than [`RETENTION`].
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+
+use super::{Context, Reconnect, Source};
+use crate::backend::Connection;
+use crate::error::{Error, Result};
+
+/// How long change-log rows are kept for slow readers.
+pub(crate) const RETENTION: Duration = Duration::from_secs(300);
+/// How long a MySQL poller waits for a skipped id to commit.
+const GAP_TIMEOUT: Duration = RETENTION;
+/// How often each poller prunes the log and checks it was not recreated.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// Most rows read per query; a poll reads on until it gets fewer.
+const BATCH: i64 = 5_000;
+/// Most gaps remembered; beyond it the oldest are given up.
+const MAX_GAPS: usize = 10_000;
+
+diesel::table! {
+    larder_changes (id) {
+        id -> BigInt,
+        table_name -> Text,
+        row_id -> BigInt,
+        op -> Text,
+    }
+}
+
+#[derive(QueryableByName)]
+struct DataVersion {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    data_version: i64,
+}
+
+/// Where the poller stands in the change log.
+enum Position {
+    /// The log does not exist (migrations not run): nothing can be trusted.
+    Missing,
+    /// Every row up to `last` has been applied, except the `gaps`.
+    At {
+        last: i64,
+        gaps: BTreeMap<i64, Instant>,
+    },
+}
+
+pub(super) struct LogPoller {
+    conn: Option<Connection>,
+    reconnect: Reconnect,
+    position: Position,
+    data_version: Option<i64>,
+    last_prune: Instant,
+    warned_missing: bool,
+}
+
+impl LogPoller {
+    /// Connects and reads where the log ends now: nothing is cached yet, so
+    /// older changes do not matter.
+    pub(super) fn open(ctx: &Context) -> Result<LogPoller> {
+        let mut conn = ctx.connect()?;
+        let position = head(&mut conn)?;
+        Ok(LogPoller {
+            conn: Some(conn),
+            reconnect: Reconnect::new(),
+            position,
+            data_version: None,
+            // Prune on the first poll: a log nobody read for a while may be long.
+            last_prune: Instant::now()
+                .checked_sub(PRUNE_EVERY)
+                .unwrap_or_else(Instant::now),
+            warned_missing: false,
+        })
+    }
+
+    fn read(&mut self, ctx: &Context) -> Result<Option<Instant>> {
+        if self.conn.is_none() {
+            if !self.reconnect.due() {
+                return Ok(None);
+            }
+            let mut conn = ctx.connect()?;
+            reconcile(&mut conn, ctx, &mut self.position)?;
+            self.conn = Some(conn);
+            self.data_version = None;
+            self.reconnect.recovered(ctx);
+        }
+        let started = Instant::now();
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        if let Position::Missing = self.position {
+            if let Position::At { .. } = head(conn)? {
+                // The log did not exist when this poller looked before, so
+                // every row in it is news.
+                self.position = Position::At {
+                    last: 0,
+                    gaps: BTreeMap::new(),
+                };
+            }
+        }
+        if unchanged_since_last_poll(conn, &mut self.data_version)? {
+            return Ok(Some(started));
+        }
+        let Position::At { last, gaps } = &mut self.position else {
+            if !std::mem::replace(&mut self.warned_missing, true) {
+                tracing::warn!(
+                    "the change log table larder_changes is missing: run larder's migrations, \
+                     or turn coherence off; until then caches are flushed every poll"
+                );
+            }
+            return Err(Error::Migration {
+                message: "the change log larder_changes does not exist".into(),
+            });
+        };
+        read_changes(conn, ctx, last, gaps)?;
+        if self.last_prune.elapsed() >= PRUNE_EVERY {
+            self.last_prune = Instant::now();
+            maintain(conn, ctx, &mut self.position)?;
+        }
+        Ok(Some(started))
+    }
+}
+
+impl Source for LogPoller {
+    fn check(&mut self, ctx: &Context) -> Result<Option<Instant>> {
+        let result = self.read(ctx);
+        match &result {
+            Err(Error::Migration { .. }) => {}
+            Err(err) => {
+                self.conn = None;
+                self.reconnect
+                    .failed(ctx, err, ctx.timing.tick, ctx.timing.max_backoff);
+            }
+            Ok(_) => {}
+        }
+        result
+    }
+}
+
+fn lost(err: diesel::result::Error) -> Error {
+    Error::from_diesel(err, "larder_changes", None)
+}
+
+/// Where the log ends, or [`Position::Missing`] when there is no log.
+fn head(conn: &mut Connection) -> Result<Position> {
+    let query = larder_changes::table.select(diesel::dsl::max(larder_changes::id));
+    match crate::with_connection!(conn, |c| query.first::<Option<i64>>(c)) {
+        Ok(last) => Ok(Position::At {
+            last: last.unwrap_or(0),
+            gaps: BTreeMap::new(),
+        }),
+        Err(err) if is_missing_table(&err) => Ok(Position::Missing),
+        Err(err) => Err(lost(err)),
+    }
+}
+
+fn is_missing_table(err: &diesel::result::Error) -> bool {
+    let message = err.to_string();
+    message.contains("no such table") || message.contains("doesn't exist")
+}
+
+/// SQLite only: whether no other connection committed since the last call.
+#[allow(irrefutable_let_patterns)] // in a build with SQLite alone
+fn unchanged_since_last_poll(conn: &mut Connection, seen: &mut Option<i64>) -> Result<bool> {
+    let Connection::Sqlite(c) = conn else {
+        return Ok(false);
+    };
+    let now = diesel::sql_query("PRAGMA data_version")
+        .get_result::<DataVersion>(c)
+        .map_err(lost)?
+        .data_version;
+    Ok(seen.replace(now) == Some(now))
+}
+
+/// Applies every change past `last` (and any gap that has appeared since).
+fn read_changes(
+    conn: &mut Connection,
+    ctx: &Context,
+    last: &mut i64,
+    gaps: &mut BTreeMap<i64, Instant>,
+) -> Result<()> {
+    let now = Instant::now();
+    gaps.retain(|_, since| now.duration_since(*since) < GAP_TIMEOUT);
+    loop {
+        let waiting: Vec<i64> = gaps.keys().copied().collect();
+        let query = larder_changes::table
+            .filter(
+                larder_changes::id
+                    .gt(*last)
+                    .or(larder_changes::id.eq_any(waiting)),
+            )
+            .order(larder_changes::id)
+            .limit(BATCH)
+            .select((
+                larder_changes::id,
+                larder_changes::table_name,
+                larder_changes::row_id,
+                larder_changes::op,
+            ));
+        let rows: Vec<(i64, String, i64, String)> =
+            crate::with_connection!(conn, |c| query.load(c)).map_err(lost)?;
+        let full = rows.len() as i64 == BATCH;
+        for (id, table, row_id, op) in rows {
+            ctx.apply(&table, row_id, &op);
+            if gaps.remove(&id).is_none() && id > *last {
+                gaps.extend((*last + 1..id).take(MAX_GAPS).map(|skipped| (skipped, now)));
+                *last = id;
+            }
+        }
+        while gaps.len() > MAX_GAPS {
+            gaps.pop_first();
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// Prunes old rows, and notices a log that was dropped and created again
+/// (its ids restart, so changes past `last` would be skipped): then every
+/// cache is flushed and reading restarts at the new end.
+fn maintain(conn: &mut Connection, ctx: &Context, position: &mut Position) -> Result<()> {
+    reconcile(conn, ctx, position)?;
+    prune(conn).map_err(lost)
+}
+
+/// Checks the log still ends at or after `position`; when it was dropped or
+/// recreated, flushes the caches and starts over at its new end.
+fn reconcile(conn: &mut Connection, ctx: &Context, position: &mut Position) -> Result<()> {
+    let head = head(conn)?;
+    let moved_back = match (&*position, &head) {
+        (Position::At { last, .. }, Position::At { last: end, .. }) => end < last,
+        (Position::At { .. }, Position::Missing) => true,
+        (Position::Missing, _) => false,
+    };
+    if moved_back {
+        ctx.flush("the change log was dropped or recreated");
+        *position = head;
+    }
+    Ok(())
+}
+
+#[allow(unreachable_patterns)] // in a build with SQLite alone
+fn prune(conn: &mut Connection) -> QueryResult<()> {
+    let secs = RETENTION.as_secs();
+    let (probe, delete) = match conn {
+        Connection::Sqlite(_) => (
+            format!("SELECT id AS data_version FROM larder_changes WHERE changed_at < datetime('now', '-{secs} seconds') LIMIT 1"),
+            format!("DELETE FROM larder_changes WHERE changed_at < datetime('now', '-{secs} seconds')"),
+        ),
+        _ => (
+            format!("SELECT id AS data_version FROM larder_changes WHERE changed_at < NOW(6) - INTERVAL {secs} SECOND LIMIT 1"),
+            format!("DELETE FROM larder_changes WHERE changed_at < NOW(6) - INTERVAL {secs} SECOND"),
+        ),
+    };
+    let old: Vec<DataVersion> =
+        crate::with_connection!(conn, |c| diesel::sql_query(&probe).load(c))?;
+    if !old.is_empty() {
+        crate::with_connection!(conn, |c| diesel::sql_query(&delete).execute(c))?;
+    }
+    Ok(())
+}

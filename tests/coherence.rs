@@ -1,0 +1,497 @@
+//! Cross-process coherence: a change committed by another OS process, through
+//! larder or through plain SQL, reaches this process's cache within the
+//! configured staleness bound, on every backend.
+//!
+//! The other process is this test binary started again to run only [`peer`],
+//! which performs one write described by environment variables and exits.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{each_backend, rename, Target, TestDb};
+use larder::{Backend, Error, Store};
+
+/// The bound the stores under test are built with. A test checks the cache
+/// once this long after the peer's commit returned: that is the contract.
+const BOUND: Duration = Duration::from_millis(500);
+
+/// A store on `db`'s database with coherence on, as an application runs it.
+fn coherent_store(db: &TestDb) -> Store {
+    Store::builder(&db.url())
+        .max_staleness(BOUND)
+        .build()
+        .expect("coherent store")
+}
+
+/// A database with a user, a post and a comment, written by the test's own
+/// (coherence-off) store so the coherent store starts with nothing to hear.
+fn seeded(target: &Target) -> (TestDb, i64, i64, i64) {
+    let db = target.fresh();
+    let ann = common::user(&db.store, "ann");
+    let post = common::post(&db.store, &ann, "hello");
+    let comment = common::comment(&db.store, &post, &ann, "first");
+    (db, ann.id, post.id, comment.id)
+}
+
+/// Runs one write in another OS process and waits for it to exit.
+fn in_other_process(db: &TestDb, action: &str) {
+    let exe = std::env::current_exe().expect("test binary");
+    let output = Command::new(exe)
+        .args([
+            "--exact",
+            "peer",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("LARDER_PEER_URL", db.url())
+        .env("LARDER_PEER_ACTION", action)
+        .output()
+        .expect("start the peer process");
+    assert!(
+        output.status.success(),
+        "peer `{action}` failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The other process. Ignored so a plain `cargo test -- --ignored` run does
+/// nothing harmful; without the variables it does nothing at all.
+#[test]
+#[ignore = "the peer process of the coherence tests, started by them"]
+fn peer() {
+    let (Ok(url), Ok(action)) = (
+        std::env::var("LARDER_PEER_URL"),
+        std::env::var("LARDER_PEER_ACTION"),
+    ) else {
+        return;
+    };
+    let (verb, arg) = action.split_once(' ').expect("verb and argument");
+    match verb {
+        "sql" => {
+            use diesel::connection::SimpleConnection;
+            let mut conn = larder::Connection::establish(&url).expect("raw connection");
+            conn.batch_execute(arg).expect(arg);
+        }
+        "rename-user" => {
+            let (id, name) = arg.split_once(' ').expect("id and name");
+            let store = Store::open(&url).expect("peer store");
+            store
+                .users()
+                .update(id.parse().expect("id"), rename(name))
+                .expect("rename");
+        }
+        "delete-user" => {
+            let store = Store::open(&url).expect("peer store");
+            assert!(store
+                .users()
+                .delete(arg.parse().expect("id"))
+                .expect("delete"));
+        }
+        other => panic!("unknown peer action {other}"),
+    }
+}
+
+fn name_of(store: &Store, id: i64) -> Option<String> {
+    store.users().get(id).unwrap().map(|u| u.name.clone())
+}
+
+#[test]
+fn a_change_by_another_larder_process_reaches_the_cache() {
+    each_backend(|target| {
+        let (db, ann, _, _) = seeded(target);
+        let a = coherent_store(&db);
+        assert_eq!(name_of(&a, ann).as_deref(), Some("ann"));
+        assert!(a.users().cached(ann).is_some());
+
+        in_other_process(&db, &format!("rename-user {ann} Ann"));
+        std::thread::sleep(BOUND);
+        assert_eq!(name_of(&a, ann).as_deref(), Some("Ann"), "renamed");
+
+        in_other_process(&db, &format!("delete-user {ann}"));
+        std::thread::sleep(BOUND);
+        assert_eq!(name_of(&a, ann), None, "deleted");
+        assert!(a.stats().coherence.changes >= 2);
+    });
+}
+
+#[test]
+fn a_change_by_raw_sql_in_another_process_reaches_the_cache() {
+    each_backend(|target| {
+        let (db, ann, _, _) = seeded(target);
+        let bob = common::user(&db.store, "bob").id;
+        let a = coherent_store(&db);
+        assert_eq!(name_of(&a, ann).as_deref(), Some("ann"));
+        assert_eq!(name_of(&a, bob).as_deref(), Some("bob"));
+
+        in_other_process(
+            &db,
+            &format!("sql UPDATE users SET name = 'Ann' WHERE id = {ann}"),
+        );
+        in_other_process(&db, &format!("sql DELETE FROM users WHERE id = {bob}"));
+        std::thread::sleep(BOUND);
+        assert_eq!(name_of(&a, ann).as_deref(), Some("Ann"), "updated");
+        assert_eq!(name_of(&a, bob), None, "deleted");
+    });
+}
+
+#[test]
+fn a_cascading_delete_in_another_process_empties_the_children() {
+    each_backend(|target| {
+        let (db, ann, post, comment) = seeded(target);
+        let a = coherent_store(&db);
+        assert!(a.posts().get(post).unwrap().is_some());
+        assert!(a.comments().get(comment).unwrap().is_some());
+        assert_eq!(a.posts().by_author(ann).unwrap().len(), 1);
+        assert_eq!(a.comments().of_post(post).unwrap().len(), 1);
+
+        // Plain SQL: no larder code knows about the cascade, only the triggers.
+        in_other_process(&db, &format!("sql DELETE FROM users WHERE id = {ann}"));
+        std::thread::sleep(BOUND);
+        assert!(
+            a.posts().cached(post).is_none(),
+            "cascaded post still cached"
+        );
+        assert!(
+            a.comments().cached(comment).is_none(),
+            "cascaded comment still cached"
+        );
+        assert!(a.posts().get(post).unwrap().is_none());
+        assert!(a.comments().get(comment).unwrap().is_none());
+        assert!(a.posts().by_author(ann).unwrap().is_empty());
+        assert!(a.comments().of_post(post).unwrap().is_empty());
+    });
+}
+
+#[test]
+fn an_insert_elsewhere_retires_cached_lists() {
+    each_backend(|target| {
+        let (db, ann, post, _) = seeded(target);
+        let a = coherent_store(&db);
+        assert_eq!(a.comments().of_post(post).unwrap().len(), 1);
+        let now = match db.backend {
+            Backend::Sqlite => "'2026-11-25 00:00:00'",
+            _ => "CURRENT_TIMESTAMP",
+        };
+        in_other_process(
+            &db,
+            &format!(
+                "sql INSERT INTO comments (post_id, author_id, body, created_at) \
+                 VALUES ({post}, {ann}, 'second', {now})"
+            ),
+        );
+        std::thread::sleep(BOUND);
+        assert_eq!(a.comments().of_post(post).unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn a_rolled_back_change_elsewhere_invalidates_nothing() {
+    each_backend(|target| {
+        let (db, ann, _, _) = seeded(target);
+        let a = coherent_store(&db);
+        let cached = a.users().get(ann).unwrap().unwrap();
+        let begin = if db.is(Backend::Sqlite) {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        };
+        in_other_process(
+            &db,
+            &format!("sql {begin}; UPDATE users SET name = 'nobody' WHERE id = {ann}; ROLLBACK"),
+        );
+        std::thread::sleep(BOUND);
+        assert!(Arc::ptr_eq(&a.users().get(ann).unwrap().unwrap(), &cached));
+        let stats = a.stats().coherence;
+        assert_eq!((stats.changes, stats.flushes), (0, 0), "{stats:?}");
+    });
+}
+
+#[test]
+fn writes_through_the_store_still_invalidate_at_once_locally() {
+    each_backend(|target| {
+        let (db, ann, _, _) = seeded(target);
+        let a = coherent_store(&db);
+        a.users().get(ann).unwrap();
+        a.users().update(ann, rename("Ann")).unwrap();
+        assert_eq!(name_of(&a, ann).as_deref(), Some("Ann"));
+    });
+}
+
+#[test]
+fn an_application_table_with_generated_capture_is_coherent() {
+    use diesel::prelude::*;
+    diesel::table! { notes (id) { id -> BigInt, body -> Text } }
+    #[derive(Debug, Clone, Queryable, Selectable)]
+    #[diesel(table_name = notes)]
+    struct Note {
+        id: i64,
+        body: String,
+    }
+    #[derive(Insertable)]
+    #[diesel(table_name = notes)]
+    struct NewNote {
+        body: String,
+    }
+    #[derive(AsChangeset)]
+    #[diesel(table_name = notes)]
+    struct NoteChanges {
+        body: Option<String>,
+    }
+    larder::entity!(Note {
+        table: notes,
+        new: NewNote,
+        changes: NoteChanges,
+    });
+
+    each_backend(|target| {
+        let db = target.fresh();
+        let id_column = match db.backend {
+            Backend::Sqlite => "id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
+            Backend::Postgres => "id BIGSERIAL PRIMARY KEY",
+            _ => "id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+        };
+        db.raw(&format!(
+            "CREATE TABLE notes ({id_column}, body TEXT NOT NULL)"
+        ));
+        db.raw(&larder::capture_sql(db.backend, "notes").unwrap().up);
+        let a = Store::builder(&db.url())
+            .max_staleness(BOUND)
+            .entity::<Note>()
+            .build()
+            .unwrap();
+        let note = a
+            .repo::<Note>()
+            .unwrap()
+            .create(NewNote {
+                body: "draft".into(),
+            })
+            .unwrap();
+        std::thread::sleep(BOUND); // a's own insert comes back too
+        assert_eq!(
+            a.repo::<Note>()
+                .unwrap()
+                .get(note.id)
+                .unwrap()
+                .unwrap()
+                .body,
+            "draft"
+        );
+
+        in_other_process(
+            &db,
+            &format!("sql UPDATE notes SET body = 'final' WHERE id = {}", note.id),
+        );
+        std::thread::sleep(BOUND);
+        let seen = a.repo::<Note>().unwrap().get(note.id).unwrap().unwrap();
+        assert_eq!(seen.body, "final");
+        let _ = NoteChanges { body: None };
+    });
+}
+
+fn watcher_threads() -> usize {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "larder-watcher")
+        .count()
+}
+
+#[test]
+fn the_watcher_stops_with_the_last_clone_and_only_then() {
+    // Runs alone in its own process so other tests' watchers do not count.
+    let exe = std::env::current_exe().expect("test binary");
+    if std::env::var_os("LARDER_WATCHER_COUNT").is_none() {
+        let status = Command::new(exe)
+            .args([
+                "--exact",
+                "the_watcher_stops_with_the_last_clone_and_only_then",
+                "--test-threads=1",
+            ])
+            .env("LARDER_WATCHER_COUNT", "1")
+            .status()
+            .expect("start");
+        assert!(status.success());
+        return;
+    }
+    each_backend(|target| {
+        let db = target.fresh();
+        assert_eq!(watcher_threads(), 0, "coherence is off in `fresh`");
+        let a = coherent_store(&db);
+        let b = a.clone();
+        // A new thread names itself once it runs; until then it has its parent's name.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while watcher_threads() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(watcher_threads(), 1);
+        drop(a);
+        assert_eq!(watcher_threads(), 1, "a clone still uses it");
+        b.users().get(1).unwrap();
+        drop(b);
+        assert_eq!(watcher_threads(), 0, "stopped and joined by the last drop");
+        let off = Store::builder(&db.url()).coherence(false).build().unwrap();
+        assert_eq!(watcher_threads(), 0);
+        assert!(!off.stats().coherence.enabled);
+    });
+}
+
+#[test]
+fn a_staleness_bound_out_of_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("b.db").display());
+    for bound in [
+        Duration::ZERO,
+        Duration::from_millis(9),
+        Duration::from_secs(61),
+    ] {
+        let err = Store::builder(&url)
+            .max_staleness(bound)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+        assert!(err.to_string().contains("max_staleness"), "{err}");
+    }
+    assert!(!dir.path().join("b.db").exists(), "nothing was created");
+}
+
+#[test]
+fn a_killed_listener_flushes_the_cache_and_comes_back() {
+    each_backend(|target| {
+        if target.backend != Backend::Postgres {
+            return;
+        }
+        let (db, ann, _, _) = seeded(target);
+        let a = coherent_store(&db);
+        a.users().get(ann).unwrap();
+        db.raw(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'larder watcher' AND datname = current_database()",
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while a.stats().coherence.reconnects == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stats = a.stats().coherence;
+        assert_eq!(stats.connection_losses, 1, "{stats:?}");
+        assert_eq!(stats.reconnects, 1, "{stats:?}");
+        assert!(stats.flushes >= 1, "{stats:?}");
+        assert!(a.users().cached(ann).is_none(), "flushed");
+
+        assert_eq!(name_of(&a, ann).as_deref(), Some("ann"));
+        in_other_process(
+            &db,
+            &format!("sql UPDATE users SET name = 'Ann' WHERE id = {ann}"),
+        );
+        std::thread::sleep(BOUND);
+        assert_eq!(
+            name_of(&a, ann).as_deref(),
+            Some("Ann"),
+            "heard after the reconnect"
+        );
+    });
+}
+
+#[test]
+fn a_mysql_cascade_is_written_to_the_change_log() {
+    // MySQL fires no trigger on rows a foreign key cascade removes; larder's
+    // migration records them from the parent's trigger instead.
+    each_backend(|target| {
+        let (db, ann, post, comment) = seeded(target);
+        if db.backend == Backend::Postgres {
+            return; // no change log: notifications, covered above
+        }
+        db.raw(&format!("DELETE FROM users WHERE id = {ann}"));
+        let mut conn = larder::Connection::establish(&db.url()).unwrap();
+        use diesel::prelude::*;
+        diesel::table! { larder_changes (id) { id -> BigInt, table_name -> Text, row_id -> BigInt, op -> Text } }
+        let deleted: Vec<(String, i64)> =
+            larder::with_connection!(&mut conn, |c| larder_changes::table
+                .filter(larder_changes::op.eq("D"))
+                .select((larder_changes::table_name, larder_changes::row_id))
+                .order(larder_changes::id)
+                .load(c))
+            .unwrap();
+        for expected in [("users", ann), ("posts", post), ("comments", comment)] {
+            assert!(
+                deleted
+                    .iter()
+                    .any(|(t, id)| t == expected.0 && *id == expected.1),
+                "{expected:?} missing from {deleted:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_change_committed_after_a_later_one_is_not_missed() {
+    // On MySQL a transaction takes its change-log id when it writes, and may
+    // commit after a transaction that took a later id: the poller must come
+    // back for the skipped id. (SQLite has one writer at a time.)
+    each_backend(|target| {
+        if target.backend == Backend::Sqlite {
+            return;
+        }
+        use diesel::connection::SimpleConnection;
+        let (db, ann, _, _) = seeded(target);
+        let bob = common::user(&db.store, "bob").id;
+        let a = coherent_store(&db);
+        a.users().get(ann).unwrap();
+        a.users().get(bob).unwrap();
+
+        let mut slow = larder::Connection::establish(&db.url()).unwrap();
+        slow.batch_execute(&format!(
+            "BEGIN; UPDATE users SET name = 'Ann' WHERE id = {ann}"
+        ))
+        .unwrap();
+        db.raw(&format!("UPDATE users SET name = 'Bob' WHERE id = {bob}"));
+        std::thread::sleep(BOUND);
+        assert_eq!(name_of(&a, bob).as_deref(), Some("Bob"));
+        assert_eq!(
+            name_of(&a, ann).as_deref(),
+            Some("ann"),
+            "not committed yet"
+        );
+
+        slow.batch_execute("COMMIT").unwrap();
+        std::thread::sleep(BOUND);
+        assert_eq!(
+            name_of(&a, ann).as_deref(),
+            Some("Ann"),
+            "the earlier id was read late"
+        );
+    });
+}
+
+#[test]
+fn old_change_log_rows_are_pruned() {
+    each_backend(|target| {
+        if target.backend == Backend::Postgres {
+            return; // notifications leave nothing behind
+        }
+        let db = target.fresh();
+        let long_ago = match db.backend {
+            Backend::Sqlite => "datetime('now', '-1 hour')",
+            _ => "NOW(6) - INTERVAL 1 HOUR",
+        };
+        db.raw(&format!(
+            "INSERT INTO larder_changes (table_name, row_id, op, changed_at) \
+             VALUES ('users', 1, 'U', {long_ago}), ('users', 2, 'U', CURRENT_TIMESTAMP)"
+        ));
+        let a = coherent_store(&db);
+        std::thread::sleep(BOUND);
+        let mut conn = larder::Connection::establish(&db.url()).unwrap();
+        use diesel::prelude::*;
+        diesel::table! { larder_changes (id) { id -> BigInt, row_id -> BigInt } }
+        let left: Vec<i64> = larder::with_connection!(&mut conn, |c| larder_changes::table
+            .select(larder_changes::row_id)
+            .load(c))
+        .unwrap();
+        assert_eq!(left, [2], "the hour-old row is pruned, the new one kept");
+        drop(a);
+    });
+}
