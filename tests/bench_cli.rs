@@ -65,3 +65,69 @@ fn bench_reports_json_and_removes_its_users() {
         .unwrap();
     assert!(left.is_empty(), "{} bench users left behind", left.len());
 }
+
+#[test]
+fn bench_coherence_reports_delays_and_puts_the_triggers_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let output = Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args([
+            "bench-coherence",
+            "--changes",
+            "10",
+            "--writes",
+            "50",
+            "--json",
+        ])
+        .args(["--database-url", &url])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run larder bench-coherence");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(report["backend"], "sqlite");
+    assert_eq!(report["changes"], 10);
+    let delay = &report["delay_ms"];
+    let (p50, p99) = (
+        delay["p50"].as_f64().unwrap(),
+        delay["p99"].as_f64().unwrap(),
+    );
+    assert!(0.0 <= p50 && p50 <= p99, "{delay}");
+    let cost = &report["write_cost"];
+    assert!(
+        cost["updates_per_s_with_capture"].as_f64().unwrap() > 0.0,
+        "{cost}"
+    );
+    assert!(
+        cost["updates_per_s_without_capture"].as_f64().unwrap() > 0.0,
+        "{cost}"
+    );
+
+    // The benchmark's users are gone, and a change still reaches the change log.
+    let store = Store::builder(&url).coherence(false).build().unwrap();
+    let mut conn = larder::Connection::establish(&url).unwrap();
+    let left: i64 =
+        larder::with_connection!(&mut conn, |c| users::table.count().get_result(c)).unwrap();
+    assert_eq!(left, 0);
+    let ann = store
+        .users()
+        .create(larder::NewUser {
+            name: "ann".into(),
+            email: "ann@example.org".into(),
+        })
+        .unwrap();
+    diesel::table! { larder_changes (id) { id -> BigInt, row_id -> BigInt } }
+    let logged: Vec<i64> = larder::with_connection!(&mut conn, |c| larder_changes::table
+        .select(larder_changes::row_id)
+        .filter(larder_changes::row_id.eq(ann.id))
+        .load(c))
+    .unwrap();
+    assert_eq!(logged, [ann.id], "the capture triggers were re-created");
+}

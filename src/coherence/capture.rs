@@ -108,33 +108,47 @@ DROP FUNCTION IF EXISTS larder_capture_{table}();
 }
 
 /// SQLite and MySQL: one trigger per event, each appending to the change log.
+/// A second update trigger records the new id of a row whose id changed; on
+/// SQLite it fires only for updates that set `id` at all.
 fn logged(backend: Backend, table: &str) -> CaptureSql {
     let log = |row: &str, op: &str| {
-        format!("INSERT INTO {CHANGE_LOG} (table_name, row_id, op) VALUES ('{table}', {row}.id, '{op}')")
+        format!(
+            "INSERT INTO {CHANGE_LOG} (table_name, row_id, op) VALUES ('{table}', {row}.id, '{op}')"
+        )
     };
-    let moved = format!(
-        "INSERT INTO {CHANGE_LOG} (table_name, row_id, op) \
-         SELECT '{table}', NEW.id, 'U' FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id"
-    );
+    let (update_id_event, update_id_body) = match backend {
+        Backend::Mysql => (
+            "UPDATE".to_owned(),
+            format!(
+                "INSERT INTO {CHANGE_LOG} (table_name, row_id, op) \
+                 SELECT '{table}', NEW.id, 'U' FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id"
+            ),
+        ),
+        _ => ("UPDATE OF id".to_owned(), log("NEW", "U")),
+    };
     let triggers = [
-        ("insert", "INSERT", vec![log("NEW", "I")]),
-        ("update", "UPDATE", vec![log("OLD", "U")]),
-        ("update_id", "UPDATE", vec![moved]),
-        ("delete", "DELETE", vec![log("OLD", "D")]),
+        ("insert", "INSERT".to_owned(), log("NEW", "I"), ""),
+        ("update", "UPDATE".to_owned(), log("OLD", "U"), ""),
+        (
+            "update_id",
+            update_id_event,
+            update_id_body,
+            " WHEN NEW.id <> OLD.id",
+        ),
+        ("delete", "DELETE".to_owned(), log("OLD", "D"), ""),
     ];
     let mut up = String::new();
     let mut down = String::new();
-    for (suffix, event, body) in triggers {
+    for (suffix, event, body, when) in triggers {
         let name = format!("larder_capture_{table}_{suffix}");
-        let body = body.join("; ");
-        match backend {
-            Backend::Mysql => up.push_str(&format!(
-                "CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW {body};\n"
-            )),
-            _ => up.push_str(&format!(
-                "CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW BEGIN {body}; END;\n"
-            )),
-        }
+        up.push_str(&match backend {
+            Backend::Mysql => {
+                format!("CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW {body};\n")
+            }
+            _ => format!(
+                "CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW{when} BEGIN {body}; END;\n"
+            ),
+        });
         down.push_str(&format!("DROP TRIGGER IF EXISTS {name};\n"));
     }
     CaptureSql { up, down }

@@ -251,23 +251,44 @@ fn reconcile(conn: &mut Connection, ctx: &Context, position: &mut Position) -> R
     Ok(())
 }
 
-#[allow(unreachable_patterns)] // in a build with SQLite alone
+/// Deletes rows older than [`RETENTION`], oldest ids first, always keeping
+/// the newest row: SQLite gives a new row the highest id plus one, so the
+/// newest row must stay for ids to keep growing.
 fn prune(conn: &mut Connection) -> QueryResult<()> {
-    let secs = RETENTION.as_secs();
-    let (probe, delete) = match conn {
-        Connection::Sqlite(_) => (
-            format!("SELECT id AS data_version FROM larder_changes WHERE changed_at < datetime('now', '-{secs} seconds') LIMIT 1"),
-            format!("DELETE FROM larder_changes WHERE changed_at < datetime('now', '-{secs} seconds')"),
-        ),
-        _ => (
-            format!("SELECT id AS data_version FROM larder_changes WHERE changed_at < NOW(6) - INTERVAL {secs} SECOND LIMIT 1"),
-            format!("DELETE FROM larder_changes WHERE changed_at < NOW(6) - INTERVAL {secs} SECOND"),
-        ),
+    let cutoff = cutoff_sql(conn);
+    let first_recent = larder_changes::table
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+            "changed_at >= {cutoff}"
+        )))
+        .order(larder_changes::id)
+        .select(larder_changes::id);
+    let first_recent: Option<i64> =
+        crate::with_connection!(conn, |c| first_recent.first(c).optional())?;
+    let keep_from = match first_recent {
+        Some(id) => id,
+        None => {
+            let newest = larder_changes::table.select(diesel::dsl::max(larder_changes::id));
+            match crate::with_connection!(conn, |c| newest.first::<Option<i64>>(c))? {
+                Some(id) => id,
+                None => return Ok(()),
+            }
+        }
     };
-    let old: Vec<DataVersion> =
-        crate::with_connection!(conn, |c| diesel::sql_query(&probe).load(c))?;
-    if !old.is_empty() {
-        crate::with_connection!(conn, |c| diesel::sql_query(&delete).execute(c))?;
+    let oldest = larder_changes::table.select(diesel::dsl::min(larder_changes::id));
+    let oldest: Option<i64> = crate::with_connection!(conn, |c| oldest.first(c))?;
+    if oldest.is_some_and(|oldest| oldest < keep_from) {
+        let doomed = larder_changes::table.filter(larder_changes::id.lt(keep_from));
+        crate::with_connection!(conn, |c| diesel::delete(doomed).execute(c))?;
     }
     Ok(())
+}
+
+/// The moment before which rows are pruned, as SQL of the database's clock.
+#[allow(unreachable_patterns)] // in a build with SQLite alone
+fn cutoff_sql(conn: &Connection) -> String {
+    let secs = RETENTION.as_secs();
+    match conn {
+        Connection::Sqlite(_) => format!("datetime('now', '-{secs} seconds')"),
+        _ => format!("NOW(6) - INTERVAL {secs} SECOND"),
+    }
 }

@@ -269,16 +269,16 @@ pub(crate) fn run(url: Option<&str>, args: &Args) -> larder::Result<()> {
 /// The users this run created: seeded in batched transactions, and removed
 /// again (by `remove`, or on an early return by `Drop`) when the database is
 /// not a scratch file that goes away anyway.
-struct Seeded<'s> {
+pub(crate) struct Seeded<'s> {
     store: &'s Store,
     /// Unique to this run; part of every seeded email.
     tag: String,
-    ids: Vec<i64>,
+    pub(crate) ids: Vec<i64>,
     clean_up: bool,
 }
 
 impl<'s> Seeded<'s> {
-    fn new(store: &'s Store, clean_up: bool) -> Seeded<'s> {
+    pub(crate) fn new(store: &'s Store, clean_up: bool) -> Seeded<'s> {
         let tag = format!(
             "{}-{}",
             std::process::id(),
@@ -294,7 +294,7 @@ impl<'s> Seeded<'s> {
 
     /// Creates `rows` users; a progress bar appears on a terminal once this
     /// has taken more than a moment.
-    fn insert(&mut self, rows: usize) -> larder::Result<()> {
+    pub(crate) fn insert(&mut self, rows: usize) -> larder::Result<()> {
         let bar = ProgressBar::with_draw_target(Some(rows as u64), ProgressDrawTarget::hidden());
         if let Ok(style) = ProgressStyle::with_template(
             "seeding {bar:40} {human_pos}/{human_len} users ({percent}%), eta {eta}",
@@ -331,7 +331,7 @@ impl<'s> Seeded<'s> {
 
     /// Deletes the seeded rows (only rows with this run's ids *and* email tag),
     /// a batch per transaction. Returns how many rows were deleted.
-    fn remove(&mut self) -> larder::Result<usize> {
+    pub(crate) fn remove(&mut self) -> larder::Result<usize> {
         if !self.clean_up {
             self.ids.clear();
             return Ok(0);

@@ -2,6 +2,7 @@
 //! blog demo workload.
 
 mod bench;
+mod bench_coherence;
 mod database;
 mod demo;
 mod migrations;
@@ -35,6 +36,8 @@ Examples:
   larder --database-url sqlite://blog.db database reset
                                              drop blog.db and set it up again
   DATABASE_URL=sqlite://blog.db larder demo  run the blog demo on blog.db
+  larder --database-url postgres://localhost/bench bench-coherence
+                                             how soon another process sees a commit
 
 The URL comes from --database-url, else DATABASE_URL (environment or .env), else
 sqlite://larder.db; the migrations folder from --migrations-dir, else
@@ -90,6 +93,10 @@ enum Command {
     /// rows it creates are removed again); print throughput, latency, hit ratio
     /// and memory.
     Bench(bench::Args),
+    /// Measure cross-process coherence: how long a change committed here takes
+    /// to reach another larder process's cache (p50, p99), and what change
+    /// capture costs a write. On a fresh SQLite file, or --database-url.
+    BenchCoherence(bench_coherence::Args),
     /// Render front pages of an existing blog database, reading only, and print
     /// the cache statistics they produce: hit ratio per entity, evictions, list
     /// hits. Use it to size --capacity before deploying.
@@ -125,6 +132,9 @@ fn run(cli: Cli) -> CliResult {
         Command::Database { action } => database::run(url, dir, action),
         Command::Demo(args) => Ok(demo::run(cli.database_url.as_deref(), &args)?),
         Command::Bench(args) => Ok(bench::run(cli.database_url.as_deref(), &args)?),
+        Command::BenchCoherence(args) => {
+            Ok(bench_coherence::run(cli.database_url.as_deref(), &args)?)
+        }
         Command::Stats(args) => Ok(stats::run(
             cli.database_url.as_deref().unwrap_or(DEFAULT_URL),
             &args,

@@ -9,5 +9,5 @@ CREATE INDEX tags_post_id ON tags (post_id);
 -- what larder::capture_sql(Backend::Sqlite, "tags") writes.
 CREATE TRIGGER larder_capture_tags_insert AFTER INSERT ON tags FOR EACH ROW BEGIN INSERT INTO larder_changes (table_name, row_id, op) VALUES ('tags', NEW.id, 'I'); END;
 CREATE TRIGGER larder_capture_tags_update AFTER UPDATE ON tags FOR EACH ROW BEGIN INSERT INTO larder_changes (table_name, row_id, op) VALUES ('tags', OLD.id, 'U'); END;
-CREATE TRIGGER larder_capture_tags_update_id AFTER UPDATE ON tags FOR EACH ROW BEGIN INSERT INTO larder_changes (table_name, row_id, op) SELECT 'tags', NEW.id, 'U' FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id; END;
+CREATE TRIGGER larder_capture_tags_update_id AFTER UPDATE OF id ON tags FOR EACH ROW WHEN NEW.id <> OLD.id BEGIN INSERT INTO larder_changes (table_name, row_id, op) VALUES ('tags', NEW.id, 'U'); END;
 CREATE TRIGGER larder_capture_tags_delete AFTER DELETE ON tags FOR EACH ROW BEGIN INSERT INTO larder_changes (table_name, row_id, op) VALUES ('tags', OLD.id, 'D'); END;
