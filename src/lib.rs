@@ -26,6 +26,11 @@
 //! # Ok::<(), larder::Error>(())
 //! ```
 //!
+//! Several processes may share the database: triggers installed by larder's
+//! migrations capture every committed change, and each store's background
+//! watcher invalidates what other processes (or plain SQL clients) changed,
+//! within [`StoreBuilder::max_staleness`]; see the README's deployment section.
+//!
 //! Design and invariants: see the README's design section.
 
 #![deny(

@@ -709,3 +709,63 @@ fn a_closed_stdout_ends_the_program_without_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(output.status.code(), Some(101), "{stderr}");
 }
+
+#[test]
+fn generate_capture_writes_the_triggers_of_an_application_table() {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path(), "app.db");
+    assert_ok(&larder(
+        dir.path(),
+        &["--database-url", &url, "migrate", "run"],
+    ));
+    let notes = dir.path().join("mine/2026-01-01-000000_notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(
+        notes.join("up.sql"),
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY NOT NULL, body TEXT NOT NULL);",
+    )
+    .unwrap();
+    std::fs::write(notes.join("down.sql"), "DROP TABLE notes;").unwrap();
+    let mine = [
+        "--migrations-dir",
+        "mine",
+        "--database-url",
+        &url,
+        "migrate",
+    ];
+    let generate = larder(
+        dir.path(),
+        &[
+            &mine[..],
+            &["generate", "capture_notes", "--capture", "notes"],
+        ]
+        .concat(),
+    );
+    assert_ok(&generate);
+    assert_ok(&larder(dir.path(), &[&mine[..], &["run"]].concat()));
+
+    diesel::table! { larder_changes (id) { id -> BigInt, table_name -> Text } }
+    let mut conn = larder::Connection::establish(&url).unwrap();
+    let logged = |conn: &mut larder::Connection| -> Vec<String> {
+        larder::with_connection!(conn, |c| larder_changes::table
+            .select(larder_changes::table_name)
+            .load(c))
+        .unwrap()
+    };
+    conn.batch_execute("INSERT INTO notes (body) VALUES ('x')")
+        .unwrap();
+    assert_eq!(logged(&mut conn), ["notes"]);
+
+    assert_ok(&larder(dir.path(), &[&mine[..], &["revert"]].concat()));
+    conn.batch_execute("INSERT INTO notes (body) VALUES ('y')")
+        .unwrap();
+    assert_eq!(logged(&mut conn), ["notes"], "reverted: no trigger left");
+
+    let bad = larder(
+        dir.path(),
+        &[&mine[..], &["generate", "bad", "--capture", "no;tes"]].concat(),
+    );
+    assert_one_line_failure(&bad, "not a table name");
+}

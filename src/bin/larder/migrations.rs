@@ -40,14 +40,19 @@ pub(crate) enum Action {
     Generate {
         /// The migration's name: ASCII letters, digits and underscores, e.g. create_tags.
         name: String,
+        /// Fill the migration with the change-capture triggers of these tables
+        /// (for the URL's backend), so other larder processes see their changes.
+        /// Repeat for several tables.
+        #[arg(long, value_name = "TABLE")]
+        capture: Vec<String>,
     },
 }
 
 /// Runs one `larder migrate` action on `url`, with the migrations in `dir` when
 /// given and the embedded ones otherwise.
 pub(crate) fn run(url: &str, dir: Option<&Path>, action: Action) -> CliResult {
-    if let Action::Generate { name } = &action {
-        return generate(url, dir, name);
+    if let Action::Generate { name, capture } = &action {
+        return generate(url, dir, name, capture);
     }
     let mut migrator = open(url, dir)?;
     match action {
@@ -98,8 +103,9 @@ fn count(number: u32) -> usize {
 const UP_SQL: &str = "-- Your SQL goes here\n";
 const DOWN_SQL: &str = "-- This file should undo anything in `up.sql`\n";
 
-fn generate(url: &str, dir: Option<&Path>, name: &str) -> CliResult {
+fn generate(url: &str, dir: Option<&Path>, name: &str, capture: &[String]) -> CliResult {
     check_name(name)?;
+    let (up, down) = capture_sql(url, capture)?;
     let base = match dir {
         Some(dir) => dir.to_path_buf(),
         None => default_dir(url)?,
@@ -110,12 +116,31 @@ fn generate(url: &str, dir: Option<&Path>, name: &str) -> CliResult {
         .map_err(|e| format!("cannot create migrations directory {}: {e}", base.display()))?;
     std::fs::create_dir(&folder)
         .map_err(|e| format!("cannot create migration {}: {e}", folder.display()))?;
-    for (file, text) in [("up.sql", UP_SQL), ("down.sql", DOWN_SQL)] {
+    for (file, text) in [("up.sql", up), ("down.sql", down)] {
         let path = folder.join(file);
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!("created {}", path.display());
     }
     Ok(())
+}
+
+/// The files' text: placeholders, or the capture triggers of `tables`.
+fn capture_sql(url: &str, tables: &[String]) -> larder::Result<(String, String)> {
+    if tables.is_empty() {
+        return Ok((UP_SQL.to_owned(), DOWN_SQL.to_owned()));
+    }
+    let backend = DatabaseUrl::parse(url)?.backend();
+    let mut up = format!(
+        "-- Change capture ({}): other larder processes see these tables' changes.\n",
+        backend.name()
+    );
+    let mut down = String::new();
+    for table in tables {
+        let sql = larder::capture_sql(backend, table)?;
+        up.push_str(&sql.up);
+        down.insert_str(0, &sql.down);
+    }
+    Ok((up, down))
 }
 
 /// `migrations/<backend>` under the working directory, e.g. `migrations/sqlite`.
