@@ -60,6 +60,10 @@ pub(crate) struct Args {
     /// Operations each of the two runs does, instead of running for --duration.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     ops: Option<u64>,
+    /// Run the cached store with cross-process coherence off, as the
+    /// database's only writer would (no watcher hearing its own commits back).
+    #[arg(long)]
+    no_coherence: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -194,10 +198,13 @@ pub(crate) fn run(url: Option<&str>, args: &Args) -> larder::Result<()> {
     let cached = Store::builder(&url)
         .cache_capacity(capacity)
         .pool_size(pool_size)
+        .coherence(!args.no_coherence)
         .build()?;
+    // Nothing to keep coherent without a cache.
     let uncached = Store::builder(&url)
         .cache_capacity(0)
         .pool_size(pool_size)
+        .coherence(false)
         .build()?;
     let database = if scratch.is_some() {
         format!("{} (temporary)", cached.url())
@@ -239,6 +246,15 @@ pub(crate) fn run(url: Option<&str>, args: &Args) -> larder::Result<()> {
     memory.rss_after_warmup = rss();
     let larder = workload.run(&cached, budget, 2)?;
     memory.rss_end_of_larder_run = rss();
+    let coherence = cached.stats().coherence;
+    let coherence = if coherence.enabled {
+        format!(
+            "coherence: on, {} changes read (this run's own updates coming back), {} flushes",
+            coherence.changes, coherence.flushes
+        )
+    } else {
+        "coherence: off".to_owned()
+    };
 
     workload.run(&uncached, warmup, 3)?;
     let cache_off = workload.run(&uncached, budget, 4)?;
@@ -257,6 +273,7 @@ pub(crate) fn run(url: Option<&str>, args: &Args) -> larder::Result<()> {
         cache_off: &cache_off,
         memory: &memory,
         removed,
+        coherence,
     };
     if args.json {
         println!("{}", report.json());
@@ -606,6 +623,8 @@ struct Report<'a> {
     cache_off: &'a Outcome,
     memory: &'a Memory,
     removed: usize,
+    /// The cached store's watcher at the end of the larder run.
+    coherence: String,
 }
 
 impl Report<'_> {
@@ -661,6 +680,7 @@ impl Report<'_> {
             self.larder.reads,
             self.larder.writes
         );
+        println!("{}", self.coherence);
         let m = self.memory;
         println!(
             "memory: RSS {} after warm-up, {} at the end of the larder run, {} at the end",
@@ -739,6 +759,7 @@ impl Report<'_> {
                 "size_of_user": std::mem::size_of::<User>(),
             },
             "removed_rows": self.removed,
+            "coherence": self.coherence,
         })
     }
 }
