@@ -191,7 +191,7 @@ fn read_changes(
     gaps: &mut BTreeMap<i64, Instant>,
 ) -> Result<()> {
     let now = Instant::now();
-    gaps.retain(|_, since| now.duration_since(*since) < GAP_TIMEOUT);
+    expire(gaps, now);
     loop {
         let waiting: Vec<i64> = gaps.keys().copied().collect();
         let query = larder_changes::table
@@ -213,18 +213,32 @@ fn read_changes(
         let full = rows.len() as i64 == BATCH;
         for (id, table, row_id, op) in rows {
             ctx.apply(&table, row_id, &op);
-            if gaps.remove(&id).is_none() && id > *last {
-                gaps.extend((*last + 1..id).take(MAX_GAPS).map(|skipped| (skipped, now)));
-                *last = id;
-            }
-        }
-        while gaps.len() > MAX_GAPS {
-            gaps.pop_first();
+            advance(last, gaps, id, now);
         }
         if !full {
             return Ok(());
         }
     }
+}
+
+/// Records that row `id` was read: a gap filled, or a new high-water mark
+/// with the ids skipped on the way remembered as gaps (at most [`MAX_GAPS`],
+/// the oldest given up first).
+fn advance(last: &mut i64, gaps: &mut BTreeMap<i64, Instant>, id: i64, now: Instant) {
+    if gaps.remove(&id).is_some() || id <= *last {
+        return;
+    }
+    let skipped = (*last + 1).max(id.saturating_sub(MAX_GAPS as i64))..id;
+    gaps.extend(skipped.map(|skipped| (skipped, now)));
+    *last = id;
+    while gaps.len() > MAX_GAPS {
+        gaps.pop_first();
+    }
+}
+
+/// Gives up gaps older than [`GAP_TIMEOUT`]: their transactions rolled back.
+fn expire(gaps: &mut BTreeMap<i64, Instant>, now: Instant) {
+    gaps.retain(|_, since| now.duration_since(*since) < GAP_TIMEOUT);
 }
 
 /// Prunes old rows, and notices a log that was dropped and created again
@@ -290,5 +304,54 @@ fn cutoff_sql(conn: &Connection) -> String {
     match conn {
         Connection::Sqlite(_) => format!("datetime('now', '-{secs} seconds')"),
         _ => format!("NOW(6) - INTERVAL {secs} SECOND"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(ids: &[i64]) -> (i64, Vec<i64>) {
+        let (mut last, mut gaps) = (0, BTreeMap::new());
+        for &id in ids {
+            advance(&mut last, &mut gaps, id, Instant::now());
+        }
+        (last, gaps.into_keys().collect())
+    }
+
+    #[test]
+    fn ids_in_order_leave_no_gaps() {
+        assert_eq!(read(&[1, 2, 3]), (3, vec![]));
+    }
+
+    #[test]
+    fn skipped_ids_are_gaps_until_they_are_read() {
+        assert_eq!(read(&[1, 4]), (4, vec![2, 3]));
+        assert_eq!(read(&[1, 4, 3]), (4, vec![2]));
+        assert_eq!(read(&[1, 4, 3, 2, 5]), (5, vec![]));
+        assert_eq!(
+            read(&[4, 4]),
+            (4, vec![1, 2, 3]),
+            "a row read twice changes nothing"
+        );
+    }
+
+    #[test]
+    fn gaps_are_bounded_and_the_newest_kept() {
+        let (last, gaps) = read(&[1, 3 * MAX_GAPS as i64]);
+        assert_eq!(last, 3 * MAX_GAPS as i64);
+        assert_eq!(gaps.len(), MAX_GAPS);
+        assert_eq!(gaps.last(), Some(&(last - 1)));
+    }
+
+    #[test]
+    fn old_gaps_are_given_up() {
+        let long_ago = Instant::now();
+        let mut gaps = BTreeMap::from([(1, long_ago)]);
+        expire(&mut gaps, long_ago + GAP_TIMEOUT);
+        assert!(gaps.is_empty());
+        let mut gaps = BTreeMap::from([(1, long_ago)]);
+        expire(&mut gaps, long_ago + GAP_TIMEOUT / 2);
+        assert_eq!(gaps.len(), 1);
     }
 }
