@@ -29,6 +29,7 @@ type Registration = Box<dyn FnOnce(&mut Registry, usize) + Send>;
 ///     .pool_size(8)
 ///     .cache_capacity(10_000)
 ///     .connection_timeout(Duration::from_secs(5))
+///     .max_staleness(Duration::from_millis(100)) // other processes' changes, seen within
 ///     .build()?;
 /// # Ok::<(), larder::Error>(())
 /// ```
@@ -40,6 +41,7 @@ pub struct StoreBuilder {
     connection_timeout: Duration,
     busy_timeout: Duration,
     max_staleness: Duration,
+    poll_interval: Option<Duration>,
     coherence: bool,
     entities: Vec<(&'static str, Option<usize>, Registration)>,
 }
@@ -54,6 +56,7 @@ impl StoreBuilder {
             connection_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
             max_staleness: DEFAULT_MAX_STALENESS,
+            poll_interval: None,
             coherence: true,
             entities: Vec::new(),
         }
@@ -97,13 +100,24 @@ impl StoreBuilder {
     /// serve the old row: the bound of cross-process coherence. Defaults to
     /// 100 ms; must be between 10 ms and 60 s.
     ///
-    /// SQLite and MySQL poll the change log every quarter of it; PostgreSQL
-    /// reads notifications every few milliseconds and checks its listener
+    /// SQLite and MySQL poll the change log every quarter of it (see
+    /// [`poll_interval`](StoreBuilder::poll_interval)); PostgreSQL reads
+    /// notifications every few milliseconds and checks its listener
     /// connection every quarter of it. Whenever the watcher has not confirmed
     /// its view of the database for half of it (connection lost, change log
     /// missing), every cache is emptied, so the bound holds then too.
     pub fn max_staleness(mut self, bound: Duration) -> StoreBuilder {
         self.max_staleness = bound;
+        self
+    }
+
+    /// How often the watcher looks for other processes' changes: SQLite and
+    /// MySQL poll the change log, PostgreSQL reads the notifications that
+    /// arrived. Defaults to `max_staleness / 4` on SQLite and MySQL, and to
+    /// `max_staleness / 20` within 1–5 ms on PostgreSQL; must be at least
+    /// 1 ms and at most `max_staleness`.
+    pub fn poll_interval(mut self, interval: Duration) -> StoreBuilder {
+        self.poll_interval = Some(interval);
         self
     }
 
@@ -173,6 +187,7 @@ impl StoreBuilder {
                 self.busy_timeout,
                 Arc::clone(&registry),
                 self.max_staleness,
+                self.poll_interval,
             )?)
         } else {
             None
@@ -198,6 +213,11 @@ impl StoreBuilder {
         if !(MIN_MAX_STALENESS..=MAX_MAX_STALENESS).contains(&self.max_staleness) {
             return invalid("max_staleness must be between 10 ms and 60 s");
         }
+        if let Some(interval) = self.poll_interval {
+            if interval < Duration::from_millis(1) || interval > self.max_staleness {
+                return invalid("poll_interval must be at least 1 ms and at most max_staleness");
+            }
+        }
         Ok(())
     }
 }
@@ -213,6 +233,7 @@ impl fmt::Debug for StoreBuilder {
             .field("connection_timeout", &self.connection_timeout)
             .field("busy_timeout", &self.busy_timeout)
             .field("max_staleness", &self.max_staleness)
+            .field("poll_interval", &self.poll_interval)
             .field("coherence", &self.coherence)
             .field("entities", &entities)
             .finish()

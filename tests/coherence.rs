@@ -341,7 +341,7 @@ fn the_watcher_stops_with_the_last_clone_and_only_then() {
 }
 
 #[test]
-fn a_staleness_bound_out_of_range_is_refused() {
+fn a_staleness_bound_or_poll_interval_out_of_range_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("b.db").display());
     for bound in [
@@ -355,6 +355,14 @@ fn a_staleness_bound_out_of_range_is_refused() {
             .unwrap_err();
         assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
         assert!(err.to_string().contains("max_staleness"), "{err}");
+    }
+    for interval in [Duration::ZERO, Duration::from_millis(101)] {
+        let err = Store::builder(&url)
+            .max_staleness(Duration::from_millis(100))
+            .poll_interval(interval)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("poll_interval"), "{err}");
     }
     assert!(!dir.path().join("b.db").exists(), "nothing was created");
 }

@@ -153,20 +153,25 @@ struct Timing {
 }
 
 impl Timing {
-    fn new(backend: Backend, max_staleness: Duration) -> Timing {
-        let tick = match backend {
-            // Reading arrived notifications costs no round trip.
-            Backend::Postgres => {
-                (max_staleness / 20).clamp(Duration::from_millis(1), Duration::from_millis(5))
-            }
-            _ => max_staleness / 4,
-        };
+    fn new(backend: Backend, max_staleness: Duration, poll_interval: Option<Duration>) -> Timing {
+        let tick = poll_interval.unwrap_or_else(|| default_poll_interval(backend, max_staleness));
         Timing {
             tick,
             trust: max_staleness / 2,
             heartbeat: max_staleness / 4,
             max_backoff: Duration::from_secs(5).max(max_staleness),
         }
+    }
+}
+
+/// How often the watcher looks for changes unless configured.
+pub(crate) fn default_poll_interval(backend: Backend, max_staleness: Duration) -> Duration {
+    match backend {
+        // Reading notifications that already arrived costs no round trip.
+        Backend::Postgres => {
+            (max_staleness / 20).clamp(Duration::from_millis(1), Duration::from_millis(5))
+        }
+        _ => max_staleness / 4,
     }
 }
 
@@ -190,6 +195,7 @@ impl Watcher {
         busy_timeout: Duration,
         registry: Arc<Registry>,
         max_staleness: Duration,
+        poll_interval: Option<Duration>,
     ) -> Result<Watcher> {
         let counters = Arc::new(Counters::default());
         let ctx = Context {
@@ -197,7 +203,7 @@ impl Watcher {
             counters: Arc::clone(&counters),
             manager: Manager::new(url.clone(), busy_timeout),
             url: url.clone(),
-            timing: Timing::new(url.backend(), max_staleness),
+            timing: Timing::new(url.backend(), max_staleness, poll_interval),
         };
         let source = open_source(url.backend(), &ctx)?;
         let (stop, stopped) = mpsc::channel();
