@@ -96,6 +96,21 @@ fn peer() {
     }
 }
 
+/// The change log's rows as `(table, row id, op)`, oldest first (SQLite and MySQL).
+fn change_log(db: &TestDb) -> Vec<(String, i64, String)> {
+    use diesel::prelude::*;
+    diesel::table! { larder_changes (id) { id -> BigInt, table_name -> Text, row_id -> BigInt, op -> Text } }
+    let mut conn = larder::Connection::establish(&db.url()).unwrap();
+    let rows = larder_changes::table
+        .select((
+            larder_changes::table_name,
+            larder_changes::row_id,
+            larder_changes::op,
+        ))
+        .order(larder_changes::id);
+    larder::with_connection!(&mut conn, |c| rows.load(c)).unwrap()
+}
+
 fn name_of(store: &Store, id: i64) -> Option<String> {
     store.users().get(id).unwrap().map(|u| u.name.clone())
 }
@@ -414,16 +429,11 @@ fn a_mysql_cascade_is_written_to_the_change_log() {
             return; // no change log: notifications, covered above
         }
         db.raw(&format!("DELETE FROM users WHERE id = {ann}"));
-        let mut conn = larder::Connection::establish(&db.url()).unwrap();
-        use diesel::prelude::*;
-        diesel::table! { larder_changes (id) { id -> BigInt, table_name -> Text, row_id -> BigInt, op -> Text } }
-        let deleted: Vec<(String, i64)> =
-            larder::with_connection!(&mut conn, |c| larder_changes::table
-                .filter(larder_changes::op.eq("D"))
-                .select((larder_changes::table_name, larder_changes::row_id))
-                .order(larder_changes::id)
-                .load(c))
-            .unwrap();
+        let deleted: Vec<(String, i64)> = change_log(&db)
+            .into_iter()
+            .filter(|(_, _, op)| op == "D")
+            .map(|(table, id, _)| (table, id))
+            .collect();
         for expected in [("users", ann), ("posts", post), ("comments", comment)] {
             assert!(
                 deleted
@@ -492,13 +502,7 @@ fn old_change_log_rows_are_pruned() {
         ));
         let a = coherent_store(&db);
         std::thread::sleep(BOUND);
-        let mut conn = larder::Connection::establish(&db.url()).unwrap();
-        use diesel::prelude::*;
-        diesel::table! { larder_changes (id) { id -> BigInt, row_id -> BigInt } }
-        let left: Vec<i64> = larder::with_connection!(&mut conn, |c| larder_changes::table
-            .select(larder_changes::row_id)
-            .load(c))
-        .unwrap();
+        let left: Vec<i64> = change_log(&db).into_iter().map(|(_, id, _)| id).collect();
         assert_eq!(left, [2], "the hour-old row is pruned, the new one kept");
         drop(a);
     });
