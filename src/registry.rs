@@ -261,6 +261,13 @@ impl Registry {
         self.queries.clear();
     }
 
+    /// The tables of every registered entity, sorted.
+    pub(crate) fn tables(&self) -> Vec<&'static str> {
+        let mut tables: Vec<_> = self.by_table.keys().copied().collect();
+        tables.sort_unstable();
+        tables
+    }
+
     /// Statistics per table (entities sharing a table are added up).
     pub(crate) fn stats(&self) -> BTreeMap<&'static str, CacheStats> {
         let mut out = BTreeMap::new();

@@ -8,7 +8,7 @@ use diesel::QueryResult;
 use crate::blog::{Comment, Post, User};
 use crate::builder::StoreBuilder;
 use crate::cache::IdentityMap;
-use crate::coherence::Watcher;
+use crate::coherence::{capture, Watcher};
 use crate::entity::{Entity, Key};
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationStatus};
@@ -103,8 +103,10 @@ impl Store {
     pub fn migrate(&self) -> Result<Vec<String>> {
         let mut conn = self.checkout()?;
         let applied = migrate::run_pending(&mut conn)?;
+        drop(conn);
         // Migrations may rewrite any row: forget everything cached.
         self.clear_cache();
+        self.warn_uncaptured();
         Ok(applied)
     }
 
@@ -208,6 +210,45 @@ impl Store {
                 .as_ref()
                 .map(Watcher::stats)
                 .unwrap_or_default(),
+        }
+    }
+
+    /// Tables of this store's entities that exist in the database but have no
+    /// change-capture trigger, so that other processes' changes to them would
+    /// not reach the cache. Empty when every cached table is covered; check it
+    /// at start-up to fail fast. Tables not created yet are not listed.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}", dir.path().join("doc.db").display());
+    /// let store = larder::Store::open(&url)?;
+    /// store.migrate()?;
+    /// assert!(store.uncaptured_tables()?.is_empty(), "the blog's tables are captured");
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolTimeout`], or [`Error::Database`] when the catalog cannot be read.
+    pub fn uncaptured_tables(&self) -> Result<Vec<&'static str>> {
+        let tables = self.inner.registry.tables();
+        self.run("-", None, |conn| capture::uncaptured(conn, &tables))
+    }
+
+    /// Logs a warning naming the cached tables other processes' changes
+    /// cannot reach (when coherence is on).
+    pub(crate) fn warn_uncaptured(&self) {
+        if self.inner.watcher.is_none() {
+            return;
+        }
+        match self.uncaptured_tables() {
+            Ok(tables) if !tables.is_empty() => tracing::warn!(
+                ?tables,
+                "cached tables without change-capture triggers: other processes' changes \
+                 to them will not reach this cache (add larder::capture_sql to their migrations)"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::debug!(error = %err, "could not check change capture"),
         }
     }
 

@@ -4,6 +4,9 @@
 //! need it in one of their migrations; larder's own migrations install it on
 //! the blog's tables.
 
+use diesel::{QueryResult, RunQueryDsl};
+
+use crate::backend::Connection;
 use crate::error::{Error, Result};
 use crate::url::Backend;
 
@@ -152,6 +155,56 @@ fn logged(backend: Backend, table: &str) -> CaptureSql {
         down.push_str(&format!("DROP TRIGGER IF EXISTS {name};\n"));
     }
     CaptureSql { up, down }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Name {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+/// Of `tables`, those that exist in the database but carry no larder capture
+/// trigger: other processes' changes to them would go unnoticed.
+pub(crate) fn uncaptured(
+    conn: &mut Connection,
+    tables: &[&'static str],
+) -> QueryResult<Vec<&'static str>> {
+    let (existing, captured) = catalog_queries(conn.backend());
+    let load = |conn: &mut Connection, sql: &str| -> QueryResult<Vec<String>> {
+        let rows: Vec<Name> = crate::with_connection!(conn, |c| diesel::sql_query(sql).load(c))?;
+        Ok(rows.into_iter().map(|row| row.name).collect())
+    };
+    let existing = load(conn, existing)?;
+    let captured = load(conn, captured)?;
+    Ok(tables
+        .iter()
+        .copied()
+        .filter(|table| existing.iter().any(|e| e == table))
+        .filter(|table| !captured.iter().any(|c| c == table))
+        .collect())
+}
+
+/// SQL listing the tables, and the tables with a larder capture trigger.
+fn catalog_queries(backend: Backend) -> (&'static str, &'static str) {
+    match backend {
+        Backend::Sqlite => (
+            "SELECT name FROM sqlite_master WHERE type = 'table'",
+            "SELECT DISTINCT tbl_name AS name FROM sqlite_master \
+             WHERE type = 'trigger' AND name LIKE 'larder\\_capture\\_%' ESCAPE '\\'",
+        ),
+        Backend::Postgres => (
+            "SELECT table_name::text AS name FROM information_schema.tables \
+             WHERE table_schema = current_schema()",
+            "SELECT DISTINCT event_object_table::text AS name FROM information_schema.triggers \
+             WHERE event_object_schema = current_schema() AND trigger_name LIKE 'larder\\_capture%'",
+        ),
+        Backend::Mysql => (
+            "SELECT CAST(table_name AS CHAR) AS name FROM information_schema.tables \
+             WHERE table_schema = DATABASE()",
+            "SELECT DISTINCT CAST(event_object_table AS CHAR) AS name FROM information_schema.triggers \
+             WHERE trigger_schema = DATABASE() AND trigger_name LIKE 'larder\\_capture%'",
+        ),
+    }
 }
 
 #[cfg(test)]
