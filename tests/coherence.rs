@@ -546,3 +546,61 @@ fn tables_without_capture_triggers_are_reported() {
         assert!(db.store.uncaptured_tables().unwrap().is_empty());
     });
 }
+
+#[test]
+fn under_concurrent_writes_elsewhere_no_stale_entry_survives_the_bound() {
+    // Readers keep the coherent store's cache busy while another store and a
+    // plain SQL connection rename and delete rows; once the writes stop and
+    // the bound has passed, every entry still cached must equal its row.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(4));
+        let ids: Vec<i64> = (0..16)
+            .map(|n| common::user(&db.store, &format!("u{n}")).id)
+            .collect();
+        let a = coherent_store(&db);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for reader in 0..2 {
+                let (a, ids, stop) = (&a, &ids, &stop);
+                scope.spawn(move || {
+                    let mut n = reader;
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = a.users().get(ids[n % ids.len()]);
+                        n += 7;
+                    }
+                });
+            }
+            let writer = scope.spawn(|| {
+                let mut raw = larder::Connection::establish(&db.url()).unwrap();
+                for round in 0..60 {
+                    let id = ids[(round * 5) % ids.len()];
+                    if round % 2 == 0 {
+                        let _ = db.store.users().update(id, rename(&format!("r{round}")));
+                    } else {
+                        use diesel::connection::SimpleConnection;
+                        let sql = if round % 11 == 0 {
+                            format!("DELETE FROM users WHERE id = {id}")
+                        } else {
+                            format!("UPDATE users SET name = 's{round}' WHERE id = {id}")
+                        };
+                        let _ = raw.batch_execute(&sql);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+            writer.join().unwrap();
+            std::thread::sleep(BOUND);
+            stop.store(true, Ordering::Relaxed);
+        });
+        let mut checked = 0;
+        for &id in &ids {
+            let in_db = common::user_in_db(&db.store, id).map(|u| u.name.clone());
+            if let Some(cached) = a.users().cached(id) {
+                assert_eq!(Some(cached.name.clone()), in_db, "user {id} is stale");
+                checked += 1;
+            }
+        }
+        assert!(checked > 0, "the readers kept some rows cached");
+    });
+}
