@@ -202,6 +202,11 @@ impl Registry {
         }
     }
 
+    /// Retires every cached list that read `table`.
+    pub(crate) fn retire_lists(&self, table: &str) {
+        self.bump(table);
+    }
+
     /// The current generation of `table`, `None` for a table with no entity.
     pub(crate) fn generation(&self, table: &str) -> Option<u64> {
         self.generations

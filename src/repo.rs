@@ -62,7 +62,7 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// [`Error::Conflict`] when a constraint rejects the row (nothing is written).
     pub fn create(&self, new: E::New) -> Result<Arc<E>> {
-        self.single_write(|repo| repo.create(new))
+        self.single_write(None, |repo| repo.create(new))
     }
 
     /// Updates row `id`, committed on its own, and returns the stored row.
@@ -72,7 +72,7 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// [`Error::NotFound`] when there is no such row, [`Error::Conflict`] when a
     /// constraint rejects the change.
     pub fn update(&self, id: i64, changes: E::Changes) -> Result<Arc<E>> {
-        self.single_write(|repo| repo.update(id, changes))
+        self.single_write(Some(id), |repo| repo.update(id, changes))
     }
 
     /// Deletes row `id` (and what cascades from it) in its own transaction.
@@ -170,15 +170,24 @@ impl<'s, E: Entity> Repo<'s, E> {
 
     /// Runs a write of one statement: autocommitted when the entity declares
     /// [`Entity::SINGLE_STATEMENT_WRITES`], else in its own transaction.
+    /// Runs one write statement in autocommit mode (see
+    /// [`Entity::SINGLE_STATEMENT_WRITES`]), else in a transaction. When the
+    /// work fails after its statement may have committed (a MySQL read-back
+    /// that failed, a returned row that cannot be decoded), row `id` (or, for
+    /// an insert, the table's cached lists) is invalidated: always safe.
     pub(crate) fn single_write<T>(
         &self,
+        id: Option<i64>,
         work: impl FnOnce(&TxRepo<'_, E>) -> Result<T>,
     ) -> Result<T> {
         if !E::SINGLE_STATEMENT_WRITES {
             return self.in_tx(work);
         }
         let tx = Tx::autocommit(self.store)?;
-        let value = work(&TxRepo::new(&tx, self.cache))?;
+        let value = work(&TxRepo::new(&tx, self.cache)).inspect_err(|_| match id {
+            Some(id) => self.store.registry().invalidate(Key::new(E::TABLE, id)),
+            None => self.store.registry().retire_lists(E::TABLE),
+        })?;
         tx.commit()?;
         Ok(value)
     }

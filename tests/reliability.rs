@@ -355,3 +355,40 @@ fn a_tampered_migrations_folder_is_a_migration_error_and_changes_nothing() {
         user(&db.store, "ann");
     });
 }
+
+#[test]
+fn an_autocommitted_update_that_fails_after_writing_leaves_no_stale_entry() {
+    // SQLite commits an `UPDATE … RETURNING` even when the returned row then
+    // cannot be decoded (here: an email that is not UTF-8). The caller gets an
+    // error, and the cache must not keep serving the row as it was before.
+    let db = common::fresh();
+    let ann = user(&db.store, "ann");
+    assert!(db.store.users().cached(ann.id).is_some());
+    raw(
+        &db,
+        &format!(
+            "UPDATE users SET email = CAST(x'66ff6f' AS TEXT) WHERE id = {}",
+            ann.id
+        ),
+    );
+    let err = db
+        .store
+        .users()
+        .update(ann.id, common::rename("Ann"))
+        .unwrap_err();
+    assert!(matches!(err, Error::Database { .. }), "{err:?}");
+    let mut conn = larder::Connection::establish(&db.url()).unwrap();
+    let renamed: i64 = larder::with_connection!(&mut conn, |c| {
+        use diesel::prelude::*;
+        larder::schema::users::table
+            .filter(larder::schema::users::name.eq("Ann"))
+            .count()
+            .get_result(c)
+    })
+    .unwrap();
+    assert_eq!(renamed, 1, "the premise: the update did commit");
+    assert!(
+        db.store.users().cached(ann.id).is_none(),
+        "the update committed: the old entry must go"
+    );
+}

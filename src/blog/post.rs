@@ -261,7 +261,9 @@ impl Repo<'_, Post> {
         expected_version: i64,
         changes: PostChanges,
     ) -> Result<Arc<Post>> {
-        self.single_write(|repo| repo.update_versioned(id, expected_version, changes))
+        self.single_write(Some(id), |repo| {
+            repo.update_versioned(id, expected_version, changes)
+        })
     }
 
     /// Posts by `author_id`, oldest first, from the query cache until `posts`
