@@ -73,8 +73,7 @@ impl Source for Listener {
         let result = self.read(ctx);
         if let Err(err) = &result {
             self.conn = None;
-            self.reconnect
-                .failed(ctx, err, ctx.timing.tick, ctx.timing.max_backoff);
+            self.reconnect.failed(ctx, err);
         }
         result
     }

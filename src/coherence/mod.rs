@@ -291,26 +291,28 @@ impl Reconnect {
     }
 
     /// The connection failed or could not be opened.
-    fn failed(&mut self, ctx: &Context, err: &Error, base: Duration, max: Duration) {
+    fn failed(&mut self, ctx: &Context, err: &Error) {
         if !self.lost {
             Counters::add(&ctx.counters.losses, 1);
             tracing::warn!(error = %err, "coherence connection lost; caches flushed until it is back");
             ctx.flush("coherence connection lost");
         }
         self.lost = true;
-        let backoff = base.saturating_mul(1 << self.failures.min(16)).min(max);
+        let backoff = ctx
+            .timing
+            .tick
+            .saturating_mul(1 << self.failures.min(16))
+            .min(ctx.timing.max_backoff);
         self.failures = self.failures.saturating_add(1);
         self.next_attempt = Instant::now() + backoff;
     }
 
-    /// A new connection works again; returns whether it replaces a lost one.
-    fn recovered(&mut self, ctx: &Context) -> bool {
+    /// A new connection works (again).
+    fn recovered(&mut self, ctx: &Context) {
         self.failures = 0;
         if std::mem::take(&mut self.lost) {
             Counters::add(&ctx.counters.reconnects, 1);
             tracing::info!("coherence connection back");
-            return true;
         }
-        false
     }
 }

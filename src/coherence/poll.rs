@@ -139,8 +139,7 @@ impl Source for LogPoller {
             Err(Error::Migration { .. }) => {}
             Err(err) => {
                 self.conn = None;
-                self.reconnect
-                    .failed(ctx, err, ctx.timing.tick, ctx.timing.max_backoff);
+                self.reconnect.failed(ctx, err);
             }
             Ok(_) => {}
         }
