@@ -348,10 +348,72 @@ fn the_watcher_stops_with_the_last_clone_and_only_then() {
         b.users().get(1).unwrap();
         drop(b);
         assert_eq!(watcher_threads(), 0, "stopped and joined by the last drop");
+        if db.is(Backend::Postgres) {
+            assert_eq!(listeners(&db), 0, "its connection is closed too");
+        }
         let off = Store::builder(&db.url()).coherence(false).build().unwrap();
         assert_eq!(watcher_threads(), 0);
         assert!(!off.stats().coherence.enabled);
     });
+}
+
+/// Watcher connections to `db`'s PostgreSQL database, once the server has
+/// noticed closed ones (it takes a moment).
+fn listeners(db: &TestDb) -> i64 {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = larder::Connection::establish(&db.url()).unwrap();
+    let sql = "SELECT count(*) AS n FROM pg_stat_activity \
+               WHERE application_name = 'larder watcher' AND datname = current_database()";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let count: Count =
+            larder::with_connection!(&mut conn, |c| diesel::sql_query(sql).get_result(c)).unwrap();
+        if count.n == 0 || Instant::now() > deadline {
+            return count.n;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn without_the_change_log_the_caches_are_flushed_until_it_exists() {
+    // A store on a database whose migrations have not run cannot hear other
+    // processes: once anyone commits anything, it keeps the bound by
+    // flushing, and stops once migrated.
+    use diesel::connection::SimpleConnection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let store = Store::builder(&url).max_staleness(BOUND).build().unwrap();
+    std::thread::sleep(BOUND * 2);
+    assert_eq!(
+        store.stats().coherence.flushes,
+        0,
+        "nobody committed: nothing can be stale"
+    );
+    let mut other = larder::Connection::establish(&url).unwrap();
+    other
+        .batch_execute("CREATE TABLE scratch (x INTEGER)")
+        .unwrap();
+    std::thread::sleep(BOUND * 2);
+    assert!(
+        store.stats().coherence.flushes > 0,
+        "{:?}",
+        store.stats().coherence
+    );
+    store.migrate().unwrap();
+    std::thread::sleep(BOUND);
+    let after_migrate = store.stats().coherence.flushes;
+    std::thread::sleep(BOUND * 2);
+    assert_eq!(
+        store.stats().coherence.flushes,
+        after_migrate,
+        "healthy once the log exists"
+    );
 }
 
 #[test]

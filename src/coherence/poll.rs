@@ -70,12 +70,14 @@ impl LogPoller {
     /// older changes do not matter.
     pub(super) fn open(ctx: &Context) -> Result<LogPoller> {
         let mut conn = ctx.connect()?;
+        // The version first: a commit between the two reads is then read again.
+        let data_version = data_version(&mut conn)?;
         let position = head(&mut conn)?;
         Ok(LogPoller {
             conn: Some(conn),
             reconnect: Reconnect::new(),
             position,
-            data_version: None,
+            data_version,
             // Prune on the first poll: a log nobody read for a while may be long.
             last_prune: Instant::now()
                 .checked_sub(PRUNE_EVERY)
@@ -99,36 +101,50 @@ impl LogPoller {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(None);
         };
-        if let Position::Missing = self.position {
-            if let Position::At { .. } = head(conn)? {
-                // The log did not exist when this poller looked before, so
-                // every row in it is news.
-                self.position = Position::At {
-                    last: 0,
-                    gaps: BTreeMap::new(),
-                };
-            }
-        }
-        if unchanged_since_last_poll(conn, &mut self.data_version)? {
-            return Ok(Some(started));
-        }
-        let Position::At { last, gaps } = &mut self.position else {
-            if !std::mem::replace(&mut self.warned_missing, true) {
-                tracing::warn!(
-                    "the change log table larder_changes is missing: run larder's migrations, \
-                     or turn coherence off; until then caches are flushed every poll"
-                );
-            }
-            return Err(Error::Migration {
-                message: "the change log larder_changes does not exist".into(),
-            });
-        };
-        read_changes(conn, ctx, last, gaps)?;
-        if self.last_prune.elapsed() >= PRUNE_EVERY {
+        notice_new_log(conn, &mut self.position)?;
+        if matches!(self.position, Position::At { .. }) && self.last_prune.elapsed() >= PRUNE_EVERY
+        {
             self.last_prune = Instant::now();
             maintain(conn, ctx, &mut self.position)?;
         }
+        let version = data_version(conn)?;
+        if version.is_some() && version == self.data_version {
+            return Ok(Some(started));
+        }
+        let Position::At { last, gaps } = &mut self.position else {
+            return self.without_log(ctx, version, started);
+        };
+        read_changes(conn, ctx, last, gaps)?;
+        // Remembered only now: a poll that failed must run again in full.
+        self.data_version = version;
         Ok(Some(started))
+    }
+}
+
+impl LogPoller {
+    /// There is no change log. On SQLite a changed data version says someone
+    /// committed, and no log says what: forgetting everything now leaves
+    /// nothing older than that commit. Elsewhere nothing can be confirmed.
+    fn without_log(
+        &mut self,
+        ctx: &Context,
+        version: Option<i64>,
+        started: Instant,
+    ) -> Result<Option<Instant>> {
+        if !std::mem::replace(&mut self.warned_missing, true) {
+            tracing::warn!(
+                "the change log table larder_changes is missing: run larder's migrations, \
+                 or turn coherence off; until then every commit flushes the caches"
+            );
+        }
+        if version.is_some() {
+            ctx.flush("a commit without a change log");
+            self.data_version = version;
+            return Ok(Some(started));
+        }
+        Err(Error::Migration {
+            message: "the change log larder_changes does not exist".into(),
+        })
     }
 }
 
@@ -151,6 +167,20 @@ fn lost(err: diesel::result::Error) -> Error {
     Error::from_diesel(err, "larder_changes", None)
 }
 
+/// A log that did not exist when this poller last looked: every row in it is
+/// news, so reading starts at the beginning.
+fn notice_new_log(conn: &mut Connection, position: &mut Position) -> Result<()> {
+    if let Position::Missing = position {
+        if let Position::At { .. } = head(conn)? {
+            *position = Position::At {
+                last: 0,
+                gaps: BTreeMap::new(),
+            };
+        }
+    }
+    Ok(())
+}
+
 /// Where the log ends, or [`Position::Missing`] when there is no log.
 fn head(conn: &mut Connection) -> Result<Position> {
     let query = larder_changes::table.select(diesel::dsl::max(larder_changes::id));
@@ -169,17 +199,16 @@ fn is_missing_table(err: &diesel::result::Error) -> bool {
     message.contains("no such table") || message.contains("doesn't exist")
 }
 
-/// SQLite only: whether no other connection committed since the last call.
+/// SQLite only: a number that changes whenever another connection commits.
 #[allow(irrefutable_let_patterns)] // in a build with SQLite alone
-fn unchanged_since_last_poll(conn: &mut Connection, seen: &mut Option<i64>) -> Result<bool> {
+fn data_version(conn: &mut Connection) -> Result<Option<i64>> {
     let Connection::Sqlite(c) = conn else {
-        return Ok(false);
+        return Ok(None);
     };
-    let now = diesel::sql_query("PRAGMA data_version")
+    let version = diesel::sql_query("PRAGMA data_version")
         .get_result::<DataVersion>(c)
-        .map_err(lost)?
-        .data_version;
-    Ok(seen.replace(now) == Some(now))
+        .map_err(lost)?;
+    Ok(Some(version.data_version))
 }
 
 /// Applies every change past `last` (and any gap that has appeared since).
