@@ -689,3 +689,37 @@ fn a_truncate_on_postgres_empties_the_cached_tables() {
         assert!(a.users().get(ann).unwrap().is_none());
     });
 }
+
+#[test]
+fn a_store_opened_before_its_migrations_hears_changes_after_them() {
+    // The usual start-up: open, then migrate. The change log appears only
+    // with the migration; the watcher must pick it up from its first row.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let a = Store::builder(&url).max_staleness(BOUND).build().unwrap();
+    a.migrate().unwrap();
+    let ann = a
+        .users()
+        .create(larder::NewUser {
+            name: "ann".into(),
+            email: "ann@example.org".into(),
+        })
+        .unwrap();
+    std::thread::sleep(BOUND); // a's own insert comes back
+    assert_eq!(name_of(&a, ann.id).as_deref(), Some("ann"));
+    let mut other = larder::Connection::establish(&url).unwrap();
+    use diesel::connection::SimpleConnection;
+    other
+        .batch_execute(&format!(
+            "UPDATE users SET name = 'Ann' WHERE id = {}",
+            ann.id
+        ))
+        .unwrap();
+    std::thread::sleep(BOUND);
+    assert_eq!(name_of(&a, ann.id).as_deref(), Some("Ann"));
+    assert!(
+        a.stats().coherence.changes >= 2,
+        "{:?}",
+        a.stats().coherence
+    );
+}
