@@ -62,7 +62,6 @@ impl Listener {
         self.conn = Some(listen(ctx)?);
         self.reconnect.recovered(ctx);
         ctx.flush("listener reconnected");
-
         self.last_heartbeat = started;
         Ok(Some(started))
     }

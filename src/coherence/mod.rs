@@ -29,6 +29,9 @@ use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::url::{Backend, DatabaseUrl};
 
+/// The longest the watcher's SQLite connection waits for a lock.
+const WATCHER_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// Counters of the watcher, in [`Stats::coherence`](crate::Stats::coherence).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CoherenceStats {
@@ -201,7 +204,9 @@ impl Watcher {
         let ctx = Context {
             registry,
             counters: Arc::clone(&counters),
-            manager: Manager::new(url.clone(), busy_timeout),
+            // Short: the watcher's reads never wait for SQLite's write lock, and
+            // its prune gives way to writers rather than stall the watcher.
+            manager: Manager::new(url.clone(), busy_timeout.min(WATCHER_BUSY_TIMEOUT)),
             url: url.clone(),
             timing: Timing::new(url.backend(), max_staleness, poll_interval),
         };

@@ -274,7 +274,12 @@ fn expire(gaps: &mut BTreeMap<i64, Instant>, now: Instant) {
 /// cache is flushed and reading restarts at the new end.
 fn maintain(conn: &mut Connection, ctx: &Context, position: &mut Position) -> Result<()> {
     reconcile(conn, ctx, position)?;
-    prune(conn).map_err(lost)
+    // Pruning can wait: a busy writer must not stall the watcher or cost it
+    // its connection.
+    if let Err(err) = prune(conn) {
+        tracing::debug!(error = %err, "change log not pruned this time");
+    }
+    Ok(())
 }
 
 /// Checks the log still ends at or after `position`; when it was dropped or
