@@ -1,6 +1,8 @@
 //! `larder bench` on a database the caller owns: it reports both runs as JSON
 //! and leaves none of the users it created behind.
 
+mod common;
+
 use std::process::Command;
 
 use diesel::prelude::*;
@@ -116,18 +118,11 @@ fn bench_coherence_reports_delays_and_puts_the_triggers_back() {
     let left: i64 =
         larder::with_connection!(&mut conn, |c| users::table.count().get_result(c)).unwrap();
     assert_eq!(left, 0);
-    let ann = store
-        .users()
-        .create(larder::NewUser {
-            name: "ann".into(),
-            email: "ann@example.org".into(),
-        })
-        .unwrap();
-    diesel::table! { larder_changes (id) { id -> BigInt, row_id -> BigInt } }
-    let logged: Vec<i64> = larder::with_connection!(&mut conn, |c| larder_changes::table
-        .select(larder_changes::row_id)
-        .filter(larder_changes::row_id.eq(ann.id))
-        .load(c))
-    .unwrap();
+    let ann = common::user(&store, "ann");
+    let logged: Vec<i64> = common::change_log(&url)
+        .into_iter()
+        .map(|(_, id, _)| id)
+        .filter(|id| *id == ann.id)
+        .collect();
     assert_eq!(logged, [ann.id], "the capture triggers were re-created");
 }

@@ -96,21 +96,6 @@ fn peer() {
     }
 }
 
-/// The change log's rows as `(table, row id, op)`, oldest first (SQLite and MySQL).
-fn change_log(db: &TestDb) -> Vec<(String, i64, String)> {
-    use diesel::prelude::*;
-    diesel::table! { larder_changes (id) { id -> BigInt, table_name -> Text, row_id -> BigInt, op -> Text } }
-    let mut conn = larder::Connection::establish(&db.url()).unwrap();
-    let rows = larder_changes::table
-        .select((
-            larder_changes::table_name,
-            larder_changes::row_id,
-            larder_changes::op,
-        ))
-        .order(larder_changes::id);
-    larder::with_connection!(&mut conn, |c| rows.load(c)).unwrap()
-}
-
 fn name_of(store: &Store, id: i64) -> Option<String> {
     store.users().get(id).unwrap().map(|u| u.name.clone())
 }
@@ -490,7 +475,7 @@ fn a_mysql_cascade_is_written_to_the_change_log() {
             return; // no change log: notifications, covered above
         }
         db.raw(&format!("DELETE FROM users WHERE id = {ann}"));
-        let deleted: Vec<(String, i64)> = change_log(&db)
+        let deleted: Vec<(String, i64)> = common::change_log(&db.url())
             .into_iter()
             .filter(|(_, _, op)| op == "D")
             .map(|(table, id, _)| (table, id))
@@ -563,7 +548,10 @@ fn old_change_log_rows_are_pruned() {
         ));
         let a = coherent_store(&db);
         std::thread::sleep(BOUND);
-        let left: Vec<i64> = change_log(&db).into_iter().map(|(_, id, _)| id).collect();
+        let left: Vec<i64> = common::change_log(&db.url())
+            .into_iter()
+            .map(|(_, id, _)| id)
+            .collect();
         assert_eq!(left, [2], "the hour-old row is pruned, the new one kept");
         drop(a);
     });
@@ -698,13 +686,7 @@ fn a_store_opened_before_its_migrations_hears_changes_after_them() {
     let url = format!("sqlite://{}", dir.path().join("s.db").display());
     let a = Store::builder(&url).max_staleness(BOUND).build().unwrap();
     a.migrate().unwrap();
-    let ann = a
-        .users()
-        .create(larder::NewUser {
-            name: "ann".into(),
-            email: "ann@example.org".into(),
-        })
-        .unwrap();
+    let ann = common::user(&a, "ann");
     std::thread::sleep(BOUND); // a's own insert comes back
     assert_eq!(name_of(&a, ann.id).as_deref(), Some("ann"));
     let mut other = larder::Connection::establish(&url).unwrap();

@@ -265,6 +265,22 @@ pub fn user_in_db(store: &Store, id: i64) -> Option<Arc<User>> {
     tx.users().get(id).expect("read user")
 }
 
+/// The change log's rows as `(table, row id, op)`, oldest first (SQLite and
+/// MySQL databases, whose capture triggers write it).
+pub fn change_log(url: &str) -> Vec<(String, i64, String)> {
+    use diesel::prelude::*;
+    diesel::table! { larder_changes (id) { id -> BigInt, table_name -> Text, row_id -> BigInt, op -> Text } }
+    let mut conn = larder::Connection::establish(url).expect("change log connection");
+    let rows = larder_changes::table
+        .select((
+            larder_changes::table_name,
+            larder_changes::row_id,
+            larder_changes::op,
+        ))
+        .order(larder_changes::id);
+    larder::with_connection!(&mut conn, |c| rows.load(c)).expect("read the change log")
+}
+
 /// Every pooled connection is back and idle.
 pub fn assert_pool_idle(store: &Store) {
     let pool = store.stats().pool;
