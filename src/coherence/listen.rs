@@ -10,7 +10,7 @@
 
 #![cfg(feature = "postgres")]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use diesel::{PgConnection, RunQueryDsl};
 
@@ -22,7 +22,6 @@ use crate::error::{Error, Result};
 pub(super) struct Listener {
     conn: Option<PgConnection>,
     reconnect: Reconnect,
-    heartbeat_every: Duration,
     last_heartbeat: Instant,
 }
 
@@ -32,7 +31,6 @@ impl Listener {
         Ok(Listener {
             conn: Some(listen(ctx)?),
             reconnect: Reconnect::new(),
-            heartbeat_every: ctx.timing.heartbeat,
             last_heartbeat: Instant::now(),
         })
     }
@@ -42,7 +40,7 @@ impl Listener {
             return self.reopen(ctx);
         };
         drain(conn, ctx)?;
-        if self.last_heartbeat.elapsed() < self.heartbeat_every {
+        if self.last_heartbeat.elapsed() < ctx.timing.heartbeat {
             return Ok(None);
         }
         let started = Instant::now();

@@ -20,7 +20,7 @@ use crate::backend::Connection;
 use crate::error::{Error, Result};
 
 /// How long change-log rows are kept for slow readers.
-pub(crate) const RETENTION: Duration = Duration::from_secs(300);
+const RETENTION: Duration = Duration::from_secs(300);
 /// How long a MySQL poller waits for a skipped id to commit.
 const GAP_TIMEOUT: Duration = RETENTION;
 /// How often each poller prunes the log and checks it was not recreated.
