@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::registry::AnyValue;
 use flight::Flight;
 pub(crate) use query::QueryCache;
-use shard::{Lookup, Shard};
+use shard::{Fill, Lookup, Shard};
 pub use stats::CacheStats;
 
 /// Most shards an identity map uses; enough to keep two to four threads off
@@ -97,14 +97,16 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
                 Ok(Some(value))
             }
             Lookup::Lead(flight) => {
-                tracing::trace!(table = self.table, id, "cache miss: loading");
+                // The guard first: if anything below panics (a tracing
+                // subscriber included), its drop still ends the flight.
                 let leader = Leader {
                     shard,
                     id,
                     flight: Some(flight),
                 };
+                tracing::trace!(table = self.table, id, "cache miss: loading");
                 let value = load()?.map(Arc::new);
-                let filled = leader.finish(value.clone());
+                let (value, filled) = leader.finish(value);
                 tracing::trace!(table = self.table, id, filled, "cache fill");
                 Ok(value)
             }
@@ -134,11 +136,11 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
             shard.counters.loads += 1;
             shard.epoch()
         };
-        let value = load()?.map(Arc::new);
-        if let Some(value) = &value {
-            shard.lock().fill_if_epoch(id, value, epoch);
-        }
-        Ok(value)
+        let Some(value) = load()?.map(Arc::new) else {
+            return Ok(None);
+        };
+        let fill = { shard.lock().fill_if_epoch(id, &value, epoch) };
+        Ok(Some(fill.resolve(&value)))
     }
 
     fn load_uncached<F>(&self, id: i64, load: F) -> Result<Option<Arc<T>>>
@@ -151,6 +153,12 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
             shard.counters.loads += 1;
         }
         Ok(load()?.map(Arc::new))
+    }
+
+    /// The epoch of `id`'s shard in `epochs` (as read by [`epochs`](Self::epochs)),
+    /// for a write whose key was not known before its statement ran (an insert).
+    pub(crate) fn epoch_in(&self, epochs: &[u64], id: i64) -> u64 {
+        epochs[self.shard_index(id)]
     }
 
     /// The epoch of `id`'s shard, read before a write or a list query.
@@ -183,8 +191,9 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
                     return row;
                 }
                 let index = self.shard_index(id);
-                let mut shard = self.shards[index].lock();
-                shard.intern(id, row, epochs[index])
+                let (row, evicted) = { self.shards[index].lock().intern(id, row, epochs[index]) };
+                drop(evicted);
+                row
             })
             .collect()
     }
@@ -192,26 +201,29 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
     /// Applies a committed write of `id`; see [`Shard::apply_write`].
     pub(crate) fn apply_write(&self, id: i64, value: Option<&Arc<T>>, epoch_at_write: u64) {
         let value = value.filter(|_| self.enabled);
-        {
+        let removed = {
             let mut shard = self.shard(id).lock();
-            shard.apply_write(id, value, epoch_at_write);
-        }
+            shard.apply_write(id, value, epoch_at_write)
+        };
+        drop(removed);
         tracing::trace!(table = self.table, id, "invalidated by a committed write");
     }
 
     /// Removes `id` and makes every load of it that is in progress unfillable.
     pub(crate) fn invalidate(&self, id: i64) {
-        {
+        let removed = {
             let mut shard = self.shard(id).lock();
-            shard.invalidate(id);
-        }
+            shard.invalidate(id)
+        };
+        drop(removed);
         tracing::trace!(table = self.table, id, "invalidated");
     }
 
     /// Empties the map and makes every load in progress unfillable.
     pub(crate) fn clear(&self) {
         for shard in self.shards.iter() {
-            shard.lock().clear();
+            let removed = { shard.lock().clear() };
+            drop(removed);
         }
     }
 
@@ -240,17 +252,25 @@ struct Leader<'a, T> {
 }
 
 impl<T> Leader<'_, T> {
-    /// Publishes the loaded value to the waiters; returns whether it was cached.
-    fn finish(mut self, value: Option<Arc<T>>) -> bool {
+    /// Ends the flight with the loaded value; returns what the leader and the
+    /// waiters get (the entry already cached, if one is still current) and
+    /// whether the value was cached.
+    fn finish(mut self, value: Option<Arc<T>>) -> (Option<Arc<T>>, bool) {
         let Some(flight) = self.flight.take() else {
-            return false;
+            return (value, false);
         };
-        let filled = {
+        let fill = {
             let mut shard = self.shard.lock();
             shard.finish_flight(self.id, &flight, value.as_ref())
         };
-        flight.complete(Some(value));
-        filled
+        let filled = fill.as_ref().is_some_and(Fill::filled);
+        let value = match (&fill, value) {
+            (Some(fill), Some(value)) => Some(fill.resolve(&value)),
+            (_, value) => value,
+        };
+        flight.complete(Some(value.clone()));
+        drop(fill); // what the fill evicted, dropped after the lock
+        (value, filled)
     }
 }
 

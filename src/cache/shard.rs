@@ -1,6 +1,8 @@
 //! One shard of an identity map: an LRU of immutable entries, the shard's
 //! invalidation epoch, its in-progress loads and its counters. Every method here
-//! is in-memory work done by a caller that holds the shard lock.
+//! is in-memory work done by a caller that holds the shard lock. Values leaving
+//! the shard are handed back to the caller (as quick_cache's shards do), so
+//! that their destructors, which are user code, run after the lock is released.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -27,6 +29,35 @@ pub(crate) enum Lookup<T> {
     /// This caller must load the key and finish the flight.
     Lead(Arc<Flight<T>>),
 }
+
+/// What a fill did.
+pub(crate) enum Fill<T> {
+    /// The value is now the cached entry; carries the entry it evicted, if any.
+    Filled(Option<Arc<T>>),
+    /// An entry for the key was already cached and is still current (nothing
+    /// invalidated it since the load began): it stays, for identity, and the
+    /// caller should hand out this one instead of its own copy.
+    Kept(Arc<T>),
+    /// The key's shard was invalidated since the load began: nothing cached.
+    Stale,
+}
+
+impl<T> Fill<T> {
+    /// The object callers of this load should see: the cached one when it was kept.
+    pub(crate) fn resolve(&self, loaded: &Arc<T>) -> Arc<T> {
+        match self {
+            Fill::Kept(cached) => Arc::clone(cached),
+            Fill::Filled(_) | Fill::Stale => Arc::clone(loaded),
+        }
+    }
+
+    pub(crate) fn filled(&self) -> bool {
+        matches!(self, Fill::Filled(_))
+    }
+}
+
+/// Values taken out of a shard under its lock, dropped by the caller after it.
+pub(crate) type Removed<T> = Vec<Arc<T>>;
 
 impl<T> Shard<T> {
     pub(crate) fn new(capacity: NonZeroUsize) -> Shard<T> {
@@ -61,13 +92,13 @@ impl<T> Shard<T> {
     }
 
     /// Ends `flight` for `id` and fills `value` unless an invalidation happened
-    /// since the flight began; returns whether it filled.
+    /// since the flight began (`None` when there was nothing to fill).
     pub(crate) fn finish_flight(
         &mut self,
         id: i64,
         flight: &Arc<Flight<T>>,
         value: Option<&Arc<T>>,
-    ) -> bool {
+    ) -> Option<Fill<T>> {
         // An invalidation may already have removed this flight and a newer one
         // may stand in its place: only remove our own.
         if self
@@ -77,63 +108,81 @@ impl<T> Shard<T> {
         {
             self.flights.remove(&id);
         }
-        value.is_some_and(|value| self.fill_if_epoch(id, value, flight.epoch))
+        value.map(|value| self.fill_if_epoch(id, value, flight.epoch))
     }
 
-    /// Caches `value` only if no invalidation happened since `epoch` was read.
-    pub(crate) fn fill_if_epoch(&mut self, id: i64, value: &Arc<T>, epoch: u64) -> bool {
+    /// Caches `value` only if no invalidation happened since `epoch` was read,
+    /// and never in place of an entry already cached: with the epoch unmoved,
+    /// that entry is as current as `value` and callers may hold it (identity).
+    pub(crate) fn fill_if_epoch(&mut self, id: i64, value: &Arc<T>, epoch: u64) -> Fill<T> {
         if self.epoch != epoch {
             self.counters.stale_fills_dropped += 1;
-            return false;
+            return Fill::Stale;
+        }
+        if let Some(cached) = self.entries.get(&id) {
+            return Fill::Kept(Arc::clone(cached));
         }
         self.counters.fills += 1;
-        if let Some((evicted, _)) = self.entries.push(id, Arc::clone(value)) {
-            if evicted != id {
-                self.counters.evictions += 1;
-            }
+        let evicted = self.entries.push(id, Arc::clone(value));
+        if evicted.is_some() {
+            self.counters.evictions += 1;
         }
-        true
+        Fill::Filled(evicted.map(|(_, value)| value))
     }
 
     /// Removes `id`, detaches its in-progress load and moves the epoch, all under
     /// the one lock the caller holds, so no load that began earlier can fill.
-    pub(crate) fn invalidate(&mut self, id: i64) {
-        self.entries.pop(&id);
+    pub(crate) fn invalidate(&mut self, id: i64) -> Removed<T> {
         self.flights.remove(&id);
         self.epoch += 1;
         self.counters.invalidations += 1;
+        self.entries.pop(&id).into_iter().collect()
     }
 
     /// Applies a committed write: the key is invalidated, and its new value (if
     /// any) is cached only when nothing else invalidated this shard since the
     /// write read `epoch_at_write`.
-    pub(crate) fn apply_write(&mut self, id: i64, value: Option<&Arc<T>>, epoch_at_write: u64) {
+    pub(crate) fn apply_write(
+        &mut self,
+        id: i64,
+        value: Option<&Arc<T>>,
+        epoch_at_write: u64,
+    ) -> Removed<T> {
         let untouched_since_write = self.epoch == epoch_at_write;
-        self.invalidate(id);
+        let mut removed = self.invalidate(id);
         if let (true, Some(value)) = (untouched_since_write, value) {
             let epoch = self.epoch;
-            self.fill_if_epoch(id, value, epoch);
+            if let Fill::Filled(evicted) = self.fill_if_epoch(id, value, epoch) {
+                removed.extend(evicted);
+            }
         }
+        removed
     }
 
     /// Returns the cached entry for `id` if there is one, else caches `value`;
     /// `value` was loaded by a query that began at shard epoch `epoch`.
-    pub(crate) fn intern(&mut self, id: i64, value: Arc<T>, epoch: u64) -> Arc<T> {
+    /// The second value returned is what the fill evicted.
+    pub(crate) fn intern(&mut self, id: i64, value: Arc<T>, epoch: u64) -> (Arc<T>, Removed<T>) {
         if self.epoch != epoch {
-            return value;
+            return (value, Vec::new());
         }
-        if let Some(cached) = self.entries.get(&id) {
-            return Arc::clone(cached);
+        match self.fill_if_epoch(id, &value, epoch) {
+            Fill::Kept(cached) => (cached, Vec::new()),
+            Fill::Filled(evicted) => (value, evicted.into_iter().collect()),
+            Fill::Stale => (value, Vec::new()),
         }
-        self.fill_if_epoch(id, &value, epoch);
-        value
     }
 
-    pub(crate) fn clear(&mut self) {
+    /// Empties the shard; returns the entries so they are dropped after the lock.
+    pub(crate) fn clear(&mut self) -> Removed<T> {
         self.counters.invalidations += self.entries.len() as u64;
-        self.entries.clear();
         self.flights.clear();
         self.epoch += 1;
+        let mut removed = Vec::with_capacity(self.entries.len());
+        while let Some((_, value)) = self.entries.pop_lru() {
+            removed.push(value);
+        }
+        removed
     }
 
     pub(crate) fn peek(&self, id: i64) -> Option<Arc<T>> {
