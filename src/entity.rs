@@ -105,7 +105,11 @@ pub trait Entity: Sized + Send + Sync + 'static {
 
     /// Rows of any table that deleting row `id` removes by cascade. Called just
     /// before the delete, in the same transaction; their cached copies are
-    /// invalidated when it commits. Defaults to none.
+    /// invalidated when it commits. Lock what you read (`FOR UPDATE` on the
+    /// parent row first, then on the children that are parents in turn) on
+    /// backends with row locks: a child inserted between this read and the
+    /// delete would be removed by the cascade without being invalidated.
+    /// Defaults to none.
     fn cascade(conn: &mut Connection, id: i64) -> QueryResult<Vec<Key>> {
         let _ = (conn, id);
         Ok(Vec::new())

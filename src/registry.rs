@@ -93,12 +93,20 @@ pub(crate) struct Registry {
     queries: QueryCache,
 }
 
-/// A committed write waiting to be applied to the caches: the entity's own
-/// new value (or `None` for a delete) and the epoch read before the write.
-pub(crate) struct PendingWrite {
-    pub(crate) key: Key,
-    /// `None` for rows changed as a side effect (cascades): invalidated only.
-    pub(crate) written: Option<Written>,
+/// A write recorded by a transaction, applied to the caches once it commits.
+pub(crate) enum PendingWrite {
+    /// A row written by its own entity, which knows the outcome.
+    Written { key: Key, written: Written },
+    /// A row whose statement ran but whose outcome is unknown (its returned
+    /// row could not be decoded): invalidated, never filled. Recorded before
+    /// the statement runs, so that no error path can skip it.
+    Unsettled(Key),
+    /// A row removed as a side effect (a cascade): invalidated, and what is
+    /// [`Entity::DELETED_WITH`] its table emptied.
+    Removed(Key),
+    /// An insert into `table` whose new id is unknown: no cache can hold the
+    /// row yet, but the table's cached lists must go.
+    UnknownInsert(&'static str),
 }
 
 /// What the writing entity knows about its own write.
@@ -167,19 +175,48 @@ impl Registry {
     /// may keep the new value, every other map of the same table drops the key.
     pub(crate) fn apply_committed(&self, writes: Vec<PendingWrite>) {
         for write in writes {
-            let writer = write.written.as_ref().map(|w| w.entity);
-            let deleted = write.written.as_ref().is_none_or(|w| w.value.is_none());
-            if let Some(written) = write.written {
-                if let Some(r) = self.by_type.get(&written.entity) {
-                    r.control
-                        .apply_write_any(write.key.id, written.value, written.epoch);
+            match write {
+                PendingWrite::Written { key, written } => {
+                    let deleted = written.value.is_none();
+                    if let Some(r) = self.by_type.get(&written.entity) {
+                        r.control
+                            .apply_write_any(key.id, written.value, written.epoch);
+                    }
+                    self.invalidate_except(key, Some(written.entity));
+                    if deleted {
+                        self.empty_dependents(key.table, &mut Vec::new());
+                    }
                 }
-            }
-            self.invalidate_except(write.key, writer);
-            if deleted {
-                self.empty_dependents(write.key.table, &mut Vec::new());
+                PendingWrite::Unsettled(key) => self.invalidate(key),
+                PendingWrite::Removed(key) => self.invalidate_removed(key),
+                PendingWrite::UnknownInsert(table) => self.retire_lists(table),
             }
         }
+    }
+
+    /// Applies writes whose commit failed. A commit that failed may still have
+    /// committed (the connection was lost while COMMIT was in flight), so every
+    /// key is invalidated and every delete empties its dependents, as if it
+    /// had committed, without caching any new value.
+    pub(crate) fn apply_uncertain(&self, writes: Vec<PendingWrite>) {
+        for write in writes {
+            match write {
+                PendingWrite::Written { key, written } if written.value.is_none() => {
+                    self.invalidate_removed(key);
+                }
+                PendingWrite::Written { key, .. } | PendingWrite::Unsettled(key) => {
+                    self.invalidate(key);
+                }
+                PendingWrite::Removed(key) => self.invalidate_removed(key),
+                PendingWrite::UnknownInsert(table) => self.retire_lists(table),
+            }
+        }
+    }
+
+    /// A row that is gone: its key, and every entity [`Entity::DELETED_WITH`] its table.
+    fn invalidate_removed(&self, key: Key) {
+        self.invalidate(key);
+        self.empty_dependents(key.table, &mut Vec::new());
     }
 
     /// Empties every entity declared [`Entity::DELETED_WITH`] `table`, and
@@ -236,6 +273,13 @@ impl Registry {
     /// the database; returns whether `table` is cached here at all.
     pub(crate) fn apply_remote(&self, table: &str, id: i64, op: Op) -> bool {
         let Some((&table, _)) = self.generations.get_key_value(table) else {
+            // Not cached here, but its deletes may cascade into a table that is.
+            if let (Op::Delete | Op::Truncate, Some((&parent, _))) =
+                (op, self.deleted_with.get_key_value(table))
+            {
+                self.empty_dependents(parent, &mut Vec::new());
+                return true;
+            }
             return false;
         };
         match op {

@@ -247,11 +247,15 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     ///
     /// [`Error::Conflict`] when a constraint rejects the row.
     pub fn create(&self, new: E::New) -> Result<Arc<E>> {
+        // Every shard's epoch, read before the statement: the new id is not
+        // known yet, and an autocommitted insert is visible (and can be
+        // updated and invalidated by others) the moment it ends.
+        let epochs = self.cache.epochs();
+        let place = self.tx.record(PendingWrite::UnknownInsert(E::TABLE));
         let row = Arc::new(self.tx.run(E::TABLE, None, |conn| E::insert(conn, &new))?);
-        // The id is new: no other transaction can have written it yet, so the
-        // epoch read after the insert is as good as one read before.
-        let epoch = self.cache.epoch_of(row.id());
-        self.record(row.id(), Some(Arc::clone(&row)), epoch);
+        let epoch = self.cache.epoch_in(&epochs, row.id());
+        self.tx
+            .settle(place, self.written(row.id(), Some(Arc::clone(&row)), epoch));
         Ok(row)
     }
 
@@ -281,9 +285,14 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     {
         // Read before the write so that any invalidation after it is noticed.
         let epoch = self.cache.epoch_of(id);
+        // Recorded before the statement: if it runs and its returned row then
+        // fails to decode, the commit still invalidates the row.
+        let place = self
+            .tx
+            .record(PendingWrite::Unsettled(Key::new(E::TABLE, id)));
         let row = self.tx.run(E::TABLE, Some(id), write)?.map(Arc::new);
         if row.is_some() {
-            self.record(id, row.clone(), epoch);
+            self.tx.settle(place, self.written(id, row.clone(), epoch));
         }
         Ok(row)
     }
@@ -302,7 +311,7 @@ impl<'t, E: Entity> TxRepo<'t, E> {
             .tx
             .run(E::TABLE, Some(id), |conn| E::delete(conn, id))?;
         if removed {
-            self.record(id, None, epoch);
+            self.tx.record(self.written(id, None, epoch));
             self.tx.record_cascade(cascade);
         }
         Ok(removed)
@@ -331,15 +340,15 @@ impl<'t, E: Entity> TxRepo<'t, E> {
         self.tx.run(E::TABLE, id, work)
     }
 
-    fn record(&self, id: i64, value: Option<Arc<E>>, epoch: u64) {
-        self.tx.record(PendingWrite {
+    fn written(&self, id: i64, value: Option<Arc<E>>, epoch: u64) -> PendingWrite {
+        PendingWrite::Written {
             key: Key::new(E::TABLE, id),
-            written: Some(Written {
+            written: Written {
                 entity: TypeId::of::<E>(),
                 value: value.map(|v| v as AnyValue),
                 epoch,
-            }),
-        });
+            },
+        }
     }
 }
 

@@ -114,9 +114,7 @@ impl<'s> Tx<'s> {
             }
             Err(err) => {
                 tracing::warn!(error = %err, "commit failed");
-                for write in writes {
-                    self.store.registry().invalidate(write.key);
-                }
+                self.store.registry().apply_uncertain(writes);
                 Err(Error::from_diesel(err, "-", None))
             }
         }
@@ -187,16 +185,24 @@ impl<'s> Tx<'s> {
         })
     }
 
-    pub(crate) fn record(&self, write: PendingWrite) {
-        self.pending.borrow_mut().push(write);
+    /// Records a write to apply at commit; returns its place, for [`settle`](Tx::settle).
+    pub(crate) fn record(&self, write: PendingWrite) -> usize {
+        let mut pending = self.pending.borrow_mut();
+        pending.push(write);
+        pending.len() - 1
+    }
+
+    /// Replaces the write recorded at `place` (before its statement ran) with
+    /// what is known now that it has run.
+    pub(crate) fn settle(&self, place: usize, write: PendingWrite) {
+        if let Some(slot) = self.pending.borrow_mut().get_mut(place) {
+            *slot = write;
+        }
     }
 
     pub(crate) fn record_cascade(&self, keys: Vec<Key>) {
         let mut pending = self.pending.borrow_mut();
-        pending.extend(
-            keys.into_iter()
-                .map(|key| PendingWrite { key, written: None }),
-        );
+        pending.extend(keys.into_iter().map(PendingWrite::Removed));
     }
 }
 

@@ -392,3 +392,43 @@ fn an_autocommitted_update_that_fails_after_writing_leaves_no_stale_entry() {
         "the update committed: the old entry must go"
     );
 }
+
+#[test]
+fn a_write_in_a_transaction_that_fails_after_writing_leaves_no_stale_entry() {
+    // As above, inside a transaction: the statement ran, its returned row cannot
+    // be decoded, and the caller handles that error and commits. The commit
+    // makes the update visible, so it must invalidate the cached row too.
+    let db = common::fresh();
+    let ann = user(&db.store, "ann");
+    assert!(db.store.users().cached(ann.id).is_some());
+    raw(
+        &db,
+        &format!(
+            "UPDATE users SET email = CAST(x'66ff6f' AS TEXT) WHERE id = {}",
+            ann.id
+        ),
+    );
+    db.store
+        .transaction(|tx| {
+            let err = tx
+                .users()
+                .update(ann.id, common::rename("Ann"))
+                .unwrap_err();
+            assert!(matches!(err, Error::Database { .. }), "{err:?}");
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    let mut conn = larder::Connection::establish(&db.url()).unwrap();
+    let renamed: i64 = larder::with_connection!(&mut conn, |c| {
+        larder::schema::users::table
+            .filter(larder::schema::users::name.eq("Ann"))
+            .count()
+            .get_result(c)
+    })
+    .unwrap();
+    assert_eq!(renamed, 1, "the premise: the update did commit");
+    assert!(
+        db.store.users().cached(ann.id).is_none(),
+        "the transaction committed the update: the old entry must go"
+    );
+}

@@ -44,6 +44,26 @@ macro_rules! update_returning {
         }
     }};
 }
+/// Loads `$query` with its rows locked `FOR UPDATE` where the backend has row
+/// locks. A delete that first finds the rows its cascade will remove locks
+/// them (and their parent) this way, so that no child can be inserted under
+/// them between that read and the DELETE, unseen by the invalidation. SQLite
+/// needs no lock: its write transaction (`BEGIN IMMEDIATE`) excludes every
+/// other writer already.
+macro_rules! load_for_update {
+    ($conn:expr, $query:expr) => {{
+        #[allow(unused_imports)]
+        use diesel::prelude::*;
+        match $conn {
+            $crate::Connection::Sqlite(c) => $query.load(c),
+            #[cfg(feature = "postgres")]
+            $crate::Connection::Postgres(c) => $query.for_update().load(c),
+            #[cfg(feature = "mysql")]
+            $crate::Connection::Mysql(c) => $query.for_update().load(c),
+        }
+    }};
+}
+
 mod comment;
 mod post;
 pub mod schema;

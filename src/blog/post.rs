@@ -172,6 +172,9 @@ impl Entity for Post {
 
     /// A post's comments go with it.
     fn cascade(conn: &mut Connection, id: i64) -> QueryResult<Vec<Key>> {
+        // The post row locked first keeps out new comments on it until the
+        // delete commits (their foreign key check waits for the lock).
+        let _: Vec<i64> = load_for_update!(conn, posts::table.find(id).select(posts::id))?;
         let query = comments::table
             .filter(comments::post_id.eq(id))
             .select(comments::id);

@@ -98,10 +98,13 @@ impl Entity for User {
 
     /// A user's posts, the comments on them, and the user's own comments go with it.
     fn cascade(conn: &mut Connection, id: i64) -> QueryResult<Vec<Key>> {
+        // Locked, parents first: the user row keeps out new posts and comments
+        // by the user, its posts' rows keep out new comments on them.
+        let _: Vec<i64> = load_for_update!(conn, users::table.find(id).select(users::id))?;
         let posts_of_user = posts::table
             .filter(posts::author_id.eq(id))
             .select(posts::id);
-        let post_ids: Vec<i64> = crate::with_connection!(conn, |c| posts_of_user.load(c))?;
+        let post_ids: Vec<i64> = load_for_update!(conn, posts_of_user)?;
         let doomed_comments = comments::table
             .filter(
                 comments::author_id
