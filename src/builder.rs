@@ -68,15 +68,18 @@ impl StoreBuilder {
         self
     }
 
-    /// Most entries each entity's cache holds; 0 turns caching off (every `get`
-    /// goes to the database). Defaults to 10,000 per entity.
+    /// Most entries each entity's cache holds; 0 turns caching off: every
+    /// `get` and every list query goes to the database (the query cache is off
+    /// too, whatever [`query_cache_capacity`](StoreBuilder::query_cache_capacity)
+    /// says). Defaults to 10,000 per entity.
     pub fn cache_capacity(mut self, entries: usize) -> StoreBuilder {
         self.cache_capacity = entries;
         self
     }
 
     /// Most list-query results (for example `posts().by_author(id)`) the store
-    /// caches; 0 turns the query cache off. Defaults to 1,000 lists.
+    /// caches; 0 turns the query cache off, and so does a
+    /// [`cache_capacity`](StoreBuilder::cache_capacity) of 0. Defaults to 1,000 lists.
     pub fn query_cache_capacity(mut self, lists: usize) -> StoreBuilder {
         self.query_cache_capacity = lists;
         self
@@ -115,7 +118,9 @@ impl StoreBuilder {
     /// MySQL poll the change log, PostgreSQL reads the notifications that
     /// arrived. Defaults to `max_staleness / 4` on SQLite and MySQL, and to
     /// `max_staleness / 20` within 1–5 ms on PostgreSQL; must be at least
-    /// 1 ms and at most `max_staleness`.
+    /// 1 ms and at most `max_staleness / 4`: the watcher empties the caches
+    /// whenever it has confirmed nothing for `max_staleness / 2`, so a longer
+    /// interval would flush them on every tick.
     pub fn poll_interval(mut self, interval: Duration) -> StoreBuilder {
         self.poll_interval = Some(interval);
         self
@@ -171,7 +176,13 @@ impl StoreBuilder {
             busy_timeout: self.busy_timeout,
         };
         let pool = pool::build(&url, &config)?;
-        let mut registry = Registry::new(self.query_cache_capacity);
+        // No cache means no cached lists either: what `cache_capacity(0)` promises.
+        let query_cache_capacity = if self.cache_capacity == 0 {
+            0
+        } else {
+            self.query_cache_capacity
+        };
+        let mut registry = Registry::new(query_cache_capacity);
         let blog = BlogMaps {
             users: registry.register::<User>(self.cache_capacity),
             posts: registry.register::<Post>(self.cache_capacity),
@@ -214,8 +225,10 @@ impl StoreBuilder {
             return invalid("max_staleness must be between 10 ms and 60 s");
         }
         if let Some(interval) = self.poll_interval {
-            if interval < Duration::from_millis(1) || interval > self.max_staleness {
-                return invalid("poll_interval must be at least 1 ms and at most max_staleness");
+            if interval < Duration::from_millis(1) || interval > self.max_staleness / 4 {
+                return invalid(
+                    "poll_interval must be at least 1 ms and at most max_staleness / 4",
+                );
             }
         }
         Ok(())

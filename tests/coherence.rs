@@ -417,7 +417,14 @@ fn a_staleness_bound_or_poll_interval_out_of_range_is_refused() {
         assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
         assert!(err.to_string().contains("max_staleness"), "{err}");
     }
-    for interval in [Duration::ZERO, Duration::from_millis(101)] {
+    // Above a quarter of the bound the watcher could not confirm in time: it
+    // would flush on every tick (100 ms == max_staleness was once accepted).
+    for interval in [
+        Duration::ZERO,
+        Duration::from_millis(26),
+        Duration::from_millis(100),
+        Duration::from_millis(101),
+    ] {
         let err = Store::builder(&url)
             .max_staleness(Duration::from_millis(100))
             .poll_interval(interval)

@@ -234,3 +234,26 @@ fn an_entity_from_the_macro_is_cached_and_invalidated_like_the_blogs() {
         assert!(!tags.delete(rust.id).unwrap());
     });
 }
+
+/// `cache_capacity(0)` is the switch that turns caching off: lists too, so a
+/// change made behind larder's back is seen at once.
+#[test]
+fn cache_capacity_zero_caches_no_lists_either() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.cache_capacity(0));
+        let ann = user(&db.store, "ann");
+        post(&db.store, &ann, "one");
+        assert_eq!(db.store.posts().by_author(ann.id).unwrap().len(), 1);
+        db.raw(&format!(
+            "INSERT INTO posts (author_id, title, body, published, version, created_at, updated_at) \
+             VALUES ({}, 'two', 'b', false, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+            ann.id
+        ));
+        assert_eq!(
+            db.store.posts().by_author(ann.id).unwrap().len(),
+            2,
+            "a list was served from a cache that was switched off"
+        );
+        assert_eq!(db.store.stats().queries.capacity, 0);
+    });
+}
