@@ -329,3 +329,57 @@ impl Registry {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::Connection;
+
+    /// A row of `children`, whose rows go when a `parents` row is deleted.
+    struct Child {
+        id: i64,
+    }
+
+    impl Entity for Child {
+        const TABLE: &'static str = "children";
+        const DELETED_WITH: &'static [&'static str] = &["parents"];
+        type New = ();
+        type Changes = ();
+
+        fn id(&self) -> i64 {
+            self.id
+        }
+
+        fn find(_: &mut Connection, _: i64) -> diesel::QueryResult<Option<Child>> {
+            Ok(None)
+        }
+
+        fn insert(_: &mut Connection, _: &()) -> diesel::QueryResult<Child> {
+            Err(diesel::result::Error::NotFound)
+        }
+
+        fn update(_: &mut Connection, _: i64, _: &()) -> diesel::QueryResult<Option<Child>> {
+            Ok(None)
+        }
+
+        fn delete(_: &mut Connection, _: i64) -> diesel::QueryResult<bool> {
+            Ok(false)
+        }
+    }
+
+    #[test]
+    fn a_remote_delete_of_an_uncached_parent_empties_its_dependents() {
+        let mut registry = Registry::new(0);
+        let children = registry.register::<Child>(8);
+        children
+            .get_or_load(1, || Ok(Some(Child { id: 1 })))
+            .unwrap();
+        assert!(children.peek(1).is_some());
+        // `parents` is not cached here; MySQL logs no row for what its delete cascades to.
+        registry.apply_remote("parents", 7, Op::Delete);
+        assert!(
+            children.peek(1).is_none(),
+            "a cascade from an uncached table left its children cached"
+        );
+    }
+}

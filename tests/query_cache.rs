@@ -257,3 +257,50 @@ fn cache_capacity_zero_caches_no_lists_either() {
         assert_eq!(db.store.stats().queries.capacity, 0);
     });
 }
+
+/// A commit that fails may have committed anyway (the connection can be lost
+/// while COMMIT is in flight), so larder applies its deletes as if it had:
+/// what is DELETED_WITH a deleted row's table goes too. Here the commit fails
+/// on a deferred foreign key (SQLite checks those at COMMIT).
+#[test]
+fn a_failed_commit_empties_what_its_deletes_cascade_into() {
+    let db = tags_db(&common::sqlite());
+    let ann = user(&db.store, "ann");
+    let p = post(&db.store, &ann, "p");
+    let tags = db.store.repo::<Tag>().unwrap();
+    let tag = tags
+        .create(NewTag {
+            post_id: p.id,
+            label: "rust".into(),
+        })
+        .unwrap();
+    assert!(tags.cached(tag.id).is_some());
+    let err = db
+        .store
+        .transaction(|tx| {
+            tx.posts().query(|conn| {
+                larder::with_connection!(conn, |c| {
+                    diesel::connection::SimpleConnection::batch_execute(
+                        c,
+                        "PRAGMA defer_foreign_keys = ON",
+                    )
+                })?;
+                Ok(Vec::new())
+            })?;
+            tx.posts().delete(p.id)?;
+            tx.comments().create(larder::NewComment {
+                post_id: 999_999,
+                author_id: ann.id,
+                body: "orphan, refused at COMMIT".into(),
+            })?;
+            Ok::<_, larder::Error>(())
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+    assert!(
+        tags.cached(tag.id).is_none(),
+        "a delete whose commit failed left what it cascades into cached"
+    );
+    assert_eq!(tags.get(tag.id).unwrap().unwrap().label, "rust");
+    common::assert_pool_idle(&db.store);
+}

@@ -468,4 +468,89 @@ mod tests {
         assert_eq!(map.stats().loads, 2);
         assert_eq!(map.stats().capacity, 0);
     }
+
+    /// A value whose destructor records whether any shard lock of its map is
+    /// held when it runs: a destructor is user code and must run after the lock.
+    struct Probe {
+        map: Arc<std::sync::OnceLock<std::sync::Weak<IdentityMap<Probe>>>>,
+        dropped_under_lock: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            let Some(map) = self.map.get().and_then(std::sync::Weak::upgrade) else {
+                return;
+            };
+            if map.shards.iter().any(|shard| shard.try_lock().is_none()) {
+                self.dropped_under_lock.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[test]
+    fn values_leaving_the_cache_are_dropped_after_the_shard_lock() {
+        let map = Arc::new(IdentityMap::<Probe>::new("test", 1));
+        let cell = Arc::new(std::sync::OnceLock::new());
+        cell.set(Arc::downgrade(&map)).ok();
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = || Probe {
+            map: Arc::clone(&cell),
+            dropped_under_lock: Arc::clone(&flag),
+        };
+        for id in 0..3 {
+            map.get_or_load(id, || Ok(Some(probe()))).unwrap(); // evicts the one before
+        }
+        map.invalidate(2);
+        map.get_or_load(3, || Ok(Some(probe()))).unwrap();
+        map.apply_write(3, Some(&Arc::new(probe())), map.epoch_of(3));
+        map.intern(vec![probe()], &map.epochs(), |_| 4); // evicts 3
+        map.clear();
+        assert!(
+            !flag.load(Ordering::SeqCst),
+            "an entity's destructor ran under a shard lock"
+        );
+    }
+
+    /// Panics on the first event: a tracing subscriber is user code too.
+    struct PanickingSubscriber;
+
+    impl tracing::Subscriber for PanickingSubscriber {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {
+            panic!("the subscriber panics");
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn a_panic_while_starting_a_load_leaves_no_flight_behind() {
+        let map = Arc::new(map(8));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tracing::subscriber::with_default(PanickingSubscriber, || {
+                // Other tests' threads may have cached "no interest" in the
+                // callsites meanwhile: ask again with this subscriber in place.
+                tracing::callsite::rebuild_interest_cache();
+                map.get_or_load(5, load("never loaded"))
+            })
+        }));
+        assert!(panicked.is_err(), "the premise: the subscriber panicked");
+        let (done, finished) = std::sync::mpsc::channel();
+        let next = Arc::clone(&map);
+        std::thread::spawn(move || {
+            let _ = done.send(next.get_or_load(5, load("v")).map(|v| v.is_some()));
+        });
+        let result = finished.recv_timeout(Duration::from_secs(10));
+        assert!(
+            matches!(result, Ok(Ok(true))),
+            "a later get of the key waited on an abandoned flight: {result:?}"
+        );
+    }
 }
