@@ -57,11 +57,15 @@ pub enum Error {
         /// The database's own explanation.
         message: String,
     },
-    /// No pooled connection became free within the checkout timeout.
-    #[error("no database connection available within {timeout:?} (pool exhausted)")]
+    /// No pooled connection became available within the checkout timeout:
+    /// every connection was in use (`cause` is `None`), or new connections
+    /// could not be opened (`cause` says why: the database may be down).
+    #[error("no database connection available within {timeout:?}{}", pool_cause(.cause.as_deref()))]
     PoolTimeout {
         /// The configured checkout timeout.
         timeout: Duration,
+        /// Why the last attempt to open a connection failed, password removed.
+        cause: Option<String>,
     },
     /// The database stayed locked by another writer for longer than its busy timeout.
     #[error("database busy (locked by another writer) while writing {table}")]
@@ -125,6 +129,13 @@ pub enum Error {
 /// `Result` with larder's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+fn pool_cause(cause: Option<&str>) -> String {
+    match cause {
+        None => " (pool exhausted)".into(),
+        Some(cause) => format!(": cannot open a connection: {cause}"),
+    }
+}
+
 fn key_suffix(id: Option<i64>) -> String {
     id.map(|id| format!(" {id}")).unwrap_or_default()
 }
@@ -171,10 +182,16 @@ impl Error {
         }
     }
 
-    /// Maps a failed pool checkout. r2d2 reports a timeout without a cause, so
-    /// the configured timeout is what the caller learns.
-    pub(crate) fn pool(_err: r2d2::Error, timeout: Duration) -> Error {
-        Error::PoolTimeout { timeout }
+    /// Maps a failed pool checkout. r2d2's error carries the last error of
+    /// opening a connection, if one failed (already free of the password:
+    /// larder's connection manager scrubs its errors).
+    pub(crate) fn pool(err: r2d2::Error, timeout: Duration) -> Error {
+        let shown = err.to_string();
+        let cause = shown
+            .split_once(": ")
+            .map(|(_, cause)| cause.trim().to_owned())
+            .filter(|cause| !cause.is_empty());
+        Error::PoolTimeout { timeout, cause }
     }
 
     /// Returns true for conflicts (constraint violations and version mismatches).

@@ -21,7 +21,7 @@ fn pool_exhaustion_is_a_timeout_error_then_recovers() {
         let err = db.store.users().get(ann.id).unwrap_err();
         let waited = started.elapsed();
         assert!(
-            matches!(err, Error::PoolTimeout { timeout: t } if t == timeout),
+            matches!(err, Error::PoolTimeout { timeout: t, cause: None } if t == timeout),
             "{err:?}"
         );
         assert!(waited >= timeout, "gave up before the timeout: {waited:?}");
@@ -80,4 +80,34 @@ fn a_second_writer_waits_its_turn_within_the_busy_timeout() {
     std::thread::sleep(Duration::from_millis(100));
     writer.commit().unwrap();
     assert_eq!(second.join().unwrap().unwrap().name, "second");
+}
+
+/// A checkout that times out because the database cannot be reached says so,
+/// with the driver's reason: "database down" must not read as "pool exhausted".
+#[test]
+fn a_checkout_timeout_while_the_database_is_unreachable_names_the_cause() {
+    each_backend(|target| {
+        if target.backend != larder::Backend::Postgres {
+            return; // a server whose database can vanish under the pool
+        }
+        let timeout = Duration::from_millis(500);
+        let db = target.fresh_with(|b| b.pool_size(2).connection_timeout(timeout));
+        let ann = user(&db.store, "ann");
+        db.store.clear_cache();
+        let name = db.url().rsplit('/').next().unwrap().to_owned();
+        let admin = std::env::var("LARDER_TEST_POSTGRES_URL").unwrap();
+        let mut conn = larder::Connection::establish(&admin).unwrap();
+        diesel::connection::SimpleConnection::batch_execute(
+            &mut conn,
+            &format!("DROP DATABASE {name} WITH (FORCE)"),
+        )
+        .unwrap();
+        let err = db.store.users().get(ann.id).unwrap_err();
+        assert!(matches!(err, Error::PoolTimeout { .. }), "{err:?}");
+        let shown = err.to_string();
+        assert!(
+            shown.contains("does not exist") && !shown.contains("pool exhausted"),
+            "the cause is lost: {shown}"
+        );
+    });
 }
