@@ -56,6 +56,7 @@ mod registry;
 mod repo;
 mod stats;
 mod store;
+mod sync;
 mod tx;
 mod url;
 

@@ -8,6 +8,8 @@
 //! - concurrent misses of one key wait on that key's [`Flight`], not on the shard.
 
 mod flight;
+#[cfg(all(test, feature = "shuttle"))]
+mod model;
 #[cfg(test)]
 mod proptests;
 mod query;
@@ -17,7 +19,7 @@ mod stats;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use crate::error::Result;
 use crate::registry::AnyValue;

@@ -7,8 +7,8 @@ use std::any::{Any, TypeId};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+use crate::sync::Mutex;
 use lru::LruCache;
-use parking_lot::Mutex;
 
 use super::CacheStats;
 
