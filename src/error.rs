@@ -98,7 +98,8 @@ pub enum Error {
     Connection {
         /// The URL with any password replaced by `***`.
         url: String,
-        /// The driver's explanation, with any password removed.
+        /// The driver's explanation, with every part of the URL's passwords
+        /// removed; withheld whole when a part too short to remove shows in it.
         message: String,
     },
     /// The server closed the connection (a restart, a terminated backend); the

@@ -67,6 +67,12 @@ pub struct Target {
 }
 
 impl Target {
+    /// The server URL the suite was given for this backend (its maintenance
+    /// database); `None` for SQLite.
+    pub fn admin_url(&self) -> Option<&str> {
+        self.admin_url.as_deref()
+    }
+
     /// A new database and a store on it with cross-process coherence off:
     /// most suites test what one process does, and the watcher would bring
     /// this process's own commits back as invalidations at moments the test
