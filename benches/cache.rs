@@ -21,6 +21,7 @@
 //! `cargo bench --bench cache` (about a minute once built) ends with a table of ratios
 //! of this run's medians and the targets of issue 5.
 
+use larder_blog::prelude::*;
 use std::hint::black_box;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -32,8 +33,9 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection};
 use diesel::SqliteConnection;
-use larder::schema::users;
-use larder::{NewUser, Store, User, UserChanges};
+use larder::Store;
+use larder_blog::schema::users;
+use larder_blog::{NewUser, User, UserChanges};
 use lru::LruCache;
 use parking_lot::Mutex;
 use rand::seq::SliceRandom;

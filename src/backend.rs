@@ -74,7 +74,7 @@ macro_rules! __larder_dispatch {
 ///
 /// ```
 /// use diesel::prelude::*;
-/// use larder::schema::users;
+/// use larder_blog::schema::users;
 ///
 /// fn count_users(conn: &mut larder::Connection) -> QueryResult<i64> {
 ///     larder::with_connection!(conn, |c| users::table.count().get_result(c))
@@ -84,6 +84,58 @@ macro_rules! __larder_dispatch {
 macro_rules! with_connection {
     ($conn:expr, |$c:ident| $body:expr) => {
         $crate::__larder_backends!(__larder_dispatch!($conn, $c, $body))
+    };
+}
+
+/// Runs the arm for the connection's backend, `c` bound to its own diesel
+/// connection. Give an arm for every backend (`Sqlite`, `Postgres`, `Mysql`,
+/// in that order); only the arms of the backends this build of larder
+/// includes are compiled, so an application needs no `#[cfg]` of its own
+/// (its cargo features are not larder's). For SQL that differs by backend:
+/// `RETURNING`, row locks, dialect functions.
+///
+/// ```
+/// use diesel::prelude::*;
+/// diesel::table! { notes (id) { id -> BigInt, body -> Text } }
+///
+/// /// Locks the note until the transaction ends (SQLite's write transaction
+/// /// already excludes every other writer).
+/// fn lock_note(conn: &mut larder::Connection, id: i64) -> QueryResult<Vec<i64>> {
+///     let query = notes::table.find(id).select(notes::id);
+///     larder::match_backend!(conn, |c| {
+///         Sqlite => query.load(c),
+///         Postgres => query.for_update().load(c),
+///         Mysql => query.for_update().load(c),
+///     })
+/// }
+/// ```
+#[macro_export]
+macro_rules! match_backend {
+    ($conn:expr, |$c:ident| $arms:tt) => {
+        $crate::__larder_backends!(__larder_match_backend!($conn, $c, $arms))
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_match_backend {
+    ($conn:expr, $c:ident, $arms:tt ; $($built:ident)*) => {
+        match $conn {
+            $( $crate::Connection::$built($c) => $crate::__larder_pick_arm!($built ; $arms), )*
+        }
+    };
+}
+
+/// Picks, from `{ Sqlite => …, Postgres => …, Mysql => …, }`, the arm of the
+/// backend named first.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_pick_arm {
+    (Sqlite ; { Sqlite => $e:expr $(, $($rest:tt)*)? }) => { $e };
+    (Postgres ; { Postgres => $e:expr $(, $($rest:tt)*)? }) => { $e };
+    (Mysql ; { Mysql => $e:expr $(, $($rest:tt)*)? }) => { $e };
+    ($want:ident ; { $other:ident => $e:expr $(, $($rest:tt)*)? }) => {
+        $crate::__larder_pick_arm!($want ; { $($($rest)*)? })
     };
 }
 

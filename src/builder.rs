@@ -4,20 +4,20 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::blog::{Comment, Post, User};
 use crate::coherence::Watcher;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::pool::{self, PoolConfig};
 use crate::registry::Registry;
-use crate::store::{BlogMaps, Store};
+use crate::store::Store;
 use crate::url::DatabaseUrl;
 
 const DEFAULT_MAX_STALENESS: Duration = Duration::from_millis(100);
 const MIN_MAX_STALENESS: Duration = Duration::from_millis(10);
 const MAX_MAX_STALENESS: Duration = Duration::from_secs(60);
 
-type Registration = Box<dyn FnOnce(&mut Registry, usize) + Send>;
+/// Registers one entity with the registry being built.
+type Registration = Box<dyn FnOnce(&Registry) + Send>;
 
 /// Builds a [`Store`].
 ///
@@ -43,7 +43,7 @@ pub struct StoreBuilder {
     max_staleness: Duration,
     poll_interval: Option<Duration>,
     coherence: bool,
-    entities: Vec<(&'static str, Option<usize>, Registration)>,
+    entities: Vec<(&'static str, Registration)>,
 }
 
 impl StoreBuilder {
@@ -135,26 +135,24 @@ impl StoreBuilder {
         self
     }
 
-    /// Registers an application entity, cached with the store's capacity.
-    /// The blog's users, posts and comments are always registered.
+    /// Registers an entity at build, cached with the store's capacity. An
+    /// entity is registered on its first use anyway; registering it here
+    /// makes its cache (and the tables it is [`Entity::DELETED_WITH`]) known
+    /// from the start, for statistics and [`Store::uncaptured_tables`].
     pub fn entity<E: Entity>(self) -> StoreBuilder {
         self.register::<E>(None)
     }
 
-    /// Registers an application entity with its own cache capacity.
+    /// Registers an entity at build with its own cache capacity (entries).
     pub fn entity_with_capacity<E: Entity>(self, entries: usize) -> StoreBuilder {
         self.register::<E>(Some(entries))
     }
 
     fn register<E: Entity>(mut self, capacity: Option<usize>) -> StoreBuilder {
-        let name = std::any::type_name::<E>();
         self.entities.push((
-            name,
-            capacity,
-            Box::new(|registry: &mut Registry, capacity: usize| {
-                if !registry.contains::<E>() {
-                    registry.register::<E>(capacity);
-                }
+            std::any::type_name::<E>(),
+            Box::new(move |registry: &Registry| {
+                registry.map_with::<E>(capacity);
             }),
         ));
         self
@@ -182,16 +180,10 @@ impl StoreBuilder {
         } else {
             self.query_cache_capacity
         };
-        let mut registry = Registry::new(query_cache_capacity);
-        let blog = BlogMaps {
-            users: registry.register::<User>(self.cache_capacity),
-            posts: registry.register::<Post>(self.cache_capacity),
-            comments: registry.register::<Comment>(self.cache_capacity),
-        };
-        for (_, capacity, register) in self.entities {
-            register(&mut registry, capacity.unwrap_or(self.cache_capacity));
+        let registry = Arc::new(Registry::new(self.cache_capacity, query_cache_capacity));
+        for (_, register) in self.entities {
+            register(&registry);
         }
-        let registry = Arc::new(registry);
         let watcher = if self.coherence {
             Some(Watcher::start(
                 &url,
@@ -204,9 +196,7 @@ impl StoreBuilder {
             None
         };
         tracing::debug!(url = %url, pool_size = config.size, coherence = self.coherence, "store opened");
-        Ok(Store::from_parts(
-            url, pool, config, registry, blog, watcher,
-        ))
+        Ok(Store::from_parts(url, pool, config, registry, watcher))
     }
 
     fn validate(&self) -> Result<()> {
@@ -237,7 +227,7 @@ impl StoreBuilder {
 
 impl fmt::Debug for StoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let entities: Vec<_> = self.entities.iter().map(|(name, ..)| *name).collect();
+        let entities: Vec<_> = self.entities.iter().map(|(name, _)| *name).collect();
         f.debug_struct("StoreBuilder")
             .field("url", &crate::url::redact_url(&self.url))
             .field("pool_size", &self.pool_size)

@@ -1,6 +1,12 @@
 //! The public mechanism that makes a table a cached entity.
 
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
 use diesel::QueryResult;
+use parking_lot::RwLock;
 
 use crate::pool::Connection;
 
@@ -24,6 +30,74 @@ impl Key {
     pub fn new(table: &'static str, id: i64) -> Key {
         Key { table, id }
     }
+}
+
+/// Where an entity type's cache sits in every store: a small number given out
+/// once per type and process, so that `store.repo::<E>()` finds the cache by
+/// indexing an array rather than hashing a type. [`entity!`](crate::entity)
+/// and `#[derive(Entity)]` give each entity a `static` slot; a hand-written
+/// [`Entity`] gets one from [`entity_slot!`](crate::entity_slot) (or, without
+/// it, from a shared table looked up by type, which is slower but as correct).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct EntitySlot(OnceLock<usize>);
+
+impl EntitySlot {
+    /// An unassigned slot, for a `static`.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> EntitySlot {
+        EntitySlot(OnceLock::new())
+    }
+
+    /// This type's index, assigned on first use.
+    pub fn index(&self) -> usize {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        *self.0.get_or_init(|| NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// The slot of an entity whose `Entity` impl names none: one per type, kept for
+/// the life of the process (a few bytes per entity type).
+#[doc(hidden)]
+pub fn slot_by_type<E: 'static>() -> &'static EntitySlot {
+    static SLOTS: OnceLock<RwLock<HashMap<TypeId, &'static EntitySlot>>> = OnceLock::new();
+    let slots = SLOTS.get_or_init(Default::default);
+    if let Some(slot) = slots.read().get(&TypeId::of::<E>()) {
+        return slot;
+    }
+    let mut slots = slots.write();
+    slots
+        .entry(TypeId::of::<E>())
+        .or_insert_with(|| Box::leak(Box::new(EntitySlot::new())))
+}
+
+/// Gives a hand-written [`Entity`] impl its own slot, which makes
+/// `store.repo::<E>()` as cheap as for a derived entity. Put it inside the impl.
+///
+/// ```
+/// # use larder::{Connection, Entity};
+/// # struct Note { id: i64 }
+/// impl Entity for Note {
+///     larder::entity_slot!();
+///     const TABLE: &'static str = "notes";
+///     type New = ();
+///     type Changes = ();
+///     fn id(&self) -> i64 { self.id }
+///     # fn find(_: &mut Connection, _: i64) -> diesel::QueryResult<Option<Note>> { Ok(None) }
+///     # fn insert(_: &mut Connection, _: &()) -> diesel::QueryResult<Note> { Err(diesel::result::Error::NotFound) }
+///     # fn update(_: &mut Connection, _: i64, _: &()) -> diesel::QueryResult<Option<Note>> { Ok(None) }
+///     # fn delete(_: &mut Connection, _: i64) -> diesel::QueryResult<bool> { Ok(false) }
+///     // find, insert, update, delete as usual
+/// }
+/// ```
+#[macro_export]
+macro_rules! entity_slot {
+    () => {
+        fn __larder_slot() -> &'static $crate::__private::EntitySlot {
+            static SLOT: $crate::__private::EntitySlot = $crate::__private::EntitySlot::new();
+            &SLOT
+        }
+    };
 }
 
 /// A table whose rows larder caches.
@@ -57,6 +131,7 @@ impl Key {
 /// struct TagChanges { label: Option<String> }
 ///
 /// impl Entity for Tag {
+///     larder::entity_slot!(); // a constant-time `store.repo::<Tag>()`
 ///     const TABLE: &'static str = "tags";
 ///     type New = NewTag;
 ///     type Changes = TagChanges;
@@ -65,10 +140,18 @@ impl Key {
 ///         larder::with_connection!(conn, |c| tags::table.find(id).first(c).optional())
 ///     }
 ///     fn insert(conn: &mut Connection, new: &NewTag) -> QueryResult<Tag> {
-///         // Portable: MySQL has no INSERT … RETURNING.
-///         larder::with_connection!(conn, |c| diesel::insert_into(tags::table).values(new).execute(c))?;
-///         let id = conn.last_insert_id()?;
-///         Tag::find(conn, id)?.ok_or(diesel::result::Error::NotFound)
+///         // Portable: MySQL has no INSERT … RETURNING; it reads the row back
+///         // by LAST_INSERT_ID(), which triggers do not disturb there.
+///         match conn {
+///             Connection::Sqlite(c) => diesel::insert_into(tags::table).values(new).get_result(c),
+///             Connection::Postgres(c) => diesel::insert_into(tags::table).values(new).get_result(c),
+///             #[allow(unreachable_patterns)]
+///             _ => {
+///                 larder::with_connection!(conn, |c| diesel::insert_into(tags::table).values(new).execute(c))?;
+///                 let id = conn.last_insert_id()?;
+///                 Tag::find(conn, id)?.ok_or(diesel::result::Error::NotFound)
+///             }
+///         }
 ///     }
 ///     fn update(conn: &mut Connection, id: i64, changes: &TagChanges) -> QueryResult<Option<Tag>> {
 ///         larder::with_connection!(conn, |c| diesel::update(tags::table.find(id)).set(changes).execute(c))?;
@@ -82,6 +165,13 @@ impl Key {
 pub trait Entity: Sized + Send + Sync + 'static {
     /// The table's name; it names the entity in errors, statistics and invalidations.
     const TABLE: &'static str;
+
+    /// This entity's slot in every store; see [`entity_slot!`](crate::entity_slot).
+    #[doc(hidden)]
+    fn __larder_slot() -> &'static EntitySlot {
+        slot_by_type::<Self>()
+    }
+
     /// What `create` takes.
     type New;
     /// What `update` takes.
@@ -92,6 +182,17 @@ pub trait Entity: Sized + Send + Sync + 'static {
 
     /// Loads row `id`, or `None` when there is none.
     fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Self>>;
+
+    /// Loads the rows of `ids` that exist, in any order. Defaults to one
+    /// [`find`](Entity::find) per id; [`entity!`](crate::entity) and the derive
+    /// load them in one query.
+    fn find_many(conn: &mut Connection, ids: &[i64]) -> QueryResult<Vec<Self>> {
+        let mut rows = Vec::with_capacity(ids.len());
+        for &id in ids {
+            rows.extend(Self::find(conn, id)?);
+        }
+        Ok(rows)
+    }
 
     /// Inserts a row and returns it as stored.
     fn insert(conn: &mut Connection, new: &Self::New) -> QueryResult<Self>;
@@ -133,8 +234,11 @@ pub trait Entity: Sized + Send + Sync + 'static {
 
 /// Implements [`Entity`] for a diesel model whose table has an `id BIGINT`
 /// primary key, from the table module, the insertable type and the changeset
-/// type: no query needs to be written. An all-`None` changeset leaves the row
-/// as it is.
+/// type: no query needs to be written. Inserts and updates return the stored
+/// row with `RETURNING` on SQLite and PostgreSQL (so triggers drawing from
+/// other sequences cannot confuse it), and read it back by the generated id on
+/// MySQL, which has no `RETURNING`. An all-`None` changeset leaves the row as
+/// it is. `#[derive(larder::Entity)]` expands to this macro.
 ///
 /// ```
 /// use diesel::prelude::*;
@@ -165,6 +269,7 @@ pub trait Entity: Sized + Send + Sync + 'static {
 macro_rules! entity {
     ($model:ident { table: $table:ident, new: $new:ty, changes: $changes:ty $(, deleted_with: [$($parent:literal),* $(,)?])? $(,)? }) => {
         impl $crate::Entity for $model {
+            $crate::entity_slot!();
             const TABLE: &'static str = stringify!($table);
             const DELETED_WITH: &'static [&'static str] = &[$($($parent),*)?];
             const SINGLE_STATEMENT_WRITES: bool = true;
@@ -180,23 +285,20 @@ macro_rules! entity {
                 $crate::with_connection!(conn, |c| $table::table.find(id).first(c).optional())
             }
 
-            // Insert, then read back by the generated id: portable to MySQL, which
-            // has no INSERT … RETURNING.
-            fn insert(conn: &mut $crate::Connection, new: &$new) -> ::diesel::QueryResult<Self> {
+            fn find_many(conn: &mut $crate::Connection, ids: &[i64]) -> ::diesel::QueryResult<Vec<Self>> {
                 use ::diesel::prelude::*;
-                $crate::with_connection!(conn, |c| ::diesel::insert_into($table::table).values(new).execute(c))?;
-                let id = conn.last_insert_id()?;
-                Self::find(conn, id)?.ok_or(::diesel::result::Error::NotFound)
+                $crate::with_connection!(conn, |c| $table::table.filter($table::id.eq_any(ids)).load(c))
+            }
+
+            fn insert(conn: &mut $crate::Connection, new: &$new) -> ::diesel::QueryResult<Self> {
+                $crate::__larder_backends!(__larder_insert_returning!(conn, $table, new))
             }
 
             fn update(conn: &mut $crate::Connection, id: i64, changes: &$changes) -> ::diesel::QueryResult<Option<Self>> {
-                use ::diesel::prelude::*;
-                let updated = $crate::with_connection!(conn, |c| ::diesel::update($table::table.find(id)).set(changes).execute(c));
+                let updated = $crate::__larder_backends!(__larder_update_returning!(conn, $table, id, changes));
                 match updated {
-                    Ok(0) => Ok(None),
-                    Ok(_) => Self::find(conn, id),
-                    Err(err) if $crate::is_empty_changeset(&err) => Self::find(conn, id),
-                    Err(err) => Err(err),
+                    Err(err) if $crate::__private::is_empty_changeset(&err) => Self::find(conn, id),
+                    other => other,
                 }
             }
 
@@ -204,6 +306,75 @@ macro_rules! entity {
                 use ::diesel::prelude::*;
                 Ok($crate::with_connection!(conn, |c| ::diesel::delete($table::table.find(id)).execute(c))? > 0)
             }
+        }
+    };
+}
+
+/// One backend's insert for [`entity!`]: `RETURNING` where the backend has it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_insert_arm {
+    (Mysql, $c:ident, $table:ident, $new:expr) => {{
+        use ::diesel::prelude::*;
+        ::diesel::insert_into($table::table)
+            .values($new)
+            .execute($c)?;
+        let id: i64 = ::diesel::select(::diesel::dsl::sql::<::diesel::sql_types::BigInt>(
+            "CAST(LAST_INSERT_ID() AS SIGNED)",
+        ))
+        .get_result($c)?;
+        $table::table.find(id).first($c)
+    }};
+    ($other:ident, $c:ident, $table:ident, $new:expr) => {{
+        use ::diesel::prelude::*;
+        ::diesel::insert_into($table::table)
+            .values($new)
+            .get_result($c)
+    }};
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_insert_returning {
+    ($conn:expr, $table:ident, $new:expr ; $($variant:ident)*) => {
+        match $conn {
+            $( $crate::Connection::$variant(c) => $crate::__larder_insert_arm!($variant, c, $table, $new), )*
+        }
+    };
+}
+
+/// One backend's update of row `$id` for [`entity!`], returning the stored row
+/// (`None` when no row matched): `RETURNING` where the backend has it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_update_arm {
+    (Mysql, $c:ident, $table:ident, $id:expr, $changes:expr) => {{
+        use ::diesel::prelude::*;
+        // No `?`: an empty changeset's error is the caller's to recognize.
+        match ::diesel::update($table::table.find($id))
+            .set($changes)
+            .execute($c)
+        {
+            Ok(0) => Ok(None),
+            Ok(_) => $table::table.find($id).first($c).optional(),
+            Err(err) => Err(err),
+        }
+    }};
+    ($other:ident, $c:ident, $table:ident, $id:expr, $changes:expr) => {{
+        use ::diesel::prelude::*;
+        ::diesel::update($table::table.find($id))
+            .set($changes)
+            .get_result($c)
+            .optional()
+    }};
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_update_returning {
+    ($conn:expr, $table:ident, $id:expr, $changes:expr ; $($variant:ident)*) => {
+        match $conn {
+            $( $crate::Connection::$variant(c) => $crate::__larder_update_arm!($variant, c, $table, $id, $changes), )*
         }
     };
 }

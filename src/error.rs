@@ -87,12 +87,6 @@ pub enum Error {
         /// Which setting and why.
         reason: String,
     },
-    /// A repository was asked for an entity the store was not built with.
-    #[error("entity {entity} is not registered: add .entity::<{entity}>() to the StoreBuilder")]
-    NotRegistered {
-        /// The entity's Rust type name.
-        entity: &'static str,
-    },
     /// A connection to the database could not be opened.
     #[error("cannot connect to {url:?}: {message}")]
     Connection {

@@ -3,47 +3,61 @@
 //! An application embeds larder as its persistence layer. A [`Store`] puts an
 //! identity-map cache (sharded LRU behind `parking_lot` locks) over an r2d2
 //! connection pool. Repositories serve `get` from the cache, load misses once
-//! however many callers race for them, and run writes in transactions that
-//! invalidate what they changed only when they commit. Every transaction and
-//! lock is a scoped guard, released on `Err` and on panic alike.
+//! however many callers race for them, and run writes that invalidate what
+//! they changed only once committed. Every transaction and lock is a scoped
+//! guard, released on `Err` and on panic alike.
+//!
+//! An application declares its tables as entities and gets all of it:
 //!
 //! ```
-//! # let dir = tempfile::tempdir().unwrap();
-//! # let url = format!("sqlite://{}", dir.path().join("blog.db").display());
-//! use larder::{NewComment, NewPost, NewUser, Store};
+//! use diesel::prelude::*;
 //!
-//! let store = Store::open(&url)?;
-//! store.migrate()?;
-//! let ann = store.users().create(NewUser { name: "ann".into(), email: "ann@example.org".into() })?;
-//! let post = store.transaction(|tx| {
-//!     let p = tx.posts().create(NewPost { author_id: ann.id, title: "Threading and Locks".into(), body: "…".into() })?;
-//!     tx.comments().create(NewComment { post_id: p.id, author_id: ann.id, body: "use with".into() })?;
-//!     Ok::<_, larder::Error>(p)
-//! })?;
-//! assert_eq!(store.comments().of_post(post.id)?.len(), 1);
-//! store.users().delete(ann.id)?; // cascades: the post and comment leave the cache too
-//! assert!(store.posts().get(post.id)?.is_none());
+//! diesel::table! { notes (id) { id -> BigInt, body -> Text } }
+//!
+//! #[derive(Debug, Queryable)]
+//! pub struct Note { pub id: i64, pub body: String }
+//!
+//! #[derive(Insertable)]
+//! #[diesel(table_name = notes)]
+//! pub struct NewNote { pub body: String }
+//!
+//! #[derive(AsChangeset, Default)]
+//! #[diesel(table_name = notes)]
+//! pub struct NoteChanges { pub body: Option<String> }
+//!
+//! larder::entity!(Note { table: notes, new: NewNote, changes: NoteChanges });
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let url = format!("sqlite://{}", dir.path().join("notes.db").display());
+//! let store = larder::Store::open(&url)?;
+//! store.migrate()?; // larder's own change log
+//! # diesel::connection::SimpleConnection::batch_execute(&mut larder::Connection::establish(&url)?,
+//! #     "CREATE TABLE notes (id INTEGER PRIMARY KEY NOT NULL, body TEXT NOT NULL)").unwrap();
+//! let notes = store.repo::<Note>();
+//! let note = notes.create(NewNote { body: "hello".into() })?;
+//! let again = notes.get(note.id)?.expect("just created");
+//! assert!(std::sync::Arc::ptr_eq(&note, &again)); // one object per cached row
+//! store.transaction(|tx| {
+//!     tx.repo::<Note>().update(note.id, NoteChanges { body: Some("hi".into()) })?;
+//!     Ok::<_, larder::Error>(())
+//! })?; // the cache learns of the update only once it is committed
+//! assert_eq!(notes.get(note.id)?.unwrap().body, "hi");
 //! # Ok::<(), larder::Error>(())
 //! ```
 //!
-//! Several processes may share the database: triggers installed by larder's
-//! migrations capture every committed change, and each store's background
-//! watcher invalidates what other processes (or plain SQL clients) changed,
-//! within [`StoreBuilder::max_staleness`]; see the README's deployment section.
+//! Several processes may share the database: triggers (see [`capture_sql`])
+//! capture every committed change, and each store's background watcher
+//! invalidates what other processes (or plain SQL clients) changed, within
+//! [`StoreBuilder::max_staleness`].
 //!
-//! Design and invariants: see the README's design section.
+//! The blog application larder was first written for (`larder-blog`, in the
+//! repository's `examples/blog`) is built on this public API alone.
 
-#![deny(
-    missing_docs,
-    unsafe_code,
-    missing_debug_implementations,
-    unreachable_pub
-)]
+#![deny(missing_docs, unreachable_pub)]
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod backend;
-mod blog;
 mod builder;
 mod cache;
 mod coherence;
@@ -61,26 +75,28 @@ mod tx;
 mod url;
 
 pub use backend::Connection;
-pub use blog::schema;
-pub use blog::{
-    Comment, CommentChanges, NewComment, NewPost, NewUser, Post, PostChanges, User, UserChanges,
-};
 pub use builder::StoreBuilder;
 pub use cache::CacheStats;
 pub use coherence::capture::{capture_sql, CaptureSql};
 pub use coherence::CoherenceStats;
 pub use database::{create_database, database_exists, drop_database};
-#[doc(hidden)]
-pub use entity::is_empty_changeset;
 pub use entity::{Entity, Key};
 pub use error::{ConflictKind, Error, Result};
+#[cfg(feature = "derive")]
+pub use larder_derive::Entity;
 #[cfg(feature = "mysql")]
 pub use migrate::MYSQL_MIGRATIONS;
 #[cfg(feature = "postgres")]
 pub use migrate::POSTGRES_MIGRATIONS;
 pub use migrate::{MigrationStatus, Migrator, SQLITE_MIGRATIONS};
-pub use repo::{Repo, TxRepo};
+pub use repo::{Repo, Repos, Repository, TxRepo};
 pub use stats::{PoolState, Stats};
 pub use store::Store;
 pub use tx::Tx;
 pub use url::{Backend, DatabaseUrl};
+
+/// What the macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::entity::{is_empty_changeset, slot_by_type, EntitySlot};
+}

@@ -1,12 +1,21 @@
 //! The entity registry and invalidation bus: finds an entity's identity map by
-//! type for repositories, and by table name for invalidations, which arrive as
-//! `(table, id)` from commits in this process (and, later, from other processes).
+//! its slot for repositories, and by table name for invalidations, which
+//! arrive as `(table, id)` from commits in this process and, through the
+//! watcher, from other processes.
+//!
+//! An entity is registered at build ([`StoreBuilder::entity`](crate::StoreBuilder::entity))
+//! or on its first use. Its map then sits in a slot that is never emptied, so
+//! repositories find it with two atomic loads and no lock; the table-name
+//! indexes are copied on write and read through a snapshot, so no registry
+//! lock is held while a cache lock is taken.
 
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::{Mutex, RwLock};
 
 use crate::cache::{CacheControl, CacheStats, IdentityMap, QueryCache};
 use crate::coherence::Op;
@@ -62,34 +71,49 @@ type ByTable<V> = HashMap<&'static str, V, BuildHasherDefault<TableHasher>>;
 /// A cached value of any entity type.
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 
-struct Registered {
-    typed: AnyValue,
-    control: Arc<dyn CacheControl>,
-}
-
 /// One of the entities cached from a table.
+#[derive(Clone)]
 struct TableMember {
     entity: TypeId,
     control: Arc<dyn CacheControl>,
 }
 
 /// An entity emptied when a row of a table it is [`Entity::DELETED_WITH`] is deleted.
+#[derive(Clone)]
 struct Dependent {
     table: &'static str,
     control: Arc<dyn CacheControl>,
 }
 
-/// Built once by the store builder, read-only afterwards, so looking an entity
-/// up takes no lock.
-pub(crate) struct Registry {
-    by_type: ByType<Registered>,
+/// Slots per chunk, and chunks: room for this many entity types per process.
+const CHUNK: usize = 64;
+const CHUNKS: usize = 64;
+
+type Chunk = Box<[OnceLock<AnyValue>]>;
+
+/// The registered entities by table: replaced whole (copy on write) when an
+/// entity registers, read through a snapshot.
+#[derive(Clone, Default)]
+struct Tables {
+    by_type: ByType<Arc<dyn CacheControl>>,
     by_table: ByTable<Vec<TableMember>>,
     /// For a table, the entities emptied when one of its rows is deleted
     /// ([`Entity::DELETED_WITH`]), with their own table names.
     deleted_with: ByTable<Vec<Dependent>>,
     /// Per table, moved by every invalidation of the table; the query cache
     /// compares it with the generation a list was read at.
-    generations: ByTable<AtomicU64>,
+    generations: ByTable<Arc<AtomicU64>>,
+}
+
+pub(crate) struct Registry {
+    /// Entity maps by slot index ([`EntitySlot`](crate::entity::EntitySlot)),
+    /// in chunks allocated on first use; a slot, once set, is never changed.
+    slots: Box<[OnceLock<Chunk>]>,
+    tables: RwLock<Arc<Tables>>,
+    /// Serializes registrations, so two entities registering at once do not
+    /// each copy the tables and lose the other's addition.
+    registering: Mutex<()>,
+    default_capacity: usize,
     queries: QueryCache,
 }
 
@@ -107,6 +131,8 @@ pub(crate) enum PendingWrite {
     /// An insert into `table` whose new id is unknown: no cache can hold the
     /// row yet, but the table's cached lists must go.
     UnknownInsert(&'static str),
+    /// A write that turned out to write nothing (it matched no row).
+    Nothing,
 }
 
 /// What the writing entity knows about its own write.
@@ -119,24 +145,55 @@ pub(crate) struct Written {
 }
 
 impl Registry {
-    /// An empty registry whose query cache holds at most `query_capacity` lists.
-    pub(crate) fn new(query_capacity: usize) -> Registry {
+    /// An empty registry: entities get `default_capacity` entries unless
+    /// registered with their own; the query cache holds `query_capacity` lists.
+    pub(crate) fn new(default_capacity: usize, query_capacity: usize) -> Registry {
         Registry {
-            by_type: ByType::default(),
-            by_table: ByTable::default(),
-            deleted_with: ByTable::default(),
-            generations: ByTable::default(),
+            slots: (0..CHUNKS).map(|_| OnceLock::new()).collect(),
+            tables: RwLock::new(Arc::default()),
+            registering: Mutex::new(()),
+            default_capacity,
             queries: QueryCache::new(query_capacity),
         }
     }
 
-    /// Adds `E` with its own identity map and returns a handle to that map.
-    pub(crate) fn register<E: Entity>(&mut self, capacity: usize) -> Arc<IdentityMap<E>> {
+    /// `E`'s identity map, registered with the default capacity on first use.
+    pub(crate) fn map<E: Entity>(&self) -> &IdentityMap<E> {
+        self.map_with::<E>(None)
+    }
+
+    /// `E`'s identity map; `capacity` applies only if this call registers it.
+    pub(crate) fn map_with<E: Entity>(&self, capacity: Option<usize>) -> &IdentityMap<E> {
+        let index = E::__larder_slot().index();
+        let typed = self
+            .slot(index)
+            .get_or_init(|| self.register::<E>(capacity.unwrap_or(self.default_capacity)));
+        typed
+            .downcast_ref::<IdentityMap<E>>()
+            .expect("an entity slot holds the map of the entity it was given to")
+    }
+
+    fn slot(&self, index: usize) -> &OnceLock<AnyValue> {
+        assert!(
+            index < CHUNK * CHUNKS,
+            "more than {} entity types in one process",
+            CHUNK * CHUNKS
+        );
+        let chunk =
+            self.slots[index / CHUNK].get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
+        &chunk[index % CHUNK]
+    }
+
+    /// Adds `E` with its own identity map to the table indexes.
+    fn register<E: Entity>(&self, capacity: usize) -> AnyValue {
         let map = Arc::new(IdentityMap::<E>::new(E::TABLE, capacity));
         let control: Arc<dyn CacheControl> = map.clone();
-        self.generations.entry(E::TABLE).or_default();
+        let _registering = self.registering.lock();
+        let mut tables = Tables::clone(&self.tables.read());
+        tables.generations.entry(E::TABLE).or_default();
         for parent in E::DELETED_WITH {
-            self.deleted_with
+            tables
+                .deleted_with
                 .entry(parent)
                 .or_default()
                 .push(Dependent {
@@ -144,31 +201,28 @@ impl Registry {
                     control: Arc::clone(&control),
                 });
         }
-        self.by_table
+        tables
+            .by_table
             .entry(E::TABLE)
             .or_default()
             .push(TableMember {
                 entity: TypeId::of::<E>(),
                 control: Arc::clone(&control),
             });
-        self.by_type.insert(
-            TypeId::of::<E>(),
-            Registered {
-                typed: map.clone(),
-                control,
-            },
+        tables.by_type.insert(TypeId::of::<E>(), control);
+        *self.tables.write() = Arc::new(tables);
+        tracing::debug!(
+            table = E::TABLE,
+            entity = std::any::type_name::<E>(),
+            "entity registered"
         );
         map
     }
 
-    pub(crate) fn contains<E: Entity>(&self) -> bool {
-        self.by_type.contains_key(&TypeId::of::<E>())
-    }
-
-    pub(crate) fn map<E: Entity>(&self) -> Option<&IdentityMap<E>> {
-        self.by_type
-            .get(&TypeId::of::<E>())
-            .and_then(|r| r.typed.downcast_ref::<IdentityMap<E>>())
+    /// A snapshot of the table indexes, so no registry lock is held while the
+    /// caller takes cache locks.
+    fn tables(&self) -> Arc<Tables> {
+        Arc::clone(&self.tables.read())
     }
 
     /// Applies writes after their transaction committed: the writing entity's map
@@ -178,9 +232,8 @@ impl Registry {
             match write {
                 PendingWrite::Written { key, written } => {
                     let deleted = written.value.is_none();
-                    if let Some(r) = self.by_type.get(&written.entity) {
-                        r.control
-                            .apply_write_any(key.id, written.value, written.epoch);
+                    if let Some(control) = self.tables().by_type.get(&written.entity) {
+                        control.apply_write_any(key.id, written.value, written.epoch);
                     }
                     self.invalidate_except(key, Some(written.entity));
                     if deleted {
@@ -190,6 +243,7 @@ impl Registry {
                 PendingWrite::Unsettled(key) => self.invalidate(key),
                 PendingWrite::Removed(key) => self.invalidate_removed(key),
                 PendingWrite::UnknownInsert(table) => self.retire_lists(table),
+                PendingWrite::Nothing => {}
             }
         }
     }
@@ -209,6 +263,7 @@ impl Registry {
                 }
                 PendingWrite::Removed(key) => self.invalidate_removed(key),
                 PendingWrite::UnknownInsert(table) => self.retire_lists(table),
+                PendingWrite::Nothing => {}
             }
         }
     }
@@ -226,7 +281,8 @@ impl Registry {
             return;
         }
         visited.push(table);
-        for dependent in self.deleted_with.get(table).into_iter().flatten() {
+        let tables = self.tables();
+        for dependent in tables.deleted_with.get(table).into_iter().flatten() {
             self.bump(dependent.table);
             dependent.control.clear();
             self.empty_dependents(dependent.table, visited);
@@ -234,7 +290,7 @@ impl Registry {
     }
 
     fn bump(&self, table: &str) {
-        if let Some(generation) = self.generations.get(table) {
+        if let Some(generation) = self.tables.read().generations.get(table) {
             generation.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -244,11 +300,17 @@ impl Registry {
         self.bump(table);
     }
 
-    /// The current generation of `table`, `None` for a table with no entity.
-    pub(crate) fn generation(&self, table: &str) -> Option<u64> {
-        self.generations
-            .get(table)
-            .map(|g| g.load(Ordering::SeqCst))
+    /// The current generation of each of `tables`, `None` when one of them
+    /// has no entity (its changes are not tracked).
+    pub(crate) fn generations(&self, tables: &[&'static str]) -> Option<Vec<(&'static str, u64)>> {
+        let indexes = self.tables.read();
+        tables
+            .iter()
+            .map(|table| {
+                let generation = indexes.generations.get(table)?;
+                Some((*table, generation.load(Ordering::SeqCst)))
+            })
+            .collect()
     }
 
     pub(crate) fn queries(&self) -> &QueryCache {
@@ -262,7 +324,8 @@ impl Registry {
 
     fn invalidate_except(&self, key: Key, skip: Option<TypeId>) {
         self.bump(key.table);
-        for member in self.by_table.get(key.table).into_iter().flatten() {
+        let tables = self.tables();
+        for member in tables.by_table.get(key.table).into_iter().flatten() {
             if Some(member.entity) != skip {
                 member.control.invalidate(key.id);
             }
@@ -272,10 +335,11 @@ impl Registry {
     /// Applies a change another process (or this one) committed, as read from
     /// the database; returns whether `table` is cached here at all.
     pub(crate) fn apply_remote(&self, table: &str, id: i64, op: Op) -> bool {
-        let Some((&table, _)) = self.generations.get_key_value(table) else {
+        let tables = self.tables();
+        let Some((&table, _)) = tables.generations.get_key_value(table) else {
             // Not cached here, but its deletes may cascade into a table that is.
             if let (Op::Delete | Op::Truncate, Some((&parent, _))) =
-                (op, self.deleted_with.get_key_value(table))
+                (op, tables.deleted_with.get_key_value(table))
             {
                 self.empty_dependents(parent, &mut Vec::new());
                 return true;
@@ -290,7 +354,7 @@ impl Registry {
             }
             Op::Truncate => {
                 self.bump(table);
-                for member in self.by_table.get(table).into_iter().flatten() {
+                for member in tables.by_table.get(table).into_iter().flatten() {
                     member.control.clear();
                 }
                 self.empty_dependents(table, &mut Vec::new());
@@ -301,18 +365,19 @@ impl Registry {
 
     /// Empties every cache, for when invalidations may have been missed.
     pub(crate) fn clear_all(&self) {
-        for table in self.generations.keys() {
-            self.bump(table);
+        let tables = self.tables();
+        for generation in tables.generations.values() {
+            generation.fetch_add(1, Ordering::SeqCst);
         }
-        for registered in self.by_type.values() {
-            registered.control.clear();
+        for control in tables.by_type.values() {
+            control.clear();
         }
         self.queries.clear();
     }
 
     /// The tables of every registered entity, sorted.
-    pub(crate) fn tables(&self) -> Vec<&'static str> {
-        let mut tables: Vec<_> = self.by_table.keys().copied().collect();
+    pub(crate) fn table_names(&self) -> Vec<&'static str> {
+        let mut tables: Vec<_> = self.tables().by_table.keys().copied().collect();
         tables.sort_unstable();
         tables
     }
@@ -320,7 +385,7 @@ impl Registry {
     /// Statistics per table (entities sharing a table are added up).
     pub(crate) fn stats(&self) -> BTreeMap<&'static str, CacheStats> {
         let mut out = BTreeMap::new();
-        for (table, maps) in &self.by_table {
+        for (table, maps) in &self.tables().by_table {
             let total: &mut CacheStats = out.entry(*table).or_default();
             for member in maps {
                 *total += member.control.stats();
@@ -369,8 +434,8 @@ mod tests {
 
     #[test]
     fn a_remote_delete_of_an_uncached_parent_empties_its_dependents() {
-        let mut registry = Registry::new(0);
-        let children = registry.register::<Child>(8);
+        let registry = Registry::new(8, 0);
+        let children = registry.map::<Child>();
         children
             .get_or_load(1, || Ok(Some(Child { id: 1 })))
             .unwrap();

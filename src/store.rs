@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use diesel::QueryResult;
 
-use crate::blog::{Comment, Post, User};
 use crate::builder::StoreBuilder;
-use crate::cache::IdentityMap;
 use crate::coherence::{capture, Watcher};
 use crate::entity::{Entity, Key};
 use crate::error::{Error, Result};
@@ -23,12 +21,13 @@ use crate::url::DatabaseUrl;
 /// statistics. `Store` is `Clone + Send + Sync`; clones share the pool and caches.
 ///
 /// ```
+/// use larder_blog::{Blog, NewUser};
 /// # let dir = tempfile::tempdir().unwrap();
-/// # let path = dir.path().join("blog.db");
-/// # let url = format!("sqlite://{}", path.display());
+/// # let url = format!("sqlite://{}", dir.path().join("blog.db").display());
 /// let store = larder::Store::open(&url)?;
-/// store.migrate()?;
-/// let ann = store.users().create(larder::NewUser { name: "ann".into(), email: "ann@example.org".into() })?;
+/// store.migrate()?; // larder's own tables
+/// larder_blog::migrate(&store)?; // the application's
+/// let ann = store.users().create(NewUser { name: "ann".into(), email: "ann@example.org".into() })?;
 /// assert_eq!(store.users().get(ann.id)?.unwrap().email, "ann@example.org");
 /// println!("{}", store.stats());
 /// # Ok::<(), larder::Error>(())
@@ -43,19 +42,9 @@ struct Inner {
     pool: Pool,
     config: PoolConfig,
     registry: Arc<Registry>,
-    blog: BlogMaps,
     /// Brings in other processes' changes; `None` when coherence is off.
     /// Dropped with the last clone, which stops its thread.
     watcher: Option<Watcher>,
-}
-
-/// The blog's identity maps, as registered in the registry, resolved once at
-/// build: `store.users()` is on every request's hot path, and looking the map
-/// up by type on each call was most of the cost of a cache hit.
-pub(crate) struct BlogMaps {
-    pub(crate) users: Arc<IdentityMap<User>>,
-    pub(crate) posts: Arc<IdentityMap<Post>>,
-    pub(crate) comments: Arc<IdentityMap<Comment>>,
 }
 
 impl Store {
@@ -79,7 +68,6 @@ impl Store {
         pool: Pool,
         config: PoolConfig,
         registry: Arc<Registry>,
-        blog: BlogMaps,
         watcher: Option<Watcher>,
     ) -> Store {
         Store {
@@ -88,13 +76,14 @@ impl Store {
                 pool,
                 config,
                 registry,
-                blog,
                 watcher,
             }),
         }
     }
 
-    /// Runs every pending embedded migration; returns the versions applied.
+    /// Runs larder's own pending migrations (the change log other processes'
+    /// changes arrive through); returns the versions applied. Run it before
+    /// the application's migrations ([`run_migrations`](Store::run_migrations)).
     ///
     /// # Errors
     ///
@@ -143,28 +132,12 @@ impl Store {
         migrate::status(&mut conn)
     }
 
-    /// The users repository.
-    pub fn users(&self) -> Repo<'_, User> {
-        Repo::new(self, &self.inner.blog.users)
-    }
-
-    /// The posts repository.
-    pub fn posts(&self) -> Repo<'_, Post> {
-        Repo::new(self, &self.inner.blog.posts)
-    }
-
-    /// The comments repository.
-    pub fn comments(&self) -> Repo<'_, Comment> {
-        Repo::new(self, &self.inner.blog.comments)
-    }
-
-    /// The repository of an entity registered with [`StoreBuilder::entity`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotRegistered`] when `E` was not registered.
-    pub fn repo<E: Entity>(&self) -> Result<Repo<'_, E>> {
-        Ok(Repo::new(self, self.map::<E>()?))
+    /// The repository of entity `E`. An entity not registered with
+    /// [`StoreBuilder::entity`] is registered now, with the store's cache
+    /// capacity; afterwards this is two atomic loads (for entities declared with
+    /// [`entity!`](crate::entity), the derive or [`entity_slot!`](crate::entity_slot)).
+    pub fn repo<E: Entity>(&self) -> Repo<'_, E> {
+        Repo::new(self, self.inner.registry.map::<E>())
     }
 
     /// Begins a transaction; see [`Tx`].
@@ -231,7 +204,7 @@ impl Store {
     ///
     /// [`Error::PoolTimeout`], or [`Error::Database`] when the catalog cannot be read.
     pub fn uncaptured_tables(&self) -> Result<Vec<&'static str>> {
-        let tables = self.inner.registry.tables();
+        let tables = self.inner.registry.table_names();
         self.run("-", None, |conn| capture::uncaptured(conn, &tables))
     }
 
@@ -269,16 +242,6 @@ impl Store {
 
     pub(crate) fn registry(&self) -> &Registry {
         &self.inner.registry
-    }
-
-    pub(crate) fn map<E: Entity>(&self) -> Result<&IdentityMap<E>> {
-        self.inner.registry.map::<E>().ok_or(Error::NotRegistered {
-            entity: std::any::type_name::<E>(),
-        })
-    }
-
-    pub(crate) fn blog(&self) -> &BlogMaps {
-        &self.inner.blog
     }
 
     /// A pooled connection, or [`Error::PoolTimeout`] after the checkout timeout.

@@ -6,7 +6,6 @@ use std::fmt;
 
 use diesel::QueryResult;
 
-use crate::blog::{Comment, Post, User};
 use crate::entity::{Entity, Key};
 use crate::error::{Error, Result};
 use crate::pool::{Connection, PooledConn};
@@ -26,12 +25,12 @@ use crate::store::Store;
 /// makes SQLite and MySQL refuse its commit alike.
 ///
 /// ```
+/// use larder_blog::{Blog, NewUser, UserChanges};
 /// # let dir = tempfile::tempdir().unwrap();
-/// # let store = larder::Store::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
-/// # store.migrate().unwrap();
+/// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
 /// let tx = store.begin()?;
-/// let user = tx.users().create(larder::NewUser { name: "ann".into(), email: "ann@example.org".into() })?;
-/// tx.users().update(user.id, larder::UserChanges { name: Some("Ann".into()), ..Default::default() })?;
+/// let user = tx.users().create(NewUser { name: "ann".into(), email: "ann@example.org".into() })?;
+/// tx.users().update(user.id, UserChanges { name: Some("Ann".into()), ..Default::default() })?;
 /// tx.commit()?;
 /// assert_eq!(store.users().get(user.id)?.unwrap().name, "Ann");
 /// # Ok::<(), larder::Error>(())
@@ -143,29 +142,10 @@ impl<'s> Tx<'s> {
         result
     }
 
-    /// The users repository inside this transaction.
-    pub fn users(&self) -> TxRepo<'_, User> {
-        TxRepo::new(self, &self.store.blog().users)
-    }
-
-    /// The posts repository inside this transaction.
-    pub fn posts(&self) -> TxRepo<'_, Post> {
-        TxRepo::new(self, &self.store.blog().posts)
-    }
-
-    /// The comments repository inside this transaction.
-    pub fn comments(&self) -> TxRepo<'_, Comment> {
-        TxRepo::new(self, &self.store.blog().comments)
-    }
-
-    /// The repository of a registered entity inside this transaction.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotRegistered`] when `E` was not registered with
-    /// [`StoreBuilder::entity`](crate::StoreBuilder::entity).
-    pub fn repo<E: Entity>(&self) -> Result<TxRepo<'_, E>> {
-        Ok(TxRepo::new(self, self.store.map::<E>()?))
+    /// The repository of entity `E` inside this transaction (registered with
+    /// the store on first use, as [`Store::repo`]).
+    pub fn repo<E: Entity>(&self) -> TxRepo<'_, E> {
+        TxRepo::new(self, self.store.registry().map::<E>())
     }
 
     /// Runs `query` on this transaction's connection, mapping its error for

@@ -7,7 +7,9 @@ mod common;
 use common::{each_backend, user, user_in_db, TestDb};
 use diesel::connection::SimpleConnection;
 use diesel::RunQueryDsl;
-use larder::{Backend, Error, NewUser};
+use larder::{Backend, Error};
+use larder_blog::prelude::*;
+use larder_blog::NewUser;
 
 /// PostgreSQL refuses every statement after a failed one and turns COMMIT into
 /// a silent ROLLBACK; larder makes every backend refuse the commit alike, so a

@@ -4,8 +4,10 @@ mod common;
 
 use common::{each_backend, post, user};
 use diesel::prelude::*;
-use larder::schema::{posts, users};
-use larder::{ConflictKind, Error, NewComment, NewPost, NewUser, Store, UserChanges};
+use larder::{ConflictKind, Error, Store};
+use larder_blog::prelude::*;
+use larder_blog::schema::{posts, users};
+use larder_blog::{NewComment, NewPost, NewUser, UserChanges};
 
 fn users_with_email(store: &Store, email: &str) -> usize {
     let email = email.to_owned();
@@ -158,7 +160,7 @@ fn hostile_text_is_stored_and_returned_verbatim() {
         assert_eq!(loaded.email, "x'or'1'='1@example.org");
         let p = post(&db.store, &ann, "");
         let big = "x".repeat(1 << 20);
-        let changes = larder::PostChanges {
+        let changes = larder_blog::PostChanges {
             body: Some(big.clone()),
             ..Default::default()
         };
@@ -242,7 +244,7 @@ fn out_of_range_settings_are_config_errors() {
 }
 
 #[test]
-fn an_unregistered_entity_is_a_typed_error() {
+fn an_entity_not_registered_at_build_is_registered_on_first_use() {
     each_backend(|target| {
         #[derive(Debug)]
         struct Unknown;
@@ -267,7 +269,10 @@ fn an_unregistered_entity_is_a_typed_error() {
             }
         }
         let db = target.fresh();
-        let err = db.store.repo::<Unknown>().unwrap_err();
-        assert!(matches!(err, Error::NotRegistered { .. }), "{err:?}");
+        assert!(!db.store.stats().entities.contains_key("unknown"));
+        assert!(db.store.repo::<Unknown>().get(1).unwrap().is_none());
+        assert!(db.store.stats().entities.contains_key("unknown"));
+        let tx = db.store.begin().unwrap();
+        assert!(tx.repo::<Unknown>().get(1).unwrap().is_none());
     });
 }

@@ -7,6 +7,7 @@
 
 mod common;
 
+use larder_blog::prelude::*;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -266,19 +267,13 @@ fn an_application_table_with_generated_capture_is_coherent() {
             .unwrap();
         let note = a
             .repo::<Note>()
-            .unwrap()
             .create(NewNote {
                 body: "draft".into(),
             })
             .unwrap();
         std::thread::sleep(BOUND); // a's own insert comes back too
         assert_eq!(
-            a.repo::<Note>()
-                .unwrap()
-                .get(note.id)
-                .unwrap()
-                .unwrap()
-                .body,
+            a.repo::<Note>().get(note.id).unwrap().unwrap().body,
             "draft"
         );
 
@@ -287,7 +282,7 @@ fn an_application_table_with_generated_capture_is_coherent() {
             &format!("sql UPDATE notes SET body = 'final' WHERE id = {}", note.id),
         );
         std::thread::sleep(BOUND);
-        let seen = a.repo::<Note>().unwrap().get(note.id).unwrap().unwrap();
+        let seen = a.repo::<Note>().get(note.id).unwrap().unwrap();
         assert_eq!(seen.body, "final");
     });
 }
@@ -692,7 +687,7 @@ fn a_store_opened_before_its_migrations_hears_changes_after_them() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("s.db").display());
     let a = Store::builder(&url).max_staleness(BOUND).build().unwrap();
-    a.migrate().unwrap();
+    larder_blog::migrate(&a).unwrap();
     let ann = common::user(&a, "ann");
     std::thread::sleep(BOUND); // a's own insert comes back
     assert_eq!(name_of(&a, ann.id).as_deref(), Some("ann"));

@@ -7,13 +7,15 @@
 
 mod common;
 
+use larder_blog::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{each_backend, fresh, rename, user, user_in_db};
-use larder::{Connection, Entity, NewUser, User, UserChanges};
+use larder::{Connection, Entity};
+use larder_blog::{NewUser, User, UserChanges};
 
 /// A one-shot signal between threads.
 struct Latch {
@@ -130,10 +132,9 @@ fn a_reader_racing_a_writer_never_leaves_a_stale_value() {
         let db = target.fresh_with(|b| b.entity::<RacingUser>());
         let id = user(&db.store, "old name").id;
         let store = db.store.clone();
-        let reader =
-            std::thread::spawn(move || store.repo::<RacingUser>().unwrap().get(id).unwrap());
+        let reader = std::thread::spawn(move || store.repo::<RacingUser>().get(id).unwrap());
         RACE_READ.wait(); // the reader has read "old name" and not yet filled
-        let repo = db.store.repo::<RacingUser>().unwrap();
+        let repo = db.store.repo::<RacingUser>();
         repo.update(id, rename("new name")).unwrap();
         RACE_RELEASE.open();
         let raced = reader.join().unwrap().unwrap();
@@ -158,14 +159,7 @@ fn concurrent_misses_of_one_key_load_it_once() {
         let readers: Vec<_> = (0..6)
             .map(|_| {
                 let store = db.store.clone();
-                std::thread::spawn(move || {
-                    store
-                        .repo::<CoalescedUser>()
-                        .unwrap()
-                        .get(id)
-                        .unwrap()
-                        .unwrap()
-                })
+                std::thread::spawn(move || store.repo::<CoalescedUser>().get(id).unwrap().unwrap())
             })
             .collect();
         // Every reader has missed (and so is leading or waiting) before the load ends.
@@ -197,14 +191,13 @@ fn a_stalled_load_blocks_no_other_cache_operation() {
             .map(|n| user(&db.store, &format!("u{n}")).id)
             .collect();
         let store = db.store.clone();
-        let slow =
-            std::thread::spawn(move || store.repo::<StalledUser>().unwrap().get(ann).unwrap());
+        let slow = std::thread::spawn(move || store.repo::<StalledUser>().get(ann).unwrap());
         STALL_READ.wait();
 
         let (done, finished) = mpsc::channel();
         let store = db.store.clone();
         std::thread::spawn(move || {
-            let repo = store.repo::<StalledUser>().unwrap();
+            let repo = store.repo::<StalledUser>();
             repo.invalidate(ann);
             for &id in &others {
                 repo.invalidate(id);
@@ -282,7 +275,7 @@ fn a_write_invalidates_every_entity_of_its_table() {
         user_entity!(PlainUser, || ());
         let db = target.fresh_with(|b| b.entity::<PlainUser>());
         let ann = user(&db.store, "ann");
-        let plain = db.store.repo::<PlainUser>().unwrap();
+        let plain = db.store.repo::<PlainUser>();
         assert_eq!(plain.get(ann.id).unwrap().unwrap().0.name, "ann");
         db.store.users().update(ann.id, rename("Ann")).unwrap();
         assert_eq!(plain.get(ann.id).unwrap().unwrap().0.name, "Ann");

@@ -2,6 +2,7 @@
 
 mod common;
 
+use larder_blog::prelude::*;
 use std::sync::Arc;
 
 use common::{each_backend, post, user};

@@ -2,10 +2,11 @@
 
 mod common;
 
+use larder_blog::prelude::*;
 use std::sync::Arc;
 
 use common::{comment, each_backend, post, user};
-use larder::{CommentChanges, PostChanges, UserChanges};
+use larder_blog::{CommentChanges, PostChanges, UserChanges};
 
 #[test]
 fn an_update_is_seen_by_the_next_get() {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use larder_blog::prelude::*;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 

@@ -3,10 +3,12 @@
 
 mod common;
 
+use larder_blog::prelude::*;
 use std::time::{Duration, Instant};
 
 use common::{assert_pool_idle, each_backend, fresh_with, user};
-use larder::{Error, UserChanges};
+use larder::Error;
+use larder_blog::UserChanges;
 
 #[test]
 fn pool_exhaustion_is_a_timeout_error_then_recovers() {

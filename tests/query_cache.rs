@@ -4,12 +4,13 @@
 
 mod common;
 
+use larder_blog::prelude::*;
 use std::sync::Arc;
 
 use common::{comment, each_backend, post, user};
 use diesel::prelude::*;
-use larder::schema::posts;
-use larder::{NewPost, PostChanges};
+use larder_blog::schema::posts;
+use larder_blog::{NewPost, PostChanges};
 
 #[test]
 fn a_list_is_served_from_the_query_cache_until_its_table_changes() {
@@ -50,7 +51,7 @@ fn a_rolled_back_write_leaves_cached_lists_alone_and_a_commit_invalidates_them()
         {
             let tx = db.store.begin().unwrap();
             tx.comments()
-                .create(larder::NewComment {
+                .create(larder_blog::NewComment {
                     post_id: p.id,
                     author_id: ann.id,
                     body: "rolled back".into(),
@@ -72,7 +73,7 @@ fn a_rolled_back_write_leaves_cached_lists_alone_and_a_commit_invalidates_them()
 
         db.store
             .transaction(|tx| {
-                tx.comments().create(larder::NewComment {
+                tx.comments().create(larder_blog::NewComment {
                     post_id: p.id,
                     author_id: ann.id,
                     body: "second".into(),
@@ -193,7 +194,7 @@ fn an_entity_from_the_macro_is_cached_and_invalidated_like_the_blogs() {
         let db = tags_db(target);
         let ann = user(&db.store, "ann");
         let p = post(&db.store, &ann, "p");
-        let tags = db.store.repo::<Tag>().unwrap();
+        let tags = db.store.repo::<Tag>();
         let rust = tags
             .create(NewTag {
                 post_id: p.id,
@@ -267,7 +268,7 @@ fn a_failed_commit_empties_what_its_deletes_cascade_into() {
     let db = tags_db(&common::sqlite());
     let ann = user(&db.store, "ann");
     let p = post(&db.store, &ann, "p");
-    let tags = db.store.repo::<Tag>().unwrap();
+    let tags = db.store.repo::<Tag>();
     let tag = tags
         .create(NewTag {
             post_id: p.id,
@@ -288,7 +289,7 @@ fn a_failed_commit_empties_what_its_deletes_cascade_into() {
                 Ok(Vec::new())
             })?;
             tx.posts().delete(p.id)?;
-            tx.comments().create(larder::NewComment {
+            tx.comments().create(larder_blog::NewComment {
                 post_id: 999_999,
                 author_id: ann.id,
                 body: "orphan, refused at COMMIT".into(),

@@ -10,6 +10,7 @@
 
 mod common;
 
+use larder_blog::prelude::*;
 use std::io::Write;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{each_backend, user, user_in_db};
-use larder::{Backend, Error, UserChanges};
+use larder::{Backend, Error};
+use larder_blog::UserChanges;
 
 fn sh(script: &str) -> bool {
     Command::new("sh")

@@ -9,6 +9,7 @@
 
 mod common;
 
+use larder_blog::prelude::*;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{assert_pool_idle, each_backend, user_in_db};
-use larder::{Error, NewUser, Store, Tx, UserChanges};
+use larder::{Error, Store, Tx};
+use larder_blog::{NewUser, UserChanges};
 const INJECTED: &str = "injected fault";
 const DROPPED: &str = "injected drop";
 
@@ -278,7 +280,7 @@ fn stress_with_injected_faults_keeps_every_invariant() {
             .users()
             .query(|conn| {
                 use diesel::prelude::*;
-                larder::with_connection!(conn, |c| larder::schema::users::table.load(c))
+                larder::with_connection!(conn, |c| larder_blog::schema::users::table.load(c))
             })
             .unwrap();
         assert_eq!(

@@ -3,12 +3,14 @@
 
 mod common;
 
+use larder_blog::prelude::*;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use common::{assert_pool_idle, each_backend, rename, user, user_in_db};
-use larder::{Error, NewComment, NewPost, NewUser};
+use larder::Error;
+use larder_blog::{NewComment, NewPost, NewUser};
 
 #[test]
 fn ok_commits_every_write() {

@@ -5,12 +5,14 @@
 
 mod common;
 
+use larder_blog::prelude::*;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{each_backend, rename, user, user_in_db};
-use larder::{Connection, Entity, Key, NewComment, NewUser, Post, User, UserChanges};
+use larder::{Connection, Entity, Key};
+use larder_blog::{NewComment, NewUser, Post, User, UserChanges};
 
 type Hook = Box<dyn FnOnce(i64) + Send>;
 
@@ -74,13 +76,13 @@ fn an_autocommitted_insert_raced_by_an_update_caches_nothing_stale() {
         *AFTER_INSERT.lock().unwrap() = Some(Box::new(move |id| {
             // Another thread, as another request would: the row is committed.
             let other = std::thread::spawn(move || {
-                let repo = store.repo::<AutocommitUser>().unwrap();
+                let repo = store.repo::<AutocommitUser>();
                 repo.update(id, rename("renamed by another writer"))
                     .unwrap();
             });
             other.join().unwrap();
         }));
-        let repo = db.store.repo::<AutocommitUser>().unwrap();
+        let repo = db.store.repo::<AutocommitUser>();
         let created = repo
             .create(NewUser {
                 name: "as inserted".into(),
@@ -153,7 +155,6 @@ fn a_load_finishing_after_a_list_query_keeps_the_cached_object() {
             let lister = std::thread::spawn(move || {
                 store
                     .repo::<PausedUser>()
-                    .unwrap()
                     .query(|conn| {
                         let rows = User::find(conn, id)?;
                         Ok(rows.map(PausedUser).into_iter().collect())
@@ -162,7 +163,7 @@ fn a_load_finishing_after_a_list_query_keeps_the_cached_object() {
             });
             listed_tx.send(lister.join().unwrap()).unwrap();
         }));
-        let repo = db.store.repo::<PausedUser>().unwrap();
+        let repo = db.store.repo::<PausedUser>();
         let loaded = repo.get(id).unwrap().unwrap();
         let listed = listed_rx.recv().unwrap().pop().unwrap();
         let again = repo.get(id).unwrap().unwrap();
@@ -186,8 +187,8 @@ struct CascadingPost(Post);
 
 impl Entity for CascadingPost {
     const TABLE: &'static str = "posts";
-    type New = larder::NewPost;
-    type Changes = larder::PostChanges;
+    type New = larder_blog::NewPost;
+    type Changes = larder_blog::PostChanges;
 
     fn id(&self) -> i64 {
         self.0.id
@@ -197,14 +198,14 @@ impl Entity for CascadingPost {
         Ok(Post::find(conn, id)?.map(CascadingPost))
     }
 
-    fn insert(conn: &mut Connection, new: &larder::NewPost) -> diesel::QueryResult<Self> {
+    fn insert(conn: &mut Connection, new: &larder_blog::NewPost) -> diesel::QueryResult<Self> {
         Post::insert(conn, new).map(CascadingPost)
     }
 
     fn update(
         conn: &mut Connection,
         id: i64,
-        changes: &larder::PostChanges,
+        changes: &larder_blog::PostChanges,
     ) -> diesel::QueryResult<Option<Self>> {
         Ok(Post::update(conn, id, changes)?.map(CascadingPost))
     }
@@ -248,12 +249,7 @@ fn a_child_inserted_during_a_cascading_delete_is_not_left_cached() {
             let _ = inserter;
             std::thread::sleep(Duration::from_millis(500));
         }));
-        assert!(db
-            .store
-            .repo::<CascadingPost>()
-            .unwrap()
-            .delete(post.id)
-            .unwrap());
+        assert!(db.store.repo::<CascadingPost>().delete(post.id).unwrap());
         let created = created_rx.recv_timeout(Duration::from_secs(30)).unwrap();
         if let Ok(comment) = created {
             assert!(

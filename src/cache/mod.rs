@@ -157,6 +157,26 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         Ok(load()?.map(Arc::new))
     }
 
+    /// The cached values of `ids` (in order, `None` where not cached), each
+    /// counted as a hit or a miss, for a batch that loads the misses at once.
+    pub(crate) fn get_cached(&self, ids: &[i64]) -> Vec<Option<Arc<T>>> {
+        ids.iter()
+            .map(|&id| {
+                if !self.enabled {
+                    return None;
+                }
+                let mut shard = self.shard(id).lock();
+                shard.get_counted(id)
+            })
+            .collect()
+    }
+
+    /// Counts a batch load of `n` rows.
+    pub(crate) fn count_loads(&self, n: usize) {
+        let mut shard = self.shards[0].lock();
+        shard.counters.loads += n as u64;
+    }
+
     /// The epoch of `id`'s shard in `epochs` (as read by [`epochs`](Self::epochs)),
     /// for a write whose key was not known before its statement ran (an insert).
     pub(crate) fn epoch_in(&self, epochs: &[u64], id: i64) -> u64 {

@@ -1,7 +1,8 @@
-//! The query cache: results of list queries by key, each stored with the
-//! generations of the tables it read. A table's generation moves with every
-//! invalidation of that table, so an entry is served only while nothing it
-//! read has changed; its rows are the identity map's own `Arc`s.
+//! The query cache: results of queries by key (lists of rows, counts), each
+//! stored with the generations of the tables it read. A table's generation
+//! moves with every invalidation of that table, so an entry is served only
+//! while nothing it read has changed; a list's rows are the identity map's own
+//! `Arc`s.
 
 use std::any::{Any, TypeId};
 use std::num::NonZeroUsize;
@@ -12,25 +13,33 @@ use lru::LruCache;
 
 use super::CacheStats;
 
-type QueryKey = (TypeId, String);
+/// A cached result's key: the type of the value and the caller's key string.
+pub(crate) type QueryKey = (TypeId, String);
 
-struct CachedList {
+/// The tables a query read, each with its generation when it was read.
+pub(crate) type Generations = Vec<(&'static str, u64)>;
+
+struct CachedValue {
     /// `(table, generation)` for every table the query read, taken before it ran.
-    read: Vec<(&'static str, u64)>,
-    rows: Arc<dyn Any + Send + Sync>,
+    read: Generations,
+    value: Arc<dyn Any + Send + Sync>,
 }
 
 struct Inner {
-    entries: LruCache<QueryKey, CachedList>,
+    entries: LruCache<QueryKey, CachedValue>,
     counters: CacheStats,
 }
 
+/// Cached results of queries (lists of rows, counts, any value), each valid
+/// while the tables it read keep the generations they had when it was read.
+/// Generations are read by the caller before it takes this cache's lock, so
+/// no other lock is ever taken under it; replaced values are dropped after it.
 pub(crate) struct QueryCache {
     inner: Option<Mutex<Inner>>,
 }
 
 impl QueryCache {
-    /// A cache of at most `capacity` lists; 0 disables it.
+    /// A cache of at most `capacity` results; 0 disables it.
     pub(crate) fn new(capacity: usize) -> QueryCache {
         QueryCache {
             inner: NonZeroUsize::new(capacity).map(|capacity| {
@@ -45,65 +54,72 @@ impl QueryCache {
         }
     }
 
-    /// The cached rows of `key` if every table it read is still at the
-    /// generation it was read at; `generation` gives a table's current one.
-    pub(crate) fn get<T: Send + Sync + 'static>(
+    /// The cached value of `key` if the tables it read are still at the
+    /// generations it was read at, which are `current` now.
+    pub(crate) fn get<V: Send + Sync + 'static>(
         &self,
         key: &QueryKey,
-        generation: impl Fn(&str) -> Option<u64>,
-    ) -> Option<Arc<Vec<Arc<T>>>> {
-        let mut inner = self.inner.as_ref()?.lock();
-        let fresh = inner.entries.get(key).map(|list| {
-            list.read
-                .iter()
-                .all(|(table, seen)| generation(table) == Some(*seen))
-        });
-        match fresh {
-            Some(true) => {
-                inner.counters.hits += 1;
-                let rows = inner.entries.get(key).map(|list| Arc::clone(&list.rows));
-                rows.and_then(|rows| rows.downcast::<Vec<Arc<T>>>().ok())
+        current: &Generations,
+    ) -> Option<Arc<V>> {
+        let inner = self.inner.as_ref()?;
+        let (found, stale) = {
+            let mut inner = inner.lock();
+            match inner.entries.get(key) {
+                Some(cached) if cached.read == *current => {
+                    let value = Arc::clone(&cached.value);
+                    inner.counters.hits += 1;
+                    (Some(value), None)
+                }
+                Some(_) => {
+                    inner.counters.misses += 1;
+                    (None, inner.entries.pop(key))
+                }
+                None => {
+                    inner.counters.misses += 1;
+                    (None, None)
+                }
             }
-            Some(false) => {
-                inner.entries.pop(key);
-                inner.counters.misses += 1;
-                None
-            }
-            None => {
-                inner.counters.misses += 1;
-                None
-            }
-        }
+        };
+        drop(stale);
+        found.and_then(|value| value.downcast::<V>().ok())
     }
 
-    /// Stores `rows` for `key`, read at the generations `read`, unless one of
-    /// those tables has moved on already.
-    pub(crate) fn fill<T: Send + Sync + 'static>(
+    /// Stores `value` for `key`, read at the generations `read`, unless a table
+    /// it read moved on while it ran (`current` differs from `read`).
+    pub(crate) fn fill<V: Send + Sync + 'static>(
         &self,
         key: QueryKey,
-        read: Vec<(&'static str, u64)>,
-        rows: Arc<Vec<Arc<T>>>,
-        generation: impl Fn(&str) -> Option<u64>,
+        read: Generations,
+        value: Arc<V>,
+        current: &Generations,
     ) {
         let Some(inner) = &self.inner else { return };
-        let mut inner = inner.lock();
-        if !read
-            .iter()
-            .all(|(table, seen)| generation(table) == Some(*seen))
-        {
-            inner.counters.stale_fills_dropped += 1;
-            return;
-        }
-        inner.counters.fills += 1;
-        let replaces = inner.entries.contains(&key);
-        if inner.entries.push(key, CachedList { read, rows }).is_some() && !replaces {
-            inner.counters.evictions += 1;
-        }
+        let fresh = read == *current;
+        let evicted = {
+            let mut inner = inner.lock();
+            if !fresh {
+                inner.counters.stale_fills_dropped += 1;
+                return;
+            }
+            inner.counters.fills += 1;
+            let replaces = inner.entries.contains(&key);
+            let removed = inner.entries.push(key, CachedValue { read, value });
+            if removed.is_some() && !replaces {
+                inner.counters.evictions += 1;
+            }
+            removed
+        };
+        drop(evicted);
     }
 
     pub(crate) fn clear(&self) {
         if let Some(inner) = &self.inner {
-            inner.lock().entries.clear();
+            let entries = {
+                let mut inner = inner.lock();
+                let capacity = inner.entries.cap();
+                std::mem::replace(&mut inner.entries, LruCache::new(capacity))
+            };
+            drop(entries);
         }
     }
 

@@ -91,6 +91,21 @@ impl<T> Shard<T> {
         Lookup::Lead(flight)
     }
 
+    /// The cached value of `id`, counted as a hit, or `None`, counted as a
+    /// miss; no load is started (a batch load follows).
+    pub(crate) fn get_counted(&mut self, id: i64) -> Option<Arc<T>> {
+        match self.entries.get(&id) {
+            Some(value) => {
+                self.counters.hits += 1;
+                Some(Arc::clone(value))
+            }
+            None => {
+                self.counters.misses += 1;
+                None
+            }
+        }
+    }
+
     /// Ends `flight` for `id` and fills `value` unless an invalidation happened
     /// since the flight began (`None` when there was nothing to fill).
     pub(crate) fn finish_flight(

@@ -4,11 +4,13 @@
 //! database of its own so tests run in parallel without seeing each other.
 #![allow(dead_code)]
 
+use larder_blog::prelude::*;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 
-use larder::{Backend, NewComment, NewPost, NewUser, Post, Store, StoreBuilder, User};
+use larder::{Backend, Store, StoreBuilder};
+use larder_blog::{NewComment, NewPost, NewUser, Post, User};
 use tempfile::TempDir;
 
 /// A database under test; the store is dropped before its database is.
@@ -95,10 +97,10 @@ impl Target {
                 (with_database(admin, &server.name), Some(server))
             }
         };
-        let store = configure(Store::builder(&url).coherence(false))
+        let store = configure(larder_blog::builder(&url).coherence(false))
             .build()
             .expect("open store");
-        store.migrate().expect("migrate");
+        larder_blog::migrate(&store).expect("migrate");
         TestDb {
             store,
             backend: self.backend,
@@ -245,7 +247,7 @@ pub fn post(store: &Store, author: &User, title: &str) -> Arc<Post> {
         .expect("create post")
 }
 
-pub fn comment(store: &Store, post: &Post, author: &User, body: &str) -> Arc<larder::Comment> {
+pub fn comment(store: &Store, post: &Post, author: &User, body: &str) -> Arc<larder_blog::Comment> {
     store
         .comments()
         .create(NewComment {
@@ -257,8 +259,8 @@ pub fn comment(store: &Store, post: &Post, author: &User, body: &str) -> Arc<lar
 }
 
 /// A change of a user's name only.
-pub fn rename(name: &str) -> larder::UserChanges {
-    larder::UserChanges {
+pub fn rename(name: &str) -> larder_blog::UserChanges {
+    larder_blog::UserChanges {
         name: Some(name.into()),
         ..Default::default()
     }

@@ -1,0 +1,73 @@
+//! `larder database …`: create, reset or drop the database a URL names.
+
+use std::path::Path;
+
+use clap::Subcommand;
+use larder::DatabaseUrl;
+
+use crate::migrations::{list, open};
+use crate::CliResult;
+
+/// What `larder database` does.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Action {
+    /// Create the database if it does not exist (for SQLite, the file; its directory
+    /// must exist), then apply every pending migration.
+    Setup,
+    /// Drop the database (when it exists), then set it up again: a fresh database
+    /// with every migration applied and no rows.
+    Reset,
+    /// Delete the database (for SQLite, the file and its -wal and -shm files);
+    /// fails when it does not exist.
+    Drop,
+}
+
+/// Runs one `larder database` action on `url`, with larder's own migrations and
+/// the application's (in `dir`, or the default folder).
+pub(crate) fn run(url: &str, dir: Option<&Path>, action: Action) -> CliResult {
+    match action {
+        Action::Setup => setup_database(url, dir),
+        Action::Reset => {
+            if larder::database_exists(url)? {
+                // Checks the migrations folder before anything is dropped.
+                check_migrations(dir)?;
+                drop_database(url)?;
+            }
+            setup_database(url, dir)
+        }
+        Action::Drop => drop_database(url),
+    }
+}
+
+fn check_migrations(dir: Option<&Path>) -> CliResult {
+    match dir {
+        Some(dir) if !dir.is_dir() => Err(format!(
+            "migration failed: migrations directory {} does not exist",
+            dir.display()
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+fn setup_database(url: &str, dir: Option<&Path>) -> CliResult {
+    let parsed = DatabaseUrl::parse(url)?;
+    check_migrations(dir)?;
+    if larder::create_database(url)? {
+        println!("created database {parsed}");
+    } else {
+        println!("database {parsed} exists");
+    }
+    let mut migrator = open(url, dir)?;
+    list("applied", &migrator.run()?, "no pending migrations");
+    Ok(())
+}
+
+fn drop_database(url: &str) -> CliResult {
+    let parsed = DatabaseUrl::parse(url)?;
+    if !larder::drop_database(url)? {
+        return Err(format!("cannot drop database {parsed}: it does not exist").into());
+    }
+    println!("dropped database {parsed}");
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! `larder migrate …`: apply, revert and list migrations, and generate new ones.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use larder::{DatabaseUrl, Migrator};
+
+use crate::CliResult;
+
+/// What `larder migrate` does.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Action {
+    /// Apply every pending migration, oldest first.
+    Run,
+    /// Revert the latest applied migration (or the latest N, or all of them).
+    Revert {
+        /// Revert the N latest migrations (fewer when fewer are applied).
+        #[arg(short = 'n', long = "number", value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        number: u32,
+        /// Revert every applied migration.
+        #[arg(short = 'a', long, conflicts_with = "number")]
+        all: bool,
+    },
+    /// Revert the latest migration (or the latest N) and apply the same ones again,
+    /// in one transaction.
+    Redo {
+        /// Redo the N latest migrations.
+        #[arg(short = 'n', long = "number", value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        number: u32,
+    },
+    /// List every migration and whether it is applied.
+    Status,
+    /// List the migrations not applied yet (prints "no pending migrations" when none).
+    Pending,
+    /// Create an empty migration, <DIR>/<YYYY-MM-DD-HHMMSS>_<NAME>/{up.sql,down.sql}, in
+    /// --migrations-dir, or else in migrations/<backend> (migrations/sqlite) under the
+    /// working directory.
+    Generate {
+        /// The migration's name: ASCII letters, digits and underscores, e.g. create_tags.
+        name: String,
+        /// Fill the migration with the change-capture triggers of these tables
+        /// (for the URL's backend), so other larder processes see their changes.
+        /// Repeat for several tables.
+        #[arg(long, value_name = "TABLE")]
+        capture: Vec<String>,
+    },
+}
+
+/// Runs one `larder migrate` action on `url`: larder's own migrations and the
+/// application's in `dir` (or the default folder, when there is one).
+pub(crate) fn run(url: &str, dir: Option<&Path>, action: Action) -> CliResult {
+    if let Action::Generate { name, capture } = &action {
+        return generate(url, dir, name, capture);
+    }
+    let mut migrator = open(url, dir)?;
+    match action {
+        Action::Run => list("applied", &migrator.run()?, "no pending migrations"),
+        Action::Revert { all: true, .. } => {
+            list("reverted", &migrator.revert_all()?, "no applied migrations")
+        }
+        Action::Revert { number, .. } => list("reverted", &migrator.revert_n(count(number))?, ""),
+        Action::Redo { number } => list("redone", &migrator.redo_n(count(number))?, ""),
+        Action::Status => {
+            for migration in migrator.status()? {
+                let mark = if migration.applied {
+                    "applied"
+                } else {
+                    "pending"
+                };
+                println!("{mark:<8} {}", migration.name);
+            }
+        }
+        Action::Pending => list("pending ", &migrator.pending()?, "no pending migrations"),
+        Action::Generate { .. } => unreachable!("generate returned above"),
+    }
+    Ok(())
+}
+
+/// A migrator over larder's own migrations and the application's: those in
+/// `dir` when one is given, else those of the default folder if it exists.
+pub(crate) fn open(url: &str, dir: Option<&Path>) -> larder::Result<Migrator> {
+    let found;
+    let dir = match dir {
+        Some(dir) => Some(dir),
+        None => {
+            found = default_source(url)?;
+            found.as_deref()
+        }
+    };
+    match dir {
+        Some(dir) => Migrator::open_with_dir(url, dir),
+        None => Migrator::open(url),
+    }
+}
+
+/// The application's migrations when no folder is named, as diesel_cli looks
+/// for `./migrations`: `migrations/<backend>` if it exists (one folder per
+/// backend, as larder's own and the blog's are laid out), else `migrations`
+/// unless it only holds other backends' folders.
+fn default_source(url: &str) -> larder::Result<Option<PathBuf>> {
+    let per_backend = default_dir(url)?;
+    if per_backend.is_dir() {
+        return Ok(Some(per_backend));
+    }
+    let root = Path::new("migrations");
+    let backend_folders = ["sqlite", "postgres", "mysql"]
+        .iter()
+        .any(|name| root.join(name).is_dir());
+    Ok((root.is_dir() && !backend_folders).then(|| root.to_path_buf()))
+}
+
+/// Prints `verb item` per item, or `none` when there are none.
+pub(crate) fn list(verb: &str, items: &[String], none: &str) {
+    if items.is_empty() && !none.is_empty() {
+        println!("{none}");
+    }
+    for item in items {
+        println!("{verb} {item}");
+    }
+}
+
+fn count(number: u32) -> usize {
+    usize::try_from(number).unwrap_or(usize::MAX)
+}
+
+const UP_SQL: &str = "-- Your SQL goes here\n";
+const DOWN_SQL: &str = "-- This file should undo anything in `up.sql`\n";
+
+fn generate(url: &str, dir: Option<&Path>, name: &str, capture: &[String]) -> CliResult {
+    check_name(name)?;
+    let (up, down) = capture_sql(url, capture)?;
+    let base = match dir {
+        Some(dir) => dir.to_path_buf(),
+        None => default_dir(url)?,
+    };
+    let stamp = chrono::Utc::now().format("%Y-%m-%d-%H%M%S");
+    let folder = base.join(format!("{stamp}_{name}"));
+    std::fs::create_dir_all(&base)
+        .map_err(|e| format!("cannot create migrations directory {}: {e}", base.display()))?;
+    std::fs::create_dir(&folder)
+        .map_err(|e| format!("cannot create migration {}: {e}", folder.display()))?;
+    for (file, text) in [("up.sql", up), ("down.sql", down)] {
+        let path = folder.join(file);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("created {}", path.display());
+    }
+    Ok(())
+}
+
+/// The files' text: placeholders, or the capture triggers of `tables`.
+fn capture_sql(url: &str, tables: &[String]) -> larder::Result<(String, String)> {
+    if tables.is_empty() {
+        return Ok((UP_SQL.to_owned(), DOWN_SQL.to_owned()));
+    }
+    let backend = DatabaseUrl::parse(url)?.backend();
+    let mut up = format!(
+        "-- Change capture ({}): other larder processes see these tables' changes.\n",
+        backend.name()
+    );
+    let mut down = String::new();
+    for table in tables {
+        let sql = larder::capture_sql(backend, table)?;
+        up.push_str(&sql.up);
+        down.insert_str(0, &sql.down);
+    }
+    Ok((up, down))
+}
+
+/// `migrations/<backend>` under the working directory, e.g. `migrations/sqlite`.
+fn default_dir(url: &str) -> larder::Result<PathBuf> {
+    let backend = DatabaseUrl::parse(url)?.backend();
+    Ok(Path::new("migrations").join(backend.name()))
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the migration name is empty: give one such as create_tags".into());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
+        return Err(format!(
+            "invalid migration name {name:?}: {bad:?} is not allowed; \
+             use only ASCII letters, digits and _ (e.g. create_tags)"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,728 @@
+//! The `larder` binary: migrations (larder's own and an application's folder,
+//! here the blog's), database setup/reset/drop, exit codes and one-line errors.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use diesel::connection::SimpleConnection;
+
+fn larder(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("MIGRATION_DIRECTORY")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run larder")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The blog's migrations for `backend`, as an application keeps its own.
+fn blog_migrations(backend: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/blog/migrations")
+        .join(backend)
+}
+
+/// Copies the blog's SQLite migrations to `root/migrations/sqlite`, where
+/// `larder` looks when no folder is named (as diesel_cli looks in `./migrations`).
+fn with_blog_migrations(root: &Path) {
+    with_blog_migrations_for(root, "sqlite");
+}
+
+fn with_blog_migrations_for(root: &Path, backend: &str) {
+    let target = root.join("migrations").join(backend);
+    for entry in fs::read_dir(blog_migrations(backend)).unwrap() {
+        let from = entry.unwrap().path();
+        let to = target.join(from.file_name().unwrap());
+        fs::create_dir_all(&to).unwrap();
+        for file in ["up.sql", "down.sql"] {
+            fs::copy(from.join(file), to.join(file)).unwrap();
+        }
+    }
+}
+
+fn assert_ok(output: &Output) {
+    assert!(
+        output.status.success(),
+        "stdout: {}\nstderr: {}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+fn assert_one_line_failure(output: &Output, mentions: &str) {
+    assert!(!output.status.success(), "should fail: {}", stdout(output));
+    let err = stderr(output);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(mentions), "{err}");
+}
+
+#[test]
+fn migrate_run_status_revert_redo() {
+    let dir = tempfile::tempdir().unwrap();
+    with_blog_migrations(dir.path());
+    let url = format!("sqlite://{}", dir.path().join("cli.db").display());
+    let url = url.as_str();
+
+    let run = larder(dir.path(), &["migrate", "run", "--database-url", url]);
+    assert_ok(&run);
+    assert!(stdout(&run).contains("applied"), "{}", stdout(&run));
+
+    let again = larder(dir.path(), &["migrate", "run", "--database-url", url]);
+    assert_ok(&again);
+    assert!(stdout(&again).contains("no pending"), "{}", stdout(&again));
+
+    let status = larder(dir.path(), &["--database-url", url, "migrate", "status"]);
+    assert_ok(&status);
+    for applied in [
+        "applied  2026-11-24-000001_blog",
+        "applied  2026-11-25-000001_change_log",
+        "applied  2026-11-25-000002_blog_capture",
+    ] {
+        assert!(stdout(&status).contains(applied), "{}", stdout(&status));
+    }
+
+    assert_ok(&larder(
+        dir.path(),
+        &["migrate", "redo", "--database-url", url],
+    ));
+
+    // The blog's two and larder's own change log.
+    for _ in 0..3 {
+        let revert = larder(dir.path(), &["migrate", "revert", "--database-url", url]);
+        assert_ok(&revert);
+    }
+    let status = larder(dir.path(), &["migrate", "status", "--database-url", url]);
+    assert!(stdout(&status).contains("pending"), "{}", stdout(&status));
+
+    let nothing = larder(dir.path(), &["migrate", "revert", "--database-url", url]);
+    assert_one_line_failure(&nothing, "no applied migration");
+
+    assert_ok(&larder(
+        dir.path(),
+        &["migrate", "run", "--database-url", url],
+    ));
+    let all = larder(
+        dir.path(),
+        &["migrate", "revert", "--all", "--database-url", url],
+    );
+    assert_ok(&all);
+    assert!(stdout(&all).contains("reverted"), "{}", stdout(&all));
+}
+
+#[test]
+fn database_url_comes_from_the_environment_or_a_dotenv_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "DATABASE_URL=sqlite://from-dotenv.db\n",
+    )
+    .unwrap();
+    assert_ok(&larder(dir.path(), &["migrate", "run"]));
+    assert!(dir.path().join("from-dotenv.db").exists());
+
+    let output = Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args(["migrate", "run"])
+        .current_dir(dir.path())
+        .env("DATABASE_URL", "sqlite://from-env.db")
+        .output()
+        .unwrap();
+    assert_ok(&output);
+    assert!(dir.path().join("from-env.db").exists());
+}
+
+#[test]
+fn the_default_database_is_a_sqlite_file_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_ok(&larder(dir.path(), &["migrate", "run"]));
+    assert!(dir.path().join("larder.db").exists());
+    // Without an application's migrations, larder's own change log only.
+    assert!(has_table(
+        &sqlite_url(dir.path(), "larder.db"),
+        "larder_changes"
+    ));
+    assert!(!has_table(&sqlite_url(dir.path(), "larder.db"), "users"));
+}
+
+#[test]
+fn bad_urls_fail_with_one_line_and_no_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheme = larder(
+        dir.path(),
+        &["migrate", "run", "--database-url", "ftp://u:pw-s3cret@h/db"],
+    );
+    assert_one_line_failure(&scheme, "unknown scheme");
+    assert!(!stderr(&scheme).contains("pw-s3cret"));
+
+    let missing = larder(
+        dir.path(),
+        &["migrate", "status", "--database-url", "/no/such/dir/x.db"],
+    );
+    assert_one_line_failure(&missing, "does not exist");
+}
+
+#[test]
+fn unknown_commands_fail_with_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = larder(dir.path(), &["migrate", "sideways"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("Usage"), "{}", stderr(&output));
+}
+
+/// An application's own migrations folder holding two migrations, `tags` then `notes`.
+fn app_migrations(root: &Path) -> PathBuf {
+    let dir = root.join("app-migrations");
+    for (name, table) in [
+        ("2027-01-01-000001_create_tags", "tags"),
+        ("2027-01-02-000001_create_notes", "notes"),
+    ] {
+        let migration = dir.join(name);
+        fs::create_dir_all(&migration).unwrap();
+        fs::write(
+            migration.join("up.sql"),
+            format!("CREATE TABLE {table} (id INTEGER PRIMARY KEY, label TEXT NOT NULL);"),
+        )
+        .unwrap();
+        fs::write(migration.join("down.sql"), format!("DROP TABLE {table};")).unwrap();
+    }
+    dir
+}
+
+fn sqlite_url(dir: &Path, file: &str) -> String {
+    format!("sqlite://{}", dir.join(file).display())
+}
+
+/// Whether `table` exists in the SQLite file at `url`.
+fn has_table(url: &str, table: &str) -> bool {
+    let path = url.strip_prefix("sqlite://").unwrap();
+    let mut conn = larder::Connection::establish(path).unwrap();
+    conn.batch_execute(&format!("SELECT * FROM {table}"))
+        .is_ok()
+}
+
+/// The folders directly inside `dir`.
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_dir())
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn migrate_pending_lists_what_run_would_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    with_blog_migrations(dir.path());
+    let url = sqlite_url(dir.path(), "pending.db");
+
+    let before = larder(dir.path(), &["migrate", "pending", "--database-url", &url]);
+    assert_ok(&before);
+    assert!(
+        stdout(&before).contains("2026-11-24-000001_blog"),
+        "{}",
+        stdout(&before)
+    );
+
+    assert_ok(&larder(
+        dir.path(),
+        &["migrate", "run", "--database-url", &url],
+    ));
+    let after = larder(dir.path(), &["migrate", "pending", "--database-url", &url]);
+    assert_ok(&after);
+    assert_eq!(stdout(&after).trim(), "no pending migrations");
+}
+
+#[test]
+fn an_apps_own_migrations_dir_runs_lists_and_reverts_n() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = app_migrations(dir.path());
+    let migrations = migrations.to_str().unwrap();
+    let url = sqlite_url(dir.path(), "app.db");
+    let cli = |args: &[&str]| {
+        let mut all = vec![
+            "--database-url",
+            url.as_str(),
+            "--migrations-dir",
+            migrations,
+        ];
+        all.extend_from_slice(args);
+        larder(dir.path(), &all)
+    };
+
+    let pending = cli(&["migrate", "pending"]);
+    assert_ok(&pending);
+    let listed = stdout(&pending);
+    assert!(
+        listed.contains("2027-01-01-000001_create_tags")
+            && listed.contains("2027-01-02-000001_create_notes")
+            && !listed.contains("blog"),
+        "{listed}"
+    );
+
+    let run = cli(&["migrate", "run"]);
+    assert_ok(&run);
+    assert!(
+        stdout(&run).contains("applied 20270102000001"),
+        "{}",
+        stdout(&run)
+    );
+    assert!(has_table(&url, "tags") && has_table(&url, "notes"));
+    assert!(!has_table(&url, "users"), "the blog migrations ran too");
+    assert_eq!(
+        stdout(&cli(&["migrate", "pending"])).trim(),
+        "no pending migrations"
+    );
+
+    let status = stdout(&cli(&["migrate", "status"]));
+    assert!(
+        status.contains("applied  2027-01-01-000001_create_tags")
+            && status.contains("applied  2027-01-02-000001_create_notes"),
+        "{status}"
+    );
+
+    let redo = cli(&["migrate", "redo", "-n", "2"]);
+    assert_ok(&redo);
+    assert_eq!(
+        stdout(&redo).matches("redone").count(),
+        2,
+        "{}",
+        stdout(&redo)
+    );
+
+    let revert = cli(&["migrate", "revert", "-n", "2"]);
+    assert_ok(&revert);
+    let reverted = stdout(&revert);
+    assert!(
+        reverted.contains("reverted 20270102000001")
+            && reverted.contains("reverted 20270101000001"),
+        "{reverted}"
+    );
+    assert!(!has_table(&url, "tags") && !has_table(&url, "notes"));
+    let status = stdout(&cli(&["migrate", "status"]));
+    assert_eq!(status.matches("pending").count(), 2, "{status}");
+    assert!(
+        status.contains("applied  2026-11-25-000001_change_log"),
+        "larder's own stays: {status}"
+    );
+
+    let own = cli(&["migrate", "revert", "-n", "2"]);
+    assert_ok(&own);
+    assert!(
+        stdout(&own).contains("reverted 20261125000001"),
+        "{}",
+        stdout(&own)
+    );
+    let nothing = cli(&["migrate", "revert"]);
+    assert_one_line_failure(&nothing, "no applied migration");
+}
+
+#[test]
+fn the_migrations_dir_can_come_from_migration_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = app_migrations(dir.path());
+    let url = sqlite_url(dir.path(), "env.db");
+    let output = Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args(["migrate", "run", "--database-url", &url])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("MIGRATION_DIRECTORY", &migrations)
+        .output()
+        .unwrap();
+    assert_ok(&output);
+    assert!(has_table(&url, "tags") && !has_table(&url, "users"));
+}
+
+#[test]
+fn a_missing_or_malformed_migrations_dir_fails_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path(), "never.db");
+    for action in ["run", "status", "pending", "revert"] {
+        let output = larder(
+            dir.path(),
+            &[
+                "migrate",
+                action,
+                "--database-url",
+                &url,
+                "--migrations-dir",
+                "no-such-dir",
+            ],
+        );
+        assert_one_line_failure(&output, "migrations directory no-such-dir does not exist");
+    }
+    assert!(
+        !dir.path().join("never.db").exists(),
+        "a database was created"
+    );
+
+    fs::create_dir_all(dir.path().join("bad/not_a_migration")).unwrap();
+    let malformed = larder(
+        dir.path(),
+        &[
+            "migrate",
+            "run",
+            "--database-url",
+            &url,
+            "--migrations-dir",
+            "bad",
+        ],
+    );
+    assert_one_line_failure(&malformed, "not_a_migration is not a migration");
+}
+
+#[test]
+fn generate_creates_up_and_down_under_the_migrations_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = larder(
+        dir.path(),
+        &[
+            "--migrations-dir",
+            "mine",
+            "migrate",
+            "generate",
+            "create_tags",
+        ],
+    );
+    assert_ok(&output);
+    let created = subdirs(&dir.path().join("mine"));
+    assert_eq!(created.len(), 1, "{created:?}");
+    let name = created[0].file_name().unwrap().to_str().unwrap().to_owned();
+    // <YYYY-MM-DD-HHMMSS>_<name>
+    assert_eq!(name.len(), "2027-01-01-000000_create_tags".len(), "{name}");
+    assert!(
+        name.ends_with("_create_tags") && name.as_bytes()[4] == b'-',
+        "{name}"
+    );
+    assert!(created[0].join("up.sql").is_file() && created[0].join("down.sql").is_file());
+    assert!(stdout(&output).contains("up.sql"), "{}", stdout(&output));
+
+    // The generated (comment-only) migration runs and reverts.
+    let url = sqlite_url(dir.path(), "gen.db");
+    let run = larder(
+        dir.path(),
+        &[
+            "--migrations-dir",
+            "mine",
+            "--database-url",
+            &url,
+            "migrate",
+            "run",
+        ],
+    );
+    assert_ok(&run);
+    assert_ok(&larder(
+        dir.path(),
+        &[
+            "--migrations-dir",
+            "mine",
+            "--database-url",
+            &url,
+            "migrate",
+            "revert",
+        ],
+    ));
+}
+
+#[test]
+fn generate_defaults_to_migrations_sqlite_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_ok(&larder(dir.path(), &["migrate", "generate", "add_index"]));
+    let created = subdirs(&dir.path().join("migrations/sqlite"));
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert!(created[0].to_str().unwrap().ends_with("_add_index"));
+    assert!(created[0].join("up.sql").is_file() && created[0].join("down.sql").is_file());
+}
+
+#[test]
+fn generate_rejects_a_bad_name_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, mentions) in [
+        ("bad-name", "invalid migration name"),
+        ("../escape", "invalid migration name"),
+        ("two words", "invalid migration name"),
+        ("", "the migration name is empty"),
+    ] {
+        let output = larder(
+            dir.path(),
+            &["--migrations-dir", "mine", "migrate", "generate", name],
+        );
+        assert_one_line_failure(&output, mentions);
+    }
+    assert!(!dir.path().join("mine").exists(), "something was created");
+}
+
+#[test]
+fn database_setup_reset_and_drop() {
+    use larder_blog::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    with_blog_migrations(dir.path());
+    let file = dir.path().join("setup.db");
+    let url = sqlite_url(dir.path(), "setup.db");
+    let url = url.as_str();
+
+    let setup = larder(dir.path(), &["database", "setup", "--database-url", url]);
+    assert_ok(&setup);
+    assert!(file.is_file());
+    assert!(
+        stdout(&setup).contains("created database"),
+        "{}",
+        stdout(&setup)
+    );
+    let status = stdout(&larder(
+        dir.path(),
+        &["migrate", "status", "--database-url", url],
+    ));
+    assert!(
+        status.contains("applied  2026-11-24-000001_blog"),
+        "{status}"
+    );
+    assert_ok(&larder(
+        dir.path(),
+        &["database", "setup", "--database-url", url],
+    ));
+
+    let store = larder::Store::open(url).unwrap();
+    let ann = store
+        .users()
+        .create(larder_blog::NewUser {
+            name: "ann".into(),
+            email: "ann@example.org".into(),
+        })
+        .unwrap();
+    drop(store);
+
+    assert_ok(&larder(
+        dir.path(),
+        &["database", "reset", "--database-url", url],
+    ));
+    let store = larder::Store::open(url).unwrap();
+    assert!(
+        store.users().get(ann.id).unwrap().is_none(),
+        "the row survived"
+    );
+    assert!(store.migration_status().unwrap().iter().all(|m| m.applied));
+    assert!(
+        has_table(url, "users"),
+        "the application's migrations ran too"
+    );
+    drop(store);
+
+    let dropped = larder(dir.path(), &["database", "drop", "--database-url", url]);
+    assert_ok(&dropped);
+    for suffix in ["", "-wal", "-shm"] {
+        assert!(
+            !dir.path().join(format!("setup.db{suffix}")).exists(),
+            "{suffix}"
+        );
+    }
+    let again = larder(dir.path(), &["database", "drop", "--database-url", url]);
+    assert_one_line_failure(&again, "does not exist");
+
+    // reset of a database that is not there just sets it up.
+    assert_ok(&larder(
+        dir.path(),
+        &["database", "reset", "--database-url", url],
+    ));
+    assert!(has_table(url, "users"));
+}
+
+#[test]
+fn database_setup_uses_an_apps_own_migrations_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = app_migrations(dir.path());
+    let url = sqlite_url(dir.path(), "app.db");
+    let setup = larder(
+        dir.path(),
+        &[
+            "database",
+            "setup",
+            "--database-url",
+            &url,
+            "--migrations-dir",
+            migrations.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&setup);
+    assert!(has_table(&url, "notes") && !has_table(&url, "users"));
+
+    let missing = larder(
+        dir.path(),
+        &[
+            "database",
+            "reset",
+            "--database-url",
+            &url,
+            "--migrations-dir",
+            "gone",
+        ],
+    );
+    assert_one_line_failure(&missing, "does not exist");
+    assert!(
+        has_table(&url, "notes"),
+        "reset dropped before checking the folder"
+    );
+}
+
+#[test]
+fn database_commands_on_an_unreachable_server_fail_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for action in ["setup", "reset", "drop"] {
+        let output = larder(
+            dir.path(),
+            &[
+                "database",
+                action,
+                "--database-url",
+                "postgres://u:pw-s3cret@127.0.0.1:1/db",
+            ],
+        );
+        assert_one_line_failure(&output, "cannot connect");
+        assert!(!stderr(&output).contains("pw-s3cret"));
+    }
+}
+
+/// `database setup | drop` and `migrate status` against each configured server.
+#[test]
+fn database_and_migrate_commands_work_on_servers() {
+    for (env, backend) in [
+        ("LARDER_TEST_POSTGRES_URL", "postgres"),
+        ("LARDER_TEST_MYSQL_URL", "mysql"),
+    ] {
+        let Some(admin) = std::env::var(env).ok().filter(|u| !u.is_empty()) else {
+            continue;
+        };
+        if !larder::Backend::Mysql.is_built() && backend == "mysql" {
+            continue;
+        }
+        let (scheme, rest) = admin.split_once("://").unwrap();
+        let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+        let url = format!("{scheme}://{host}/larder_cli_{}", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        with_blog_migrations_for(dir.path(), backend);
+        assert_ok(&larder(
+            dir.path(),
+            &["database", "setup", "--database-url", &url],
+        ));
+        let status = larder(dir.path(), &["migrate", "status", "--database-url", &url]);
+        assert!(
+            stdout(&status).contains("applied  2026-11-24-000001_blog"),
+            "{backend}: {}",
+            stdout(&status)
+        );
+        assert_ok(&larder(
+            dir.path(),
+            &["database", "reset", "--database-url", &url],
+        ));
+        assert_ok(&larder(
+            dir.path(),
+            &["database", "drop", "--database-url", &url],
+        ));
+        let again = larder(dir.path(), &["database", "drop", "--database-url", &url]);
+        assert_one_line_failure(&again, "does not exist");
+    }
+}
+
+#[test]
+fn help_names_every_command_and_shows_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = larder(dir.path(), &["--help"]);
+    assert_ok(&help);
+    let text = stdout(&help);
+    for expected in [
+        "migrate",
+        "database",
+        "--database-url",
+        "--migrations-dir",
+        "Examples:",
+        "larder migrate revert -n 2",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let migrate = stdout(&larder(dir.path(), &["migrate", "--help"]));
+    for command in ["run", "revert", "redo", "status", "pending", "generate"] {
+        assert!(
+            migrate.contains(command),
+            "missing {command:?} in:\n{migrate}"
+        );
+    }
+    let database = stdout(&larder(dir.path(), &["database", "--help"]));
+    for command in ["setup", "reset", "drop"] {
+        assert!(
+            database.contains(command),
+            "missing {command:?} in:\n{database}"
+        );
+    }
+}
+
+#[test]
+fn generate_capture_writes_the_triggers_of_an_application_table() {
+    use diesel::connection::SimpleConnection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path(), "app.db");
+    assert_ok(&larder(
+        dir.path(),
+        &["--database-url", &url, "migrate", "run"],
+    ));
+    let notes = dir.path().join("mine/2026-01-01-000000_notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(
+        notes.join("up.sql"),
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY NOT NULL, body TEXT NOT NULL);",
+    )
+    .unwrap();
+    std::fs::write(notes.join("down.sql"), "DROP TABLE notes;").unwrap();
+    let mine = [
+        "--migrations-dir",
+        "mine",
+        "--database-url",
+        &url,
+        "migrate",
+    ];
+    let generate = larder(
+        dir.path(),
+        &[
+            &mine[..],
+            &["generate", "capture_notes", "--capture", "notes"],
+        ]
+        .concat(),
+    );
+    assert_ok(&generate);
+    assert_ok(&larder(dir.path(), &[&mine[..], &["run"]].concat()));
+
+    let mut conn = larder::Connection::establish(&url).unwrap();
+    let logged = || -> Vec<String> {
+        common::change_log(&url)
+            .into_iter()
+            .map(|(table, ..)| table)
+            .collect()
+    };
+    conn.batch_execute("INSERT INTO notes (body) VALUES ('x')")
+        .unwrap();
+    assert_eq!(logged(), ["notes"]);
+
+    assert_ok(&larder(dir.path(), &[&mine[..], &["revert"]].concat()));
+    conn.batch_execute("INSERT INTO notes (body) VALUES ('y')")
+        .unwrap();
+    assert_eq!(logged(), ["notes"], "reverted: no trigger left");
+
+    let bad = larder(
+        dir.path(),
+        &[&mine[..], &["generate", "bad", "--capture", "no;tes"]].concat(),
+    );
+    assert_one_line_failure(&bad, "not a table name");
+}

@@ -1,0 +1,12 @@
+DROP TRIGGER IF EXISTS larder_capture_users_insert;
+DROP TRIGGER IF EXISTS larder_capture_users_update;
+DROP TRIGGER IF EXISTS larder_capture_users_update_id;
+DROP TRIGGER IF EXISTS larder_capture_users_delete;
+DROP TRIGGER IF EXISTS larder_capture_posts_insert;
+DROP TRIGGER IF EXISTS larder_capture_posts_update;
+DROP TRIGGER IF EXISTS larder_capture_posts_update_id;
+DROP TRIGGER IF EXISTS larder_capture_posts_delete;
+DROP TRIGGER IF EXISTS larder_capture_comments_insert;
+DROP TRIGGER IF EXISTS larder_capture_comments_update;
+DROP TRIGGER IF EXISTS larder_capture_comments_update_id;
+DROP TRIGGER IF EXISTS larder_capture_comments_delete;

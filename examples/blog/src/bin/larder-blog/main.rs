@@ -1,0 +1,120 @@
+//! `larder-blog`: the blog application's own tools: the demo workload, the
+//! cache benchmark, the cross-process coherence benchmark and a read-only
+//! statistics run. The operator's migrations CLI is `larder` (package
+//! `larder-cli`); these measurement tools live here because they write to
+//! (and `bench-coherence` drops triggers of) the database they are pointed at.
+
+#![deny(missing_docs, unreachable_pub)]
+#![warn(clippy::unwrap_used)]
+
+mod bench;
+mod bench_coherence;
+mod demo;
+mod scratch;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The SQLite file `stats` reads when no URL is given.
+const DEFAULT_URL: &str = "sqlite://larder.db";
+
+/// Shown after `larder-blog --help`.
+const EXAMPLES: &str = "\
+Examples:
+  larder-blog demo                           the blog workload on a fresh SQLite file
+  DATABASE_URL=sqlite://blog.db larder-blog demo
+                                             the same on blog.db (migrated first)
+  larder-blog bench --threads 2 --duration 5 cache on vs off on a Zipf read/write mix
+  larder-blog --database-url postgres://localhost/bench bench-coherence
+                                             how soon another process sees a commit
+  larder-blog --database-url sqlite://blog.db stats --pages 200
+                                             cache statistics of read-only page renders";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "larder-blog",
+    version,
+    about = "The blog application larder was written for: demo and benchmarks",
+    after_help = EXAMPLES
+)]
+struct Cli {
+    /// Database URL: sqlite://path, postgres://… or mysql://…. Read from
+    /// DATABASE_URL (or a .env file) when not given; `demo` and `bench` then use
+    /// a fresh temporary SQLite file.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Migrate a fresh SQLite file (or --database-url), exercise the blog
+    /// repositories and print cache statistics.
+    Demo(demo::Args),
+    /// Measure a read/update workload on the users table through larder's cache
+    /// and with caching off, on a fresh SQLite file (or --database-url, whose
+    /// rows it creates are removed again); print throughput, latency, hit ratio
+    /// and memory.
+    Bench(bench::Args),
+    /// Measure cross-process coherence: how long a change committed here takes
+    /// to reach another larder process's cache (p50, p99), and what change
+    /// capture costs a write (it drops and re-creates the users table's capture
+    /// triggers: never point it at a production database).
+    BenchCoherence(bench_coherence::Args),
+    /// Render front pages of an existing blog database, reading only, and print
+    /// the cache statistics they produce: hit ratio per entity, evictions, list
+    /// hits. Use it to size the cache before deploying.
+    Stats(stats::Args),
+}
+
+fn main() -> ExitCode {
+    restore_default_sigpipe();
+    // A missing .env is normal; a malformed one is reported by the URL it yields.
+    let _ = dotenvy::dotenv();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("larder-blog: error: {}", one_line(&err.to_string()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> larder::Result<()> {
+    let url = cli.database_url.as_deref();
+    match cli.command {
+        Command::Demo(args) => demo::run(url, &args),
+        Command::Bench(args) => bench::run(url, &args),
+        Command::BenchCoherence(args) => bench_coherence::run(url, &args),
+        Command::Stats(args) => stats::run(url.unwrap_or(DEFAULT_URL), &args),
+    }
+}
+
+/// Rust ignores SIGPIPE, so printing to a closed pipe (`larder-blog demo |
+/// head -1`) would panic in `println!`; like any Unix tool, end quietly instead.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: runs first in `main`, before any other thread exists, and installs
+    // the system's default action, which is always a valid handler.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Failures are reported on one line, whatever the driver's message holds.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}

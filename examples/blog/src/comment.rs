@@ -1,0 +1,159 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::backend::Backend;
+use diesel::deserialize::{self, FromStaticSqlRow, Queryable};
+use diesel::prelude::*;
+
+use super::schema::comments;
+use larder::Connection;
+use larder::Entity;
+use larder::{Repository, Result};
+
+/// A comment on a post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    /// Primary key.
+    pub id: i64,
+    /// The post commented on; deleting the post deletes the comment.
+    pub post_id: i64,
+    /// The commenting user; deleting the user deletes the comment.
+    pub author_id: i64,
+    /// Comment text.
+    pub body: String,
+    /// When the comment was written.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What creating a comment takes; a missing post or author is a
+/// [`Conflict`](larder::Error::Conflict).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewComment {
+    /// The post commented on.
+    pub post_id: i64,
+    /// The commenting user.
+    pub author_id: i64,
+    /// Comment text.
+    pub body: String,
+}
+
+/// A change to a comment; `None` fields are left as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommentChanges {
+    /// New text.
+    pub body: Option<String>,
+}
+
+type CommentRow = (i64, i64, i64, String, NaiveDateTime);
+
+impl<DB: Backend> Queryable<comments::SqlType, DB> for Comment
+where
+    CommentRow: FromStaticSqlRow<comments::SqlType, DB>,
+{
+    type Row = CommentRow;
+
+    fn build(
+        (id, post_id, author_id, body, created_at): Self::Row,
+    ) -> deserialize::Result<Comment> {
+        Ok(Comment {
+            id,
+            post_id,
+            author_id,
+            body,
+            created_at: super::utc(created_at),
+        })
+    }
+}
+
+impl Comment {
+    fn of_post(conn: &mut Connection, post_id: i64) -> QueryResult<Vec<Comment>> {
+        let query = comments::table
+            .filter(comments::post_id.eq(post_id))
+            .order(comments::id);
+        larder::with_connection!(conn, |c| query.load(c))
+    }
+}
+
+impl Entity for Comment {
+    larder::entity_slot!();
+    const SINGLE_STATEMENT_WRITES: bool = true;
+    const TABLE: &'static str = "comments";
+    type New = NewComment;
+    type Changes = CommentChanges;
+
+    fn id(&self) -> i64 {
+        self.id
+    }
+
+    fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Comment>> {
+        larder::with_connection!(conn, |c| comments::table.find(id).first(c).optional())
+    }
+
+    fn find_many(conn: &mut Connection, ids: &[i64]) -> QueryResult<Vec<Comment>> {
+        let query = comments::table.filter(comments::id.eq_any(ids));
+        larder::with_connection!(conn, |c| query.load(c))
+    }
+
+    fn insert(conn: &mut Connection, new: &NewComment) -> QueryResult<Comment> {
+        let insert = diesel::insert_into(comments::table).values((
+            comments::post_id.eq(new.post_id),
+            comments::author_id.eq(new.author_id),
+            comments::body.eq(&new.body),
+            comments::created_at.eq(super::now()),
+        ));
+        crate::insert_returning!(conn, insert, comments::table)
+    }
+
+    fn update(
+        conn: &mut Connection,
+        id: i64,
+        changes: &CommentChanges,
+    ) -> QueryResult<Option<Comment>> {
+        let Some(body) = &changes.body else {
+            return Comment::find(conn, id);
+        };
+        let update = diesel::update(comments::table.find(id)).set(comments::body.eq(body));
+        crate::update_returning!(conn, update, comments::table, id)
+    }
+
+    fn delete(conn: &mut Connection, id: i64) -> QueryResult<bool> {
+        let removed = larder::with_connection!(conn, |c| diesel::delete(comments::table.find(id))
+            .execute(c))?;
+        Ok(removed > 0)
+    }
+}
+
+/// The blog's queries on comments, on the store (cached) and inside a
+/// transaction (seeing its own writes) alike.
+pub trait CommentQueries: Repository<Comment> {
+    /// Comments on `post_id`, oldest first; on the store from the query cache
+    /// until `comments` changes, as the identity map's `Arc`s.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn of_post(&self, post_id: i64) -> Result<Vec<Arc<Comment>>> {
+        let key = format!("comments.of_post({post_id})");
+        self.cached_query(&key, &[Comment::TABLE], |conn| {
+            Comment::of_post(conn, post_id)
+        })
+    }
+
+    /// How many comments `post_id` has: one `COUNT` query, cached on the
+    /// store until `comments` changes.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn count_of_post(&self, post_id: i64) -> Result<i64> {
+        let key = format!("comments.count_of_post({post_id})");
+        self.cached_value(&key, &[Comment::TABLE], |conn| {
+            let query = comments::table
+                .filter(comments::post_id.eq(post_id))
+                .count();
+            larder::with_connection!(conn, |c| query.get_result(c))
+        })
+    }
+}
+
+impl<R: Repository<Comment>> CommentQueries for R {}

@@ -1,0 +1,129 @@
+//! `larder bench` on a database the caller owns: it reports both runs as JSON
+//! and leaves none of the users it created behind.
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+
+use larder_blog::prelude::*;
+use std::process::Command;
+
+use diesel::prelude::*;
+use larder_blog::schema::users;
+
+#[test]
+fn bench_reports_json_and_removes_its_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("b.db").display());
+    let output = Command::new(env!("CARGO_BIN_EXE_larder-blog"))
+        .args([
+            "bench",
+            "--rows",
+            "2000",
+            "--ops",
+            "4000",
+            "--threads",
+            "2",
+            "--json",
+            "--database-url",
+            &url,
+        ])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run larder bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {stdout}\nstderr: {stderr}",
+        output.status
+    );
+
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {stdout}"));
+    for run in ["larder", "cache_off"] {
+        let ops_per_s = report[run]["ops_per_s"].as_f64().unwrap();
+        assert!(ops_per_s > 0.0, "{run} ops/s = {ops_per_s}");
+        assert_eq!(report[run]["ops"].as_u64(), Some(4000), "{run}");
+        let hit_ratio = report[run]["hit_ratio"].as_f64().unwrap();
+        assert!(
+            (0.0..=1.0).contains(&hit_ratio),
+            "{run} hit ratio {hit_ratio}"
+        );
+    }
+    assert_eq!(report["cache_off"]["hit_ratio"].as_f64(), Some(0.0));
+    assert_eq!(report["rows"].as_u64(), Some(2000));
+    assert_eq!(report["capacity"].as_u64(), Some(200), "10% of the rows");
+    assert_eq!(report["removed_rows"].as_u64(), Some(2000));
+    assert!(report["throughput_ratio"].as_f64().unwrap() > 0.0);
+
+    let store = larder_blog::open(&url).unwrap();
+    let left = store
+        .users()
+        .query(|conn| {
+            let bench_users = users::table.filter(users::email.like("%@bench.larder"));
+            larder::with_connection!(conn, |c| bench_users.load(c))
+        })
+        .unwrap();
+    assert!(left.is_empty(), "{} bench users left behind", left.len());
+}
+
+#[test]
+fn bench_coherence_reports_delays_and_puts_the_triggers_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let output = Command::new(env!("CARGO_BIN_EXE_larder-blog"))
+        .args([
+            "bench-coherence",
+            "--changes",
+            "10",
+            "--writes",
+            "50",
+            "--json",
+        ])
+        .args(["--database-url", &url])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run larder bench-coherence");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(report["backend"], "sqlite");
+    assert_eq!(report["changes"], 10);
+    let delay = &report["delay_ms"];
+    let (p50, p99) = (
+        delay["p50"].as_f64().unwrap(),
+        delay["p99"].as_f64().unwrap(),
+    );
+    assert!(0.0 <= p50 && p50 <= p99, "{delay}");
+    let cost = &report["write_cost"];
+    assert!(
+        cost["updates_per_s_with_capture"].as_f64().unwrap() > 0.0,
+        "{cost}"
+    );
+    assert!(
+        cost["updates_per_s_without_capture"].as_f64().unwrap() > 0.0,
+        "{cost}"
+    );
+
+    // The benchmark's users are gone, and a change still reaches the change log.
+    let store = larder_blog::builder(&url).coherence(false).build().unwrap();
+    let mut conn = larder::Connection::establish(&url).unwrap();
+    let left: i64 =
+        larder::with_connection!(&mut conn, |c| users::table.count().get_result(c)).unwrap();
+    assert_eq!(left, 0);
+    let ann = common::user(&store, "ann");
+    let logged: Vec<i64> = common::change_log(&url)
+        .into_iter()
+        .map(|(_, id, _)| id)
+        .filter(|id| *id == ann.id)
+        .collect();
+    assert_eq!(logged, [ann.id], "the capture triggers were re-created");
+}

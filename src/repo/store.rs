@@ -1,0 +1,370 @@
+//! [`Repo`]: a repository on the store, reading through the identity map and
+//! committing each write on its own.
+
+use std::any::TypeId;
+use std::fmt;
+use std::sync::Arc;
+
+use diesel::QueryResult;
+
+use super::{Repository, TxRepo};
+use crate::cache::IdentityMap;
+use crate::entity::{Entity, Key};
+use crate::error::Result;
+use crate::pool::Connection;
+use crate::store::Store;
+use crate::tx::Tx;
+
+/// The repository of entity `E` on a [`Store`]: `get` is served from the
+/// identity map; each write commits on its own (one autocommitted statement
+/// for [`Entity::SINGLE_STATEMENT_WRITES`] entities, else its own transaction)
+/// and invalidates what it changed once committed.
+///
+/// ```
+/// use larder_blog::{Blog, NewUser};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+/// let users = store.users(); // store.repo::<User>(), named by the blog
+/// let ann = users.create(NewUser { name: "ann".into(), email: "ann@example.org".into() })?;
+/// let again = users.get(ann.id)?.expect("just created");
+/// assert!(std::sync::Arc::ptr_eq(&ann, &again)); // one object per row while cached
+/// assert!(users.delete(ann.id)?);
+/// assert!(users.get(ann.id)?.is_none());
+/// # Ok::<(), larder::Error>(())
+/// ```
+pub struct Repo<'s, E> {
+    store: &'s Store,
+    cache: &'s IdentityMap<E>,
+}
+
+impl<'s, E: Entity> Repo<'s, E> {
+    pub(crate) fn new(store: &'s Store, cache: &'s IdentityMap<E>) -> Repo<'s, E> {
+        Repo { store, cache }
+    }
+
+    /// Row `id`, from the cache when it is there, else loaded once (concurrent
+    /// callers share the load) and cached.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolTimeout`] or a database error when a load was needed and failed.
+    pub fn get(&self, id: i64) -> Result<Option<Arc<E>>> {
+        self.cache.get_or_load(id, || {
+            let _span = tracing::trace_span!("load", table = E::TABLE, id).entered();
+            self.store.run(E::TABLE, Some(id), |conn| E::find(conn, id))
+        })
+    }
+
+    /// Inserts a row, committed on its own, and caches the stored row.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when a constraint rejects the row (nothing is written).
+    pub fn create(&self, new: E::New) -> Result<Arc<E>> {
+        self.single_write(None, |repo| repo.create(new))
+    }
+
+    /// Updates row `id`, committed on its own, and returns the stored row.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such row, [`Error::Conflict`] when a
+    /// constraint rejects the change.
+    pub fn update(&self, id: i64, changes: E::Changes) -> Result<Arc<E>> {
+        self.single_write(Some(id), |repo| repo.update(id, changes))
+    }
+
+    /// The rows of `ids` that exist, in the order of `ids` (each once): the
+    /// cached ones from the cache, all others in one query, then cached.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or a database error
+    /// when a load was needed and failed.
+    pub fn get_many(&self, ids: &[i64]) -> Result<Vec<Arc<E>>> {
+        let mut ids = ids.to_vec();
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(*id));
+        let cached = self.cache.get_cached(&ids);
+        let missing: Vec<i64> = ids
+            .iter()
+            .zip(&cached)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let mut loaded = std::collections::HashMap::new();
+        if !missing.is_empty() {
+            // The epochs first: a row invalidated while the query runs is not filled.
+            let epochs = self.cache.epochs();
+            let rows = self
+                .store
+                .run(E::TABLE, None, |conn| E::find_many(conn, &missing))?;
+            self.cache.count_loads(rows.len());
+            for row in self.cache.intern(rows, &epochs, E::id) {
+                loaded.insert(row.id(), row);
+            }
+        }
+        Ok(ids
+            .iter()
+            .zip(cached)
+            .filter_map(|(id, hit)| hit.or_else(|| loaded.remove(id)))
+            .collect())
+    }
+
+    /// Runs a write of row `id` that returns the row as stored (`None` when it
+    /// wrote nothing), committed on its own: autocommitted when the entity
+    /// declares [`Entity::SINGLE_STATEMENT_WRITES`] (then `write` must run
+    /// exactly one write statement), else in its own transaction.
+    ///
+    /// # Errors
+    ///
+    /// The write's database error.
+    pub fn write<F>(&self, id: i64, write: F) -> Result<Option<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Option<E>>,
+    {
+        self.single_write(Some(id), |repo| repo.write(id, write))
+    }
+
+    /// Deletes row `id` (and what cascades from it) in its own transaction.
+    /// Returns whether a row was removed.
+    ///
+    /// # Errors
+    ///
+    /// A database error; nothing is removed then.
+    pub fn delete(&self, id: i64) -> Result<bool> {
+        self.in_tx(|repo| repo.delete(id))
+    }
+
+    /// Runs a list query on a pooled connection and returns its rows through the
+    /// identity map: a row that is cached comes back as the cached `Arc`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolTimeout`] or the query's database error.
+    pub fn query<F>(&self, query: F) -> Result<Vec<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
+    {
+        let epochs = self.cache.epochs();
+        let rows = self.store.run(E::TABLE, None, query)?;
+        Ok(self.cache.intern(rows, &epochs, E::id))
+    }
+
+    /// Like [`query`](Repo::query), with the result cached under `key` (which
+    /// must identify the query and its parameters) until any table in `reads`
+    /// changes: a write to one of them, committed anywhere larder hears of,
+    /// invalidates the list. A table no registered entity maps is never
+    /// invalidated, so a query reading one is not cached.
+    ///
+    /// ```
+    /// use diesel::prelude::*;
+    /// use larder_blog::schema::users;
+    /// use larder_blog::{Blog, NewUser};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+    ///
+    /// let named = |store: &larder::Store| {
+    ///     store.users().cached_query("users named ann", &["users"], |conn| {
+    ///         let query = users::table.filter(users::name.eq("ann")).order(users::id);
+    ///         larder::with_connection!(conn, |c| query.load(c))
+    ///     })
+    /// };
+    /// assert!(named(&store)?.is_empty());
+    /// store.users().create(NewUser { name: "ann".into(), email: "a@example.org".into() })?;
+    /// assert_eq!(named(&store)?.len(), 1); // the insert invalidated the cached list
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolTimeout`] or the query's database error.
+    pub fn cached_query<F>(
+        &self,
+        key: &str,
+        reads: &[&'static str],
+        query: F,
+    ) -> Result<Vec<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
+    {
+        let rows = self.through_query_cache(key, reads, || self.query(query))?;
+        Ok(Arc::unwrap_or_clone(rows))
+    }
+
+    /// Any value a query computes (a count, an existence check, a sum), cached
+    /// like [`cached_query`](Repo::cached_query) until a table in `reads` changes.
+    ///
+    /// ```
+    /// use diesel::prelude::*;
+    /// use larder_blog::schema::users;
+    /// use larder_blog::{Blog, NewUser};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+    /// let count = |store: &larder::Store| {
+    ///     store.users().cached_value("users.count", &["users"], |conn| {
+    ///         larder::with_connection!(conn, |c| users::table.count().get_result::<i64>(c))
+    ///     })
+    /// };
+    /// assert_eq!(count(&store)?, 0);
+    /// store.users().create(NewUser { name: "ann".into(), email: "a@example.org".into() })?;
+    /// assert_eq!(count(&store)?, 1);
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or the query's database error.
+    pub fn cached_value<T, F>(&self, key: &str, reads: &[&'static str], query: F) -> Result<T>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: FnOnce(&mut Connection) -> QueryResult<T>,
+    {
+        let value = self.through_query_cache(key, reads, || self.run(None, query))?;
+        Ok(Arc::unwrap_or_clone(value))
+    }
+
+    /// Runs `work` on a pooled connection, its errors mapped for this entity's
+    /// table and row `id`; nothing is cached or invalidated.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or `work`'s database error.
+    pub fn run<T, F>(&self, id: Option<i64>, work: F) -> Result<T>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<T>,
+    {
+        self.store.run(E::TABLE, id, work)
+    }
+
+    /// The value cached under `key` for `E` while `reads` keep their
+    /// generations, else `load`ed and cached unless a table moved meanwhile.
+    fn through_query_cache<V, L>(
+        &self,
+        key: &str,
+        reads: &[&'static str],
+        load: L,
+    ) -> Result<Arc<V>>
+    where
+        V: Send + Sync + 'static,
+        L: FnOnce() -> Result<V>,
+    {
+        let registry = self.store.registry();
+        let Some(read) = registry.generations(reads) else {
+            return load().map(Arc::new);
+        };
+        let key = (TypeId::of::<(E, V)>(), key.to_owned());
+        if let Some(value) = registry.queries().get::<V>(&key, &read) {
+            return Ok(value);
+        }
+        let value = Arc::new(load()?);
+        if let Some(now) = registry.generations(reads) {
+            registry.queries().fill(key, read, Arc::clone(&value), &now);
+        }
+        Ok(value)
+    }
+
+    /// The cached value of `id`, if cached, without loading it.
+    pub fn cached(&self, id: i64) -> Option<Arc<E>> {
+        self.cache.peek(id)
+    }
+
+    /// Drops `id` from this process's cache, for example after changing the row
+    /// with raw SQL.
+    pub fn invalidate(&self, id: i64) {
+        self.store.invalidate(Key::new(E::TABLE, id));
+    }
+
+    /// Runs one write statement in autocommit mode (see
+    /// [`Entity::SINGLE_STATEMENT_WRITES`]), else in a transaction. When the
+    /// work fails after its statement may have committed (a MySQL read-back
+    /// that failed, a returned row that cannot be decoded), row `id` (or, for
+    /// an insert, the table's cached lists) is invalidated: always safe.
+    fn single_write<T>(
+        &self,
+        id: Option<i64>,
+        work: impl FnOnce(&TxRepo<'_, E>) -> Result<T>,
+    ) -> Result<T> {
+        if !E::SINGLE_STATEMENT_WRITES {
+            return self.in_tx(work);
+        }
+        let tx = Tx::autocommit(self.store)?;
+        let value = work(&TxRepo::new(&tx, self.cache)).inspect_err(|_| match id {
+            Some(id) => self.store.registry().invalidate(Key::new(E::TABLE, id)),
+            None => self.store.registry().retire_lists(E::TABLE),
+        })?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    fn in_tx<T>(&self, work: impl FnOnce(&TxRepo<'_, E>) -> Result<T>) -> Result<T> {
+        self.store
+            .transaction(|tx| work(&TxRepo::new(tx, self.cache)))
+    }
+}
+
+impl<E> fmt::Debug for Repo<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Repo")
+            .field("entity", &std::any::type_name::<E>())
+            .finish()
+    }
+}
+
+impl<E: Entity> Repository<E> for Repo<'_, E> {
+    fn get(&self, id: i64) -> Result<Option<Arc<E>>> {
+        Repo::get(self, id)
+    }
+
+    fn get_many(&self, ids: &[i64]) -> Result<Vec<Arc<E>>> {
+        Repo::get_many(self, ids)
+    }
+
+    fn create(&self, new: E::New) -> Result<Arc<E>> {
+        Repo::create(self, new)
+    }
+
+    fn update(&self, id: i64, changes: E::Changes) -> Result<Arc<E>> {
+        Repo::update(self, id, changes)
+    }
+
+    fn delete(&self, id: i64) -> Result<bool> {
+        Repo::delete(self, id)
+    }
+
+    fn write<F>(&self, id: i64, write: F) -> Result<Option<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Option<E>>,
+    {
+        Repo::write(self, id, write)
+    }
+
+    fn query<F>(&self, query: F) -> Result<Vec<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
+    {
+        Repo::query(self, query)
+    }
+
+    fn cached_query<F>(&self, key: &str, reads: &[&'static str], query: F) -> Result<Vec<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
+    {
+        Repo::cached_query(self, key, reads, query)
+    }
+
+    fn cached_value<T, F>(&self, key: &str, reads: &[&'static str], query: F) -> Result<T>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: FnOnce(&mut Connection) -> QueryResult<T>,
+    {
+        Repo::cached_value(self, key, reads, query)
+    }
+
+    fn run<T, F>(&self, id: Option<i64>, work: F) -> Result<T>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<T>,
+    {
+        Repo::run(self, id, work)
+    }
+}

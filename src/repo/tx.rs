@@ -1,0 +1,256 @@
+//! [`TxRepo`]: a repository inside a transaction. Reads go to the database
+//! through the transaction; writes are recorded and applied to the cache only
+//! when it commits.
+
+use std::any::TypeId;
+use std::fmt;
+use std::sync::Arc;
+
+use diesel::QueryResult;
+
+use super::Repository;
+use crate::cache::IdentityMap;
+use crate::entity::{Entity, Key};
+use crate::error::{Error, Result};
+use crate::pool::Connection;
+use crate::registry::{AnyValue, PendingWrite, Written};
+use crate::tx::Tx;
+
+/// The repository of entity `E` inside a [`Tx`]. Reads go to the database
+/// through the transaction (they see its own writes and never fill the shared
+/// cache); writes are applied to the cache only when the transaction commits.
+///
+/// ```
+/// use larder_blog::{Blog, NewPost, NewUser};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+/// let post = store.transaction(|tx| {
+///     let ann = tx.users().create(NewUser { name: "ann".into(), email: "ann@example.org".into() })?;
+///     tx.posts().create(NewPost { author_id: ann.id, title: "Hello".into(), body: "…".into() })
+/// })?;
+/// assert_eq!(post.version, 1);
+/// # Ok::<(), larder::Error>(())
+/// ```
+pub struct TxRepo<'t, E> {
+    tx: &'t Tx<'t>,
+    cache: &'t IdentityMap<E>,
+}
+
+impl<'t, E: Entity> TxRepo<'t, E> {
+    pub(crate) fn new(tx: &'t Tx<'t>, cache: &'t IdentityMap<E>) -> TxRepo<'t, E> {
+        TxRepo { tx, cache }
+    }
+
+    /// Row `id` as this transaction sees it.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn get(&self, id: i64) -> Result<Option<Arc<E>>> {
+        let row = self.tx.run(E::TABLE, Some(id), |conn| E::find(conn, id))?;
+        Ok(row.map(Arc::new))
+    }
+
+    /// The rows of `ids` that exist, in the order of `ids` (each once), as
+    /// this transaction sees them, in one query.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn get_many(&self, ids: &[i64]) -> Result<Vec<Arc<E>>> {
+        let mut rows: std::collections::HashMap<i64, E> = self
+            .tx
+            .run(E::TABLE, None, |conn| E::find_many(conn, ids))?
+            .into_iter()
+            .map(|row| (row.id(), row))
+            .collect();
+        Ok(ids
+            .iter()
+            .filter_map(|id| rows.remove(id).map(Arc::new))
+            .collect())
+    }
+
+    /// Inserts a row; it is cached when the transaction commits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] when a constraint rejects the row.
+    pub fn create(&self, new: E::New) -> Result<Arc<E>> {
+        // Every shard's epoch, read before the statement: the new id is not
+        // known yet, and an autocommitted insert is visible (and can be
+        // updated and invalidated by others) the moment it ends.
+        let epochs = self.cache.epochs();
+        let place = self.tx.record(PendingWrite::UnknownInsert(E::TABLE));
+        let row = Arc::new(self.tx.run(E::TABLE, None, |conn| E::insert(conn, &new))?);
+        let epoch = self.cache.epoch_in(&epochs, row.id());
+        self.tx
+            .settle(place, self.written(row.id(), Some(Arc::clone(&row)), epoch));
+        Ok(row)
+    }
+
+    /// Updates row `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when there is no such row, [`Error::Conflict`] when a
+    /// constraint rejects the change.
+    pub fn update(&self, id: i64, changes: E::Changes) -> Result<Arc<E>> {
+        self.write(id, |conn| E::update(conn, id, &changes))?
+            .ok_or(Error::NotFound {
+                table: E::TABLE,
+                id,
+            })
+    }
+
+    /// Runs a write of row `id` that returns the row as stored (or `None` when
+    /// nothing was written) and records it for commit-time invalidation.
+    ///
+    /// # Errors
+    ///
+    /// The write's database error.
+    pub fn write<F>(&self, id: i64, write: F) -> Result<Option<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Option<E>>,
+    {
+        // Read before the write so that any invalidation after it is noticed.
+        let epoch = self.cache.epoch_of(id);
+        // Recorded before the statement: if it runs and its returned row then
+        // fails to decode, the commit still invalidates the row.
+        let place = self
+            .tx
+            .record(PendingWrite::Unsettled(Key::new(E::TABLE, id)));
+        let row = self.tx.run(E::TABLE, Some(id), write)?.map(Arc::new);
+        let settled = match &row {
+            Some(row) => self.written(id, Some(Arc::clone(row)), epoch),
+            None => PendingWrite::Nothing, // it matched no row
+        };
+        self.tx.settle(place, settled);
+        Ok(row)
+    }
+
+    /// Deletes row `id` and what cascades from it; returns whether a row was removed.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn delete(&self, id: i64) -> Result<bool> {
+        let epoch = self.cache.epoch_of(id);
+        let cascade = self
+            .tx
+            .run(E::TABLE, Some(id), |conn| E::cascade(conn, id))?;
+        let removed = self
+            .tx
+            .run(E::TABLE, Some(id), |conn| E::delete(conn, id))?;
+        if removed {
+            self.tx.record(self.written(id, None, epoch));
+            self.tx.record_cascade(cascade);
+        }
+        Ok(removed)
+    }
+
+    /// Runs a list query inside the transaction.
+    ///
+    /// # Errors
+    ///
+    /// The query's database error.
+    pub fn query<F>(&self, query: F) -> Result<Vec<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
+    {
+        let rows = self.tx.run(E::TABLE, None, query)?;
+        Ok(rows.into_iter().map(Arc::new).collect())
+    }
+
+    /// Runs `work` on the transaction's connection, its errors mapped for
+    /// this entity's table and row `id`. A database error in it poisons the
+    /// transaction, which can then only roll back.
+    ///
+    /// # Errors
+    ///
+    /// `work`'s database error.
+    pub fn run<T, F>(&self, id: Option<i64>, work: F) -> Result<T>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<T>,
+    {
+        self.tx.run(E::TABLE, id, work)
+    }
+
+    fn written(&self, id: i64, value: Option<Arc<E>>, epoch: u64) -> PendingWrite {
+        PendingWrite::Written {
+            key: Key::new(E::TABLE, id),
+            written: Written {
+                entity: TypeId::of::<E>(),
+                value: value.map(|v| v as AnyValue),
+                epoch,
+            },
+        }
+    }
+}
+
+impl<E> fmt::Debug for TxRepo<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TxRepo")
+            .field("entity", &std::any::type_name::<E>())
+            .finish()
+    }
+}
+
+impl<E: Entity> Repository<E> for TxRepo<'_, E> {
+    fn get(&self, id: i64) -> Result<Option<Arc<E>>> {
+        TxRepo::get(self, id)
+    }
+
+    fn get_many(&self, ids: &[i64]) -> Result<Vec<Arc<E>>> {
+        TxRepo::get_many(self, ids)
+    }
+
+    fn create(&self, new: E::New) -> Result<Arc<E>> {
+        TxRepo::create(self, new)
+    }
+
+    fn update(&self, id: i64, changes: E::Changes) -> Result<Arc<E>> {
+        TxRepo::update(self, id, changes)
+    }
+
+    fn delete(&self, id: i64) -> Result<bool> {
+        TxRepo::delete(self, id)
+    }
+
+    fn write<F>(&self, id: i64, write: F) -> Result<Option<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Option<E>>,
+    {
+        TxRepo::write(self, id, write)
+    }
+
+    fn query<F>(&self, query: F) -> Result<Vec<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
+    {
+        TxRepo::query(self, query)
+    }
+
+    /// Inside a transaction a list is never cached: it may hold the
+    /// transaction's own uncommitted writes.
+    fn cached_query<F>(&self, _key: &str, _reads: &[&'static str], query: F) -> Result<Vec<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
+    {
+        TxRepo::query(self, query)
+    }
+
+    fn cached_value<T, F>(&self, _key: &str, _reads: &[&'static str], query: F) -> Result<T>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: FnOnce(&mut Connection) -> QueryResult<T>,
+    {
+        TxRepo::run(self, None, query)
+    }
+
+    fn run<T, F>(&self, id: Option<i64>, work: F) -> Result<T>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<T>,
+    {
+        TxRepo::run(self, id, work)
+    }
+}
