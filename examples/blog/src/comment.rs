@@ -12,6 +12,7 @@ use larder::{Repository, Result};
 
 /// A comment on a post.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Comment {
     /// Primary key.
     pub id: i64,
@@ -28,6 +29,7 @@ pub struct Comment {
 /// What creating a comment takes; a missing post or author is a
 /// [`Conflict`](larder::Error::Conflict).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct NewComment {
     /// The post commented on.
     pub post_id: i64,
@@ -39,6 +41,7 @@ pub struct NewComment {
 
 /// A change to a comment; `None` fields are left as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct CommentChanges {
     /// New text.
     pub body: Option<String>,

@@ -12,6 +12,7 @@ use larder::{Entity, Key};
 
 /// A blog post. `version` starts at 1 and every update increments it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Post {
     /// Primary key.
     pub id: i64,
@@ -33,6 +34,7 @@ pub struct Post {
 
 /// What creating a post takes; a missing author is a [`Conflict`](larder::Error::Conflict).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct NewPost {
     /// The writing user.
     pub author_id: i64,
@@ -45,6 +47,7 @@ pub struct NewPost {
 /// A change to a post; `None` fields are left as they are. Every update, even
 /// an empty one, increments the version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct PostChanges {
     /// New title.
     pub title: Option<String>,

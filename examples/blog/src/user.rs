@@ -9,6 +9,7 @@ use larder::{Entity, Key};
 
 /// A registered user of the blog.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct User {
     /// Primary key.
     pub id: i64,
@@ -22,6 +23,7 @@ pub struct User {
 
 /// What creating a user takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct NewUser {
     /// Display name.
     pub name: String,
@@ -31,6 +33,7 @@ pub struct NewUser {
 
 /// A change to a user; `None` fields are left as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct UserChanges {
     /// New display name.
     pub name: Option<String>,
