@@ -1,4 +1,4 @@
-//! larder's costs next to the alternatives, on the same data in one run (issue 5).
+//! larder's costs next to the alternatives, on the same data in one run.
 //!
 //! A migrated SQLite file in a temporary directory holds `USERS` users, all of
 //! them cached. Measured side by side:
@@ -8,7 +8,11 @@
 //!   `moka::sync::Cache<i64, Arc<User>>`; each with 1, 2 and 4 threads;
 //! - `miss`: a plain diesel + r2d2 point select by primary key against larder's
 //!   miss (a store with caching off, and invalidate-then-get on a cached store);
-//! - `update`: `store.users().update` against a plain diesel update of the same row.
+//! - `update`: `store.users().update` against a plain diesel update of the same row;
+//! - `repo`: what finding an entity's repository costs on each call: the blog's
+//!   `store.users()`, an application entity declared with `larder::entity!`
+//!   (`store.repo::<Note>()`), a hand-written entity without a slot (found by
+//!   type), and a repository held across calls (no lookup at all).
 //!
 //! Every `get`, select and update names a key from one shuffled list of the
 //! users' ids. Times are per operation; single-threaded benchmarks run on
@@ -18,8 +22,8 @@
 //! cores (and is shared): the 4-thread numbers measure behaviour under
 //! oversubscription, not scaling.
 //!
-//! `cargo bench --bench cache` (about a minute once built) ends with a table of ratios
-//! of this run's medians and the targets of issue 5.
+//! `cargo bench -p larder --bench cache` (about a minute once built) ends with a
+//! table of ratios of this run's medians and the targets they are held to.
 
 use larder_blog::prelude::*;
 use std::hint::black_box;
@@ -33,7 +37,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection};
 use diesel::SqliteConnection;
-use larder::Store;
+use larder::{Connection, Entity, Store};
 use larder_blog::schema::users;
 use larder_blog::{NewUser, User, UserChanges};
 use lru::LruCache;
@@ -50,6 +54,65 @@ const CAPACITY: usize = 16_384;
 const THREADS: [usize; 3] = [1, 2, 4];
 
 type RawPool = r2d2::Pool<ConnectionManager<SqliteConnection>>;
+
+diesel::table! { notes (id) { id -> BigInt, body -> Text } }
+
+/// An application's own entity, declared the way an application declares one.
+#[derive(Debug, Queryable)]
+#[allow(dead_code)] // read only through Debug: the benchmark measures lookups
+struct Note {
+    id: i64,
+    body: String,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = notes)]
+struct NewNote {
+    body: String,
+}
+
+#[derive(Debug, AsChangeset, Default)]
+#[diesel(table_name = notes)]
+struct NoteChanges {
+    body: Option<String>,
+}
+
+larder::entity!(Note {
+    table: notes,
+    new: NewNote,
+    changes: NoteChanges
+});
+
+/// A hand-written entity on the users table with no `entity_slot!`: its
+/// repository is found by type, the slower fallback.
+#[derive(Debug)]
+struct UnslottedUser(User);
+
+impl Entity for UnslottedUser {
+    const TABLE: &'static str = "users";
+    type New = NewUser;
+    type Changes = UserChanges;
+
+    fn id(&self) -> i64 {
+        self.0.id
+    }
+
+    fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Self>> {
+        Ok(User::find(conn, id)?.map(UnslottedUser))
+    }
+
+    fn insert(conn: &mut Connection, new: &NewUser) -> QueryResult<Self> {
+        User::insert(conn, new).map(UnslottedUser)
+    }
+
+    fn update(conn: &mut Connection, id: i64, changes: &UserChanges) -> QueryResult<Option<Self>> {
+        Ok(User::update(conn, id, changes)?.map(UnslottedUser))
+    }
+
+    fn delete(conn: &mut Connection, id: i64) -> QueryResult<bool> {
+        User::delete(conn, id)
+    }
+}
 
 /// The same per-connection setup larder's pool does, so that the plain diesel
 /// numbers differ from larder's only by what larder adds. `synchronous = NORMAL`
@@ -89,11 +152,16 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        let store = Store::builder(&url)
+        let store = larder_blog::builder(&url)
             .cache_capacity(CAPACITY)
             .build()
             .expect("open store");
-        store.migrate().expect("migrate");
+        larder_blog::migrate(&store).expect("migrate");
+        let mut conn = Connection::establish(&url).expect("connect");
+        conn.batch_execute(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY NOT NULL, body TEXT NOT NULL)",
+        )
+        .expect("create notes");
         let mut ids = store
             .transaction(|tx| {
                 (0..USERS)
@@ -108,12 +176,29 @@ fn fixture() -> &'static Fixture {
             })
             .expect("seed users");
         ids.shuffle(&mut rand::rngs::SmallRng::seed_from_u64(5));
+        // Notes with the users' ids, so every benchmark walks the same keys.
+        let values: Vec<String> = ids.iter().map(|id| format!("({id}, 'note')")).collect();
+        conn.batch_execute(&format!(
+            "INSERT INTO notes (id, body) VALUES {}",
+            values.join(",")
+        ))
+        .expect("seed notes");
 
         let floor = Mutex::new(LruCache::new(
             NonZeroUsize::new(CAPACITY).expect("non-zero"),
         ));
         let moka = moka::sync::Cache::new(CAPACITY as u64);
         for &id in &ids {
+            store
+                .repo::<Note>()
+                .get(id)
+                .expect("get note")
+                .expect("seeded");
+            store
+                .repo::<UnslottedUser>()
+                .get(id)
+                .expect("get")
+                .expect("seeded");
             let user = store.users().get(id).expect("get").expect("seeded");
             floor.lock().put(id, Arc::clone(&user));
             moka.insert(id, user);
@@ -227,6 +312,46 @@ fn hits(c: &mut Criterion) {
             });
         });
     }
+    group.finish();
+}
+
+/// Finding a repository on every call, as request handlers do.
+#[allow(clippy::expect_used)]
+fn repos(c: &mut Criterion) {
+    let f = fixture();
+    let mut group = c.benchmark_group("repo");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("held", |b| {
+        let users = f.store.users();
+        let mut keys = Keys::new(&f.ids, 0);
+        b.iter(|| black_box(users.get(black_box(keys.next())).expect("get")));
+    });
+    group.bench_function("blog-users", |b| {
+        let mut keys = Keys::new(&f.ids, 0);
+        b.iter(|| black_box(f.store.users().get(black_box(keys.next())).expect("get")));
+    });
+    group.bench_function("app-entity", |b| {
+        let mut keys = Keys::new(&f.ids, 0);
+        b.iter(|| {
+            black_box(
+                f.store
+                    .repo::<Note>()
+                    .get(black_box(keys.next()))
+                    .expect("get"),
+            )
+        });
+    });
+    group.bench_function("by-type", |b| {
+        let mut keys = Keys::new(&f.ids, 0);
+        b.iter(|| {
+            black_box(
+                f.store
+                    .repo::<UnslottedUser>()
+                    .get(black_box(keys.next()))
+                    .expect("get"),
+            )
+        });
+    });
     group.finish();
 }
 
@@ -380,7 +505,7 @@ fn median_ns(name: &str, since: SystemTime) -> Option<f64> {
     json["median"]["point_estimate"].as_f64()
 }
 
-/// Prints the ratios of issue 5's targets, each between two medians of this run.
+/// Prints the ratios this run's medians are held to, each between two of them.
 fn ratios(since: SystemTime) {
     struct Ratio {
         what: &'static str,
@@ -427,6 +552,27 @@ fn ratios(since: SystemTime) {
             denominator: "hit/lru-mutex/2",
             target: None,
             throughput: true,
+        },
+        Ratio {
+            what: "repo lookup: app entity / repository held",
+            numerator: "repo/app-entity",
+            denominator: "repo/held",
+            target: Some((1.10, true)),
+            throughput: false,
+        },
+        Ratio {
+            what: "repo lookup: app entity / blog's users()",
+            numerator: "repo/app-entity",
+            denominator: "repo/blog-users",
+            target: Some((1.05, true)),
+            throughput: false,
+        },
+        Ratio {
+            what: "repo lookup: found by type / repository held",
+            numerator: "repo/by-type",
+            denominator: "repo/held",
+            target: None,
+            throughput: false,
         },
         Ratio {
             what: "miss time: larder cache off / diesel select",
@@ -509,6 +655,7 @@ fn main() {
         .nresamples(20_000)
         .configure_from_args();
     hits(&mut criterion);
+    repos(&mut criterion);
     misses(&mut criterion);
     updates(&mut criterion);
     criterion.final_summary();
