@@ -67,7 +67,7 @@ pub use blog::{
 pub use builder::StoreBuilder;
 pub use cache::CacheStats;
 pub use coherence::capture::{capture_sql, CaptureSql};
-pub use coherence::CoherenceStats;
+pub use coherence::{CoherenceStats, FlushCounts, FlushReason};
 pub use database::{create_database, database_exists, drop_database};
 #[doc(hidden)]
 pub use entity::is_empty_changeset;

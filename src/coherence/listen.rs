@@ -15,7 +15,7 @@ use std::time::Instant;
 use diesel::{PgConnection, RunQueryDsl};
 
 use super::capture::CHANNEL;
-use super::{Context, Reconnect, Source};
+use super::{Context, FlushReason, Reconnect, Source};
 use crate::backend::Connection;
 use crate::error::{Error, Result};
 
@@ -59,7 +59,7 @@ impl Listener {
         let started = Instant::now();
         self.conn = Some(listen(ctx)?);
         self.reconnect.recovered(ctx);
-        ctx.flush("listener reconnected");
+        ctx.flush(FlushReason::ListenerReconnected);
         self.last_heartbeat = started;
         Ok(Some(started))
     }

@@ -14,65 +14,29 @@
 //! every cache, on every tick until it recovers.
 
 pub(crate) mod capture;
+mod counters;
 mod listen;
 mod poll;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::backend::{Connection, Manager};
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::url::{Backend, DatabaseUrl};
 
+pub(crate) use counters::Counters;
+use counters::FlushLog;
+pub use counters::{CoherenceStats, FlushCounts, FlushReason};
+
 /// The longest the watcher's SQLite connection waits for a lock.
 const WATCHER_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// Counters of the watcher, in [`Stats::coherence`](crate::Stats::coherence).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CoherenceStats {
-    /// Whether this store watches for changes made by other processes.
-    pub enabled: bool,
-    /// Changes read from the database (this process's own commits included:
-    /// they come back too, and invalidating them again is harmless).
-    pub changes: u64,
-    /// Times every cache was emptied because changes may have been missed
-    /// (watcher connection lost or down, change log missing or reset).
-    pub flushes: u64,
-    /// Times the watcher's connection failed (and was dropped).
-    pub connection_losses: u64,
-    /// Times the watcher connected again after a loss.
-    pub reconnects: u64,
-}
-
-/// Counters shared between the watcher thread and `Store::stats`.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    changes: AtomicU64,
-    flushes: AtomicU64,
-    losses: AtomicU64,
-    reconnects: AtomicU64,
-}
-
-impl Counters {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self, enabled: bool) -> CoherenceStats {
-        CoherenceStats {
-            enabled,
-            changes: self.changes.load(Ordering::Relaxed),
-            flushes: self.flushes.load(Ordering::Relaxed),
-            connection_losses: self.losses.load(Ordering::Relaxed),
-            reconnects: self.reconnects.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// What a change did to its row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,13 +67,14 @@ pub(crate) struct Context {
     manager: Manager,
     url: DatabaseUrl,
     timing: Timing,
+    flush_log: Mutex<FlushLog>,
 }
 
 impl Context {
     /// Applies one change read from the database; unknown tables and malformed
     /// changes are ignored (they cannot be in any cache).
     fn apply(&self, table: &str, id: i64, op: &str) {
-        Counters::add(&self.counters.changes, 1);
+        self.counters.changed();
         let Some(op) = Op::parse(op) else {
             tracing::warn!(table, op, "change with an unknown operation ignored");
             return;
@@ -118,10 +83,20 @@ impl Context {
         tracing::trace!(table, id, ?op, applied, "change from the database");
     }
 
-    /// Empties every cache: changes may have been missed.
-    fn flush(&self, why: &str) {
-        Counters::add(&self.counters.flushes, 1);
-        tracing::debug!(why, "caches flushed");
+    /// Empties every cache: changes may have been missed. Logged at WARN
+    /// (repeats of one reason at most once a second, see [`FlushLog`]).
+    fn flush(&self, reason: FlushReason) {
+        self.counters.flushed(reason);
+        // Decided under the lock, logged outside it.
+        let warn = self.flush_log.lock().warn(reason, Instant::now());
+        match warn {
+            Some(unwarned) => tracing::warn!(
+                %reason,
+                unwarned,
+                "coherence: caches flushed, changes by other processes may have been missed ({reason})"
+            ),
+            None => tracing::debug!(%reason, "coherence: caches flushed"),
+        }
         self.registry.clear_all();
     }
 
@@ -209,6 +184,7 @@ impl Watcher {
             manager: Manager::new(url.clone(), busy_timeout.min(WATCHER_BUSY_TIMEOUT)),
             url: url.clone(),
             timing: Timing::new(url.backend(), max_staleness, poll_interval),
+            flush_log: Mutex::new(FlushLog::default()),
         };
         let source = open_source(url.backend(), &ctx)?;
         let (stop, stopped) = mpsc::channel();
@@ -261,14 +237,20 @@ fn open_source(backend: Backend, ctx: &Context) -> Result<Box<dyn Source>> {
 fn watch(ctx: &Context, mut source: Box<dyn Source>, stopped: &mpsc::Receiver<()>) {
     let timing = ctx.timing;
     let mut confirmed = Instant::now();
+    // Why the view is not confirmed, while the last check failed.
+    let mut down = None;
     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(timing.tick) {
         match source.check(ctx) {
-            Ok(Some(at)) => confirmed = at,
+            Ok(Some(at)) => (confirmed, down) = (at, None),
             Ok(None) => {}
-            Err(err) => tracing::debug!(error = %err, "coherence check failed"),
+            Err(Error::Migration { .. }) => down = Some(FlushReason::NoChangeLog),
+            Err(err) => {
+                tracing::debug!(error = %err, "coherence check failed");
+                down = Some(FlushReason::ConnectionLost);
+            }
         }
         if confirmed.elapsed() > timing.trust {
-            ctx.flush("no confirmed view of the database within the staleness bound");
+            ctx.flush(down.unwrap_or(FlushReason::Unconfirmed));
         }
     }
     tracing::debug!("coherence thread stopped");
@@ -298,9 +280,9 @@ impl Reconnect {
     /// The connection failed or could not be opened.
     fn failed(&mut self, ctx: &Context, err: &Error) {
         if !self.lost {
-            Counters::add(&ctx.counters.losses, 1);
+            ctx.counters.lost();
             tracing::warn!(error = %err, "coherence connection lost; caches flushed until it is back");
-            ctx.flush("coherence connection lost");
+            ctx.flush(FlushReason::ConnectionLost);
         }
         self.lost = true;
         let backoff = ctx
@@ -316,7 +298,7 @@ impl Reconnect {
     fn recovered(&mut self, ctx: &Context) {
         self.failures = 0;
         if std::mem::take(&mut self.lost) {
-            Counters::add(&ctx.counters.reconnects, 1);
+            ctx.counters.reconnected();
             tracing::info!("coherence connection back");
         }
     }

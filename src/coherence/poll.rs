@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 
-use super::{Context, Reconnect, Source};
+use super::{Context, FlushReason, Reconnect, Source};
 use crate::backend::Connection;
 use crate::error::{Error, Result};
 
@@ -138,7 +138,7 @@ impl LogPoller {
             );
         }
         if version.is_some() {
-            ctx.flush("a commit without a change log");
+            ctx.flush(FlushReason::NoChangeLog);
             self.data_version = version;
             return Ok(Some(started));
         }
@@ -292,7 +292,7 @@ fn reconcile(conn: &mut Connection, ctx: &Context, position: &mut Position) -> R
         (Position::Missing, _) => false,
     };
     if moved_back {
-        ctx.flush("the change log was dropped or recreated");
+        ctx.flush(FlushReason::LogRecreated);
         *position = head;
     }
     Ok(())
