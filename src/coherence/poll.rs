@@ -97,7 +97,6 @@ impl LogPoller {
             self.data_version = None;
             self.reconnect.recovered(ctx);
         }
-        let started = Instant::now();
         let Some(conn) = self.conn.as_mut() else {
             return Ok(None);
         };
@@ -107,6 +106,8 @@ impl LogPoller {
             self.last_prune = Instant::now();
             maintain(conn, ctx, &mut self.position)?;
         }
+        // Confirms from here: what maintenance took is not the read's age.
+        let started = Instant::now();
         let version = data_version(conn)?;
         if version.is_some() && version == self.data_version {
             return Ok(Some(started));
@@ -149,7 +150,8 @@ impl LogPoller {
 }
 
 impl Source for LogPoller {
-    fn check(&mut self, ctx: &Context) -> Result<Option<Instant>> {
+    /// Every poll confirms, so `confirm` changes nothing.
+    fn check(&mut self, ctx: &Context, _confirm: bool) -> Result<Option<Instant>> {
         let result = self.read(ctx);
         match &result {
             Err(Error::Migration { .. }) => {}
