@@ -707,6 +707,90 @@ fn a_store_opened_before_its_migrations_hears_changes_after_them() {
 }
 
 #[test]
+fn a_change_held_open_when_the_store_starts_is_seen_when_it_commits() {
+    // MySQL: a transaction holding a change-log id below the log's end when
+    // the store starts must still be read when it commits. (SQLite has one
+    // writer at a time; PostgreSQL sends notifications at commit.)
+    use diesel::connection::SimpleConnection;
+    each_backend(|target| {
+        if target.backend != Backend::Mysql {
+            return;
+        }
+        let (db, ann, _, _) = seeded(target);
+        let bob = common::user(&db.store, "bob").id;
+        let mut slow = larder::Connection::establish(&db.url()).unwrap();
+        slow.batch_execute(&format!(
+            "BEGIN; UPDATE users SET name = 'Ann' WHERE id = {ann}"
+        ))
+        .unwrap();
+        db.raw(&format!("UPDATE users SET name = 'Bob' WHERE id = {bob}"));
+
+        let a = coherent_store(&db);
+        assert_eq!(
+            name_of(&a, ann).as_deref(),
+            Some("ann"),
+            "not committed yet"
+        );
+        slow.batch_execute("COMMIT").unwrap();
+        std::thread::sleep(BOUND);
+        assert_eq!(
+            name_of(&a, ann).as_deref(),
+            Some("Ann"),
+            "the change held open at start-up was read when it committed"
+        );
+    });
+}
+
+#[test]
+fn changes_pruned_before_the_store_read_them_flush_its_caches() {
+    // The change to ann leaves the log before the store reads it, as when
+    // another process prunes past a store that fell behind; a later change
+    // stays, as pruning always keeps the newest row. The store cannot know
+    // what it missed: it must flush rather than keep serving ann's old row.
+    each_backend(|target| {
+        if target.backend == Backend::Postgres {
+            return; // no change log
+        }
+        let (db, ann, _, _) = seeded(target);
+        let bob = common::user(&db.store, "bob").id;
+        let a = coherent_store(&db);
+        assert_eq!(name_of(&a, ann).as_deref(), Some("ann"));
+        // Past the first poll, which also looks for a log pruned past the
+        // mark (and then not again for 30 s): this is the poll-by-poll path.
+        std::thread::sleep(BOUND);
+        let begin = if db.is(Backend::Sqlite) {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        };
+        db.raw(&format!(
+            "{begin}; UPDATE users SET name = 'Ann' WHERE id = {ann}; \
+             UPDATE users SET name = 'Bob' WHERE id = {bob}; \
+             DELETE FROM larder_changes WHERE id < \
+                 (SELECT m FROM (SELECT MAX(id) AS m FROM larder_changes) AS newest); \
+             COMMIT"
+        ));
+        // Settling a skipped id may wait for other transactions on the
+        // server to end: generous, the point is that it happens at all.
+        let deadline = Instant::now() + BOUND * 10;
+        while name_of(&a, ann).as_deref() != Some("Ann") && Instant::now() < deadline {
+            std::thread::sleep(BOUND / 10);
+        }
+        assert_eq!(
+            name_of(&a, ann).as_deref(),
+            Some("Ann"),
+            "a change pruned unread left a stale row: {:?}",
+            a.stats().coherence
+        );
+        let stats = a.stats().coherence;
+        assert!(
+            stats.flushes_by_reason.get(FlushReason::FellBehindPruning) >= 1,
+            "{stats:?}"
+        );
+    });
+}
+
+#[test]
 fn a_stuck_check_does_not_hold_off_the_flush() {
     // The watcher's connection goes through a proxy that stops forwarding
     // but keeps its sockets open (a black-holed path): its next check waits

@@ -22,6 +22,7 @@
 
 pub(crate) mod capture;
 mod counters;
+mod cursor;
 mod listen;
 mod poll;
 mod session;
