@@ -19,6 +19,13 @@
 //! rather than skip. Each flush is counted by its [`FlushReason`] and logged
 //! at WARN.
 //!
+//! What no trigger reports is not seen: MySQL fires no trigger for
+//! `TRUNCATE`, for rows an `ON DELETE CASCADE` removes (larder's migrations
+//! log the blog's cascades from the parent's trigger), or for bulk loads with
+//! triggers disabled. After truncating a cached table on MySQL, other
+//! processes keep serving its rows until they are evicted or changed: delete
+//! the rows instead, or call [`Store::clear_cache`](crate::Store::clear_cache)
+//! in every process. PostgreSQL reports `TRUNCATE`.
 
 pub(crate) mod capture;
 mod counters;
@@ -211,6 +218,9 @@ impl Watcher {
             view: view::View::new(),
             flush_log: Mutex::new(FlushLog::default()),
         });
+        if url.backend() == Backend::Mysql {
+            session::note_mysql_truncate();
+        }
         let source = open_source(url.backend(), &ctx)?;
         let stop = Arc::new(view::Stop::default());
         let mut watcher = Watcher {

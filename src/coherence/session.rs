@@ -4,6 +4,7 @@
 //! guard flushes by the clock while a check is stuck.) Only the watcher's
 //! connection gets them, never the pool's.
 
+use std::sync::Once;
 use std::time::Duration;
 
 use diesel::QueryResult;
@@ -97,6 +98,18 @@ pub(super) fn prepare(conn: &mut Connection) -> QueryResult<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Says once per process that MySQL cannot report a `TRUNCATE`.
+pub(super) fn note_mysql_truncate() {
+    static NOTED: Once = Once::new();
+    NOTED.call_once(|| {
+        tracing::info!(
+            "coherence on MySQL: TRUNCATE fires no trigger, so other processes keep serving \
+             a truncated table's rows until evicted; delete rows instead, or clear every \
+             process's cache (Store::clear_cache)"
+        );
+    });
 }
 
 #[cfg(test)]
