@@ -108,7 +108,10 @@ impl StoreBuilder {
     /// notifications every few milliseconds and checks its listener
     /// connection every quarter of it. Whenever the watcher has not confirmed
     /// its view of the database for half of it (connection lost, change log
-    /// missing), every cache is emptied, so the bound holds then too.
+    /// missing, a check stuck on a dead network path), every cache is
+    /// emptied, so the bound holds then too; each such flush is logged at
+    /// WARN and counted by [`FlushReason`](crate::FlushReason) in
+    /// [`Stats::coherence`](crate::Stats::coherence).
     pub fn max_staleness(mut self, bound: Duration) -> StoreBuilder {
         self.max_staleness = bound;
         self

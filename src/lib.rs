@@ -78,7 +78,7 @@ pub use backend::Connection;
 pub use builder::StoreBuilder;
 pub use cache::CacheStats;
 pub use coherence::capture::{capture_sql, CaptureSql};
-pub use coherence::CoherenceStats;
+pub use coherence::{CoherenceStats, FlushCounts, FlushReason};
 pub use database::{create_database, database_exists, drop_database};
 pub use entity::{Entity, Key};
 pub use error::{ConflictKind, Error, Result};

@@ -90,14 +90,27 @@ impl fmt::Display for Stats {
             self.pool.connections, self.pool.idle
         )?;
         let c = &self.coherence;
-        if c.enabled {
-            write!(
-                f,
-                "coherence: {} changes read, {} flushes, {} connection losses, {} reconnects",
-                c.changes, c.flushes, c.connection_losses, c.reconnects
-            )
-        } else {
-            write!(f, "coherence: off")
+        if !c.enabled {
+            return write!(f, "coherence: off");
         }
+        write!(
+            f,
+            "coherence: {} changes read, {} flushes",
+            c.changes, c.flushes
+        )?;
+        let reasons: Vec<String> = c
+            .flushes_by_reason
+            .iter()
+            .filter(|&(_, n)| n > 0)
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        if !reasons.is_empty() {
+            write!(f, " ({})", reasons.join(", "))?;
+        }
+        write!(
+            f,
+            ", {} connection losses, {} reconnects",
+            c.connection_losses, c.reconnects
+        )
     }
 }

@@ -5,8 +5,12 @@
 //! listener does it every tick. A `SELECT 1` at a quarter of the staleness
 //! bound proves the connection alive and confirms that everything committed
 //! before it was delivered (PostgreSQL sends pending notifications before it
-//! answers). A lost connection may have lost notifications: the caches are
-//! flushed, and flushed again once the listener is back.
+//! answers); the watcher asks for one at once when its view has grown old
+//! without a failure (the process was held up), rather than flush. A lost
+//! connection may have lost notifications: the caches are flushed, and
+//! flushed again once the listener is back. The connection carries
+//! keepalive, connect and statement timeouts (see `session`), so a dead
+//! server is noticed in seconds.
 
 #![cfg(feature = "postgres")]
 
@@ -15,7 +19,7 @@ use std::time::Instant;
 use diesel::{PgConnection, RunQueryDsl};
 
 use super::capture::CHANNEL;
-use super::{Context, Reconnect, Source};
+use super::{Context, FlushReason, Reconnect, Source};
 use crate::backend::Connection;
 use crate::error::{Error, Result};
 
@@ -35,12 +39,12 @@ impl Listener {
         })
     }
 
-    fn read(&mut self, ctx: &Context) -> Result<Option<Instant>> {
+    fn read(&mut self, ctx: &Context, confirm: bool) -> Result<Option<Instant>> {
         let Some(conn) = self.conn.as_mut() else {
             return self.reopen(ctx);
         };
         drain(conn, ctx)?;
-        if self.last_heartbeat.elapsed() < ctx.timing.heartbeat {
+        if !confirm && self.last_heartbeat.elapsed() < ctx.timing.heartbeat {
             return Ok(None);
         }
         let started = Instant::now();
@@ -59,15 +63,15 @@ impl Listener {
         let started = Instant::now();
         self.conn = Some(listen(ctx)?);
         self.reconnect.recovered(ctx);
-        ctx.flush("listener reconnected");
+        ctx.flush(FlushReason::ListenerReconnected);
         self.last_heartbeat = started;
         Ok(Some(started))
     }
 }
 
 impl Source for Listener {
-    fn check(&mut self, ctx: &Context) -> Result<Option<Instant>> {
-        let result = self.read(ctx);
+    fn check(&mut self, ctx: &Context, confirm: bool) -> Result<Option<Instant>> {
+        let result = self.read(ctx, confirm);
         if let Err(err) = &result {
             self.conn = None;
             self.reconnect.failed(ctx, err);

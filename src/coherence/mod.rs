@@ -8,72 +8,51 @@
 //! polls the change log the triggers write ([`poll`]). Each change invalidates
 //! the key it names, through the same registry as local commits.
 //!
-//! The staleness bound holds even when the watcher cannot do its job: whenever
-//! its last confirmed view of the database is older than half the bound (its
-//! connection was lost, the change log is missing, a poll failed), it empties
-//! every cache, on every tick until it recovers.
+//! The staleness bound holds even when the watcher cannot do its job
+//! ([`view`]): whenever its last confirmed view of the database is older than
+//! half the bound (its connection was lost, the change log is missing, a poll
+//! failed), it empties every cache, and again every half bound until it
+//! recovers. A check stuck on a dead network path does not hold this off: a
+//! small guard thread flushes by the clock while the check runs too long.
+//! Whenever the watcher cannot prove it saw every change (a skipped change-log
+//! id given up, rows pruned before it read them, a lost listener), it flushes
+//! rather than skip. Each flush is counted by its [`FlushReason`] and logged
+//! at WARN.
+//!
+//! What no trigger reports is not seen: MySQL fires no trigger for
+//! `TRUNCATE`, for rows an `ON DELETE CASCADE` removes (larder's migrations
+//! log the blog's cascades from the parent's trigger), or for bulk loads with
+//! triggers disabled. After truncating a cached table on MySQL, other
+//! processes keep serving its rows until they are evicted or changed: delete
+//! the rows instead, or call [`Store::clear_cache`](crate::Store::clear_cache)
+//! in every process. PostgreSQL reports `TRUNCATE`.
 
 pub(crate) mod capture;
+mod counters;
+mod cursor;
 mod listen;
 mod poll;
+mod session;
+mod view;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::backend::{Connection, Manager};
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::url::{Backend, DatabaseUrl};
 
+pub(crate) use counters::Counters;
+use counters::FlushLog;
+pub use counters::{CoherenceStats, FlushCounts, FlushReason};
+
 /// The longest the watcher's SQLite connection waits for a lock.
 const WATCHER_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// Counters of the watcher, in [`Stats::coherence`](crate::Stats::coherence).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CoherenceStats {
-    /// Whether this store watches for changes made by other processes.
-    pub enabled: bool,
-    /// Changes read from the database (this process's own commits included:
-    /// they come back too, and invalidating them again is harmless).
-    pub changes: u64,
-    /// Times every cache was emptied because changes may have been missed
-    /// (watcher connection lost or down, change log missing or reset).
-    pub flushes: u64,
-    /// Times the watcher's connection failed (and was dropped).
-    pub connection_losses: u64,
-    /// Times the watcher connected again after a loss.
-    pub reconnects: u64,
-}
-
-/// Counters shared between the watcher thread and `Store::stats`.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    changes: AtomicU64,
-    flushes: AtomicU64,
-    losses: AtomicU64,
-    reconnects: AtomicU64,
-}
-
-impl Counters {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self, enabled: bool) -> CoherenceStats {
-        CoherenceStats {
-            enabled,
-            changes: self.changes.load(Ordering::Relaxed),
-            flushes: self.flushes.load(Ordering::Relaxed),
-            connection_losses: self.losses.load(Ordering::Relaxed),
-            reconnects: self.reconnects.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// What a change did to its row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -96,20 +75,22 @@ impl Op {
     }
 }
 
-/// What the watcher shares with the code that reads changes.
+/// What the watcher's threads share with the code that reads changes.
 pub(crate) struct Context {
     registry: Arc<Registry>,
     counters: Arc<Counters>,
     manager: Manager,
     url: DatabaseUrl,
     timing: Timing,
+    view: view::View,
+    flush_log: Mutex<FlushLog>,
 }
 
 impl Context {
     /// Applies one change read from the database; unknown tables and malformed
     /// changes are ignored (they cannot be in any cache).
     fn apply(&self, table: &str, id: i64, op: &str) {
-        Counters::add(&self.counters.changes, 1);
+        self.counters.changed();
         let Some(op) = Op::parse(op) else {
             tracing::warn!(table, op, "change with an unknown operation ignored");
             return;
@@ -118,18 +99,36 @@ impl Context {
         tracing::trace!(table, id, ?op, applied, "change from the database");
     }
 
-    /// Empties every cache: changes may have been missed.
-    fn flush(&self, why: &str) {
-        Counters::add(&self.counters.flushes, 1);
-        tracing::debug!(why, "caches flushed");
+    /// Empties every cache: changes may have been missed. Logged at WARN
+    /// (repeats of one reason at most once a second, see [`FlushLog`]).
+    fn flush(&self, reason: FlushReason) {
+        let now = Instant::now();
+        // Recorded first: everything cached from here on is read after it.
+        self.view.flushed(now);
+        self.counters.flushed(reason);
+        // Decided under the lock, logged outside it.
+        let warn = self.flush_log.lock().warn(reason, now);
+        match warn {
+            Some(unwarned) => tracing::warn!(
+                %reason,
+                unwarned,
+                "coherence: caches flushed, changes by other processes may have been missed ({reason})"
+            ),
+            None => tracing::debug!(%reason, "coherence: caches flushed"),
+        }
         self.registry.clear_all();
     }
 
+    /// Opens the watcher's own connection, with the timeouts that keep a
+    /// check from waiting on a dead server for as long as the OS would.
     fn connect(&self) -> Result<Connection> {
         use r2d2::ManageConnection;
-        self.manager
+        let mut conn = self
+            .manager
             .connect()
-            .map_err(|e| self.url.connection_error(&e.0))
+            .map_err(|e| self.url.connection_error(&e.0))?;
+        session::prepare(&mut conn).map_err(|e| self.url.connection_error(&e.to_string()))?;
+        Ok(conn)
     }
 }
 
@@ -137,8 +136,9 @@ impl Context {
 trait Source: Send {
     /// Reads the changes that arrived. Returns `Some(t)` when every change
     /// committed before `t` has now been applied, `None` when this call
-    /// confirmed nothing new (but nothing went wrong).
-    fn check(&mut self, ctx: &Context) -> Result<Option<Instant>>;
+    /// confirmed nothing new (but nothing went wrong). With `confirm`, it
+    /// confirms now even if it would otherwise wait for its next turn.
+    fn check(&mut self, ctx: &Context, confirm: bool) -> Result<Option<Instant>>;
 }
 
 /// How often the watcher wakes and the point past which it stops trusting
@@ -178,11 +178,13 @@ pub(crate) fn default_poll_interval(backend: Backend, max_staleness: Duration) -
     }
 }
 
-/// The background thread of one store. Dropping it (with the store's last
-/// clone) stops the thread and waits for it, closing its connection.
+/// The background threads of one store: the watcher, which reads changes,
+/// and its guard, which flushes by the clock while a read is stuck. Dropping
+/// it (with the store's last clone) stops both and waits for them, closing
+/// the watcher's connection.
 pub(crate) struct Watcher {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    stop: Arc<view::Stop>,
+    threads: Vec<JoinHandle<()>>,
     counters: Arc<Counters>,
 }
 
@@ -201,28 +203,46 @@ impl Watcher {
         poll_interval: Option<Duration>,
     ) -> Result<Watcher> {
         let counters = Arc::new(Counters::default());
-        let ctx = Context {
+        let timing = Timing::new(url.backend(), max_staleness, poll_interval);
+        let ctx = Arc::new(Context {
             registry,
             counters: Arc::clone(&counters),
             // Short: the watcher's reads never wait for SQLite's write lock, and
             // its prune gives way to writers rather than stall the watcher.
-            manager: Manager::new(url.clone(), busy_timeout.min(WATCHER_BUSY_TIMEOUT)),
+            manager: Manager::new(
+                session::watcher_url(url)?,
+                busy_timeout.min(WATCHER_BUSY_TIMEOUT).min(timing.trust / 2),
+            ),
             url: url.clone(),
-            timing: Timing::new(url.backend(), max_staleness, poll_interval),
-        };
+            timing,
+            view: view::View::new(),
+            flush_log: Mutex::new(FlushLog::default()),
+        });
+        if url.backend() == Backend::Mysql {
+            session::note_mysql_truncate();
+        }
         let source = open_source(url.backend(), &ctx)?;
-        let (stop, stopped) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("larder-watcher".into())
-            .spawn(move || watch(&ctx, source, &stopped))
-            .map_err(|e| Error::InvalidConfig {
-                reason: format!("cannot start the coherence thread: {e}"),
-            })?;
-        Ok(Watcher {
-            stop: Some(stop),
-            thread: Some(thread),
+        let stop = Arc::new(view::Stop::default());
+        let mut watcher = Watcher {
+            stop: Arc::clone(&stop),
+            threads: Vec::new(),
             counters,
-        })
+        };
+        let (ctx2, stop2) = (Arc::clone(&ctx), Arc::clone(&stop));
+        watcher.spawn("larder-watcher", move || view::watch(&ctx2, source, &stop2))?;
+        watcher.spawn("larder-guard", move || view::guard(&ctx, &stop))?;
+        Ok(watcher)
+    }
+
+    fn spawn(&mut self, name: &str, body: impl FnOnce() + Send + 'static) -> Result<()> {
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(body)
+            .map_err(|e| Error::InvalidConfig {
+                reason: format!("cannot start the coherence thread {name}: {e}"),
+            })?;
+        self.threads.push(thread);
+        Ok(())
     }
 
     pub(crate) fn stats(&self) -> CoherenceStats {
@@ -232,11 +252,10 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        // Closing the channel wakes the thread at once.
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
+        self.stop.stop();
+        for thread in self.threads.drain(..) {
             if thread.join().is_err() {
-                tracing::error!("the coherence thread panicked");
+                tracing::error!("a coherence thread panicked");
             }
         }
     }
@@ -256,22 +275,6 @@ fn open_source(backend: Backend, ctx: &Context) -> Result<Box<dyn Source>> {
         Backend::Postgres => Box::new(listen::Listener::open(ctx)?),
         _ => Box::new(poll::LogPoller::open(ctx)?),
     })
-}
-
-fn watch(ctx: &Context, mut source: Box<dyn Source>, stopped: &mpsc::Receiver<()>) {
-    let timing = ctx.timing;
-    let mut confirmed = Instant::now();
-    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(timing.tick) {
-        match source.check(ctx) {
-            Ok(Some(at)) => confirmed = at,
-            Ok(None) => {}
-            Err(err) => tracing::debug!(error = %err, "coherence check failed"),
-        }
-        if confirmed.elapsed() > timing.trust {
-            ctx.flush("no confirmed view of the database within the staleness bound");
-        }
-    }
-    tracing::debug!("coherence thread stopped");
 }
 
 /// A connection with reconnection backoff: after a failure, attempts wait
@@ -298,9 +301,9 @@ impl Reconnect {
     /// The connection failed or could not be opened.
     fn failed(&mut self, ctx: &Context, err: &Error) {
         if !self.lost {
-            Counters::add(&ctx.counters.losses, 1);
+            ctx.counters.lost();
             tracing::warn!(error = %err, "coherence connection lost; caches flushed until it is back");
-            ctx.flush("coherence connection lost");
+            ctx.flush(FlushReason::ConnectionLost);
         }
         self.lost = true;
         let backoff = ctx
@@ -316,7 +319,7 @@ impl Reconnect {
     fn recovered(&mut self, ctx: &Context) {
         self.failures = 0;
         if std::mem::take(&mut self.lost) {
-            Counters::add(&ctx.counters.reconnects, 1);
+            ctx.counters.reconnected();
             tracing::info!("coherence connection back");
         }
     }

@@ -4,6 +4,8 @@
 //! database of its own so tests run in parallel without seeing each other.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use larder_blog::prelude::*;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

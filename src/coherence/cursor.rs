@@ -1,0 +1,372 @@
+//! Where a change-log reader stands: the highest id read, the ids skipped
+//! below it (gaps), and what is known of the transactions that may hold them.
+//!
+//! On MySQL a transaction takes its log id when it writes and may commit after
+//! a later id did, or roll back and leave its id unused for good. A gap is
+//! read again on every poll until its row appears. It is settled without a
+//! row only on proof that the transaction holding it has ended: the row is
+//! then there or never will be. Proof comes from snapshots of the open
+//! transactions (MySQL) or from commits being serialized (SQLite). A gap given
+//! up without proof, or one that may have been pruned before it was read,
+//! asks for a flush. Everything here is bookkeeping, without I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::FlushReason;
+
+/// How long a gap waits for proof before it is given up (with a flush).
+pub(super) const GAP_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most gaps remembered; beyond it the oldest are given up (with a flush).
+pub(super) const MAX_GAPS: usize = 10_000;
+
+/// Database transaction ids (InnoDB `trx_id`).
+pub(super) type Transactions = BTreeSet<u64>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    /// Recorded after the last snapshot of open transactions.
+    Unwatched,
+    /// Its transaction, if it was still open, is in this snapshot.
+    Snapshot(u64),
+    /// Its transaction has ended: the next read finds its row or proves
+    /// there is none.
+    Ended,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    since: Instant,
+    watch: Watch,
+}
+
+/// The reader's position in the change log.
+#[derive(Debug, Default)]
+pub(super) struct Cursor {
+    /// Every id up to here has been read, except the gaps.
+    last: i64,
+    gaps: BTreeMap<i64, Gap>,
+    /// Open transactions when each snapshot was taken, by sequence number.
+    snapshots: BTreeMap<u64, Transactions>,
+    next_snapshot: u64,
+}
+
+impl Cursor {
+    /// A reader starting after `last` with nothing skipped.
+    pub(super) fn new(last: i64) -> Cursor {
+        Cursor {
+            last,
+            ..Cursor::default()
+        }
+    }
+
+    /// A reader starting at the log's end `last`, where the ids in
+    /// `(low, last]` that are not `present` may belong to transactions still
+    /// open: they are gaps, read when they commit.
+    pub(super) fn at_end(last: i64, low: i64, present: &[i64], now: Instant) -> Cursor {
+        let mut cursor = Cursor::new(last);
+        let present: BTreeSet<i64> = present.iter().copied().collect();
+        let missing = (low.max(0) + 1..last).filter(|id| !present.contains(id));
+        cursor.gaps.extend(missing.map(|id| (id, Gap::new(now))));
+        cursor
+    }
+
+    pub(super) fn last(&self) -> i64 {
+        self.last
+    }
+
+    /// The gap ids, to read again.
+    pub(super) fn gaps(&self) -> Vec<i64> {
+        self.gaps.keys().copied().collect()
+    }
+
+    /// The lowest id not read yet: pruning must stay below it.
+    pub(super) fn first_unread(&self) -> i64 {
+        self.gaps.keys().next().copied().unwrap_or(self.last + 1)
+    }
+
+    /// Row `id` was read: a gap filled, or a new high-water mark with the
+    /// ids skipped on the way remembered as gaps. Asks for a flush when more
+    /// than [`MAX_GAPS`] would be remembered: the oldest are given up.
+    pub(super) fn read(&mut self, id: i64, now: Instant) -> Option<FlushReason> {
+        if self.gaps.remove(&id).is_some() || id <= self.last {
+            return None;
+        }
+        let low = (self.last + 1).max(id.saturating_sub(MAX_GAPS as i64));
+        let mut given_up = low > self.last + 1;
+        self.gaps
+            .extend((low..id).map(|skipped| (skipped, Gap::new(now))));
+        self.last = id;
+        while self.gaps.len() > MAX_GAPS {
+            self.gaps.pop_first();
+            given_up = true;
+        }
+        self.forget_unused_snapshots();
+        given_up.then_some(FlushReason::GapGivenUp)
+    }
+
+    /// Whether some gap still waits for its transaction to end.
+    pub(super) fn watching(&self) -> bool {
+        self.gaps.values().any(|gap| gap.watch != Watch::Ended)
+    }
+
+    /// `open`: the transactions open now, as seen after every read so far.
+    /// Gaps recorded since the last snapshot get this one; every snapshot
+    /// none of whose transactions is still open has ended, and its gaps with
+    /// it (a transaction open at an earlier snapshot and still open now is
+    /// in every later one, so no gap is settled too early).
+    pub(super) fn open_transactions(&mut self, open: &Transactions) {
+        if self.gaps.values().any(|gap| gap.watch == Watch::Unwatched) {
+            let seq = self.next_snapshot;
+            self.next_snapshot += 1;
+            self.snapshots.insert(seq, open.clone());
+            for gap in self.gaps.values_mut() {
+                if gap.watch == Watch::Unwatched {
+                    gap.watch = Watch::Snapshot(seq);
+                }
+            }
+        }
+        let ended: Vec<u64> = self
+            .snapshots
+            .iter()
+            .filter(|(_, then)| then.is_disjoint(open))
+            .map(|(&seq, _)| seq)
+            .collect();
+        for seq in ended {
+            self.snapshots.remove(&seq);
+            for gap in self.gaps.values_mut() {
+                if gap.watch == Watch::Snapshot(seq) {
+                    gap.watch = Watch::Ended;
+                }
+            }
+        }
+    }
+
+    /// Commits are serialized (SQLite): an id missing below one that was
+    /// read will never appear, so every gap is final as of the read that
+    /// recorded it.
+    pub(super) fn all_ended(&mut self) {
+        for gap in self.gaps.values_mut() {
+            gap.watch = Watch::Ended;
+        }
+        self.snapshots.clear();
+    }
+
+    /// Whether [`settle`](Cursor::settle) has work (and needs the log's oldest id).
+    pub(super) fn has_ended(&self) -> bool {
+        self.gaps.values().any(|gap| gap.watch == Watch::Ended)
+    }
+
+    /// After a read that followed the proof: ended gaps it did not find had
+    /// their transactions roll back, and are dropped. One below `oldest`
+    /// (the log's lowest id, `None` when it is empty) may have been pruned
+    /// before it was read: asks for a flush.
+    pub(super) fn settle(&mut self, oldest: Option<i64>) -> Option<FlushReason> {
+        let mut pruned = false;
+        self.gaps.retain(|&id, gap| {
+            if gap.watch != Watch::Ended {
+                return true;
+            }
+            pruned |= oldest.is_none_or(|oldest| id < oldest);
+            false
+        });
+        pruned.then_some(FlushReason::FellBehindPruning)
+    }
+
+    /// Gives up gaps that waited [`GAP_TIMEOUT`] for proof; asks for a flush
+    /// if there were any.
+    pub(super) fn expire(&mut self, now: Instant) -> Option<FlushReason> {
+        let before = self.gaps.len();
+        self.gaps
+            .retain(|_, gap| now.duration_since(gap.since) < GAP_TIMEOUT);
+        self.forget_unused_snapshots();
+        (self.gaps.len() < before).then_some(FlushReason::GapGivenUp)
+    }
+
+    /// The log's lowest id is `oldest` (`None`: the log is empty). Ids
+    /// below it that were not read may have been pruned unread: asks for a
+    /// flush, which covers them, and moves past them. (No transaction still
+    /// open can hold one: pruning deletes the oldest ids first and waits for
+    /// a row that is not committed yet.)
+    pub(super) fn behind(&mut self, oldest: Option<i64>) -> Option<FlushReason> {
+        let oldest = oldest?;
+        let skipped = oldest > self.last + 1 || self.first_unread() < oldest;
+        self.gaps = self.gaps.split_off(&oldest);
+        self.last = self.last.max(oldest - 1);
+        self.forget_unused_snapshots();
+        skipped.then_some(FlushReason::FellBehindPruning)
+    }
+
+    fn forget_unused_snapshots(&mut self) {
+        let gaps = &self.gaps;
+        self.snapshots
+            .retain(|&seq, _| gaps.values().any(|gap| gap.watch == Watch::Snapshot(seq)));
+    }
+}
+
+impl Gap {
+    fn new(since: Instant) -> Gap {
+        Gap {
+            since,
+            watch: Watch::Unwatched,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(ids: &[i64]) -> Cursor {
+        let mut cursor = Cursor::new(0);
+        for &id in ids {
+            assert_eq!(cursor.read(id, Instant::now()), None);
+        }
+        cursor
+    }
+
+    fn trx(ids: &[u64]) -> Transactions {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn ids_in_order_leave_no_gaps() {
+        let cursor = after(&[1, 2, 3]);
+        assert_eq!((cursor.last(), cursor.gaps()), (3, vec![]));
+    }
+
+    #[test]
+    fn skipped_ids_are_gaps_until_they_are_read() {
+        assert_eq!(after(&[1, 4]).gaps(), [2, 3]);
+        assert_eq!(after(&[1, 4, 3]).gaps(), [2]);
+        assert!(after(&[1, 4, 3, 2, 5]).gaps().is_empty());
+        let twice = after(&[4, 4]);
+        assert_eq!((twice.last(), twice.gaps()), (4, vec![1, 2, 3]));
+        assert_eq!(after(&[1, 4]).first_unread(), 2);
+        assert_eq!(after(&[1, 2]).first_unread(), 3);
+    }
+
+    #[test]
+    fn at_start_ids_missing_below_the_end_are_gaps() {
+        let cursor = Cursor::at_end(10, 6, &[7, 9, 10], Instant::now());
+        assert_eq!((cursor.last(), cursor.gaps()), (10, vec![8]));
+        let empty = Cursor::at_end(0, 0, &[], Instant::now());
+        assert_eq!((empty.last(), empty.gaps()), (0, vec![]));
+    }
+
+    #[test]
+    fn too_many_gaps_give_up_the_oldest_and_ask_for_a_flush() {
+        let mut cursor = Cursor::new(0);
+        let far = 3 * MAX_GAPS as i64;
+        assert_eq!(
+            cursor.read(far, Instant::now()),
+            Some(FlushReason::GapGivenUp)
+        );
+        let gaps = cursor.gaps();
+        assert_eq!(gaps.len(), MAX_GAPS);
+        assert_eq!(gaps.last(), Some(&(far - 1)));
+        // At the limit, and then over it by one.
+        let mut cursor = Cursor::new(0);
+        assert_eq!(cursor.read(MAX_GAPS as i64 + 1, Instant::now()), None);
+        assert_eq!(
+            cursor.read(MAX_GAPS as i64 + 3, Instant::now()),
+            Some(FlushReason::GapGivenUp)
+        );
+    }
+
+    #[test]
+    fn gaps_waiting_too_long_are_given_up_with_a_flush() {
+        let t0 = Instant::now();
+        let mut cursor = Cursor::new(0);
+        cursor.read(3, t0);
+        assert_eq!(cursor.expire(t0 + GAP_TIMEOUT / 2), None);
+        assert_eq!(cursor.gaps(), [1, 2]);
+        assert_eq!(
+            cursor.expire(t0 + GAP_TIMEOUT),
+            Some(FlushReason::GapGivenUp)
+        );
+        assert!(cursor.gaps().is_empty());
+        assert_eq!(cursor.expire(t0 + GAP_TIMEOUT * 2), None);
+    }
+
+    #[test]
+    fn a_gap_settles_once_every_transaction_open_when_it_was_seen_has_ended() {
+        let mut cursor = after(&[1, 3]); // 2 skipped
+        assert!(cursor.watching());
+        cursor.open_transactions(&trx(&[70, 71]));
+        assert!(!cursor.has_ended(), "70 or 71 may hold id 2");
+        cursor.open_transactions(&trx(&[71, 72]));
+        assert!(!cursor.has_ended(), "71 still open");
+        cursor.open_transactions(&trx(&[72]));
+        assert!(cursor.has_ended() && !cursor.watching());
+        // The read after that proof did not find it: rolled back, dropped.
+        assert_eq!(cursor.settle(Some(1)), None);
+        assert!(cursor.gaps().is_empty());
+    }
+
+    #[test]
+    fn with_no_transaction_open_a_gap_settles_at_once() {
+        let mut cursor = after(&[1, 3]);
+        cursor.open_transactions(&trx(&[]));
+        assert!(cursor.has_ended());
+    }
+
+    #[test]
+    fn gaps_recorded_later_wait_for_a_later_snapshot() {
+        let mut cursor = after(&[1, 3]); // gap 2
+        cursor.open_transactions(&trx(&[70]));
+        cursor.read(5, Instant::now()); // gap 4, after that snapshot
+        cursor.open_transactions(&trx(&[70, 80]));
+        cursor.open_transactions(&trx(&[80]));
+        assert_eq!(cursor.settle(Some(1)), None, "gap 2 settled");
+        assert_eq!(cursor.gaps(), [4], "80 may hold id 4");
+        cursor.open_transactions(&trx(&[]));
+        assert_eq!(cursor.settle(Some(1)), None);
+        assert!(cursor.gaps().is_empty());
+    }
+
+    #[test]
+    fn a_gap_read_before_its_proof_is_simply_filled() {
+        let mut cursor = after(&[1, 3]);
+        cursor.open_transactions(&trx(&[70]));
+        assert_eq!(cursor.read(2, Instant::now()), None);
+        assert!(cursor.gaps().is_empty() && !cursor.watching());
+    }
+
+    #[test]
+    fn serialized_commits_end_every_gap() {
+        let mut cursor = after(&[1, 4]);
+        cursor.all_ended();
+        assert_eq!(cursor.settle(Some(1)), None);
+        assert!(cursor.gaps().is_empty());
+    }
+
+    #[test]
+    fn a_settled_gap_below_the_oldest_row_may_have_been_pruned() {
+        let mut cursor = after(&[1, 5]); // gaps 2, 3, 4
+        cursor.all_ended();
+        assert_eq!(cursor.settle(Some(5)), Some(FlushReason::FellBehindPruning));
+        assert!(cursor.gaps().is_empty());
+        let mut emptied = after(&[1, 3]);
+        emptied.all_ended();
+        assert_eq!(emptied.settle(None), Some(FlushReason::FellBehindPruning));
+    }
+
+    #[test]
+    fn a_log_pruned_past_the_mark_asks_for_a_flush_and_moves_on() {
+        let mut cursor = after(&[1, 2]);
+        assert_eq!(cursor.behind(Some(1)), None);
+        assert_eq!(cursor.behind(Some(3)), None, "3 is next, not skipped");
+        assert_eq!(cursor.behind(Some(9)), Some(FlushReason::FellBehindPruning));
+        assert_eq!(cursor.last(), 8);
+        assert_eq!(
+            cursor.behind(None),
+            None,
+            "an empty log: nothing to compare"
+        );
+
+        let mut gapped = after(&[1, 5]); // gaps 2, 3, 4
+        assert_eq!(gapped.behind(Some(4)), Some(FlushReason::FellBehindPruning));
+        assert_eq!((gapped.last(), gapped.gaps()), (5, vec![4]));
+    }
+}

@@ -1,0 +1,168 @@
+//! A TCP proxy on 127.0.0.1 between a store and its database server that can
+//! be frozen: it then stops forwarding bytes in either direction but keeps
+//! every socket open, as a black-holed network path or a half-open connection
+//! does. The kernel still accepts (and acknowledges) what the client sends, so
+//! nothing on the client side notices: its next read waits indefinitely.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// At most this many client connections; later ones are refused (closed).
+const MAX_CONNECTIONS: usize = 32;
+/// How long a forwarding thread blocks in a read before it looks at the flags.
+const POLL: Duration = Duration::from_millis(5);
+
+#[derive(Default)]
+struct Shared {
+    frozen: AtomicBool,
+    stopped: AtomicBool,
+    /// Both ends of every connection, shut down when the proxy stops.
+    sockets: Mutex<Vec<TcpStream>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Forwards `127.0.0.1:<port>` to the server a database URL names.
+/// Dropping it closes every connection and joins every thread.
+pub struct Proxy {
+    addr: SocketAddr,
+    url: String,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// A proxy in front of `url`'s server (`scheme://[user@]127.0.0.1:port/db`).
+    pub fn start(url: &str) -> Proxy {
+        let upstream = server_of(url);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let addr = listener.local_addr().expect("proxy address");
+        let shared = Arc::new(Shared::default());
+        let acceptor = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || accept(&listener, upstream, &shared))
+        };
+        Proxy {
+            addr,
+            url: with_server(url, addr),
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// The database URL with the proxy in place of the server.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Stops forwarding; sockets stay open.
+    pub fn freeze(&self) {
+        self.shared.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// Forwards again, starting with what was held back.
+    pub fn thaw(&self) {
+        self.shared.frozen.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.thaw();
+        for socket in self.shared.sockets.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        // Wakes the acceptor, which then sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        let threads: Vec<_> = self.shared.threads.lock().unwrap().drain(..).collect();
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn accept(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Shared>) {
+    for client in listener.incoming() {
+        if shared.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(client) = client else { continue };
+        let full = shared.sockets.lock().unwrap().len() >= 2 * MAX_CONNECTIONS;
+        let Some(server) = (!full)
+            .then(|| TcpStream::connect_timeout(&upstream, Duration::from_secs(5)).ok())
+            .flatten()
+        else {
+            continue; // dropping `client` closes it
+        };
+        let pairs = [
+            (client.try_clone(), server.try_clone()),
+            (server.try_clone(), client.try_clone()),
+        ];
+        {
+            let mut sockets = shared.sockets.lock().unwrap();
+            sockets.extend(client.try_clone());
+            sockets.extend(server.try_clone());
+        }
+        for (from, to) in pairs {
+            let (Ok(from), Ok(to)) = (from, to) else {
+                continue;
+            };
+            let shared_for_thread = Arc::clone(shared);
+            let thread = std::thread::spawn(move || forward(from, to, &shared_for_thread));
+            shared.threads.lock().unwrap().push(thread);
+        }
+    }
+}
+
+/// Copies `from` to `to` until either closes or the proxy stops; while the
+/// proxy is frozen, reads nothing (the bytes wait in the kernel's buffers).
+fn forward(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
+    let _ = from.set_read_timeout(Some(POLL));
+    let mut buf = [0u8; 16 * 1024];
+    while !shared.stopped.load(Ordering::SeqCst) {
+        if shared.frozen.load(Ordering::SeqCst) {
+            std::thread::sleep(POLL);
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// `host:port` of a server URL (`scheme://[userinfo@]host:port[/…]`).
+fn server_of(url: &str) -> SocketAddr {
+    let (_, rest) = url.split_once("://").expect("a server URL");
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host_port = host_port.replace("localhost", "127.0.0.1");
+    host_port
+        .parse()
+        .unwrap_or_else(|e| panic!("the proxy needs host:port as an IP address: {e}"))
+}
+
+/// `url` with its `host:port` replaced by `addr`.
+fn with_server(url: &str, addr: SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a server URL");
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let userinfo = authority
+        .rsplit_once('@')
+        .map_or(String::new(), |(u, _)| format!("{u}@"));
+    format!("{scheme}://{userinfo}{addr}{tail}")
+}
