@@ -46,8 +46,25 @@ pub struct StoreBuilder {
     entities: Vec<(&'static str, Registration)>,
 }
 
+impl Store {
+    /// Opens `url` with default settings: `sqlite://path`, `sqlite:path` or a
+    /// bare file path, `postgres://…` or `mysql://…`.
+    ///
+    /// # Errors
+    ///
+    /// As [`StoreBuilder::build`].
+    pub fn open(url: &str) -> Result<Store> {
+        Store::builder(url).build()
+    }
+
+    /// A builder for a store on `url`.
+    pub fn builder(url: &str) -> StoreBuilder {
+        StoreBuilder::new(url)
+    }
+}
+
 impl StoreBuilder {
-    pub(crate) fn new(url: &str) -> StoreBuilder {
+    fn new(url: &str) -> StoreBuilder {
         StoreBuilder {
             url: url.to_owned(),
             pool_size: 8,
@@ -155,7 +172,7 @@ impl StoreBuilder {
         self.entities.push((
             std::any::type_name::<E>(),
             Box::new(move |registry: &Registry| {
-                registry.map_with::<E>(capacity);
+                crate::entity::identity_map::<E>(registry, capacity);
             }),
         ));
         self

@@ -5,32 +5,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use std::sync::Arc;
+
 use diesel::QueryResult;
 use parking_lot::RwLock;
 
+use crate::cache::{AnyValue, CacheControl, IdentityMap};
 use crate::pool::Connection;
-
-/// A row of another (or the same) table that a write changed as a side effect,
-/// for example a post removed by `ON DELETE CASCADE` when its author is deleted.
-///
-/// ```
-/// let key = larder::Key::new("posts", 42);
-/// assert_eq!((key.table, key.id), ("posts", 42));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Key {
-    /// The table name, as in [`Entity::TABLE`].
-    pub table: &'static str,
-    /// The row's primary key.
-    pub id: i64,
-}
-
-impl Key {
-    /// The key of row `id` of `table`.
-    pub fn new(table: &'static str, id: i64) -> Key {
-        Key { table, id }
-    }
-}
+pub use crate::registry::Key;
+use crate::registry::{Registration, Registry};
 
 /// Where an entity type's cache sits in every store: a small number given out
 /// once per type and process, so that `store.repo::<E>()` finds the cache by
@@ -54,6 +37,30 @@ impl EntitySlot {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         *self.0.get_or_init(|| NEXT.fetch_add(1, Ordering::Relaxed))
     }
+}
+
+/// `E`'s identity map in `registry`, made and registered on first use (with
+/// `capacity`, else the store's default).
+pub(crate) fn identity_map<E: Entity>(
+    registry: &Registry,
+    capacity: Option<usize>,
+) -> &IdentityMap<E> {
+    let index = E::__larder_slot().index();
+    let typed = registry.slot_or_register(index, || {
+        let capacity = capacity.unwrap_or(registry.default_capacity());
+        let map = Arc::new(IdentityMap::<E>::new(E::TABLE, capacity));
+        let control: Arc<dyn CacheControl> = map.clone();
+        let registration = Registration {
+            entity: TypeId::of::<E>(),
+            table: E::TABLE,
+            deleted_with: E::DELETED_WITH,
+            control,
+        };
+        (map as AnyValue, registration)
+    });
+    typed
+        .downcast_ref::<IdentityMap<E>>()
+        .expect("an entity slot holds the map of the entity it was given to")
 }
 
 /// The slot of an entity whose `Entity` impl names none: one per type, kept for

@@ -9,7 +9,7 @@
 //! indexes are copied on write and read through a snapshot, so no registry
 //! lock is held while a cache lock is taken.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::cache::{CacheControl, CacheStats, IdentityMap, QueryCache};
-use crate::coherence::Op;
-use crate::entity::{Entity, Key};
+use crate::cache::{AnyValue, CacheControl, CacheStats, QueryCache};
 
 /// Hashes a `TypeId` by its own bits: they are already a hash, and the default
 /// SipHash of them was most of the cost of a cache hit.
@@ -68,8 +66,60 @@ impl Hasher for TableHasher {
 
 type ByTable<V> = HashMap<&'static str, V, BuildHasherDefault<TableHasher>>;
 
-/// A cached value of any entity type.
-pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
+/// A row of a table, named for an invalidation: what a write changed,
+/// including rows changed as a side effect, such as a post removed by
+/// `ON DELETE CASCADE` when its author is deleted.
+///
+/// ```
+/// let key = larder::Key::new("posts", 42);
+/// assert_eq!((key.table, key.id), ("posts", 42));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// The table name, as in [`Entity::TABLE`](crate::Entity::TABLE).
+    pub table: &'static str,
+    /// The row's primary key.
+    pub id: i64,
+}
+
+impl Key {
+    /// The key of row `id` of `table`.
+    pub fn new(table: &'static str, id: i64) -> Key {
+        Key { table, id }
+    }
+}
+
+/// What a change read from the database did to its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Insert,
+    Update,
+    Delete,
+    /// `TRUNCATE`: every row of the table.
+    Truncate,
+}
+
+impl Op {
+    /// The code the capture triggers write: `I`, `U`, `D` or `T`.
+    pub(crate) fn parse(code: &str) -> Option<Op> {
+        match code {
+            "I" => Some(Op::Insert),
+            "U" => Some(Op::Update),
+            "D" => Some(Op::Delete),
+            "T" => Some(Op::Truncate),
+            _ => None,
+        }
+    }
+}
+
+/// An entity's cache as the bus knows it: by table, with no type.
+pub(crate) struct Registration {
+    pub(crate) entity: TypeId,
+    pub(crate) table: &'static str,
+    /// The tables whose deletes empty this cache ([`Entity::DELETED_WITH`](crate::Entity::DELETED_WITH)).
+    pub(crate) deleted_with: &'static [&'static str],
+    pub(crate) control: Arc<dyn CacheControl>,
+}
 
 /// One of the entities cached from a table.
 #[derive(Clone)]
@@ -78,7 +128,7 @@ struct TableMember {
     control: Arc<dyn CacheControl>,
 }
 
-/// An entity emptied when a row of a table it is [`Entity::DELETED_WITH`] is deleted.
+/// An entity emptied when a row of a table it is [`Entity::DELETED_WITH`](crate::Entity::DELETED_WITH) is deleted.
 #[derive(Clone)]
 struct Dependent {
     table: &'static str,
@@ -98,7 +148,7 @@ struct Tables {
     by_type: ByType<Arc<dyn CacheControl>>,
     by_table: ByTable<Vec<TableMember>>,
     /// For a table, the entities emptied when one of its rows is deleted
-    /// ([`Entity::DELETED_WITH`]), with their own table names.
+    /// ([`Entity::DELETED_WITH`](crate::Entity::DELETED_WITH)), with their own table names.
     deleted_with: ByTable<Vec<Dependent>>,
     /// Per table, moved by every invalidation of the table; the query cache
     /// compares it with the generation a list was read at.
@@ -106,7 +156,7 @@ struct Tables {
 }
 
 pub(crate) struct Registry {
-    /// Entity maps by slot index ([`EntitySlot`](crate::entity::EntitySlot)),
+    /// Entity maps by slot index (see `EntitySlot`),
     /// in chunks allocated on first use; a slot, once set, is never changed.
     slots: Box<[OnceLock<Chunk>]>,
     tables: RwLock<Arc<Tables>>,
@@ -126,7 +176,7 @@ pub(crate) enum PendingWrite {
     /// the statement runs, so that no error path can skip it.
     Unsettled(Key),
     /// A row removed as a side effect (a cascade): invalidated, and what is
-    /// [`Entity::DELETED_WITH`] its table emptied.
+    /// [`Entity::DELETED_WITH`](crate::Entity::DELETED_WITH) its table emptied.
     Removed(Key),
     /// An insert into `table` whose new id is unknown: no cache can hold the
     /// row yet, but the table's cached lists must go.
@@ -157,20 +207,23 @@ impl Registry {
         }
     }
 
-    /// `E`'s identity map, registered with the default capacity on first use.
-    pub(crate) fn map<E: Entity>(&self) -> &IdentityMap<E> {
-        self.map_with::<E>(None)
+    /// The capacity of an entity registered without one of its own.
+    pub(crate) fn default_capacity(&self) -> usize {
+        self.default_capacity
     }
 
-    /// `E`'s identity map; `capacity` applies only if this call registers it.
-    pub(crate) fn map_with<E: Entity>(&self, capacity: Option<usize>) -> &IdentityMap<E> {
-        let index = E::__larder_slot().index();
-        let typed = self
-            .slot(index)
-            .get_or_init(|| self.register::<E>(capacity.unwrap_or(self.default_capacity)));
-        typed
-            .downcast_ref::<IdentityMap<E>>()
-            .expect("an entity slot holds the map of the entity it was given to")
+    /// The map in slot `index`, made and registered by `make` if the slot is
+    /// empty (each slot is set once: concurrent callers get the same map).
+    pub(crate) fn slot_or_register(
+        &self,
+        index: usize,
+        make: impl FnOnce() -> (AnyValue, Registration),
+    ) -> &AnyValue {
+        self.slot(index).get_or_init(|| {
+            let (typed, registration) = make();
+            self.register(registration);
+            typed
+        })
     }
 
     fn slot(&self, index: usize) -> &OnceLock<AnyValue> {
@@ -184,39 +237,32 @@ impl Registry {
         &chunk[index % CHUNK]
     }
 
-    /// Adds `E` with its own identity map to the table indexes.
-    fn register<E: Entity>(&self, capacity: usize) -> AnyValue {
-        let map = Arc::new(IdentityMap::<E>::new(E::TABLE, capacity));
-        let control: Arc<dyn CacheControl> = map.clone();
+    /// Adds an entity's cache to the table indexes.
+    fn register(&self, entity: Registration) {
         let _registering = self.registering.lock();
         let mut tables = Tables::clone(&self.tables.read());
-        tables.generations.entry(E::TABLE).or_default();
-        for parent in E::DELETED_WITH {
+        tables.generations.entry(entity.table).or_default();
+        for parent in entity.deleted_with {
             tables
                 .deleted_with
                 .entry(parent)
                 .or_default()
                 .push(Dependent {
-                    table: E::TABLE,
-                    control: Arc::clone(&control),
+                    table: entity.table,
+                    control: Arc::clone(&entity.control),
                 });
         }
         tables
             .by_table
-            .entry(E::TABLE)
+            .entry(entity.table)
             .or_default()
             .push(TableMember {
-                entity: TypeId::of::<E>(),
-                control: Arc::clone(&control),
+                entity: entity.entity,
+                control: Arc::clone(&entity.control),
             });
-        tables.by_type.insert(TypeId::of::<E>(), control);
+        tables.by_type.insert(entity.entity, entity.control);
         *self.tables.write() = Arc::new(tables);
-        tracing::debug!(
-            table = E::TABLE,
-            entity = std::any::type_name::<E>(),
-            "entity registered"
-        );
-        map
+        tracing::debug!(table = entity.table, "entity registered");
     }
 
     /// A snapshot of the table indexes, so no registry lock is held while the
@@ -268,13 +314,13 @@ impl Registry {
         }
     }
 
-    /// A row that is gone: its key, and every entity [`Entity::DELETED_WITH`] its table.
+    /// A row that is gone: its key, and every entity [`Entity::DELETED_WITH`](crate::Entity::DELETED_WITH) its table.
     fn invalidate_removed(&self, key: Key) {
         self.invalidate(key);
         self.empty_dependents(key.table, &mut Vec::new());
     }
 
-    /// Empties every entity declared [`Entity::DELETED_WITH`] `table`, and
+    /// Empties every entity declared [`Entity::DELETED_WITH`](crate::Entity::DELETED_WITH) `table`, and
     /// theirs in turn.
     fn empty_dependents(&self, table: &'static str, visited: &mut Vec<&'static str>) {
         if visited.contains(&table) {
@@ -398,6 +444,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entity::{identity_map, Entity};
     use crate::pool::Connection;
 
     /// A row of `children`, whose rows go when a `parents` row is deleted.
@@ -435,9 +482,9 @@ mod tests {
     #[test]
     fn a_remote_delete_of_an_uncached_parent_empties_its_dependents() {
         let registry = Registry::new(8, 0);
-        let children = registry.map::<Child>();
+        let children = identity_map::<Child>(&registry, None);
         children
-            .get_or_load(1, || Ok(Some(Child { id: 1 })))
+            .get_or_load(1, || Ok::<_, ()>(Some(Child { id: 1 })))
             .unwrap();
         assert!(children.peek(1).is_some());
         // `parents` is not cached here; MySQL logs no row for what its delete cascades to.

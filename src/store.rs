@@ -1,20 +1,20 @@
 //! The store: one per process, cheap to clone, the entry point to everything.
+//! Its methods live beside what they hand out, so that dependencies point one
+//! way: `Store::builder` and `Store::open` in `builder.rs`, `Store::repo` in
+//! `repo/store.rs`, `Store::begin` and `Store::transaction` in `tx.rs`.
 
 use std::fmt;
 use std::sync::Arc;
 
 use diesel::QueryResult;
 
-use crate::builder::StoreBuilder;
 use crate::coherence::{capture, Watcher};
-use crate::entity::{Entity, Key};
+use crate::entity::Key;
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationStatus};
 use crate::pool::{Connection, Pool, PoolConfig, PooledConn};
 use crate::registry::Registry;
-use crate::repo::Repo;
 use crate::stats::{PoolState, Stats};
-use crate::tx::Tx;
 use crate::url::DatabaseUrl;
 
 /// A cached, pooled database: repositories, transactions, migrations and
@@ -48,21 +48,6 @@ struct Inner {
 }
 
 impl Store {
-    /// Opens `url` with default settings: `sqlite://path`, `sqlite:path` or a
-    /// bare file path.
-    ///
-    /// # Errors
-    ///
-    /// As [`StoreBuilder::build`].
-    pub fn open(url: &str) -> Result<Store> {
-        Store::builder(url).build()
-    }
-
-    /// A builder for a store on `url`.
-    pub fn builder(url: &str) -> StoreBuilder {
-        StoreBuilder::new(url)
-    }
-
     pub(crate) fn from_parts(
         url: DatabaseUrl,
         pool: Pool,
@@ -130,41 +115,6 @@ impl Store {
     pub fn migration_status(&self) -> Result<Vec<MigrationStatus>> {
         let mut conn = self.checkout()?;
         migrate::status(&mut conn)
-    }
-
-    /// The repository of entity `E`. An entity not registered with
-    /// [`StoreBuilder::entity`] is registered now, with the store's cache
-    /// capacity; afterwards this is two atomic loads (for entities declared with
-    /// [`entity!`](crate::entity), the derive or [`entity_slot!`](crate::entity_slot)).
-    pub fn repo<E: Entity>(&self) -> Repo<'_, E> {
-        Repo::new(self, self.inner.registry.map::<E>())
-    }
-
-    /// Begins a transaction; see [`Tx`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::PoolTimeout`] when no connection is free, [`Error::Busy`] when
-    /// another writer holds SQLite's write lock past the busy timeout.
-    pub fn begin(&self) -> Result<Tx<'_>> {
-        Tx::begin(self)
-    }
-
-    /// Runs `work` in a transaction: commits when it returns `Ok`, rolls back
-    /// when it returns `Err` or panics (the panic then continues).
-    ///
-    /// # Errors
-    ///
-    /// The error `work` returned, or the error of beginning or committing.
-    pub fn transaction<T, E, F>(&self, work: F) -> std::result::Result<T, E>
-    where
-        F: FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
-        E: From<Error>,
-    {
-        let tx = self.begin()?;
-        let value = work(&tx)?;
-        tx.commit()?;
-        Ok(value)
     }
 
     /// Cache counters per entity and the pool's state.

@@ -6,12 +6,40 @@ use std::fmt;
 
 use diesel::QueryResult;
 
-use crate::entity::{Entity, Key};
+use crate::entity::Key;
 use crate::error::{Error, Result};
 use crate::pool::{Connection, PooledConn};
 use crate::registry::PendingWrite;
-use crate::repo::TxRepo;
 use crate::store::Store;
+
+impl Store {
+    /// Begins a transaction; see [`Tx`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolTimeout`] when no connection is free, [`Error::Busy`] when
+    /// another writer holds SQLite's write lock past the busy timeout.
+    pub fn begin(&self) -> Result<Tx<'_>> {
+        Tx::begin(self)
+    }
+
+    /// Runs `work` in a transaction: commits when it returns `Ok`, rolls back
+    /// when it returns `Err` or panics (the panic then continues).
+    ///
+    /// # Errors
+    ///
+    /// The error `work` returned, or the error of beginning or committing.
+    pub fn transaction<T, E, F>(&self, work: F) -> std::result::Result<T, E>
+    where
+        F: FnOnce(&Tx<'_>) -> std::result::Result<T, E>,
+        E: From<Error>,
+    {
+        let tx = self.begin()?;
+        let value = work(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
 
 /// An open database transaction holding one pooled connection.
 ///
@@ -142,10 +170,9 @@ impl<'s> Tx<'s> {
         result
     }
 
-    /// The repository of entity `E` inside this transaction (registered with
-    /// the store on first use, as [`Store::repo`]).
-    pub fn repo<E: Entity>(&self) -> TxRepo<'_, E> {
-        TxRepo::new(self, self.store.registry().map::<E>())
+    /// The store this transaction belongs to.
+    pub(crate) fn store(&self) -> &'s Store {
+        self.store
     }
 
     /// Runs `query` on this transaction's connection, mapping its error for

@@ -21,12 +21,13 @@ use std::sync::Arc;
 
 use crate::sync::Mutex;
 
-use crate::error::Result;
-use crate::registry::AnyValue;
 use flight::Flight;
 pub(crate) use query::QueryCache;
 use shard::{Fill, Lookup, Shard};
 pub use stats::CacheStats;
+
+/// A cached value of any entity type, for the type-erased face of a map.
+pub(crate) type AnyValue = Arc<dyn std::any::Any + Send + Sync>;
 
 /// Most shards an identity map uses; enough to keep two to four threads off
 /// each other's locks, few enough that per-shard LRU order stays meaningful.
@@ -84,9 +85,9 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
     /// Returns the cached value of `id`, or loads it with `load` (run with no
     /// lock held) and caches it unless `id` was invalidated meanwhile.
     /// Concurrent callers missing the same key share one `load`.
-    pub(crate) fn get_or_load<F>(&self, id: i64, load: F) -> Result<Option<Arc<T>>>
+    pub(crate) fn get_or_load<F, E>(&self, id: i64, load: F) -> Result<Option<Arc<T>>, E>
     where
-        F: FnOnce() -> Result<Option<T>>,
+        F: FnOnce() -> Result<Option<T>, E>,
     {
         if !self.enabled {
             return self.load_uncached(id, load);
@@ -128,9 +129,9 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
 
     /// The fallback when the leader of a flight failed: load without coalescing,
     /// still under the epoch rule.
-    fn load_alone<F>(&self, id: i64, load: F) -> Result<Option<Arc<T>>>
+    fn load_alone<F, E>(&self, id: i64, load: F) -> Result<Option<Arc<T>>, E>
     where
-        F: FnOnce() -> Result<Option<T>>,
+        F: FnOnce() -> Result<Option<T>, E>,
     {
         let shard = self.shard(id);
         let epoch = {
@@ -145,9 +146,9 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         Ok(Some(fill.resolve(&value)))
     }
 
-    fn load_uncached<F>(&self, id: i64, load: F) -> Result<Option<Arc<T>>>
+    fn load_uncached<F, E>(&self, id: i64, load: F) -> Result<Option<Arc<T>>, E>
     where
-        F: FnOnce() -> Result<Option<T>>,
+        F: FnOnce() -> Result<Option<T>, E>,
     {
         {
             let mut shard = self.shard(id).lock();
@@ -355,6 +356,8 @@ mod tests {
         IdentityMap::new("test", capacity)
     }
 
+    type Result<T> = std::result::Result<T, String>;
+
     fn load(value: &str) -> impl FnOnce() -> Result<Option<String>> + '_ {
         move || Ok(Some(value.to_owned()))
     }
@@ -395,7 +398,7 @@ mod tests {
             .get_or_load(1, || {
                 // A writer commits and invalidates while this load is in flight.
                 map.invalidate(1);
-                Ok(Some("stale".to_owned()))
+                Ok::<_, String>(Some("stale".to_owned()))
             })
             .unwrap();
         assert_eq!(value.as_deref().map(String::as_str), Some("stale"));
@@ -418,7 +421,7 @@ mod tests {
                     "a shard lock is held during a load"
                 );
             }
-            Ok(Some("v".to_owned()))
+            Ok::<_, String>(Some("v".to_owned()))
         })
         .unwrap();
     }
@@ -449,7 +452,7 @@ mod tests {
                     map.get_or_load(7, || {
                         loads.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(200));
-                        Ok(Some("v".to_owned()))
+                        Ok::<_, String>(Some("v".to_owned()))
                     })
                     .unwrap()
                     .unwrap()
@@ -468,7 +471,7 @@ mod tests {
         let leader = {
             let (map, started) = (map.clone(), started.clone());
             std::thread::spawn(move || {
-                map.get_or_load(3, || {
+                map.get_or_load(3, || -> Result<Option<String>> {
                     started.wait();
                     std::thread::sleep(Duration::from_millis(100));
                     panic!("loader panics");
@@ -520,10 +523,12 @@ mod tests {
             dropped_under_lock: Arc::clone(&flag),
         };
         for id in 0..3 {
-            map.get_or_load(id, || Ok(Some(probe()))).unwrap(); // evicts the one before
+            map.get_or_load(id, || Ok::<_, String>(Some(probe())))
+                .unwrap(); // evicts the one before
         }
         map.invalidate(2);
-        map.get_or_load(3, || Ok(Some(probe()))).unwrap();
+        map.get_or_load(3, || Ok::<_, String>(Some(probe())))
+            .unwrap();
         map.apply_write(3, Some(&Arc::new(probe())), map.epoch_of(3));
         map.intern(vec![probe()], &map.epochs(), |_| 4); // evicts 3
         map.clear();

@@ -56,7 +56,7 @@ fn setup() -> (Arc<IdentityMap<Row>>, Arc<Db>) {
 }
 
 fn get(map: &IdentityMap<Row>, db: &Db, key: i64) -> Option<Arc<Row>> {
-    map.get_or_load(key, || Ok(Some((key, db.read(key)))))
+    map.get_or_load(key, || Ok::<_, String>(Some((key, db.read(key)))))
         .expect("the model's loads do not fail")
 }
 

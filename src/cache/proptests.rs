@@ -66,7 +66,7 @@ fn step(map: &IdentityMap<u64>, db: &mut Db, op: Op) {
         Op::Get(key) => {
             let expected = db.rows.get(&key).copied();
             let got = map
-                .get_or_load(key, || Ok(db.rows.get(&key).copied()))
+                .get_or_load(key, || Ok::<_, String>(db.rows.get(&key).copied()))
                 .unwrap();
             assert_eq!(
                 got.as_deref().copied(),
@@ -87,7 +87,7 @@ fn step(map: &IdentityMap<u64>, db: &mut Db, op: Op) {
                 let read = db.rows.get(&key).copied();
                 db.write(writer);
                 map.invalidate(writer);
-                Ok(read)
+                Ok::<_, String>(read)
             })
             .unwrap();
         }

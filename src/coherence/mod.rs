@@ -44,7 +44,7 @@ use parking_lot::Mutex;
 
 use crate::backend::{Connection, Manager};
 use crate::error::{Error, Result};
-use crate::registry::Registry;
+use crate::registry::{Op, Registry};
 use crate::url::{Backend, DatabaseUrl};
 
 pub(crate) use counters::Counters;
@@ -53,27 +53,6 @@ pub use counters::{CoherenceStats, FlushCounts, FlushReason};
 
 /// The longest the watcher's SQLite connection waits for a lock.
 const WATCHER_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
-/// What a change did to its row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
-    Insert,
-    Update,
-    Delete,
-    /// PostgreSQL `TRUNCATE`: every row of the table.
-    Truncate,
-}
-
-impl Op {
-    fn parse(code: &str) -> Option<Op> {
-        match code {
-            "I" => Some(Op::Insert),
-            "U" => Some(Op::Update),
-            "D" => Some(Op::Delete),
-            "T" => Some(Op::Truncate),
-            _ => None,
-        }
-    }
-}
 
 /// What the watcher's threads share with the code that reads changes.
 pub(crate) struct Context {

@@ -9,7 +9,7 @@ use diesel::QueryResult;
 
 use super::{Repository, TxRepo};
 use crate::cache::IdentityMap;
-use crate::entity::{Entity, Key};
+use crate::entity::{identity_map, Entity, Key};
 use crate::error::Result;
 use crate::pool::Connection;
 use crate::store::Store;
@@ -35,6 +35,16 @@ use crate::tx::Tx;
 pub struct Repo<'s, E> {
     store: &'s Store,
     cache: &'s IdentityMap<E>,
+}
+
+impl Store {
+    /// The repository of entity `E`. An entity not registered with
+    /// [`StoreBuilder::entity`](crate::StoreBuilder::entity) is registered now, with the store's cache
+    /// capacity; afterwards this is two atomic loads (for entities declared with
+    /// [`entity!`](crate::entity), the derive or [`entity_slot!`](crate::entity_slot)).
+    pub fn repo<E: Entity>(&self) -> Repo<'_, E> {
+        Repo::new(self, identity_map::<E>(self.registry(), None))
+    }
 }
 
 impl<'s, E: Entity> Repo<'s, E> {

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use diesel::QueryResult;
 
 use super::Repository;
-use crate::cache::IdentityMap;
-use crate::entity::{Entity, Key};
+use crate::cache::{AnyValue, IdentityMap};
+use crate::entity::{identity_map, Entity, Key};
 use crate::error::{Error, Result};
 use crate::pool::Connection;
-use crate::registry::{AnyValue, PendingWrite, Written};
+use crate::registry::{PendingWrite, Written};
 use crate::tx::Tx;
 
 /// The repository of entity `E` inside a [`Tx`]. Reads go to the database
@@ -34,6 +34,14 @@ use crate::tx::Tx;
 pub struct TxRepo<'t, E> {
     tx: &'t Tx<'t>,
     cache: &'t IdentityMap<E>,
+}
+
+impl Tx<'_> {
+    /// The repository of entity `E` inside this transaction (registered with
+    /// the store on first use, as [`Store::repo`]).
+    pub fn repo<E: Entity>(&self) -> TxRepo<'_, E> {
+        TxRepo::new(self, identity_map::<E>(self.store().registry(), None))
+    }
 }
 
 impl<'t, E: Entity> TxRepo<'t, E> {
