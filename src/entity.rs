@@ -102,14 +102,56 @@ macro_rules! entity_slot {
 
 /// A table whose rows larder caches.
 ///
-/// An implementation only writes queries: larder's [`Repo`](crate::Repo) and
-/// [`TxRepo`](crate::TxRepo) add the identity map, single-flight loads,
-/// transactions and commit-time invalidation around them. Register the type with
-/// [`StoreBuilder::entity`](crate::StoreBuilder::entity); the blog's
-/// [`User`](crate::User), [`Post`](crate::Post) and [`Comment`](crate::Comment)
-/// are implemented exactly this way.
+/// An implementation only says how to query its table: larder's
+/// [`Repo`](crate::Repo) and [`TxRepo`](crate::TxRepo) add the identity map,
+/// single-flight loads, transactions and commit-time invalidation around it.
+/// Register the type with [`StoreBuilder::entity`](crate::StoreBuilder::entity).
 ///
-/// Every method runs inside a transaction larder opened, on the connection given;
+/// A diesel model whose table has an `id BIGINT` primary key derives it
+/// (cargo feature `derive`, on by default), which writes every query; the
+/// derive expands to [`entity!`](crate::entity), which can be called directly
+/// instead:
+///
+/// ```
+/// use diesel::prelude::*;
+/// use larder::Repository;
+///
+/// mod schema {
+///     diesel::table! { tags (id) { id -> BigInt, post_id -> BigInt, label -> Text } }
+/// }
+/// use schema::tags;
+///
+/// #[derive(Debug, Queryable, larder::Entity)]
+/// // `table` is the module of diesel's `table!`; `deleted_with` is optional:
+/// // tags.post_id REFERENCES posts ON DELETE CASCADE.
+/// #[larder(table = schema::tags, new = NewTag, changes = TagChanges, deleted_with = ["posts"])]
+/// pub struct Tag { pub id: i64, pub post_id: i64, pub label: String }
+///
+/// #[derive(Insertable)]
+/// #[diesel(table_name = tags)]
+/// pub struct NewTag { pub post_id: i64, pub label: String }
+///
+/// #[derive(AsChangeset, Default)]
+/// #[diesel(table_name = tags)]
+/// pub struct TagChanges { pub label: Option<String> }
+///
+/// assert_eq!(<Tag as larder::Entity>::TABLE, "tags");
+/// assert_eq!(<Tag as larder::Entity>::DELETED_WITH, ["posts"]);
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let url = format!("sqlite://{}", dir.path().join("tags.db").display());
+/// let store = larder::Store::builder(&url).entity::<Tag>().build()?;
+/// store.migrate()?; // larder's own change log
+/// # diesel::connection::SimpleConnection::batch_execute(&mut larder::Connection::establish(&url)?,
+/// #     "CREATE TABLE tags (id INTEGER PRIMARY KEY NOT NULL, post_id BIGINT NOT NULL, label TEXT NOT NULL)").unwrap();
+/// let tag = store.repo::<Tag>().create(NewTag { post_id: 1, label: "rust".into() })?;
+/// assert_eq!(store.repo::<Tag>().get(tag.id)?.unwrap().label, "rust");
+/// # Ok::<(), larder::Error>(())
+/// ```
+///
+/// Any other table implements it by hand, as the blog application does for
+/// its users, posts and comments. Every method runs inside a transaction
+/// larder opened, on the connection given;
 /// [`with_connection!`](crate::with_connection) runs a diesel query on it,
 /// whichever backend it is.
 ///
