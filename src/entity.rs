@@ -109,14 +109,56 @@ macro_rules! entity_slot {
 
 /// A table whose rows larder caches.
 ///
-/// An implementation only writes queries: larder's [`Repo`](crate::Repo) and
-/// [`TxRepo`](crate::TxRepo) add the identity map, single-flight loads,
-/// transactions and commit-time invalidation around them. Register the type with
-/// [`StoreBuilder::entity`](crate::StoreBuilder::entity); the blog's
-/// [`User`](crate::User), [`Post`](crate::Post) and [`Comment`](crate::Comment)
-/// are implemented exactly this way.
+/// An implementation only says how to query its table: larder's
+/// [`Repo`](crate::Repo) and [`TxRepo`](crate::TxRepo) add the identity map,
+/// single-flight loads, transactions and commit-time invalidation around it.
+/// Register the type with [`StoreBuilder::entity`](crate::StoreBuilder::entity).
 ///
-/// Every method runs inside a transaction larder opened, on the connection given;
+/// A diesel model whose table has an `id BIGINT` primary key derives it
+/// (cargo feature `derive`, on by default), which writes every query; the
+/// derive expands to [`entity!`](crate::entity), which can be called directly
+/// instead:
+///
+/// ```
+/// use diesel::prelude::*;
+/// use larder::Repository;
+///
+/// mod schema {
+///     diesel::table! { tags (id) { id -> BigInt, post_id -> BigInt, label -> Text } }
+/// }
+/// use schema::tags;
+///
+/// #[derive(Debug, Queryable, larder::Entity)]
+/// // `table` is the module of diesel's `table!`; `deleted_with` is optional:
+/// // tags.post_id REFERENCES posts ON DELETE CASCADE.
+/// #[larder(table = schema::tags, new = NewTag, changes = TagChanges, deleted_with = ["posts"])]
+/// pub struct Tag { pub id: i64, pub post_id: i64, pub label: String }
+///
+/// #[derive(Insertable)]
+/// #[diesel(table_name = tags)]
+/// pub struct NewTag { pub post_id: i64, pub label: String }
+///
+/// #[derive(AsChangeset, Default)]
+/// #[diesel(table_name = tags)]
+/// pub struct TagChanges { pub label: Option<String> }
+///
+/// assert_eq!(<Tag as larder::Entity>::TABLE, "tags");
+/// assert_eq!(<Tag as larder::Entity>::DELETED_WITH, ["posts"]);
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let url = format!("sqlite://{}", dir.path().join("tags.db").display());
+/// let store = larder::Store::builder(&url).entity::<Tag>().build()?;
+/// store.migrate()?; // larder's own change log
+/// # diesel::connection::SimpleConnection::batch_execute(&mut larder::Connection::establish(&url)?,
+/// #     "CREATE TABLE tags (id INTEGER PRIMARY KEY NOT NULL, post_id BIGINT NOT NULL, label TEXT NOT NULL)").unwrap();
+/// let tag = store.repo::<Tag>().create(NewTag { post_id: 1, label: "rust".into() })?;
+/// assert_eq!(store.repo::<Tag>().get(tag.id)?.unwrap().label, "rust");
+/// # Ok::<(), larder::Error>(())
+/// ```
+///
+/// Any other table implements it by hand, as the blog application does for
+/// its users, posts and comments. Every method runs inside a transaction
+/// larder opened, on the connection given;
 /// [`with_connection!`](crate::with_connection) runs a diesel query on it,
 /// whichever backend it is.
 ///
@@ -240,8 +282,9 @@ pub trait Entity: Sized + Send + Sync + 'static {
 }
 
 /// Implements [`Entity`] for a diesel model whose table has an `id BIGINT`
-/// primary key, from the table module, the insertable type and the changeset
-/// type: no query needs to be written. Inserts and updates return the stored
+/// primary key, from the table module (`tags`, or a path as `schema::tags`,
+/// whose last segment is [`Entity::TABLE`]), the insertable type and the
+/// changeset type: no query needs to be written. Inserts and updates return the stored
 /// row with `RETURNING` on SQLite and PostgreSQL (so triggers drawing from
 /// other sequences cannot confuse it), and read it back by the generated id on
 /// MySQL, which has no `RETURNING`. An all-`None` changeset leaves the row as
@@ -274,10 +317,10 @@ pub trait Entity: Sized + Send + Sync + 'static {
 /// ```
 #[macro_export]
 macro_rules! entity {
-    ($model:ident { table: $table:ident, new: $new:ty, changes: $changes:ty $(, deleted_with: [$($parent:literal),* $(,)?])? $(,)? }) => {
+    ($model:ident { table: $($table:ident)::+, new: $new:ty, changes: $changes:ty $(, deleted_with: [$($parent:literal),* $(,)?])? $(,)? }) => {
         impl $crate::Entity for $model {
             $crate::entity_slot!();
-            const TABLE: &'static str = stringify!($table);
+            const TABLE: &'static str = $crate::__larder_last_segment!($($table)::+);
             const DELETED_WITH: &'static [&'static str] = &[$($($parent),*)?];
             const SINGLE_STATEMENT_WRITES: bool = true;
             type New = $new;
@@ -289,20 +332,20 @@ macro_rules! entity {
 
             fn find(conn: &mut $crate::Connection, id: i64) -> ::diesel::QueryResult<Option<Self>> {
                 use ::diesel::prelude::*;
-                $crate::with_connection!(conn, |c| $table::table.find(id).first(c).optional())
+                $crate::with_connection!(conn, |c| $($table::)+table.find(id).first(c).optional())
             }
 
             fn find_many(conn: &mut $crate::Connection, ids: &[i64]) -> ::diesel::QueryResult<Vec<Self>> {
                 use ::diesel::prelude::*;
-                $crate::with_connection!(conn, |c| $table::table.filter($table::id.eq_any(ids)).load(c))
+                $crate::with_connection!(conn, |c| $($table::)+table.filter($($table::)+id.eq_any(ids)).load(c))
             }
 
             fn insert(conn: &mut $crate::Connection, new: &$new) -> ::diesel::QueryResult<Self> {
-                $crate::__larder_backends!(__larder_insert_returning!(conn, $table, new))
+                $crate::__larder_backends!(__larder_insert_returning!(conn, $($table::)+table, new))
             }
 
             fn update(conn: &mut $crate::Connection, id: i64, changes: &$changes) -> ::diesel::QueryResult<Option<Self>> {
-                let updated = $crate::__larder_backends!(__larder_update_returning!(conn, $table, id, changes));
+                let updated = $crate::__larder_backends!(__larder_update_returning!(conn, $($table::)+table, id, changes));
                 match updated {
                     Err(err) if $crate::__private::is_empty_changeset(&err) => Self::find(conn, id),
                     other => other,
@@ -311,39 +354,36 @@ macro_rules! entity {
 
             fn delete(conn: &mut $crate::Connection, id: i64) -> ::diesel::QueryResult<bool> {
                 use ::diesel::prelude::*;
-                Ok($crate::with_connection!(conn, |c| ::diesel::delete($table::table.find(id)).execute(c))? > 0)
+                Ok($crate::with_connection!(conn, |c| ::diesel::delete($($table::)+table.find(id)).execute(c))? > 0)
             }
         }
     };
 }
 
-/// One backend's insert for [`entity!`]: `RETURNING` where the backend has it.
+/// One backend's insert into `$table` (a diesel table, as `tags::table`) for
+/// [`entity!`]: `RETURNING` where the backend has it.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __larder_insert_arm {
-    (Mysql, $c:ident, $table:ident, $new:expr) => {{
+    (Mysql, $c:ident, $table:expr, $new:expr) => {{
         use ::diesel::prelude::*;
-        ::diesel::insert_into($table::table)
-            .values($new)
-            .execute($c)?;
+        ::diesel::insert_into($table).values($new).execute($c)?;
         let id: i64 = ::diesel::select(::diesel::dsl::sql::<::diesel::sql_types::BigInt>(
             "CAST(LAST_INSERT_ID() AS SIGNED)",
         ))
         .get_result($c)?;
-        $table::table.find(id).first($c)
+        $table.find(id).first($c)
     }};
-    ($other:ident, $c:ident, $table:ident, $new:expr) => {{
+    ($other:ident, $c:ident, $table:expr, $new:expr) => {{
         use ::diesel::prelude::*;
-        ::diesel::insert_into($table::table)
-            .values($new)
-            .get_result($c)
+        ::diesel::insert_into($table).values($new).get_result($c)
     }};
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __larder_insert_returning {
-    ($conn:expr, $table:ident, $new:expr ; $($variant:ident)*) => {
+    ($conn:expr, $table:expr, $new:expr ; $($variant:ident)*) => {
         match $conn {
             $( $crate::Connection::$variant(c) => $crate::__larder_insert_arm!($variant, c, $table, $new), )*
         }
@@ -355,21 +395,18 @@ macro_rules! __larder_insert_returning {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __larder_update_arm {
-    (Mysql, $c:ident, $table:ident, $id:expr, $changes:expr) => {{
+    (Mysql, $c:ident, $table:expr, $id:expr, $changes:expr) => {{
         use ::diesel::prelude::*;
         // No `?`: an empty changeset's error is the caller's to recognize.
-        match ::diesel::update($table::table.find($id))
-            .set($changes)
-            .execute($c)
-        {
+        match ::diesel::update($table.find($id)).set($changes).execute($c) {
             Ok(0) => Ok(None),
-            Ok(_) => $table::table.find($id).first($c).optional(),
+            Ok(_) => $table.find($id).first($c).optional(),
             Err(err) => Err(err),
         }
     }};
-    ($other:ident, $c:ident, $table:ident, $id:expr, $changes:expr) => {{
+    ($other:ident, $c:ident, $table:expr, $id:expr, $changes:expr) => {{
         use ::diesel::prelude::*;
-        ::diesel::update($table::table.find($id))
+        ::diesel::update($table.find($id))
             .set($changes)
             .get_result($c)
             .optional()
@@ -379,10 +416,23 @@ macro_rules! __larder_update_arm {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __larder_update_returning {
-    ($conn:expr, $table:ident, $id:expr, $changes:expr ; $($variant:ident)*) => {
+    ($conn:expr, $table:expr, $id:expr, $changes:expr ; $($variant:ident)*) => {
         match $conn {
             $( $crate::Connection::$variant(c) => $crate::__larder_update_arm!($variant, c, $table, $id, $changes), )*
         }
+    };
+}
+
+/// The last segment of a path, as a string: `tags` for `schema::tags`, the
+/// name [`entity!`] gives [`Entity::TABLE`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_last_segment {
+    ($last:ident) => {
+        stringify!($last)
+    };
+    ($first:ident $(:: $rest:ident)+) => {
+        $crate::__larder_last_segment!($($rest)::+)
     };
 }
 

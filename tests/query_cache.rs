@@ -1,6 +1,6 @@
 //! Cached list queries: served until a table they read changes, never filled
 //! with a result that raced a write, made of the identity map's `Arc`s; and an
-//! application entity built with `larder::entity!`.
+//! application entity built with `#[derive(larder::Entity)]`.
 
 mod common;
 
@@ -147,7 +147,8 @@ diesel::table! {
     }
 }
 
-#[derive(Debug, Queryable, PartialEq)]
+#[derive(Debug, Queryable, PartialEq, larder::Entity)]
+#[larder(table = tags, new = NewTag, changes = TagChanges, deleted_with = ["posts"])]
 struct Tag {
     id: i64,
     post_id: i64,
@@ -167,13 +168,6 @@ struct TagChanges {
     label: Option<String>,
 }
 
-larder::entity!(Tag {
-    table: tags,
-    new: NewTag,
-    changes: TagChanges,
-    deleted_with: ["posts"]
-});
-
 fn tags_db(target: &common::Target) -> common::TestDb {
     let db = target.fresh_with(|b| b.entity::<Tag>());
     let id = match db.backend {
@@ -189,7 +183,7 @@ fn tags_db(target: &common::Target) -> common::TestDb {
 }
 
 #[test]
-fn an_entity_from_the_macro_is_cached_and_invalidated_like_the_blogs() {
+fn a_derived_entity_is_cached_and_invalidated_like_the_blogs() {
     each_backend(|target| {
         let db = tags_db(target);
         let ann = user(&db.store, "ann");

@@ -19,8 +19,10 @@ diesel::table! {
     }
 }
 
-/// A label on a post.
-#[derive(Debug, Queryable)]
+/// A label on a post. tags.post_id cascades from posts, so a deleted post (or
+/// its deleted author) must empty the tag cache too: `deleted_with`.
+#[derive(Debug, Queryable, larder::Entity)]
+#[larder(table = tags, new = NewTag, changes = TagChanges, deleted_with = ["posts"])]
 pub struct Tag {
     pub id: i64,
     pub post_id: i64,
@@ -39,15 +41,6 @@ pub struct NewTag {
 pub struct TagChanges {
     pub label: Option<String>,
 }
-
-// tags.post_id cascades from posts, so a deleted post (or its deleted author)
-// must empty the tag cache too.
-larder::entity!(Tag {
-    table: tags,
-    new: NewTag,
-    changes: TagChanges,
-    deleted_with: ["posts"],
-});
 
 fn main() -> larder::Result<()> {
     let dir = std::env::temp_dir().join(format!("larder-tags-{}", std::process::id()));

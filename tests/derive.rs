@@ -1,0 +1,224 @@
+//! `#[derive(larder::Entity)]` on an application's own table: the entity is
+//! cached, written and invalidated like the blog's on every backend, and an
+//! insert returns its own row even when a trigger inserts into another table.
+
+mod common;
+
+use larder_blog::prelude::*;
+use std::sync::Arc;
+
+use common::{each_backend, post, user};
+use diesel::prelude::*;
+use larder::{Backend, Entity};
+
+/// The application's schema, a module of its own so that the derive's
+/// `table` is a path.
+mod schema {
+    diesel::table! {
+        labels (id) {
+            id -> BigInt,
+            post_id -> BigInt,
+            name -> Text,
+        }
+    }
+
+    diesel::table! {
+        label_audit (id) {
+            id -> BigInt,
+            label_id -> BigInt,
+        }
+    }
+}
+use schema::{label_audit, labels};
+
+#[derive(Debug, PartialEq, Queryable, larder::Entity)]
+#[larder(table = schema::labels, new = NewLabel, changes = LabelChanges, deleted_with = ["posts"])]
+struct Label {
+    id: i64,
+    post_id: i64,
+    name: String,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = labels)]
+struct NewLabel {
+    post_id: i64,
+    name: String,
+}
+
+#[derive(AsChangeset, Default)]
+#[diesel(table_name = labels)]
+struct LabelChanges {
+    name: Option<String>,
+}
+
+fn new_label(post_id: i64, name: &str) -> NewLabel {
+    NewLabel {
+        post_id,
+        name: name.into(),
+    }
+}
+
+/// A database with the blog's tables and `labels`, whose rows go with their post.
+fn labels_db(target: &common::Target) -> common::TestDb {
+    let db = target.fresh_with(|b| b.entity::<Label>());
+    db.raw(&format!(
+        "CREATE TABLE labels (id {}, post_id BIGINT NOT NULL, name TEXT NOT NULL, \
+         FOREIGN KEY (post_id) REFERENCES posts (id) ON DELETE CASCADE)",
+        serial_key(db.backend)
+    ));
+    db
+}
+
+/// A generated BIGINT primary key.
+fn serial_key(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
+        Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+        _ => "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+    }
+}
+
+#[test]
+fn the_derive_declares_the_table_and_its_parents() {
+    assert_eq!(Label::TABLE, "labels");
+    assert_eq!(Label::DELETED_WITH, ["posts"]);
+}
+
+#[test]
+fn a_derived_entity_is_cached_written_and_invalidated() {
+    each_backend(|target| {
+        let db = labels_db(target);
+        let ann = user(&db.store, "ann");
+        let p = post(&db.store, &ann, "p");
+        let labels = db.store.repo::<Label>();
+
+        let rust = labels.create(new_label(p.id, "rust")).unwrap();
+        assert_eq!((rust.post_id, rust.name.as_str()), (p.id, "rust"));
+        assert!(
+            Arc::ptr_eq(&labels.get(rust.id).unwrap().unwrap(), &rust),
+            "a second get must be served from the cache"
+        );
+
+        let renamed = labels
+            .update(
+                rust.id,
+                LabelChanges {
+                    name: Some("Rust".into()),
+                },
+            )
+            .unwrap();
+        assert_eq!(renamed.name, "Rust");
+        assert_eq!(labels.get(rust.id).unwrap().unwrap().name, "Rust");
+        let unchanged = labels.update(rust.id, LabelChanges::default()).unwrap();
+        assert_eq!(
+            *unchanged, *renamed,
+            "an empty changeset leaves the row as it is"
+        );
+
+        let locks = db
+            .store
+            .transaction(|tx| tx.repo::<Label>().create(new_label(p.id, "locks")))
+            .unwrap();
+        let both = labels.get_many(&[locks.id, 999_999, rust.id]).unwrap();
+        let names: Vec<&str> = both.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["locks", "Rust"], "the rows of the ids, in order");
+        assert!(Arc::ptr_eq(
+            &both[0],
+            &labels.get(locks.id).unwrap().unwrap()
+        ));
+
+        assert!(labels.delete(locks.id).unwrap());
+        assert!(labels.get(locks.id).unwrap().is_none());
+        assert!(!labels.delete(locks.id).unwrap());
+
+        // labels.post_id cascades from posts: DELETED_WITH empties the cache.
+        assert!(labels.cached(rust.id).is_some());
+        assert!(db.store.posts().delete(p.id).unwrap());
+        assert!(
+            labels.cached(rust.id).is_none(),
+            "deleting a post must empty the label cache"
+        );
+        assert!(labels.get(rust.id).unwrap().is_none());
+    });
+}
+
+/// An audit table whose ids run far ahead of `labels`' (from 1001), filled by
+/// a trigger on every insert into `labels`.
+fn audit_trigger_sql(backend: Backend) -> Vec<String> {
+    let table = format!(
+        "CREATE TABLE label_audit (id {}, label_id BIGINT NOT NULL)",
+        serial_key(backend)
+    );
+    match backend {
+        Backend::Sqlite => vec![
+            table,
+            "INSERT INTO label_audit (id, label_id) VALUES (1000, 0)".into(),
+            "CREATE TRIGGER labels_audit AFTER INSERT ON labels \
+             BEGIN INSERT INTO label_audit (label_id) VALUES (NEW.id); END"
+                .into(),
+        ],
+        Backend::Postgres => vec![
+            table,
+            "SELECT setval('label_audit_id_seq', 1000)".into(),
+            "CREATE FUNCTION label_audit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN INSERT INTO label_audit (label_id) VALUES (NEW.id); RETURN NEW; END $$"
+                .into(),
+            "CREATE TRIGGER labels_audit AFTER INSERT ON labels \
+             FOR EACH ROW EXECUTE FUNCTION label_audit()"
+                .into(),
+        ],
+        _ => vec![
+            format!("{table} AUTO_INCREMENT = 1001"),
+            "CREATE TRIGGER labels_audit AFTER INSERT ON labels \
+             FOR EACH ROW INSERT INTO label_audit (label_id) VALUES (NEW.id)"
+                .into(),
+        ],
+    }
+}
+
+/// The insert must return the row it inserted, not the one a trigger put in
+/// another table: an insert that read its id back with PostgreSQL's
+/// `lastval()` would get the audit row's id (1001) and find no such label.
+#[test]
+fn an_insert_returns_its_own_row_when_a_trigger_inserts_into_another_table() {
+    each_backend(|target| {
+        let db = labels_db(target);
+        for sql in audit_trigger_sql(db.backend) {
+            db.raw(&sql);
+        }
+        let ann = user(&db.store, "ann");
+        let p = post(&db.store, &ann, "p");
+        let labels = db.store.repo::<Label>();
+
+        let rust = labels.create(new_label(p.id, "rust")).unwrap();
+        let locks = db
+            .store
+            .transaction(|tx| tx.repo::<Label>().create(new_label(p.id, "locks")))
+            .unwrap();
+
+        let mut conn = larder::Connection::establish(&db.url()).unwrap();
+        let audit: Vec<(i64, i64)> = larder::with_connection!(&mut conn, |c| label_audit::table
+            .select((label_audit::id, label_audit::label_id))
+            .filter(label_audit::label_id.ne(0))
+            .order(label_audit::id)
+            .load(c))
+        .unwrap();
+        assert_eq!(
+            audit,
+            [(1001, rust.id), (1002, locks.id)],
+            "the trigger ran, from its own sequence"
+        );
+        let stored: Vec<(i64, String)> = larder::with_connection!(&mut conn, |c| labels::table
+            .select((labels::id, labels::name))
+            .order(labels::id)
+            .load(c))
+        .unwrap();
+        assert_eq!(
+            stored,
+            [(rust.id, "rust".to_owned()), (locks.id, "locks".to_owned())],
+            "each create returned the row it inserted"
+        );
+        assert!(Arc::ptr_eq(&labels.get(rust.id).unwrap().unwrap(), &rust));
+    });
+}
