@@ -1,57 +1,588 @@
-//! larder: a cached, lock-safe repository layer over diesel.
+//! larder: a cached, lock-safe repository layer over [diesel](https://diesel.rs) 2.3
+//! and r2d2.
 //!
 //! An application embeds larder as its persistence layer. A [`Store`] puts an
-//! identity-map cache (sharded LRU behind `parking_lot` locks) over an r2d2
-//! connection pool. Repositories serve `get` from the cache, load misses once
-//! however many callers race for them, and run writes that invalidate what
-//! they changed only once committed. Every transaction and lock is a scoped
-//! guard, released on `Err` and on panic alike.
+//! identity-map cache over an r2d2 pool of diesel connections, one per process.
+//! Repositories serve `get` from the cache, load a missing row once however many
+//! callers ask for it at the same moment, and run writes whose invalidations
+//! reach the cache only once they are committed: in this process at once, in
+//! other processes (or after a plain SQL client's write) within a bound the
+//! application chooses. Every transaction and lock is a scoped guard, released
+//! on `Err` and on panic alike. SQLite is the embedded default; PostgreSQL and
+//! MySQL/MariaDB serve many application hosts, chosen by the URL at run time.
 //!
-//! An application declares its tables as entities and gets all of it:
+//! # Contents
+//!
+//! - [Example: an application's own table](#example-an-applications-own-table)
+//! - [Entities and repositories](#entities-and-repositories)
+//! - [Transactions](#transactions)
+//! - [The cache](#the-cache)
+//! - [Coherence across processes](#coherence-across-processes)
+//! - [Backends](#backends)
+//! - [Migrations](#migrations)
+//! - [Errors](#errors)
+//! - [Design and invariants](#design-and-invariants)
+//! - [Lock discipline](#lock-discipline)
+//!
+//! # Example: an application's own table
+//!
+//! A diesel table with a 64-bit integer `id` primary key becomes a cached entity
+//! with one line, [`entity!`]; with the `derive` feature (on by default),
+//! `#[derive(larder::Entity)]` with `#[larder(table = tags, new = NewTag,
+//! changes = TagChanges)]` on the model expands to the same.
 //!
 //! ```
+//! use std::sync::Arc;
 //! use diesel::prelude::*;
 //!
-//! diesel::table! { notes (id) { id -> BigInt, body -> Text } }
+//! diesel::table! { tags (id) { id -> BigInt, post_id -> BigInt, label -> Text } }
 //!
 //! #[derive(Debug, Queryable)]
-//! pub struct Note { pub id: i64, pub body: String }
+//! pub struct Tag { pub id: i64, pub post_id: i64, pub label: String }
 //!
 //! #[derive(Insertable)]
-//! #[diesel(table_name = notes)]
-//! pub struct NewNote { pub body: String }
+//! #[diesel(table_name = tags)]
+//! pub struct NewTag { pub post_id: i64, pub label: String }
 //!
 //! #[derive(AsChangeset, Default)]
-//! #[diesel(table_name = notes)]
-//! pub struct NoteChanges { pub body: Option<String> }
+//! #[diesel(table_name = tags)]
+//! pub struct TagChanges { pub label: Option<String> } // None leaves the column as it is
 //!
-//! larder::entity!(Note { table: notes, new: NewNote, changes: NoteChanges });
+//! larder::entity!(Tag { table: tags, new: NewTag, changes: TagChanges });
 //!
 //! # let dir = tempfile::tempdir().unwrap();
-//! # let url = format!("sqlite://{}", dir.path().join("notes.db").display());
-//! let store = larder::Store::open(&url)?;
-//! store.migrate()?; // larder's own change log
+//! # let url = format!("sqlite://{}", dir.path().join("app.db").display());
+//! let store = larder::Store::builder(&url).entity::<Tag>().build()?;
+//! store.migrate()?; // larder's own tables; then the application's, with store.run_migrations
 //! # diesel::connection::SimpleConnection::batch_execute(&mut larder::Connection::establish(&url)?,
-//! #     "CREATE TABLE notes (id INTEGER PRIMARY KEY NOT NULL, body TEXT NOT NULL)").unwrap();
-//! let notes = store.repo::<Note>();
-//! let note = notes.create(NewNote { body: "hello".into() })?;
-//! let again = notes.get(note.id)?.expect("just created");
-//! assert!(std::sync::Arc::ptr_eq(&note, &again)); // one object per cached row
+//! #     "CREATE TABLE tags (id INTEGER PRIMARY KEY NOT NULL, post_id BIGINT NOT NULL, label TEXT NOT NULL)").unwrap();
+//!
+//! let tags = store.repo::<Tag>();
+//! let rust = tags.create(NewTag { post_id: 1, label: "rust".into() })?; // cached as stored
+//! let again = tags.get(rust.id)?.expect("just created");
+//! assert!(Arc::ptr_eq(&rust, &again)); // one object per cached row
+//!
 //! store.transaction(|tx| {
-//!     tx.repo::<Note>().update(note.id, NoteChanges { body: Some("hi".into()) })?;
+//!     tx.repo::<Tag>().update(rust.id, TagChanges { label: Some("Rust".into()) })?;
+//!     assert_eq!(tags.get(rust.id)?.unwrap().label, "rust"); // others see the committed row
 //!     Ok::<_, larder::Error>(())
-//! })?; // the cache learns of the update only once it is committed
-//! assert_eq!(notes.get(note.id)?.unwrap().body, "hi");
+//! })?; // committed: only now is the cached row invalidated
+//! assert_eq!(tags.get(rust.id)?.unwrap().label, "Rust");
 //! # Ok::<(), larder::Error>(())
 //! ```
 //!
-//! Several processes may share the database: triggers (see [`capture_sql`])
-//! capture every committed change, and each store's background watcher
-//! invalidates what other processes (or plain SQL clients) changed, within
-//! [`StoreBuilder::max_staleness`].
+//! The repository's `examples/blog` (package `larder-blog`) is a complete
+//! application on this public API alone: users, posts and comments, their query
+//! methods, migrations for every backend, and `cargo run -p larder-blog
+//! --example tags`, which adds this table to it.
 //!
-//! The blog application larder was first written for (`larder-blog`, in the
-//! repository's `examples/blog`) is built on this public API alone.
+//! # Entities and repositories
+//!
+//! An [`Entity`] is a table larder caches: its implementation only writes
+//! queries (find, find many, insert, update, delete, and optionally the rows a
+//! delete removes by cascade, [`Entity::cascade`]). [`entity!`] and the derive
+//! write them for a diesel model whose changeset type has `Option` fields;
+//! inserts and updates return the stored row (`RETURNING` on SQLite and
+//! PostgreSQL, a read-back by id on MySQL). Write the impl by hand, with
+//! [`entity_slot!`] inside it, when the queries need care: a version check, a
+//! cascade to report, a computed column. [`Entity::DELETED_WITH`] names tables
+//! whose deletes cascade into this one; deleting such a row empties this
+//! entity's whole cache, coarse but never stale.
+//!
+//! Repositories add the cache and the transactions around those queries:
+//!
+//! - [`Repo`], from [`Store::repo`], works on the store: [`get`](Repo::get)
+//!   serves from the identity map and loads a miss once;
+//!   [`get_many`](Repo::get_many) takes the cached rows from the cache and loads
+//!   every other in one query; [`create`](Repo::create),
+//!   [`update`](Repo::update) and [`delete`](Repo::delete) each commit on their
+//!   own (one autocommitted statement when the entity declares
+//!   [`Entity::SINGLE_STATEMENT_WRITES`], as [`entity!`] does; a delete, which
+//!   reads its cascade first, in its own transaction) and invalidate what they
+//!   changed once committed; [`query`](Repo::query) runs any query returning
+//!   rows and hands back the identity map's `Arc`s for rows it holds.
+//! - [`Repo::cached_query`] caches a list under a key until a table it read
+//!   changes; [`Repo::cached_value`] does the same for any value (a count, a
+//!   sum, an existence check).
+//! - [`TxRepo`], from [`Tx::repo`], does the same inside a transaction: reads
+//!   see the transaction's own writes and never fill the shared cache.
+//! - [`Repository`] is what both do, so that an application writes its query
+//!   methods once, as an extension trait, and [`Repos`] hands out repositories
+//!   from a store or a transaction alike, for accessors such as `tags()`:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use diesel::prelude::*;
+//! use larder::{Repos, Repository};
+//! # diesel::table! { tags (id) { id -> BigInt, post_id -> BigInt, label -> Text } }
+//! # #[derive(Debug, Queryable)] pub struct Tag { pub id: i64, pub post_id: i64, pub label: String }
+//! # #[derive(Insertable)] #[diesel(table_name = tags)] pub struct NewTag { pub post_id: i64, pub label: String }
+//! # #[derive(AsChangeset, Default)] #[diesel(table_name = tags)] pub struct TagChanges { pub label: Option<String> }
+//! # larder::entity!(Tag { table: tags, new: NewTag, changes: TagChanges });
+//!
+//! /// Query methods of every repository of tags: cached on the store, plain
+//! /// queries that see uncommitted writes inside a transaction.
+//! pub trait TagQueries: Repository<Tag> {
+//!     fn of_post(&self, post: i64) -> larder::Result<Vec<Arc<Tag>>> {
+//!         self.cached_query(&format!("tags.of_post({post})"), &["tags"], |conn| {
+//!             let query = tags::table.filter(tags::post_id.eq(post)).order(tags::id);
+//!             larder::with_connection!(conn, |c| query.load(c))
+//!         })
+//!     }
+//!
+//!     fn count_of_post(&self, post: i64) -> larder::Result<i64> {
+//!         self.cached_value(&format!("tags.count_of_post({post})"), &["tags"], |conn| {
+//!             let query = tags::table.filter(tags::post_id.eq(post)).count();
+//!             larder::with_connection!(conn, |c| query.get_result(c))
+//!         })
+//!     }
+//! }
+//! impl<R: Repository<Tag>> TagQueries for R {}
+//!
+//! /// `tags()` on a store and on a transaction.
+//! pub trait App: Repos {
+//!     fn tags(&self) -> Self::Repo<'_, Tag> {
+//!         self.repo::<Tag>()
+//!     }
+//! }
+//! impl<T: Repos> App for T {}
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let url = format!("sqlite://{}", dir.path().join("app.db").display());
+//! # let store = larder::Store::open(&url)?;
+//! # store.migrate()?;
+//! # diesel::connection::SimpleConnection::batch_execute(&mut larder::Connection::establish(&url)?,
+//! #     "CREATE TABLE tags (id INTEGER PRIMARY KEY NOT NULL, post_id BIGINT NOT NULL, label TEXT NOT NULL)").unwrap();
+//! store.tags().create(NewTag { post_id: 7, label: "rust".into() })?;
+//! assert_eq!(store.tags().of_post(7)?.len(), 1); // now cached, until `tags` changes
+//! store.transaction(|tx| {
+//!     tx.tags().create(NewTag { post_id: 7, label: "locks".into() })?;
+//!     assert_eq!(tx.tags().count_of_post(7)?, 2); // sees its own write
+//!     assert_eq!(store.tags().count_of_post(7)?, 1); // nobody else does yet
+//!     Ok::<_, larder::Error>(())
+//! })?;
+//! assert_eq!(store.tags().of_post(7)?.len(), 2); // the commit retired the cached list
+//! # Ok::<(), larder::Error>(())
+//! ```
+//!
+//! Queries of an application's own receive a `&mut` [`Connection`], whichever
+//! backend the URL chose, and run diesel code through [`with_connection!`]
+//! (see [Backends](#backends)).
+//!
+//! # Transactions
+//!
+//! [`Store::transaction`] runs a closure in a transaction: it commits when the
+//! closure returns `Ok`, and rolls back when it returns `Err` or panics (the
+//! panic then continues, and the pool discards the connection).
+//! [`Store::begin`] returns the same transaction as a guard, [`Tx`]:
+//! [`commit`](Tx::commit) consumes it, and dropping it without committing (an
+//! early `?`, a panic) rolls it back. `Tx` is `#[must_use]`.
+//!
+//! **Commit-time invalidation.** A transaction records what it writes before
+//! each statement runs, and for a delete the rows its cascade will remove. Only
+//! once `COMMIT` succeeds does it apply them to the shared cache; a rollback
+//! leaves the cache untouched. If the commit itself fails (the database may have
+//! committed it anyway), every key written is invalidated, which is always safe.
+//!
+//! **A failed statement poisons the transaction.** PostgreSQL aborts a
+//! transaction after any error and answers a later `COMMIT` with a silent
+//! `ROLLBACK`; larder makes every backend behave alike: after a statement fails
+//! with a database error, [`Tx::commit`] rolls back and returns an error saying
+//! so. The closure may still recover from the error in its own way, but nothing
+//! of the transaction is committed:
+//!
+//! ```
+//! use diesel::prelude::*;
+//! # diesel::table! { tags (id) { id -> BigInt, post_id -> BigInt, label -> Text } }
+//! # #[derive(Debug, Queryable)] pub struct Tag { pub id: i64, pub post_id: i64, pub label: String }
+//! # #[derive(Insertable)] #[diesel(table_name = tags)] pub struct NewTag { pub post_id: i64, pub label: String }
+//! # #[derive(AsChangeset, Default)] #[diesel(table_name = tags)] pub struct TagChanges { pub label: Option<String> }
+//! # larder::entity!(Tag { table: tags, new: NewTag, changes: TagChanges });
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let url = format!("sqlite://{}", dir.path().join("app.db").display());
+//! # let store = larder::Store::open(&url)?;
+//! # diesel::connection::SimpleConnection::batch_execute(&mut larder::Connection::establish(&url)?,
+//! #     "CREATE TABLE tags (id INTEGER PRIMARY KEY NOT NULL, post_id BIGINT NOT NULL, label TEXT NOT NULL UNIQUE)").unwrap();
+//! let tx = store.begin()?;
+//! tx.repo::<Tag>().create(NewTag { post_id: 1, label: "rust".into() })?;
+//! let duplicate = tx.repo::<Tag>().create(NewTag { post_id: 2, label: "rust".into() });
+//! assert!(matches!(duplicate, Err(larder::Error::Conflict { .. }))); // UNIQUE (label)
+//! assert!(tx.commit().is_err()); // rolled back instead, on every backend
+//! assert!(store.repo::<Tag>().query(|conn| larder::with_connection!(conn, |c| tags::table.load(c)))?.is_empty());
+//! # Ok::<(), larder::Error>(())
+//! ```
+//!
+//! A write whose statement ran counts as written even when its returned row
+//! cannot be decoded: the key is recorded before the statement and invalidated
+//! at commit. On SQLite a transaction begins with `BEGIN IMMEDIATE`, taking the
+//! write lock up front: writers queue within the busy timeout
+//! ([`StoreBuilder::busy_timeout`], then [`Error::Busy`]) instead of failing on
+//! a lock upgrade half-way through.
+//!
+//! # The cache
+//!
+//! Each entity has an identity map of up to 16 shards, each an LRU behind its
+//! own `parking_lot` mutex, with an invalidation epoch and the loads in flight.
+//!
+//! - **Identity.** While a row is cached, every `get` of it returns the same
+//!   `Arc`; entries are immutable and replaced whole, so no caller sees a
+//!   half-updated object. List queries return the identity map's own `Arc`s.
+//! - **No stale fill.** A miss records its shard's epoch before it queries, and
+//!   its result is dropped if an invalidation moved the epoch meanwhile: a
+//!   reader that raced a writer never puts the old row back. Every write reads
+//!   the epoch before its statement runs, autocommitted ones included (an
+//!   insert, whose key is not known yet, reads every shard's).
+//! - **Single flight.** Concurrent misses of one key wait for one load, on that
+//!   key's slot rather than on the shard; a load that fails or panics wakes its
+//!   waiters, who then load for themselves.
+//! - **Capacity.** [`StoreBuilder::cache_capacity`] bounds each entity's
+//!   entries (default 10,000; 0 turns caching off),
+//!   [`StoreBuilder::entity_with_capacity`] one entity's; the shards split it
+//!   evenly.
+//! - **The list cache.** [`Repo::cached_query`] and [`Repo::cached_value`]
+//!   results ([`StoreBuilder::query_cache_capacity`], default 1,000) are stored
+//!   with the generation of every table they read. A committed write to one of
+//!   those tables, here or in any process larder hears of, moves its
+//!   generation, so the entry is never served again; a result whose query raced
+//!   such a write is not stored at all. A table no entity of the store maps is
+//!   never invalidated, so a query reading one is not cached.
+//!
+//! [`Store::stats`] returns [`Stats`]: per entity [`CacheStats`] (hits, misses,
+//! loads, fills, stale fills dropped, invalidations, evictions, entries), the
+//! list cache's, the pool's and the watcher's ([`CoherenceStats`]); its
+//! `Display` is a table. larder also emits `tracing` events, never with a
+//! password or row data: `pool_checkout` and `load` spans, trace events for
+//! hits, misses, waits on a load in flight, fills and invalidations, debug
+//! events for commits and rollbacks, a warning for a failed rollback.
+//!
+//! ```
+//! # use diesel::prelude::*;
+//! # diesel::table! { tags (id) { id -> BigInt, post_id -> BigInt, label -> Text } }
+//! # #[derive(Debug, Queryable)] pub struct Tag { pub id: i64, pub post_id: i64, pub label: String }
+//! # #[derive(Insertable)] #[diesel(table_name = tags)] pub struct NewTag { pub post_id: i64, pub label: String }
+//! # #[derive(AsChangeset, Default)] #[diesel(table_name = tags)] pub struct TagChanges { pub label: Option<String> }
+//! # larder::entity!(Tag { table: tags, new: NewTag, changes: TagChanges });
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let url = format!("sqlite://{}", dir.path().join("app.db").display());
+//! # diesel::connection::SimpleConnection::batch_execute(&mut larder::Connection::establish(&url)?,
+//! #     "CREATE TABLE tags (id INTEGER PRIMARY KEY NOT NULL, post_id BIGINT NOT NULL, label TEXT NOT NULL)").unwrap();
+//! let store = larder::Store::builder(&url)
+//!     .cache_capacity(1_000) // entries per entity
+//!     .coherence(false) // this process is the only writer: no watcher
+//!     .build()?;
+//! let tags = store.repo::<Tag>();
+//! let tag = tags.create(NewTag { post_id: 1, label: "rust".into() })?;
+//! tags.get(tag.id)?; // a hit: create cached the stored row
+//! tags.invalidate(tag.id); // as after a raw SQL write
+//! tags.get(tag.id)?; // a miss, loaded and cached again
+//! let stats = store.stats().entity("tags");
+//! assert_eq!((stats.hits, stats.misses, stats.loads), (1, 1, 1));
+//! println!("{}", store.stats());
+//! # Ok::<(), larder::Error>(())
+//! ```
+//!
+//! # Coherence across processes
+//!
+//! Each process has its own store and caches; a change committed anywhere (in
+//! another larder process, a cron job, `psql`) reaches every cache. Triggers
+//! capture every committed insert, update and delete of a cached table, and one
+//! background thread per store, the watcher, invalidates what they name:
+//!
+//! - on PostgreSQL the triggers call `pg_notify` (delivered only on commit; a
+//!   `TRUNCATE` is reported too) and the watcher listens on a connection of its
+//!   own;
+//! - on SQLite and MySQL they append to the change log table `larder_changes`,
+//!   created by larder's migrations, which the watcher polls every
+//!   [`StoreBuilder::poll_interval`] (default `max_staleness / 4`), coming back
+//!   for ids skipped by transactions that commit out of order.
+//!
+//! [`capture_sql`] returns the triggers of a table for a backend, to put in the
+//! table's migration after larder's own; `larder migrate generate NAME --capture
+//! TABLE` writes such a migration. [`Store::uncaptured_tables`] names the
+//! cached tables that exist without them (a store with coherence on also logs
+//! a warning when it migrates). On MySQL, whose cascades fire no triggers,
+//! declare [`Entity::DELETED_WITH`] for tables a cascade empties.
+//!
+//! ```
+//! # use diesel::prelude::*;
+//! # diesel::table! { tags (id) { id -> BigInt, post_id -> BigInt, label -> Text } }
+//! # #[derive(Debug, Queryable)] pub struct Tag { pub id: i64, pub post_id: i64, pub label: String }
+//! # #[derive(Insertable)] #[diesel(table_name = tags)] pub struct NewTag { pub post_id: i64, pub label: String }
+//! # #[derive(AsChangeset, Default)] #[diesel(table_name = tags)] pub struct TagChanges { pub label: Option<String> }
+//! # larder::entity!(Tag { table: tags, new: NewTag, changes: TagChanges });
+//! use std::time::Duration;
+//! use diesel::connection::SimpleConnection;
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let url = format!("sqlite://{}", dir.path().join("app.db").display());
+//! let store = larder::Store::builder(&url)
+//!     .entity::<Tag>()
+//!     .max_staleness(Duration::from_millis(250)) // the bound; 10 ms ..= 60 s, default 100 ms
+//!     .build()?;
+//! store.migrate()?; // the change log the triggers write
+//! let mut conn = larder::Connection::establish(&url)?;
+//! # conn.batch_execute("CREATE TABLE tags (id INTEGER PRIMARY KEY NOT NULL, post_id BIGINT NOT NULL, label TEXT NOT NULL)").unwrap();
+//! assert_eq!(store.uncaptured_tables()?, ["tags"]);
+//! let capture = larder::capture_sql(store.url().backend(), "tags")?; // `up` and `down` SQL
+//! conn.batch_execute(&capture.up).unwrap(); // in the application's migration
+//! assert!(store.uncaptured_tables()?.is_empty());
+//! # Ok::<(), larder::Error>(())
+//! ```
+//!
+//! **The bound holds when things break.** [`StoreBuilder::max_staleness`]
+//! (default 100 ms) bounds how long after another process commits this store
+//! may still serve the old row. Whenever the watcher has had no confirmed view
+//! of the database for half of it (its connection lost, a poll failed, the
+//! change log missing or re-created, a skipped id given up), it empties every
+//! cache of its store, on every tick until it is back; a lost PostgreSQL
+//! listener may have missed notifications, so the caches are flushed when it is
+//! lost and again when it has reconnected. Each flush, loss and reconnect is
+//! counted in [`Stats::coherence`] and logged.
+//!
+//! A process hears its own commits come back too and invalidates them once
+//! more: one extra miss per write in the writing process, and a safety net for
+//! writes that bypassed local invalidation (raw SQL through [`Repo::query`] or
+//! [`with_connection!`]). Writes that bypass triggers are not seen: MySQL
+//! `TRUNCATE`, bulk loads with triggers disabled, PostgreSQL's
+//! `session_replication_role = replica`. [`StoreBuilder::coherence`]`(false)`
+//! turns the watcher off for a process that is the database's only writer. The
+//! repository's `docs/deployment.md` covers running many processes, and
+//! `docs/benchmarks.md` the measured delays and costs.
+//!
+//! # Backends
+//!
+//! The URL picks the backend at run time, and the application changes nothing
+//! else:
+//!
+//! | URL | backend | cargo feature |
+//! |---|---|---|
+//! | `sqlite://path`, `sqlite:path`, a bare path | SQLite, compiled in | always |
+//! | `postgres://…`, `postgresql://…` | PostgreSQL; libpq built from source without OpenSSL | `postgres` (default) |
+//! | the same with `sslmode=require` | libpq built with OpenSSL (needs `libssl-dev`) | `postgres-tls` |
+//! | `mysql://…` | MySQL / MariaDB through the system client library (`libmariadb-dev`) | `mysql` |
+//!
+//! SQLite connections get WAL, `foreign_keys=ON` and the busy timeout. A
+//! [`Connection`] is an enum of diesel's native connections, one variant per
+//! backend the build includes. [`with_connection!`] runs a body with the
+//! backend's own diesel connection, compiling it once per backend;
+//! [`match_backend!`] picks an arm per backend for SQL that differs (`RETURNING`,
+//! row locks, dialect functions), and an application needs no `#[cfg]` of its
+//! own for the backends larder leaves out:
+//!
+//! ```
+//! use diesel::prelude::*;
+//! diesel::table! { tags (id) { id -> BigInt, post_id -> BigInt, label -> Text } }
+//!
+//! fn count_tags(conn: &mut larder::Connection) -> QueryResult<i64> {
+//!     larder::with_connection!(conn, |c| tags::table.count().get_result(c))
+//! }
+//!
+//! /// The tags of a post, locked until the transaction ends where the backend
+//! /// has row locks (SQLite's write transaction already excludes other writers).
+//! fn lock_tags(conn: &mut larder::Connection, post: i64) -> QueryResult<Vec<i64>> {
+//!     let query = tags::table.filter(tags::post_id.eq(post)).select(tags::id);
+//!     larder::match_backend!(conn, |c| {
+//!         Sqlite => query.load(c),
+//!         Postgres => query.for_update().load(c),
+//!         Mysql => query.for_update().load(c),
+//!     })
+//! }
+//! ```
+//!
+//! Differences that matter to a cache, made alike:
+//!
+//! - MySQL has no `RETURNING`: inserts and updates read the row back by its id
+//!   on the same connection, right after the write.
+//! - PostgreSQL aborts a transaction after any error; every backend refuses to
+//!   commit a transaction in which a statement failed (see
+//!   [Transactions](#transactions)).
+//! - SQLite serialises writers: [`Error::Busy`] after the busy timeout, never a
+//!   hang.
+//! - A lost server connection (a restart, `pg_terminate_backend`, `KILL`) fails
+//!   the call in flight with [`Error::ConnectionLost`]; the pool checks a
+//!   connection at checkout and replaces a dead one, so the next call succeeds
+//!   once the server is back.
+//!
+//! [`DatabaseUrl`] parses and redacts URLs; [`create_database`],
+//! [`database_exists`] and [`drop_database`] manage the database a URL names
+//! (server databases through the server's maintenance database).
+//!
+//! # Migrations
+//!
+//! larder's own migrations create its change log, and only that
+//! ([`SQLITE_MIGRATIONS`] and the other backends'); they run first.
+//! [`Store::migrate`] applies them; [`Store::run_migrations`] then applies an
+//! application's, embedded with `diesel_migrations::embed_migrations!`, one
+//! folder per backend (`migrations/<backend>/<version>_<name>/{up,down}.sql`).
+//! Both empty the caches, since a migration may rewrite any row.
+//!
+//! [`Migrator`] is the operator's side: it applies, reverts, redoes and lists
+//! larder's migrations together with an application's folder read at run time
+//! ([`Migrator::open_with_dir`]). The `larder` binary (package `larder-cli`:
+//! `cargo install --path cli`) wraps it: `larder migrate run | revert | redo |
+//! status | pending | generate NAME [--capture TABLE]` and `larder database
+//! setup | reset | drop`, with the application's migrations from
+//! `--migrations-dir`, `MIGRATION_DIRECTORY`, `./migrations/<backend>` or
+//! `./migrations`.
+//!
+//! # Errors
+//!
+//! Every fallible call returns [`Result`], whose [`Error`] is one
+//! `#[non_exhaustive]` enum: [`NotFound`](Error::NotFound),
+//! [`Conflict`](Error::Conflict) (a unique, foreign-key or check constraint, or
+//! a version mismatch, told apart by [`ConflictKind`]; nothing was written),
+//! [`PoolTimeout`](Error::PoolTimeout) (with the cause when connections could
+//! not be opened), [`Busy`](Error::Busy), [`ConnectionLost`](Error::ConnectionLost),
+//! [`InvalidUrl`](Error::InvalidUrl), [`InvalidConfig`](Error::InvalidConfig),
+//! [`Connection`](Error::Connection), [`Migration`](Error::Migration) and
+//! [`Database`](Error::Database). Diesel's and r2d2's errors are mapped onto it
+//! in one place. `is_not_found()`, `is_conflict()` and `is_retryable()` answer
+//! the questions a caller usually asks. Messages name the table and the key;
+//! no message, `Debug` or `Display` ever shows a URL's password (`***`).
+//!
+//! ```
+//! # use diesel::prelude::*;
+//! # diesel::table! { tags (id) { id -> BigInt, post_id -> BigInt, label -> Text } }
+//! # #[derive(Debug, Queryable)] pub struct Tag { pub id: i64, pub post_id: i64, pub label: String }
+//! # #[derive(Insertable)] #[diesel(table_name = tags)] pub struct NewTag { pub post_id: i64, pub label: String }
+//! # #[derive(AsChangeset, Default)] #[diesel(table_name = tags)] pub struct TagChanges { pub label: Option<String> }
+//! # larder::entity!(Tag { table: tags, new: NewTag, changes: TagChanges });
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let url = format!("sqlite://{}", dir.path().join("app.db").display());
+//! # diesel::connection::SimpleConnection::batch_execute(&mut larder::Connection::establish(&url)?,
+//! #     "CREATE TABLE tags (id INTEGER PRIMARY KEY NOT NULL, post_id BIGINT NOT NULL, label TEXT NOT NULL UNIQUE)").unwrap();
+//! use larder::{ConflictKind, Error};
+//!
+//! let store = larder::Store::open(&url)?;
+//! let tags = store.repo::<Tag>();
+//! tags.create(NewTag { post_id: 1, label: "rust".into() })?;
+//! let err = tags.create(NewTag { post_id: 1, label: "rust".into() }).unwrap_err();
+//! assert!(matches!(err, Error::Conflict { kind: ConflictKind::Unique, .. }));
+//! let err = tags.update(42, TagChanges { label: Some("go".into()) }).unwrap_err();
+//! assert!(matches!(err, Error::NotFound { table: "tags", id: 42 }));
+//!
+//! let url = larder::DatabaseUrl::parse("postgres://app:s3cret@db.example/app")?;
+//! assert_eq!(url.to_string(), "postgres://app:***@db.example/app");
+//! assert!(!format!("{url:?}").contains("s3cret"));
+//! # Ok::<(), larder::Error>(())
+//! ```
+//!
+//! # Design and invariants
+//!
+//! larder exists to make three classic failures of a cached web application
+//! impossible rather than unlikely: a lock or transaction left held after an
+//! error (every later caller blocks), a cache serving an object after the
+//! database changed (in this process, another thread or another process), and
+//! slow I/O under a lock (throughput collapses, lock orders deadlock).
+//!
+//! ```text
+//! application ─ its entities (entity!, the derive, or an Entity impl) and query methods (Repository)
+//! Store (Clone + Send + Sync; one per process)
+//!  ├─ Repo<E>: get → identity map hit → Arc<E>
+//!  │           miss → single-flight load through the pool → fill unless invalidated meanwhile
+//!  │           create / update → epoch read → one autocommitted statement (delete: its own transaction)
+//!  │                           → applied to the cache after the commit
+//!  ├─ Tx guard (TxRepo<E>): BEGIN (IMMEDIATE on SQLite) → work → COMMIT → invalidate; dropped = ROLLBACK
+//!  ├─ identity map per entity: ≤ 16 shards, each an lru::LruCache + epoch + loads in flight
+//!  │                           behind a parking_lot::Mutex; the list cache beside it
+//!  ├─ registry / invalidation bus: finds caches by type (repositories) and by table (invalidations)
+//!  ├─ watcher thread: other processes' commits → invalidations
+//!  │                  (PostgreSQL LISTEN/NOTIFY; the trigger-fed change log polled on SQLite and MySQL)
+//!  └─ r2d2 pool of Connection = SQLite | PostgreSQL | MySQL, picked by the URL
+//! ```
+//!
+//! **Why larder dispatches itself instead of using diesel's `MultiConnection`.**
+//! With [`Connection`] an enum of native connections and [`with_connection!`]
+//! compiling a body once per backend, each backend keeps its own dialect and
+//! features (`RETURNING` on SQLite and PostgreSQL, SQLite's `BEGIN IMMEDIATE`),
+//! values need no conversion through a common multi-backend type, and a backend
+//! left out of the build (`mysql` is opt-in because its client library is a
+//! system dependency) simply has no arm. `MultiConnection` would have required
+//! every query to be valid for the lowest common denominator, and an enum whose
+//! variants cannot depend on cargo features.
+//!
+//! The invariants, each held by a test (paths in the repository):
+//!
+//! - **Identity**: while a row is cached every `get` returns the same `Arc`;
+//!   entries are immutable and replaced whole, and a fill never replaces an
+//!   entry that is still current: a load that finds one cached when it finishes
+//!   hands out that one (`tests/identity_map.rs`, `tests/write_races.rs`, the
+//!   shuttle model in `src/cache/model.rs`).
+//! - **No stale fill**: each shard has an epoch; a miss records it before
+//!   loading and its fill is dropped if an invalidation moved it meanwhile;
+//!   invalidation removes the entry, detaches any in-flight load of the key and
+//!   bumps the epoch under one lock
+//!   (`a_reader_racing_a_writer_never_leaves_a_stale_value` in
+//!   `tests/concurrency.rs`, which pauses a loader on a latch while a writer
+//!   commits, and fails when the epoch check is removed). Every write reads the
+//!   epoch before its statement runs, autocommitted ones included: an insert,
+//!   whose key is not known yet, reads every shard's epoch first.
+//! - **Commit-time invalidation**: a transaction records what it wrote before
+//!   each statement runs (so a statement whose returned row fails to decode
+//!   still invalidates), and, for deletes, the rows the `ON DELETE CASCADE`
+//!   will remove, read in the same transaction under `FOR UPDATE` locks (parent
+//!   first) so that no child can be inserted unseen before the delete; it
+//!   applies them to the cache only after `COMMIT` succeeds. A created or
+//!   updated row is cached as stored only if no other invalidation touched its
+//!   shard since the write. Reads inside a transaction go through its
+//!   connection and never fill the shared cache (`tests/transactions.rs`,
+//!   `tests/invalidation.rs`).
+//! - **Scoped release**: the pooled connection, the transaction and every lock
+//!   are guards; a panic inside [`Store::transaction`] rolls back and the pool
+//!   discards that connection (larder's r2d2 manager treats a connection
+//!   returned while its thread panics, or with a transaction still open, as
+//!   broken). A single-flight leader that fails or panics wakes its waiters
+//!   (`tests/transactions.rs`, `tests/stress.rs`).
+//! - **Bounded waits**: pool checkout times out into [`Error::PoolTimeout`]; a
+//!   SQLite writer waits for the write lock up to the busy timeout, then gets
+//!   [`Error::Busy`] (`tests/pool.rs`).
+//! - **Bounded staleness**: a store whose watcher has not confirmed its view of
+//!   the database within half of `max_staleness` empties its caches; whenever
+//!   the watcher cannot prove it saw every change, it flushes, never skips
+//!   (`tests/coherence.rs`).
+//! - **Nothing lost**: a transaction commits whole or not at all, and one whose
+//!   statement failed refuses to commit, on every backend
+//!   (`a_transaction_with_a_failed_statement_cannot_commit` in
+//!   `tests/backends.rs`); a versioned update (the blog's
+//!   `posts().update_versioned`) writes only when the version is the one read,
+//!   so read-modify-write loops retrying on a conflict lose no update
+//!   (`tests/reliability.rs`).
+//! - **Secrets stay secret**: [`DatabaseUrl`], [`StoreBuilder`], [`Store`] and
+//!   every error print URLs with the password replaced by `***`: the user-info
+//!   one and every secret-bearing query parameter (`password`, `sslpassword`,
+//!   `oauth_client_secret`, in any case, percent-encoded or repeated). Every
+//!   piece of them a driver may echo is removed from its messages, which are
+//!   withheld whole when a piece is too short to remove (`tests/secrets.rs`,
+//!   `tests/observability.rs` for the log).
+//!
+//! The repository's `docs/reliability.md` lists the attacks the test suite runs
+//! against these invariants, and what an independent review found and fixed.
+//!
+//! # Lock discipline
+//!
+//! - A shard lock is held only for in-memory work (lookup, fill, remove, epoch
+//!   bump), never across a database call, an allocation-heavy clone or a call
+//!   into user code; all of it is in the `cache` module.
+//! - At most one shard lock is held at a time. Concurrent misses of a key wait
+//!   on that key's flight, not on the shard
+//!   (`a_stalled_load_blocks_no_other_cache_operation`,
+//!   `concurrent_misses_of_one_key_load_it_once` in `tests/concurrency.rs`).
+//! - Values leaving a shard (evicted, invalidated, flushed) are returned and
+//!   dropped after the lock is released, so an entity's destructor never runs
+//!   under it.
+//! - The registry finds caches without holding a lock of its own while a cache
+//!   lock is taken; the watcher, the single consumer of the database's change
+//!   stream, takes at most one shard lock at a time and none across its queries.
+//! - `parking_lot` locks do not poison; shards are never left half-updated, so
+//!   they stay usable after a panic elsewhere. The stress test runs
+//!   `parking_lot`'s deadlock detector as a watchdog, and a model checker
+//!   (shuttle, `cargo test -p larder --features shuttle --lib cache::model`)
+//!   explores interleavings of the cache protocol.
+//!
+//! larder's API is synchronous. A cache hit holds a shard lock for nanoseconds
+//! and touches no database, but a miss, a write or a transaction waits on the
+//! database: from async code, run those on the runtime's blocking pool (for
+//! example `tokio::task::spawn_blocking`).
 
 #![deny(missing_docs, unreachable_pub)]
 #![warn(clippy::unwrap_used)]
