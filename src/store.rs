@@ -146,7 +146,7 @@ impl Store {
     /// # let url = format!("sqlite://{}", dir.path().join("doc.db").display());
     /// let store = larder::Store::open(&url)?;
     /// store.migrate()?;
-    /// assert!(store.uncaptured_tables()?.is_empty(), "the blog's tables are captured");
+    /// assert!(store.uncaptured_tables()?.is_empty(), "the blog's migrations capture its tables");
     /// # Ok::<(), larder::Error>(())
     /// ```
     ///

@@ -20,7 +20,7 @@ use shuttle::thread;
 use super::IdentityMap;
 
 /// Interleavings explored per scenario and scheduler: enough to find each
-/// bug this model was checked against (see the README's reliability table)
+/// bug this model was checked against (see docs/reliability.md)
 /// in a few seconds.
 const ITERATIONS: usize = 3_000;
 /// PCT's bug depth: the number of ordering constraints a bug needs.

@@ -1,8 +1,8 @@
 //! The SQL that installs change capture on a table: triggers that report every
 //! committed insert, update and delete of a row to other larder processes.
-//! Application tables cached with [`StoreBuilder::entity`](crate::StoreBuilder::entity)
-//! need it in one of their migrations; larder's own migrations install it on
-//! the blog's tables.
+//! Every cached table needs it in one of the application's migrations
+//! (`larder migrate generate NAME --capture TABLE` writes one); larder's own
+//! migrations create only the change log the SQLite and MySQL triggers write.
 
 use diesel::{QueryResult, RunQueryDsl};
 

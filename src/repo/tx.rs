@@ -38,7 +38,7 @@ pub struct TxRepo<'t, E> {
 
 impl Tx<'_> {
     /// The repository of entity `E` inside this transaction (registered with
-    /// the store on first use, as [`Store::repo`]).
+    /// the store on first use, as [`Store::repo`](crate::Store::repo)).
     pub fn repo<E: Entity>(&self) -> TxRepo<'_, E> {
         TxRepo::new(self, identity_map::<E>(self.store().registry(), None))
     }
