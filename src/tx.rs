@@ -55,7 +55,8 @@ impl<'s> Tx<'s> {
     /// timeout instead of failing midway on a lock upgrade.
     pub(crate) fn begin(store: &'s Store) -> Result<Tx<'s>> {
         let mut conn = store.checkout()?;
-        conn.begin().map_err(|e| Error::from_diesel(e, "-", None))?;
+        conn.begin()
+            .map_err(|e| Error::from_diesel(e, None, None))?;
         tracing::trace!("transaction begun");
         Ok(Tx::on(store, conn, true))
     }
@@ -114,7 +115,7 @@ impl<'s> Tx<'s> {
             Err(err) => {
                 tracing::warn!(error = %err, "commit failed");
                 self.store.registry().apply_uncertain(writes);
-                Err(Error::from_diesel(err, "-", None))
+                Err(Error::from_diesel(err, None, None))
             }
         }
     }
@@ -128,7 +129,7 @@ impl<'s> Tx<'s> {
     pub fn rollback(mut self) -> Result<()> {
         self.finished = true;
         self.roll_back()
-            .map_err(|e| Error::from_diesel(e, "-", None))
+            .map_err(|e| Error::from_diesel(e, None, None))
     }
 
     fn roll_back(&mut self) -> QueryResult<()> {
@@ -161,7 +162,7 @@ impl<'s> Tx<'s> {
             if matches!(err, diesel::result::Error::DatabaseError(..)) {
                 self.poisoned.set(true);
             }
-            Error::from_diesel(err, table, id)
+            Error::from_diesel(err, Some(table), id)
         })
     }
 

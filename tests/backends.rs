@@ -87,7 +87,19 @@ fn lost_connections_give_typed_errors_and_are_replaced() {
 
         // The transaction's connection is gone: a typed error, not a hang.
         let err = in_flight.users().get(ann.id).unwrap_err();
-        assert!(matches!(err, Error::ConnectionLost { .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::ConnectionLost {
+                    table: Some("users"),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_retryable(), "{err:?}");
+        let source = std::error::Error::source(&err).expect("the driver's error");
+        assert!(source.is::<diesel::result::Error>(), "{source:?}");
         drop(in_flight);
 
         // Dead pooled connections are replaced at checkout: the next calls work.

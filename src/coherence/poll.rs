@@ -164,7 +164,7 @@ impl Source for LogPoller {
 }
 
 fn lost(err: diesel::result::Error) -> Error {
-    Error::from_diesel(err, "larder_changes", None)
+    Error::from_diesel(err, Some("larder_changes"), None)
 }
 
 /// A log that did not exist when this poller last looked: every row in it is

@@ -51,7 +51,8 @@ impl<'s, E: Entity> Repo<'s, E> {
     pub fn get(&self, id: i64) -> Result<Option<Arc<E>>> {
         self.cache.get_or_load(id, || {
             let _span = tracing::trace_span!("load", table = E::TABLE, id).entered();
-            self.store.run(E::TABLE, Some(id), |conn| E::find(conn, id))
+            self.store
+                .run(Some(E::TABLE), Some(id), |conn| E::find(conn, id))
         })
     }
 
@@ -98,7 +99,7 @@ impl<'s, E: Entity> Repo<'s, E> {
             let epochs = self.cache.epochs();
             let rows = self
                 .store
-                .run(E::TABLE, None, |conn| E::find_many(conn, &missing))?;
+                .run(Some(E::TABLE), None, |conn| E::find_many(conn, &missing))?;
             self.cache.count_loads(rows.len());
             for row in self.cache.intern(rows, &epochs, E::id) {
                 loaded.insert(row.id(), row);
@@ -147,7 +148,7 @@ impl<'s, E: Entity> Repo<'s, E> {
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
     {
         let epochs = self.cache.epochs();
-        let rows = self.store.run(E::TABLE, None, query)?;
+        let rows = self.store.run(Some(E::TABLE), None, query)?;
         Ok(self.cache.intern(rows, &epochs, E::id))
     }
 
@@ -234,7 +235,7 @@ impl<'s, E: Entity> Repo<'s, E> {
     where
         F: FnOnce(&mut Connection) -> QueryResult<T>,
     {
-        self.store.run(E::TABLE, id, work)
+        self.store.run(Some(E::TABLE), id, work)
     }
 
     /// The value cached under `key` for `E` while `reads` keep their
