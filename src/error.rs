@@ -310,6 +310,14 @@ impl Error {
         }
     }
 
+    /// The transaction's commit was refused because a statement in it failed.
+    pub(crate) fn commit_refused() -> Error {
+        Error::TransactionAborted {
+            table: None,
+            source: None,
+        }
+    }
+
     /// A [`Conflict`](Error::Conflict) of kind [`ConflictKind::VersionMismatch`]:
     /// an optimistic write to row `id` of `table` expected version `expected`
     /// and found `actual`. For an application's own versioned updates, since
@@ -875,6 +883,9 @@ mod tests {
             "transaction aborted (a statement on users was refused): a statement in it \
              failed, so it is rolled back, not committed"
         );
+        let refused = Error::commit_refused();
+        assert!(refused.source().is_none());
+        assert!(refused.to_string().contains("not committed"), "{refused}");
     }
 
     #[test]
@@ -919,6 +930,7 @@ mod tests {
             (on_users(unknown("server closed the connection")), RETRYABLE),
             (on_users(unknown("deadlock detected")), RETRYABLE),
             (on_users(unknown("current transaction is aborted")), OTHER),
+            (Error::commit_refused(), OTHER),
             (on_users(unknown("syntax error")), OTHER),
             (
                 Error::InvalidUrl {

@@ -83,10 +83,12 @@ impl<'s> Tx<'s> {
     ///
     /// # Errors
     ///
-    /// A database error saying the transaction was not committed when one of
-    /// its statements failed earlier (it is rolled back instead), or the
-    /// database's error if the commit fails; the transaction is then rolled
-    /// back and the keys it wrote are invalidated anyway, which is always safe.
+    /// [`Error::TransactionAborted`] when one of its statements failed earlier
+    /// (it is rolled back instead), or the database's error if the commit
+    /// fails ([`Error::Conflict`] for a deferred constraint,
+    /// [`Error::Serialization`], [`Error::ConnectionLost`]…); the transaction
+    /// is then rolled back and the keys it wrote are invalidated anyway, which
+    /// is always safe.
     pub fn commit(mut self) -> Result<()> {
         self.finished = true;
         let writes = std::mem::take(&mut *self.pending.borrow_mut());
@@ -96,15 +98,10 @@ impl<'s> Tx<'s> {
             // PostgreSQL has aborted such a transaction and would answer COMMIT
             // with a silent ROLLBACK; every backend refuses it alike.
             let _ = self.roll_back();
-            Err(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::Unknown,
-                Box::new(String::from(
-                    "transaction not committed: a statement in it failed, so it was rolled back",
-                )),
-            ))
+            Err(Error::commit_refused())
         } else {
             let mut conn = self.conn.borrow_mut();
-            conn.commit()
+            conn.commit().map_err(|e| Error::from_diesel(e, None, None))
         };
         match committed {
             Ok(()) => {
@@ -115,7 +112,7 @@ impl<'s> Tx<'s> {
             Err(err) => {
                 tracing::warn!(error = %err, "commit failed");
                 self.store.registry().apply_uncertain(writes);
-                Err(Error::from_diesel(err, None, None))
+                Err(err)
             }
         }
     }
