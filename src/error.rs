@@ -101,8 +101,9 @@ pub enum Error {
         source: r2d2::Error,
     },
     /// The database stayed locked by another writer for longer than its lock
-    /// timeout: SQLite's busy timeout ([`StoreBuilder::busy_timeout`](crate::StoreBuilder::busy_timeout)),
-    /// MySQL's `innodb_lock_wait_timeout`, PostgreSQL's `lock_timeout`.
+    /// timeout: SQLite's busy timeout
+    /// ([`StoreBuilder::busy_timeout`](crate::StoreBuilder::busy_timeout)), MySQL's
+    /// `innodb_lock_wait_timeout`, PostgreSQL's `lock_timeout`.
     #[error("database busy (locked by another writer){}", working_on(*.table))]
     #[non_exhaustive]
     Busy {
@@ -805,12 +806,10 @@ mod tests {
 
     #[test]
     fn a_pool_timeout_chains_to_r2d2s_error_and_names_the_cause() {
-        let err = Error::pool(
-            pool_error("database \"gone\" does not exist"),
-            Duration::from_millis(50),
-        );
+        let gone = "database \"gone\" does not exist";
+        let err = Error::pool(pool_error(gone), Duration::from_millis(50));
         assert!(
-            matches!(&err, Error::PoolTimeout { cause: Some(cause), .. } if cause == "database \"gone\" does not exist"),
+            matches!(&err, Error::PoolTimeout { cause: Some(cause), .. } if cause == gone),
             "{err:?}"
         );
         let source = err.source().expect("a source");

@@ -47,7 +47,8 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolTimeout`] or a database error when a load was needed and failed.
+    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or a database error when a
+    /// load was needed and failed.
     pub fn get(&self, id: i64) -> Result<Option<Arc<E>>> {
         self.cache.get_or_load(id, || {
             let _span = tracing::trace_span!("load", table = E::TABLE, id).entered();
@@ -60,7 +61,8 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// # Errors
     ///
-    /// [`Error::Conflict`] when a constraint rejects the row (nothing is written).
+    /// [`Error::Conflict`](crate::Error::Conflict) when a constraint rejects the row
+    /// (nothing is written).
     pub fn create(&self, new: E::New) -> Result<Arc<E>> {
         self.single_write(None, |repo| repo.create(new))
     }
@@ -69,8 +71,8 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] when there is no such row, [`Error::Conflict`] when a
-    /// constraint rejects the change.
+    /// [`Error::NotFound`](crate::Error::NotFound) when there is no such row,
+    /// [`Error::Conflict`](crate::Error::Conflict) when a constraint rejects the change.
     pub fn update(&self, id: i64, changes: E::Changes) -> Result<Arc<E>> {
         self.single_write(Some(id), |repo| repo.update(id, changes))
     }
@@ -142,7 +144,7 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolTimeout`] or the query's database error.
+    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or the query's database error.
     pub fn query<F>(&self, query: F) -> Result<Vec<Arc<E>>>
     where
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
@@ -179,7 +181,7 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolTimeout`] or the query's database error.
+    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or the query's database error.
     pub fn cached_query<F>(
         &self,
         key: &str,
