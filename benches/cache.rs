@@ -208,7 +208,10 @@ fn fixture() -> &'static Fixture {
         }
         moka.run_pending_tasks();
         for &id in &ids {
-            assert!(store.users().cached(id).is_some(), "larder caches every user");
+            assert!(
+                store.users().cached(id).is_some(),
+                "larder caches every user"
+            );
             assert!(store.repo::<Note>().cached(id).is_some(), "and every note");
         }
         assert_eq!(moka.entry_count(), USERS as u64, "moka caches every user");

@@ -146,7 +146,7 @@ fn admin_execute(url: &DatabaseUrl, sql: &str) -> Result<()> {
     let mut admin = Connection::establish(&admin_url(url)?).map_err(|e| rescrub(url, e))?;
     admin
         .batch_execute(sql)
-        .map_err(|e| Error::from_diesel(e, "-", None))
+        .map_err(|e| Error::from_diesel(e, None, None))
         .map_err(|e| rescrub(url, e))
 }
 
@@ -161,7 +161,7 @@ fn server_exists(url: &DatabaseUrl) -> Result<bool> {
     };
     let query = diesel::dsl::sql::<Text>(sql).bind::<Text, _>(&name);
     let found: Vec<String> = crate::with_connection!(&mut admin, |c| query.load(c))
-        .map_err(|e| rescrub(url, Error::from_diesel(e, "-", None)))?;
+        .map_err(|e| rescrub(url, Error::from_diesel(e, None, None)))?;
     Ok(!found.is_empty())
 }
 

@@ -155,7 +155,7 @@ impl Store {
     /// [`Error::PoolTimeout`], or [`Error::Database`] when the catalog cannot be read.
     pub fn uncaptured_tables(&self) -> Result<Vec<&'static str>> {
         let tables = self.inner.registry.table_names();
-        self.run("-", None, |conn| capture::uncaptured(conn, &tables))
+        self.run(None, None, |conn| capture::uncaptured(conn, &tables))
     }
 
     /// Logs a warning naming the cached tables other processes' changes
@@ -203,10 +203,11 @@ impl Store {
             .map_err(|e| Error::pool(e, self.inner.config.connection_timeout))
     }
 
-    /// Runs `query` on a pooled connection outside any explicit transaction.
+    /// Runs `query` on a pooled connection outside any explicit transaction,
+    /// mapping its error for `table` (`None` for work on no single table).
     pub(crate) fn run<T>(
         &self,
-        table: &'static str,
+        table: Option<&'static str>,
         id: Option<i64>,
         query: impl FnOnce(&mut Connection) -> QueryResult<T>,
     ) -> Result<T> {

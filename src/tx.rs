@@ -83,7 +83,8 @@ impl<'s> Tx<'s> {
     /// timeout instead of failing midway on a lock upgrade.
     pub(crate) fn begin(store: &'s Store) -> Result<Tx<'s>> {
         let mut conn = store.checkout()?;
-        conn.begin().map_err(|e| Error::from_diesel(e, "-", None))?;
+        conn.begin()
+            .map_err(|e| Error::from_diesel(e, None, None))?;
         tracing::trace!("transaction begun");
         Ok(Tx::on(store, conn, true))
     }
@@ -110,10 +111,12 @@ impl<'s> Tx<'s> {
     ///
     /// # Errors
     ///
-    /// A database error saying the transaction was not committed when one of
-    /// its statements failed earlier (it is rolled back instead), or the
-    /// database's error if the commit fails; the transaction is then rolled
-    /// back and the keys it wrote are invalidated anyway, which is always safe.
+    /// [`Error::TransactionAborted`] when one of its statements failed earlier
+    /// (it is rolled back instead), or the database's error if the commit
+    /// fails ([`Error::Conflict`] for a deferred constraint,
+    /// [`Error::Serialization`], [`Error::ConnectionLost`]…); the transaction
+    /// is then rolled back and the keys it wrote are invalidated anyway, which
+    /// is always safe.
     pub fn commit(mut self) -> Result<()> {
         self.finished = true;
         let writes = std::mem::take(&mut *self.pending.borrow_mut());
@@ -123,15 +126,10 @@ impl<'s> Tx<'s> {
             // PostgreSQL has aborted such a transaction and would answer COMMIT
             // with a silent ROLLBACK; every backend refuses it alike.
             let _ = self.roll_back();
-            Err(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::Unknown,
-                Box::new(String::from(
-                    "transaction not committed: a statement in it failed, so it was rolled back",
-                )),
-            ))
+            Err(Error::commit_refused())
         } else {
             let mut conn = self.conn.borrow_mut();
-            conn.commit()
+            conn.commit().map_err(|e| Error::from_diesel(e, None, None))
         };
         match committed {
             Ok(()) => {
@@ -142,7 +140,7 @@ impl<'s> Tx<'s> {
             Err(err) => {
                 tracing::warn!(error = %err, "commit failed");
                 self.store.registry().apply_uncertain(writes);
-                Err(Error::from_diesel(err, "-", None))
+                Err(err)
             }
         }
     }
@@ -156,7 +154,7 @@ impl<'s> Tx<'s> {
     pub fn rollback(mut self) -> Result<()> {
         self.finished = true;
         self.roll_back()
-            .map_err(|e| Error::from_diesel(e, "-", None))
+            .map_err(|e| Error::from_diesel(e, None, None))
     }
 
     fn roll_back(&mut self) -> QueryResult<()> {
@@ -188,7 +186,7 @@ impl<'s> Tx<'s> {
             if matches!(err, diesel::result::Error::DatabaseError(..)) {
                 self.poisoned.set(true);
             }
-            Error::from_diesel(err, table, id)
+            Error::from_diesel(err, Some(table), id)
         })
     }
 

@@ -32,13 +32,43 @@ fn a_transaction_with_a_failed_statement_cannot_commit() {
             email: ann.email.clone(),
         });
         assert!(dup.unwrap_err().is_conflict());
-        // The caller ignores the conflict and carries on.
-        let _ = tx.users().create(NewUser {
+        // The caller ignores the conflict and carries on: PostgreSQL refuses
+        // the next statement (25P02), the others run it.
+        let cid = tx.users().create(NewUser {
             name: "cid".into(),
             email: "cid@example.org".into(),
         });
+        if db.is(Backend::Postgres) {
+            let refused = cid.unwrap_err();
+            assert!(
+                matches!(
+                    refused,
+                    Error::TransactionAborted {
+                        table: Some("users"),
+                        source: Some(_),
+                        ..
+                    }
+                ),
+                "{refused:?}"
+            );
+            assert!(!refused.is_retryable());
+        } else {
+            cid.unwrap();
+        }
         let err = tx.commit().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TransactionAborted {
+                    table: None,
+                    source: None,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("not committed"), "{err}");
+        assert!(!err.is_retryable() && !err.is_conflict(), "{err:?}");
         assert!(
             user_in_db(&db.store, bob.id).is_none(),
             "a write of the refused transaction landed"
@@ -87,7 +117,19 @@ fn lost_connections_give_typed_errors_and_are_replaced() {
 
         // The transaction's connection is gone: a typed error, not a hang.
         let err = in_flight.users().get(ann.id).unwrap_err();
-        assert!(matches!(err, Error::ConnectionLost { .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::ConnectionLost {
+                    table: Some("users"),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_retryable(), "{err:?}");
+        let source = std::error::Error::source(&err).expect("the driver's error");
+        assert!(source.is::<diesel::result::Error>(), "{source:?}");
         drop(in_flight);
 
         // Dead pooled connections are replaced at checkout: the next calls work.

@@ -38,7 +38,7 @@ fn a_duplicate_email_is_a_conflict_and_writes_nothing() {
             matches!(
                 err,
                 Error::Conflict {
-                    table: "users",
+                    table: Some("users"),
                     kind: ConflictKind::Unique,
                     ..
                 }
@@ -86,7 +86,7 @@ fn a_post_for_a_missing_author_is_a_conflict_and_writes_nothing() {
             matches!(
                 err,
                 Error::Conflict {
-                    table: "posts",
+                    table: Some("posts"),
                     kind: ConflictKind::ForeignKey,
                     ..
                 }
@@ -189,7 +189,13 @@ fn a_nul_character_round_trips_or_is_a_typed_error() {
             }
             Err(err) => {
                 assert!(
-                    matches!(err, Error::Database { table: "users", .. }),
+                    matches!(
+                        err,
+                        Error::Database {
+                            table: Some("users"),
+                            ..
+                        }
+                    ),
                     "{err:?}"
                 );
                 assert_eq!(users_with_email(&db.store, email), 0);

@@ -23,7 +23,7 @@ fn pool_exhaustion_is_a_timeout_error_then_recovers() {
         let err = db.store.users().get(ann.id).unwrap_err();
         let waited = started.elapsed();
         assert!(
-            matches!(err, Error::PoolTimeout { timeout: t, cause: None } if t == timeout),
+            matches!(err, Error::PoolTimeout { timeout: t, cause: None, .. } if t == timeout),
             "{err:?}"
         );
         assert!(waited >= timeout, "gave up before the timeout: {waited:?}");

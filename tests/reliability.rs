@@ -39,7 +39,7 @@ fn a_stale_version_is_a_conflict_naming_the_key() {
             .unwrap_err();
         match &err {
             Error::Conflict {
-                table: "posts",
+                table: Some("posts"),
                 id: Some(id),
                 kind:
                     ConflictKind::VersionMismatch {
@@ -146,7 +146,13 @@ fn a_row_with_invalid_utf8_is_an_error_not_a_panic() {
     db.store.clear_cache();
     let err = db.store.users().get(ann.id).unwrap_err();
     assert!(
-        matches!(err, Error::Database { table: "users", .. }),
+        matches!(
+            err,
+            Error::Database {
+                table: Some("users"),
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(db.store.users().cached(ann.id).is_none());

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::targets;
 use larder::{Backend, Store};
+use larder_blog::prelude::*;
 
 /// Long and distinctive: any 4 of its characters in a row found in printed
 /// text came from it.
@@ -82,13 +83,24 @@ fn everything_shown(url: &str) -> String {
             let url = store.url();
             shown += &format!("{url} {url:?} {} {store:?}\n", url.redacted());
         }
-        Err(err) => shown += &format!("{err} {err:?}\n"),
+        Err(err) => shown += &with_sources(&err),
     }
     if let Err(err) = larder::Connection::establish(url) {
         shown += &format!("{err} {err:?}\n");
     }
     if let Err(err) = larder::database_exists(url) {
+        shown += &with_sources(&err);
+    }
+    shown
+}
+
+/// `err` and every error in its `source()` chain, in `Display` and `Debug`.
+fn with_sources(err: &larder::Error) -> String {
+    let mut shown = format!("{err} {err:?}\n");
+    let mut source = std::error::Error::source(err);
+    while let Some(err) = source {
         shown += &format!("{err} {err:?}\n");
+        source = err.source();
     }
     shown
 }
@@ -154,6 +166,51 @@ fn no_fragment_of_a_secret_parameter_shows_however_often_given() {
         }
     }
     assert_no_leaks(leaks);
+}
+
+/// A store opened with a password (the test server trusts the user and never
+/// asks for it) whose database then vanishes: the checkout error names the
+/// driver's reason, and neither it nor any error in its `source()` chain shows
+/// the password.
+#[test]
+fn a_checkout_error_and_its_sources_show_no_password() {
+    for target in targets() {
+        if target.backend != Backend::Postgres {
+            continue; // a server whose database can vanish under the pool
+        }
+        let db = target.fresh();
+        let url = with_password(&db.url(), SECRET);
+        let store = Store::builder(&url)
+            .pool_size(1)
+            .coherence(false)
+            .connection_timeout(Duration::from_millis(500))
+            .build()
+            .expect("the test server trusts its user");
+        let name = db.url().rsplit('/').next().unwrap().to_owned();
+        let mut admin = larder::Connection::establish(target.admin_url().unwrap()).unwrap();
+        diesel::connection::SimpleConnection::batch_execute(
+            &mut admin,
+            &format!("DROP DATABASE {name} WITH (FORCE)"),
+        )
+        .unwrap();
+        let err = store.users().get(1).unwrap_err();
+        assert!(
+            matches!(err, larder::Error::PoolTimeout { cause: Some(_), .. }),
+            "{err:?}"
+        );
+        let shown = with_sources(&err);
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "no source: {shown}"
+        );
+        let leaked = fragments(SECRET)
+            .into_iter()
+            .find(|fragment| shown.contains(fragment));
+        assert!(
+            leaked.is_none(),
+            "{leaked:?} of the password shows in:\n{shown}"
+        );
+    }
 }
 
 /// A piece of a password too short to remove from a message safely (here

@@ -97,7 +97,7 @@ fn listen(ctx: &Context) -> Result<PgConnection> {
 }
 
 fn lost(err: diesel::result::Error) -> Error {
-    Error::from_diesel(err, CHANNEL, None)
+    Error::from_diesel(err, Some(CHANNEL), None)
 }
 
 /// Applies every notification that has arrived.

@@ -237,7 +237,7 @@ impl Proof {
 }
 
 fn lost(err: diesel::result::Error) -> Error {
-    Error::from_diesel(err, "larder_changes", None)
+    Error::from_diesel(err, Some("larder_changes"), None)
 }
 
 /// A log that did not exist when this poller last looked: every row in it is

@@ -57,11 +57,13 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or a database error when a load was needed and failed.
+    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or a database error when a
+    /// load was needed and failed.
     pub fn get(&self, id: i64) -> Result<Option<Arc<E>>> {
         self.cache.get_or_load(id, || {
             let _span = tracing::trace_span!("load", table = E::TABLE, id).entered();
-            self.store.run(E::TABLE, Some(id), |conn| E::find(conn, id))
+            self.store
+                .run(Some(E::TABLE), Some(id), |conn| E::find(conn, id))
         })
     }
 
@@ -69,7 +71,8 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// # Errors
     ///
-    /// [`Error::Conflict`](crate::Error::Conflict) when a constraint rejects the row (nothing is written).
+    /// [`Error::Conflict`](crate::Error::Conflict) when a constraint rejects the row
+    /// (nothing is written).
     pub fn create(&self, new: E::New) -> Result<Arc<E>> {
         self.single_write(None, |repo| repo.create(new))
     }
@@ -78,8 +81,8 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`](crate::Error::NotFound) when there is no such row, [`Error::Conflict`](crate::Error::Conflict) when a
-    /// constraint rejects the change.
+    /// [`Error::NotFound`](crate::Error::NotFound) when there is no such row,
+    /// [`Error::Conflict`](crate::Error::Conflict) when a constraint rejects the change.
     pub fn update(&self, id: i64, changes: E::Changes) -> Result<Arc<E>> {
         self.single_write(Some(id), |repo| repo.update(id, changes))
     }
@@ -108,7 +111,7 @@ impl<'s, E: Entity> Repo<'s, E> {
             let epochs = self.cache.epochs();
             let rows = self
                 .store
-                .run(E::TABLE, None, |conn| E::find_many(conn, &missing))?;
+                .run(Some(E::TABLE), None, |conn| E::find_many(conn, &missing))?;
             self.cache.count_loads(rows.len());
             for row in self.cache.intern(rows, &epochs, E::id) {
                 loaded.insert(row.id(), row);
@@ -157,7 +160,7 @@ impl<'s, E: Entity> Repo<'s, E> {
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
     {
         let epochs = self.cache.epochs();
-        let rows = self.store.run(E::TABLE, None, query)?;
+        let rows = self.store.run(Some(E::TABLE), None, query)?;
         Ok(self.cache.intern(rows, &epochs, E::id))
     }
 
@@ -244,7 +247,7 @@ impl<'s, E: Entity> Repo<'s, E> {
     where
         F: FnOnce(&mut Connection) -> QueryResult<T>,
     {
-        self.store.run(E::TABLE, id, work)
+        self.store.run(Some(E::TABLE), id, work)
     }
 
     /// The value cached under `key` for `E` while `reads` keep their

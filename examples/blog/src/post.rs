@@ -7,8 +7,8 @@ use diesel::prelude::*;
 
 use super::schema::{comments, posts};
 use larder::Connection;
-use larder::{ConflictKind, Error, Repository, Result};
 use larder::{Entity, Key};
+use larder::{Error, Repository, Result};
 
 /// A blog post. `version` starts at 1 and every update increments it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,9 +218,11 @@ pub trait PostQueries: Repository<Post> {
     ///
     /// # Errors
     ///
-    /// [`Error::Conflict`] with [`ConflictKind::VersionMismatch`] naming the key
-    /// when another writer got there first, [`Error::NotFound`] when there is no
-    /// such post.
+    /// [`Error::Conflict`] with
+    /// [`ConflictKind::VersionMismatch`](larder::ConflictKind::VersionMismatch)
+    /// naming the key when another writer got there first (built with
+    /// [`Error::version_mismatch`]), [`Error::NotFound`] when there is no such
+    /// post.
     fn update_versioned(
         &self,
         id: i64,
@@ -238,18 +240,12 @@ pub trait PostQueries: Repository<Post> {
                 table: Post::TABLE,
                 id,
             }),
-            Some(current) => Err(Error::Conflict {
-                table: Post::TABLE,
-                id: Some(id),
-                kind: ConflictKind::VersionMismatch {
-                    expected: expected_version,
-                    actual: current.version,
-                },
-                message: format!(
-                    "post {id} has version {}, not {expected_version}",
-                    current.version
-                ),
-            }),
+            Some(current) => Err(Error::version_mismatch(
+                Post::TABLE,
+                id,
+                expected_version,
+                current.version,
+            )),
         }
     }
 
