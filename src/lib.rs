@@ -433,12 +433,18 @@
 //! a version mismatch, told apart by [`ConflictKind`]; nothing was written),
 //! [`PoolTimeout`](Error::PoolTimeout) (with the cause when connections could
 //! not be opened), [`Busy`](Error::Busy), [`ConnectionLost`](Error::ConnectionLost),
+//! [`Serialization`](Error::Serialization) (a deadlock or serialization failure:
+//! run the transaction again), [`TransactionAborted`](Error::TransactionAborted)
+//! (a statement in it failed, so it was rolled back),
 //! [`InvalidUrl`](Error::InvalidUrl), [`InvalidConfig`](Error::InvalidConfig),
 //! [`Connection`](Error::Connection), [`Migration`](Error::Migration) and
 //! [`Database`](Error::Database). Diesel's and r2d2's errors are mapped onto it
-//! in one place. `is_not_found()`, `is_conflict()` and `is_retryable()` answer
-//! the questions a caller usually asks. Messages name the table and the key;
-//! no message, `Debug` or `Display` ever shows a URL's password (`***`).
+//! in one place and kept as its [`source`](std::error::Error::source); a
+//! conflict names its constraint where the database reports it.
+//! [`is_not_found`](Error::is_not_found) (404), [`is_conflict`](Error::is_conflict)
+//! (409) and [`is_retryable`](Error::is_retryable) (503, or run it again) answer
+//! what a web handler asks. Messages name the table and the key; no message,
+//! `Debug` or `Display` ever shows a URL's password (`***`).
 //!
 //! ```
 //! # use diesel::prelude::*;
@@ -458,8 +464,10 @@
 //! tags.create(NewTag { post_id: 1, label: "rust".into() })?;
 //! let err = tags.create(NewTag { post_id: 1, label: "rust".into() }).unwrap_err();
 //! assert!(matches!(err, Error::Conflict { kind: ConflictKind::Unique, .. }));
+//! assert!(err.is_conflict() && !err.is_retryable());
 //! let err = tags.update(42, TagChanges { label: Some("go".into()) }).unwrap_err();
 //! assert!(matches!(err, Error::NotFound { table: "tags", id: 42 }));
+//! assert!(err.is_not_found());
 //!
 //! let url = larder::DatabaseUrl::parse("postgres://app:s3cret@db.example/app")?;
 //! assert_eq!(url.to_string(), "postgres://app:***@db.example/app");
