@@ -12,6 +12,7 @@ use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionMa
 use diesel::r2d2::R2D2Connection;
 use diesel::{Connection as _, QueryResult, RunQueryDsl};
 
+use crate::dialect;
 use crate::url::{Backend, DatabaseUrl};
 
 /// A connection to whichever database the URL named. [`Entity`](crate::Entity)
@@ -172,7 +173,7 @@ impl Connection {
     pub(crate) fn begin(&mut self) -> QueryResult<()> {
         match self {
             Connection::Sqlite(c) => {
-                AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
+                AnsiTransactionManager::begin_transaction_sql(c, dialect::sqlite::BEGIN)
             }
             #[cfg(feature = "postgres")]
             Connection::Postgres(c) => AnsiTransactionManager::begin_transaction(c),
@@ -191,21 +192,13 @@ impl Connection {
 
     /// The id the last insert on this connection generated. Triggers do not
     /// disturb it on SQLite and MySQL; on PostgreSQL it is `lastval()`, the
-    /// last sequence value this session drew.
+    /// last sequence value this session drew, which an application trigger
+    /// drawing from another sequence changes: prefer `RETURNING` there.
     pub fn last_insert_id(&mut self) -> QueryResult<i64> {
         use diesel::dsl::sql;
         use diesel::sql_types::BigInt;
-        match self {
-            Connection::Sqlite(c) => {
-                diesel::select(sql::<BigInt>("last_insert_rowid()")).get_result(c)
-            }
-            #[cfg(feature = "postgres")]
-            Connection::Postgres(c) => diesel::select(sql::<BigInt>("lastval()")).get_result(c),
-            #[cfg(feature = "mysql")]
-            Connection::Mysql(c) => {
-                diesel::select(sql::<BigInt>("CAST(LAST_INSERT_ID() AS SIGNED)")).get_result(c)
-            }
-        }
+        let query = diesel::select(sql::<BigInt>(dialect::of(self.backend()).last_insert_id()));
+        with_connection!(self, |c| query.get_result(c))
     }
 
     fn ping(&mut self) -> QueryResult<()> {
@@ -253,17 +246,8 @@ fn open(url: &DatabaseUrl) -> Result<Connection, String> {
 /// Per-connection settings. SQLite: the busy timeout first, so that switching
 /// to WAL waits for a concurrent opener; foreign keys are off by default there.
 fn prepare(conn: &mut Connection, busy_timeout: std::time::Duration) -> QueryResult<()> {
-    match conn {
-        Connection::Sqlite(c) => c.batch_execute(&format!(
-            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; \
-             PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
-            busy_timeout.as_millis()
-        )),
-        #[cfg(feature = "postgres")]
-        Connection::Postgres(c) => c.batch_execute("SET TIME ZONE 'UTC'"),
-        #[cfg(feature = "mysql")]
-        Connection::Mysql(c) => c.batch_execute("SET time_zone = '+00:00'"),
-    }
+    let setup = dialect::of(conn.backend()).session_setup(busy_timeout);
+    conn.batch_execute(&setup)
 }
 
 /// r2d2's view of larder connections.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use diesel::connection::SimpleConnection;
 
 use crate::backend::Connection;
+use crate::dialect;
 use crate::error::{Error, Result};
 use crate::url::{Backend, DatabaseUrl};
 
@@ -114,10 +115,7 @@ fn database_name(url: &DatabaseUrl) -> Result<String> {
 
 fn quoted_name(url: &DatabaseUrl) -> Result<String> {
     let name = database_name(url)?;
-    Ok(match url.backend() {
-        Backend::Mysql => format!("`{name}`"),
-        _ => format!("\"{name}\""),
-    })
+    Ok(dialect::of(url.backend()).quote(&name))
 }
 
 /// The same server with its maintenance database: `postgres` on PostgreSQL,
@@ -129,11 +127,7 @@ fn admin_url(url: &DatabaseUrl) -> Result<String> {
     let (userinfo, after_host) = rest.rsplit_once('@').map_or(("", rest), |(u, h)| (u, h));
     let (host, path) = after_host.split_once('/').unwrap_or((after_host, ""));
     let query = path.strip_prefix(name.as_str()).unwrap_or("");
-    let admin_db = if url.backend() == Backend::Postgres {
-        "postgres"
-    } else {
-        ""
-    };
+    let admin_db = dialect::of(url.backend()).admin_database();
     let at = if userinfo.is_empty() {
         String::new()
     } else {
@@ -155,10 +149,7 @@ fn server_exists(url: &DatabaseUrl) -> Result<bool> {
     use diesel::RunQueryDsl;
     let name = database_name(url)?;
     let mut admin = Connection::establish(&admin_url(url)?).map_err(|e| rescrub(url, e))?;
-    let sql = match url.backend() {
-        Backend::Postgres => "SELECT datname AS name FROM pg_database WHERE datname = ",
-        _ => "SELECT schema_name AS name FROM information_schema.schemata WHERE schema_name = ",
-    };
+    let sql = dialect::of(url.backend()).database_named();
     let query = diesel::dsl::sql::<Text>(sql).bind::<Text, _>(&name);
     let found: Vec<String> = crate::with_connection!(&mut admin, |c| query.load(c))
         .map_err(|e| rescrub(url, Error::from_diesel(e, None, None)))?;

@@ -369,7 +369,7 @@ macro_rules! __larder_insert_arm {
         use ::diesel::prelude::*;
         ::diesel::insert_into($table).values($new).execute($c)?;
         let id: i64 = ::diesel::select(::diesel::dsl::sql::<::diesel::sql_types::BigInt>(
-            "CAST(LAST_INSERT_ID() AS SIGNED)",
+            $crate::__private::MYSQL_LAST_INSERT_ID,
         ))
         .get_result($c)?;
         $table.find(id).first($c)

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error as DieselError};
 
+use crate::dialect;
+
 /// What kind of conflict a write ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -425,84 +427,41 @@ fn classify_message(message: &str) -> Class {
 }
 
 /// The violated constraint's name: PostgreSQL reports it apart; MySQL and
-/// MariaDB only name it in the message, as the key (`for key 'users.email'`,
-/// MySQL 8 prefixing the table) or the constraint (``CONSTRAINT `posts_author_fk` ``
-/// for foreign keys and MariaDB's checks, `Check constraint 'posts_version_positive'`
-/// for MySQL's). SQLite names columns, not constraints.
+/// MariaDB name it only in the message (their dialect reads it); SQLite names
+/// columns, not constraints.
 fn constraint_name(info: &dyn DatabaseErrorInformation, table: Option<&str>) -> Option<String> {
     if let Some(name) = info.constraint_name() {
         return Some(name.to_owned());
     }
-    let message = info.message();
-    let name = if let Some((_, key)) = message.rsplit_once(" for key '") {
-        let key = key.strip_suffix('\'')?;
-        table
-            .and_then(|table| key.strip_prefix(table)?.strip_prefix('.'))
-            .unwrap_or(key)
-    } else if let Some((_, rest)) = message.split_once("CONSTRAINT `") {
-        rest.split_once('`')?.0
-    } else if let Some((_, rest)) = message.split_once("Check constraint '") {
-        rest.split_once('\'')?.0
-    } else {
-        return None;
-    };
-    Some(name.to_owned()).filter(|name| !name.is_empty())
+    dialect::all()
+        .into_iter()
+        .find_map(|dialect| dialect.constraint_in_message(info.message(), table))
 }
 
-/// MariaDB's check violation (4025), which diesel does not map, and MySQL's
-/// (3819) outside a prepared statement.
+/// A check violation the driver does not map (MariaDB's and MySQL's).
 fn is_check_violation(message: &str) -> bool {
-    let mariadb = message.starts_with("CONSTRAINT `") && message.contains("` failed for ");
-    let mysql = message.starts_with("Check constraint '") && message.ends_with("' is violated.");
-    mariadb || mysql
+    dialect::any(|d, m| d.is_check_violation(m), message)
 }
 
-/// libpq and the MySQL client report a dropped server connection as a plain
-/// error whose text is the only signal.
+/// The driver reports a dropped server connection as a plain error.
 fn is_connection_lost(message: &str) -> bool {
-    [
-        "server closed the connection",
-        "terminating connection",
-        "connection to server",
-        "no connection to the server",
-        "Lost connection to",
-        "server has gone away",
-        "Connection was killed",
-    ]
-    .iter()
-    .any(|needle| message.contains(needle))
+    dialect::any(|d, m| d.is_connection_lost(m), message)
 }
 
 /// A lock held by another writer past the wait allowed: SQLite's busy
-/// timeout, MySQL's lock wait timeout (1205, which rolls back the statement,
-/// not the transaction), PostgreSQL's `lock_timeout` (55P03).
+/// timeout, MySQL's lock wait timeout, PostgreSQL's `lock_timeout`.
 fn is_busy(message: &str) -> bool {
-    [
-        "database is locked",
-        "database table is locked",
-        "Lock wait timeout exceeded",
-        "canceling statement due to lock timeout",
-    ]
-    .iter()
-    .any(|needle| message.contains(needle))
+    dialect::any(|d, m| d.is_busy(m), message)
 }
 
-/// Deadlocks, which diesel does not map to `SerializationFailure` on
-/// PostgreSQL (40P01) nor on MySQL outside prepared statements (1213).
+/// Deadlocks and serialization failures the driver does not map.
 fn is_serialization_failure(message: &str) -> bool {
-    [
-        "deadlock detected",
-        "Deadlock found when trying to get lock",
-        "could not serialize access",
-    ]
-    .iter()
-    .any(|needle| message.contains(needle))
+    dialect::any(|d, m| d.is_serialization_failure(m), message)
 }
 
-/// PostgreSQL's refusal of a statement in a transaction a statement already
-/// failed in (25P02), which diesel does not map.
+/// A statement refused because an earlier one in its transaction failed.
 fn is_transaction_aborted(message: &str) -> bool {
-    message.contains("current transaction is aborted")
+    dialect::any(|d, m| d.is_transaction_aborted(m), message)
 }
 
 #[cfg(test)]

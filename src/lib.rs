@@ -499,6 +499,17 @@
 //!  └─ r2d2 pool of Connection = SQLite | PostgreSQL | MySQL, picked by the URL
 //! ```
 //!
+//! Inside the crate, dependencies point one way, and `tests/layers.rs` reads
+//! the source to keep them so: the cache (identity maps, shards, single-flight
+//! loads, the list cache) knows no other module and no database; the
+//! invalidation bus (`registry`: keys, changes, pending writes, table
+//! generations) knows only the cache; the core (entity, store, repositories,
+//! transactions, builder) sits on both; the watcher feeds the bus without
+//! knowing the store; and the SQL that differs between backends (session
+//! settings, catalogs, capture triggers, change-log arithmetic, the watcher's
+//! timeouts, the error messages whose text is the only signal) lives in one
+//! `dialect` module per backend, which knows nothing else.
+//!
 //! **Why larder dispatches itself instead of using diesel's `MultiConnection`.**
 //! With [`Connection`] an enum of native connections and [`with_connection!`]
 //! compiling a body once per backend, each backend keeps its own dialect and
@@ -601,6 +612,7 @@ mod builder;
 mod cache;
 mod coherence;
 mod database;
+mod dialect;
 mod entity;
 mod error;
 mod migrate;
@@ -637,5 +649,6 @@ pub use url::{Backend, DatabaseUrl};
 /// What the macros expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::dialect::mysql::LAST_INSERT_ID as MYSQL_LAST_INSERT_ID;
     pub use crate::entity::{is_empty_changeset, slot_by_type, EntitySlot};
 }

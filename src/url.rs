@@ -7,39 +7,8 @@ use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 
+pub use crate::dialect::Backend;
 use crate::error::{Error, Result};
-
-/// The database engine a URL selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Backend {
-    /// An embedded SQLite file: `sqlite://path`, `sqlite:path` or a bare path.
-    Sqlite,
-    /// A PostgreSQL server: `postgres://…` or `postgresql://…` (cargo feature `postgres`).
-    Postgres,
-    /// A MySQL or MariaDB server: `mysql://…` (cargo feature `mysql`).
-    Mysql,
-}
-
-impl Backend {
-    /// The backend's short name, as used for its migrations folder.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-            Backend::Mysql => "mysql",
-        }
-    }
-
-    /// Whether this build of larder includes the backend.
-    pub fn is_built(self) -> bool {
-        match self {
-            Backend::Sqlite => true,
-            Backend::Postgres => cfg!(feature = "postgres"),
-            Backend::Mysql => cfg!(feature = "mysql"),
-        }
-    }
-}
 
 /// A parsed database URL.
 ///

@@ -18,9 +18,9 @@ use std::time::Instant;
 
 use diesel::{PgConnection, RunQueryDsl};
 
-use super::capture::CHANNEL;
 use super::{Context, FlushReason, Reconnect, Source};
 use crate::backend::Connection;
+use crate::dialect::{self, CHANGES};
 use crate::error::{Error, Result};
 
 pub(super) struct Listener {
@@ -86,18 +86,13 @@ fn listen(ctx: &Context) -> Result<PgConnection> {
             reason: "the listener needs a PostgreSQL connection".into(),
         });
     };
-    // Named, so an operator (or a test) can find the watcher in pg_stat_activity.
-    diesel::sql_query("SET application_name = 'larder watcher'")
-        .execute(&mut conn)
-        .map_err(lost)?;
-    diesel::sql_query(format!("LISTEN {CHANNEL}"))
-        .execute(&mut conn)
+    diesel::connection::SimpleConnection::batch_execute(&mut conn, &dialect::postgres::listen())
         .map_err(lost)?;
     Ok(conn)
 }
 
 fn lost(err: diesel::result::Error) -> Error {
-    Error::from_diesel(err, Some(CHANNEL), None)
+    Error::from_diesel(err, Some(CHANGES), None)
 }
 
 /// Applies every notification that has arrived.

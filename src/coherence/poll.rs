@@ -26,6 +26,7 @@ use diesel::prelude::*;
 use super::cursor::{Cursor, Transactions, MAX_GAPS};
 use super::{Context, FlushReason, Reconnect, Source};
 use crate::backend::Connection;
+use crate::dialect;
 use crate::error::{Error, Result};
 
 /// How long change-log rows are kept for slow readers.
@@ -298,13 +299,11 @@ fn end(conn: &mut Connection) -> Result<Position> {
 }
 
 fn is_missing_table(err: &diesel::result::Error) -> bool {
-    let message = err.to_string();
-    message.contains("no such table") || message.contains("doesn't exist")
+    dialect::any(|d, m| d.is_missing_table(m), &err.to_string())
 }
 
 fn is_access_denied(err: &diesel::result::Error) -> bool {
-    let message = err.to_string();
-    message.contains("Access denied") || message.contains("PROCESS privilege")
+    dialect::mysql::is_access_denied(&err.to_string())
 }
 
 /// SQLite only: a number that changes whenever another connection commits.
@@ -313,7 +312,7 @@ fn data_version(conn: &mut Connection) -> Result<Option<i64>> {
     let Connection::Sqlite(c) = conn else {
         return Ok(None);
     };
-    let version = diesel::sql_query("PRAGMA data_version")
+    let version = diesel::sql_query(dialect::sqlite::DATA_VERSION)
         .get_result::<DataVersion>(c)
         .map_err(lost)?;
     Ok(Some(version.data_version))
@@ -431,13 +430,8 @@ fn prune(conn: &mut Connection, first_unread: i64) -> QueryResult<()> {
 }
 
 /// The moment before which rows are pruned, as SQL of the database's clock.
-#[allow(unreachable_patterns)] // in a build with SQLite alone
 fn cutoff_sql(conn: &Connection) -> String {
-    let secs = RETENTION.as_secs();
-    match conn {
-        Connection::Sqlite(_) => format!("datetime('now', '-{secs} seconds')"),
-        _ => format!("NOW(6) - INTERVAL {secs} SECOND"),
-    }
+    dialect::of(conn.backend()).ago(RETENTION)
 }
 
 /// The transactions open now that have written something, or `None` when
@@ -458,14 +452,7 @@ mod mysql {
     use diesel::{MysqlConnection, QueryResult, QueryableByName, RunQueryDsl};
 
     use super::Transactions;
-
-    /// Transactions that have written (any that holds a change-log id has:
-    /// the capture triggers run after the row's own write), and this
-    /// session's own, which shows whether the list is fresh.
-    const OPEN: &str = "SELECT CAST(trx_id AS CHAR) AS trx, \
-         CAST(trx_mysql_thread_id = CONNECTION_ID() AS SIGNED) AS mine \
-         FROM information_schema.innodb_trx \
-         WHERE trx_rows_modified > 0 OR trx_mysql_thread_id = CONNECTION_ID()";
+    use crate::dialect::mysql::{OPEN_TRANSACTIONS, SNAPSHOT};
 
     #[derive(QueryableByName)]
     struct Open {
@@ -479,11 +466,8 @@ mod mysql {
     /// the list is served from a cache refreshed only after 100 ms without
     /// readers, and it is recent enough only if it shows this transaction.
     pub(super) fn open_transactions(c: &mut MysqlConnection) -> QueryResult<Option<Transactions>> {
-        AnsiTransactionManager::begin_transaction_sql(
-            c,
-            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
-        )?;
-        let rows = diesel::sql_query(OPEN).load::<Open>(c);
+        AnsiTransactionManager::begin_transaction_sql(c, SNAPSHOT)?;
+        let rows = diesel::sql_query(OPEN_TRANSACTIONS).load::<Open>(c);
         match rows {
             Ok(rows) => {
                 AnsiTransactionManager::commit_transaction(c)?;

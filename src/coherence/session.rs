@@ -10,34 +10,23 @@ use std::time::Duration;
 use diesel::QueryResult;
 
 use crate::backend::Connection;
+use crate::dialect;
 use crate::error::Result;
-use crate::url::{Backend, DatabaseUrl};
+use crate::url::DatabaseUrl;
 
 /// The longest one statement of the watcher may run, and the longest its
 /// connection attempt may take.
-#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 const GIVE_UP: Duration = Duration::from_secs(5);
 
-/// The libpq parameters of the listener's connection (unless the URL sets
-/// them): give up connecting after [`GIVE_UP`], probe an idle connection
-/// after 5 s and drop it after 2 unanswered probes 2 s apart, and drop it
-/// when sent data stays unacknowledged for [`GIVE_UP`].
-const POSTGRES_PARAMS: [(&str, &str); 6] = [
-    ("connect_timeout", "5"),
-    ("keepalives", "1"),
-    ("keepalives_idle", "5"),
-    ("keepalives_interval", "2"),
-    ("keepalives_count", "2"),
-    ("tcp_user_timeout", "5000"),
-];
-
-/// The URL the watcher connects with: on PostgreSQL, with
-/// [`POSTGRES_PARAMS`] added to its query string.
+/// The URL the watcher connects with: with its dialect's connection
+/// parameters added to its query string (libpq's connect and keepalive
+/// timeouts on PostgreSQL).
 pub(super) fn watcher_url(url: &DatabaseUrl) -> Result<DatabaseUrl> {
-    match url.backend() {
-        Backend::Postgres => DatabaseUrl::parse(&with_params(url.target(), &POSTGRES_PARAMS)),
-        _ => Ok(url.clone()),
+    let params = dialect::of(url.backend()).watcher_url_params();
+    if params.is_empty() {
+        return Ok(url.clone());
     }
+    DatabaseUrl::parse(&with_params(url.target(), params))
 }
 
 /// `url` with each of `params` appended to its query string, except those it
@@ -73,30 +62,16 @@ fn with_params(url: &str, params: &[(&str, &str)]) -> String {
 /// pruning gives way to a transaction holding log rows. A server that refuses
 /// these still gets watched: only the time a stuck check takes to fail grows.
 pub(super) fn prepare(conn: &mut Connection) -> QueryResult<()> {
-    #[cfg(any(feature = "postgres", feature = "mysql"))]
     use diesel::connection::SimpleConnection;
-    match conn {
-        #[cfg(feature = "postgres")]
-        Connection::Postgres(c) => {
-            c.batch_execute(&format!("SET statement_timeout = {}", GIVE_UP.as_millis()))
-        }
-        #[cfg(feature = "mysql")]
-        Connection::Mysql(c) => {
-            let secs = GIVE_UP.as_secs();
-            let limited = c
-                .batch_execute(&format!("SET SESSION max_statement_time = {secs}"))
-                .or_else(|_| {
-                    c.batch_execute(&format!(
-                        "SET SESSION max_execution_time = {}",
-                        GIVE_UP.as_millis()
-                    ))
-                });
-            if let Err(err) = limited {
-                tracing::debug!(error = %err, "no statement time limit for the watcher");
-            }
-            c.batch_execute("SET SESSION innodb_lock_wait_timeout = 1")
-        }
-        _ => Ok(()),
+    let dialect = dialect::of(conn.backend());
+    let limits = dialect.watcher_statement_limits(GIVE_UP);
+    let limited = limits.iter().any(|limit| conn.batch_execute(limit).is_ok());
+    if !limits.is_empty() && !limited {
+        tracing::debug!("no statement time limit for the watcher");
+    }
+    match dialect.watcher_lock_wait() {
+        Some(wait) => conn.batch_execute(wait),
+        None => Ok(()),
     }
 }
 

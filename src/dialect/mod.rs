@@ -1,0 +1,218 @@
+//! The SQL that differs between backends, one module per backend (as diesel
+//! keeps `pg/`, `mysql/` and `sqlite/`): session settings, identifiers and
+//! catalogs, the change-capture triggers and change-log arithmetic, the
+//! watcher's timeouts, and the error messages whose text is the only signal.
+//! Everything here is text: no connection, so every dialect is compiled
+//! whichever backends a build includes, and the code that runs the SQL stays
+//! with the job it does.
+
+pub(crate) mod mysql;
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
+
+use std::time::Duration;
+
+/// The database engine a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// An embedded SQLite file: `sqlite://path`, `sqlite:path` or a bare path.
+    Sqlite,
+    /// A PostgreSQL server: `postgres://…` or `postgresql://…` (cargo feature `postgres`).
+    Postgres,
+    /// A MySQL or MariaDB server: `mysql://…` (cargo feature `mysql`).
+    Mysql,
+}
+
+impl Backend {
+    /// The backend's short name, as used for its migrations folder.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::Mysql => "mysql",
+        }
+    }
+
+    /// Whether this build of larder includes the backend.
+    pub fn is_built(self) -> bool {
+        match self {
+            Backend::Sqlite => true,
+            Backend::Postgres => cfg!(feature = "postgres"),
+            Backend::Mysql => cfg!(feature = "mysql"),
+        }
+    }
+}
+
+/// The channel PostgreSQL triggers notify and the name of the change log the
+/// SQLite and MySQL triggers write: one name for the one stream of changes.
+pub(crate) const CHANGES: &str = "larder_changes";
+
+/// What the capture triggers of a table are: statements that install them
+/// (`up`) and remove them (`down`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Triggers {
+    pub(crate) up: String,
+    pub(crate) down: String,
+}
+
+/// What larder needs each backend to say in its own SQL.
+pub(crate) trait Dialect: Sync {
+    /// Settings run on every new pooled connection.
+    fn session_setup(&self, busy_timeout: Duration) -> String;
+
+    /// An SQL expression: the id the session's last insert generated.
+    fn last_insert_id(&self) -> &'static str;
+
+    /// `name` quoted as an identifier (`name` holds no quote character: callers
+    /// check identifiers before they get here).
+    fn quote(&self, name: &str) -> String;
+
+    /// A query with one `name` text column: the tables of the current database.
+    fn tables(&self) -> &'static str;
+
+    /// A query with one `name` text column: the tables carrying a larder
+    /// capture trigger.
+    fn captured_tables(&self) -> &'static str;
+
+    /// On a server: the maintenance database to connect to for creating or
+    /// dropping one, and a query with one `name` text column finding a
+    /// database by the name bound after it.
+    fn admin_database(&self) -> &'static str;
+
+    /// See [`admin_database`](Dialect::admin_database).
+    fn database_named(&self) -> &'static str;
+
+    /// The triggers that report `table`'s committed changes to the watchers
+    /// (`table` is a checked plain identifier).
+    fn capture(&self, table: &str) -> Triggers;
+
+    /// An SQL expression of the database's clock: `age` ago.
+    fn ago(&self, age: Duration) -> String;
+
+    /// The URL parameters the watcher's connection adds, unless the URL sets them.
+    fn watcher_url_params(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
+    /// Statements limiting how long one statement of the watcher may run:
+    /// the first that the server accepts is used.
+    fn watcher_statement_limits(&self, limit: Duration) -> Vec<String> {
+        let _ = limit;
+        Vec::new()
+    }
+
+    /// A statement making the watcher's lock waits short, so pruning gives
+    /// way to a writer.
+    fn watcher_lock_wait(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Another writer held a lock past the wait allowed.
+    fn is_busy(&self, message: &str) -> bool;
+
+    /// The server closed the connection.
+    fn is_connection_lost(&self, message: &str) -> bool {
+        let _ = message;
+        false
+    }
+
+    /// A deadlock or serialization failure the database did not report as one.
+    fn is_serialization_failure(&self, message: &str) -> bool {
+        let _ = message;
+        false
+    }
+
+    /// The statement was refused because an earlier one in its transaction failed.
+    fn is_transaction_aborted(&self, message: &str) -> bool {
+        let _ = message;
+        false
+    }
+
+    /// A check constraint's violation the driver did not classify.
+    fn is_check_violation(&self, message: &str) -> bool {
+        let _ = message;
+        false
+    }
+
+    /// The name of the constraint a message says was violated, when the
+    /// driver reports it only in the message.
+    fn constraint_in_message(&self, message: &str, table: Option<&str>) -> Option<String> {
+        let _ = (message, table);
+        None
+    }
+
+    /// The table a query named does not exist.
+    fn is_missing_table(&self, message: &str) -> bool;
+}
+
+/// The dialect of `backend`.
+pub(crate) fn of(backend: Backend) -> &'static dyn Dialect {
+    match backend {
+        Backend::Sqlite => &sqlite::Sqlite,
+        Backend::Postgres => &postgres::Postgres,
+        Backend::Mysql => &mysql::Mysql,
+    }
+}
+
+/// Every dialect, for reading an error whose backend is not known where it
+/// is classified.
+pub(crate) fn all() -> [&'static dyn Dialect; 3] {
+    [&sqlite::Sqlite, &postgres::Postgres, &mysql::Mysql]
+}
+
+/// Whether any dialect recognizes `message` with `test`.
+pub(crate) fn any(test: impl Fn(&dyn Dialect, &str) -> bool, message: &str) -> bool {
+    all().into_iter().any(|dialect| test(dialect, message))
+}
+
+/// The statement SQLite and MySQL triggers run to log a change of `row.id`.
+fn log_change(table: &str, row: &str, op: &str) -> String {
+    format!("INSERT INTO {CHANGES} (table_name, row_id, op) VALUES ('{table}', {row}.id, '{op}')")
+}
+
+/// Whether `message` contains any of `needles`.
+fn mentions(message: &str, needles: &[&str]) -> bool {
+    needles.iter().any(|needle| message.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_backend_has_its_dialect() {
+        for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mysql] {
+            let dialect = of(backend);
+            let triggers = dialect.capture("tags");
+            assert_eq!(
+                triggers.up.matches("CREATE TRIGGER").count(),
+                triggers.down.matches("DROP TRIGGER").count(),
+                "{backend:?}"
+            );
+            assert!(dialect.quote("tags").contains("tags"));
+        }
+    }
+
+    #[test]
+    fn error_messages_are_read_by_the_backend_that_writes_them() {
+        assert!(any(|d, m| d.is_busy(m), "database is locked"));
+        assert!(any(
+            |d, m| d.is_busy(m),
+            "Lock wait timeout exceeded; try restarting transaction"
+        ));
+        assert!(any(
+            |d, m| d.is_connection_lost(m),
+            "server closed the connection unexpectedly"
+        ));
+        assert!(any(
+            |d, m| d.is_serialization_failure(m),
+            "deadlock detected"
+        ));
+        assert!(any(
+            |d, m| d.is_transaction_aborted(m),
+            "current transaction is aborted, commands ignored"
+        ));
+        assert!(!any(|d, m| d.is_busy(m), "syntax error"));
+    }
+}

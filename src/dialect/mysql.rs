@@ -1,0 +1,163 @@
+//! MySQL's and MariaDB's SQL.
+
+use std::time::Duration;
+
+use super::{log_change, mentions, Dialect, Triggers, CHANGES};
+
+pub(crate) struct Mysql;
+
+/// The id the session's last insert generated (a trigger's inserts do not
+/// change it: MySQL restores it after them).
+pub const LAST_INSERT_ID: &str = "CAST(LAST_INSERT_ID() AS SIGNED)";
+
+/// Whether reading `information_schema.innodb_trx` was refused (it needs the
+/// PROCESS privilege).
+pub(crate) fn is_access_denied(message: &str) -> bool {
+    mentions(message, &["Access denied", "PROCESS privilege"])
+}
+
+/// The transactions that have written (any that holds a change-log id has:
+/// the capture triggers run after the row's own write), and this session's
+/// own, which shows whether InnoDB's list is fresh.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+pub(crate) const OPEN_TRANSACTIONS: &str = "SELECT CAST(trx_id AS CHAR) AS trx, \
+     CAST(trx_mysql_thread_id = CONNECTION_ID() AS SIGNED) AS mine \
+     FROM information_schema.innodb_trx \
+     WHERE trx_rows_modified > 0 OR trx_mysql_thread_id = CONNECTION_ID()";
+
+/// Begins the transaction `OPEN_TRANSACTIONS` is read in: InnoDB serves the
+/// list from a cache refreshed only after 100 ms without readers, and it is
+/// recent enough only if it shows this transaction.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+pub(crate) const SNAPSHOT: &str = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+
+impl Dialect for Mysql {
+    fn session_setup(&self, _busy_timeout: Duration) -> String {
+        "SET time_zone = '+00:00'".to_owned()
+    }
+
+    fn last_insert_id(&self) -> &'static str {
+        LAST_INSERT_ID
+    }
+
+    fn quote(&self, name: &str) -> String {
+        format!("`{name}`")
+    }
+
+    fn tables(&self) -> &'static str {
+        "SELECT CAST(table_name AS CHAR) AS name FROM information_schema.tables \
+         WHERE table_schema = DATABASE()"
+    }
+
+    fn captured_tables(&self) -> &'static str {
+        "SELECT DISTINCT CAST(event_object_table AS CHAR) AS name FROM information_schema.triggers \
+         WHERE trigger_schema = DATABASE() AND trigger_name LIKE 'larder\\_capture%'"
+    }
+
+    /// MySQL needs no database to connect to.
+    fn admin_database(&self) -> &'static str {
+        ""
+    }
+
+    fn database_named(&self) -> &'static str {
+        "SELECT schema_name AS name FROM information_schema.schemata WHERE schema_name = "
+    }
+
+    /// One trigger per event, each appending to the change log; MySQL has no
+    /// `UPDATE OF` or `WHEN`, so the trigger for a changed id filters in its
+    /// body. MySQL fires no trigger for rows an `ON DELETE CASCADE` removes:
+    /// their tables are declared `DELETED_WITH` the parent.
+    fn capture(&self, table: &str) -> Triggers {
+        let update_id = format!(
+            "INSERT INTO {CHANGES} (table_name, row_id, op) \
+             SELECT '{table}', NEW.id, 'U' FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id"
+        );
+        let triggers = [
+            ("insert", "INSERT", log_change(table, "NEW", "I")),
+            ("update", "UPDATE", log_change(table, "OLD", "U")),
+            ("update_id", "UPDATE", update_id),
+            ("delete", "DELETE", log_change(table, "OLD", "D")),
+        ];
+        let mut up = String::new();
+        let mut down = String::new();
+        for (suffix, event, body) in triggers {
+            let name = format!("larder_capture_{table}_{suffix}");
+            up.push_str(&format!(
+                "CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW {body};\n"
+            ));
+            down.push_str(&format!("DROP TRIGGER IF EXISTS {name};\n"));
+        }
+        Triggers { up, down }
+    }
+
+    fn ago(&self, age: Duration) -> String {
+        format!("NOW(6) - INTERVAL {} SECOND", age.as_secs())
+    }
+
+    /// MariaDB's `max_statement_time` (seconds), else MySQL's
+    /// `max_execution_time` (milliseconds, reads only).
+    fn watcher_statement_limits(&self, limit: Duration) -> Vec<String> {
+        vec![
+            format!("SET SESSION max_statement_time = {}", limit.as_secs()),
+            format!("SET SESSION max_execution_time = {}", limit.as_millis()),
+        ]
+    }
+
+    fn watcher_lock_wait(&self) -> Option<&'static str> {
+        Some("SET SESSION innodb_lock_wait_timeout = 1")
+    }
+
+    /// 1205, which rolls back the statement, not the transaction.
+    fn is_busy(&self, message: &str) -> bool {
+        message.contains("Lock wait timeout exceeded")
+    }
+
+    fn is_connection_lost(&self, message: &str) -> bool {
+        mentions(
+            message,
+            &[
+                "Lost connection to",
+                "server has gone away",
+                "Connection was killed",
+            ],
+        )
+    }
+
+    /// 1213 outside prepared statements, which diesel does not map.
+    fn is_serialization_failure(&self, message: &str) -> bool {
+        message.contains("Deadlock found when trying to get lock")
+    }
+
+    /// MariaDB's check violation (4025), which diesel does not map, and
+    /// MySQL's (3819) outside a prepared statement.
+    fn is_check_violation(&self, message: &str) -> bool {
+        let mariadb = message.starts_with("CONSTRAINT `") && message.contains("` failed for ");
+        let mysql =
+            message.starts_with("Check constraint '") && message.ends_with("' is violated.");
+        mariadb || mysql
+    }
+
+    /// MySQL and MariaDB name a violated constraint only in the message: the
+    /// key (`for key 'users.email'`, MySQL 8 prefixing the table) or the
+    /// constraint (``CONSTRAINT `posts_author_fk` `` for foreign keys and
+    /// MariaDB's checks, `Check constraint 'posts_version_positive'` for MySQL's).
+    fn constraint_in_message(&self, message: &str, table: Option<&str>) -> Option<String> {
+        let name = if let Some((_, key)) = message.rsplit_once(" for key '") {
+            let key = key.strip_suffix('\'')?;
+            table
+                .and_then(|table| key.strip_prefix(table)?.strip_prefix('.'))
+                .unwrap_or(key)
+        } else if let Some((_, rest)) = message.split_once("CONSTRAINT `") {
+            rest.split_once('`')?.0
+        } else if let Some((_, rest)) = message.split_once("Check constraint '") {
+            rest.split_once('\'')?.0
+        } else {
+            return None;
+        };
+        Some(name.to_owned()).filter(|name| !name.is_empty())
+    }
+
+    fn is_missing_table(&self, message: &str) -> bool {
+        message.contains("doesn't exist")
+    }
+}

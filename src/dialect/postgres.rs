@@ -1,0 +1,142 @@
+//! PostgreSQL's SQL.
+
+use std::time::Duration;
+
+use super::{mentions, Dialect, Triggers, CHANGES};
+
+pub(crate) struct Postgres;
+
+/// The statements that make the watcher's connection a listener, named so an
+/// operator (or a test) finds it in `pg_stat_activity`.
+pub(crate) fn listen() -> String {
+    format!("SET application_name = 'larder watcher'; LISTEN {CHANGES}")
+}
+
+impl Dialect for Postgres {
+    fn session_setup(&self, _busy_timeout: Duration) -> String {
+        "SET TIME ZONE 'UTC'".to_owned()
+    }
+
+    /// The last sequence value this session drew: an application trigger
+    /// drawing from another sequence changes it, which is why larder's inserts
+    /// use `RETURNING` instead.
+    fn last_insert_id(&self) -> &'static str {
+        "lastval()"
+    }
+
+    fn quote(&self, name: &str) -> String {
+        format!("\"{name}\"")
+    }
+
+    fn tables(&self) -> &'static str {
+        "SELECT table_name::text AS name FROM information_schema.tables \
+         WHERE table_schema = current_schema()"
+    }
+
+    fn captured_tables(&self) -> &'static str {
+        "SELECT DISTINCT event_object_table::text AS name FROM information_schema.triggers \
+         WHERE event_object_schema = current_schema() AND trigger_name LIKE 'larder\\_capture%'"
+    }
+
+    fn admin_database(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn database_named(&self) -> &'static str {
+        "SELECT datname AS name FROM pg_database WHERE datname = "
+    }
+
+    /// A trigger function that `pg_notify`s `"table op id"`: delivered only if
+    /// the transaction commits, so a rollback sends nothing. No sequence is
+    /// touched. A statement-level trigger reports `TRUNCATE` (`T`).
+    fn capture(&self, table: &str) -> Triggers {
+        let up = format!(
+            "CREATE FUNCTION larder_capture_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM pg_notify('{CHANGES}', '{table} I ' || NEW.id);
+    ELSIF TG_OP = 'UPDATE' THEN
+        PERFORM pg_notify('{CHANGES}', '{table} U ' || OLD.id);
+        IF NEW.id <> OLD.id THEN
+            PERFORM pg_notify('{CHANGES}', '{table} U ' || NEW.id);
+        END IF;
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('{CHANGES}', '{table} D ' || OLD.id);
+    ELSE
+        PERFORM pg_notify('{CHANGES}', '{table} T 0');
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER larder_capture_{table} AFTER INSERT OR UPDATE OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION larder_capture_{table}();
+CREATE TRIGGER larder_capture_{table}_truncate AFTER TRUNCATE ON {table}
+    FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_{table}();
+"
+        );
+        let down = format!(
+            "DROP TRIGGER IF EXISTS larder_capture_{table}_truncate ON {table};
+DROP TRIGGER IF EXISTS larder_capture_{table} ON {table};
+DROP FUNCTION IF EXISTS larder_capture_{table}();
+"
+        );
+        Triggers { up, down }
+    }
+
+    fn ago(&self, age: Duration) -> String {
+        format!("now() - interval '{} seconds'", age.as_secs())
+    }
+
+    /// Give up connecting after 5 s, probe an idle connection after 5 s and
+    /// drop it after 2 unanswered probes 2 s apart, and drop it when sent data
+    /// stays unacknowledged for 5 s.
+    fn watcher_url_params(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("connect_timeout", "5"),
+            ("keepalives", "1"),
+            ("keepalives_idle", "5"),
+            ("keepalives_interval", "2"),
+            ("keepalives_count", "2"),
+            ("tcp_user_timeout", "5000"),
+        ]
+    }
+
+    fn watcher_statement_limits(&self, limit: Duration) -> Vec<String> {
+        vec![format!("SET statement_timeout = {}", limit.as_millis())]
+    }
+
+    /// `lock_timeout` (55P03).
+    fn is_busy(&self, message: &str) -> bool {
+        message.contains("canceling statement due to lock timeout")
+    }
+
+    /// libpq reports a dropped server connection as a plain error.
+    fn is_connection_lost(&self, message: &str) -> bool {
+        mentions(
+            message,
+            &[
+                "server closed the connection",
+                "terminating connection",
+                "connection to server",
+                "no connection to the server",
+            ],
+        )
+    }
+
+    /// Deadlocks (40P01), which diesel does not map to a serialization failure.
+    fn is_serialization_failure(&self, message: &str) -> bool {
+        mentions(
+            message,
+            &["deadlock detected", "could not serialize access"],
+        )
+    }
+
+    /// 25P02, which diesel does not map.
+    fn is_transaction_aborted(&self, message: &str) -> bool {
+        message.contains("current transaction is aborted")
+    }
+
+    fn is_missing_table(&self, message: &str) -> bool {
+        message.contains("does not exist") && message.contains("relation")
+    }
+}

@@ -1,0 +1,94 @@
+//! SQLite's SQL.
+
+use std::time::Duration;
+
+use super::{log_change, mentions, Dialect, Triggers};
+
+pub(crate) struct Sqlite;
+
+/// The statement that begins a write transaction: it takes the write lock up
+/// front, so a writer waits its turn within the busy timeout instead of
+/// failing midway on a lock upgrade.
+pub(crate) const BEGIN: &str = "BEGIN IMMEDIATE";
+
+/// A number that changes whenever another connection commits: one call tells
+/// the watcher whether reading the change log can find anything.
+pub(crate) const DATA_VERSION: &str = "PRAGMA data_version";
+
+impl Dialect for Sqlite {
+    /// The busy timeout first, so that switching to WAL waits for a concurrent
+    /// opener; foreign keys are off by default.
+    fn session_setup(&self, busy_timeout: Duration) -> String {
+        format!(
+            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; \
+             PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+            busy_timeout.as_millis()
+        )
+    }
+
+    fn last_insert_id(&self) -> &'static str {
+        "last_insert_rowid()"
+    }
+
+    fn quote(&self, name: &str) -> String {
+        format!("\"{name}\"")
+    }
+
+    fn tables(&self) -> &'static str {
+        "SELECT name FROM sqlite_master WHERE type = 'table'"
+    }
+
+    fn captured_tables(&self) -> &'static str {
+        "SELECT DISTINCT tbl_name AS name FROM sqlite_master \
+         WHERE type = 'trigger' AND name LIKE 'larder\\_capture\\_%' ESCAPE '\\'"
+    }
+
+    /// A SQLite database is a file: there is no server to ask.
+    fn admin_database(&self) -> &'static str {
+        ""
+    }
+
+    fn database_named(&self) -> &'static str {
+        ""
+    }
+
+    /// One trigger per event, each appending to the change log. A second
+    /// update trigger records the new id of a row whose id changed; it fires
+    /// only for updates that set `id` at all. Rows removed by `ON DELETE
+    /// CASCADE` fire their own table's delete trigger.
+    fn capture(&self, table: &str) -> Triggers {
+        let triggers = [
+            ("insert", "INSERT", "", log_change(table, "NEW", "I")),
+            ("update", "UPDATE", "", log_change(table, "OLD", "U")),
+            (
+                "update_id",
+                "UPDATE OF id",
+                " WHEN NEW.id <> OLD.id",
+                log_change(table, "NEW", "U"),
+            ),
+            ("delete", "DELETE", "", log_change(table, "OLD", "D")),
+        ];
+        let mut up = String::new();
+        let mut down = String::new();
+        for (suffix, event, when, body) in triggers {
+            let name = format!("larder_capture_{table}_{suffix}");
+            up.push_str(&format!(
+                "CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW{when} BEGIN {body}; END;\n"
+            ));
+            down.push_str(&format!("DROP TRIGGER IF EXISTS {name};\n"));
+        }
+        Triggers { up, down }
+    }
+
+    fn ago(&self, age: Duration) -> String {
+        format!("datetime('now', '-{} seconds')", age.as_secs())
+    }
+
+    fn is_busy(&self, message: &str) -> bool {
+        mentions(message, &["database is locked", "database table is locked"])
+    }
+
+    fn is_missing_table(&self, message: &str) -> bool {
+        message.contains("no such table")
+    }
+}
