@@ -20,7 +20,8 @@ use crate::url::{Backend, DatabaseUrl};
 /// [`with_connection!`](crate::with_connection), which hands the body the
 /// backend's own diesel connection.
 pub enum Connection {
-    /// An embedded SQLite database.
+    /// An embedded SQLite database (cargo feature `sqlite`, on by default).
+    #[cfg(feature = "sqlite")]
     Sqlite(diesel::SqliteConnection),
     /// A PostgreSQL server (cargo feature `postgres`, on by default).
     #[cfg(feature = "postgres")]
@@ -33,30 +34,52 @@ pub enum Connection {
 /// Calls back `$cb!` with the variants of [`Connection`] this build has. It is
 /// defined once per feature combination because a `#[cfg]` inside an exported
 /// macro would test the features of the crate that expands it, not larder's.
-#[cfg(all(feature = "postgres", feature = "mysql"))]
+#[cfg(all(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __larder_backends {
     ($cb:ident!($($args:tt)*)) => { $crate::$cb!($($args)* ; Sqlite Postgres Mysql) };
 }
-#[cfg(all(feature = "postgres", not(feature = "mysql")))]
+#[cfg(all(feature = "sqlite", feature = "postgres", not(feature = "mysql")))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __larder_backends {
     ($cb:ident!($($args:tt)*)) => { $crate::$cb!($($args)* ; Sqlite Postgres) };
 }
-#[cfg(all(not(feature = "postgres"), feature = "mysql"))]
+#[cfg(all(feature = "sqlite", not(feature = "postgres"), feature = "mysql"))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __larder_backends {
     ($cb:ident!($($args:tt)*)) => { $crate::$cb!($($args)* ; Sqlite Mysql) };
 }
-#[cfg(all(not(feature = "postgres"), not(feature = "mysql")))]
+#[cfg(all(feature = "sqlite", not(feature = "postgres"), not(feature = "mysql")))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __larder_backends {
     ($cb:ident!($($args:tt)*)) => { $crate::$cb!($($args)* ; Sqlite) };
 }
+#[cfg(all(not(feature = "sqlite"), feature = "postgres", feature = "mysql"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_backends {
+    ($cb:ident!($($args:tt)*)) => { $crate::$cb!($($args)* ; Postgres Mysql) };
+}
+#[cfg(all(not(feature = "sqlite"), feature = "postgres", not(feature = "mysql")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_backends {
+    ($cb:ident!($($args:tt)*)) => { $crate::$cb!($($args)* ; Postgres) };
+}
+#[cfg(all(not(feature = "sqlite"), not(feature = "postgres"), feature = "mysql"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __larder_backends {
+    ($cb:ident!($($args:tt)*)) => { $crate::$cb!($($args)* ; Mysql) };
+}
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+compile_error!(
+    "larder needs at least one backend: enable its `sqlite`, `postgres` or `mysql` feature"
+);
 
 #[doc(hidden)]
 #[macro_export]
@@ -159,6 +182,7 @@ impl Connection {
     /// The backend this connection talks to.
     pub fn backend(&self) -> Backend {
         match self {
+            #[cfg(feature = "sqlite")]
             Connection::Sqlite(_) => Backend::Sqlite,
             #[cfg(feature = "postgres")]
             Connection::Postgres(_) => Backend::Postgres,
@@ -172,6 +196,7 @@ impl Connection {
     /// on a lock upgrade midway.
     pub(crate) fn begin(&mut self) -> QueryResult<()> {
         match self {
+            #[cfg(feature = "sqlite")]
             Connection::Sqlite(c) => {
                 AnsiTransactionManager::begin_transaction_sql(c, dialect::sqlite::BEGIN)
             }
@@ -227,6 +252,7 @@ impl fmt::Debug for Connection {
 fn open(url: &DatabaseUrl) -> Result<Connection, String> {
     let target = url.target();
     let conn = match url.backend() {
+        #[cfg(feature = "sqlite")]
         Backend::Sqlite => diesel::SqliteConnection::establish(target).map(Connection::Sqlite),
         #[cfg(feature = "postgres")]
         Backend::Postgres => diesel::PgConnection::establish(target).map(Connection::Postgres),

@@ -639,7 +639,9 @@ pub use larder_derive::Entity;
 pub use migrate::MYSQL_MIGRATIONS;
 #[cfg(feature = "postgres")]
 pub use migrate::POSTGRES_MIGRATIONS;
-pub use migrate::{MigrationStatus, Migrator, SQLITE_MIGRATIONS};
+#[cfg(feature = "sqlite")]
+pub use migrate::SQLITE_MIGRATIONS;
+pub use migrate::{MigrationStatus, Migrator};
 pub use repo::{Repo, Repos, Repository, TxRepo};
 pub use stats::{PoolState, Stats};
 pub use store::Store;

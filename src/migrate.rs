@@ -17,6 +17,7 @@ use crate::with_connection;
 
 /// larder's own SQLite migrations, compiled in (`migrations/sqlite`): the
 /// change log that capture triggers write and every store's watcher reads.
+#[cfg(feature = "sqlite")]
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 /// larder's own PostgreSQL migrations (`migrations/postgres`): none yet, as
 /// change capture there needs no table.
@@ -31,6 +32,7 @@ trait Embedded: Backend {
     fn embedded() -> &'static EmbeddedMigrations;
 }
 
+#[cfg(feature = "sqlite")]
 impl Embedded for diesel::sqlite::Sqlite {
     fn embedded() -> &'static EmbeddedMigrations {
         &SQLITE_MIGRATIONS

@@ -80,6 +80,7 @@ impl Source for Listener {
     }
 }
 
+#[allow(irrefutable_let_patterns)] // in a build with PostgreSQL alone
 fn listen(ctx: &Context) -> Result<PgConnection> {
     let Connection::Postgres(mut conn) = ctx.connect()? else {
         return Err(Error::InvalidConfig {

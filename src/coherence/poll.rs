@@ -51,6 +51,7 @@ diesel::table! {
 }
 
 #[derive(QueryableByName)]
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 struct DataVersion {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     data_version: i64,
@@ -307,15 +308,17 @@ fn is_access_denied(err: &diesel::result::Error) -> bool {
 }
 
 /// SQLite only: a number that changes whenever another connection commits.
-#[allow(irrefutable_let_patterns)] // in a build with SQLite alone
 fn data_version(conn: &mut Connection) -> Result<Option<i64>> {
-    let Connection::Sqlite(c) = conn else {
-        return Ok(None);
-    };
-    let version = diesel::sql_query(dialect::sqlite::DATA_VERSION)
-        .get_result::<DataVersion>(c)
-        .map_err(lost)?;
-    Ok(Some(version.data_version))
+    #[cfg(feature = "sqlite")]
+    #[allow(irrefutable_let_patterns)] // in a build with SQLite alone
+    if let Connection::Sqlite(c) = conn {
+        let version = diesel::sql_query(dialect::sqlite::DATA_VERSION)
+            .get_result::<DataVersion>(c)
+            .map_err(lost)?;
+        return Ok(Some(version.data_version));
+    }
+    let _ = conn;
+    Ok(None)
 }
 
 /// Applies every change past the cursor's mark and any skipped id that has

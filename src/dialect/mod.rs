@@ -37,7 +37,7 @@ impl Backend {
     /// Whether this build of larder includes the backend.
     pub fn is_built(self) -> bool {
         match self {
-            Backend::Sqlite => true,
+            Backend::Sqlite => cfg!(feature = "sqlite"),
             Backend::Postgres => cfg!(feature = "postgres"),
             Backend::Mysql => cfg!(feature = "mysql"),
         }

@@ -8,6 +8,7 @@ pub(crate) struct Postgres;
 
 /// The statements that make the watcher's connection a listener, named so an
 /// operator (or a test) finds it in `pg_stat_activity`.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn listen() -> String {
     format!("SET application_name = 'larder watcher'; LISTEN {CHANGES}")
 }

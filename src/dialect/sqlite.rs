@@ -9,10 +9,12 @@ pub(crate) struct Sqlite;
 /// The statement that begins a write transaction: it takes the write lock up
 /// front, so a writer waits its turn within the busy timeout instead of
 /// failing midway on a lock upgrade.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) const BEGIN: &str = "BEGIN IMMEDIATE";
 
 /// A number that changes whenever another connection commits: one call tells
 /// the watcher whether reading the change log can find anything.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) const DATA_VERSION: &str = "PRAGMA data_version";
 
 impl Dialect for Sqlite {
