@@ -181,8 +181,6 @@ pub(crate) enum PendingWrite {
     /// An insert into `table` whose new id is unknown: no cache can hold the
     /// row yet, but the table's cached lists must go.
     UnknownInsert(&'static str),
-    /// A write that turned out to write nothing (it matched no row).
-    Nothing,
 }
 
 /// What the writing entity knows about its own write.
@@ -289,7 +287,6 @@ impl Registry {
                 PendingWrite::Unsettled(key) => self.invalidate(key),
                 PendingWrite::Removed(key) => self.invalidate_removed(key),
                 PendingWrite::UnknownInsert(table) => self.retire_lists(table),
-                PendingWrite::Nothing => {}
             }
         }
     }
@@ -309,7 +306,6 @@ impl Registry {
                 }
                 PendingWrite::Removed(key) => self.invalidate_removed(key),
                 PendingWrite::UnknownInsert(table) => self.retire_lists(table),
-                PendingWrite::Nothing => {}
             }
         }
     }

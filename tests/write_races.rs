@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{each_backend, rename, user, user_in_db};
+use diesel::prelude::*;
 use larder::{Connection, Entity, Key};
 use larder_blog::{NewComment, NewUser, Post, User, UserChanges};
 
@@ -258,5 +259,33 @@ fn a_child_inserted_during_a_cascading_delete_is_not_left_cached() {
             );
         }
         assert!(db.store.posts().get(post.id).unwrap().is_none());
+    });
+}
+
+/// A custom write that changes its row but answers `None` (a mistake an
+/// application can make) still leaves no stale entry: the key is recorded
+/// before the statement and stays recorded when no row comes back.
+#[test]
+fn a_write_that_returns_no_row_still_invalidates_its_key() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        assert!(db.store.users().cached(ann.id).is_some());
+        let written = db
+            .store
+            .users()
+            .write(ann.id, |conn| {
+                let update = diesel::update(larder_blog::schema::users::table.find(ann.id))
+                    .set(larder_blog::schema::users::name.eq("Ann"));
+                larder::with_connection!(conn, |c| update.execute(c))?;
+                Ok(None)
+            })
+            .unwrap();
+        assert!(written.is_none());
+        assert_eq!(
+            db.store.users().get(ann.id).unwrap().unwrap().name,
+            "Ann",
+            "the cache kept the row as it was before the write"
+        );
     });
 }

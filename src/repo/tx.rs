@@ -128,11 +128,12 @@ impl<'t, E: Entity> TxRepo<'t, E> {
             .tx
             .record(PendingWrite::Unsettled(Key::new(E::TABLE, id)));
         let row = self.tx.run(E::TABLE, Some(id), write)?.map(Arc::new);
-        let settled = match &row {
-            Some(row) => self.written(id, Some(Arc::clone(row)), epoch),
-            None => PendingWrite::Nothing, // it matched no row
-        };
-        self.tx.settle(place, settled);
+        // No row back stays unsettled: an application's write that changed the
+        // row but returned `None` still invalidates it (a wasted miss at worst).
+        if let Some(row) = &row {
+            self.tx
+                .settle(place, self.written(id, Some(Arc::clone(row)), epoch));
+        }
         Ok(row)
     }
 
