@@ -372,6 +372,27 @@ fn a_tampered_migrations_folder_is_a_migration_error_and_changes_nothing() {
     });
 }
 
+/// Gives user `id` an email that is not UTF-8, which SQLite stores and
+/// diesel cannot decode.
+fn corrupt_email(db: &common::TestDb, id: i64) {
+    raw(
+        db,
+        &format!("UPDATE users SET email = CAST(x'66ff6f' AS TEXT) WHERE id = {id}"),
+    );
+}
+
+/// How many users the database has named `name`, read around larder.
+fn users_named(db: &common::TestDb, name: &str) -> i64 {
+    let mut conn = larder::Connection::establish(&db.url()).unwrap();
+    larder::with_connection!(&mut conn, |c| {
+        larder_blog::schema::users::table
+            .filter(larder_blog::schema::users::name.eq(name))
+            .count()
+            .get_result(c)
+    })
+    .unwrap()
+}
+
 #[test]
 fn an_autocommitted_update_that_fails_after_writing_leaves_no_stale_entry() {
     // SQLite commits an `UPDATE … RETURNING` even when the returned row then
@@ -380,29 +401,18 @@ fn an_autocommitted_update_that_fails_after_writing_leaves_no_stale_entry() {
     let db = common::fresh();
     let ann = user(&db.store, "ann");
     assert!(db.store.users().cached(ann.id).is_some());
-    raw(
-        &db,
-        &format!(
-            "UPDATE users SET email = CAST(x'66ff6f' AS TEXT) WHERE id = {}",
-            ann.id
-        ),
-    );
+    corrupt_email(&db, ann.id);
     let err = db
         .store
         .users()
         .update(ann.id, common::rename("Ann"))
         .unwrap_err();
     assert!(matches!(err, Error::Database { .. }), "{err:?}");
-    let mut conn = larder::Connection::establish(&db.url()).unwrap();
-    let renamed: i64 = larder::with_connection!(&mut conn, |c| {
-        use diesel::prelude::*;
-        larder_blog::schema::users::table
-            .filter(larder_blog::schema::users::name.eq("Ann"))
-            .count()
-            .get_result(c)
-    })
-    .unwrap();
-    assert_eq!(renamed, 1, "the premise: the update did commit");
+    assert_eq!(
+        users_named(&db, "Ann"),
+        1,
+        "the premise: the update did commit"
+    );
     assert!(
         db.store.users().cached(ann.id).is_none(),
         "the update committed: the old entry must go"
@@ -417,13 +427,7 @@ fn a_write_in_a_transaction_that_fails_after_writing_leaves_no_stale_entry() {
     let db = common::fresh();
     let ann = user(&db.store, "ann");
     assert!(db.store.users().cached(ann.id).is_some());
-    raw(
-        &db,
-        &format!(
-            "UPDATE users SET email = CAST(x'66ff6f' AS TEXT) WHERE id = {}",
-            ann.id
-        ),
-    );
+    corrupt_email(&db, ann.id);
     db.store
         .transaction(|tx| {
             let err = tx
@@ -434,15 +438,11 @@ fn a_write_in_a_transaction_that_fails_after_writing_leaves_no_stale_entry() {
             Ok::<_, Error>(())
         })
         .unwrap();
-    let mut conn = larder::Connection::establish(&db.url()).unwrap();
-    let renamed: i64 = larder::with_connection!(&mut conn, |c| {
-        larder_blog::schema::users::table
-            .filter(larder_blog::schema::users::name.eq("Ann"))
-            .count()
-            .get_result(c)
-    })
-    .unwrap();
-    assert_eq!(renamed, 1, "the premise: the update did commit");
+    assert_eq!(
+        users_named(&db, "Ann"),
+        1,
+        "the premise: the update did commit"
+    );
     assert!(
         db.store.users().cached(ann.id).is_none(),
         "the transaction committed the update: the old entry must go"
