@@ -3,12 +3,11 @@
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, PoisonError, RwLock};
 
 use std::sync::Arc;
 
 use diesel::QueryResult;
-use parking_lot::RwLock;
 
 use crate::cache::{AnyValue, CacheControl, IdentityMap};
 use crate::pool::Connection;
@@ -69,10 +68,15 @@ pub(crate) fn identity_map<E: Entity>(
 pub fn slot_by_type<E: 'static>() -> &'static EntitySlot {
     static SLOTS: OnceLock<RwLock<HashMap<TypeId, &'static EntitySlot>>> = OnceLock::new();
     let slots = SLOTS.get_or_init(Default::default);
-    if let Some(slot) = slots.read().get(&TypeId::of::<E>()) {
+    let found = slots
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&TypeId::of::<E>())
+        .copied();
+    if let Some(slot) = found {
         return slot;
     }
-    let mut slots = slots.write();
+    let mut slots = slots.write().unwrap_or_else(PoisonError::into_inner);
     slots
         .entry(TypeId::of::<E>())
         .or_insert_with(|| Box::leak(Box::new(EntitySlot::new())))

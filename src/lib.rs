@@ -551,7 +551,7 @@
 //!   discards that connection (larder's r2d2 manager treats a connection
 //!   returned while its thread panics, or with a transaction still open, as
 //!   broken). A single-flight leader that fails or panics wakes its waiters
-//!   (`tests/transactions.rs`, `tests/stress.rs`).
+//!   (`tests/transactions.rs`, `examples/blog/tests/stress.rs`).
 //! - **Bounded waits**: pool checkout times out into [`Error::PoolTimeout`]; a
 //!   SQLite writer waits for the write lock up to the busy timeout, then gets
 //!   [`Error::Busy`] (`tests/pool.rs`).

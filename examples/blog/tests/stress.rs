@@ -7,6 +7,7 @@
 //! `LARDER_STRESS_OPS` sets the operations per thread (default 2000, which
 //! finishes in seconds); `LARDER_STRESS_THREADS` the threads (default 4).
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use larder_blog::prelude::*;
