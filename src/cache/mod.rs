@@ -38,6 +38,9 @@ pub(crate) struct IdentityMap<T> {
     /// The entity's table, for tracing.
     table: &'static str,
     shards: Box<[Mutex<Shard<T>>]>,
+    /// Each shard's capacity, so a flush can make its empty store of entries
+    /// before taking the lock.
+    capacities: Box<[NonZeroUsize]>,
     /// False when the capacity is 0: every `get` loads and nothing is kept.
     enabled: bool,
 }
@@ -51,17 +54,25 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         } else {
             prev_power_of_two(capacity.min(MAX_SHARDS))
         };
-        let shards = (0..shard_count)
+        let capacities: Box<[NonZeroUsize]> = (0..shard_count)
             .map(|i| {
                 let share = capacity / shard_count + usize::from(i < capacity % shard_count);
-                let mut shard = Shard::new(NonZeroUsize::new(share).unwrap_or(NonZeroUsize::MIN));
-                shard.counters.capacity = share as u64;
+                NonZeroUsize::new(share).unwrap_or(NonZeroUsize::MIN)
+            })
+            .collect();
+        let shards = capacities
+            .iter()
+            .map(|&share| {
+                let mut shard = Shard::new(share);
+                // A disabled map (capacity 0) reports 0, though its one shard holds 1.
+                shard.counters.capacity = if capacity == 0 { 0 } else { share.get() as u64 };
                 Mutex::new(shard)
             })
             .collect();
         IdentityMap {
             table,
             shards,
+            capacities,
             enabled: capacity > 0,
         }
     }
@@ -244,8 +255,9 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
 
     /// Empties the map and makes every load in progress unfillable.
     pub(crate) fn clear(&self) {
-        for shard in self.shards.iter() {
-            let removed = { shard.lock().clear() };
+        for (shard, capacity) in self.shards.iter().zip(self.capacities.iter()) {
+            let empty = Shard::empty_like(*capacity);
+            let removed = { shard.lock().clear(empty) };
             drop(removed);
         }
     }

@@ -13,8 +13,11 @@ use lru::LruCache;
 use super::flight::Flight;
 use super::stats::CacheStats;
 
+/// A shard's entries, most recently used first.
+pub(crate) type Entries<T> = LruCache<i64, Arc<T>>;
+
 pub(crate) struct Shard<T> {
-    entries: LruCache<i64, Arc<T>>,
+    entries: Entries<T>,
     /// Bumped by every invalidation; a load that saw another epoch is not filled.
     epoch: u64,
     flights: HashMap<i64, Arc<Flight<T>>>,
@@ -189,15 +192,19 @@ impl<T> Shard<T> {
     }
 
     /// Empties the shard; returns the entries so they are dropped after the lock.
-    pub(crate) fn clear(&mut self) -> Removed<T> {
+    /// Puts `empty` (made by [`empty_like`](Shard::empty_like) before the
+    /// lock was taken) in place of the entries; returns the old ones, so that
+    /// neither allocating nor freeing them happens under the lock.
+    pub(crate) fn clear(&mut self, empty: Entries<T>) -> Entries<T> {
         self.counters.invalidations += self.entries.len() as u64;
         self.flights.clear();
         self.epoch += 1;
-        let mut removed = Vec::with_capacity(self.entries.len());
-        while let Some((_, value)) = self.entries.pop_lru() {
-            removed.push(value);
-        }
-        removed
+        std::mem::replace(&mut self.entries, empty)
+    }
+
+    /// An empty store of entries with a shard's `capacity`.
+    pub(crate) fn empty_like(capacity: NonZeroUsize) -> Entries<T> {
+        LruCache::new(capacity)
     }
 
     pub(crate) fn peek(&self, id: i64) -> Option<Arc<T>> {
