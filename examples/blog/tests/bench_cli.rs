@@ -127,3 +127,80 @@ fn bench_coherence_reports_delays_and_puts_the_triggers_back() {
         .collect();
     assert_eq!(logged, [ann.id], "the capture triggers were re-created");
 }
+
+fn sweep(dir: &std::path::Path, url: &str, plot: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_larder-blog"))
+        .args(["bench", "--sweep", "--rows", "2000", "--ops", "2000"])
+        .args(["--capacities", "5,50", "--skews", "0.99,uniform"])
+        .args(["--plot", plot, "--json", "--database-url", url])
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run larder bench --sweep")
+}
+
+#[test]
+fn a_sweep_measures_every_point_and_draws_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let plot = dir.path().join("sweep.svg");
+    let output = sweep(dir.path(), &url, plot.to_str().unwrap());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let points = report["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4, "two capacities at two skews: {report}");
+    for point in points {
+        let hit = point["hit_ratio"].as_f64().unwrap();
+        let bound = point["bound_hit_ratio"].as_f64().unwrap();
+        assert!(
+            (0.0..=1.0).contains(&hit) && (0.0..=0.95).contains(&bound),
+            "{point}"
+        );
+        assert!(point["ops_per_s"].as_f64().unwrap() > 0.0, "{point}");
+    }
+    // More room never lowers the bound, and Zipf's bound is above uniform's.
+    let bound = |skew: &str, percent: f64| {
+        points
+            .iter()
+            .find(|p| p["skew"] == skew && p["capacity_percent"] == percent)
+            .and_then(|p| p["bound_hit_ratio"].as_f64())
+            .unwrap()
+    };
+    assert!(bound("zipf 0.99", 50.0) > bound("zipf 0.99", 5.0));
+    assert!(bound("zipf 0.99", 5.0) > bound("uniform", 5.0));
+    assert!((bound("uniform", 50.0) - 0.95 * 0.5).abs() < 1e-9);
+    assert_eq!(report["cache_off"].as_array().unwrap().len(), 2);
+
+    let svg = std::fs::read_to_string(&plot).expect("the picture was written");
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+    for label in [
+        "larder, zipf 0.99",
+        "static bound, uniform",
+        "cache off, zipf 0.99",
+    ] {
+        assert!(svg.contains(label), "the picture has no {label:?} line");
+    }
+}
+
+#[test]
+fn a_sweep_to_an_unwritable_picture_fails_before_measuring() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("u.db").display());
+    let output = sweep(dir.path(), &url, "/nonexistent-dir/sweep.svg");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot write /nonexistent-dir/sweep.svg"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("u.db").exists(),
+        "it opened the database before checking the picture's path"
+    );
+}

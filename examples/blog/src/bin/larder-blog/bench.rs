@@ -1,6 +1,9 @@
 //! `larder bench`: a read/update workload on the users table, run once through
 //! larder's cache and once with caching off, with throughput, latency, hit
-//! ratio and memory in one report.
+//! ratio and memory in one report; with `--sweep`, over a range of cache
+//! capacities and key skews, drawn to a picture (see `sweep`).
+
+mod sweep;
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,9 +59,9 @@ pub(crate) struct Args {
     /// Cache capacity (entries) of the cached run. Defaults to 10% of --rows.
     #[arg(long)]
     capacity: Option<usize>,
-    /// Seconds each of the two runs lasts.
-    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds, conflicts_with = "ops")]
-    duration: f64,
+    /// Seconds each run lasts [default: 10, or 2 per point with --sweep].
+    #[arg(long, value_parser = parse_seconds, conflicts_with = "ops")]
+    duration: Option<f64>,
     /// Operations each of the two runs does, instead of running for --duration.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     ops: Option<u64>,
@@ -69,6 +72,8 @@ pub(crate) struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    sweep: sweep::Sweep,
 }
 
 /// How keys are chosen.
@@ -186,7 +191,15 @@ impl Memory {
     }
 }
 
-pub(crate) fn run(url: Option<&str>, args: &Args) -> larder::Result<()> {
+pub(crate) fn run(url: Option<&str>, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.sweep.sweep {
+        return sweep::run(url, args);
+    }
+    Ok(compare(url, args)?)
+}
+
+/// One run through larder's cache and one with caching off, reported side by side.
+fn compare(url: Option<&str>, args: &Args) -> larder::Result<()> {
     let (url, scratch) = ScratchFile::url_or_new(url, "bench");
     let rows = usize::try_from(args.rows).unwrap_or(usize::MAX);
     let capacity = args.capacity.unwrap_or((rows / 10).max(1));
@@ -194,7 +207,7 @@ pub(crate) fn run(url: Option<&str>, args: &Args) -> larder::Result<()> {
     let pool_size = args.threads.max(8);
     let budget = match args.ops {
         Some(ops) => Budget::Ops(ops),
-        None => Budget::For(Duration::from_secs_f64(args.duration)),
+        None => Budget::For(Duration::from_secs_f64(args.duration.unwrap_or(10.0))),
     };
 
     let cached = larder_blog::builder(&url)

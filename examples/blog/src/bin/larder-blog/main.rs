@@ -27,6 +27,7 @@ Examples:
   DATABASE_URL=sqlite://blog.db larder-blog demo
                                              the same on blog.db (migrated first)
   larder-blog bench --threads 2 --duration 5 cache on vs off on a Zipf read/write mix
+  larder-blog bench --sweep --plot sweep.svg hit ratio and throughput against capacity
   larder-blog --database-url postgres://localhost/bench bench-coherence
                                              how soon another process sees a commit
   larder-blog --database-url sqlite://blog.db stats --pages 200
@@ -92,13 +93,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> larder::Result<()> {
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let url = cli.database_url.as_deref();
     match cli.command {
-        Command::Demo(args) => demo::run(url, &args),
+        Command::Demo(args) => Ok(demo::run(url, &args)?),
         Command::Bench(args) => bench::run(url, &args),
-        Command::BenchCoherence(args) => bench_coherence::run(url, &args),
-        Command::Stats(args) => stats::run(url.unwrap_or(DEFAULT_URL), &args),
+        Command::BenchCoherence(args) => Ok(bench_coherence::run(url, &args)?),
+        Command::Stats(args) => Ok(stats::run(url.unwrap_or(DEFAULT_URL), &args)?),
     }
 }
 
@@ -117,4 +118,17 @@ fn restore_default_sigpipe() {
 /// Failures are reported on one line, whatever the driver's message holds.
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap checks a command's definition only when it parses; this catches a
+    /// clash (two argument groups of one name, say) before a user does.
+    #[test]
+    fn the_command_line_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }
