@@ -615,6 +615,7 @@ mod database;
 mod dialect;
 mod entity;
 mod error;
+mod lock;
 mod migrate;
 mod pool;
 mod registry;
@@ -635,6 +636,7 @@ pub use entity::{Entity, Key};
 pub use error::{ConflictKind, Error, Result};
 #[cfg(feature = "derive")]
 pub use larder_derive::Entity;
+pub use lock::LockGuard;
 #[cfg(feature = "mysql")]
 pub use migrate::MYSQL_MIGRATIONS;
 #[cfg(feature = "postgres")]
