@@ -25,8 +25,6 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
-use diesel::result::Error as DieselError;
-
 use crate::error::{Error, Result};
 use crate::pool::Connection;
 use crate::store::Store;
@@ -78,8 +76,10 @@ enum Held {
     GetLock(String),
 }
 
-/// How long an acquisition may wait.
+/// How long an acquisition may wait (PostgreSQL's bound is the session's
+/// `lock_timeout`, set when it opens).
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
 enum Wait {
     Upto(Duration),
     No,
@@ -289,13 +289,12 @@ impl LockGuard {
         let Some(held) = &self.held else {
             return false;
         };
-        let key = self.name.key();
         let asked = self.session.with_conn(|conn| match (held, conn) {
             #[cfg(feature = "sqlite")]
             (Held::File(file), _) => Ok(file.is_current()),
             #[cfg(feature = "postgres")]
             (Held::Advisory, Connection::Postgres(c)) => {
-                advisory::is_held(c, key).map_err(|e| Error::from_diesel(e, None, None))
+                advisory::is_held(c, self.name.key()).map_err(|e| Error::from_diesel(e, None, None))
             }
             #[cfg(feature = "mysql")]
             (Held::GetLock(server_name), Connection::Mysql(c)) => {
@@ -364,6 +363,7 @@ impl LockGuard {
     }
 
     /// Runs a release statement; a closed session has released everything.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
     fn unlock_on_session(
         &self,
         unlock: impl FnOnce(&mut Connection) -> diesel::QueryResult<bool>,
@@ -426,7 +426,6 @@ fn setup(conn: &mut Connection, timeout: Duration) -> Result<String> {
 /// Takes the lock with the session's backend mechanism; `None` when it was
 /// not free (`try_lock`) or the wait timed out.
 fn take(store: &Store, session: &Session, name: &LockName, wait: Wait) -> Result<Option<Held>> {
-    let timeout = store.lock_timeout();
     let taken = session.with_conn(|conn| match conn {
         #[cfg(feature = "sqlite")]
         Connection::Sqlite(_) => {
@@ -453,7 +452,7 @@ fn take(store: &Store, session: &Session, name: &LockName, wait: Wait) -> Result
             };
             taken
                 .map(|ok| ok.then_some(Held::Advisory))
-                .map_err(|e| waiting_error(e, name, timeout))
+                .map_err(|e| waiting_error(e, name, store.lock_timeout()))
         }
         #[cfg(feature = "mysql")]
         Connection::Mysql(c) => {
@@ -464,7 +463,7 @@ fn take(store: &Store, session: &Session, name: &LockName, wait: Wait) -> Result
             };
             get_lock::lock(c, &server_name, upto)
                 .map(|ok| ok.then_some(Held::GetLock(server_name)))
-                .map_err(|e| waiting_error(e, name, timeout))
+                .map_err(|e| waiting_error(e, name, store.lock_timeout()))
         }
     });
     taken.unwrap_or_else(|| Err(lost_before_token(name)))
@@ -473,7 +472,8 @@ fn take(store: &Store, session: &Session, name: &LockName, wait: Wait) -> Result
 /// A failed wait for a lock: the server's lock timeout and deadlock
 /// reports (which larder's error mapping reads as a busy database and a
 /// lost transaction) are the lock's own errors.
-fn waiting_error(err: DieselError, name: &LockName, timeout: Duration) -> Error {
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn waiting_error(err: diesel::result::Error, name: &LockName, timeout: Duration) -> Error {
     match Error::from_diesel(err, None, None) {
         Error::Busy { .. } => Error::LockTimeout {
             name: name.shown(),

@@ -39,8 +39,10 @@ pub(crate) struct Session {
     /// Set when the connection was lost or closed: new locks need a new session.
     dead: Cell<bool>,
     /// Who holds and waits, for the SQLite deadlock detector's records.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     owner: String,
     /// Per-database mechanism state (MySQL's database name).
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     pub(crate) scope: String,
 }
 
@@ -112,6 +114,7 @@ impl Session {
         drop(conn);
     }
 
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn owner(&self) -> &str {
         &self.owner
     }
