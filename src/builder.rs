@@ -40,6 +40,7 @@ pub struct StoreBuilder {
     query_cache_capacity: usize,
     connection_timeout: Duration,
     busy_timeout: Duration,
+    lock_timeout: Option<Duration>,
     max_staleness: Duration,
     poll_interval: Option<Duration>,
     coherence: bool,
@@ -72,6 +73,7 @@ impl StoreBuilder {
             query_cache_capacity: 1_000,
             connection_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
+            lock_timeout: None,
             max_staleness: DEFAULT_MAX_STALENESS,
             poll_interval: None,
             coherence: true,
@@ -113,6 +115,26 @@ impl StoreBuilder {
     /// [`Error::Busy`]. Defaults to 5 seconds.
     pub fn busy_timeout(mut self, timeout: Duration) -> StoreBuilder {
         self.busy_timeout = timeout;
+        self
+    }
+
+    /// How long [`Store::lock`] and [`Store::with_lock`] wait for a named
+    /// lock another process, host or thread holds before returning
+    /// [`Error::LockTimeout`]. Defaults to the
+    /// [`connection_timeout`](StoreBuilder::connection_timeout); must not be
+    /// zero ([`Store::try_lock`] is the call that does not wait). On
+    /// PostgreSQL keep it above the server's `deadlock_timeout` (1 s by
+    /// default), or a deadlock between processes is reported as a timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}", dir.path().join("doc.db").display());
+    /// let store = larder::Store::builder(&url).lock_timeout(Duration::from_secs(30)).build()?;
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    pub fn lock_timeout(mut self, timeout: Duration) -> StoreBuilder {
+        self.lock_timeout = Some(timeout);
         self
     }
 
@@ -216,7 +238,15 @@ impl StoreBuilder {
             None
         };
         tracing::debug!(url = %url, pool_size = config.size, coherence = self.coherence, "store opened");
-        Ok(Store::from_parts(url, pool, config, registry, watcher))
+        let lock_timeout = self.lock_timeout.unwrap_or(self.connection_timeout);
+        Ok(Store::from_parts(
+            url,
+            pool,
+            config,
+            lock_timeout,
+            registry,
+            watcher,
+        ))
     }
 
     fn validate(&self) -> Result<()> {
@@ -230,6 +260,9 @@ impl StoreBuilder {
         }
         if self.connection_timeout.is_zero() {
             return invalid("connection_timeout must be longer than zero");
+        }
+        if self.lock_timeout.is_some_and(|t| t.is_zero()) {
+            return invalid("lock_timeout must be longer than zero (try_lock does not wait)");
         }
         if !(MIN_MAX_STALENESS..=MAX_MAX_STALENESS).contains(&self.max_staleness) {
             return invalid("max_staleness must be between 10 ms and 60 s");
@@ -255,6 +288,7 @@ impl fmt::Debug for StoreBuilder {
             .field("query_cache_capacity", &self.query_cache_capacity)
             .field("connection_timeout", &self.connection_timeout)
             .field("busy_timeout", &self.busy_timeout)
+            .field("lock_timeout", &self.lock_timeout)
             .field("max_staleness", &self.max_staleness)
             .field("poll_interval", &self.poll_interval)
             .field("coherence", &self.coherence)

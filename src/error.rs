@@ -188,6 +188,66 @@ pub enum Error {
         #[source]
         source: Option<DieselError>,
     },
+    /// A named lock ([`Store::lock`](crate::Store::lock)) stayed held by
+    /// another process, host or thread for longer than the lock timeout
+    /// ([`StoreBuilder::lock_timeout`](crate::StoreBuilder::lock_timeout)).
+    #[error("lock {name} not acquired within {timeout:?}: another holder kept it")]
+    #[non_exhaustive]
+    LockTimeout {
+        /// The lock's name, as shown: control characters escaped, long names cut.
+        name: String,
+        /// The lock timeout waited.
+        timeout: Duration,
+    },
+    /// Waiting for a named lock would never end: its holder waits, directly or
+    /// through others, for a lock this thread holds. The database (PostgreSQL,
+    /// MySQL/MariaDB) or larder's own detector (SQLite) chose this waiter to
+    /// fail; release the locks held and start again.
+    #[error("deadlock waiting for lock {name}: its holder waits for a lock held here")]
+    #[non_exhaustive]
+    Deadlock {
+        /// The lock's name, as shown: control characters escaped, long names cut.
+        name: String,
+    },
+    /// A named lock was lost while held: its database session ended (a
+    /// restart, `pg_terminate_backend`, `KILL`, a network cut), so another
+    /// holder may have run at the same time. Returned by
+    /// [`Store::with_lock`](crate::Store::with_lock) after its closure ran; a
+    /// write that checks the lock's fencing token refuses the late holder.
+    #[error("lock {name} was lost while held: another holder may have run meanwhile")]
+    #[non_exhaustive]
+    LockLost {
+        /// The lock's name, as shown: control characters escaped, long names cut.
+        name: String,
+    },
+    /// This thread already holds the named lock through this store: taking it
+    /// again would wait for itself.
+    #[error("lock {name} is already held by this thread")]
+    #[non_exhaustive]
+    LockHeld {
+        /// The lock's name, as shown: control characters escaped, long names cut.
+        name: String,
+    },
+    /// A lock name was refused (empty, or longer than the limit).
+    #[error("invalid lock name {name}: {reason}")]
+    #[non_exhaustive]
+    InvalidLockName {
+        /// The name, as shown: control characters escaped, long names cut.
+        name: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A SQLite database's lock file (in the `<database>.locks` directory
+    /// beside it) could not be created, locked or unlocked.
+    #[error("lock {name}: its file beside the SQLite database could not be used: {source}")]
+    #[non_exhaustive]
+    LockFile {
+        /// The lock's name, as shown: control characters escaped, long names cut.
+        name: String,
+        /// The file system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Running or reverting migrations failed.
     #[error("migration failed: {message}")]
     Migration {
@@ -368,6 +428,10 @@ impl Error {
     /// `503 Service Unavailable` with `Retry-After`, or reruns the whole
     /// transaction a bounded number of times.
     ///
+    /// A named lock's [`LockTimeout`](Error::LockTimeout) and
+    /// [`Deadlock`](Error::Deadlock) are retryable too (release the locks held
+    /// first); [`LockLost`](Error::LockLost) is not: the work already ran.
+    ///
     /// Not [`TransactionAborted`](Error::TransactionAborted): the statement
     /// that failed in it returned its own error first, and that error says
     /// whether a retry can help. A connection lost during a commit leaves
@@ -380,6 +444,8 @@ impl Error {
                 | Error::Busy { .. }
                 | Error::ConnectionLost { .. }
                 | Error::Serialization { .. }
+                | Error::LockTimeout { .. }
+                | Error::Deadlock { .. }
         )
     }
 }
@@ -906,6 +972,23 @@ mod tests {
                 OTHER,
             ),
             (Error::Migration { message: reason() }, OTHER),
+            (
+                Error::LockTimeout {
+                    name: reason(),
+                    timeout: Duration::from_secs(1),
+                },
+                RETRYABLE,
+            ),
+            (Error::Deadlock { name: reason() }, RETRYABLE),
+            (Error::LockLost { name: reason() }, OTHER),
+            (Error::LockHeld { name: reason() }, OTHER),
+            (
+                Error::InvalidLockName {
+                    name: reason(),
+                    reason: reason(),
+                },
+                OTHER,
+            ),
         ];
         for (err, expected) in cases {
             let answers = (err.is_not_found(), err.is_conflict(), err.is_retryable());

@@ -18,6 +18,7 @@
 //! - [Transactions](#transactions)
 //! - [The cache](#the-cache)
 //! - [Coherence across processes](#coherence-across-processes)
+//! - [Named locks across processes](#named-locks-across-processes)
 //! - [Backends](#backends)
 //! - [Migrations](#migrations)
 //! - [Errors](#errors)
@@ -349,6 +350,71 @@
 //! repository's `docs/deployment.md` covers running many processes, and
 //! `docs/benchmarks.md` the measured delays and costs.
 //!
+//! # Named locks across processes
+//!
+//! Threads of one process share larder's own locks safely; applications also
+//! need critical sections across processes and hosts: rebuild the front page
+//! once, not once per worker, send a digest once, run a deployment step once.
+//! [`Store::lock`] returns a [`LockGuard`] held in the database, released on
+//! `Drop`, `Err` and panic alike, and by the database server (or, for SQLite,
+//! the OS) when its process dies, even by `SIGKILL`:
+//!
+//! ```
+//! use std::time::Duration;
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let url = format!("sqlite://{}", dir.path().join("app.db").display());
+//! let store = larder::Store::builder(&url)
+//!     .lock_timeout(Duration::from_secs(10)) // default: the connection timeout
+//!     .build()?;
+//! store.migrate()?; // the fencing tokens' table
+//!
+//! // The seed's `@synchronized`: one process at a time, released on Err and panic.
+//! let pages = store.with_lock("front-page", || Ok::<_, larder::Error>(12))?;
+//!
+//! let guard = store.lock("front-page")?; // waits up to the lock timeout
+//! assert!(guard.is_held());
+//! let token = guard.fencing_token(); // larger than every earlier one for the name
+//! assert!(matches!(store.lock("front-page"), Err(larder::Error::LockHeld { .. }))); // no self-deadlock
+//! let other = store.clone();
+//! let busy = std::thread::spawn(move || other.try_lock("front-page").map(|g| g.is_none()));
+//! assert!(busy.join().unwrap()?); // another thread, like another process, is excluded
+//! drop(guard);
+//! assert!(store.try_lock("front-page")?.unwrap().fencing_token() > token);
+//! # assert_eq!(pages, 12);
+//! # Ok::<(), larder::Error>(())
+//! ```
+//!
+//! - **Mechanisms.** PostgreSQL session advisory locks keyed by the FNV-1a
+//!   64-bit hash of the name (fixed forever; two names sharing a key only wait
+//!   for each other); MySQL/MariaDB `GET_LOCK` on `<database>.<name>` (hashed
+//!   past 64 characters); SQLite, which has neither, an exclusive `flock` on
+//!   `<database>.locks/<key>.lock` beside the database file (in-memory SQLite
+//!   databases are refused by [`DatabaseUrl::parse`] anyway).
+//! - **Bounded.** Waiting past [`StoreBuilder::lock_timeout`] is
+//!   [`Error::LockTimeout`] naming the lock; [`Store::try_lock`] never waits.
+//!   Two processes each holding a lock the other wants get [`Error::Deadlock`]
+//!   on at least one side (the server's detector; on SQLite larder's own,
+//!   reading the holders and waiters it records beside the lock files). A
+//!   thread taking a lock it holds gets [`Error::LockHeld`]; names are checked
+//!   ([`Error::InvalidLockName`] for an empty one or one over 1,024 bytes) and
+//!   shown escaped and cut in errors.
+//! - **Connections.** The locks a thread takes through a store share one
+//!   database session of their own, opened outside the pool on the first lock
+//!   and closed with the last guard: holding any number of locks never takes a
+//!   connection repositories need. One session per thread, not per lock, so
+//!   that the server's deadlock detector sees a thread's held and awaited
+//!   locks together. Guards are neither `Send` nor `Sync` for that reason.
+//! - **Lost locks and fencing tokens.** A session lost while holding a lock (a
+//!   restart, `pg_terminate_backend`, `KILL`) frees the lock for others:
+//!   [`LockGuard::is_held`] turns false and [`Store::with_lock`] returns
+//!   [`Error::LockLost`] after its closure. The work then ran but may have
+//!   overlapped another holder's; [`LockGuard::fencing_token`] is the defence
+//!   (Kleppmann, "How to do distributed locking"): tokens are drawn from the
+//!   database table `larder_lock_tokens` and grow with every acquisition of a
+//!   name, across processes and restarts, so a write that applies only when
+//!   its token is the newest refuses a holder that lost its lock. The blog's
+//!   `rebuild_front_page` does exactly that.
+//!
 //! # Backends
 //!
 //! The URL picks the backend at run time, and the application changes nothing
@@ -436,6 +502,10 @@
 //! [`Serialization`](Error::Serialization) (a deadlock or serialization failure:
 //! run the transaction again), [`TransactionAborted`](Error::TransactionAborted)
 //! (a statement in it failed, so it was rolled back),
+//! the named locks' [`LockTimeout`](Error::LockTimeout),
+//! [`Deadlock`](Error::Deadlock), [`LockLost`](Error::LockLost),
+//! [`LockHeld`](Error::LockHeld), [`InvalidLockName`](Error::InvalidLockName)
+//! and [`LockFile`](Error::LockFile),
 //! [`InvalidUrl`](Error::InvalidUrl), [`InvalidConfig`](Error::InvalidConfig),
 //! [`Connection`](Error::Connection), [`Migration`](Error::Migration) and
 //! [`Database`](Error::Database). Diesel's and r2d2's errors are mapped onto it
@@ -494,6 +564,8 @@
 //!  ├─ identity map per entity: ≤ 16 shards, each an lru::LruCache + epoch + loads in flight
 //!  │                           behind a parking_lot::Mutex; the list cache beside it
 //!  ├─ registry / invalidation bus: finds caches by type (repositories) and by table (invalidations)
+//!  ├─ named locks: LockGuard on one lock session per thread (outside the pool)
+//!  │               + a fencing token from larder_lock_tokens
 //!  ├─ watcher thread: other processes' commits → invalidations
 //!  │                  (PostgreSQL LISTEN/NOTIFY; the trigger-fed change log polled on SQLite and MySQL)
 //!  └─ r2d2 pool of Connection = SQLite | PostgreSQL | MySQL, picked by the URL
@@ -551,10 +623,15 @@
 //!   discards that connection (larder's r2d2 manager treats a connection
 //!   returned while its thread panics, or with a transaction still open, as
 //!   broken). A single-flight leader that fails or panics wakes its waiters
-//!   (`tests/transactions.rs`, `examples/blog/tests/stress.rs`).
+//!   (`tests/transactions.rs`, `examples/blog/tests/stress.rs`). A named lock
+//!   is released on `Err` and panic inside [`Store::with_lock`], and by the
+//!   server or the OS when its process is killed (`tests/locks.rs`, with real
+//!   processes).
 //! - **Bounded waits**: pool checkout times out into [`Error::PoolTimeout`]; a
 //!   SQLite writer waits for the write lock up to the busy timeout, then gets
-//!   [`Error::Busy`] (`tests/pool.rs`).
+//!   [`Error::Busy`] (`tests/pool.rs`); a named lock waits up to the lock
+//!   timeout ([`Error::LockTimeout`]), and a deadlock between processes is
+//!   [`Error::Deadlock`], never a hang (`tests/locks.rs`).
 //! - **Bounded staleness**: a store whose watcher has not confirmed its view of
 //!   the database within half of `max_staleness` empties its caches; whenever
 //!   the watcher cannot prove it saw every change, it flushes, never skips
@@ -615,6 +692,7 @@ mod database;
 mod dialect;
 mod entity;
 mod error;
+mod lock;
 mod migrate;
 mod pool;
 mod registry;
@@ -635,6 +713,7 @@ pub use entity::{Entity, Key};
 pub use error::{ConflictKind, Error, Result};
 #[cfg(feature = "derive")]
 pub use larder_derive::Entity;
+pub use lock::LockGuard;
 #[cfg(feature = "mysql")]
 pub use migrate::MYSQL_MIGRATIONS;
 #[cfg(feature = "postgres")]

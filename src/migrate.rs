@@ -1,4 +1,5 @@
-//! The migrations larder runs (its own, embedded: the change log; and an
+//! The migrations larder runs (its own, embedded: the change log and the
+//! named locks' fencing tokens; and an
 //! application's folder read at run time) and the operations the CLI and
 //! `Store::migrate` run.
 
@@ -16,14 +17,16 @@ use crate::pool::Connection;
 use crate::with_connection;
 
 /// larder's own SQLite migrations, compiled in (`migrations/sqlite`): the
-/// change log that capture triggers write and every store's watcher reads.
+/// change log that capture triggers write and every store's watcher reads,
+/// and the fencing tokens of named locks.
 #[cfg(feature = "sqlite")]
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
-/// larder's own PostgreSQL migrations (`migrations/postgres`): none yet, as
-/// change capture there needs no table.
+/// larder's own PostgreSQL migrations (`migrations/postgres`): the fencing
+/// tokens of named locks (change capture there needs no table).
 #[cfg(feature = "postgres")]
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
-/// larder's own MySQL/MariaDB migrations (`migrations/mysql`): the change log.
+/// larder's own MySQL/MariaDB migrations (`migrations/mysql`): the change log
+/// and the fencing tokens of named locks.
 #[cfg(feature = "mysql")]
 pub const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 
@@ -328,7 +331,8 @@ where
 /// Runs migrations on one direct connection, for the CLI and for tools that
 /// migrate before any [`Store`](crate::Store) exists.
 ///
-/// [`Migrator::open`] runs larder's own migrations (the change log);
+/// [`Migrator::open`] runs larder's own migrations (the change log, the
+/// locks' fencing tokens);
 /// [`Migrator::open_with_dir`] adds an application's migrations folder
 /// (diesel's `<version>_<name>/{up,down}.sql` layout), read at run time.
 /// larder's own pending migrations always run first.

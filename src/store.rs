@@ -4,7 +4,9 @@
 //! `repo/store.rs`, `Store::begin` and `Store::transaction` in `tx.rs`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use diesel::QueryResult;
 
@@ -38,9 +40,14 @@ pub struct Store {
 }
 
 struct Inner {
+    /// Unique in the process, never reused: what this thread's lock
+    /// sessions are keyed by.
+    id: u64,
     url: DatabaseUrl,
     pool: Pool,
     config: PoolConfig,
+    /// How long `Store::lock` waits.
+    lock_timeout: Duration,
     registry: Arc<Registry>,
     /// Brings in other processes' changes; `None` when coherence is off.
     /// Dropped with the last clone, which stops its thread.
@@ -52,14 +59,18 @@ impl Store {
         url: DatabaseUrl,
         pool: Pool,
         config: PoolConfig,
+        lock_timeout: Duration,
         registry: Arc<Registry>,
         watcher: Option<Watcher>,
     ) -> Store {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Store {
             inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 url,
                 pool,
                 config,
+                lock_timeout,
                 registry,
                 watcher,
             }),
@@ -188,6 +199,18 @@ impl Store {
     /// The database URL, password redacted when printed.
     pub fn url(&self) -> &DatabaseUrl {
         &self.inner.url
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub(crate) fn lock_timeout(&self) -> Duration {
+        self.inner.lock_timeout
+    }
+
+    pub(crate) fn busy_timeout(&self) -> Duration {
+        self.inner.config.busy_timeout
     }
 
     pub(crate) fn registry(&self) -> &Registry {

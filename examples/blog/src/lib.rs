@@ -28,11 +28,13 @@
 #![warn(clippy::unwrap_used)]
 
 mod comment;
+mod front_page;
 mod post;
 pub mod schema;
 mod user;
 
 pub use comment::{Comment, CommentChanges, CommentQueries, NewComment};
+pub use front_page::{front_page, rebuild_front_page, write_front_page, Rebuilt, FRONT_PAGE_LOCK};
 pub use post::{NewPost, Post, PostChanges, PostQueries};
 pub use user::{NewUser, User, UserChanges};
 

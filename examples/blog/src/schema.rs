@@ -36,3 +36,12 @@ diesel::table! {
 diesel::joinable!(posts -> users (author_id));
 diesel::joinable!(comments -> posts (post_id));
 diesel::allow_tables_to_appear_in_same_query!(users, posts, comments);
+
+diesel::table! {
+    /// The rendered front page and the fencing token of its last rebuild.
+    front_page (id) {
+        id -> BigInt,
+        html -> Text,
+        token -> BigInt,
+    }
+}

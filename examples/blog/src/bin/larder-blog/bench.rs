@@ -564,7 +564,7 @@ impl Workload<'_> {
                 None => self.keys[rng.random_range(0..n)],
             };
             let write = rng.random::<f64>() >= self.read_ratio;
-            let sampled = out.ops % SAMPLE_EVERY == 0;
+            let sampled = out.ops.is_multiple_of(SAMPLE_EVERY);
             let t0 = sampled.then(Instant::now);
             if write {
                 let changes = UserChanges {

@@ -1,0 +1,1 @@
+DROP TABLE front_page;

@@ -1,0 +1,1 @@
+DROP TABLE larder_lock_tokens;

@@ -1,0 +1,143 @@
+//! SQLite: an exclusive `flock` on a file beside the database, which the OS
+//! releases when the holding process dies. A SQLite database lives on one
+//! host, so every process sharing it sees the same files.
+//!
+//! `<database>.locks/<key>.lock`: one file per name key, created on first use
+//! and never deleted, because a waiter that opened a file a holder then
+//! unlinked would lock an orphan while the next process locks a new file,
+//! and both would hold the "same" lock. While held, a file contains its
+//! holder's owner id (for the deadlock detector in `waits`); its holder
+//! empties it before unlocking, and the contents of an unlocked file are
+//! never trusted.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::waits::{self, Waiting};
+
+/// Why a file lock was not taken.
+#[derive(Debug)]
+pub(super) enum Refused {
+    /// Still held by another after the wait.
+    Timeout,
+    /// Its holder waits, through others perhaps, for a lock we hold.
+    Deadlock,
+    /// The lock directory or file could not be used.
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for Refused {
+    fn from(err: std::io::Error) -> Refused {
+        Refused::Io(err)
+    }
+}
+
+/// A held file lock; released by [`release`](FileLock::release) or by
+/// closing the file (drop).
+#[derive(Debug)]
+pub(super) struct FileLock {
+    file: File,
+    path: PathBuf,
+}
+
+/// The directory of a database's lock files: `<path>.locks` beside the file
+/// (a URI's `file:` prefix and query left out).
+pub(super) fn lock_dir(target: &str) -> PathBuf {
+    let path = target.strip_prefix("file:").unwrap_or(target);
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    PathBuf::from(format!("{path}.locks"))
+}
+
+pub(super) fn lock_path(dir: &Path, key: i64) -> PathBuf {
+    dir.join(format!("{key:016x}.lock"))
+}
+
+/// Takes the lock of `key`, waiting up to `timeout` (`None`: not at all)
+/// with a short backoff, and looking for a deadlock between tries.
+pub(super) fn lock(
+    dir: &Path,
+    key: i64,
+    owner: &str,
+    timeout: Option<Duration>,
+) -> Result<Option<FileLock>, Refused> {
+    std::fs::create_dir_all(dir)?;
+    let path = lock_path(dir, key);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    let mut lock = FileLock { file, path };
+    if lock.try_take()? {
+        lock.write_owner(owner)?;
+        return Ok(Some(lock));
+    }
+    let Some(timeout) = timeout else {
+        return Ok(None);
+    };
+    let deadline = Instant::now() + timeout;
+    // Recorded while we wait, so that others' detectors can follow us.
+    let _waiting = Waiting::start(dir, owner, key)?;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        if lock.try_take()? {
+            lock.write_owner(owner)?;
+            return Ok(Some(lock));
+        }
+        if waits::cycle(dir, key, owner) {
+            return Err(Refused::Deadlock);
+        }
+        if Instant::now() >= deadline {
+            return Err(Refused::Timeout);
+        }
+        pause = (pause * 2).min(Duration::from_millis(8));
+    }
+}
+
+impl FileLock {
+    fn try_take(&self) -> std::io::Result<bool> {
+        match self.file.try_lock() {
+            Ok(()) => Ok(true),
+            Err(TryLockError::WouldBlock) => Ok(false),
+            Err(TryLockError::Error(err)) => Err(err),
+        }
+    }
+
+    fn write_owner(&mut self, owner: &str) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(owner.as_bytes())
+    }
+
+    /// Empties the file (its contents are then stale) and unlocks it.
+    pub(super) fn release(self) -> std::io::Result<()> {
+        let emptied = self.file.set_len(0);
+        let unlocked = self.file.unlock();
+        emptied.and(unlocked)
+    }
+
+    /// Whether the locked file is still the one at its path: a lock
+    /// directory deleted or replaced (by hand, by a cleanup job) means other
+    /// processes now lock another file, and this lock excludes no one.
+    pub(super) fn is_current(&self) -> bool {
+        match (self.file.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(held), Ok(now)) => same_file(&held, &now),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    a.len() == b.len() && a.modified().ok() == b.modified().ok()
+}
