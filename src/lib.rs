@@ -615,8 +615,10 @@ mod database;
 mod dialect;
 mod entity;
 mod error;
+mod keys;
 mod migrate;
 mod pool;
+mod read;
 mod registry;
 mod repo;
 mod stats;
@@ -628,7 +630,7 @@ mod url;
 pub use backend::Connection;
 pub use builder::StoreBuilder;
 pub use cache::CacheStats;
-pub use coherence::capture::{capture_sql, CaptureSql};
+pub use coherence::capture::{capture_sql, capture_sql_with_keys, CaptureSql};
 pub use coherence::{CoherenceStats, FlushCounts, FlushReason};
 pub use database::{create_database, database_exists, drop_database};
 pub use entity::{Entity, Key};
@@ -642,6 +644,7 @@ pub use migrate::POSTGRES_MIGRATIONS;
 #[cfg(feature = "sqlite")]
 pub use migrate::SQLITE_MIGRATIONS;
 pub use migrate::{MigrationStatus, Migrator};
+pub use read::Read;
 pub use repo::{Repo, Repos, Repository, TxRepo};
 pub use stats::{PoolState, Stats};
 pub use store::Store;
@@ -652,5 +655,5 @@ pub use url::{Backend, DatabaseUrl};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::dialect::mysql::LAST_INSERT_ID as MYSQL_LAST_INSERT_ID;
-    pub use crate::entity::{is_empty_changeset, slot_by_type, EntitySlot};
+    pub use crate::entity::{is_empty_changeset, slot_by_type, EntitySlot, KeyField};
 }
