@@ -494,6 +494,7 @@ mod tests {
     impl Entity for Child {
         const TABLE: &'static str = "children";
         const DELETED_WITH: &'static [&'static str] = &["parents"];
+        const KEY_COLUMNS: &'static [&'static str] = &["parent_id"];
         type New = ();
         type Changes = ();
 
@@ -516,6 +517,33 @@ mod tests {
         fn delete(_: &mut Connection, _: i64) -> diesel::QueryResult<bool> {
             Ok(false)
         }
+    }
+
+    #[test]
+    fn an_uncertain_commit_retires_the_lists_of_the_old_and_new_key_values() {
+        let registry = Registry::new(8, 8);
+        identity_map::<Child>(&registry, None);
+        let read = |value| {
+            registry
+                .generations(&[Read::eq("children", "parent_id", value)])
+                .unwrap()
+        };
+        let (seven, eight, nine) = (read(7), read(8), read(9));
+        let moved = Written {
+            entity: TypeId::of::<Child>(),
+            value: Some(Arc::new(Child { id: 1 })),
+            epoch: 0,
+            touched: vec![("parent_id", Some(7)), ("parent_id", Some(8))],
+        };
+        registry.apply_uncertain(vec![PendingWrite::Written {
+            key: Key::new("children", 1),
+            written: moved,
+        }]);
+        assert_ne!(read(7), seven, "the old value's lists stayed");
+        assert_ne!(read(8), eight, "the new value's lists stayed");
+        assert_eq!(read(9), nine, "another value's lists went");
+        registry.apply_uncertain(vec![PendingWrite::Unsettled(Key::new("children", 1))]);
+        assert_ne!(read(9), nine, "an unsettled write must retire every list");
     }
 
     #[test]

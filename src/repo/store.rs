@@ -166,10 +166,12 @@ impl<'s, E: Entity> Repo<'s, E> {
     }
 
     /// Like [`query`](Repo::query), with the result cached under `key` (which
-    /// must identify the query and its parameters) until any table in `reads`
-    /// changes: a write to one of them, committed anywhere larder hears of,
-    /// invalidates the list. A table no registered entity maps is never
-    /// invalidated, so a query reading one is not cached.
+    /// must identify the query and its parameters) until something in `reads`
+    /// changes: a table (`"users"`, [`Read::table`]), any write to which,
+    /// committed anywhere larder hears of, invalidates the list; or with
+    /// [`Read::eq`] only the rows of a table whose key column has one value
+    /// (see [`Entity::KEY_COLUMNS`]). A table no registered entity maps is
+    /// never invalidated, so a query reading one is not cached.
     ///
     /// ```
     /// use diesel::prelude::*;
