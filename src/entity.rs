@@ -137,7 +137,7 @@ macro_rules! entity_slot {
 /// // `table` is the module of diesel's `table!`; `deleted_with` is optional:
 /// // tags.post_id REFERENCES posts ON DELETE CASCADE.
 /// #[larder(table = schema::tags, new = NewTag, changes = TagChanges, deleted_with = ["posts"])]
-/// pub struct Tag { pub id: i64, pub post_id: i64, pub label: String }
+/// pub struct Tag { pub id: i64, #[larder(key)] pub post_id: i64, pub label: String }
 ///
 /// #[derive(Insertable)]
 /// #[diesel(table_name = tags)]
@@ -149,6 +149,7 @@ macro_rules! entity_slot {
 ///
 /// assert_eq!(<Tag as larder::Entity>::TABLE, "tags");
 /// assert_eq!(<Tag as larder::Entity>::DELETED_WITH, ["posts"]);
+/// assert_eq!(<Tag as larder::Entity>::KEY_COLUMNS, ["post_id"]); // #[larder(key)]
 ///
 /// # let dir = tempfile::tempdir().unwrap();
 /// # let url = format!("sqlite://{}", dir.path().join("tags.db").display());

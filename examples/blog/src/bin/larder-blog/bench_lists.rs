@@ -31,24 +31,38 @@ pub(crate) struct Args {
     comments: u32,
     /// New comments per second, written by one thread on posts chosen with the
     /// pages' skew (popular posts get more comments).
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 50.0, value_parser = non_negative)]
     writes_per_s: f64,
     /// Threads rendering pages.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     threads: u32,
     /// Zipf exponent of the posts' popularity.
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = 0.99, value_parser = non_negative)]
     skew: f64,
     /// Lists the store's query cache holds (`StoreBuilder::query_cache_capacity`);
     /// larder's default (1,000) when not given.
     #[arg(long)]
     query_capacity: Option<usize>,
     /// Seconds each mode is measured (after a tenth as much warm-up).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     duration: f64,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+fn non_negative(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err("expected a number ≥ 0".into()),
+    }
+}
+
+fn seconds(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err("expected a number of seconds greater than 0".into()),
+    }
 }
 
 /// How the page's comment lists say what they read.
@@ -95,14 +109,6 @@ impl Outcome {
 }
 
 pub(crate) fn run(url: Option<&str>, args: &Args) -> larder::Result<()> {
-    if !(args.writes_per_s >= 0.0 && args.writes_per_s.is_finite())
-        || !(args.skew >= 0.0 && args.skew.is_finite())
-        || !(args.duration > 0.0 && args.duration <= 86_400.0)
-    {
-        return Err(larder::Error::InvalidConfig {
-            reason: "--writes-per-s and --skew must be ≥ 0, --duration in (0, 86400]".into(),
-        });
-    }
     let (url, _scratch) = ScratchFile::url_or_new(url, "bench-lists");
     let seeder = larder_blog::builder(&url).coherence(false).build()?;
     larder_blog::migrate(&seeder)?;
