@@ -103,7 +103,7 @@ pub(crate) fn check_identifier(table: &str) -> Result<()> {
     } else {
         Err(Error::InvalidConfig {
             reason: format!(
-                "{table:?} is not a table or column name larder can use \
+                "{table:?} is not a table name or column name larder can use \
                  (letters, digits and _, at most 40 bytes)"
             ),
         })

@@ -200,7 +200,7 @@ fn log_change(table: &str, row: &str, op: &str, key_values: Option<String>) -> S
 
 /// An SQL text expression of the values of `columns` in each of `rows`
 /// (trigger row names such as `OLD` and `NEW`, or `""` for the columns of the
-/// row a query reads), in the form `crate::keys::parse` reads:
+/// row a query reads), in the form the `keys` module reads:
 /// `post_id=7,post_id=8`, NULL as an empty value. `None` without columns.
 pub(crate) fn key_list(dialect: &dyn Dialect, rows: &[&str], columns: &[&str]) -> Option<String> {
     if columns.is_empty() {
