@@ -70,7 +70,7 @@ impl StoreBuilder {
             url: url.to_owned(),
             pool_size: 8,
             cache_capacity: 10_000,
-            query_cache_capacity: 1_000,
+            query_cache_capacity: 10_000,
             connection_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
             lock_timeout: None,
@@ -98,7 +98,10 @@ impl StoreBuilder {
 
     /// Most list-query results (for example `posts().by_author(id)`) the store
     /// caches; 0 turns the query cache off, and so does a
-    /// [`cache_capacity`](StoreBuilder::cache_capacity) of 0. Defaults to 1,000 lists.
+    /// [`cache_capacity`](StoreBuilder::cache_capacity) of 0. Defaults to
+    /// 10,000 lists, as many as the entries of an entity's default cache: a
+    /// page that reads two lists of a post (its comments and their count)
+    /// then stays cached for 5,000 posts.
     pub fn query_cache_capacity(mut self, lists: usize) -> StoreBuilder {
         self.query_cache_capacity = lists;
         self

@@ -53,6 +53,7 @@ pub(crate) fn identity_map<E: Entity>(
             entity: TypeId::of::<E>(),
             table: E::TABLE,
             deleted_with: E::DELETED_WITH,
+            key_columns: E::KEY_COLUMNS,
             control,
         };
         (map as AnyValue, registration)
@@ -136,7 +137,7 @@ macro_rules! entity_slot {
 /// // `table` is the module of diesel's `table!`; `deleted_with` is optional:
 /// // tags.post_id REFERENCES posts ON DELETE CASCADE.
 /// #[larder(table = schema::tags, new = NewTag, changes = TagChanges, deleted_with = ["posts"])]
-/// pub struct Tag { pub id: i64, pub post_id: i64, pub label: String }
+/// pub struct Tag { pub id: i64, #[larder(key)] pub post_id: i64, pub label: String }
 ///
 /// #[derive(Insertable)]
 /// #[diesel(table_name = tags)]
@@ -148,6 +149,7 @@ macro_rules! entity_slot {
 ///
 /// assert_eq!(<Tag as larder::Entity>::TABLE, "tags");
 /// assert_eq!(<Tag as larder::Entity>::DELETED_WITH, ["posts"]);
+/// assert_eq!(<Tag as larder::Entity>::KEY_COLUMNS, ["post_id"]); // #[larder(key)]
 ///
 /// # let dir = tempfile::tempdir().unwrap();
 /// # let url = format!("sqlite://{}", dir.path().join("tags.db").display());
@@ -283,6 +285,76 @@ pub trait Entity: Sized + Send + Sync + 'static {
     /// `COMMIT`; invalidation still happens after the write has committed.
     /// Defaults to false: every write runs in a transaction.
     const SINGLE_STATEMENT_WRITES: bool = false;
+
+    /// Integer columns (foreign keys, as a rule) that cached lists filter on
+    /// with [`Read::eq`](crate::Read::eq), such as `post_id` for comments
+    /// listed by post: a write then retires only the lists of the values its
+    /// row had before and has after it, instead of every list of the table.
+    ///
+    /// The price: an update, write or delete of such an entity first reads
+    /// the row's key values, locked (`SELECT … FOR UPDATE` on PostgreSQL and
+    /// MySQL; SQLite's write transaction excludes other writers already), in
+    /// a transaction of its own even when the entity declares
+    /// [`SINGLE_STATEMENT_WRITES`](Entity::SINGLE_STATEMENT_WRITES). Inserts
+    /// pay nothing. Other processes' changes carry the values only if the
+    /// table's capture triggers report them ([`capture_sql_with_keys`](crate::capture_sql_with_keys));
+    /// otherwise they retire every list of the table, as before. Each column
+    /// costs 8 KiB of generation counters per store.
+    ///
+    /// Only the key columns of the first entity registered for a table that
+    /// declares any count. Names must be plain identifiers (letters, digits,
+    /// `_`). Defaults to none; [`entity!`](crate::entity) takes `keys: [post_id]`
+    /// and the derive `#[larder(key)]` on a field.
+    const KEY_COLUMNS: &'static [&'static str] = &[];
+
+    /// The value of key column `column` in this row, `None` when it is NULL
+    /// (or not a key column). Must answer for every name in
+    /// [`KEY_COLUMNS`](Entity::KEY_COLUMNS): a missing answer reads as NULL,
+    /// and the lists of the row's real value would not be retired.
+    ///
+    /// ```
+    /// # use larder::{Connection, Entity};
+    /// struct Comment { id: i64, post_id: i64 }
+    /// impl Entity for Comment {
+    ///     const TABLE: &'static str = "comments";
+    ///     const KEY_COLUMNS: &'static [&'static str] = &["post_id"];
+    ///     fn key_value(&self, column: &str) -> Option<i64> {
+    ///         (column == "post_id").then_some(self.post_id)
+    ///     }
+    ///     type New = ();
+    ///     type Changes = ();
+    ///     fn id(&self) -> i64 { self.id }
+    ///     # fn find(_: &mut Connection, _: i64) -> diesel::QueryResult<Option<Comment>> { Ok(None) }
+    ///     # fn insert(_: &mut Connection, _: &()) -> diesel::QueryResult<Comment> { Err(diesel::result::Error::NotFound) }
+    ///     # fn update(_: &mut Connection, _: i64, _: &()) -> diesel::QueryResult<Option<Comment>> { Ok(None) }
+    ///     # fn delete(_: &mut Connection, _: i64) -> diesel::QueryResult<bool> { Ok(false) }
+    ///     // find, insert, update, delete as usual
+    /// }
+    /// assert_eq!(Comment { id: 1, post_id: 7 }.key_value("post_id"), Some(7));
+    /// ```
+    fn key_value(&self, column: &str) -> Option<i64> {
+        let _ = column;
+        None
+    }
+}
+
+/// A field type [`entity!`]'s `keys` accept: an integer key, or a nullable one.
+#[doc(hidden)]
+pub trait KeyField {
+    /// The value, `None` for NULL.
+    fn key_field(&self) -> Option<i64>;
+}
+
+impl KeyField for i64 {
+    fn key_field(&self) -> Option<i64> {
+        Some(*self)
+    }
+}
+
+impl KeyField for Option<i64> {
+    fn key_field(&self) -> Option<i64> {
+        *self
+    }
 }
 
 /// Implements [`Entity`] for a diesel model whose table has an `id BIGINT`
@@ -292,7 +364,9 @@ pub trait Entity: Sized + Send + Sync + 'static {
 /// row with `RETURNING` on SQLite and PostgreSQL (so triggers drawing from
 /// other sequences cannot confuse it), and read it back by the generated id on
 /// MySQL, which has no `RETURNING`. An all-`None` changeset leaves the row as
-/// it is. `#[derive(larder::Entity)]` expands to this macro.
+/// it is. `keys: [post_id]` (optional, after `deleted_with`) names fields of
+/// type `i64` or `Option<i64>` whose columns of the same name are
+/// [`Entity::KEY_COLUMNS`]. `#[derive(larder::Entity)]` expands to this macro.
 ///
 /// ```
 /// use diesel::prelude::*;
@@ -315,23 +389,39 @@ pub trait Entity: Sized + Send + Sync + 'static {
 ///     new: NewTag,
 ///     changes: TagChanges,
 ///     deleted_with: ["posts"], // tags.post_id REFERENCES posts ON DELETE CASCADE
+///     keys: [post_id], // lists of a post's tags use larder::Read::eq("tags", "post_id", id)
 /// });
 ///
-/// assert_eq!(<Tag as larder::Entity>::TABLE, "tags");
+/// use larder::Entity;
+/// assert_eq!(Tag::TABLE, "tags");
+/// assert_eq!(Tag::KEY_COLUMNS, ["post_id"]);
+/// let tag = Tag { id: 1, post_id: 7, label: "rust".into() };
+/// assert_eq!(tag.key_value("post_id"), Some(7));
 /// ```
 #[macro_export]
 macro_rules! entity {
-    ($model:ident { table: $($table:ident)::+, new: $new:ty, changes: $changes:ty $(, deleted_with: [$($parent:literal),* $(,)?])? $(,)? }) => {
+    ($model:ident { table: $($table:ident)::+, new: $new:ty, changes: $changes:ty $(, deleted_with: [$($parent:literal),* $(,)?])? $(, keys: [$($key:ident),* $(,)?])? $(,)? }) => {
         impl $crate::Entity for $model {
             $crate::entity_slot!();
             const TABLE: &'static str = $crate::__larder_last_segment!($($table)::+);
             const DELETED_WITH: &'static [&'static str] = &[$($($parent),*)?];
             const SINGLE_STATEMENT_WRITES: bool = true;
+            const KEY_COLUMNS: &'static [&'static str] = &[$($(stringify!($key)),*)?];
             type New = $new;
             type Changes = $changes;
 
             fn id(&self) -> i64 {
                 self.id
+            }
+
+            fn key_value(&self, column: &str) -> Option<i64> {
+                $($(
+                    if column == stringify!($key) {
+                        return $crate::__private::KeyField::key_field(&self.$key);
+                    }
+                )*)?
+                let _ = column;
+                None
             }
 
             fn find(conn: &mut $crate::Connection, id: i64) -> ::diesel::QueryResult<Option<Self>> {

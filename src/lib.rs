@@ -102,9 +102,10 @@
 //!   reads its cascade first, in its own transaction) and invalidate what they
 //!   changed once committed; [`query`](Repo::query) runs any query returning
 //!   rows and hands back the identity map's `Arc`s for rows it holds.
-//! - [`Repo::cached_query`] caches a list under a key until a table it read
-//!   changes; [`Repo::cached_value`] does the same for any value (a count, a
-//!   sum, an existence check).
+//! - [`Repo::cached_query`] caches a list under a key until something it read
+//!   changes: a table, or with [`Read::eq`] only the table's rows whose key
+//!   column ([`Entity::KEY_COLUMNS`]) has one value; [`Repo::cached_value`]
+//!   does the same for any value (a count, a sum, an existence check).
 //! - [`TxRepo`], from [`Tx::repo`], does the same inside a transaction: reads
 //!   see the transaction's own writes and never fill the shared cache.
 //! - [`Repository`] is what both do, so that an application writes its query
@@ -119,18 +120,21 @@
 //! # #[derive(Debug, Queryable)] pub struct Tag { pub id: i64, pub post_id: i64, pub label: String }
 //! # #[derive(Insertable)] #[diesel(table_name = tags)] pub struct NewTag { pub post_id: i64, pub label: String }
 //! # #[derive(AsChangeset, Default)] #[diesel(table_name = tags)] pub struct TagChanges { pub label: Option<String> }
-//! # larder::entity!(Tag { table: tags, new: NewTag, changes: TagChanges });
+//! # larder::entity!(Tag { table: tags, new: NewTag, changes: TagChanges, keys: [post_id] });
 //!
 //! /// Query methods of every repository of tags: cached on the store, plain
 //! /// queries that see uncommitted writes inside a transaction.
 //! pub trait TagQueries: Repository<Tag> {
+//!     /// Retired only by writes to tags whose post_id was or becomes `post`.
 //!     fn of_post(&self, post: i64) -> larder::Result<Vec<Arc<Tag>>> {
-//!         self.cached_query(&format!("tags.of_post({post})"), &["tags"], |conn| {
+//!         let reads = [larder::Read::eq("tags", "post_id", post)];
+//!         self.cached_query(&format!("tags.of_post({post})"), &reads, |conn| {
 //!             let query = tags::table.filter(tags::post_id.eq(post)).order(tags::id);
 //!             larder::with_connection!(conn, |c| query.load(c))
 //!         })
 //!     }
 //!
+//!     /// Retired by any write to `tags`: the whole table is read.
 //!     fn count_of_post(&self, post: i64) -> larder::Result<i64> {
 //!         self.cached_value(&format!("tags.count_of_post({post})"), &["tags"], |conn| {
 //!             let query = tags::table.filter(tags::post_id.eq(post)).count();
@@ -163,6 +167,11 @@
 //!     Ok::<_, larder::Error>(())
 //! })?;
 //! assert_eq!(store.tags().of_post(7)?.len(), 2); // the commit retired the cached list
+//! store.tags().of_post(8)?; // cached, empty
+//! store.tags().create(NewTag { post_id: 7, label: "cache".into() })?;
+//! let hits = store.stats().queries.hits;
+//! assert!(store.tags().of_post(8)?.is_empty()); // still cached: a tag on post 7 left it alone
+//! assert_eq!(store.stats().queries.hits, hits + 1);
 //! # Ok::<(), larder::Error>(())
 //! ```
 //!
@@ -241,12 +250,20 @@
 //!   [`StoreBuilder::entity_with_capacity`] one entity's; the shards split it
 //!   evenly.
 //! - **The list cache.** [`Repo::cached_query`] and [`Repo::cached_value`]
-//!   results ([`StoreBuilder::query_cache_capacity`], default 1,000) are stored
+//!   results ([`StoreBuilder::query_cache_capacity`], default 10,000) are stored
 //!   with the generation of every table they read. A committed write to one of
 //!   those tables, here or in any process larder hears of, moves its
 //!   generation, so the entry is never served again; a result whose query raced
 //!   such a write is not stored at all. A table no entity of the store maps is
-//!   never invalidated, so a query reading one is not cached.
+//!   never invalidated, so a query reading one is not cached. A [`Read::eq`]
+//!   result (`comments WHERE post_id = 7`) is stored instead with the
+//!   generation of its value's bucket (1,024 per key column, 8 KiB; values
+//!   sharing a bucket retire each other's lists, never keep one alive) and of
+//!   its table's fallback. A write moves the buckets of the key values its row
+//!   had before (updates and deletes read them first, with the row locked,
+//!   in the write's transaction) and has after; a change whose values are
+//!   unknown (a truncate, a cascade, a trigger that does not report them, a
+//!   flush) moves the fallback, retiring every keyed list of the table.
 //!
 //! [`Store::stats`] returns [`Stats`]: per entity [`CacheStats`] (hits, misses,
 //! loads, fills, stale fills dropped, invalidations, evictions, entries), the
@@ -299,7 +316,10 @@
 //!
 //! [`capture_sql`] returns the triggers of a table for a backend, to put in the
 //! table's migration after larder's own; `larder migrate generate NAME --capture
-//! TABLE` writes such a migration. [`Store::uncaptured_tables`] names the
+//! TABLE` writes such a migration. [`capture_sql_with_keys`] (`--capture
+//! TABLE:COLUMN`) also reports the key columns' values before and after each
+//! change, so that other processes retire only the [`Read::eq`] lists of those
+//! values; without them a change retires every keyed list of its table. [`Store::uncaptured_tables`] names the
 //! cached tables that exist without them (a store with coherence on also logs
 //! a warning when it migrates). On MySQL, whose cascades fire no triggers,
 //! declare [`Entity::DELETED_WITH`] for tables a cascade empties.
@@ -692,9 +712,11 @@ mod database;
 mod dialect;
 mod entity;
 mod error;
+mod keys;
 mod lock;
 mod migrate;
 mod pool;
+mod read;
 mod registry;
 mod repo;
 mod stats;
@@ -706,7 +728,7 @@ mod url;
 pub use backend::Connection;
 pub use builder::StoreBuilder;
 pub use cache::CacheStats;
-pub use coherence::capture::{capture_sql, CaptureSql};
+pub use coherence::capture::{capture_sql, capture_sql_with_keys, CaptureSql};
 pub use coherence::{CoherenceStats, FlushCounts, FlushReason};
 pub use database::{create_database, database_exists, drop_database};
 pub use entity::{Entity, Key};
@@ -721,6 +743,7 @@ pub use migrate::POSTGRES_MIGRATIONS;
 #[cfg(feature = "sqlite")]
 pub use migrate::SQLITE_MIGRATIONS;
 pub use migrate::{MigrationStatus, Migrator};
+pub use read::Read;
 pub use repo::{Repo, Repos, Repository, TxRepo};
 pub use stats::{PoolState, Stats};
 pub use store::Store;
@@ -731,5 +754,5 @@ pub use url::{Backend, DatabaseUrl};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::dialect::mysql::LAST_INSERT_ID as MYSQL_LAST_INSERT_ID;
-    pub use crate::entity::{is_empty_changeset, slot_by_type, EntitySlot};
+    pub use crate::entity::{is_empty_changeset, slot_by_type, EntitySlot, KeyField};
 }

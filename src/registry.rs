@@ -17,7 +17,9 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::cache::{AnyValue, CacheControl, CacheStats, QueryCache};
+use crate::cache::{AnyValue, CacheControl, CacheStats, Generations, QueryCache};
+use crate::keys::{KeyGenerations, Touched};
+use crate::read::Read;
 
 /// Hashes a `TypeId` by its own bits: they are already a hash, and the default
 /// SipHash of them was most of the cost of a cache hit.
@@ -118,6 +120,8 @@ pub(crate) struct Registration {
     pub(crate) table: &'static str,
     /// The tables whose deletes empty this cache ([`Entity::DELETED_WITH`](crate::Entity::DELETED_WITH)).
     pub(crate) deleted_with: &'static [&'static str],
+    /// The columns its `Read::eq` lists may filter on ([`Entity::KEY_COLUMNS`](crate::Entity::KEY_COLUMNS)).
+    pub(crate) key_columns: &'static [&'static str],
     pub(crate) control: Arc<dyn CacheControl>,
 }
 
@@ -153,6 +157,10 @@ struct Tables {
     /// Per table, moved by every invalidation of the table; the query cache
     /// compares it with the generation a list was read at.
     generations: ByTable<Arc<AtomicU64>>,
+    /// Per table with key columns (those of the first entity registered for
+    /// it that declares any; never replaced, so no bump can land on a copy
+    /// readers no longer see), what `Read::eq` lists compare.
+    keys: ByTable<Arc<KeyGenerations>>,
 }
 
 pub(crate) struct Registry {
@@ -190,6 +198,9 @@ pub(crate) struct Written {
     pub(crate) value: Option<AnyValue>,
     /// The key's shard epoch read before the write.
     pub(crate) epoch: u64,
+    /// The key values the row had before the write and has after it; a key
+    /// column of the table named by none of them is unknown.
+    pub(crate) touched: Vec<(&'static str, Option<i64>)>,
 }
 
 impl Registry {
@@ -240,6 +251,12 @@ impl Registry {
         let _registering = self.registering.lock();
         let mut tables = Tables::clone(&self.tables.read());
         tables.generations.entry(entity.table).or_default();
+        if !entity.key_columns.is_empty() {
+            tables
+                .keys
+                .entry(entity.table)
+                .or_insert_with(|| Arc::new(KeyGenerations::new(entity.key_columns)));
+        }
         for parent in entity.deleted_with {
             tables
                 .deleted_with
@@ -279,7 +296,7 @@ impl Registry {
                     if let Some(control) = self.tables().by_type.get(&written.entity) {
                         control.apply_write_any(key.id, written.value, written.epoch);
                     }
-                    self.invalidate_except(key, Some(written.entity));
+                    self.invalidate_except(key, Some(written.entity), &written.touched);
                     if deleted {
                         self.empty_dependents(key.table, &mut Vec::new());
                     }
@@ -294,16 +311,19 @@ impl Registry {
     /// Applies writes whose commit failed. A commit that failed may still have
     /// committed (the connection was lost while COMMIT was in flight), so every
     /// key is invalidated and every delete empties its dependents, as if it
-    /// had committed, without caching any new value.
+    /// had committed, without caching any new value. The key values before
+    /// and after are the only ones the row can have either way, so retiring
+    /// both covers both outcomes.
     pub(crate) fn apply_uncertain(&self, writes: Vec<PendingWrite>) {
         for write in writes {
             match write {
-                PendingWrite::Written { key, written } if written.value.is_none() => {
-                    self.invalidate_removed(key);
+                PendingWrite::Written { key, written } => {
+                    self.invalidate_except(key, None, &written.touched);
+                    if written.value.is_none() {
+                        self.empty_dependents(key.table, &mut Vec::new());
+                    }
                 }
-                PendingWrite::Written { key, .. } | PendingWrite::Unsettled(key) => {
-                    self.invalidate(key);
-                }
+                PendingWrite::Unsettled(key) => self.invalidate(key),
                 PendingWrite::Removed(key) => self.invalidate_removed(key),
                 PendingWrite::UnknownInsert(table) => self.retire_lists(table),
             }
@@ -325,34 +345,52 @@ impl Registry {
         visited.push(table);
         let tables = self.tables();
         for dependent in tables.deleted_with.get(table).into_iter().flatten() {
-            self.bump(dependent.table);
+            self.bump(dependent.table, &[]);
             dependent.control.clear();
             self.empty_dependents(dependent.table, visited);
         }
     }
 
-    fn bump(&self, table: &str) {
-        if let Some(generation) = self.tables.read().generations.get(table) {
+    /// Retires the lists that read `table` whole, and its `Read::eq` lists
+    /// of the key values in `touched` (all of them, for a key column
+    /// `touched` does not name).
+    fn bump(&self, table: &str, touched: &Touched<'_>) {
+        let tables = self.tables();
+        if let Some(generation) = tables.generations.get(table) {
             generation.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(keys) = tables.keys.get(table) {
+            keys.bump(touched);
         }
     }
 
     /// Retires every cached list that read `table`.
     pub(crate) fn retire_lists(&self, table: &str) {
-        self.bump(table);
+        self.bump(table, &[]);
     }
 
-    /// The current generation of each of `tables`, `None` when one of them
-    /// has no entity (its changes are not tracked).
-    pub(crate) fn generations(&self, tables: &[&'static str]) -> Option<Vec<(&'static str, u64)>> {
+    /// What a result of `reads` compares to stay valid, read now: a whole
+    /// table's generation, or for a `Read::eq` on a key column its table's
+    /// fallback and its value's bucket. `None` when a table has no entity
+    /// (its changes are not tracked).
+    pub(crate) fn generations(&self, reads: &[Read]) -> Option<Generations> {
         let indexes = self.tables.read();
-        tables
-            .iter()
-            .map(|table| {
-                let generation = indexes.generations.get(table)?;
-                Some((*table, generation.load(Ordering::SeqCst)))
-            })
-            .collect()
+        let mut out = Vec::with_capacity(reads.len() + 1);
+        for read in reads {
+            let table = read.table_name();
+            let generation = indexes.generations.get(table)?;
+            let keyed = read.filter().and_then(|(column, value)| {
+                Some((column, indexes.keys.get(table)?.read(column, value)?))
+            });
+            match keyed {
+                Some((column, [fallback, bucket])) => {
+                    out.push((table, fallback));
+                    out.push((column, bucket));
+                }
+                None => out.push((table, generation.load(Ordering::SeqCst))),
+            }
+        }
+        Some(out)
     }
 
     pub(crate) fn queries(&self) -> &QueryCache {
@@ -360,12 +398,13 @@ impl Registry {
     }
 
     /// Drops every cached copy of `key`, in every entity mapped to its table.
+    /// Its key values are unknown: every `Read::eq` list of the table goes.
     pub(crate) fn invalidate(&self, key: Key) {
-        self.invalidate_except(key, None);
+        self.invalidate_except(key, None, &[]);
     }
 
-    fn invalidate_except(&self, key: Key, skip: Option<TypeId>) {
-        self.bump(key.table);
+    fn invalidate_except(&self, key: Key, skip: Option<TypeId>, touched: &Touched<'_>) {
+        self.bump(key.table, touched);
         let tables = self.tables();
         for member in tables.by_table.get(key.table).into_iter().flatten() {
             if Some(member.entity) != skip {
@@ -375,8 +414,9 @@ impl Registry {
     }
 
     /// Applies a change another process (or this one) committed, as read from
-    /// the database; returns whether `table` is cached here at all.
-    pub(crate) fn apply_remote(&self, table: &str, id: i64, op: Op) -> bool {
+    /// the database, with the key values its trigger reported (`&[]` from a
+    /// trigger that reports none); returns whether `table` is cached here at all.
+    pub(crate) fn apply_remote(&self, table: &str, id: i64, op: Op, touched: &Touched<'_>) -> bool {
         let tables = self.tables();
         let Some((&table, _)) = tables.generations.get_key_value(table) else {
             // Not cached here, but its deletes may cascade into a table that is.
@@ -389,13 +429,13 @@ impl Registry {
             return false;
         };
         match op {
-            Op::Insert | Op::Update => self.invalidate(Key { table, id }),
+            Op::Insert | Op::Update => self.invalidate_except(Key { table, id }, None, touched),
             Op::Delete => {
-                self.invalidate(Key { table, id });
+                self.invalidate_except(Key { table, id }, None, touched);
                 self.empty_dependents(table, &mut Vec::new());
             }
             Op::Truncate => {
-                self.bump(table);
+                self.bump(table, &[]);
                 for member in tables.by_table.get(table).into_iter().flatten() {
                     member.control.clear();
                 }
@@ -410,6 +450,9 @@ impl Registry {
         let tables = self.tables();
         for generation in tables.generations.values() {
             generation.fetch_add(1, Ordering::SeqCst);
+        }
+        for keys in tables.keys.values() {
+            keys.bump_all();
         }
         for control in tables.by_type.values() {
             control.clear();
@@ -451,6 +494,7 @@ mod tests {
     impl Entity for Child {
         const TABLE: &'static str = "children";
         const DELETED_WITH: &'static [&'static str] = &["parents"];
+        const KEY_COLUMNS: &'static [&'static str] = &["parent_id"];
         type New = ();
         type Changes = ();
 
@@ -476,6 +520,33 @@ mod tests {
     }
 
     #[test]
+    fn an_uncertain_commit_retires_the_lists_of_the_old_and_new_key_values() {
+        let registry = Registry::new(8, 8);
+        identity_map::<Child>(&registry, None);
+        let read = |value| {
+            registry
+                .generations(&[Read::eq("children", "parent_id", value)])
+                .unwrap()
+        };
+        let (seven, eight, nine) = (read(7), read(8), read(9));
+        let moved = Written {
+            entity: TypeId::of::<Child>(),
+            value: Some(Arc::new(Child { id: 1 })),
+            epoch: 0,
+            touched: vec![("parent_id", Some(7)), ("parent_id", Some(8))],
+        };
+        registry.apply_uncertain(vec![PendingWrite::Written {
+            key: Key::new("children", 1),
+            written: moved,
+        }]);
+        assert_ne!(read(7), seven, "the old value's lists stayed");
+        assert_ne!(read(8), eight, "the new value's lists stayed");
+        assert_eq!(read(9), nine, "another value's lists went");
+        registry.apply_uncertain(vec![PendingWrite::Unsettled(Key::new("children", 1))]);
+        assert_ne!(read(9), nine, "an unsettled write must retire every list");
+    }
+
+    #[test]
     fn a_remote_delete_of_an_uncached_parent_empties_its_dependents() {
         let registry = Registry::new(8, 0);
         let children = identity_map::<Child>(&registry, None);
@@ -484,7 +555,7 @@ mod tests {
             .unwrap();
         assert!(children.peek(1).is_some());
         // `parents` is not cached here; MySQL logs no row for what its delete cascades to.
-        registry.apply_remote("parents", 7, Op::Delete);
+        registry.apply_remote("parents", 7, Op::Delete, &[]);
         assert!(
             children.peek(1).is_none(),
             "a cascade from an uncached table left its children cached"

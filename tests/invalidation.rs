@@ -123,6 +123,7 @@ fn comment_updates_are_seen() {
         let c = comment(&db.store, &p, &ann, "first");
         let changes = CommentChanges {
             body: Some("edited".into()),
+            ..Default::default()
         };
         db.store.comments().update(c.id, changes).unwrap();
         assert_eq!(

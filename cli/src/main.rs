@@ -30,6 +30,9 @@ Examples:
   larder migrate generate create_tags --capture tags
                                              new migrations/<backend>/<timestamp>_create_tags/{up,down}.sql,
                                              with change-capture triggers for the tags table
+  larder migrate generate tag_keys --capture tags:post_id
+                                             the same, reporting post_id so that other processes
+                                             retire only the lists of the posts a change touched
   larder --migrations-dir db/migrations migrate run
                                              apply larder's own and db/migrations' pending migrations
   larder --database-url sqlite://app.db database reset

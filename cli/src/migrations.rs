@@ -42,8 +42,10 @@ pub(crate) enum Action {
         name: String,
         /// Fill the migration with the change-capture triggers of these tables
         /// (for the URL's backend), so other larder processes see their changes.
-        /// Repeat for several tables.
-        #[arg(long, value_name = "TABLE")]
+        /// Repeat for several tables. TABLE:COLUMN,COLUMN also reports those
+        /// key columns' values (comments:post_id), so other processes retire
+        /// only the cached lists of the values a change touched.
+        #[arg(long, value_name = "TABLE[:KEYS]")]
         capture: Vec<String>,
     },
 }
@@ -161,7 +163,11 @@ fn capture_sql(url: &str, tables: &[String]) -> larder::Result<(String, String)>
     );
     let mut down = String::new();
     for table in tables {
-        let sql = larder::capture_sql(backend, table)?;
+        let (table, keys) = match table.split_once(':') {
+            Some((table, keys)) => (table, keys.split(',').collect()),
+            None => (table.as_str(), Vec::new()),
+        };
+        let sql = larder::capture_sql_with_keys(backend, table, &keys)?;
         up.push_str(&sql.up);
         down.insert_str(0, &sql.down);
     }

@@ -100,8 +100,9 @@ fn migrate_run_status_revert_redo() {
         &["migrate", "redo", "--database-url", url],
     ));
 
-    // The blog's three and larder's own two (change log, lock tokens).
-    for _ in 0..5 {
+    // The blog's four (schema, capture, capture with key values, front page) and
+    // larder's own three (change log, its key values column, lock tokens).
+    for _ in 0..7 {
         let revert = larder(dir.path(), &["migrate", "revert", "--database-url", url]);
         assert_ok(&revert);
     }
@@ -725,4 +726,34 @@ fn generate_capture_writes_the_triggers_of_an_application_table() {
         &[&mine[..], &["generate", "bad", "--capture", "no;tes"]].concat(),
     );
     assert_one_line_failure(&bad, "not a table name");
+
+    // TABLE:KEYS also reports the key columns' values.
+    let keyed = larder(
+        dir.path(),
+        &[
+            &mine[..],
+            &["generate", "tag_keys", "--capture", "tags:post_id"],
+        ]
+        .concat(),
+    );
+    assert_ok(&keyed);
+    let folder = std::fs::read_dir(dir.path().join("mine"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.to_string_lossy().ends_with("_tag_keys"))
+        .expect("the generated migration");
+    let up = std::fs::read_to_string(folder.join("up.sql")).unwrap();
+    assert!(
+        up.contains("key_values") && up.contains("OLD.post_id"),
+        "{up}"
+    );
+    let bad_key = larder(
+        dir.path(),
+        &[
+            &mine[..],
+            &["generate", "bad_key", "--capture", "tags:post id"],
+        ]
+        .concat(),
+    );
+    assert_one_line_failure(&bad_key, "column name");
 }

@@ -26,6 +26,10 @@ use syn::{Data, DeriveInput, Fields, LitStr, Path, Token, Type};
 /// - `deleted_with = ["posts"]` (optional): tables whose deletes cascade into
 ///   this one, `Entity::DELETED_WITH`.
 ///
+/// A field marked `#[larder(key)]` (of type `i64` or `Option<i64>`, named as
+/// its column) is one of `Entity::KEY_COLUMNS`: lists read with
+/// `larder::Read::eq` on it are retired only by changes to their own rows.
+///
 /// The expansion names `::larder` and `::diesel`, so the crate must depend on
 /// both under those names. The example below is tested on `larder::Entity`.
 ///
@@ -36,7 +40,7 @@ use syn::{Data, DeriveInput, Fields, LitStr, Path, Token, Type};
 ///
 /// #[derive(Debug, Queryable, larder::Entity)]
 /// #[larder(table = tags, new = NewTag, changes = TagChanges, deleted_with = ["posts"])]
-/// pub struct Tag { pub id: i64, pub post_id: i64, pub label: String }
+/// pub struct Tag { pub id: i64, #[larder(key)] pub post_id: i64, pub label: String }
 ///
 /// #[derive(Insertable)]
 /// #[diesel(table_name = tags)]
@@ -50,7 +54,7 @@ use syn::{Data, DeriveInput, Fields, LitStr, Path, Token, Type};
 /// expands to
 ///
 /// ```text
-/// ::larder::entity!(Tag { table: tags, new: NewTag, changes: TagChanges, deleted_with: ["posts"] });
+/// ::larder::entity!(Tag { table: tags, new: NewTag, changes: TagChanges, deleted_with: ["posts"], keys: [post_id] });
 /// ```
 #[proc_macro_derive(Entity, attributes(larder))]
 pub fn derive_entity(input: TokenStream) -> TokenStream {
@@ -68,16 +72,19 @@ struct Attributes {
     deleted_with: Option<Punctuated<LitStr, Token![,]>>,
 }
 
+/// The struct's fields marked `#[larder(key)]`.
+type Keys = Vec<syn::Ident>;
+
 /// The derive, on parsed input: the `entity!` call, or every error found in
 /// the attribute and in the struct at once.
 fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     match (parse_attributes(&input), check_struct(&input)) {
-        (Ok(attributes), Ok(())) => Ok(emit(&input.ident, &attributes)),
+        (Ok(attributes), Ok(keys)) => Ok(emit(&input.ident, &attributes, &keys)),
         (Err(mut err), Err(more)) => {
             err.combine(more);
             Err(err)
         }
-        (Err(err), Ok(())) | (Ok(_), Err(err)) => Err(err),
+        (Err(err), Ok(_)) | (Ok(_), Err(err)) => Err(err),
     }
 }
 
@@ -148,8 +155,8 @@ fn table_path(path: Path) -> syn::Result<Path> {
 }
 
 /// The struct must be one `entity!` can implement `Entity` for: named fields,
-/// no generics, an `id: i64` field.
-fn check_struct(input: &DeriveInput) -> syn::Result<()> {
+/// no generics, an `id: i64` field; returns its key fields.
+fn check_struct(input: &DeriveInput) -> syn::Result<Keys> {
     let fields = match &input.data {
         Data::Struct(data) => match &data.fields {
             Fields::Named(fields) => fields,
@@ -185,7 +192,52 @@ fn check_struct(input: &DeriveInput) -> syn::Result<()> {
             "the `id` field must be `i64`, its table's BIGINT primary key",
         ));
     }
-    Ok(())
+    key_fields(fields)
+}
+
+/// The fields marked `#[larder(key)]`: each `i64` or `Option<i64>`, not `id`.
+fn key_fields(fields: &syn::FieldsNamed) -> syn::Result<Keys> {
+    let mut keys = Keys::new();
+    for field in &fields.named {
+        for attr in field.attrs.iter().filter(|a| a.path().is_ident("larder")) {
+            attr.parse_nested_meta(|meta| {
+                if !meta.path.is_ident("key") {
+                    return Err(
+                        meta.error("unknown key in a field's #[larder(...)]: expected `key`")
+                    );
+                }
+                let Some(ident) = field.ident.clone().filter(|i| i != "id") else {
+                    return Err(meta.error("`id` is the primary key, not a key column"));
+                };
+                if !(is_i64(&field.ty) || is_option_i64(&field.ty)) {
+                    return Err(syn::Error::new_spanned(
+                        &field.ty,
+                        "a #[larder(key)] field must be `i64` or `Option<i64>`",
+                    ));
+                }
+                if keys.contains(&ident) {
+                    return Err(meta.error("this field is marked #[larder(key)] twice"));
+                }
+                keys.push(ident);
+                Ok(())
+            })?;
+        }
+    }
+    Ok(keys)
+}
+
+/// `Option<i64>` (any path ending so).
+fn is_option_i64(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    let Some(last) = path.path.segments.last() else {
+        return false;
+    };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    last.ident == "Option"
+        && args.args.len() == 1
+        && matches!(args.args.first(), Some(syn::GenericArgument::Type(inner)) if is_i64(inner))
 }
 
 fn not_a_struct(span: Span) -> syn::Error {
@@ -204,7 +256,7 @@ fn is_i64(ty: &Type) -> bool {
 }
 
 /// The `larder::entity!` call.
-fn emit(model: &syn::Ident, attributes: &Attributes) -> TokenStream2 {
+fn emit(model: &syn::Ident, attributes: &Attributes, keys: &Keys) -> TokenStream2 {
     let Attributes {
         table,
         new,
@@ -214,8 +266,9 @@ fn emit(model: &syn::Ident, attributes: &Attributes) -> TokenStream2 {
     let deleted_with = deleted_with
         .as_ref()
         .map(|parents| quote!(, deleted_with: [#parents]));
+    let keys = (!keys.is_empty()).then(|| quote!(, keys: [#(#keys),*]));
     quote! {
-        ::larder::entity!(#model { table: #table, new: #new, changes: #changes #deleted_with });
+        ::larder::entity!(#model { table: #table, new: #new, changes: #changes #deleted_with #keys });
     }
 }
 
@@ -255,6 +308,18 @@ mod tests {
     }
 
     #[test]
+    fn key_fields_become_keys() {
+        let expanded = expand_str(
+            "#[larder(table = tags, new = NewTag, changes = TagChanges)]
+             struct Tag { id: i64, #[larder(key)] post_id: i64, #[larder(key)] parent_id: Option<i64>, label: String }",
+        );
+        let expected = quote! {
+            ::larder::entity!(Tag { table: tags, new: NewTag, changes: TagChanges, keys: [post_id, parent_id] });
+        };
+        assert_eq!(expanded, Ok(expected.to_string()));
+    }
+
+    #[test]
     fn refuses_what_entity_cannot_implement() {
         let cases = [
             ("struct Tag { id: i64 }", "needs #[larder(table"),
@@ -270,6 +335,10 @@ mod tests {
             ("#[larder(table = t, new = N, changes = C)] struct Tag { key: i64 }", "needs an `id: i64` field"),
             ("#[larder(table = t, new = N, changes = C)] struct Tag { id: i32 }", "must be `i64`"),
             ("#[larder(table = t, new = N, changes = C)] struct Tag { id: Option<i64> }", "must be `i64`"),
+            ("#[larder(table = t, new = N, changes = C)] struct Tag { id: i64, #[larder(key)] label: String }", "must be `i64` or `Option<i64>`"),
+            ("#[larder(table = t, new = N, changes = C)] struct Tag { #[larder(key)] id: i64 }", "not a key column"),
+            ("#[larder(table = t, new = N, changes = C)] struct Tag { id: i64, #[larder(index)] post_id: i64 }", "expected `key`"),
+            ("#[larder(table = t, new = N, changes = C)] struct Tag { id: i64, #[larder(key, key)] post_id: i64 }", "twice"),
         ];
         for (source, message) in cases {
             let err = expand_str(source).expect_err(source);

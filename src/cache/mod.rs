@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::sync::Mutex;
 
 use flight::Flight;
-pub(crate) use query::QueryCache;
+pub(crate) use query::{Generations, QueryCache};
 use shard::{Fill, Lookup, Shard};
 pub use stats::CacheStats;
 

@@ -16,11 +16,12 @@ use super::CacheStats;
 /// A cached result's key: the type of the value and the caller's key string.
 pub(crate) type QueryKey = (TypeId, String);
 
-/// The tables a query read, each with its generation when it was read.
+/// What a query read, each part named (a table, or a key column) with its
+/// generation when it was read.
 pub(crate) type Generations = Vec<(&'static str, u64)>;
 
 struct CachedValue {
-    /// `(table, generation)` for every table the query read, taken before it ran.
+    /// The generation of everything the query read, taken before it ran.
     read: Generations,
     value: Arc<dyn Any + Send + Sync>,
 }

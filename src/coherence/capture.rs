@@ -46,15 +46,53 @@ pub struct CaptureSql {
 /// [`Error::InvalidConfig`] when `table` is not a plain SQL identifier
 /// (letters, digits and `_`, not starting with a digit, at most 40 bytes).
 pub fn capture_sql(backend: Backend, table: &str) -> Result<CaptureSql> {
+    capture_sql_with_keys(backend, table, &[])
+}
+
+/// As [`capture_sql`], and each change also reports the values the columns
+/// `keys` had before it and have after it, so that other processes retire
+/// only the [`Read::eq`](crate::Read::eq) lists of those values (see
+/// [`Entity::KEY_COLUMNS`](crate::Entity::KEY_COLUMNS)). The columns must be
+/// integers. On SQLite and MySQL the values go into the change log's
+/// `key_values` column, which larder's migrations add (run
+/// [`Store::migrate`](crate::Store::migrate) first); on PostgreSQL into the
+/// notification. Without them (triggers made by [`capture_sql`]), a change
+/// retires every keyed list of its table.
+///
+/// ```
+/// use larder::{capture_sql_with_keys, Backend};
+///
+/// let sql = capture_sql_with_keys(Backend::Postgres, "comments", &["post_id"])?;
+/// assert!(sql.up.contains("OLD.post_id"));
+/// assert!(capture_sql_with_keys(Backend::Sqlite, "comments", &["post id"]).is_err());
+/// # Ok::<(), larder::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::InvalidConfig`] when `table` or a key is not a plain SQL
+/// identifier (letters, digits and `_`, not starting with a digit, at most
+/// 40 bytes), or `keys` names `id` or a column twice.
+pub fn capture_sql_with_keys(backend: Backend, table: &str, keys: &[&str]) -> Result<CaptureSql> {
     check_identifier(table)?;
-    let triggers = dialect::of(backend).capture(table);
+    for (n, key) in keys.iter().enumerate() {
+        check_identifier(key)?;
+        if *key == "id" || keys[..n].contains(key) {
+            return Err(Error::InvalidConfig {
+                reason: format!("{key:?} cannot be a key column here (the id, or given twice)"),
+            });
+        }
+    }
+    let triggers = dialect::of(backend).capture(table, keys);
     Ok(CaptureSql {
         up: triggers.up,
         down: triggers.down,
     })
 }
 
-fn check_identifier(table: &str) -> Result<()> {
+/// Refuses a table or column name that is not a plain identifier: such names
+/// are written into SQL unquoted.
+pub(crate) fn check_identifier(table: &str) -> Result<()> {
     let mut chars = table.chars();
     let starts_well = chars
         .next()
@@ -65,7 +103,7 @@ fn check_identifier(table: &str) -> Result<()> {
     } else {
         Err(Error::InvalidConfig {
             reason: format!(
-                "{table:?} is not a table name change capture can use \
+                "{table:?} is not a table name or column name larder can use \
                  (letters, digits and _, at most 40 bytes)"
             ),
         })
@@ -117,6 +155,21 @@ mod tests {
             for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mysql] {
                 assert!(
                     matches!(capture_sql(backend, bad), Err(Error::InvalidConfig { .. })),
+                    "{bad:?} accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn key_names_that_are_not_identifiers_are_refused() {
+        for bad in [&["post id"][..], &["id"], &["post_id", "post_id"], &["x'y"]] {
+            for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mysql] {
+                assert!(
+                    matches!(
+                        capture_sql_with_keys(backend, "comments", bad),
+                        Err(Error::InvalidConfig { .. })
+                    ),
                     "{bad:?} accepted"
                 );
             }

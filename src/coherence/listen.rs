@@ -101,7 +101,7 @@ fn drain(conn: &mut PgConnection, ctx: &Context) -> Result<()> {
     for notification in conn.notifications_iter() {
         let notification = notification.map_err(lost)?;
         match parse(&notification.payload) {
-            Some((table, op, id)) => ctx.apply(table, id, op),
+            Some((table, op, id, key_values)) => ctx.apply(table, id, op, key_values),
             None => {
                 tracing::warn!(payload = %notification.payload, "malformed change notification ignored")
             }
@@ -110,13 +110,18 @@ fn drain(conn: &mut PgConnection, ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-/// `"table op id"`, as the capture trigger writes it.
-fn parse(payload: &str) -> Option<(&str, &str, i64)> {
+/// `"table op id"`, as the capture trigger writes it, followed by
+/// `" key_values"` when it captures key columns.
+fn parse(payload: &str) -> Option<(&str, &str, i64, Option<&str>)> {
     let mut parts = payload.split(' ');
     let table = parts.next()?;
     let op = parts.next()?;
     let id = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some((table, op, id))
+    let key_values = parts.next();
+    parts
+        .next()
+        .is_none()
+        .then_some((table, op, id, key_values))
 }
 
 #[cfg(test)]
@@ -125,14 +130,18 @@ mod tests {
 
     #[test]
     fn payloads_parse_or_are_refused() {
-        assert_eq!(parse("users U 42"), Some(("users", "U", 42)));
-        assert_eq!(parse("users T 0"), Some(("users", "T", 0)));
+        assert_eq!(parse("users U 42"), Some(("users", "U", 42, None)));
+        assert_eq!(parse("users T 0"), Some(("users", "T", 0, None)));
+        assert_eq!(
+            parse("comments U 5 post_id=1,post_id=2"),
+            Some(("comments", "U", 5, Some("post_id=1,post_id=2")))
+        );
         for bad in [
             "",
             "users",
             "users U",
             "users U x",
-            "users U 1 2",
+            "users U 1 2 3",
             "users U 99999999999999999999",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");

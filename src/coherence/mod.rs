@@ -44,6 +44,7 @@ use parking_lot::Mutex;
 
 use crate::backend::{Connection, Manager};
 use crate::error::{Error, Result};
+use crate::keys;
 use crate::registry::{Op, Registry};
 use crate::url::{Backend, DatabaseUrl};
 
@@ -66,15 +67,28 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// Applies one change read from the database; unknown tables and malformed
-    /// changes are ignored (they cannot be in any cache).
-    fn apply(&self, table: &str, id: i64, op: &str) {
+    /// Applies one change read from the database, with the key values its
+    /// trigger reported (`None` from triggers that report none; malformed
+    /// ones count as none: the change then retires every keyed list of its
+    /// table). Unknown tables and operations are ignored (they cannot be in
+    /// any cache).
+    fn apply(&self, table: &str, id: i64, op: &str, key_values: Option<&str>) {
         self.counters.changed();
         let Some(op) = Op::parse(op) else {
             tracing::warn!(table, op, "change with an unknown operation ignored");
             return;
         };
-        let applied = self.registry.apply_remote(table, id, op);
+        let touched = key_values.map_or_else(Vec::new, |text| {
+            keys::parse(text).unwrap_or_else(|| {
+                tracing::warn!(
+                    table,
+                    id,
+                    "change with malformed key values: all lists retired"
+                );
+                Vec::new()
+            })
+        });
+        let applied = self.registry.apply_remote(table, id, op, &touched);
         tracing::trace!(table, id, ?op, applied, "change from the database");
     }
 

@@ -47,6 +47,7 @@ diesel::table! {
         table_name -> Text,
         row_id -> BigInt,
         op -> Text,
+        key_values -> Nullable<Text>,
     }
 }
 
@@ -339,12 +340,14 @@ fn read_changes(conn: &mut Connection, ctx: &Context, cursor: &mut Cursor) -> Re
                 larder_changes::table_name,
                 larder_changes::row_id,
                 larder_changes::op,
+                larder_changes::key_values,
             ));
-        let rows: Vec<(i64, String, i64, String)> =
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(i64, String, i64, String, Option<String>)> =
             crate::with_connection!(conn, |c| query.load(c)).map_err(lost)?;
         let full = rows.len() as i64 == BATCH;
-        for (id, table, row_id, op) in rows {
-            ctx.apply(&table, row_id, &op);
+        for (id, table, row_id, op, key_values) in rows {
+            ctx.apply(&table, row_id, &op, key_values.as_deref());
             if let Some(reason) = cursor.read(id, now) {
                 ctx.flush(reason);
             }

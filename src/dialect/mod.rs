@@ -83,9 +83,27 @@ pub(crate) trait Dialect: Sync {
     /// See [`admin_database`](Dialect::admin_database).
     fn database_named(&self) -> &'static str;
 
-    /// The triggers that report `table`'s committed changes to the watchers
-    /// (`table` is a checked plain identifier).
-    fn capture(&self, table: &str) -> Triggers;
+    /// The triggers that report `table`'s committed changes to the watchers,
+    /// with the values of `keys` before and after each change (`table` and
+    /// `keys` are checked plain identifiers).
+    fn capture(&self, table: &str, keys: &[&str]) -> Triggers;
+
+    /// `expr` as text (an integer's decimal digits).
+    fn as_text(&self, expr: &str) -> String {
+        format!("CAST({expr} AS TEXT)")
+    }
+
+    /// The text expressions `parts` joined into one.
+    fn concat(&self, parts: &[String]) -> String {
+        parts.join(" || ")
+    }
+
+    /// What a `SELECT` ends with to lock the rows it reads until the
+    /// transaction ends: nothing where the write transaction excludes every
+    /// other writer already (SQLite).
+    fn lock_rows(&self) -> &'static str {
+        " FOR UPDATE"
+    }
 
     /// An SQL expression of the database's clock: `age` ago.
     fn ago(&self, age: Duration) -> String;
@@ -166,9 +184,52 @@ pub(crate) fn any(test: impl Fn(&dyn Dialect, &str) -> bool, message: &str) -> b
     all().into_iter().any(|dialect| test(dialect, message))
 }
 
-/// The statement SQLite and MySQL triggers run to log a change of `row.id`.
-fn log_change(table: &str, row: &str, op: &str) -> String {
-    format!("INSERT INTO {CHANGES} (table_name, row_id, op) VALUES ('{table}', {row}.id, '{op}')")
+/// The statement SQLite and MySQL triggers run to log a change of `row.id`,
+/// with `key_values` (see [`key_list`]) when the table's keys are captured.
+fn log_change(table: &str, row: &str, op: &str, key_values: Option<String>) -> String {
+    match key_values {
+        None => format!(
+            "INSERT INTO {CHANGES} (table_name, row_id, op) VALUES ('{table}', {row}.id, '{op}')"
+        ),
+        Some(keys) => format!(
+            "INSERT INTO {CHANGES} (table_name, row_id, op, key_values) \
+             VALUES ('{table}', {row}.id, '{op}', {keys})"
+        ),
+    }
+}
+
+/// An SQL text expression of the values of `columns` in each of `rows`
+/// (trigger row names such as `OLD` and `NEW`, or `""` for the columns of the
+/// row a query reads), in the form the `keys` module reads:
+/// `post_id=7,post_id=8`, NULL as an empty value. `None` without columns.
+pub(crate) fn key_list(dialect: &dyn Dialect, rows: &[&str], columns: &[&str]) -> Option<String> {
+    if columns.is_empty() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for row in rows {
+        for column in columns {
+            let separator = if parts.is_empty() { "" } else { "," };
+            parts.push(format!("'{separator}{column}='"));
+            let value = match *row {
+                "" => (*column).to_owned(),
+                row => format!("{row}.{column}"),
+            };
+            parts.push(format!("COALESCE({}, '')", dialect.as_text(&value)));
+        }
+    }
+    Some(dialect.concat(&parts))
+}
+
+/// The query reading row `id`'s key values in the form of [`key_list`],
+/// locked until the transaction ends, as one text column `larder_keys`.
+pub(crate) fn read_keys(dialect: &dyn Dialect, table: &str, columns: &[&str], id: i64) -> String {
+    let keys = key_list(dialect, &[""], columns).unwrap_or_else(|| "''".to_owned());
+    format!(
+        "SELECT {keys} AS larder_keys FROM {} WHERE id = {id}{}",
+        dialect.quote(table),
+        dialect.lock_rows()
+    )
 }
 
 /// Whether `message` contains any of `needles`.
@@ -184,7 +245,7 @@ mod tests {
     fn every_backend_has_its_dialect() {
         for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mysql] {
             let dialect = of(backend);
-            let triggers = dialect.capture("tags");
+            let triggers = dialect.capture("tags", &["post_id"]);
             assert_eq!(
                 triggers.up.matches("CREATE TRIGGER").count(),
                 triggers.down.matches("DROP TRIGGER").count(),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{log_change, mentions, Dialect, Triggers, CHANGES};
+use super::{key_list, log_change, mentions, Dialect, Triggers, CHANGES};
 
 pub(crate) struct Mysql;
 
@@ -67,16 +67,25 @@ impl Dialect for Mysql {
     /// `UPDATE OF` or `WHEN`, so the trigger for a changed id filters in its
     /// body. MySQL fires no trigger for rows an `ON DELETE CASCADE` removes:
     /// their tables are declared `DELETED_WITH` the parent.
-    fn capture(&self, table: &str) -> Triggers {
-        let update_id = format!(
-            "INSERT INTO {CHANGES} (table_name, row_id, op) \
-             SELECT '{table}', NEW.id, 'U' FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id"
-        );
+    fn capture(&self, table: &str, keys: &[&str]) -> Triggers {
+        let inserted = key_list(self, &["NEW"], keys);
+        let updated = key_list(self, &["OLD", "NEW"], keys);
+        let deleted = key_list(self, &["OLD"], keys);
+        let update_id = match &updated {
+            None => format!(
+                "INSERT INTO {CHANGES} (table_name, row_id, op) \
+                 SELECT '{table}', NEW.id, 'U' FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id"
+            ),
+            Some(keys) => format!(
+                "INSERT INTO {CHANGES} (table_name, row_id, op, key_values) \
+                 SELECT '{table}', NEW.id, 'U', {keys} FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id"
+            ),
+        };
         let triggers = [
-            ("insert", "INSERT", log_change(table, "NEW", "I")),
-            ("update", "UPDATE", log_change(table, "OLD", "U")),
+            ("insert", "INSERT", log_change(table, "NEW", "I", inserted)),
+            ("update", "UPDATE", log_change(table, "OLD", "U", updated)),
             ("update_id", "UPDATE", update_id),
-            ("delete", "DELETE", log_change(table, "OLD", "D")),
+            ("delete", "DELETE", log_change(table, "OLD", "D", deleted)),
         ];
         let mut up = String::new();
         let mut down = String::new();
@@ -88,6 +97,15 @@ impl Dialect for Mysql {
             down.push_str(&format!("DROP TRIGGER IF EXISTS {name};\n"));
         }
         Triggers { up, down }
+    }
+
+    fn as_text(&self, expr: &str) -> String {
+        format!("CAST({expr} AS CHAR)")
+    }
+
+    /// MySQL's `||` is `OR` unless the session says otherwise.
+    fn concat(&self, parts: &[String]) -> String {
+        format!("CONCAT({})", parts.join(", "))
     }
 
     fn ago(&self, age: Duration) -> String {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{mentions, Dialect, Triggers, CHANGES};
+use super::{key_list, mentions, Dialect, Triggers, CHANGES};
 
 pub(crate) struct Postgres;
 
@@ -47,22 +47,27 @@ impl Dialect for Postgres {
         "SELECT datname AS name FROM pg_database WHERE datname = "
     }
 
-    /// A trigger function that `pg_notify`s `"table op id"`: delivered only if
+    /// A trigger function that `pg_notify`s `"table op id"`, followed by
+    /// `" key_values"` when `keys` are captured: delivered only if
     /// the transaction commits, so a rollback sends nothing. No sequence is
     /// touched. A statement-level trigger reports `TRUNCATE` (`T`).
-    fn capture(&self, table: &str) -> Triggers {
+    fn capture(&self, table: &str, keys: &[&str]) -> Triggers {
+        let with = |rows: &[&str]| {
+            key_list(self, rows, keys).map_or_else(String::new, |keys| format!(" || ' ' || {keys}"))
+        };
+        let (inserted, updated, deleted) = (with(&["NEW"]), with(&["OLD", "NEW"]), with(&["OLD"]));
         let up = format!(
             "CREATE FUNCTION larder_capture_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM pg_notify('{CHANGES}', '{table} I ' || NEW.id);
+        PERFORM pg_notify('{CHANGES}', '{table} I ' || NEW.id{inserted});
     ELSIF TG_OP = 'UPDATE' THEN
-        PERFORM pg_notify('{CHANGES}', '{table} U ' || OLD.id);
+        PERFORM pg_notify('{CHANGES}', '{table} U ' || OLD.id{updated});
         IF NEW.id <> OLD.id THEN
-            PERFORM pg_notify('{CHANGES}', '{table} U ' || NEW.id);
+            PERFORM pg_notify('{CHANGES}', '{table} U ' || NEW.id{updated});
         END IF;
     ELSIF TG_OP = 'DELETE' THEN
-        PERFORM pg_notify('{CHANGES}', '{table} D ' || OLD.id);
+        PERFORM pg_notify('{CHANGES}', '{table} D ' || OLD.id{deleted});
     ELSE
         PERFORM pg_notify('{CHANGES}', '{table} T 0');
     END IF;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{log_change, mentions, Dialect, Triggers};
+use super::{key_list, log_change, mentions, Dialect, Triggers};
 
 pub(crate) struct Sqlite;
 
@@ -58,17 +58,35 @@ impl Dialect for Sqlite {
     /// update trigger records the new id of a row whose id changed; it fires
     /// only for updates that set `id` at all. Rows removed by `ON DELETE
     /// CASCADE` fire their own table's delete trigger.
-    fn capture(&self, table: &str) -> Triggers {
+    fn capture(&self, table: &str, keys: &[&str]) -> Triggers {
+        let inserted = key_list(self, &["NEW"], keys);
+        let updated = key_list(self, &["OLD", "NEW"], keys);
+        let deleted = key_list(self, &["OLD"], keys);
         let triggers = [
-            ("insert", "INSERT", "", log_change(table, "NEW", "I")),
-            ("update", "UPDATE", "", log_change(table, "OLD", "U")),
+            (
+                "insert",
+                "INSERT",
+                "",
+                log_change(table, "NEW", "I", inserted),
+            ),
+            (
+                "update",
+                "UPDATE",
+                "",
+                log_change(table, "OLD", "U", updated.clone()),
+            ),
             (
                 "update_id",
                 "UPDATE OF id",
                 " WHEN NEW.id <> OLD.id",
-                log_change(table, "NEW", "U"),
+                log_change(table, "NEW", "U", updated),
             ),
-            ("delete", "DELETE", "", log_change(table, "OLD", "D")),
+            (
+                "delete",
+                "DELETE",
+                "",
+                log_change(table, "OLD", "D", deleted),
+            ),
         ];
         let mut up = String::new();
         let mut down = String::new();
@@ -80,6 +98,11 @@ impl Dialect for Sqlite {
             down.push_str(&format!("DROP TRIGGER IF EXISTS {name};\n"));
         }
         Triggers { up, down }
+    }
+
+    /// `BEGIN IMMEDIATE` already keeps every other writer out.
+    fn lock_rows(&self) -> &'static str {
+        ""
     }
 
     fn ago(&self, age: Duration) -> String {

@@ -4,6 +4,7 @@
 //! an application writes a query method once and runs it either way, and
 //! [`Repos`] hands out repositories from a store or a transaction alike.
 
+mod before;
 mod store;
 mod tx;
 
@@ -14,6 +15,7 @@ use diesel::QueryResult;
 use crate::entity::Entity;
 use crate::error::Result;
 use crate::pool::Connection;
+use crate::read::Read;
 
 pub use store::Repo;
 pub use tx::TxRepo;
@@ -118,16 +120,19 @@ pub trait Repository<E: Entity> {
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>;
 
     /// Like [`query`](Repository::query), with the result cached on the store
-    /// under `key` (which must identify the query and its parameters) until a
-    /// table in `reads` changes, here or in any process larder hears of. A
-    /// table no entity of the store maps is never invalidated, so a query
-    /// reading one is not cached. Inside a transaction it is a plain query.
+    /// under `key` (which must identify the query and its parameters) until
+    /// something in `reads` changes, here or in any process larder hears of:
+    /// a table (`"comments"`, [`Read::table`]), or only its rows with a key
+    /// column equal to a value ([`Read::eq`]). A table no entity of the store
+    /// maps is never invalidated, so a query reading one is not cached.
+    /// Inside a transaction it is a plain query.
     ///
     /// # Errors
     ///
     /// As [`query`](Repository::query).
-    fn cached_query<F>(&self, key: &str, reads: &[&'static str], query: F) -> Result<Vec<Arc<E>>>
+    fn cached_query<R, F>(&self, key: &str, reads: &[R], query: F) -> Result<Vec<Arc<E>>>
     where
+        R: Into<Read> + Copy,
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>;
 
     /// Any value a query computes (a count, an existence check, a sum),
@@ -136,8 +141,9 @@ pub trait Repository<E: Entity> {
     /// # Errors
     ///
     /// As [`query`](Repository::query).
-    fn cached_value<T, F>(&self, key: &str, reads: &[&'static str], query: F) -> Result<T>
+    fn cached_value<R, T, F>(&self, key: &str, reads: &[R], query: F) -> Result<T>
     where
+        R: Into<Read> + Copy,
         T: Clone + Send + Sync + 'static,
         F: FnOnce(&mut Connection) -> QueryResult<T>;
 

@@ -12,6 +12,7 @@ use crate::cache::IdentityMap;
 use crate::entity::{identity_map, Entity, Key};
 use crate::error::Result;
 use crate::pool::Connection;
+use crate::read::Read;
 use crate::store::Store;
 use crate::tx::Tx;
 
@@ -165,10 +166,12 @@ impl<'s, E: Entity> Repo<'s, E> {
     }
 
     /// Like [`query`](Repo::query), with the result cached under `key` (which
-    /// must identify the query and its parameters) until any table in `reads`
-    /// changes: a write to one of them, committed anywhere larder hears of,
-    /// invalidates the list. A table no registered entity maps is never
-    /// invalidated, so a query reading one is not cached.
+    /// must identify the query and its parameters) until something in `reads`
+    /// changes: a table (`"users"`, [`Read::table`]), any write to which,
+    /// committed anywhere larder hears of, invalidates the list; or with
+    /// [`Read::eq`] only the rows of a table whose key column has one value
+    /// (see [`Entity::KEY_COLUMNS`]). A table no registered entity maps is
+    /// never invalidated, so a query reading one is not cached.
     ///
     /// ```
     /// use diesel::prelude::*;
@@ -192,13 +195,9 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// # Errors
     ///
     /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or the query's database error.
-    pub fn cached_query<F>(
-        &self,
-        key: &str,
-        reads: &[&'static str],
-        query: F,
-    ) -> Result<Vec<Arc<E>>>
+    pub fn cached_query<R, F>(&self, key: &str, reads: &[R], query: F) -> Result<Vec<Arc<E>>>
     where
+        R: Into<Read> + Copy,
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
     {
         let rows = self.through_query_cache(key, reads, || self.query(query))?;
@@ -228,8 +227,9 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// # Errors
     ///
     /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or the query's database error.
-    pub fn cached_value<T, F>(&self, key: &str, reads: &[&'static str], query: F) -> Result<T>
+    pub fn cached_value<R, T, F>(&self, key: &str, reads: &[R], query: F) -> Result<T>
     where
+        R: Into<Read> + Copy,
         T: Clone + Send + Sync + 'static,
         F: FnOnce(&mut Connection) -> QueryResult<T>,
     {
@@ -251,18 +251,16 @@ impl<'s, E: Entity> Repo<'s, E> {
     }
 
     /// The value cached under `key` for `E` while `reads` keep their
-    /// generations, else `load`ed and cached unless a table moved meanwhile.
-    fn through_query_cache<V, L>(
-        &self,
-        key: &str,
-        reads: &[&'static str],
-        load: L,
-    ) -> Result<Arc<V>>
+    /// generations, else `load`ed and cached unless one moved meanwhile.
+    fn through_query_cache<R, V, L>(&self, key: &str, reads: &[R], load: L) -> Result<Arc<V>>
     where
+        R: Into<Read> + Copy,
         V: Send + Sync + 'static,
         L: FnOnce() -> Result<V>,
     {
         let registry = self.store.registry();
+        let reads: Vec<Read> = reads.iter().map(|read| (*read).into()).collect();
+        let reads = &reads[..];
         let Some(read) = registry.generations(reads) else {
             return load().map(Arc::new);
         };
@@ -298,7 +296,11 @@ impl<'s, E: Entity> Repo<'s, E> {
         id: Option<i64>,
         work: impl FnOnce(&TxRepo<'_, E>) -> Result<T>,
     ) -> Result<T> {
-        if !E::SINGLE_STATEMENT_WRITES {
+        // A keyed write reads its row's old key values first: locked, in the
+        // same transaction as the write, or another writer could move the row
+        // between the two unseen.
+        let reads_before = id.is_some() && !E::KEY_COLUMNS.is_empty();
+        if !E::SINGLE_STATEMENT_WRITES || reads_before {
             return self.in_tx(work);
         }
         let tx = Tx::autocommit(self.store)?;
@@ -359,15 +361,17 @@ impl<E: Entity> Repository<E> for Repo<'_, E> {
         Repo::query(self, query)
     }
 
-    fn cached_query<F>(&self, key: &str, reads: &[&'static str], query: F) -> Result<Vec<Arc<E>>>
+    fn cached_query<R, F>(&self, key: &str, reads: &[R], query: F) -> Result<Vec<Arc<E>>>
     where
+        R: Into<Read> + Copy,
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
     {
         Repo::cached_query(self, key, reads, query)
     }
 
-    fn cached_value<T, F>(&self, key: &str, reads: &[&'static str], query: F) -> Result<T>
+    fn cached_value<R, T, F>(&self, key: &str, reads: &[R], query: F) -> Result<T>
     where
+        R: Into<Read> + Copy,
         T: Clone + Send + Sync + 'static,
         F: FnOnce(&mut Connection) -> QueryResult<T>,
     {

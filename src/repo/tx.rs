@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use diesel::QueryResult;
 
-use super::Repository;
+use super::{before, Repository};
 use crate::cache::{AnyValue, IdentityMap};
 use crate::entity::{identity_map, Entity, Key};
 use crate::error::{Error, Result};
 use crate::pool::Connection;
+use crate::read::Read;
 use crate::registry::{PendingWrite, Written};
 use crate::tx::Tx;
 
@@ -91,8 +92,11 @@ impl<'t, E: Entity> TxRepo<'t, E> {
         let place = self.tx.record(PendingWrite::UnknownInsert(E::TABLE));
         let row = Arc::new(self.tx.run(E::TABLE, None, |conn| E::insert(conn, &new))?);
         let epoch = self.cache.epoch_in(&epochs, row.id());
-        self.tx
-            .settle(place, self.written(row.id(), Some(Arc::clone(&row)), epoch));
+        let touched = key_values_of(&*row).collect();
+        self.tx.settle(
+            place,
+            self.written(row.id(), Some(Arc::clone(&row)), epoch, touched),
+        );
         Ok(row)
     }
 
@@ -122,6 +126,7 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     {
         // Read before the write so that any invalidation after it is noticed.
         let epoch = self.cache.epoch_of(id);
+        let mut touched = before::key_values::<E>(self.tx, id)?;
         // Recorded before the statement: if it runs and its returned row then
         // fails to decode, the commit still invalidates the row.
         let place = self
@@ -131,8 +136,11 @@ impl<'t, E: Entity> TxRepo<'t, E> {
         // No row back stays unsettled: an application's write that changed the
         // row but returned `None` still invalidates it (a wasted miss at worst).
         if let Some(row) = &row {
-            self.tx
-                .settle(place, self.written(id, Some(Arc::clone(row)), epoch));
+            touched.extend(key_values_of(&**row));
+            self.tx.settle(
+                place,
+                self.written(id, Some(Arc::clone(row)), epoch, touched),
+            );
         }
         Ok(row)
     }
@@ -144,6 +152,7 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     /// A database error.
     pub fn delete(&self, id: i64) -> Result<bool> {
         let epoch = self.cache.epoch_of(id);
+        let touched = before::key_values::<E>(self.tx, id)?;
         let cascade = self
             .tx
             .run(E::TABLE, Some(id), |conn| E::cascade(conn, id))?;
@@ -151,7 +160,7 @@ impl<'t, E: Entity> TxRepo<'t, E> {
             .tx
             .run(E::TABLE, Some(id), |conn| E::delete(conn, id))?;
         if removed {
-            self.tx.record(self.written(id, None, epoch));
+            self.tx.record(self.written(id, None, epoch, touched));
             self.tx.record_cascade(cascade);
         }
         Ok(removed)
@@ -184,16 +193,30 @@ impl<'t, E: Entity> TxRepo<'t, E> {
         self.tx.run(E::TABLE, id, work)
     }
 
-    fn written(&self, id: i64, value: Option<Arc<E>>, epoch: u64) -> PendingWrite {
+    fn written(
+        &self,
+        id: i64,
+        value: Option<Arc<E>>,
+        epoch: u64,
+        touched: Vec<(&'static str, Option<i64>)>,
+    ) -> PendingWrite {
         PendingWrite::Written {
             key: Key::new(E::TABLE, id),
             written: Written {
                 entity: TypeId::of::<E>(),
                 value: value.map(|v| v as AnyValue),
                 epoch,
+                touched,
             },
         }
     }
+}
+
+/// `row`'s values of its entity's key columns.
+fn key_values_of<E: Entity>(row: &E) -> impl Iterator<Item = (&'static str, Option<i64>)> + '_ {
+    E::KEY_COLUMNS
+        .iter()
+        .map(move |column| (*column, row.key_value(column)))
 }
 
 impl<E> fmt::Debug for TxRepo<'_, E> {
@@ -241,15 +264,17 @@ impl<E: Entity> Repository<E> for TxRepo<'_, E> {
 
     /// Inside a transaction a list is never cached: it may hold the
     /// transaction's own uncommitted writes.
-    fn cached_query<F>(&self, _key: &str, _reads: &[&'static str], query: F) -> Result<Vec<Arc<E>>>
+    fn cached_query<R, F>(&self, _key: &str, _reads: &[R], query: F) -> Result<Vec<Arc<E>>>
     where
+        R: Into<Read> + Copy,
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
     {
         TxRepo::query(self, query)
     }
 
-    fn cached_value<T, F>(&self, _key: &str, _reads: &[&'static str], query: F) -> Result<T>
+    fn cached_value<R, T, F>(&self, _key: &str, _reads: &[R], query: F) -> Result<T>
     where
+        R: Into<Read> + Copy,
         T: Clone + Send + Sync + 'static,
         F: FnOnce(&mut Connection) -> QueryResult<T>,
     {

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use super::schema::comments;
 use larder::Connection;
 use larder::Entity;
-use larder::{Repository, Result};
+use larder::{Read, Repository, Result};
 
 /// A comment on a post.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub struct NewComment {
 pub struct CommentChanges {
     /// New text.
     pub body: Option<String>,
+    /// Moves the comment to another post.
+    pub post_id: Option<i64>,
 }
 
 type CommentRow = (i64, i64, i64, String, NaiveDateTime);
@@ -81,11 +83,17 @@ impl Entity for Comment {
     larder::entity_slot!();
     const SINGLE_STATEMENT_WRITES: bool = true;
     const TABLE: &'static str = "comments";
+    /// Lists of a post's comments are retired only by changes to its own.
+    const KEY_COLUMNS: &'static [&'static str] = &["post_id"];
     type New = NewComment;
     type Changes = CommentChanges;
 
     fn id(&self) -> i64 {
         self.id
+    }
+
+    fn key_value(&self, column: &str) -> Option<i64> {
+        (column == "post_id").then_some(self.post_id)
     }
 
     fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Comment>> {
@@ -112,10 +120,14 @@ impl Entity for Comment {
         id: i64,
         changes: &CommentChanges,
     ) -> QueryResult<Option<Comment>> {
-        let Some(body) = &changes.body else {
+        if changes.body.is_none() && changes.post_id.is_none() {
             return Comment::find(conn, id);
-        };
-        let update = diesel::update(comments::table.find(id)).set(comments::body.eq(body));
+        }
+        let set = (
+            changes.body.as_ref().map(|body| comments::body.eq(body)),
+            changes.post_id.map(|post| comments::post_id.eq(post)),
+        );
+        let update = diesel::update(comments::table.find(id)).set(set);
         crate::update_returning!(conn, update, comments::table, id)
     }
 
@@ -130,27 +142,28 @@ impl Entity for Comment {
 /// transaction (seeing its own writes) alike.
 pub trait CommentQueries: Repository<Comment> {
     /// Comments on `post_id`, oldest first; on the store from the query cache
-    /// until `comments` changes, as the identity map's `Arc`s.
+    /// until a comment on that post changes (is written, deleted, or moved to
+    /// or from it), as the identity map's `Arc`s.
     ///
     /// # Errors
     ///
     /// A database error.
     fn of_post(&self, post_id: i64) -> Result<Vec<Arc<Comment>>> {
         let key = format!("comments.of_post({post_id})");
-        self.cached_query(&key, &[Comment::TABLE], |conn| {
-            Comment::of_post(conn, post_id)
-        })
+        let reads = [Read::eq(Comment::TABLE, "post_id", post_id)];
+        self.cached_query(&key, &reads, |conn| Comment::of_post(conn, post_id))
     }
 
     /// How many comments `post_id` has: one `COUNT` query, cached on the
-    /// store until `comments` changes.
+    /// store until a comment on that post changes.
     ///
     /// # Errors
     ///
     /// A database error.
     fn count_of_post(&self, post_id: i64) -> Result<i64> {
         let key = format!("comments.count_of_post({post_id})");
-        self.cached_value(&key, &[Comment::TABLE], |conn| {
+        let reads = [Read::eq(Comment::TABLE, "post_id", post_id)];
+        self.cached_value(&key, &reads, |conn| {
             let query = comments::table
                 .filter(comments::post_id.eq(post_id))
                 .count();

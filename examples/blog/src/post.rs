@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use super::schema::{comments, posts};
 use larder::Connection;
 use larder::{Entity, Key};
-use larder::{Error, Repository, Result};
+use larder::{Error, Read, Repository, Result};
 
 /// A blog post. `version` starts at 1 and every update increments it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,11 +138,17 @@ impl Entity for Post {
     larder::entity_slot!();
     const SINGLE_STATEMENT_WRITES: bool = true;
     const TABLE: &'static str = "posts";
+    /// Lists of an author's posts are retired only by changes to their own.
+    const KEY_COLUMNS: &'static [&'static str] = &["author_id"];
     type New = NewPost;
     type Changes = PostChanges;
 
     fn id(&self) -> i64 {
         self.id
+    }
+
+    fn key_value(&self, column: &str) -> Option<i64> {
+        (column == "author_id").then_some(self.author_id)
     }
 
     fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Post>> {
@@ -250,16 +256,15 @@ pub trait PostQueries: Repository<Post> {
     }
 
     /// Posts by `author_id`, oldest first; on the store from the query cache
-    /// until `posts` changes, as the identity map's `Arc`s.
+    /// until a post of that author changes, as the identity map's `Arc`s.
     ///
     /// # Errors
     ///
     /// A database error.
     fn by_author(&self, author_id: i64) -> Result<Vec<Arc<Post>>> {
         let key = format!("posts.by_author({author_id})");
-        self.cached_query(&key, &[Post::TABLE], |conn| {
-            Post::by_author(conn, author_id)
-        })
+        let reads = [Read::eq(Post::TABLE, "author_id", author_id)];
+        self.cached_query(&key, &reads, |conn| Post::by_author(conn, author_id))
     }
 
     /// The `limit` most recent posts, newest first; on the store from the

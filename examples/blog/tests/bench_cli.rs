@@ -204,3 +204,48 @@ fn a_sweep_to_an_unwritable_picture_fails_before_measuring() {
         "it opened the database before checking the picture's path"
     );
 }
+
+#[test]
+fn bench_lists_reports_both_modes_and_no_stale_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("l.db").display());
+    let output = Command::new(env!("CARGO_BIN_EXE_larder-blog"))
+        .args([
+            "bench-lists",
+            "--posts",
+            "40",
+            "--writes-per-s",
+            "20",
+            "--duration",
+            "1",
+            "--json",
+            "--database-url",
+            &url,
+        ])
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run larder-blog bench-lists");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let modes = report["modes"].as_array().unwrap();
+    let mode = |name: &str| modes.iter().find(|m| m["mode"] == name).unwrap().clone();
+    let (table, keyed) = (mode("table"), mode("keyed"));
+    for m in [&table, &keyed] {
+        assert_eq!(m["stale_pages"].as_u64(), Some(0), "{m}");
+        assert!(m["pages"].as_u64().unwrap() > 0, "{m}");
+        assert!(m["writes"].as_u64().unwrap() > 0, "{m}");
+    }
+    assert!(
+        keyed["list_hit_ratio"].as_f64() > table["list_hit_ratio"].as_f64(),
+        "keyed lists should outlive table-wide ones: {report}"
+    );
+    // The bench's author, posts and comments are gone again.
+    let store = larder_blog::open(&url).unwrap();
+    assert!(store.posts().recent(1).unwrap().is_empty());
+}

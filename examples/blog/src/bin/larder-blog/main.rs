@@ -9,6 +9,7 @@
 
 mod bench;
 mod bench_coherence;
+mod bench_lists;
 mod demo;
 mod scratch;
 mod stats;
@@ -28,6 +29,7 @@ Examples:
                                              the same on blog.db (migrated first)
   larder-blog bench --threads 2 --duration 5 cache on vs off on a Zipf read/write mix
   larder-blog bench --sweep --plot sweep.svg hit ratio and throughput against capacity
+  larder-blog bench-lists --writes-per-s 50  post pages' list hit ratio under comment writes
   larder-blog --database-url postgres://localhost/bench bench-coherence
                                              how soon another process sees a commit
   larder-blog --database-url sqlite://blog.db stats --pages 200
@@ -66,6 +68,11 @@ enum Command {
     /// capture costs a write (it drops and re-creates the users table's capture
     /// triggers: never point it at a production database).
     BenchCoherence(bench_coherence::Args),
+    /// Measure the blog server's post pages under a steady rate of new
+    /// comments, with comment lists retired by any comment write (the whole
+    /// table read) and by writes to their own post only: list hit ratio and
+    /// pages/s of each, and a check that no cached page is stale.
+    BenchLists(bench_lists::Args),
     /// Render front pages of an existing blog database, reading only, and print
     /// the cache statistics they produce: hit ratio per entity, evictions, list
     /// hits. Use it to size the cache before deploying.
@@ -99,6 +106,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Demo(args) => Ok(demo::run(url, &args)?),
         Command::Bench(args) => bench::run(url, &args),
         Command::BenchCoherence(args) => Ok(bench_coherence::run(url, &args)?),
+        Command::BenchLists(args) => Ok(bench_lists::run(url, &args)?),
         Command::Stats(args) => Ok(stats::run(url.unwrap_or(DEFAULT_URL), &args)?),
     }
 }

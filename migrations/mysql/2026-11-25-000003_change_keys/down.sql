@@ -1,0 +1,1 @@
+ALTER TABLE larder_changes DROP COLUMN key_values;

@@ -1,0 +1,72 @@
+//! The key values a row has before a write changes it: what an update or a
+//! delete reads first, locked, so that the commit retires the lists the row
+//! leaves as well as those it joins.
+
+use diesel::sql_types::{Nullable, Text};
+use diesel::{QueryResult, QueryableByName, RunQueryDsl};
+
+use crate::coherence::capture::check_identifier;
+use crate::dialect;
+use crate::entity::Entity;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::pool::Connection;
+use crate::tx::Tx;
+
+#[derive(QueryableByName)]
+struct KeyValues {
+    #[diesel(sql_type = Nullable<Text>)]
+    larder_keys: Option<String>,
+}
+
+/// Row `id`'s values of `E`'s key columns, read in `tx` with the row locked
+/// until it ends (where the backend has row locks; SQLite's write
+/// transaction excludes every other writer already). Without the lock,
+/// another transaction could move the row to a third value between this read
+/// and the write, and the lists of that value would never be retired.
+/// No row: each column `None`, nothing to retire. Empty without key columns.
+///
+/// # Errors
+///
+/// [`Error::InvalidConfig`] when a key column is not a plain identifier, or
+/// the read's database error.
+pub(super) fn key_values<E: Entity>(
+    tx: &Tx<'_>,
+    id: i64,
+) -> Result<Vec<(&'static str, Option<i64>)>> {
+    if E::KEY_COLUMNS.is_empty() {
+        return Ok(Vec::new());
+    }
+    check_identifier(E::TABLE)?;
+    for column in E::KEY_COLUMNS {
+        check_identifier(column)?;
+    }
+    let text = tx.run(E::TABLE, Some(id), |conn| read::<E>(conn, id))?;
+    let Some(text) = text else {
+        return Ok(E::KEY_COLUMNS.iter().map(|c| (*c, None)).collect());
+    };
+    let parsed = keys::parse(&text).ok_or_else(|| Error::InvalidConfig {
+        reason: format!(
+            "the key columns {:?} of {} are not all integers",
+            E::KEY_COLUMNS,
+            E::TABLE
+        ),
+    })?;
+    // Back to the entity's own names, which live as long as the pending write.
+    Ok(parsed
+        .into_iter()
+        .filter_map(|(column, value)| {
+            let column = E::KEY_COLUMNS.iter().find(|c| **c == column)?;
+            Some((*column, value))
+        })
+        .collect())
+}
+
+fn read<E: Entity>(conn: &mut Connection, id: i64) -> QueryResult<Option<String>> {
+    let sql = dialect::read_keys(dialect::of(conn.backend()), E::TABLE, E::KEY_COLUMNS, id);
+    let rows: Vec<KeyValues> = crate::with_connection!(conn, |c| diesel::sql_query(&sql).load(c))?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .map(|row| row.larder_keys.unwrap_or_default()))
+}
