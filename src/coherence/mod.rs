@@ -101,10 +101,9 @@ impl Context {
     /// Opens the watcher's own connection, with the timeouts that keep a
     /// check from waiting on a dead server for as long as the OS would.
     fn connect(&self) -> Result<Connection> {
-        use r2d2::ManageConnection;
         let mut conn = self
             .manager
-            .connect()
+            .open()
             .map_err(|e| self.url.connection_error(&e.0))?;
         session::prepare(&mut conn).map_err(|e| self.url.connection_error(&e.to_string()))?;
         Ok(conn)
