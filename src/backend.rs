@@ -226,11 +226,11 @@ impl Connection {
         with_connection!(self, |c| query.get_result(c))
     }
 
-    fn ping(&mut self) -> QueryResult<()> {
+    pub(crate) fn ping(&mut self) -> QueryResult<()> {
         with_connection!(self, |c| c.ping())
     }
 
-    fn is_broken(&mut self) -> bool {
+    pub(crate) fn is_broken(&mut self) -> bool {
         with_connection!(self, |c| c.is_broken())
     }
 }
@@ -276,17 +276,11 @@ fn prepare(conn: &mut Connection, busy_timeout: std::time::Duration) -> QueryRes
     conn.batch_execute(&setup)
 }
 
-/// r2d2's view of larder connections.
+/// Opens and checks larder connections (r2d2's view of them is in `pool`).
 #[derive(Debug)]
 pub(crate) struct Manager {
     url: DatabaseUrl,
     busy_timeout: std::time::Duration,
-}
-
-impl Manager {
-    pub(crate) fn new(url: DatabaseUrl, busy_timeout: std::time::Duration) -> Manager {
-        Manager { url, busy_timeout }
-    }
 }
 
 /// Why a connection could not be opened, already free of any password.
@@ -301,25 +295,22 @@ impl fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
-impl r2d2::ManageConnection for Manager {
-    type Connection = Connection;
-    type Error = ConnectError;
+impl Manager {
+    pub(crate) fn new(url: DatabaseUrl, busy_timeout: std::time::Duration) -> Manager {
+        Manager { url, busy_timeout }
+    }
 
-    fn connect(&self) -> Result<Connection, ConnectError> {
+    /// Opens and prepares a connection to the manager's URL.
+    pub(crate) fn open(&self) -> Result<Connection, ConnectError> {
         let mut conn = open(&self.url).map_err(|e| ConnectError(self.url.scrub(&e)))?;
         prepare(&mut conn, self.busy_timeout)
             .map_err(|e| ConnectError(self.url.scrub(&e.to_string())))?;
         Ok(conn)
     }
 
-    fn is_valid(&self, conn: &mut Connection) -> Result<(), ConnectError> {
+    /// A ping's failure, free of any password.
+    pub(crate) fn ping(&self, conn: &mut Connection) -> Result<(), ConnectError> {
         conn.ping()
             .map_err(|e| ConnectError(self.url.scrub(&e.to_string())))
-    }
-
-    /// A connection returned while its thread panics, or with a transaction
-    /// left open, is never reused.
-    fn has_broken(&self, conn: &mut Connection) -> bool {
-        std::thread::panicking() || conn.is_broken()
     }
 }

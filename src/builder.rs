@@ -146,8 +146,8 @@ impl StoreBuilder {
     /// 100 ms; must be between 10 ms and 60 s.
     ///
     /// SQLite and MySQL poll the change log every quarter of it (see
-    /// [`poll_interval`](StoreBuilder::poll_interval)); PostgreSQL reads
-    /// notifications every few milliseconds and checks its listener
+    /// [`poll_interval`](StoreBuilder::poll_interval)); PostgreSQL waits for
+    /// notifications on its listener's socket and checks its listener
     /// connection every quarter of it. Whenever the watcher has not confirmed
     /// its view of the database for half of it (connection lost, change log
     /// missing, a check stuck on a dead network path), every cache is
@@ -160,9 +160,12 @@ impl StoreBuilder {
     }
 
     /// How often the watcher looks for other processes' changes: SQLite and
-    /// MySQL poll the change log, PostgreSQL reads the notifications that
-    /// arrived. Defaults to `max_staleness / 4` on SQLite and MySQL, and to
-    /// `max_staleness / 20` within 1–5 ms on PostgreSQL; must be at least
+    /// MySQL poll the change log; PostgreSQL waits for notifications and
+    /// uses it only as the first reconnection delay, or as its polling
+    /// interval when its URL has a parameter only libpq understands (then it
+    /// reads the notifications that arrived each interval). Defaults to
+    /// `max_staleness / 4` on SQLite and MySQL, and to `max_staleness / 20`
+    /// within 1–5 ms on PostgreSQL; must be at least
     /// 1 ms and at most `max_staleness / 4`: the watcher empties the caches
     /// whenever it has confirmed nothing for `max_staleness / 2`, so a longer
     /// interval would flush them on every tick.

@@ -485,9 +485,12 @@
 //! - SQLite serialises writers: [`Error::Busy`] after the busy timeout, never a
 //!   hang.
 //! - A lost server connection (a restart, `pg_terminate_backend`, `KILL`) fails
-//!   the call in flight with [`Error::ConnectionLost`]; the pool checks a
-//!   connection at checkout and replaces a dead one, so the next call succeeds
-//!   once the server is back.
+//!   the call in flight with [`Error::ConnectionLost`]; the pool pings a
+//!   connection idle for over 500 ms at checkout and replaces a dead one. One
+//!   used more recently is handed out unpinged (a miss is one round trip): a
+//!   read that finds it dead runs once more on a pinged connection, a write
+//!   fails with [`Error::ConnectionLost`] (it may have committed). The next
+//!   call succeeds once the server is back.
 //!
 //! [`DatabaseUrl`] parses and redacts URLs; [`create_database`],
 //! [`database_exists`] and [`drop_database`] manage the database a URL names

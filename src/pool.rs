@@ -1,17 +1,28 @@
 //! The connection pool: r2d2 over larder connections of the URL's backend.
+//!
+//! A checkout pings its connection only when the connection has not proved
+//! itself alive within [`TRUSTED_FOR`] (HikariCP's rule, with its 500 ms): a
+//! ping costs a round trip, as much as the miss it precedes. A connection
+//! the server dropped meanwhile fails its first statement instead; reads
+//! are then retried once on a connection that was pinged
+//! ([`Store::read`](crate::Store)), writes fail with
+//! [`Error::ConnectionLost`](crate::Error::ConnectionLost) (they may have
+//! committed), and the dead connection is discarded.
 
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
 
-use r2d2::ManageConnection;
-
-use crate::backend::Manager;
-use crate::error::Result;
+use crate::backend::{ConnectError, Manager};
+use crate::error::{Error, Result};
 use crate::url::DatabaseUrl;
 
 pub(crate) use crate::backend::Connection;
 
 pub(crate) type Pool = r2d2::Pool<Manager>;
 pub(crate) type PooledConn = r2d2::PooledConnection<Manager>;
+
+/// How long after its last success a connection is handed out without a ping.
+pub(crate) const TRUSTED_FOR: Duration = Duration::from_millis(500);
 
 /// Pool settings, as given to [`StoreBuilder`](crate::StoreBuilder).
 #[derive(Debug, Clone)]
@@ -23,11 +34,11 @@ pub(crate) struct PoolConfig {
 
 /// Opens one connection first, so that a bad path or server is reported with its
 /// real cause instead of r2d2's generic timeout, then builds the pool. Every
-/// checkout pings the connection first (r2d2's `test_on_check_out`), so a
-/// connection the server dropped is replaced instead of handed out.
+/// checkout validates its connection (r2d2's `test_on_check_out`), which pings
+/// only a connection not trusted any more (see [`Pooled`]).
 pub(crate) fn build(url: &DatabaseUrl, config: &PoolConfig) -> Result<Pool> {
     let manager = Manager::new(url.clone(), config.busy_timeout);
-    drop(manager.connect().map_err(|e| url.connection_error(&e.0))?);
+    drop(manager.open().map_err(|e| url.connection_error(&e.0))?);
     r2d2::Pool::builder()
         .max_size(config.size)
         .min_idle(Some(1))
@@ -35,4 +46,102 @@ pub(crate) fn build(url: &DatabaseUrl, config: &PoolConfig) -> Result<Pool> {
         .connection_timeout(config.connection_timeout)
         .build(manager)
         .map_err(|e| url.connection_error(&e.to_string()))
+}
+
+/// A pooled connection and what the pool knows of its health.
+#[derive(Debug)]
+pub(crate) struct Pooled {
+    conn: Connection,
+    /// When it last proved alive: opened, pinged, or a statement succeeded.
+    /// `None` after a failure, so that the next checkout pings it.
+    last_ok: Option<Instant>,
+    /// This checkout handed it out without a ping.
+    unchecked: bool,
+    /// A statement found it dead: the pool discards it on return.
+    lost: bool,
+}
+
+impl Pooled {
+    fn new(conn: Connection) -> Pooled {
+        Pooled {
+            conn,
+            last_ok: Some(Instant::now()),
+            unchecked: false,
+            lost: false,
+        }
+    }
+
+    /// Whether this checkout skipped the ping, so that a failure may only
+    /// mean the connection died while idle.
+    pub(crate) fn unchecked(&self) -> bool {
+        self.unchecked
+    }
+
+    /// Records the outcome of work on this connection, mapped by the caller:
+    /// success renews the trust, any failure withdraws it, and a lost
+    /// connection is never handed out again.
+    pub(crate) fn settle<T>(&mut self, result: &Result<T>) {
+        match result {
+            Ok(_) => self.last_ok = Some(Instant::now()),
+            Err(err) => {
+                self.last_ok = None;
+                self.lost |= matches!(err, Error::ConnectionLost { .. });
+            }
+        }
+    }
+
+    /// Pings it unless this checkout already did.
+    pub(crate) fn ensure_alive(&mut self) -> diesel::QueryResult<()> {
+        if !self.unchecked {
+            return Ok(());
+        }
+        let alive = self.conn.ping();
+        self.unchecked = false;
+        match alive {
+            Ok(()) => self.last_ok = Some(Instant::now()),
+            Err(_) => self.lost = true,
+        }
+        alive
+    }
+}
+
+impl Deref for Pooled {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Pooled;
+    type Error = ConnectError;
+
+    fn connect(&self) -> std::result::Result<Pooled, ConnectError> {
+        self.open().map(Pooled::new)
+    }
+
+    /// Pings only a connection that has not succeeded within [`TRUSTED_FOR`].
+    fn is_valid(&self, conn: &mut Pooled) -> std::result::Result<(), ConnectError> {
+        let trusted = conn.last_ok.is_some_and(|at| at.elapsed() < TRUSTED_FOR);
+        conn.unchecked = trusted;
+        if trusted {
+            return Ok(());
+        }
+        self.ping(&mut conn.conn)?;
+        conn.last_ok = Some(Instant::now());
+        Ok(())
+    }
+
+    /// A connection returned while its thread panics, with a transaction
+    /// left open, or found dead, is never reused.
+    fn has_broken(&self, conn: &mut Pooled) -> bool {
+        std::thread::panicking() || conn.lost || conn.conn.is_broken()
+    }
 }

@@ -86,7 +86,7 @@ impl Store {
     /// [`Error::Migration`] naming the migration that failed; that migration's
     /// changes are rolled back.
     pub fn migrate(&self) -> Result<Vec<String>> {
-        let mut conn = self.checkout()?;
+        let mut conn = self.checkout_alive()?;
         let applied = migrate::run_pending(&mut conn)?;
         drop(conn);
         // Migrations may rewrite any row: forget everything cached.
@@ -107,8 +107,8 @@ impl Store {
         source: diesel_migrations::EmbeddedMigrations,
     ) -> Result<Vec<String>> {
         use diesel_migrations::MigrationHarness;
-        let mut conn = self.checkout()?;
-        let applied = crate::with_connection!(&mut *conn, |c| c
+        let mut conn = self.checkout_alive()?;
+        let applied = crate::with_connection!(&mut **conn, |c| c
             .run_pending_migrations(source)
             .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>()))
         .map_err(|err| Error::Migration {
@@ -124,7 +124,7 @@ impl Store {
     ///
     /// [`Error::Migration`] when the applied versions cannot be read.
     pub fn migration_status(&self) -> Result<Vec<MigrationStatus>> {
-        let mut conn = self.checkout()?;
+        let mut conn = self.checkout_alive()?;
         migrate::status(&mut conn)
     }
 
@@ -217,7 +217,10 @@ impl Store {
         &self.inner.registry
     }
 
-    /// A pooled connection, or [`Error::PoolTimeout`] after the checkout timeout.
+    /// A pooled connection, or [`Error::PoolTimeout`] after the checkout
+    /// timeout. It was pinged only if it had not proved alive lately (see
+    /// `pool`): work on it whose failure cannot be retried must accept
+    /// [`Error::ConnectionLost`].
     pub(crate) fn checkout(&self) -> Result<PooledConn> {
         let _span = tracing::trace_span!("pool_checkout").entered();
         self.inner
@@ -226,16 +229,64 @@ impl Store {
             .map_err(|e| Error::pool(e, self.inner.config.connection_timeout))
     }
 
+    /// A pooled connection proven alive by a ping at this checkout, for work
+    /// that cannot be retried on a lost connection but need not fail on one.
+    /// Dead connections are discarded until a live one (a new one, at worst)
+    /// comes out of the pool.
+    pub(crate) fn checkout_alive(&self) -> Result<PooledConn> {
+        let mut attempts = self.inner.config.size;
+        loop {
+            let mut conn = self.checkout()?;
+            match conn.ensure_alive() {
+                Ok(()) => return Ok(conn),
+                Err(err) if attempts == 0 => return Err(Error::from_diesel(err, None, None)),
+                Err(err) => tracing::debug!(error = %err, "pooled connection found dead"),
+            }
+            attempts -= 1;
+        }
+    }
+
     /// Runs `query` on a pooled connection outside any explicit transaction,
     /// mapping its error for `table` (`None` for work on no single table).
+    /// `query` may write and runs once, so its connection is pinged first
+    /// unless it proved alive lately.
     pub(crate) fn run<T>(
         &self,
         table: Option<&'static str>,
         id: Option<i64>,
         query: impl FnOnce(&mut Connection) -> QueryResult<T>,
     ) -> Result<T> {
+        let mut conn = self.checkout_alive()?;
+        let result = query(&mut conn).map_err(|e| Error::from_diesel(e, table, id));
+        conn.settle(&result);
+        result
+    }
+
+    /// Runs the read `query` on a pooled connection without a ping; when the
+    /// connection turns out to have died while idle, runs it once more on a
+    /// connection a ping proved alive. A read can run twice: it changes
+    /// nothing, and its caller recorded its epochs before the first attempt.
+    pub(crate) fn read<T>(
+        &self,
+        table: Option<&'static str>,
+        id: Option<i64>,
+        mut query: impl FnMut(&mut Connection) -> QueryResult<T>,
+    ) -> Result<T> {
         let mut conn = self.checkout()?;
-        query(&mut conn).map_err(|e| Error::from_diesel(e, table, id))
+        let result = query(&mut conn).map_err(|e| Error::from_diesel(e, table, id));
+        conn.settle(&result);
+        match result {
+            Err(err @ Error::ConnectionLost { .. }) if conn.unchecked() => {
+                tracing::debug!(error = %err, "a read met a connection that died while idle; retrying once");
+                // Back to the pool first, which discards it.
+                drop(conn);
+                let mut conn = self.checkout_alive()?;
+                let retried = query(&mut conn).map_err(|e| Error::from_diesel(e, table, id));
+                conn.settle(&retried);
+                retried
+            }
+            other => other,
+        }
     }
 }
 

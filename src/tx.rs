@@ -81,10 +81,25 @@ impl<'s> Tx<'s> {
     /// Checks out a connection and begins. SQLite takes the write lock up
     /// front (`BEGIN IMMEDIATE`): a writer then waits its turn within the busy
     /// timeout instead of failing midway on a lock upgrade.
+    ///
+    /// The connection is not pinged first unless it has been idle a while: a
+    /// BEGIN that finds it dead changed nothing, so it is sent once more on a
+    /// connection a ping proved alive.
     pub(crate) fn begin(store: &'s Store) -> Result<Tx<'s>> {
         let mut conn = store.checkout()?;
-        conn.begin()
-            .map_err(|e| Error::from_diesel(e, None, None))?;
+        let begun = conn.begin().map_err(|e| Error::from_diesel(e, None, None));
+        conn.settle(&begun);
+        if let Err(err) = begun {
+            if !(matches!(err, Error::ConnectionLost { .. }) && conn.unchecked()) {
+                return Err(err);
+            }
+            tracing::debug!(error = %err, "BEGIN met a connection that died while idle; retrying once");
+            drop(conn);
+            conn = store.checkout_alive()?;
+            let begun = conn.begin().map_err(|e| Error::from_diesel(e, None, None));
+            conn.settle(&begun);
+            begun?;
+        }
         tracing::trace!("transaction begun");
         Ok(Tx::on(store, conn, true))
     }
@@ -129,7 +144,9 @@ impl<'s> Tx<'s> {
             Err(Error::commit_refused())
         } else {
             let mut conn = self.conn.borrow_mut();
-            conn.commit().map_err(|e| Error::from_diesel(e, None, None))
+            let committed = conn.commit().map_err(|e| Error::from_diesel(e, None, None));
+            conn.settle(&committed);
+            committed
         };
         match committed {
             Ok(()) => {
@@ -182,12 +199,14 @@ impl<'s> Tx<'s> {
         query: impl FnOnce(&mut Connection) -> QueryResult<T>,
     ) -> Result<T> {
         let mut conn = self.conn.borrow_mut();
-        query(&mut conn).map_err(|err| {
+        let result = query(&mut conn).map_err(|err| {
             if matches!(err, diesel::result::Error::DatabaseError(..)) {
                 self.poisoned.set(true);
             }
             Error::from_diesel(err, Some(table), id)
-        })
+        });
+        conn.settle(&result);
+        result
     }
 
     /// Records a write to apply at commit; returns its place, for [`settle`](Tx::settle).

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{each_backend, user, user_in_db, TestDb};
+use std::time::{Duration, Instant};
+
+use common::{each_backend, rename, user, user_in_db, TestDb};
 use diesel::connection::SimpleConnection;
 use diesel::RunQueryDsl;
 use larder::{Backend, Error};
@@ -78,7 +80,8 @@ fn a_transaction_with_a_failed_statement_cannot_commit() {
     });
 }
 
-/// Ends every other session on the test database, as a server restart would.
+/// Ends every other session on the test database, as a server restart would,
+/// and waits until the server has let them go.
 fn kill_other_connections(db: &TestDb) -> usize {
     use diesel::sql_types::BigInt;
     let mut admin = larder::Connection::establish(&db.url()).unwrap();
@@ -92,8 +95,11 @@ fn kill_other_connections(db: &TestDb) -> usize {
               WHERE db = DATABASE() AND id <> CONNECTION_ID()"
         }
     };
-    let query = diesel::dsl::sql::<BigInt>(ids_sql);
-    let ids: Vec<i64> = larder::with_connection!(&mut admin, |c| query.load(c)).unwrap();
+    let others = |admin: &mut larder::Connection| -> Vec<i64> {
+        let query = diesel::dsl::sql::<BigInt>(ids_sql);
+        larder::with_connection!(admin, |c| query.load(c)).unwrap()
+    };
+    let ids = others(&mut admin);
     for id in &ids {
         let kill = match db.backend {
             Backend::Postgres => format!("SELECT pg_terminate_backend({id})"),
@@ -101,7 +107,110 @@ fn kill_other_connections(db: &TestDb) -> usize {
         };
         admin.batch_execute(&kill).unwrap();
     }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while others(&mut admin).iter().any(|id| ids.contains(id)) {
+        assert!(Instant::now() < deadline, "killed sessions linger");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     ids.len()
+}
+
+/// A pool of two that has just served reads, both connections in use
+/// within the last moment (so trusted, not pinged, at their next checkout).
+fn warm_pool(db: &TestDb, id: i64) -> Instant {
+    let (a, b) = (db.store.begin().unwrap(), db.store.begin().unwrap());
+    a.users().get(id).unwrap();
+    b.users().get(id).unwrap();
+    drop((a, b));
+    db.store.clear_cache();
+    Instant::now()
+}
+
+/// The server dropped every pooled connection while they sat trusted in the
+/// pool: the next miss's load meets a dead connection that skipped its ping,
+/// and is retried on a live one, so the caller never sees the loss.
+#[test]
+fn a_read_on_connections_killed_while_trusted_is_retried() {
+    each_backend(|target| {
+        if target.backend == Backend::Sqlite {
+            return;
+        }
+        let db = target.fresh_with(|b| b.pool_size(2));
+        let ann = user(&db.store, "ann");
+        let bob = user(&db.store, "bob");
+        let used = warm_pool(&db, ann.id);
+        assert!(kill_other_connections(&db) >= 2);
+        let got = db.store.users().get(ann.id);
+        assert!(
+            used.elapsed() < Duration::from_millis(400),
+            "too slow to test the trusted window: {:?}",
+            used.elapsed()
+        );
+        assert_eq!(got.unwrap().unwrap().name, "ann");
+        assert_eq!(
+            db.store.users().cached(ann.id),
+            user_in_db(&db.store, ann.id)
+        );
+
+        // Loads of many rows alike.
+        let used = warm_pool(&db, ann.id);
+        assert!(kill_other_connections(&db) >= 2);
+        let got = db.store.users().get_many(&[ann.id, bob.id]);
+        assert!(
+            used.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            used.elapsed()
+        );
+        assert_eq!(got.unwrap().len(), 2);
+        common::assert_pool_idle(&db.store);
+    });
+}
+
+/// A write that meets such a dead connection is not retried (it may have
+/// committed): it fails with `ConnectionLost`, the cache still agrees with
+/// the database, and the next write works.
+#[test]
+fn a_write_on_a_connection_killed_while_trusted_fails_with_connection_lost() {
+    each_backend(|target| {
+        if target.backend == Backend::Sqlite {
+            return;
+        }
+        let db = target.fresh_with(|b| b.pool_size(2));
+        let ann = user(&db.store, "ann");
+        let used = warm_pool(&db, ann.id);
+        db.store.users().get(ann.id).unwrap();
+        assert!(kill_other_connections(&db) >= 2);
+        let err = db.store.users().update(ann.id, rename("ann2")).unwrap_err();
+        assert!(
+            used.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            used.elapsed()
+        );
+        assert!(
+            matches!(
+                err,
+                Error::ConnectionLost {
+                    table: Some("users"),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_retryable());
+        assert_eq!(
+            db.store.users().cached(ann.id),
+            None,
+            "the write's key was invalidated"
+        );
+        assert_eq!(
+            db.store.users().get(ann.id).unwrap(),
+            user_in_db(&db.store, ann.id)
+        );
+        let renamed = db.store.users().update(ann.id, rename("ann3")).unwrap();
+        assert_eq!(renamed.name, "ann3");
+        assert_eq!(db.store.users().get(ann.id).unwrap().unwrap().name, "ann3");
+        common::assert_pool_idle(&db.store);
+    });
 }
 
 #[test]

@@ -140,6 +140,31 @@ fn a_change_by_raw_sql_in_another_process_reaches_the_cache() {
     });
 }
 
+/// A URL with a libpq parameter the waiting client does not know gets a
+/// listener that reads notifications every tick instead: changes still arrive.
+#[test]
+fn a_listener_on_a_url_only_libpq_understands_still_hears_changes() {
+    each_backend(|target| {
+        if target.backend != Backend::Postgres {
+            return;
+        }
+        let (db, ann, _, _) = seeded(target);
+        let url = format!("{}?keepalives_count=3", db.url());
+        let a = Store::builder(&url)
+            .max_staleness(BOUND)
+            .build()
+            .expect("coherent store");
+        assert_eq!(name_of(&a, ann).as_deref(), Some("ann"));
+        in_other_process(
+            &db,
+            &format!("sql UPDATE users SET name = 'Ann' WHERE id = {ann}"),
+        );
+        std::thread::sleep(BOUND);
+        assert_eq!(name_of(&a, ann).as_deref(), Some("Ann"));
+        assert_eq!(a.stats().coherence.flushes, 0, "{:?}", a.stats().coherence);
+    });
+}
+
 #[test]
 fn a_cascading_delete_in_another_process_empties_the_children() {
     each_backend(|target| {

@@ -3,7 +3,7 @@
 //!
 //! Triggers in the database capture every committed change of a cached table
 //! ([`capture`]). One background thread per [`Store`](crate::Store), the
-//! watcher, brings them in: on PostgreSQL it listens for the triggers'
+//! watcher, brings them in: on PostgreSQL it waits for the triggers'
 //! notifications on its own connection ([`listen`]); on SQLite and MySQL it
 //! polls the change log the triggers write ([`poll`]). Each change invalidates
 //! the key it names, through the same registry as local commits.
@@ -28,6 +28,7 @@
 //! in every process. PostgreSQL reports `TRUNCATE`.
 
 pub(crate) mod capture;
+mod channel;
 mod counters;
 mod cursor;
 mod listen;
@@ -115,10 +116,9 @@ impl Context {
     /// Opens the watcher's own connection, with the timeouts that keep a
     /// check from waiting on a dead server for as long as the OS would.
     fn connect(&self) -> Result<Connection> {
-        use r2d2::ManageConnection;
         let mut conn = self
             .manager
-            .connect()
+            .open()
             .map_err(|e| self.url.connection_error(&e.0))?;
         session::prepare(&mut conn).map_err(|e| self.url.connection_error(&e.to_string()))?;
         Ok(conn)
@@ -132,6 +132,16 @@ trait Source: Send {
     /// confirmed nothing new (but nothing went wrong). With `confirm`, it
     /// confirms now even if it would otherwise wait for its next turn.
     fn check(&mut self, ctx: &Context, confirm: bool) -> Result<Option<Instant>>;
+
+    /// Between checks: waits for changes until the next check is due,
+    /// applying those that arrive, and returns true; or returns false at
+    /// once, and the watcher sleeps a tick. The wait is bounded by a timer,
+    /// not by the network, so it is not part of a check the guard watches;
+    /// a failure it meets is returned by the next check.
+    fn wait(&mut self, ctx: &Context) -> bool {
+        let _ = ctx;
+        false
+    }
 }
 
 /// How often the watcher wakes and the point past which it stops trusting
@@ -163,7 +173,8 @@ impl Timing {
 /// How often the watcher looks for changes unless configured.
 pub(crate) fn default_poll_interval(backend: Backend, max_staleness: Duration) -> Duration {
     match backend {
-        // Reading notifications that already arrived costs no round trip.
+        // Only a listener that cannot wait for notifications (see `channel`)
+        // reads them every tick; reading those that arrived costs no round trip.
         Backend::Postgres => {
             (max_staleness / 20).clamp(Duration::from_millis(1), Duration::from_millis(5))
         }

@@ -12,7 +12,7 @@ use diesel::QueryResult;
 use crate::backend::Connection;
 use crate::dialect;
 use crate::error::Result;
-use crate::url::DatabaseUrl;
+use crate::url::{Backend, DatabaseUrl};
 
 /// The longest one statement of the watcher may run, and the longest its
 /// connection attempt may take.
@@ -31,7 +31,7 @@ pub(super) fn watcher_url(url: &DatabaseUrl) -> Result<DatabaseUrl> {
 
 /// `url` with each of `params` appended to its query string, except those it
 /// already sets (the operator's choice wins).
-fn with_params(url: &str, params: &[(&str, &str)]) -> String {
+pub(super) fn with_params(url: &str, params: &[(&str, &str)]) -> String {
     let (base, fragment) = url
         .split_once('#')
         .map_or((url, None), |(b, f)| (b, Some(f)));
@@ -64,7 +64,7 @@ fn with_params(url: &str, params: &[(&str, &str)]) -> String {
 pub(super) fn prepare(conn: &mut Connection) -> QueryResult<()> {
     use diesel::connection::SimpleConnection;
     let dialect = dialect::of(conn.backend());
-    let limits = dialect.watcher_statement_limits(GIVE_UP);
+    let limits = statement_limits(conn.backend());
     let limited = limits.iter().any(|limit| conn.batch_execute(limit).is_ok());
     if !limits.is_empty() && !limited {
         tracing::debug!("no statement time limit for the watcher");
@@ -73,6 +73,12 @@ pub(super) fn prepare(conn: &mut Connection) -> QueryResult<()> {
         Some(wait) => conn.batch_execute(wait),
         None => Ok(()),
     }
+}
+
+/// The statements that limit how long one statement of the watcher runs,
+/// alternatives of which the first the server accepts applies.
+pub(super) fn statement_limits(backend: Backend) -> Vec<String> {
+    dialect::of(backend).watcher_statement_limits(GIVE_UP)
 }
 
 /// Says once per process that MySQL cannot report a `TRUNCATE`.

@@ -187,17 +187,26 @@ impl Stop {
     /// Sleeps for `timeout` unless stopped; returns whether to stop.
     fn wait(&self, timeout: Duration) -> bool {
         let mut stopped = self.stopped.lock();
-        if !*stopped {
+        if !*stopped && !timeout.is_zero() {
             self.wake.wait_for(&mut stopped, timeout);
         }
         *stopped
     }
 }
 
-/// The watcher thread: checks every tick and decides after each check.
+/// The watcher thread: checks every tick, or whenever a source that waits
+/// for changes is due to, and decides after each check.
 pub(super) fn watch(ctx: &Context, mut source: Box<dyn Source>, stop: &Stop) {
     let trust = ctx.timing.trust;
-    while !stop.wait(ctx.timing.tick) {
+    loop {
+        let waited = source.wait(ctx);
+        if stop.wait(if waited {
+            Duration::ZERO
+        } else {
+            ctx.timing.tick
+        }) {
+            break;
+        }
         let mut retry = false;
         loop {
             ctx.view.state.lock().begin_check(Instant::now(), trust);

@@ -64,7 +64,7 @@ impl<'s, E: Entity> Repo<'s, E> {
         self.cache.get_or_load(id, || {
             let _span = tracing::trace_span!("load", table = E::TABLE, id).entered();
             self.store
-                .run(Some(E::TABLE), Some(id), |conn| E::find(conn, id))
+                .read(Some(E::TABLE), Some(id), |conn| E::find(conn, id))
         })
     }
 
@@ -112,7 +112,7 @@ impl<'s, E: Entity> Repo<'s, E> {
             let epochs = self.cache.epochs();
             let rows = self
                 .store
-                .run(Some(E::TABLE), None, |conn| E::find_many(conn, &missing))?;
+                .read(Some(E::TABLE), None, |conn| E::find_many(conn, &missing))?;
             self.cache.count_loads(rows.len());
             for row in self.cache.intern(rows, &epochs, E::id) {
                 loaded.insert(row.id(), row);

@@ -10,6 +10,9 @@
 //!
 //! The write cost: single-row updates through larder, in interleaved rounds
 //! with the users table's capture triggers installed and dropped.
+//!
+//! The idle cost (`--idle-secs`): the CPU time a store's watcher threads use
+//! while nothing changes, read from Linux's per-thread accounting.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -45,6 +48,10 @@ pub(crate) struct Args {
     /// users table's capture triggers: give it a database of its own.
     #[arg(long, default_value_t = 2_000)]
     writes: u32,
+    /// Seconds a store with coherence on sits idle while its watcher
+    /// threads' CPU time is measured (Linux only); 0 skips it.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    idle_secs: u64,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -81,8 +88,17 @@ pub(crate) fn run(url: Option<&str>, args: &Args) -> larder::Result<()> {
     } else {
         None
     };
+    let idle = if args.idle_secs > 0 {
+        Some(measure_idle(
+            &url,
+            staleness,
+            Duration::from_secs(args.idle_secs),
+        )?)
+    } else {
+        None
+    };
     seeded.remove()?;
-    report(backend, args, &delays, cost);
+    report(backend, args, &delays, cost, idle);
     Ok(())
 }
 
@@ -217,6 +233,53 @@ fn measure_delays(store: &Store, url: &str, id: i64, args: &Args) -> larder::Res
     Ok(delays)
 }
 
+/// CPU time, in ms, each watcher thread of an idle store used over `idle`
+/// (after a second to settle): `(thread name, ms)`.
+fn measure_idle(
+    url: &str,
+    staleness: Duration,
+    idle: Duration,
+) -> larder::Result<Vec<(String, f64)>> {
+    let store = larder_blog::builder(url).max_staleness(staleness).build()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let before = watcher_cpu();
+    std::thread::sleep(idle);
+    let after = watcher_cpu();
+    drop(store);
+    Ok(after
+        .into_iter()
+        .map(|(name, ms)| {
+            let start = before
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0.0, |(_, ms)| *ms);
+            (name, ms - start)
+        })
+        .collect())
+}
+
+/// CPU time (user + system, ms) of this process's `larder-*` threads, from
+/// `/proc/self/task/*/stat` (clock ticks of 10 ms, Linux's `USER_HZ`).
+fn watcher_cpu() -> Vec<(String, f64)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut threads: Vec<(String, f64)> = tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            let (head, tail) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_owned();
+            let fields: Vec<&str> = tail.split_whitespace().collect();
+            // utime and stime are the 14th and 15th fields; `tail` starts at the 3rd.
+            let ticks: f64 =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            name.starts_with("larder-").then_some((name, ticks * 10.0))
+        })
+        .collect();
+    threads.sort_by(|a, b| a.0.cmp(&b.0));
+    threads
+}
+
 /// Updates per second with and without capture: medians of interleaved rounds.
 fn measure_write_cost(
     store: &Store,
@@ -307,7 +370,13 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
     sorted[index] as f64 / 1_000.0
 }
 
-fn report(backend: &str, args: &Args, delays: &[u64], cost: Option<WriteCost>) {
+fn report(
+    backend: &str,
+    args: &Args,
+    delays: &[u64],
+    cost: Option<WriteCost>,
+    idle: Option<Vec<(String, f64)>>,
+) {
     let (p50, p90, p99, max) = (
         quantile(delays, 0.5),
         quantile(delays, 0.9),
@@ -328,6 +397,10 @@ fn report(backend: &str, args: &Args, delays: &[u64], cost: Option<WriteCost>) {
             "changes": delays.len(),
             "delay_ms": { "p50": p50, "p90": p90, "p99": p99, "max": max },
             "write_cost": cost,
+            "idle_cpu_ms": idle.as_ref().map(|threads| {
+                threads.iter().map(|(name, ms)| (name.clone(), serde_json::json!(ms))).collect::<serde_json::Map<_, _>>()
+            }),
+            "idle_secs": args.idle_secs,
         });
         println!("{out}");
         return;
@@ -346,5 +419,14 @@ fn report(backend: &str, args: &Args, delays: &[u64], cost: Option<WriteCost>) {
             c.without,
             c.without / c.with
         );
+    }
+    if let Some(threads) = idle {
+        println!(
+            "CPU time of an idle store's watcher threads over {} s:",
+            args.idle_secs
+        );
+        for (name, ms) in threads {
+            println!("  {name}: {ms:.0} ms");
+        }
     }
 }

@@ -1,0 +1,271 @@
+//! The PostgreSQL listener's connection: a rust-postgres client that waits on
+//! its socket for notifications, or, for a URL that client cannot honour, a
+//! diesel connection whose notifications are read every tick.
+//!
+//! rust-postgres refuses libpq parameters it does not know (`sslrootcert`,
+//! `keepalives_count`, `sslmode=verify-full`…) and, in this build, speaks no
+//! TLS: rather than drop an operator's setting or encrypt less than the
+//! pool's libpq does, such a URL gets the polled diesel connection.
+
+#![cfg(feature = "postgres")]
+
+use std::sync::Once;
+use std::time::Instant;
+
+use diesel::{PgConnection, RunQueryDsl};
+use pg_listener::fallible_iterator::FallibleIterator;
+
+use super::{session, Context};
+use crate::backend::Connection;
+use crate::dialect::{self, CHANGES};
+use crate::error::{Error, Result};
+use crate::url::{Backend, DatabaseUrl};
+
+pub(super) enum Channel {
+    /// Waits on its socket: a notification is applied the moment it arrives.
+    Blocking(pg_listener::Client),
+    /// Reads the notifications that already arrived, each tick.
+    Polled(PgConnection),
+}
+
+impl Channel {
+    /// Connects and listens, on a blocking client when the URL allows one.
+    pub(super) fn open(ctx: &Context) -> Result<Channel> {
+        match blocking_config(&ctx.url) {
+            Ok(config) => open_blocking(ctx, &config).map(Channel::Blocking),
+            Err(why) => {
+                note_polling(&why);
+                open_polled(ctx).map(Channel::Polled)
+            }
+        }
+    }
+
+    /// Whether [`wait`](Channel::wait) sleeps until something arrives.
+    pub(super) fn blocks(&self) -> bool {
+        matches!(self, Channel::Blocking(_))
+    }
+
+    /// Applies notifications as they arrive until `until`; a polled channel
+    /// applies those that arrived already and returns.
+    pub(super) fn wait(&mut self, ctx: &Context, until: Instant) -> Result<()> {
+        let client = match self {
+            Channel::Blocking(client) => client,
+            Channel::Polled(conn) => return drain_polled(conn, ctx),
+        };
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            let next = client.notifications().timeout_iter(left).next();
+            match next.map_err(|e| lost(ctx, &e))? {
+                Some(notification) => apply(ctx, notification.payload()),
+                // The iterator ends quietly when the server closed the connection.
+                None if client.is_closed() => return Err(closed(ctx)),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// A `SELECT 1`, then every notification that arrived before its answer:
+    /// all that was committed before it was sent.
+    pub(super) fn heartbeat(&mut self, ctx: &Context) -> Result<()> {
+        match self {
+            Channel::Blocking(client) => {
+                client.simple_query("SELECT 1").map_err(|e| lost(ctx, &e))?;
+                let mut notifications = client.notifications();
+                let mut arrived = notifications.iter();
+                while let Some(notification) = arrived.next().map_err(|e| lost(ctx, &e))? {
+                    apply(ctx, notification.payload());
+                }
+                Ok(())
+            }
+            Channel::Polled(conn) => {
+                diesel::sql_query("SELECT 1")
+                    .execute(conn)
+                    .map_err(diesel_lost)?;
+                drain_polled(conn, ctx)
+            }
+        }
+    }
+}
+
+/// rust-postgres's settings for `url`, with the watcher's timeouts; `Err`
+/// says why the URL needs the polled connection (free of any password).
+fn blocking_config(url: &DatabaseUrl) -> std::result::Result<pg_listener::Config, String> {
+    // rust-postgres reads this one in seconds, libpq in milliseconds.
+    if url.target().contains("tcp_user_timeout") {
+        return Err(
+            "tcp_user_timeout means milliseconds to libpq, seconds to rust-postgres".into(),
+        );
+    }
+    // libpq's parameters, by rust-postgres's names and units.
+    let params: Vec<(&str, String)> = dialect::of(Backend::Postgres)
+        .watcher_url_params()
+        .iter()
+        .map(|&(key, value)| match key {
+            "keepalives_count" => ("keepalives_retries", value.to_owned()),
+            "tcp_user_timeout" => {
+                let ms: u64 = value.parse().unwrap_or(0);
+                (key, ms.div_ceil(1000).to_string())
+            }
+            _ => (key, value.to_owned()),
+        })
+        .collect();
+    let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let target = session::with_params(url.target(), &params);
+    let config: pg_listener::Config = target
+        .parse()
+        .map_err(|e: pg_listener::Error| url.scrub(&e.to_string()))?;
+    if cfg!(feature = "postgres-tls")
+        && config.get_ssl_mode() != pg_listener::config::SslMode::Disable
+    {
+        return Err("the pool's libpq may use TLS, and the waiting client has none".into());
+    }
+    Ok(config)
+}
+
+fn open_blocking(ctx: &Context, config: &pg_listener::Config) -> Result<pg_listener::Client> {
+    let mut client = config
+        .connect(pg_listener::NoTls)
+        .map_err(|e| ctx.url.connection_error(&e.to_string()))?;
+    let limits = session::statement_limits(Backend::Postgres);
+    if !limits
+        .iter()
+        .any(|limit| client.batch_execute(limit).is_ok())
+    {
+        tracing::debug!("no statement time limit for the listener");
+    }
+    client
+        .batch_execute(&dialect::postgres::listen())
+        .map_err(|e| lost(ctx, &e))?;
+    Ok(client)
+}
+
+#[allow(irrefutable_let_patterns)] // in a build with PostgreSQL alone
+fn open_polled(ctx: &Context) -> Result<PgConnection> {
+    let Connection::Postgres(mut conn) = ctx.connect()? else {
+        return Err(Error::InvalidConfig {
+            reason: "the listener needs a PostgreSQL connection".into(),
+        });
+    };
+    diesel::connection::SimpleConnection::batch_execute(&mut conn, &dialect::postgres::listen())
+        .map_err(diesel_lost)?;
+    Ok(conn)
+}
+
+/// Says once per process why the listener polls.
+fn note_polling(why: &str) {
+    static NOTED: Once = Once::new();
+    NOTED.call_once(|| {
+        tracing::info!(
+            reason = why,
+            "coherence: the PostgreSQL listener reads notifications every tick instead of \
+             waiting for them"
+        );
+    });
+}
+
+fn lost(ctx: &Context, err: &pg_listener::Error) -> Error {
+    ctx.url
+        .connection_error(&format!("the listener's connection failed: {err}"))
+}
+
+fn closed(ctx: &Context) -> Error {
+    ctx.url
+        .connection_error("the server closed the listener's connection")
+}
+
+fn diesel_lost(err: diesel::result::Error) -> Error {
+    Error::from_diesel(err, Some(CHANGES), None)
+}
+
+/// Applies every notification that has arrived on a diesel connection.
+fn drain_polled(conn: &mut PgConnection, ctx: &Context) -> Result<()> {
+    for notification in conn.notifications_iter() {
+        apply(ctx, &notification.map_err(diesel_lost)?.payload);
+    }
+    Ok(())
+}
+
+fn apply(ctx: &Context, payload: &str) {
+    match parse(payload) {
+        Some((table, op, id, key_values)) => ctx.apply(table, id, op, key_values),
+        None => tracing::warn!(payload, "malformed change notification ignored"),
+    }
+}
+
+/// `"table op id"`, as the capture trigger writes it, followed by
+/// `" key_values"` when it captures key columns.
+fn parse(payload: &str) -> Option<(&str, &str, i64, Option<&str>)> {
+    let mut parts = payload.split(' ');
+    let table = parts.next()?;
+    let op = parts.next()?;
+    let id = parts.next()?.parse().ok()?;
+    let key_values = parts.next();
+    parts
+        .next()
+        .is_none()
+        .then_some((table, op, id, key_values))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_parse_or_are_refused() {
+        assert_eq!(parse("users U 42"), Some(("users", "U", 42, None)));
+        assert_eq!(parse("users T 0"), Some(("users", "T", 0, None)));
+        assert_eq!(
+            parse("comments U 5 post_id=1,post_id=2"),
+            Some(("comments", "U", 5, Some("post_id=1,post_id=2")))
+        );
+        for bad in [
+            "",
+            "users",
+            "users U",
+            "users U x",
+            "users U 1 2 3",
+            "users U 99999999999999999999",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+
+    fn config_of(url: &str) -> std::result::Result<pg_listener::Config, String> {
+        blocking_config(&DatabaseUrl::parse(url).unwrap())
+    }
+
+    #[test]
+    fn a_plain_url_waits_with_the_watchers_timeouts() {
+        let config = config_of("postgres://app:s3cret@db:5433/blog?application_name=x")
+            .unwrap_or_else(|why| panic!("{why}"));
+        assert_eq!(config.get_dbname(), Some("blog"));
+        assert_eq!(config.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(config.get_keepalives_retries(), Some(2));
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&std::time::Duration::from_secs(5))
+        );
+        // The operator's choice wins.
+        let config = config_of("postgres://db/blog?connect_timeout=30").unwrap();
+        assert_eq!(
+            config.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn a_url_rust_postgres_cannot_honour_polls_and_the_reason_keeps_no_secret() {
+        for url in [
+            "postgres://app:s3cret@db/blog?sslrootcert=/etc/ca.pem",
+            "postgres://app:s3cret@db/blog?keepalives_count=3",
+            "postgres://app:s3cret@db/blog?sslmode=verify-full",
+            "postgres://app:s3cret@db/blog?tcp_user_timeout=5000",
+        ] {
+            let why = config_of(url).expect_err(url);
+            assert!(!why.contains("s3cret"), "{why}");
+        }
+    }
+}
