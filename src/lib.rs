@@ -231,8 +231,12 @@
 //!
 //! # The cache
 //!
-//! Each entity has an identity map of up to 16 shards, each an LRU behind its
-//! own `parking_lot` mutex, with an invalidation epoch and the loads in flight.
+//! Each entity has an identity map of up to 16 shards, each behind its own
+//! `parking_lot` mutex, with an invalidation epoch and the loads in flight.
+//! Each shard keeps its entries with W-TinyLFU (as Caffeine does): a small
+//! admission window and a segmented LRU, where a new entry displaces an old
+//! one only if a frequency sketch has seen it more often, so one-off reads (a
+//! scan of every row, an export) do not push the hot set out.
 //!
 //! - **Identity.** While a row is cached, every `get` of it returns the same
 //!   `Arc`; entries are immutable and replaced whole, so no caller sees a
@@ -247,8 +251,9 @@
 //!   waiters, who then load for themselves.
 //! - **Capacity.** [`StoreBuilder::cache_capacity`] bounds each entity's
 //!   entries (default 10,000; 0 turns caching off),
-//!   [`StoreBuilder::entity_with_capacity`] one entity's; the shards split it
-//!   evenly.
+//!   [`StoreBuilder::entity_with_capacity`] one entity's. The shards share it:
+//!   the map fills to its capacity however unevenly the hot keys spread over
+//!   them, and never holds more than it.
 //! - **The list cache.** [`Repo::cached_query`] and [`Repo::cached_value`]
 //!   results ([`StoreBuilder::query_cache_capacity`], default 10,000) are stored
 //!   with the generation of every table they read. A committed write to one of
@@ -584,8 +589,8 @@
 //!  │           create / update → epoch read → one autocommitted statement (delete: its own transaction)
 //!  │                           → applied to the cache after the commit
 //!  ├─ Tx guard (TxRepo<E>): BEGIN (IMMEDIATE on SQLite) → work → COMMIT → invalidate; dropped = ROLLBACK
-//!  ├─ identity map per entity: ≤ 16 shards, each an lru::LruCache + epoch + loads in flight
-//!  │                           behind a parking_lot::Mutex; the list cache beside it
+//!  ├─ identity map per entity: ≤ 16 shards sharing one capacity, each W-TinyLFU over lru::LruCaches
+//!  │                           + epoch + loads in flight behind a parking_lot::Mutex; the list cache beside it
 //!  ├─ registry / invalidation bus: finds caches by type (repositories) and by table (invalidations)
 //!  ├─ named locks: LockGuard on one lock session per thread (outside the pool)
 //!  │               + a fencing token from larder_lock_tokens

@@ -1,14 +1,18 @@
 //! The locks of the cache, routed through one module (as quick_cache's `shim`
 //! does) so that the same code runs under shuttle's model checker. Normal
-//! builds use `parking_lot`; the test-only `shuttle` feature swaps in
-//! shuttle's locks behind the same API, and every `lock()` becomes a point
+//! builds use `parking_lot` (and std's atomics); the test-only `shuttle` feature swaps in
+//! shuttle's locks and atomics behind the same API, and every `lock()` becomes a point
 //! where the checker may switch threads.
 
 #[cfg(not(feature = "shuttle"))]
 pub(crate) use parking_lot::{Condvar, Mutex};
+#[cfg(not(feature = "shuttle"))]
+pub(crate) use std::sync::atomic::AtomicUsize;
 
 #[cfg(feature = "shuttle")]
 pub(crate) use model::{Condvar, Mutex};
+#[cfg(feature = "shuttle")]
+pub(crate) use shuttle::sync::atomic::AtomicUsize;
 
 #[cfg(feature = "shuttle")]
 mod model {

@@ -1,4 +1,5 @@
-//! The identity map: per entity, a sharded LRU of immutable `Arc` entries with
+//! The identity map: per entity, sharded immutable `Arc` entries kept by a
+//! W-TinyLFU admission policy under one capacity shared by all shards, with
 //! invalidation epochs and single-flight loads.
 //!
 //! Lock discipline, all of it in this module and `shard.rs`:
@@ -8,20 +9,26 @@
 //! - concurrent misses of one key wait on that key's [`Flight`], not on the shard.
 
 mod flight;
+#[cfg(test)]
+mod footprint;
+#[cfg(test)]
+mod hit_ratio;
 #[cfg(all(test, feature = "shuttle"))]
 mod model;
+mod policy;
 #[cfg(test)]
 mod proptests;
 mod query;
 mod shard;
+mod sketch;
 mod stats;
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use crate::sync::Mutex;
 
 use flight::Flight;
+use policy::{Budget, Entries};
 pub(crate) use query::{Generations, QueryCache};
 use shard::{Fill, Lookup, Shard};
 pub use stats::CacheStats;
@@ -30,7 +37,8 @@ pub use stats::CacheStats;
 pub(crate) type AnyValue = Arc<dyn std::any::Any + Send + Sync>;
 
 /// Most shards an identity map uses; enough to keep two to four threads off
-/// each other's locks, few enough that per-shard LRU order stays meaningful.
+/// each other's locks, few enough that each shard's LRU order and frequency
+/// sketch see enough of the traffic to stay meaningful.
 const MAX_SHARDS: usize = 16;
 
 /// The cache of one entity type.
@@ -38,9 +46,8 @@ pub(crate) struct IdentityMap<T> {
     /// The entity's table, for tracing.
     table: &'static str,
     shards: Box<[Mutex<Shard<T>>]>,
-    /// Each shard's capacity, so a flush can make its empty store of entries
-    /// before taking the lock.
-    capacities: Box<[NonZeroUsize]>,
+    /// The capacity all shards share.
+    budget: Budget,
     /// False when the capacity is 0: every `get` loads and nothing is kept.
     enabled: bool,
 }
@@ -54,25 +61,13 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         } else {
             prev_power_of_two(capacity.min(MAX_SHARDS))
         };
-        let capacities: Box<[NonZeroUsize]> = (0..shard_count)
-            .map(|i| {
-                let share = capacity / shard_count + usize::from(i < capacity % shard_count);
-                NonZeroUsize::new(share).unwrap_or(NonZeroUsize::MIN)
-            })
-            .collect();
-        let shards = capacities
-            .iter()
-            .map(|&share| {
-                let mut shard = Shard::new(share);
-                // A disabled map (capacity 0) reports 0, though its one shard holds 1.
-                shard.counters.capacity = if capacity == 0 { 0 } else { share.get() as u64 };
-                Mutex::new(shard)
-            })
+        let shards = (0..shard_count)
+            .map(|_| Mutex::new(Shard::new(capacity, shard_count)))
             .collect();
         IdentityMap {
             table,
             shards,
-            capacities,
+            budget: Budget::new(capacity),
             enabled: capacity > 0,
         }
     }
@@ -115,6 +110,7 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
                 // subscriber included), its drop still ends the flight.
                 let leader = Leader {
                     shard,
+                    budget: &self.budget,
                     id,
                     flight: Some(flight),
                 };
@@ -153,7 +149,7 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         let Some(value) = load()?.map(Arc::new) else {
             return Ok(None);
         };
-        let fill = { shard.lock().fill_if_epoch(id, &value, epoch) };
+        let fill = { shard.lock().fill_if_epoch(id, &value, epoch, &self.budget) };
         Ok(Some(fill.resolve(&value)))
     }
 
@@ -225,7 +221,10 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
                     return row;
                 }
                 let index = self.shard_index(id);
-                let (row, evicted) = { self.shards[index].lock().intern(id, row, epochs[index]) };
+                let (row, evicted) = {
+                    let mut shard = self.shards[index].lock();
+                    shard.intern(id, row, epochs[index], &self.budget)
+                };
                 drop(evicted);
                 row
             })
@@ -237,7 +236,7 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         let value = value.filter(|_| self.enabled);
         let removed = {
             let mut shard = self.shard(id).lock();
-            shard.apply_write(id, value, epoch_at_write)
+            shard.apply_write(id, value, epoch_at_write, &self.budget)
         };
         drop(removed);
         tracing::trace!(table = self.table, id, "invalidated by a committed write");
@@ -255,9 +254,9 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
 
     /// Empties the map and makes every load in progress unfillable.
     pub(crate) fn clear(&self) {
-        for (shard, capacity) in self.shards.iter().zip(self.capacities.iter()) {
-            let empty = Shard::empty_like(*capacity);
-            let removed = { shard.lock().clear(empty) };
+        for shard in self.shards.iter() {
+            let empty = Entries::empty_regions();
+            let removed = { shard.lock().clear(empty, &self.budget) };
             drop(removed);
         }
     }
@@ -270,9 +269,7 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
             counters.entries = shard.len() as u64;
             total += counters;
         }
-        if !self.enabled {
-            total.capacity = 0;
-        }
+        total.capacity = self.budget.capacity() as u64;
         total
     }
 }
@@ -282,6 +279,7 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
 /// then load for themselves: no waiter is left blocked.
 struct Leader<'a, T> {
     shard: &'a Mutex<Shard<T>>,
+    budget: &'a Budget,
     id: i64,
     flight: Option<Arc<Flight<T>>>,
 }
@@ -296,7 +294,7 @@ impl<T> Leader<'_, T> {
         };
         let fill = {
             let mut shard = self.shard.lock();
-            shard.finish_flight(self.id, &flight, value.as_ref())
+            shard.finish_flight(self.id, &flight, value.as_ref(), self.budget)
         };
         let filled = fill.as_ref().is_some_and(Fill::filled);
         let value = match (&fill, value) {
@@ -314,10 +312,18 @@ impl<T> Drop for Leader<'_, T> {
         if let Some(flight) = self.flight.take() {
             {
                 let mut shard = self.shard.lock();
-                shard.finish_flight(self.id, &flight, None);
+                shard.finish_flight(self.id, &flight, None, self.budget);
             }
             flight.complete(None);
         }
+    }
+}
+
+impl<T> IdentityMap<T> {
+    /// Units of the shared budget all shards hold; equals the budget's count.
+    #[cfg(test)]
+    fn units(&self) -> usize {
+        self.shards.iter().map(|shard| shard.lock().units()).sum()
     }
 }
 
@@ -385,7 +391,7 @@ mod tests {
     }
 
     #[test]
-    fn capacity_bounds_entries_in_lru_order() {
+    fn capacity_bounds_entries_and_the_newest_is_kept() {
         let map = map(2);
         for id in 0..10 {
             map.get_or_load(id, load("v")).unwrap();
@@ -393,12 +399,13 @@ mod tests {
         let stats = map.stats();
         assert_eq!(stats.entries, 2);
         assert_eq!(stats.evictions, 8);
-        assert!(map.peek(9).is_some() && map.peek(0).is_none());
+        // A new entry enters the admission window, whatever its frequency.
+        assert!(map.peek(9).is_some());
     }
 
     #[test]
-    fn shard_capacities_add_up_to_the_capacity() {
-        for capacity in [1, 2, 3, 15, 16, 17, 1000, 10_007] {
+    fn the_reported_capacity_is_the_configured_one() {
+        for capacity in [0, 1, 2, 3, 15, 16, 17, 1000, 10_007] {
             assert_eq!(map(capacity).stats().capacity, capacity as u64);
         }
     }
@@ -572,19 +579,23 @@ mod tests {
     #[test]
     fn a_panic_while_starting_a_load_leaves_no_flight_behind() {
         let map = Arc::new(map(8));
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            tracing::subscriber::with_default(PanickingSubscriber, || {
-                // Other tests' threads may have cached "no interest" in the
-                // callsites meanwhile: ask again with this subscriber in place.
-                tracing::callsite::rebuild_interest_cache();
-                map.get_or_load(5, load("never loaded"))
-            })
-        }));
-        assert!(panicked.is_err(), "the premise: the subscriber panicked");
+        // Another test's thread registering a callsite for the first time may
+        // store "no interest" over the rebuilt one: try again, on a new key.
+        let key = (5..25).find(|&key| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                tracing::subscriber::with_default(PanickingSubscriber, || {
+                    // Ask the callsites again with this subscriber in place.
+                    tracing::callsite::rebuild_interest_cache();
+                    map.get_or_load(key, load("never loaded"))
+                })
+            }))
+            .is_err()
+        });
+        let key = key.expect("the premise: the subscriber panicked");
         let (done, finished) = std::sync::mpsc::channel();
         let next = Arc::clone(&map);
         std::thread::spawn(move || {
-            let _ = done.send(next.get_or_load(5, load("v")).map(|v| v.is_some()));
+            let _ = done.send(next.get_or_load(key, load("v")).map(|v| v.is_some()));
         });
         let result = finished.recv_timeout(Duration::from_secs(10));
         assert!(

@@ -8,7 +8,8 @@
 //!
 //! Checked after every interleaving: no cached entry is older than the
 //! database (no stale fill), and, when nothing wrote, every caller got the
-//! one cached object (identity). A deadlock fails the run by itself.
+//! one cached object (identity); fills racing for the capacity the shards
+//! share never overfill the map. A deadlock fails the run by itself.
 //!
 //! Run: `cargo test --features shuttle --lib cache::model`.
 
@@ -208,6 +209,29 @@ fn identity_without_writes() {
     }
 }
 
+/// Misses of three keys over two shards race for the two units of the
+/// capacity the shards share: the map never holds more than its capacity,
+/// and the shared count matches what the shards hold.
+fn fills_share_the_capacity() {
+    let (map, db) = (
+        Arc::new(IdentityMap::new("model", 2)),
+        Arc::new(Db::default()),
+    );
+    let readers: Vec<_> = [0, 1, 2]
+        .into_iter()
+        .map(|key| {
+            let (map, db) = (map.clone(), db.clone());
+            thread::spawn(move || get(&map, &db, key))
+        })
+        .collect();
+    for reader in readers {
+        reader.join().expect("no model thread panics");
+    }
+    let entries = map.stats().entries as usize;
+    assert!(entries <= 2, "{entries} entries in a map of capacity 2");
+    assert_eq!(map.budget.used(), map.units(), "the shared count drifted");
+}
+
 #[test]
 fn no_stale_fill_under_readers_and_writers() {
     explore(readers_and_writers);
@@ -221,4 +245,9 @@ fn no_stale_fill_or_deadlock_under_misses_and_flushes() {
 #[test]
 fn one_object_per_unchanged_row() {
     explore(identity_without_writes);
+}
+
+#[test]
+fn the_shared_capacity_holds_under_racing_fills() {
+    explore(fills_share_the_capacity);
 }

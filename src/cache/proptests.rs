@@ -1,7 +1,9 @@
 //! The identity map against a model: random sequences of loads, writes,
-//! invalidations, loads racing writes, commit-time fills racing other writers
-//! and list interning. After every step, whatever the cache holds must equal
-//! what the model's database holds, and the capacity bound must hold.
+//! invalidations, loads racing writes, commit-time fills racing other writers,
+//! list interning, and reads repeated to make keys popular (so that the
+//! admission policy's duels go both ways). After every step, whatever the
+//! cache holds must equal what the model's database holds, whatever the
+//! policy admitted or turned away, and the shared capacity bound must hold.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ const KEYS: i64 = 24;
 #[derive(Debug, Clone)]
 enum Op {
     Get(i64),
+    /// Several gets of one key: it becomes popular in the frequency sketch.
+    Popular(i64, u8),
     Write(i64),
     Delete(i64),
     /// A load of the first key during which the second key is written and invalidated.
@@ -36,6 +40,7 @@ fn op() -> impl Strategy<Value = Op> {
     let key = 0..KEYS;
     prop_oneof![
         4 => key.clone().prop_map(Op::Get),
+        2 => (key.clone(), 2u8..6).prop_map(|(key, n)| Op::Popular(key, n)),
         2 => key.clone().prop_map(Op::Write),
         1 => key.clone().prop_map(Op::Delete),
         2 => (key.clone(), key.clone()).prop_map(|(k, w)| Op::GetRacingWrite(k, w)),
@@ -73,6 +78,11 @@ fn step(map: &IdentityMap<u64>, db: &mut Db, op: Op) {
                 expected,
                 "get({key}) returned a stale value"
             );
+        }
+        Op::Popular(key, n) => {
+            for _ in 0..n {
+                step(map, db, Op::Get(key));
+            }
         }
         Op::Write(key) => {
             db.write(key);
@@ -127,7 +137,17 @@ fn assert_coherent(map: &IdentityMap<u64>, db: &Db, capacity: usize) {
             );
         }
     }
-    assert!(map.stats().entries as usize <= capacity);
+    let entries = map.stats().entries as usize;
+    assert!(
+        entries <= capacity,
+        "{entries} entries, capacity {capacity}"
+    );
+    assert!(map.budget.used() <= capacity);
+    assert_eq!(
+        map.budget.used(),
+        map.units(),
+        "the shared budget counts every unit held"
+    );
 }
 
 proptest! {

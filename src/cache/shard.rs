@@ -1,20 +1,16 @@
-//! One shard of an identity map: an LRU of immutable entries, the shard's
-//! invalidation epoch, its in-progress loads and its counters. Every method here
+//! One shard of an identity map: its immutable entries (kept by the W-TinyLFU
+//! [`policy`](super::policy)), the shard's invalidation epoch, its in-progress
+//! loads and its counters. Every method here
 //! is in-memory work done by a caller that holds the shard lock. Values leaving
 //! the shard are handed back to the caller (as quick_cache's shards do), so
 //! that their destructors, which are user code, run after the lock is released.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use lru::LruCache;
-
 use super::flight::Flight;
+use super::policy::{Budget, Cleared, Entries};
 use super::stats::CacheStats;
-
-/// A shard's entries, most recently used first.
-pub(crate) type Entries<T> = LruCache<i64, Arc<T>>;
 
 pub(crate) struct Shard<T> {
     entries: Entries<T>,
@@ -63,15 +59,13 @@ impl<T> Fill<T> {
 pub(crate) type Removed<T> = Vec<Arc<T>>;
 
 impl<T> Shard<T> {
-    pub(crate) fn new(capacity: NonZeroUsize) -> Shard<T> {
+    /// One of `shards` shards of a map of `capacity` entries.
+    pub(crate) fn new(capacity: usize, shards: usize) -> Shard<T> {
         Shard {
-            entries: LruCache::new(capacity),
+            entries: Entries::new(capacity, shards),
             epoch: 0,
             flights: HashMap::new(),
-            counters: CacheStats {
-                capacity: capacity.get() as u64,
-                ..CacheStats::default()
-            },
+            counters: CacheStats::default(),
         }
     }
 
@@ -80,7 +74,7 @@ impl<T> Shard<T> {
     }
 
     pub(crate) fn lookup(&mut self, id: i64) -> Lookup<T> {
-        if let Some(value) = self.entries.get(&id) {
+        if let Some(value) = self.entries.get(id) {
             self.counters.hits += 1;
             return Lookup::Hit(Arc::clone(value));
         }
@@ -97,7 +91,7 @@ impl<T> Shard<T> {
     /// The cached value of `id`, counted as a hit, or `None`, counted as a
     /// miss; no load is started (a batch load follows).
     pub(crate) fn get_counted(&mut self, id: i64) -> Option<Arc<T>> {
-        match self.entries.get(&id) {
+        match self.entries.get(id) {
             Some(value) => {
                 self.counters.hits += 1;
                 Some(Arc::clone(value))
@@ -116,6 +110,7 @@ impl<T> Shard<T> {
         id: i64,
         flight: &Arc<Flight<T>>,
         value: Option<&Arc<T>>,
+        budget: &Budget,
     ) -> Option<Fill<T>> {
         // An invalidation may already have removed this flight and a newer one
         // may stand in its place: only remove our own.
@@ -126,26 +121,34 @@ impl<T> Shard<T> {
         {
             self.flights.remove(&id);
         }
-        value.map(|value| self.fill_if_epoch(id, value, flight.epoch))
+        value.map(|value| self.fill_if_epoch(id, value, flight.epoch, budget))
     }
 
     /// Caches `value` only if no invalidation happened since `epoch` was read,
     /// and never in place of an entry already cached: with the epoch unmoved,
     /// that entry is as current as `value` and callers may hold it (identity).
-    pub(crate) fn fill_if_epoch(&mut self, id: i64, value: &Arc<T>, epoch: u64) -> Fill<T> {
+    /// The policy may turn the value away at once (it lost its admission
+    /// duel): it still counts as filled, and as evicted.
+    pub(crate) fn fill_if_epoch(
+        &mut self,
+        id: i64,
+        value: &Arc<T>,
+        epoch: u64,
+        budget: &Budget,
+    ) -> Fill<T> {
         if self.epoch != epoch {
             self.counters.stale_fills_dropped += 1;
             return Fill::Stale;
         }
-        if let Some(cached) = self.entries.get(&id) {
+        if let Some(cached) = self.entries.touch(id) {
             return Fill::Kept(Arc::clone(cached));
         }
         self.counters.fills += 1;
-        let evicted = self.entries.push(id, Arc::clone(value));
+        let evicted = self.entries.insert(id, Arc::clone(value), budget);
         if evicted.is_some() {
             self.counters.evictions += 1;
         }
-        Fill::Filled(evicted.map(|(_, value)| value))
+        Fill::Filled(evicted)
     }
 
     /// Removes `id`, detaches its in-progress load and moves the epoch, all under
@@ -154,7 +157,7 @@ impl<T> Shard<T> {
         self.flights.remove(&id);
         self.epoch += 1;
         self.counters.invalidations += 1;
-        self.entries.pop(&id).into_iter().collect()
+        self.entries.remove(id).into_iter().collect()
     }
 
     /// Applies a committed write: the key is invalidated, and its new value (if
@@ -165,12 +168,13 @@ impl<T> Shard<T> {
         id: i64,
         value: Option<&Arc<T>>,
         epoch_at_write: u64,
+        budget: &Budget,
     ) -> Removed<T> {
         let untouched_since_write = self.epoch == epoch_at_write;
         let mut removed = self.invalidate(id);
         if let (true, Some(value)) = (untouched_since_write, value) {
             let epoch = self.epoch;
-            if let Fill::Filled(evicted) = self.fill_if_epoch(id, value, epoch) {
+            if let Fill::Filled(evicted) = self.fill_if_epoch(id, value, epoch, budget) {
                 removed.extend(evicted);
             }
         }
@@ -180,38 +184,44 @@ impl<T> Shard<T> {
     /// Returns the cached entry for `id` if there is one, else caches `value`;
     /// `value` was loaded by a query that began at shard epoch `epoch`.
     /// The second value returned is what the fill evicted.
-    pub(crate) fn intern(&mut self, id: i64, value: Arc<T>, epoch: u64) -> (Arc<T>, Removed<T>) {
+    pub(crate) fn intern(
+        &mut self,
+        id: i64,
+        value: Arc<T>,
+        epoch: u64,
+        budget: &Budget,
+    ) -> (Arc<T>, Removed<T>) {
         if self.epoch != epoch {
             return (value, Vec::new());
         }
-        match self.fill_if_epoch(id, &value, epoch) {
+        match self.fill_if_epoch(id, &value, epoch, budget) {
             Fill::Kept(cached) => (cached, Vec::new()),
             Fill::Filled(evicted) => (value, evicted.into_iter().collect()),
             Fill::Stale => (value, Vec::new()),
         }
     }
 
-    /// Empties the shard; returns the entries so they are dropped after the lock.
-    /// Puts `empty` (made by [`empty_like`](Shard::empty_like) before the
-    /// lock was taken) in place of the entries; returns the old ones, so that
-    /// neither allocating nor freeing them happens under the lock.
-    pub(crate) fn clear(&mut self, empty: Entries<T>) -> Entries<T> {
+    /// Empties the shard: puts `empty` (made by [`Entries::empty_regions`]
+    /// before the lock was taken) in place of the entries and returns the old
+    /// ones, so that neither allocating nor freeing them happens under the lock.
+    pub(crate) fn clear(&mut self, empty: Cleared<T>, budget: &Budget) -> Cleared<T> {
         self.counters.invalidations += self.entries.len() as u64;
         self.flights.clear();
         self.epoch += 1;
-        std::mem::replace(&mut self.entries, empty)
-    }
-
-    /// An empty store of entries with a shard's `capacity`.
-    pub(crate) fn empty_like(capacity: NonZeroUsize) -> Entries<T> {
-        LruCache::new(capacity)
+        self.entries.clear(empty, budget)
     }
 
     pub(crate) fn peek(&self, id: i64) -> Option<Arc<T>> {
-        self.entries.peek(&id).cloned()
+        self.entries.peek(id).cloned()
     }
 
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Units of the shared budget this shard holds (entries and reserved units).
+    #[cfg(test)]
+    pub(crate) fn units(&self) -> usize {
+        self.entries.units()
     }
 }

@@ -1,0 +1,153 @@
+//! What the cache costs in memory, counted by the allocator: the bytes an
+//! entry takes beyond the entity itself (the `Arc`'s counts, the LRU node,
+//! the hash slots and the admission policy's sketch, all shards' fixed parts
+//! spread over the entries), and that the footprint stays flat over a long
+//! run of fills, evictions and invalidations.
+//!
+//! The lib's test binary counts live heap bytes per thread (each test runs on
+//! its own thread, so tests running in parallel do not disturb each other's
+//! counts; what one test measures is allocated and freed on its own thread).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use super::IdentityMap;
+
+thread_local! {
+    /// Bytes this thread allocated and has not freed (negative when it
+    /// freed what another thread allocated).
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(bytes: isize) {
+    // Ignored while the thread is being torn down: no test measures then.
+    let _ = LIVE.try_with(|live| live.set(live.get() + bytes));
+}
+
+fn live() -> isize {
+    LIVE.with(Cell::get)
+}
+
+struct Counting;
+
+// Implementing an allocator is unsafe by definition; this one forwards every
+// call to the system allocator unchanged and only counts sizes.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc`, passed on as is.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            count(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc_zeroed`, passed on as is.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            count(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract for `dealloc`, passed on as is.
+        unsafe { System.dealloc(ptr, layout) };
+        count(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract for `realloc`, passed on as is.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            count(new_size as isize - layout.size() as isize);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// An entity of the blog's `User` size with no heap of its own, so that
+/// everything counted beyond `size_of` is the cache's.
+struct Entity {
+    _fields: [u64; 9],
+}
+
+const CAPACITY: usize = 10_000;
+
+fn entity(id: i64) -> Option<Entity> {
+    Some(Entity {
+        _fields: [id as u64; 9],
+    })
+}
+
+fn get(map: &IdentityMap<Entity>, id: i64) {
+    let _ = map.get_or_load(id, || Ok::<_, ()>(entity(id)));
+}
+
+/// Bytes per entry beyond the entity, the map's fixed parts included: what
+/// the operator adds to the entity's size to budget a cache's memory.
+#[test]
+fn an_entry_costs_at_most_88_bytes_beyond_its_entity() {
+    // The first use of a tracing callsite registers it for good: do that first.
+    get(&IdentityMap::new("test", 1), 0);
+    let before = live();
+    let map = IdentityMap::<Entity>::new("test", CAPACITY);
+    for id in 0..CAPACITY as i64 {
+        get(&map, id);
+    }
+    assert_eq!(map.stats().entries as usize, CAPACITY);
+    let per_entry = (live() - before) as f64 / CAPACITY as f64;
+    drop(map);
+    // Read before printing: the test harness's output capture allocates.
+    let left_behind = live() - before;
+    let overhead = per_entry - std::mem::size_of::<Entity>() as f64;
+    eprintln!(
+        "{per_entry:.1} B per entry, {overhead:.1} B beyond the {} B entity",
+        std::mem::size_of::<Entity>()
+    );
+    assert!(
+        overhead <= 88.0,
+        "{overhead:.1} B per entry beyond the entity"
+    );
+    assert_eq!(left_behind, 0, "dropping the map frees everything it held");
+}
+
+/// A million reads and invalidations of a skewed key mix over ten times the
+/// capacity: the heap after the run is the heap after its first fifth (which
+/// fills the cache: the regions' tables have grown to their sizes by then).
+#[test]
+fn the_footprint_stays_flat_over_a_long_run() {
+    let map = IdentityMap::<Entity>::new("test", CAPACITY);
+    let mut state = 0x5eed_u64;
+    let mut next_key = || {
+        // A cheap skew: the square of a uniform draw favours small keys.
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let u = (state >> 33) as f64 / (1u64 << 31) as f64;
+        ((u * u) * (10 * CAPACITY) as f64) as i64
+    };
+    let mut at_200k = 0;
+    for n in 1..=1_000_000 {
+        let key = next_key();
+        if n % 20 == 0 {
+            map.invalidate(key);
+        } else {
+            get(&map, key);
+        }
+        if n == 200_000 {
+            at_200k = live();
+        }
+    }
+    let at_1m = live();
+    eprintln!("live heap: {at_200k} B after 200k operations, {at_1m} B after 1M");
+    assert!(
+        (at_1m - at_200k).abs() as f64 <= 0.005 * at_200k as f64,
+        "the heap moved from {at_200k} B to {at_1m} B"
+    );
+}

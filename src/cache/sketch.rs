@@ -1,0 +1,157 @@
+//! How often each key was asked for, approximately: the frequency half of
+//! TinyLFU (Einziger, Friedman and Manes), as Caffeine and moka keep it. A
+//! count-min sketch of 4-bit counters, sixteen to a word. Every `sample`
+//! accesses all counters are halved, so that popularity ages: a key hot last
+//! hour does not outrank one hot now.
+//!
+//! TinyLFU puts a doorkeeper bit set in front of the counters to absorb
+//! one-time keys; on the workload this cache is measured on (Zipf 0.99, see
+//! `hit_ratio.rs`) it cost 0.2 points of hit ratio, because the keys at the
+//! edge of the hot set are seen only once or twice per sample and a
+//! doorkeeper discards half of that signal. So there is none.
+//!
+//! The sketch is plain memory owned by one shard and touched under its lock:
+//! no atomics, no lock of its own.
+
+/// Each counter saturates here (4 bits).
+const MAX_COUNT: u64 = 15;
+/// Rows of the count-min sketch: each key has one counter per row.
+const ROWS: u32 = 4;
+/// Counters in one word of the table.
+const PER_WORD: u64 = 16;
+/// Cached entries per word of counters: eight counters per entry (4 bytes)
+/// estimated the measured workload's hot set as well as sixteen did
+/// (0.7429 vs 0.7432), four did not (0.7408).
+const ENTRIES_PER_WORD: usize = 2;
+/// Accesses between two agings, per cached entry. TinyLFU's sample is 10;
+/// 20 gives the keys at the edge of the hot set counts of 1 to 3 instead of
+/// 0 to 1, which is what tells them from the cold keys (0.721 vs 0.717,
+/// measured before shards kept their invalidated keys' units).
+const SAMPLE_PER_ENTRY: u64 = 20;
+
+pub(crate) struct Sketch {
+    /// Sixteen 4-bit counters per word.
+    table: Box<[u64]>,
+    /// `table.len() - 1`; the length is a power of two.
+    mask: usize,
+    /// Accesses recorded since the last aging.
+    additions: u64,
+    /// Accesses between agings.
+    sample: u64,
+}
+
+impl Sketch {
+    /// A sketch sized for a cache of about `entries` entries: a word of
+    /// sixteen counters per two entries, rounded up to a power of two.
+    pub(crate) fn new(entries: usize) -> Sketch {
+        let words = entries
+            .div_ceil(ENTRIES_PER_WORD)
+            .max(1)
+            .next_power_of_two();
+        Sketch {
+            table: vec![0; words].into_boxed_slice(),
+            mask: words - 1,
+            additions: 0,
+            sample: entries.max(1) as u64 * SAMPLE_PER_ENTRY,
+        }
+    }
+
+    /// Records one access of `key`.
+    pub(crate) fn increment(&mut self, key: i64) {
+        // Conservative update: only the smallest counters move, so a key's
+        // estimate is not inflated by the keys it shares its other counters with.
+        let counts = self.counts(spread(key));
+        let least = counts.iter().map(|&(_, _, count)| count).min().unwrap_or(0);
+        if least < MAX_COUNT {
+            for (word, shift, _) in counts {
+                // Read again: two rows may share a counter, which moves once.
+                if (self.table[word] >> shift) & MAX_COUNT == least {
+                    self.table[word] += 1 << shift;
+                }
+            }
+        }
+        self.additions += 1;
+        if self.additions >= self.sample {
+            self.age();
+        }
+    }
+
+    /// The estimated number of accesses of `key` since the last aging (at most 15).
+    pub(crate) fn frequency(&self, key: i64) -> u64 {
+        self.counts(spread(key))
+            .iter()
+            .map(|&(_, _, count)| count)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// `(word, bit shift, count)` of the key's counter in each row.
+    fn counts(&self, hash: u64) -> [(usize, u32, u64); ROWS as usize] {
+        std::array::from_fn(|row| {
+            // Each row takes its word and its counter from different bits.
+            let h = hash.rotate_left(16 * row as u32);
+            let word = h as usize & self.mask;
+            let shift = (((h >> 40) % PER_WORD) * 4) as u32;
+            (word, shift, (self.table[word] >> shift) & MAX_COUNT)
+        })
+    }
+
+    /// Halves every counter.
+    fn age(&mut self) {
+        for word in self.table.iter_mut() {
+            *word = (*word >> 1) & 0x7777_7777_7777_7777;
+        }
+        self.additions /= 2;
+    }
+}
+
+/// A 64-bit mix of a key (the finalizer of SplitMix64): neighbouring ids land
+/// on unrelated counters.
+fn spread(key: i64) -> u64 {
+    let mut z = (key as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_accesses() {
+        let mut sketch = Sketch::new(64);
+        assert_eq!(sketch.frequency(7), 0);
+        sketch.increment(7);
+        sketch.increment(7);
+        assert_eq!(sketch.frequency(7), 2);
+    }
+
+    #[test]
+    fn frequent_keys_outrank_rare_ones_and_counters_saturate() {
+        let mut sketch = Sketch::new(1024);
+        for _ in 0..40 {
+            sketch.increment(1);
+        }
+        for key in 100..400 {
+            sketch.increment(key);
+        }
+        assert_eq!(sketch.frequency(1), MAX_COUNT);
+        let rare = (100..400).map(|k| sketch.frequency(k)).max().unwrap_or(0);
+        assert!(rare <= 2, "a key seen once estimated at {rare}");
+    }
+
+    #[test]
+    fn aging_halves_the_counts() {
+        let mut sketch = Sketch::new(1);
+        for _ in 0..9 {
+            sketch.increment(3);
+        }
+        assert_eq!(sketch.frequency(3), 9);
+        // The twentieth access reaches the sample (20 per entry) and ages.
+        for _ in 9..20 {
+            sketch.increment(3);
+        }
+        assert_eq!(sketch.frequency(3), 7, "15 (saturated), halved");
+    }
+}
