@@ -15,7 +15,6 @@ use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-
 use crate::backend::Manager;
 use crate::error::{Error, Result};
 use crate::pool::Connection;
@@ -62,9 +61,7 @@ impl Session {
         }
         let url = store.url();
         let manager = Manager::new(url.clone(), store.busy_timeout());
-        let mut conn = manager
-            .open()
-            .map_err(|err| url.connection_error(&err.0))?;
+        let mut conn = manager.open().map_err(|err| url.connection_error(&err.0))?;
         let scope = setup(&mut conn)?;
         let session = Rc::new(Session {
             conn: RefCell::new(Some(conn)),
