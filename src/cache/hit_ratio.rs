@@ -127,6 +127,24 @@ impl Policy for Lru {
     }
 }
 
+/// moka's own policy (W-TinyLFU, one cache, no shards) at the same capacity:
+/// the crate an application would otherwise put in front of its database.
+struct Moka(moka::sync::Cache<i64, Arc<i64>>);
+
+impl Policy for Moka {
+    fn read(&mut self, key: i64) -> bool {
+        if self.0.get(&key).is_some() {
+            return true;
+        }
+        self.0.insert(key, Arc::new(key));
+        false
+    }
+
+    fn update(&mut self, key: i64) {
+        self.0.invalidate(&key);
+    }
+}
+
 /// The static bound: exactly the `CAPACITY` most popular keys are cached,
 /// each update leaving its key uncached until its next read.
 struct Oracle {
@@ -198,6 +216,15 @@ fn admission_comes_within_3_percent_of_the_oracle_and_beats_lru() {
         larder >= lru + 0.03,
         "larder {larder:.4} is no better than plain LRU's {lru:.4}"
     );
+}
+
+#[test]
+fn admission_matches_moka_on_the_same_trace() {
+    let ops = trace(WARM_UP + MEASURED, 13);
+    let larder = steady_state(&mut IdentityMap::<i64>::new("test", CAPACITY), &ops);
+    let moka = steady_state(&mut Moka(moka::sync::Cache::new(CAPACITY as u64)), &ops);
+    eprintln!("hit ratio on one trace: larder {larder:.4}, moka {moka:.4}");
+    assert!(larder >= moka, "larder {larder:.4} < moka's {moka:.4}");
 }
 
 #[test]
