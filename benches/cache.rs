@@ -25,10 +25,13 @@
 //! `cargo bench -p larder --bench cache` (about a minute once built) ends with a
 //! table of ratios of this run's medians and the targets they are held to.
 
+#[path = "shared/estimates.rs"]
+mod estimates;
+
+use estimates::median_ns;
 use larder_blog::prelude::*;
 use std::hint::black_box;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -483,34 +486,6 @@ fn updates(c: &mut Criterion) {
         });
     });
     group.finish();
-}
-
-/// Where criterion writes its estimates, found the way criterion finds it
-/// (without its `cargo metadata` fallback: the package's own `target`).
-fn criterion_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(home);
-    }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
-        .join("criterion")
-}
-
-/// The median time per operation, in nanoseconds, that this process measured
-/// for `name` (`group/function[/parameter]`), or `None` when it was not
-/// measured in this run (filtered out, `--test` mode, or an older file).
-fn median_ns(name: &str, since: SystemTime) -> Option<f64> {
-    let path = criterion_home()
-        .join(name)
-        .join("new")
-        .join("estimates.json");
-    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
-    if modified < since {
-        return None;
-    }
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-    json["median"]["point_estimate"].as_f64()
 }
 
 /// Prints the ratios this run's medians are held to, each between two of them.

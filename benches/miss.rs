@@ -13,9 +13,12 @@
 //! `cargo bench -p larder --bench miss` ends with the ratios of this run's
 //! medians and their targets.
 
+#[path = "shared/estimates.rs"]
+mod estimates;
+
+use estimates::median_ns;
 use larder_blog::prelude::*;
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, Throughput};
@@ -116,31 +119,6 @@ fn misses(c: &mut Criterion, f: &mut Fixture) {
         });
     });
     group.finish();
-}
-
-/// Where criterion writes its estimates (see benches/cache.rs).
-fn criterion_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(home);
-    }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
-        .join("criterion")
-}
-
-/// This run's median time per operation for `name`, in nanoseconds.
-fn median_ns(name: &str, since: SystemTime) -> Option<f64> {
-    let path = criterion_home()
-        .join(name)
-        .join("new")
-        .join("estimates.json");
-    let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
-    if modified < since {
-        return None;
-    }
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-    json["median"]["point_estimate"].as_f64()
 }
 
 fn ratios(names: &[&str], since: SystemTime) {
