@@ -76,7 +76,9 @@ impl Data {
     /// The recent posts with their authors' names and comment counts.
     pub(crate) async fn front_page(&self) -> Result<Vec<FrontItem>, Failure> {
         match self {
-            Data::Larder(store) => blocking(store, front_page).await,
+            Data::Larder(store) => {
+                blocking(store, |store| Ok(retrying(|| front_page(store))?)).await
+            }
             Data::Plain(plain) => plain.front_page().await,
         }
     }
@@ -88,7 +90,9 @@ impl Data {
         id: i64,
     ) -> Result<Option<(PostView, Vec<CommentView>)>, Failure> {
         match self {
-            Data::Larder(store) => blocking(store, move |store| post_page(store, id)).await,
+            Data::Larder(store) => {
+                blocking(store, move |store| Ok(retrying(|| post_page(store, id))?)).await
+            }
             Data::Plain(plain) => plain.post_page(id).await,
         }
     }
@@ -238,7 +242,25 @@ pub(crate) fn panicked() -> Failure {
     Failure::new(500, "the handler panicked; its transaction was rolled back")
 }
 
-fn front_page(store: &Store) -> Result<Vec<FrontItem>, Failure> {
+/// Attempts of a page read that meets lost connections.
+const READ_ATTEMPTS: u32 = 3;
+
+/// Runs the page read `read` again when the database closed its connection
+/// under it (a terminated backend, a restart): larder retries a read whose
+/// idle connection had died, but not one whose connection was killed
+/// mid-query. A read changes nothing, so running it again is safe; the
+/// lost connection is discarded, so the next attempt gets another.
+fn retrying<T>(mut read: impl FnMut() -> larder::Result<T>) -> larder::Result<T> {
+    let mut attempt = 1;
+    loop {
+        match read() {
+            Err(larder::Error::ConnectionLost { .. }) if attempt < READ_ATTEMPTS => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn front_page(store: &Store) -> larder::Result<Vec<FrontItem>> {
     let posts = store.posts().recent(FRONT_POSTS)?;
     let authors = users(store, posts.iter().map(|post| post.author_id))?;
     let mut items = Vec::with_capacity(posts.len());
@@ -253,7 +275,7 @@ fn front_page(store: &Store) -> Result<Vec<FrontItem>, Failure> {
     Ok(items)
 }
 
-fn post_page(store: &Store, id: i64) -> Result<Option<(PostView, Vec<CommentView>)>, Failure> {
+fn post_page(store: &Store, id: i64) -> larder::Result<Option<(PostView, Vec<CommentView>)>> {
     let Some(post) = store.posts().get(id)? else {
         return Ok(None);
     };
@@ -312,10 +334,7 @@ fn panic_in_tx(store: &Store) -> Result<(), Failure> {
 }
 
 /// The users of `ids`, by id, in one `get_many` (hits from the cache).
-fn users(
-    store: &Store,
-    ids: impl Iterator<Item = i64>,
-) -> Result<HashMap<i64, Arc<User>>, Failure> {
+fn users(store: &Store, ids: impl Iterator<Item = i64>) -> larder::Result<HashMap<i64, Arc<User>>> {
     let mut ids: Vec<i64> = ids.collect();
     ids.sort_unstable();
     ids.dedup();

@@ -33,6 +33,9 @@ pub(crate) fn router(state: AppState, debug_routes: bool) -> Router {
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(status = self.status, error = %self.message, "request failed");
+        }
         let mut response = (status, Html(pages::error(self.status, &self.message))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Transient by definition (see data::status_of): tell clients when to retry.
