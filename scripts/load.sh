@@ -2,7 +2,9 @@
 # Load and faults against `larder-blog serve` (issue 14), with wrk on loopback.
 #
 #   scripts/load.sh [--short] [--backends sqlite,postgres] [--duration SECONDS]
-#                   [--only 1,2,3,4,5]
+#                   [--only 1,2,3,4,5] [--profile release|dev] [--features LIST]
+# (--profile dev and --features let CI reuse the binary its tests built:
+# the short form checks hangs and staleness, not speed.)
 #
 # Scenarios, each on a fresh database per backend (SQLite: a temporary file;
 # PostgreSQL: the database larder_load, dropped at the end):
@@ -30,6 +32,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SHORT=0
+PROFILE=release
+FEATURES=""
 ONLY="1,2,3,4,5"
 BACKENDS="sqlite,postgres"
 DURATION=""
@@ -39,7 +43,9 @@ while [ $# -gt 0 ]; do
     --backends) BACKENDS="$2"; shift ;;
     --duration) DURATION="$2"; shift ;;
     --only) ONLY="$2"; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    --profile) PROFILE="$2"; shift ;;
+    --features) FEATURES="$2"; shift ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -62,9 +68,14 @@ if ! command -v wrk >/dev/null; then
   apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 fi
 
-echo "== building the release binary"
-cargo build --release --locked -q -p larder-blog
-BIN="$PWD/target/release/larder-blog"
+echo "== building the $PROFILE binary"
+if [ -n "$FEATURES" ]; then
+  # Workspace features (larder-cli/mysql…) as the tests were built with.
+  cargo build --profile "$PROFILE" --locked -q --workspace --bins --features "$FEATURES"
+else
+  cargo build --profile "$PROFILE" --locked -q -p larder-blog
+fi
+if [ "$PROFILE" = dev ]; then BIN="$PWD/target/debug/larder-blog"; else BIN="$PWD/target/$PROFILE/larder-blog"; fi
 
 WORK="$(mktemp -d)"
 PIDS=()
