@@ -56,6 +56,11 @@ pub(crate) struct Args {
     /// larder's cache on or off.
     #[arg(long, value_enum, default_value_t = Switch::On)]
     cache: Switch,
+    /// Entries each entity's cache holds with `--cache on` (and lists the
+    /// query cache holds): size it to the working set, as `larder-blog
+    /// stats` shows it; the default holds the default seed whole.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    cache_capacity: u64,
     /// Serve through larder, or through plain diesel + r2d2 (no cache).
     #[arg(long, value_enum, default_value_t = Mode::Larder)]
     mode: Mode,
@@ -94,13 +99,14 @@ pub(crate) fn run(url: &str, args: &Args) -> Result<(), Box<dyn std::error::Erro
 fn open(url: &str, args: &Args) -> Result<Data, Box<dyn std::error::Error>> {
     let timeout = Duration::from_millis(args.pool_timeout_ms);
     let capacity = match args.cache {
-        Switch::On => 10_000,
+        Switch::On => usize::try_from(args.cache_capacity).unwrap_or(usize::MAX),
         Switch::Off => 0,
     };
     let store = larder_blog::builder(url)
         .pool_size(args.pool_size)
         .connection_timeout(timeout)
         .cache_capacity(capacity)
+        .query_cache_capacity(capacity)
         .max_staleness(Duration::from_millis(args.max_staleness_ms))
         .build()?;
     larder_blog::migrate(&store)?;
