@@ -25,7 +25,9 @@
 # when idle), or a failed request while connections are terminated.
 #
 # Environment: LARDER_TEST_POSTGRES_URL (default
-# postgres://postgres@127.0.0.1:5432/postgres) names the PostgreSQL server;
+# postgres://postgres@127.0.0.1:5432/postgres) names the PostgreSQL server,
+# LARDER_TEST_MYSQL_URL (default mysql://root@127.0.0.1:3306/mysql) the
+# MariaDB/MySQL one for `--backends …,mysql` (built with larder-blog/mysql);
 # PG_RESTART_CMD overrides the restart command (default: pg_ctlcluster
 # --skip-systemctl-redirect <version> main restart).
 set -euo pipefail
@@ -62,6 +64,20 @@ IFS=, read -r SEED_USERS SEED_POSTS _ <<<"$SEED"
 export LOAD_WRK_DIR="$PWD/scripts/wrk" LOAD_POSTS="$SEED_POSTS" LOAD_USERS="$SEED_USERS"
 PG_ADMIN="${LARDER_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 PG_URL="${PG_ADMIN%/*}/larder_load"
+MY_ADMIN="${LARDER_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/mysql}"
+MY_URL="${MY_ADMIN%/*}/larder_load"
+# mysql_admin SQL: through the mysql client, with the URL's user, password,
+# host and port.
+mysql_admin() {
+  local rest=${MY_ADMIN#mysql://}
+  local auth=${rest%%@*} hostport=${rest#*@}
+  hostport=${hostport%%/*}
+  local host=${hostport%%:*} port=3306 password=""
+  [[ $hostport == *:* ]] && port=${hostport#*:}
+  [[ $auth == *:* ]] && password=${auth#*:}
+  MYSQL_PWD="$password" mysql -h "$host" -P "$port" -u "${auth%%:*}" -e "$1"
+}
+if [[ ",$BACKENDS," == *,mysql,* ]] && [ -z "$FEATURES" ]; then FEATURES="larder-blog/mysql"; fi
 
 if ! command -v wrk >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
@@ -86,6 +102,9 @@ cleanup() {
   if [[ ",$BACKENDS," == *,postgres,* ]]; then
     psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS larder_load WITH (FORCE)" >/dev/null 2>&1 || true
   fi
+  if [[ ",$BACKENDS," == *,mysql,* ]]; then
+    mysql_admin "DROP DATABASE IF EXISTS larder_load" >/dev/null 2>&1 || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -104,7 +123,7 @@ start_server() {
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
   for _ in $(seq 1 1200); do
-    if grep -q "^listening on " "$WORK/$name.out"; then
+    if grep -q "^listening on " "$WORK/$name.out" 2>/dev/null; then
       ADDR=$(sed -n 's/^listening on //p' "$WORK/$name.out")
       return 0
     fi
@@ -178,6 +197,10 @@ fresh_db() { # BACKEND: sets URL to a fresh database
       psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS larder_load WITH (FORCE)" >/dev/null
       psql "$PG_ADMIN" -qc "CREATE DATABASE larder_load" >/dev/null
       URL="$PG_URL" ;;
+    mysql)
+      mysql_admin "DROP DATABASE IF EXISTS larder_load"
+      mysql_admin "CREATE DATABASE larder_load"
+      URL="$MY_URL" ;;
     *) echo "unknown backend $1" >&2; exit 2 ;;
   esac
 }
