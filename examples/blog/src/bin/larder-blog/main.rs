@@ -10,15 +10,20 @@
 mod bench;
 mod bench_coherence;
 mod bench_lists;
+mod check_pages;
 mod demo;
+mod http;
+mod probe_coherence;
 mod scratch;
+mod serve;
 mod stats;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// The SQLite file `stats` reads when no URL is given.
+/// The SQLite file `stats`, `serve`, `check-pages` and `probe-coherence` use
+/// when no URL is given.
 const DEFAULT_URL: &str = "sqlite://larder.db";
 
 /// Shown after `larder-blog --help`.
@@ -33,7 +38,10 @@ Examples:
   larder-blog --database-url postgres://localhost/bench bench-coherence
                                              how soon another process sees a commit
   larder-blog --database-url sqlite://blog.db stats --pages 200
-                                             cache statistics of read-only page renders";
+                                             cache statistics of read-only page renders
+  larder-blog --url sqlite://blog.db serve --listen 127.0.0.1:8080
+                                             the blog over HTTP (seeded when empty)
+  scripts/load.sh --short                    load and fault scenarios against `serve`";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,7 +54,13 @@ struct Cli {
     /// Database URL: sqlite://path, postgres://… or mysql://…. Read from
     /// DATABASE_URL (or a .env file) when not given; `demo` and `bench` then use
     /// a fresh temporary SQLite file.
-    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        visible_alias = "url",
+        global = true,
+        env = "DATABASE_URL",
+        hide_env_values = true
+    )]
     database_url: Option<String>,
 
     #[command(subcommand)]
@@ -77,6 +91,16 @@ enum Command {
     /// the cache statistics they produce: hit ratio per entity, evictions, list
     /// hits. Use it to size the cache before deploying.
     Stats(stats::Args),
+    /// Serve the blog over HTTP (axum): front page, post pages, comments,
+    /// edits, /health, /stats and /static; through larder (cache on or
+    /// off) or plain diesel. Seeds an empty database first.
+    Serve(serve::Args),
+    /// Check that every post page a server serves shows exactly the
+    /// comments the database holds (exits non-zero on a stale page).
+    CheckPages(check_pages::Args),
+    /// Post comments through one server and time how soon another server
+    /// process shows them: p50, p99, max against the staleness bound.
+    ProbeCoherence(probe_coherence::Args),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +132,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::BenchCoherence(args) => Ok(bench_coherence::run(url, &args)?),
         Command::BenchLists(args) => Ok(bench_lists::run(url, &args)?),
         Command::Stats(args) => Ok(stats::run(url.unwrap_or(DEFAULT_URL), &args)?),
+        Command::Serve(args) => serve::run(url.unwrap_or(DEFAULT_URL), &args),
+        Command::CheckPages(args) => check_pages::run(url.unwrap_or(DEFAULT_URL), &args),
+        Command::ProbeCoherence(args) => probe_coherence::run(url.unwrap_or(DEFAULT_URL), &args),
     }
 }
 

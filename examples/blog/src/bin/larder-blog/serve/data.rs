@@ -1,0 +1,374 @@
+//! Everything the server asks of the database, as async functions: the one
+//! module of the server that calls larder, so that moving it to larder's
+//! async API (hits inline, misses on the blocking pool) changes this file
+//! alone. Until then each call runs the blog's sync functions on tokio's
+//! blocking pool with a clone of the store, never on a runtime worker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use larder::Store;
+use larder_blog::prelude::*;
+use larder_blog::{NewComment, PostChanges, User};
+
+use super::pages::{CommentView, FrontItem, PostView};
+use super::plain::Plain;
+
+/// How many posts the front page lists.
+pub(crate) const FRONT_POSTS: i64 = 20;
+
+/// Where the pages come from: larder's cached repositories, or the plain
+/// diesel + r2d2 version a user without larder would write.
+#[derive(Clone)]
+pub(crate) enum Data {
+    /// Through larder's store (its cache on or off).
+    Larder(Store),
+    /// Hand-written diesel queries on a pool of their own, no cache.
+    Plain(Plain),
+}
+
+/// A request the database could not serve, with the HTTP status it means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) status: u16,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<larder::Error> for Failure {
+    fn from(err: larder::Error) -> Failure {
+        // larder's messages never hold a password, so they can be shown.
+        Failure::new(status_of(&err), err.to_string())
+    }
+}
+
+/// The HTTP status of a larder error, decided here once: a missing row is
+/// 404, a rejected write (a constraint, a stale version) 409, anything a
+/// retry can fix (no free connection, a lost one, a lock held too long) 503,
+/// the rest 500.
+pub(crate) fn status_of(err: &larder::Error) -> u16 {
+    use larder::Error;
+    match err {
+        Error::NotFound { .. } => 404,
+        Error::Conflict { .. } => 409,
+        Error::Connection { .. } => 503,
+        _ if err.is_retryable() => 503,
+        _ => 500,
+    }
+}
+
+/// Pool connections: open, and idle in the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolState {
+    pub(crate) connections: u32,
+    pub(crate) idle: u32,
+}
+
+impl Data {
+    /// The recent posts with their authors' names and comment counts.
+    pub(crate) async fn front_page(&self) -> Result<Vec<FrontItem>, Failure> {
+        match self {
+            Data::Larder(store) => {
+                blocking(store, |store| Ok(retrying(|| front_page(store))?)).await
+            }
+            Data::Plain(plain) => plain.front_page().await,
+        }
+    }
+
+    /// Post `id` with its author and its comments with theirs; `None` when
+    /// there is no such post.
+    pub(crate) async fn post_page(
+        &self,
+        id: i64,
+    ) -> Result<Option<(PostView, Vec<CommentView>)>, Failure> {
+        match self {
+            Data::Larder(store) => {
+                blocking(store, move |store| Ok(retrying(|| post_page(store, id))?)).await
+            }
+            Data::Plain(plain) => plain.post_page(id).await,
+        }
+    }
+
+    /// Adds a comment to post `post_id` in one transaction; returns its id.
+    pub(crate) async fn add_comment(
+        &self,
+        post_id: i64,
+        author_id: i64,
+        body: String,
+    ) -> Result<i64, Failure> {
+        match self {
+            Data::Larder(store) => {
+                blocking(store, move |store| {
+                    add_comment(store, post_id, author_id, body)
+                })
+                .await
+            }
+            Data::Plain(plain) => plain.add_comment(post_id, author_id, body).await,
+        }
+    }
+
+    /// Changes post `id`'s title and body if its version is still
+    /// `version`; returns the new version (409 when another edit came first).
+    pub(crate) async fn edit_post(
+        &self,
+        id: i64,
+        version: i64,
+        title: String,
+        body: String,
+    ) -> Result<i64, Failure> {
+        match self {
+            Data::Larder(store) => {
+                blocking(store, move |store| {
+                    let changes = PostChanges {
+                        title: Some(title),
+                        body: Some(body),
+                        published: None,
+                    };
+                    Ok(store
+                        .posts()
+                        .update_versioned(id, version, changes)?
+                        .version)
+                })
+                .await
+            }
+            Data::Plain(plain) => plain.edit_post(id, version, title, body).await,
+        }
+    }
+
+    /// Whether a pooled connection answers a query.
+    pub(crate) async fn health(&self) -> Result<(), Failure> {
+        match self {
+            Data::Larder(store) => {
+                blocking(store, |store| {
+                    store.users().run(None, |conn| {
+                        use diesel::RunQueryDsl;
+                        larder::with_connection!(conn, |c| diesel::sql_query("SELECT 1").execute(c))
+                    })?;
+                    Ok(())
+                })
+                .await
+            }
+            Data::Plain(plain) => plain.health().await,
+        }
+    }
+
+    /// Opens a transaction, writes a comment in it, and panics while holding
+    /// it: the debug route that shows a panic leaks no connection and
+    /// commits nothing.
+    pub(crate) async fn panic_in_tx(&self) -> Result<(), Failure> {
+        match self {
+            Data::Larder(store) => blocking(store, panic_in_tx).await,
+            Data::Plain(plain) => plain.panic_in_tx().await,
+        }
+    }
+
+    /// The pool's connections now.
+    pub(crate) fn pool_state(&self) -> PoolState {
+        match self {
+            Data::Larder(store) => {
+                let pool = store.stats().pool;
+                PoolState {
+                    connections: pool.connections,
+                    idle: pool.idle,
+                }
+            }
+            Data::Plain(plain) => plain.pool_state(),
+        }
+    }
+
+    /// Cache and coherence statistics as JSON (`null` in plain mode).
+    pub(crate) fn cache_stats(&self) -> serde_json::Value {
+        let Data::Larder(store) = self else {
+            return serde_json::Value::Null;
+        };
+        let stats = store.stats();
+        let counters = |s: &larder::CacheStats| {
+            serde_json::json!({
+                "hits": s.hits,
+                "misses": s.misses,
+                "hit_ratio": s.hit_ratio(),
+                "stale_fills_dropped": s.stale_fills_dropped,
+                "invalidations": s.invalidations,
+                "evictions": s.evictions,
+                "entries": s.entries,
+                "capacity": s.capacity,
+            })
+        };
+        let entities: serde_json::Map<_, _> = stats
+            .entities
+            .iter()
+            .map(|(table, s)| ((*table).to_owned(), counters(s)))
+            .collect();
+        let c = &stats.coherence;
+        serde_json::json!({
+            "entities": entities,
+            "lists": counters(&stats.queries),
+            "coherence": {
+                "enabled": c.enabled,
+                "changes": c.changes,
+                "flushes": c.flushes,
+                "connection_losses": c.connection_losses,
+                "reconnects": c.reconnects,
+            },
+        })
+    }
+}
+
+/// Runs `work` on tokio's blocking pool with a clone of the store: a miss
+/// may wait for the database, and a runtime worker must never wait. A panic
+/// in `work` is a 500; larder's guards have already rolled back and
+/// returned its connection by then.
+async fn blocking<T, F>(store: &Store, work: F) -> Result<T, Failure>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, Failure> + Send + 'static,
+{
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || work(&store))
+        .await
+        .unwrap_or_else(|_| Err(panicked()))
+}
+
+/// The answer to a handler whose blocking work panicked.
+pub(crate) fn panicked() -> Failure {
+    Failure::new(500, "the handler panicked; its transaction was rolled back")
+}
+
+/// Attempts of a page read that meets lost connections.
+const READ_ATTEMPTS: u32 = 3;
+
+/// Runs the page read `read` again when the database closed its connection
+/// under it (a terminated backend, a restart): larder retries a read whose
+/// idle connection had died, but not one whose connection was killed
+/// mid-query. A read changes nothing, so running it again is safe; the
+/// lost connection is discarded, so the next attempt gets another.
+fn retrying<T>(mut read: impl FnMut() -> larder::Result<T>) -> larder::Result<T> {
+    let mut attempt = 1;
+    loop {
+        match read() {
+            Err(larder::Error::ConnectionLost { .. }) if attempt < READ_ATTEMPTS => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn front_page(store: &Store) -> larder::Result<Vec<FrontItem>> {
+    let posts = store.posts().recent(FRONT_POSTS)?;
+    let authors = users(store, posts.iter().map(|post| post.author_id))?;
+    let mut items = Vec::with_capacity(posts.len());
+    for post in posts {
+        items.push(FrontItem {
+            id: post.id,
+            title: post.title.clone(),
+            author: name_of(&authors, post.author_id),
+            comments: store.comments().count_of_post(post.id)?,
+        });
+    }
+    Ok(items)
+}
+
+fn post_page(store: &Store, id: i64) -> larder::Result<Option<(PostView, Vec<CommentView>)>> {
+    let Some(post) = store.posts().get(id)? else {
+        return Ok(None);
+    };
+    let comments = store.comments().of_post(id)?;
+    let authors = users(
+        store,
+        std::iter::once(post.author_id).chain(comments.iter().map(|c| c.author_id)),
+    )?;
+    let view = PostView {
+        id: post.id,
+        title: post.title.clone(),
+        body: post.body.clone(),
+        version: post.version,
+        author: name_of(&authors, post.author_id),
+    };
+    let comments = comments
+        .iter()
+        .map(|c| CommentView {
+            id: c.id,
+            author: name_of(&authors, c.author_id),
+            body: c.body.clone(),
+        })
+        .collect();
+    Ok(Some((view, comments)))
+}
+
+fn add_comment(store: &Store, post_id: i64, author_id: i64, body: String) -> Result<i64, Failure> {
+    let comment = store.transaction(|tx| {
+        // Checked first so that a missing post is a 404, not a foreign-key 409.
+        if tx.posts().get(post_id)?.is_none() {
+            return Err(larder::Error::NotFound {
+                table: "posts",
+                id: post_id,
+            });
+        }
+        tx.comments().create(NewComment {
+            post_id,
+            author_id,
+            body,
+        })
+    })?;
+    Ok(comment.id)
+}
+
+fn panic_in_tx(store: &Store) -> Result<(), Failure> {
+    let newest = store.posts().recent(1)?;
+    let tx = store.begin()?;
+    if let Some(post) = newest.first() {
+        tx.comments().create(NewComment {
+            post_id: post.id,
+            author_id: post.author_id,
+            body: "written by a handler that then panics".into(),
+        })?;
+    }
+    panic!("debug route: a handler panics while holding a transaction");
+}
+
+/// The users of `ids`, by id, in one `get_many` (hits from the cache).
+fn users(store: &Store, ids: impl Iterator<Item = i64>) -> larder::Result<HashMap<i64, Arc<User>>> {
+    let mut ids: Vec<i64> = ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(store
+        .users()
+        .get_many(&ids)?
+        .into_iter()
+        .map(|user| (user.id, user))
+        .collect())
+}
+
+/// A user deleted since its post was read shows as such, not as an error.
+fn name_of(users: &HashMap<i64, Arc<User>>, id: i64) -> String {
+    users
+        .get(&id)
+        .map_or_else(|| "(deleted)".to_owned(), |user| user.name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_the_statuses_a_client_acts_on() {
+        let missing = larder::Error::NotFound {
+            table: "posts",
+            id: 1,
+        };
+        assert_eq!(status_of(&missing), 404);
+        assert_eq!(
+            status_of(&larder::Error::version_mismatch("posts", 1, 1, 2)),
+            409
+        );
+        let config = larder::Error::InvalidConfig { reason: "x".into() };
+        assert_eq!(status_of(&config), 500);
+    }
+}

@@ -1,0 +1,134 @@
+//! The server's routes and their handlers: HTTP in, [`Data`] calls, pages out.
+//! Every failure becomes a status here, through [`Failure`]'s one mapping.
+
+use axum::body::Bytes;
+use axum::extract::{Form, Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::data::Failure;
+use super::pages;
+use super::state::AppState;
+
+/// The server's router; `debug_routes` adds the routes that break things on
+/// purpose.
+pub(crate) fn router(state: AppState, debug_routes: bool) -> Router {
+    let mut router = Router::new()
+        .route("/", get(front_page))
+        .route("/posts/{id}", get(post_page))
+        .route("/posts/{id}/comments", post(add_comment))
+        .route("/posts/{id}/edit", post(edit_post))
+        .route("/health", get(health))
+        .route("/stats", get(stats))
+        .route("/static", get(static_page));
+    if debug_routes {
+        router = router.route("/debug/panic-in-tx", post(panic_in_tx));
+    }
+    router.with_state(state)
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(status = self.status, error = %self.message, "request failed");
+        }
+        let mut response = (status, Html(pages::error(self.status, &self.message))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Transient by definition (see data::status_of): tell clients when to retry.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+async fn front_page(State(state): State<AppState>) -> Result<Html<String>, Failure> {
+    let items = state.data.front_page().await?;
+    Ok(Html(pages::front(&items)))
+}
+
+async fn post_page(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Html<String>, Failure> {
+    match state.data.post_page(id).await? {
+        Some((post, comments)) => Ok(Html(pages::post(&post, &comments))),
+        None => Err(Failure::new(404, format!("posts {id} not found"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct CommentForm {
+    author_id: i64,
+    body: String,
+}
+
+/// 303 to the post page, whose fragment names the new comment so a client
+/// (`probe-coherence`) knows which id to look for.
+async fn add_comment(
+    State(state): State<AppState>,
+    Path(post_id): Path<i64>,
+    Form(form): Form<CommentForm>,
+) -> Result<Redirect, Failure> {
+    let id = state
+        .data
+        .add_comment(post_id, form.author_id, form.body)
+        .await?;
+    Ok(Redirect::to(&format!("/posts/{post_id}#c{id}")))
+}
+
+#[derive(Deserialize)]
+struct EditForm {
+    title: String,
+    body: String,
+    version: i64,
+}
+
+async fn edit_post(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Form(form): Form<EditForm>,
+) -> Result<Redirect, Failure> {
+    state
+        .data
+        .edit_post(id, form.version, form.title, form.body)
+        .await?;
+    Ok(Redirect::to(&format!("/posts/{id}")))
+}
+
+/// 200 `ok` when a pooled connection answers, else the failure (503 while
+/// the database is unreachable): a load balancer stops sending traffic to a
+/// process that could only fail it.
+async fn health(State(state): State<AppState>) -> Result<&'static str, Failure> {
+    state.data.health().await?;
+    Ok("ok")
+}
+
+async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let pool = state.data.pool_state();
+    Json(serde_json::json!({
+        "mode": state.mode,
+        "cache": state.cache,
+        "pool": {
+            "size": state.pool_size,
+            "connections": pool.connections,
+            "idle": pool.idle,
+            "in_use": pool.connections.saturating_sub(pool.idle),
+        },
+        "larder": state.data.cache_stats(),
+    }))
+}
+
+async fn static_page(State(state): State<AppState>) -> Html<Bytes> {
+    Html(state.static_page.clone())
+}
+
+async fn panic_in_tx(State(state): State<AppState>) -> Result<&'static str, Failure> {
+    state.data.panic_in_tx().await?;
+    Ok("did not panic")
+}

@@ -1,0 +1,337 @@
+//! `larder-blog serve` as its users meet it: the binary started on an
+//! ephemeral port against SQLite and every configured server backend, driven
+//! over HTTP. Each route answers as documented, a panicking handler leaks
+//! nothing, and the plain diesel baseline serves the very same pages.
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{each_backend, Target, TestDb};
+use larder_blog::prelude::*;
+use larder_blog::{NewComment, NewPost, NewUser};
+
+/// A running server, killed when dropped (declare it after its database).
+struct Server {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Server {
+    fn start(url: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_larder-blog"))
+            .args(["--url", url, "serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            // The panic route's panics are expected: their message is enough.
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start larder-blog serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let Some(base) = line.trim().strip_prefix("listening on ") else {
+            let status = child.wait().expect("wait");
+            panic!("the server did not start ({status}): {line:?}");
+        };
+        let agent = ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Server {
+            base: base.to_owned(),
+            child,
+            agent,
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut response = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .expect("GET");
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().expect("body"))
+    }
+
+    /// POSTs a form: the status and the `Location` header.
+    fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+        let response = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .send_form(form.iter().copied())
+            .expect("POST");
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (response.status().as_u16(), location)
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let (status, body) = self.get("/stats");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("stats JSON")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A post by a user whose name needs escaping, with two comments, written
+/// before the server starts.
+fn blog(db: &TestDb) -> (i64, i64) {
+    let store = &db.store;
+    let ann = store
+        .users()
+        .create(NewUser {
+            name: "ann <b>&</b>".into(),
+            email: "ann@example.org".into(),
+        })
+        .unwrap();
+    let post = store
+        .posts()
+        .create(NewPost {
+            author_id: ann.id,
+            title: "Threading & Locks".into(),
+            body: "release them".into(),
+        })
+        .unwrap();
+    for body in ["first", "second"] {
+        store
+            .comments()
+            .create(NewComment {
+                post_id: post.id,
+                author_id: ann.id,
+                body: body.into(),
+            })
+            .unwrap();
+    }
+    (post.id, ann.id)
+}
+
+/// Counted by SQL: the test's own store has coherence off, so its cache
+/// would not see the server's writes.
+fn comment_count(db: &TestDb, post: i64) -> i64 {
+    use diesel::prelude::*;
+    use larder_blog::schema::comments;
+    let query = comments::table.filter(comments::post_id.eq(post)).count();
+    db.store
+        .comments()
+        .run(None, |conn| {
+            larder::with_connection!(conn, |c| query.get_result(c))
+        })
+        .unwrap()
+}
+
+#[test]
+fn every_route_answers_as_documented() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let (post, ann) = blog(&db);
+        let server = Server::start(&db.url(), &["--seed", "0,0,0"]);
+
+        let (status, front) = server.get("/");
+        assert_eq!(status, 200);
+        assert!(front.contains("Threading &amp; Locks"), "{front}");
+        assert!(front.contains("ann &lt;b&gt;&amp;&lt;/b&gt;"), "{front}");
+        assert!(front.contains("2 comments"), "{front}");
+
+        let (status, location) = server.post(
+            &format!("/posts/{post}/comments"),
+            &[("author_id", &ann.to_string()), ("body", "<i>third</i>")],
+        );
+        assert_eq!(status, 303);
+        let id = location
+            .rsplit_once("#c")
+            .and_then(|(_, id)| id.parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("no comment id in {location:?}"));
+        let (status, page) = server.get(&format!("/posts/{post}"));
+        assert_eq!(status, 200);
+        assert!(
+            page.contains(&format!("data-comment-id=\"{id}\"")),
+            "{page}"
+        );
+        assert!(page.contains("&lt;i&gt;third&lt;/i&gt;"), "{page}");
+        assert!(server.get("/").1.contains("3 comments"));
+        assert_eq!(comment_count(&db, post), 3);
+
+        let edit = |version: &str| {
+            server.post(
+                &format!("/posts/{post}/edit"),
+                &[
+                    ("title", "Locks, revised"),
+                    ("body", "b"),
+                    ("version", version),
+                ],
+            )
+        };
+        assert_eq!(edit("1").0, 303);
+        assert_eq!(edit("1").0, 409, "a stale version is a conflict");
+        assert!(server
+            .get(&format!("/posts/{post}"))
+            .1
+            .contains("Locks, revised"));
+
+        assert_eq!(server.get("/posts/999999").0, 404);
+        let (status, _) = server.post(
+            "/posts/999999/comments",
+            &[("author_id", &ann.to_string()), ("body", "x")],
+        );
+        assert_eq!(status, 404);
+        assert_eq!(server.get("/health"), (200, "ok".to_owned()));
+        let (status, static_page) = server.get("/static");
+        assert_eq!(status, 200);
+        assert!(static_page.contains("Threading &amp; Locks"));
+        assert_eq!(
+            server.get("/debug/panic-in-tx").0,
+            404,
+            "debug routes are off by default"
+        );
+
+        let stats = server.stats();
+        assert_eq!(stats["mode"], "larder");
+        assert_eq!(stats["pool"]["in_use"], 0, "{stats}");
+        assert!(stats["larder"]["entities"]["posts"]["hits"].as_u64() > Some(0));
+    });
+}
+
+/// The site larder was born from hung because a transaction was not
+/// released when a handler failed. Here more handlers than the pool has
+/// connections panic while holding one: every connection must come back,
+/// the writes must be rolled back, and the site must keep answering before
+/// the pool timeout would turn a leak into 503s.
+#[test]
+fn a_handler_that_panics_in_a_transaction_leaks_nothing() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let (post, ann) = blog(&db);
+        let server = Server::start(
+            &db.url(),
+            &[
+                "--seed",
+                "0,0,0",
+                "--debug-routes",
+                "--pool-size",
+                "2",
+                "--pool-timeout-ms",
+                "2000",
+            ],
+        );
+        for _ in 0..5 {
+            assert_eq!(server.post("/debug/panic-in-tx", &[]).0, 500);
+        }
+        assert_eq!(server.get("/").0, 200, "the site keeps answering");
+        assert_eq!(server.get(&format!("/posts/{post}")).0, 200);
+        let pool = &server.stats()["pool"];
+        assert_eq!(pool["in_use"], 0, "every connection is back: {pool}");
+        assert_eq!(
+            comment_count(&db, post),
+            2,
+            "the panicked writes rolled back"
+        );
+        // Every pooled connection commits again: a connection returned still
+        // inside its panicked transaction would fail these or commit its
+        // leftovers with them.
+        for n in 0..4 {
+            let form = [
+                ("author_id", ann.to_string()),
+                ("body", format!("after {n}")),
+            ];
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            assert_eq!(
+                server.post(&format!("/posts/{post}/comments"), &form).0,
+                303
+            );
+        }
+        assert_eq!(
+            comment_count(&db, post),
+            6,
+            "only the four comments committed"
+        );
+    });
+}
+
+/// `--mode plain` is the baseline the benchmarks divide by: it must serve
+/// the same bytes for the same data, or the comparison is meaningless.
+#[test]
+fn plain_mode_serves_the_same_pages_as_larder() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let seed = ["--seed", "30,60,300"];
+        let larder = Server::start(&db.url(), &seed);
+        let plain = Server::start(&db.url(), &[&seed[..], &["--mode", "plain"]].concat());
+        assert_eq!(plain.stats()["mode"], "plain");
+        let (status, front) = larder.get("/");
+        assert_eq!(status, 200);
+        assert_eq!(plain.get("/"), (200, front.clone()));
+        assert_eq!(front.matches("<li>").count(), 20);
+        let post_ids = ids_on_front_page(&front);
+        let mut comments_seen = 0;
+        for id in post_ids {
+            let page = larder.get(&format!("/posts/{id}"));
+            assert_eq!(page.0, 200);
+            comments_seen += page.1.matches("data-comment-id").count();
+            assert_eq!(plain.get(&format!("/posts/{id}")), page, "post {id}");
+        }
+        assert!(comments_seen > 0, "the seed wrote comments on recent posts");
+        assert_eq!(plain.get("/posts/999999"), larder.get("/posts/999999"));
+        seed_is_not_repeated(target, &db);
+    });
+}
+
+fn seed_is_not_repeated(target: &Target, db: &TestDb) {
+    use diesel::prelude::*;
+    use larder_blog::schema::users;
+    let users: i64 = db
+        .store
+        .users()
+        .run(None, |conn| {
+            larder::with_connection!(conn, |c| users::table.count().get_result(c))
+        })
+        .unwrap();
+    // One seed of 30 users, though two servers started on the database.
+    assert_eq!(users, 30, "on {:?}", target.backend);
+}
+
+fn ids_on_front_page(front: &str) -> Vec<i64> {
+    front
+        .split("href=\"/posts/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next()?.parse().ok())
+        .collect()
+}
+
+/// SIGTERM lets in-flight requests finish and ends the process with success.
+#[test]
+fn sigterm_shuts_the_server_down_gracefully() {
+    let db = common::sqlite().fresh();
+    let mut server = Server::start(&db.url(), &["--seed", "2,2,2"]);
+    assert_eq!(server.get("/").0, 200);
+    let pid = i32::try_from(server.child.id()).unwrap();
+    // SAFETY: sends a signal to our own child process, which is still running.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
