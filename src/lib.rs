@@ -712,6 +712,8 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[cfg(feature = "tokio")]
+mod async_api;
 mod backend;
 mod builder;
 mod cache;
@@ -733,6 +735,8 @@ mod sync;
 mod tx;
 mod url;
 
+#[cfg(feature = "tokio")]
+pub use async_api::AsyncRepo;
 pub use backend::Connection;
 pub use builder::StoreBuilder;
 pub use cache::CacheStats;
@@ -740,7 +744,7 @@ pub use coherence::capture::{capture_sql, capture_sql_with_keys, CaptureSql};
 pub use coherence::{CoherenceStats, FlushCounts, FlushReason};
 pub use database::{create_database, database_exists, drop_database};
 pub use entity::{Entity, Key};
-pub use error::{ConflictKind, Error, Result};
+pub use error::{ConflictKind, Error, Interruption, Result};
 #[cfg(feature = "derive")]
 pub use larder_derive::Entity;
 pub use lock::LockGuard;
