@@ -32,25 +32,26 @@ use crate::store::Store;
 ///
 /// It is `Clone` (a [`Store`] clone inside), and every future it returns is
 /// `Send`. A panic on the blocking pool comes back as
-/// [`Error::Interrupted`](crate::Error::Interrupted). An axum handler:
+/// [`Error::Interrupted`](crate::Error::Interrupted). With the `axum`
+/// feature, `?` turns any error into a response (see [`Error::status_code`](crate::Error::status_code)).
 ///
 /// ```
-/// use axum::extract::{Path, State};
-/// use larder_blog::User;
-///
-/// async fn user_name(State(store): State<larder::Store>, Path(id): Path<i64>) -> Result<String, larder::Error> {
-///     let user = store.async_repo::<User>().get(id).await?; // a hit never leaves this task's thread
-///     let user = user.ok_or(larder::Error::NotFound { table: "users", id })?; // 404
-///     Ok(user.name.clone())
-/// }
-///
-/// let app: axum::Router = axum::Router::new()
-///     .route("/users/{id}", axum::routing::get(user_name))
-/// #   .with_state(larder::Store::open(":memory:")?);
-/// # #[cfg(any())]
-/// #   let app: axum::Router = app
-///     .with_state(store);
+/// use larder_blog::{NewUser, User};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+/// # let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// # runtime.block_on(async {
+/// let users = store.async_repo::<User>(); // keep it in the application's state, or make one per call
+/// let ann = users.create(NewUser { name: "ann".into(), email: "ann@example.org".into() }).await?;
+/// let same = users.get(ann.id).await?.expect("cached"); // a hit: no thread hop, no blocking
+/// assert!(std::sync::Arc::ptr_eq(&ann, &same));
+/// let task = tokio::spawn({
+///     let users = users.clone(); // a Store clone inside: 'static, Send
+///     async move { users.get(ann.id).await }
+/// });
+/// assert!(task.await.unwrap()?.is_some());
 /// # Ok::<(), larder::Error>(())
+/// # }).unwrap();
 /// ```
 pub struct AsyncRepo<E> {
     store: Store,
