@@ -79,7 +79,16 @@ impl<E: Entity> AsyncRepo<E> {
     ///
     /// As [`Repo::get`], and [`Error::Interrupted`](crate::Error::Interrupted).
     pub async fn get(&self, id: i64) -> Result<Option<Arc<E>>> {
-        let probe = self.repo().probe(id);
+        match self.repo().probe(id) {
+            Probe::Hit(value) => Ok(Some(value)),
+            // Boxed: the hit's future stays a few words, not the size of
+            // every miss path's state.
+            miss => Box::pin(self.get_missed(id, miss)).await,
+        }
+    }
+
+    /// The rest of [`get`](AsyncRepo::get) after a miss.
+    async fn get_missed(&self, id: i64, probe: Probe<E>) -> Result<Option<Arc<E>>> {
         match probe {
             Probe::Hit(value) => Ok(Some(value)),
             Probe::Wait(landing) => match landing.await {
