@@ -40,7 +40,9 @@ pub enum ConflictKind {
 /// A web handler maps an error to a status with the predicates:
 /// [`is_not_found`](Error::is_not_found) (404), [`is_conflict`](Error::is_conflict)
 /// (409), [`is_retryable`](Error::is_retryable) (503, or retry the work); any
-/// other error is the server's (500).
+/// other error is the server's (500). [`status_code`](Error::status_code)
+/// gives that status outright (and, with the `axum` feature, `Error` is an
+/// axum response).
 ///
 /// The variants larder builds from a database error are `#[non_exhaustive]`:
 /// match them with `..`. An application reports its own optimistic-lock
