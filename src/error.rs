@@ -40,7 +40,9 @@ pub enum ConflictKind {
 /// A web handler maps an error to a status with the predicates:
 /// [`is_not_found`](Error::is_not_found) (404), [`is_conflict`](Error::is_conflict)
 /// (409), [`is_retryable`](Error::is_retryable) (503, or retry the work); any
-/// other error is the server's (500).
+/// other error is the server's (500). [`status_code`](Error::status_code)
+/// gives that status outright (and, with the `axum` feature, `Error` is an
+/// axum response).
 ///
 /// The variants larder builds from a database error are `#[non_exhaustive]`:
 /// match them with `..`. An application reports its own optimistic-lock
@@ -254,6 +256,21 @@ pub enum Error {
         /// What went wrong, including the migration name when known.
         message: String,
     },
+    /// Work the async API (cargo feature `tokio`: `AsyncRepo`,
+    /// `Store::transaction_async`, `Store::blocking`) handed to tokio's
+    /// blocking pool did not finish: it panicked, or the runtime shut down or
+    /// was missing. A panic is reported here rather than resumed, so that an
+    /// async handler answers `500` instead of unwinding through its task;
+    /// the panic hook has reported its message, a transaction it ran was
+    /// rolled back and its connection discarded.
+    #[error("{work} did not finish on tokio's blocking pool: {interruption}")]
+    #[non_exhaustive]
+    Interrupted {
+        /// What was running: `"transaction"`, `"load of users"`, ….
+        work: &'static str,
+        /// Why it did not finish.
+        interruption: Interruption,
+    },
     /// Any other database error.
     #[error("database error{}: {}", on(*.table), explanation(.source))]
     #[non_exhaustive]
@@ -264,6 +281,31 @@ pub enum Error {
         #[source]
         source: DieselError,
     },
+}
+
+/// Why work handed to tokio's blocking pool did not finish; see
+/// [`Error::Interrupted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Interruption {
+    /// The work panicked; the panic hook reported its message.
+    Panicked,
+    /// The runtime shut down before the work finished.
+    Shutdown,
+    /// The call was made outside a tokio runtime (no blocking pool to use).
+    NoRuntime,
+}
+
+impl std::fmt::Display for Interruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Interruption::Panicked => {
+                "it panicked (rolled back if it was a transaction; the panic hook has its message)"
+            }
+            Interruption::Shutdown => "the runtime shut down first",
+            Interruption::NoRuntime => "no tokio runtime is running on this thread",
+        })
+    }
 }
 
 /// `Result` with larder's [`Error`].
@@ -447,6 +489,55 @@ impl Error {
                 | Error::LockTimeout { .. }
                 | Error::Deadlock { .. }
         )
+    }
+}
+
+impl Error {
+    /// The HTTP status a web handler answers this error with, for responses
+    /// (with the `axum` feature, `Error` implements axum's `IntoResponse`
+    /// with it and its `Display` text):
+    ///
+    /// | status | errors |
+    /// |---|---|
+    /// | 404 Not Found | [`NotFound`](Error::NotFound) |
+    /// | 409 Conflict | [`Conflict`](Error::Conflict), a version mismatch included |
+    /// | 400 Bad Request | [`InvalidLockName`](Error::InvalidLockName): a lock named after the request's data |
+    /// | 503 Service Unavailable | the retryable ones ([`is_retryable`](Error::is_retryable): [`PoolTimeout`](Error::PoolTimeout), [`Busy`](Error::Busy), [`ConnectionLost`](Error::ConnectionLost), [`Serialization`](Error::Serialization), [`LockTimeout`](Error::LockTimeout), [`Deadlock`](Error::Deadlock)), [`Connection`](Error::Connection) (the database cannot be reached) and an [`Interrupted`](Error::Interrupted) runtime shutdown |
+    /// | 500 Internal Server Error | everything else: the server's configuration ([`InvalidUrl`](Error::InvalidUrl), [`InvalidConfig`](Error::InvalidConfig)), a bug ([`LockHeld`](Error::LockHeld), a panic), [`TransactionAborted`](Error::TransactionAborted), [`LockLost`](Error::LockLost), [`LockFile`](Error::LockFile), [`Migration`](Error::Migration), [`Database`](Error::Database) |
+    ///
+    /// ```
+    /// let err = larder::Error::version_mismatch("posts", 3, 1, 2);
+    /// assert_eq!(err.status_code(), 409);
+    /// let err = larder::Store::open("ftp://example.org/db").unwrap_err();
+    /// assert_eq!(err.status_code(), 500); // the server's configuration, not the client's fault
+    /// ```
+    pub fn status_code(&self) -> u16 {
+        // No wildcard: a new variant must choose its status here.
+        match self {
+            Error::NotFound { .. } => 404,
+            Error::Conflict { .. } => 409,
+            Error::InvalidLockName { .. } => 400,
+            Error::PoolTimeout { .. }
+            | Error::Busy { .. }
+            | Error::ConnectionLost { .. }
+            | Error::Serialization { .. }
+            | Error::LockTimeout { .. }
+            | Error::Deadlock { .. }
+            | Error::Connection { .. }
+            | Error::Interrupted {
+                interruption: Interruption::Shutdown,
+                ..
+            } => 503,
+            Error::InvalidUrl { .. }
+            | Error::InvalidConfig { .. }
+            | Error::TransactionAborted { .. }
+            | Error::LockLost { .. }
+            | Error::LockHeld { .. }
+            | Error::LockFile { .. }
+            | Error::Migration { .. }
+            | Error::Interrupted { .. }
+            | Error::Database { .. } => 500,
+        }
     }
 }
 

@@ -24,6 +24,7 @@
 //! - [Errors](#errors)
 //! - [Design and invariants](#design-and-invariants)
 //! - [Lock discipline](#lock-discipline)
+//! - [Async (tokio, axum)](#async-tokio-axum)
 //!
 //! # Example: an application's own table
 //!
@@ -703,15 +704,41 @@
 //!   (shuttle, `cargo test -p larder --features shuttle --lib cache::model`)
 //!   explores interleavings of the cache protocol.
 //!
-//! larder's API is synchronous. A cache hit holds a shard lock for nanoseconds
-//! and touches no database, but a miss, a write or a transaction waits on the
-//! database: from async code, run those on the runtime's blocking pool (for
-//! example `tokio::task::spawn_blocking`).
+//!
+//! # Async (tokio, axum)
+//!
+//! larder is synchronous underneath (diesel and r2d2); the cargo feature
+//! `tokio` adds a thin async layer for web applications, and `axum` (which
+//! implies it) makes [`Error`] an axum response. Neither is on by default.
+//!
+//! - `store.async_repo::<E>()` returns an `AsyncRepo<E>` (a [`Store`] clone
+//!   inside: `Clone`, `'static`, every future `Send`). A hit of `get`,
+//!   `get_many`, `cached_query` or `cached_value` is served inline: one shard
+//!   lock held for nanoseconds, no thread hop, counted like the sync call.
+//!   A miss loads on tokio's blocking pool; concurrent misses of one key
+//!   share one load, and an async caller waiting for it awaits the load's
+//!   flight (a waker beside the sync waiters' condvar), parking no thread.
+//!   `create`, `update` and `delete` run on the blocking pool.
+//! - `store.transaction_async(|tx| …)` runs a closure of sync repository
+//!   calls as one transaction on the blocking pool (a `Tx` is not `Send`, so
+//!   the closure is the unit), and `store.blocking(|store| …)` any other sync
+//!   work (a named lock, an application's query methods).
+//! - Work on the blocking pool that panics comes back as
+//!   [`Error::Interrupted`] (status 500) instead of unwinding through the
+//!   awaiting task: its transaction is rolled back and its connection
+//!   discarded, as on the sync path. A call outside a tokio runtime is the
+//!   same error, never a panic.
+//! - [`Error::status_code`] maps every error to an HTTP status (404, 409,
+//!   503 for the retryable ones, 500); with `axum`, `impl IntoResponse for
+//!   Error` answers with it, so a handler returning `Result<_, larder::Error>`
+//!   uses `?`. The repository's `docs/async.md` has a complete handler.
 
 #![deny(missing_docs, unreachable_pub)]
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[cfg(feature = "tokio")]
+mod async_api;
 mod backend;
 mod builder;
 mod cache;
@@ -733,6 +760,8 @@ mod sync;
 mod tx;
 mod url;
 
+#[cfg(feature = "tokio")]
+pub use async_api::AsyncRepo;
 pub use backend::Connection;
 pub use builder::StoreBuilder;
 pub use cache::CacheStats;
@@ -740,7 +769,7 @@ pub use coherence::capture::{capture_sql, capture_sql_with_keys, CaptureSql};
 pub use coherence::{CoherenceStats, FlushCounts, FlushReason};
 pub use database::{create_database, database_exists, drop_database};
 pub use entity::{Entity, Key};
-pub use error::{ConflictKind, Error, Result};
+pub use error::{ConflictKind, Error, Interruption, Result};
 #[cfg(feature = "derive")]
 pub use larder_derive::Entity;
 pub use lock::LockGuard;

@@ -1,8 +1,12 @@
 //! Single-flight loads: concurrent misses of one key meet at a `Flight`; the
 //! first caller (the leader) loads, the others wait on the flight, not on the
-//! shard lock.
+//! shard lock: a thread blocks on its condvar ([`Flight::wait`]), an async
+//! task awaits it ([`Landing`]) without blocking its runtime's worker.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use crate::sync::{Condvar, Mutex};
 
@@ -13,11 +17,18 @@ enum State<T> {
     Abandoned,
 }
 
+/// The state and the async waiters, under one lock so that a waiter that
+/// found the load still running is always registered before it completes.
+struct Inner<T> {
+    state: State<T>,
+    wakers: Vec<Waker>,
+}
+
 /// One in-progress load of one key.
 pub(crate) struct Flight<T> {
     /// The shard epoch when the load began; the fill is dropped if it moved.
     pub(crate) epoch: u64,
-    state: Mutex<State<T>>,
+    inner: Mutex<Inner<T>>,
     done: Condvar,
 }
 
@@ -25,33 +36,131 @@ impl<T> Flight<T> {
     pub(crate) fn new(epoch: u64) -> Arc<Flight<T>> {
         Arc::new(Flight {
             epoch,
-            state: Mutex::new(State::Loading),
+            inner: Mutex::new(Inner {
+                state: State::Loading,
+                wakers: Vec::new(),
+            }),
             done: Condvar::new(),
         })
     }
 
-    /// Publishes the leader's result and wakes every waiter.
+    /// Publishes the leader's result and wakes every waiter, threads and tasks.
     pub(crate) fn complete(&self, value: Option<Option<Arc<T>>>) {
-        {
-            let mut state = self.state.lock();
-            *state = match value {
+        let wakers = {
+            let mut inner = self.inner.lock();
+            inner.state = match value {
                 Some(value) => State::Loaded(value),
                 None => State::Abandoned,
             };
-        }
+            std::mem::take(&mut inner.wakers)
+        };
         self.done.notify_all();
+        // Waking runs the runtime's code: after the lock.
+        for waker in wakers {
+            waker.wake();
+        }
     }
 
     /// Blocks until the leader finishes. `None` means it failed and the caller
     /// must load by itself.
     pub(crate) fn wait(&self) -> Option<Option<Arc<T>>> {
-        let mut state = self.state.lock();
+        let mut inner = self.inner.lock();
         loop {
-            match &*state {
-                State::Loading => self.done.wait(&mut state),
+            match &inner.state {
+                State::Loading => self.done.wait(&mut inner),
                 State::Loaded(value) => return Some(value.clone()),
                 State::Abandoned => return None,
             }
         }
+    }
+}
+
+/// The end of a flight, awaited: resolves as [`Flight::wait`] returns, and
+/// parks no thread meanwhile. Dropping it stops waiting; the load goes on.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) struct Landing<T> {
+    flight: Arc<Flight<T>>,
+}
+
+impl<T> Landing<T> {
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn new(flight: Arc<Flight<T>>) -> Landing<T> {
+        Landing { flight }
+    }
+}
+
+impl<T> Future for Landing<T> {
+    type Output = Option<Option<Arc<T>>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut inner = self.flight.inner.lock();
+        match &inner.state {
+            State::Loaded(value) => Poll::Ready(Some(value.clone())),
+            State::Abandoned => Poll::Ready(None),
+            State::Loading => {
+                // A task polled again before the load ends is registered once.
+                if !inner.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    inner.wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll<T>(landing: &mut Landing<T>) -> Poll<Option<Option<Arc<T>>>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(landing).poll(&mut cx)
+    }
+
+    #[test]
+    fn a_landing_is_pending_until_the_flight_completes() {
+        let flight = Flight::<u8>::new(0);
+        let mut landing = Landing::new(Arc::clone(&flight));
+        assert!(poll(&mut landing).is_pending());
+        assert!(poll(&mut landing).is_pending());
+        assert_eq!(flight.inner.lock().wakers.len(), 1, "one task, one waker");
+        let value = Arc::new(7);
+        flight.complete(Some(Some(Arc::clone(&value))));
+        match poll(&mut landing) {
+            Poll::Ready(Some(Some(got))) => assert!(Arc::ptr_eq(&got, &value)),
+            other => panic!("expected the loaded value, got {:?}", other.is_ready()),
+        }
+        assert!(flight.inner.lock().wakers.is_empty());
+    }
+
+    #[test]
+    fn an_abandoned_flight_sends_its_landings_to_load_for_themselves() {
+        let flight = Flight::<u8>::new(0);
+        let mut landing = Landing::new(Arc::clone(&flight));
+        assert!(poll(&mut landing).is_pending());
+        flight.complete(None);
+        assert!(matches!(poll(&mut landing), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn completing_wakes_the_waiting_task() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::task::Wake;
+
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(Arc::clone(&flag));
+        let flight = Flight::<u8>::new(0);
+        let mut landing = Landing::new(Arc::clone(&flight));
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut landing).poll(&mut cx).is_pending());
+        assert!(!flag.0.load(Ordering::SeqCst));
+        flight.complete(Some(None));
+        assert!(flag.0.load(Ordering::SeqCst), "the task was not woken");
     }
 }

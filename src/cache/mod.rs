@@ -28,8 +28,10 @@ use std::sync::Arc;
 use crate::sync::Mutex;
 
 use flight::Flight;
+#[cfg_attr(not(feature = "tokio"), allow(unused_imports))]
+pub(crate) use flight::Landing;
 use policy::{Budget, Entries};
-pub(crate) use query::{Generations, QueryCache};
+pub(crate) use query::{Generations, QueryCache, QueryKey};
 use shard::{Fill, Lookup, Shard};
 pub use stats::CacheStats;
 
@@ -105,21 +107,7 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
                 tracing::trace!(table = self.table, id, "cache hit");
                 Ok(Some(value))
             }
-            Lookup::Lead(flight) => {
-                // The guard first: if anything below panics (a tracing
-                // subscriber included), its drop still ends the flight.
-                let leader = Leader {
-                    shard,
-                    budget: &self.budget,
-                    id,
-                    flight: Some(flight),
-                };
-                tracing::trace!(table = self.table, id, "cache miss: loading");
-                let value = load()?.map(Arc::new);
-                let (value, filled) = leader.finish(value);
-                tracing::trace!(table = self.table, id, filled, "cache fill");
-                Ok(value)
-            }
+            Lookup::Lead(flight) => self.lead(Lease { id, flight }, load),
             Lookup::Wait(flight) => {
                 tracing::trace!(
                     table = self.table,
@@ -134,9 +122,71 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         }
     }
 
+    /// What an async caller does about `id`, decided under the shard lock and
+    /// counted exactly as [`get_or_load`](Self::get_or_load) counts it (a hit,
+    /// or a miss, and a load for the leader), the admission policy told alike:
+    /// take the cached value, await the load in flight, or lead a new one.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn probe(&self, id: i64) -> Probe<T> {
+        if !self.enabled {
+            return Probe::Uncached;
+        }
+        let lookup = { self.shard(id).lock().lookup(id) };
+        match lookup {
+            Lookup::Hit(value) => {
+                tracing::trace!(table = self.table, id, "cache hit");
+                Probe::Hit(value)
+            }
+            Lookup::Wait(flight) => {
+                tracing::trace!(
+                    table = self.table,
+                    id,
+                    "cache miss: awaiting a load in flight"
+                );
+                Probe::Wait(Landing::new(flight))
+            }
+            Lookup::Lead(flight) => Probe::Lead(Lease { id, flight }),
+        }
+    }
+
+    /// Runs the load a [`Lease`] leads, with no lock held, and ends its
+    /// flight: the value is filled unless the key was invalidated meanwhile,
+    /// and every waiter gets what the leader gets. An `Err` or a panic of
+    /// `load` ends the flight too (its waiters then load for themselves).
+    pub(crate) fn lead<F, E>(&self, lease: Lease<T>, load: F) -> Result<Option<Arc<T>>, E>
+    where
+        F: FnOnce() -> Result<Option<T>, E>,
+    {
+        let Lease { id, flight } = lease;
+        // The guard first: if anything below panics (a tracing
+        // subscriber included), its drop still ends the flight.
+        let leader = Leader {
+            shard: self.shard(id),
+            budget: &self.budget,
+            id,
+            flight: Some(flight),
+        };
+        tracing::trace!(table = self.table, id, "cache miss: loading");
+        let value = load()?.map(Arc::new);
+        let (value, filled) = leader.finish(value);
+        tracing::trace!(table = self.table, id, filled, "cache fill");
+        Ok(value)
+    }
+
+    /// Ends a [`Lease`] whose load will never run: its waiters load for themselves.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn abandon(&self, lease: Lease<T>) {
+        drop(Leader {
+            shard: self.shard(lease.id),
+            budget: &self.budget,
+            id: lease.id,
+            flight: Some(lease.flight),
+        });
+    }
+
     /// The fallback when the leader of a flight failed: load without coalescing,
     /// still under the epoch rule.
-    fn load_alone<F, E>(&self, id: i64, load: F) -> Result<Option<Arc<T>>, E>
+    pub(crate) fn load_alone<F, E>(&self, id: i64, load: F) -> Result<Option<Arc<T>>, E>
     where
         F: FnOnce() -> Result<Option<T>, E>,
     {
@@ -271,6 +321,34 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         }
         total.capacity = self.budget.capacity() as u64;
         total
+    }
+}
+
+/// What [`IdentityMap::probe`] found.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) enum Probe<T> {
+    Hit(Arc<T>),
+    /// Another caller is loading the key: await this.
+    Wait(Landing<T>),
+    /// This caller must load the key: hand the lease to
+    /// [`IdentityMap::lead`], or to [`IdentityMap::abandon`] if it cannot.
+    Lead(Lease<T>),
+    /// Caching is off (capacity 0): load without a flight.
+    Uncached,
+}
+
+/// The duty to lead one key's load: a flight other callers now wait on.
+#[must_use = "a lease must be led or abandoned, or its key's waiters wait for nothing"]
+pub(crate) struct Lease<T> {
+    id: i64,
+    flight: Arc<Flight<T>>,
+}
+
+impl<T> Lease<T> {
+    /// The key to load.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn id(&self) -> i64 {
+        self.id
     }
 }
 

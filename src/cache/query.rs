@@ -62,6 +62,28 @@ impl QueryCache {
         key: &QueryKey,
         current: &Generations,
     ) -> Option<Arc<V>> {
+        self.lookup(key, current, true)
+    }
+
+    /// As [`get`](Self::get) when the value is cached and current (counted as
+    /// a hit); otherwise `None` with nothing counted or removed, for a caller
+    /// that checks here first and, on a miss, calls `get` elsewhere (an async
+    /// caller, on the blocking pool), which counts the miss once.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn hit<V: Send + Sync + 'static>(
+        &self,
+        key: &QueryKey,
+        current: &Generations,
+    ) -> Option<Arc<V>> {
+        self.lookup(key, current, false)
+    }
+
+    fn lookup<V: Send + Sync + 'static>(
+        &self,
+        key: &QueryKey,
+        current: &Generations,
+        count_miss: bool,
+    ) -> Option<Arc<V>> {
         let inner = self.inner.as_ref()?;
         let (found, stale) = {
             let mut inner = inner.lock();
@@ -71,14 +93,15 @@ impl QueryCache {
                     inner.counters.hits += 1;
                     (Some(value), None)
                 }
-                Some(_) => {
+                Some(_) if count_miss => {
                     inner.counters.misses += 1;
                     (None, inner.entries.pop(key))
                 }
-                None => {
+                None if count_miss => {
                     inner.counters.misses += 1;
                     (None, None)
                 }
+                Some(_) | None => (None, None),
             }
         };
         drop(stale);

@@ -17,6 +17,8 @@ use crate::error::Result;
 use crate::pool::Connection;
 use crate::read::Read;
 
+#[cfg(feature = "tokio")]
+pub(crate) use store::unique;
 pub use store::Repo;
 pub use tx::TxRepo;
 

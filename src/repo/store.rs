@@ -8,7 +8,9 @@ use std::sync::Arc;
 use diesel::QueryResult;
 
 use super::{Repository, TxRepo};
-use crate::cache::IdentityMap;
+use crate::cache::{IdentityMap, QueryKey};
+#[cfg(feature = "tokio")]
+use crate::cache::{Lease, Probe};
 use crate::entity::{identity_map, Entity, Key};
 use crate::error::Result;
 use crate::pool::Connection;
@@ -61,11 +63,43 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or a database error when a
     /// load was needed and failed.
     pub fn get(&self, id: i64) -> Result<Option<Arc<E>>> {
-        self.cache.get_or_load(id, || {
-            let _span = tracing::trace_span!("load", table = E::TABLE, id).entered();
-            self.store
-                .read(Some(E::TABLE), Some(id), |conn| E::find(conn, id))
-        })
+        self.cache.get_or_load(id, || self.load(id))
+    }
+
+    /// Reads row `id` from the database (a miss's load).
+    fn load(&self, id: i64) -> Result<Option<E>> {
+        let _span = tracing::trace_span!("load", table = E::TABLE, id).entered();
+        self.store
+            .read(Some(E::TABLE), Some(id), |conn| E::find(conn, id))
+    }
+
+    /// The async face of [`get`](Repo::get), first half: the cached value, the
+    /// load in flight to await, or the lease to load it, counted as `get`
+    /// counts them.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn probe(&self, id: i64) -> Probe<E> {
+        self.cache.probe(id)
+    }
+
+    /// The async face of [`get`](Repo::get), second half (on the blocking
+    /// pool): loads the leased key and ends its flight.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn lead(&self, lease: Lease<E>) -> Result<Option<Arc<E>>> {
+        let id = lease.id();
+        self.cache.lead(lease, || self.load(id))
+    }
+
+    /// Ends a lease whose load will never run.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn abandon(&self, lease: Lease<E>) {
+        self.cache.abandon(lease);
+    }
+
+    /// Loads row `id` without joining or starting a flight, under the epoch
+    /// rule: for a waiter whose leader failed.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn load_alone(&self, id: i64) -> Result<Option<Arc<E>>> {
+        self.cache.load_alone(id, || self.load(id))
     }
 
     /// Inserts a row, committed on its own, and caches the stored row.
@@ -96,10 +130,24 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or a database error
     /// when a load was needed and failed.
     pub fn get_many(&self, ids: &[i64]) -> Result<Vec<Arc<E>>> {
-        let mut ids = ids.to_vec();
-        let mut seen = std::collections::HashSet::new();
-        ids.retain(|id| seen.insert(*id));
-        let cached = self.cache.get_cached(&ids);
+        let ids = unique(ids);
+        let cached = self.get_cached(&ids);
+        self.load_missing(&ids, cached)
+    }
+
+    /// The cached rows of `ids` (`None` where not cached), each counted as a
+    /// hit or a miss: the in-memory half of [`get_many`](Repo::get_many).
+    pub(crate) fn get_cached(&self, ids: &[i64]) -> Vec<Option<Arc<E>>> {
+        self.cache.get_cached(ids)
+    }
+
+    /// The database half of [`get_many`](Repo::get_many): loads every id of
+    /// `ids` whose `cached` entry is `None`, in one query.
+    pub(crate) fn load_missing(
+        &self,
+        ids: &[i64],
+        cached: Vec<Option<Arc<E>>>,
+    ) -> Result<Vec<Arc<E>>> {
         let missing: Vec<i64> = ids
             .iter()
             .zip(&cached)
@@ -264,7 +312,7 @@ impl<'s, E: Entity> Repo<'s, E> {
         let Some(read) = registry.generations(reads) else {
             return load().map(Arc::new);
         };
-        let key = (TypeId::of::<(E, V)>(), key.to_owned());
+        let key = query_key::<E, V>(key);
         if let Some(value) = registry.queries().get::<V>(&key, &read) {
             return Ok(value);
         }
@@ -273,6 +321,21 @@ impl<'s, E: Entity> Repo<'s, E> {
             registry.queries().fill(key, read, Arc::clone(&value), &now);
         }
         Ok(value)
+    }
+
+    /// The value [`cached_query`](Repo::cached_query) (`V` = `Vec<Arc<E>>`)
+    /// or [`cached_value`](Repo::cached_value) would serve from the list
+    /// cache under `key` without a query, counted as a hit; `None` (nothing
+    /// counted) when they would have to query.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn query_hit<V: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        reads: &[Read],
+    ) -> Option<Arc<V>> {
+        let registry = self.store.registry();
+        let read = registry.generations(reads)?;
+        registry.queries().hit::<V>(&query_key::<E, V>(key), &read)
     }
 
     /// The cached value of `id`, if cached, without loading it.
@@ -316,6 +379,17 @@ impl<'s, E: Entity> Repo<'s, E> {
         self.store
             .transaction(|tx| work(&TxRepo::new(tx, self.cache)))
     }
+}
+
+/// `ids` without repeats, in their first order.
+pub(crate) fn unique(ids: &[i64]) -> Vec<i64> {
+    let mut seen = std::collections::HashSet::new();
+    ids.iter().copied().filter(|id| seen.insert(*id)).collect()
+}
+
+/// The list cache's key of a result of type `V` of `E`'s queries.
+fn query_key<E: 'static, V: 'static>(key: &str) -> QueryKey {
+    (TypeId::of::<(E, V)>(), key.to_owned())
 }
 
 impl<E> fmt::Debug for Repo<'_, E> {
