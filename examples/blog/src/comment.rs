@@ -1,3 +1,4 @@
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -8,7 +9,7 @@ use diesel::prelude::*;
 use super::schema::comments;
 use larder::Connection;
 use larder::Entity;
-use larder::{Read, Repository, Result};
+use larder::{AsyncRepo, Read, Repository, Result};
 
 /// A comment on a post.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +77,13 @@ impl Comment {
             .filter(comments::post_id.eq(post_id))
             .order(comments::id);
         larder::with_connection!(conn, |c| query.load(c))
+    }
+
+    fn count_of_post(conn: &mut Connection, post_id: i64) -> QueryResult<i64> {
+        let query = comments::table
+            .filter(comments::post_id.eq(post_id))
+            .count();
+        larder::with_connection!(conn, |c| query.get_result(c))
     }
 }
 
@@ -149,9 +157,9 @@ pub trait CommentQueries: Repository<Comment> {
     ///
     /// A database error.
     fn of_post(&self, post_id: i64) -> Result<Vec<Arc<Comment>>> {
-        let key = format!("comments.of_post({post_id})");
-        let reads = [Read::eq(Comment::TABLE, "post_id", post_id)];
-        self.cached_query(&key, &reads, |conn| Comment::of_post(conn, post_id))
+        self.cached_query(&of_post_key(post_id), &[on_post(post_id)], |conn| {
+            Comment::of_post(conn, post_id)
+        })
     }
 
     /// How many comments `post_id` has: one `COUNT` query, cached on the
@@ -161,15 +169,69 @@ pub trait CommentQueries: Repository<Comment> {
     ///
     /// A database error.
     fn count_of_post(&self, post_id: i64) -> Result<i64> {
-        let key = format!("comments.count_of_post({post_id})");
-        let reads = [Read::eq(Comment::TABLE, "post_id", post_id)];
-        self.cached_value(&key, &reads, |conn| {
-            let query = comments::table
-                .filter(comments::post_id.eq(post_id))
-                .count();
-            larder::with_connection!(conn, |c| query.get_result(c))
+        self.cached_value(&count_key(post_id), &[on_post(post_id)], |conn| {
+            Comment::count_of_post(conn, post_id)
         })
     }
 }
 
 impl<R: Repository<Comment>> CommentQueries for R {}
+
+// The query cache's keys and reads of the comment lists, shared by the sync
+// and the async calls so that both serve one cached value.
+fn of_post_key(post_id: i64) -> String {
+    format!("comments.of_post({post_id})")
+}
+
+fn count_key(post_id: i64) -> String {
+    format!("comments.count_of_post({post_id})")
+}
+
+fn on_post(post_id: i64) -> Read {
+    Read::eq(Comment::TABLE, "post_id", post_id)
+}
+
+/// [`CommentQueries`] for async callers, on larder's [`AsyncRepo`]: the same
+/// cached lists and counts (a cached one served without leaving the task's
+/// thread).
+///
+/// ```
+/// use larder_blog::{AsyncCommentQueries, Comment};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let comments = store.async_repo::<Comment>();
+/// assert_eq!(comments.count_of_post(1).await?, 0);
+/// assert!(comments.of_post(1).await?.is_empty());
+/// # Ok::<(), larder::Error>(())
+/// # }).unwrap();
+/// ```
+pub trait AsyncCommentQueries {
+    /// As [`CommentQueries::of_post`].
+    ///
+    /// # Errors
+    ///
+    /// A database error, or [`larder::Error::Interrupted`].
+    fn of_post(&self, post_id: i64) -> impl Future<Output = Result<Vec<Arc<Comment>>>> + Send;
+
+    /// As [`CommentQueries::count_of_post`].
+    ///
+    /// # Errors
+    ///
+    /// A database error, or [`larder::Error::Interrupted`].
+    fn count_of_post(&self, post_id: i64) -> impl Future<Output = Result<i64>> + Send;
+}
+
+impl AsyncCommentQueries for AsyncRepo<Comment> {
+    fn of_post(&self, post_id: i64) -> impl Future<Output = Result<Vec<Arc<Comment>>>> + Send {
+        self.cached_query(of_post_key(post_id), vec![on_post(post_id)], move |conn| {
+            Comment::of_post(conn, post_id)
+        })
+    }
+
+    fn count_of_post(&self, post_id: i64) -> impl Future<Output = Result<i64>> + Send {
+        self.cached_value(count_key(post_id), vec![on_post(post_id)], move |conn| {
+            Comment::count_of_post(conn, post_id)
+        })
+    }
+}

@@ -33,9 +33,9 @@ mod post;
 pub mod schema;
 mod user;
 
-pub use comment::{Comment, CommentChanges, CommentQueries, NewComment};
+pub use comment::{AsyncCommentQueries, Comment, CommentChanges, CommentQueries, NewComment};
 pub use front_page::{front_page, rebuild_front_page, write_front_page, Rebuilt, FRONT_PAGE_LOCK};
-pub use post::{NewPost, Post, PostChanges, PostQueries};
+pub use post::{AsyncPostQueries, NewPost, Post, PostChanges, PostQueries};
 pub use user::{NewUser, User, UserChanges};
 
 use diesel_migrations::{embed_migrations, EmbeddedMigrations};
@@ -44,7 +44,7 @@ use larder::{Backend, Repos, Store, StoreBuilder};
 /// The blog's accessors, its query methods and larder's repository traits:
 /// `use larder_blog::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Blog, CommentQueries, PostQueries};
+    pub use crate::{AsyncCommentQueries, AsyncPostQueries, Blog, CommentQueries, PostQueries};
     pub use larder::{Repos, Repository};
 }
 

@@ -1,3 +1,4 @@
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -7,8 +8,8 @@ use diesel::prelude::*;
 
 use super::schema::{comments, posts};
 use larder::Connection;
+use larder::{AsyncRepo, Error, Read, Repository, Result};
 use larder::{Entity, Key};
-use larder::{Error, Read, Repository, Result};
 
 /// A blog post. `version` starts at 1 and every update increments it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,9 +275,49 @@ pub trait PostQueries: Repository<Post> {
     ///
     /// A database error.
     fn recent(&self, limit: i64) -> Result<Vec<Arc<Post>>> {
-        let key = format!("posts.recent({limit})");
-        self.cached_query(&key, &[Post::TABLE], |conn| Post::recent(conn, limit))
+        self.cached_query(&recent_key(limit), &[Post::TABLE], |conn| {
+            Post::recent(conn, limit)
+        })
     }
 }
 
 impl<R: Repository<Post>> PostQueries for R {}
+
+/// The query cache's key of [`PostQueries::recent`], shared by the sync and
+/// the async call so that both serve one cached list.
+fn recent_key(limit: i64) -> String {
+    format!("posts.recent({limit})")
+}
+
+/// [`PostQueries`] for async callers, on larder's [`AsyncRepo`]: the same
+/// cached lists (a cached one served without leaving the task's thread).
+///
+/// ```
+/// use larder_blog::{AsyncPostQueries, NewPost, NewUser, Post, User};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let ann = store.async_repo::<User>()
+///     .create(NewUser { name: "ann".into(), email: "a@example.org".into() }).await?;
+/// let posts = store.async_repo::<Post>();
+/// posts.create(NewPost { author_id: ann.id, title: "Hi".into(), body: "…".into() }).await?;
+/// assert_eq!(posts.recent(10).await?[0].title, "Hi");
+/// # Ok::<(), larder::Error>(())
+/// # }).unwrap();
+/// ```
+pub trait AsyncPostQueries {
+    /// As [`PostQueries::recent`].
+    ///
+    /// # Errors
+    ///
+    /// A database error, or [`Error::Interrupted`].
+    fn recent(&self, limit: i64) -> impl Future<Output = Result<Vec<Arc<Post>>>> + Send;
+}
+
+impl AsyncPostQueries for AsyncRepo<Post> {
+    fn recent(&self, limit: i64) -> impl Future<Output = Result<Vec<Arc<Post>>>> + Send {
+        self.cached_query(recent_key(limit), vec![Post::TABLE], move |conn| {
+            Post::recent(conn, limit)
+        })
+    }
+}

@@ -1,15 +1,17 @@
 //! Everything the server asks of the database, as async functions: the one
-//! module of the server that calls larder, so that moving it to larder's
-//! async API (hits inline, misses on the blocking pool) changes this file
-//! alone. Until then each call runs the blog's sync functions on tokio's
-//! blocking pool with a clone of the store, never on a runtime worker.
+//! module of the server that calls larder. Page reads go through larder's
+//! async repositories: whatever is cached is served on the handler's own
+//! thread, with no hop to the blocking pool; a miss, a write and a
+//! transaction run on tokio's blocking pool, never on a runtime worker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::future::Future;
+
 use larder::Store;
 use larder_blog::prelude::*;
-use larder_blog::{NewComment, PostChanges, User};
+use larder_blog::{Comment, NewComment, Post, PostChanges, User};
 
 use super::pages::{CommentView, FrontItem, PostView};
 use super::plain::Plain;
@@ -50,19 +52,12 @@ impl From<larder::Error> for Failure {
     }
 }
 
-/// The HTTP status of a larder error, decided here once: a missing row is
-/// 404, a rejected write (a constraint, a stale version) 409, anything a
-/// retry can fix (no free connection, a lost one, a lock held too long) 503,
-/// the rest 500.
+/// The HTTP status of a larder error: larder's own mapping
+/// ([`larder::Error::status_code`]): a missing row is 404, a rejected write
+/// (a constraint, a stale version) 409, anything a retry can fix (no free
+/// connection, a lost one, a lock held too long) 503, the rest 500.
 pub(crate) fn status_of(err: &larder::Error) -> u16 {
-    use larder::Error;
-    match err {
-        Error::NotFound { .. } => 404,
-        Error::Conflict { .. } => 409,
-        Error::Connection { .. } => 503,
-        _ if err.is_retryable() => 503,
-        _ => 500,
-    }
+    err.status_code()
 }
 
 /// Pool connections: open, and idle in the pool.
@@ -76,9 +71,7 @@ impl Data {
     /// The recent posts with their authors' names and comment counts.
     pub(crate) async fn front_page(&self) -> Result<Vec<FrontItem>, Failure> {
         match self {
-            Data::Larder(store) => {
-                blocking(store, |store| Ok(retrying(|| front_page(store))?)).await
-            }
+            Data::Larder(store) => Ok(retrying(|| front_page(store)).await?),
             Data::Plain(plain) => plain.front_page().await,
         }
     }
@@ -90,9 +83,7 @@ impl Data {
         id: i64,
     ) -> Result<Option<(PostView, Vec<CommentView>)>, Failure> {
         match self {
-            Data::Larder(store) => {
-                blocking(store, move |store| Ok(retrying(|| post_page(store, id))?)).await
-            }
+            Data::Larder(store) => Ok(retrying(|| post_page(store, id)).await?),
             Data::Plain(plain) => plain.post_page(id).await,
         }
     }
@@ -250,40 +241,45 @@ const READ_ATTEMPTS: u32 = 3;
 /// idle connection had died, but not one whose connection was killed
 /// mid-query. A read changes nothing, so running it again is safe; the
 /// lost connection is discarded, so the next attempt gets another.
-fn retrying<T>(mut read: impl FnMut() -> larder::Result<T>) -> larder::Result<T> {
+async fn retrying<T, R>(mut read: impl FnMut() -> R) -> larder::Result<T>
+where
+    R: Future<Output = larder::Result<T>>,
+{
     let mut attempt = 1;
     loop {
-        match read() {
+        match read().await {
             Err(larder::Error::ConnectionLost { .. }) if attempt < READ_ATTEMPTS => attempt += 1,
             other => return other,
         }
     }
 }
 
-fn front_page(store: &Store) -> larder::Result<Vec<FrontItem>> {
-    let posts = store.posts().recent(FRONT_POSTS)?;
-    let authors = users(store, posts.iter().map(|post| post.author_id))?;
+async fn front_page(store: &Store) -> larder::Result<Vec<FrontItem>> {
+    let posts = store.async_repo::<Post>().recent(FRONT_POSTS).await?;
+    let authors = users(store, posts.iter().map(|post| post.author_id)).await?;
+    let comments = store.async_repo::<Comment>();
     let mut items = Vec::with_capacity(posts.len());
     for post in posts {
         items.push(FrontItem {
             id: post.id,
             title: post.title.clone(),
             author: name_of(&authors, post.author_id),
-            comments: store.comments().count_of_post(post.id)?,
+            comments: comments.count_of_post(post.id).await?,
         });
     }
     Ok(items)
 }
 
-fn post_page(store: &Store, id: i64) -> larder::Result<Option<(PostView, Vec<CommentView>)>> {
-    let Some(post) = store.posts().get(id)? else {
+async fn post_page(store: &Store, id: i64) -> larder::Result<Option<(PostView, Vec<CommentView>)>> {
+    let Some(post) = store.async_repo::<Post>().get(id).await? else {
         return Ok(None);
     };
-    let comments = store.comments().of_post(id)?;
+    let comments = store.async_repo::<Comment>().of_post(id).await?;
     let authors = users(
         store,
         std::iter::once(post.author_id).chain(comments.iter().map(|c| c.author_id)),
-    )?;
+    )
+    .await?;
     let view = PostView {
         id: post.id,
         title: post.title.clone(),
@@ -334,13 +330,17 @@ fn panic_in_tx(store: &Store) -> Result<(), Failure> {
 }
 
 /// The users of `ids`, by id, in one `get_many` (hits from the cache).
-fn users(store: &Store, ids: impl Iterator<Item = i64>) -> larder::Result<HashMap<i64, Arc<User>>> {
+async fn users(
+    store: &Store,
+    ids: impl Iterator<Item = i64>,
+) -> larder::Result<HashMap<i64, Arc<User>>> {
     let mut ids: Vec<i64> = ids.collect();
     ids.sort_unstable();
     ids.dedup();
     Ok(store
-        .users()
-        .get_many(&ids)?
+        .async_repo::<User>()
+        .get_many(ids)
+        .await?
         .into_iter()
         .map(|user| (user.id, user))
         .collect())
