@@ -17,8 +17,10 @@ use pg_listener::fallible_iterator::FallibleIterator;
 
 use super::{session, Context};
 use crate::backend::Connection;
+use crate::dialect::postgres::PRIMARY_POSITION;
 use crate::dialect::{self, CHANGES};
 use crate::error::{Error, Result};
+use crate::replica::{parse_lsn, Lsn};
 use crate::url::{Backend, DatabaseUrl};
 
 pub(super) enum Channel {
@@ -59,7 +61,11 @@ impl Channel {
             }
             let next = client.notifications().timeout_iter(left).next();
             match next.map_err(|e| lost(ctx, &e))? {
-                Some(notification) => apply(ctx, notification.payload()),
+                Some(notification) => {
+                    let mut batch = vec![notification.payload().to_owned()];
+                    batch.extend(arrived(client, ctx)?);
+                    settle(ctx, batch, || blocking_position(client, ctx))?;
+                }
                 // The iterator ends quietly when the server closed the connection.
                 None if client.is_closed() => return Err(closed(ctx)),
                 None => return Ok(()),
@@ -68,17 +74,28 @@ impl Channel {
     }
 
     /// A `SELECT 1`, then every notification that arrived before its answer:
-    /// all that was committed before it was sent.
+    /// all that was committed before it was sent. With replicas the query
+    /// reads the primary's WAL position instead, which repairs an unknown
+    /// requirement (after a flush) without raising a known one.
     pub(super) fn heartbeat(&mut self, ctx: &Context) -> Result<()> {
+        let requirement = ctx.registry.requirement();
         match self {
+            Channel::Blocking(client) if requirement.enabled() => {
+                let ticket = requirement.ticket();
+                let (lsn, batch) = blocking_position(client, ctx)?;
+                requirement.repair(lsn, ticket);
+                settle(ctx, batch, || blocking_position(client, ctx))
+            }
             Channel::Blocking(client) => {
                 client.simple_query("SELECT 1").map_err(|e| lost(ctx, &e))?;
-                let mut notifications = client.notifications();
-                let mut arrived = notifications.iter();
-                while let Some(notification) = arrived.next().map_err(|e| lost(ctx, &e))? {
-                    apply(ctx, notification.payload());
-                }
-                Ok(())
+                let batch = arrived(client, ctx)?;
+                settle(ctx, batch, || blocking_position(client, ctx))
+            }
+            Channel::Polled(conn) if requirement.enabled() => {
+                let ticket = requirement.ticket();
+                let (lsn, batch) = polled_position(conn)?;
+                requirement.repair(lsn, ticket);
+                settle(ctx, batch, || polled_position(conn))
             }
             Channel::Polled(conn) => {
                 diesel::sql_query("SELECT 1")
@@ -182,10 +199,77 @@ fn diesel_lost(err: diesel::result::Error) -> Error {
 
 /// Applies every notification that has arrived on a diesel connection.
 fn drain_polled(conn: &mut PgConnection, ctx: &Context) -> Result<()> {
-    for notification in conn.notifications_iter() {
-        apply(ctx, &notification.map_err(diesel_lost)?.payload);
+    let batch = polled_arrived(conn)?;
+    settle(ctx, batch, || polled_position(conn))
+}
+
+fn polled_arrived(conn: &mut PgConnection) -> Result<Vec<String>> {
+    conn.notifications_iter()
+        .map(|notification| notification.map(|n| n.payload).map_err(diesel_lost))
+        .collect()
+}
+
+/// The notifications that already arrived on a blocking client.
+fn arrived(client: &mut pg_listener::Client, ctx: &Context) -> Result<Vec<String>> {
+    let mut notifications = client.notifications();
+    let mut arrived = notifications.iter();
+    let mut batch = Vec::new();
+    while let Some(notification) = arrived.next().map_err(|e| lost(ctx, &e))? {
+        batch.push(notification.payload().to_owned());
+    }
+    Ok(batch)
+}
+
+/// Applies a batch of changes. With replicas, first raises the required
+/// position to the primary's WAL position read after the batch arrived (its
+/// changes had committed): a load that starts after an invalidation must
+/// find the requirement raised (see `replica`). What arrives with that
+/// query's answer may have committed after the position was read: it is the
+/// next batch, with a position read of its own.
+fn settle(
+    ctx: &Context,
+    mut batch: Vec<String>,
+    mut position: impl FnMut() -> Result<(Lsn, Vec<String>)>,
+) -> Result<()> {
+    let requirement = ctx.registry.requirement();
+    if !requirement.enabled() {
+        batch.iter().for_each(|payload| apply(ctx, payload));
+        return Ok(());
+    }
+    while !batch.is_empty() {
+        let ticket = requirement.ticket();
+        let (lsn, next) = position()?;
+        requirement.raise(lsn, ticket);
+        batch.iter().for_each(|payload| apply(ctx, payload));
+        batch = next;
     }
     Ok(())
+}
+
+/// The primary's WAL position, and the notifications that came with it.
+fn blocking_position(
+    client: &mut pg_listener::Client,
+    ctx: &Context,
+) -> Result<(Lsn, Vec<String>)> {
+    let messages = client
+        .simple_query(PRIMARY_POSITION)
+        .map_err(|e| lost(ctx, &e))?;
+    let lsn = messages
+        .iter()
+        .find_map(|message| match message {
+            pg_listener::SimpleQueryMessage::Row(row) => row.get(0).and_then(parse_lsn),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            ctx.url
+                .connection_error("the primary reported no WAL position")
+        })?;
+    Ok((lsn, arrived(client, ctx)?))
+}
+
+fn polled_position(conn: &mut PgConnection) -> Result<(Lsn, Vec<String>)> {
+    let lsn = crate::replica::primary_position_pg(conn).map_err(diesel_lost)?;
+    Ok((lsn, polled_arrived(conn)?))
 }
 
 fn apply(ctx: &Context, payload: &str) {
