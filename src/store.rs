@@ -318,7 +318,7 @@ impl Store {
         mut query: impl FnMut(&mut Connection) -> QueryResult<T>,
     ) -> Result<T> {
         if let Some(replicas) = &self.inner.replicas {
-            if let Some(mut chosen) = replicas.choose(self.registry().requirement().get()) {
+            if let Some(mut chosen) = replicas.choose(self.registry().requirement().get(), false) {
                 let result = replica::run_on(&mut chosen.conn, table, id, &mut query);
                 replicas.finish(chosen, &result);
                 if result.is_ok() {
@@ -330,9 +330,10 @@ impl Store {
     }
 
     /// As [`load`](Store::load) for a read that can run only once (a
-    /// caller's list query): the replica connection was proven alive by its
-    /// position check or recent use, and a failure on it is returned, as a
-    /// failure on the primary would be.
+    /// caller's list query): the replica connection is proven alive at
+    /// checkout, by a ping or its position check, as [`run`](Store::run)
+    /// proves the primary's, and a failure on it is returned, as a failure
+    /// on the primary would be.
     pub(crate) fn load_once<T>(
         &self,
         table: Option<&'static str>,
@@ -340,7 +341,7 @@ impl Store {
         query: impl FnOnce(&mut Connection) -> QueryResult<T>,
     ) -> Result<T> {
         if let Some(replicas) = &self.inner.replicas {
-            if let Some(mut chosen) = replicas.choose(self.registry().requirement().get()) {
+            if let Some(mut chosen) = replicas.choose(self.registry().requirement().get(), true) {
                 let result = replica::run_on(&mut chosen.conn, table, id, query);
                 replicas.finish(chosen, &result);
                 return result;

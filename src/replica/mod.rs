@@ -225,10 +225,13 @@ impl Replicas {
     }
 
     /// A replica connection whose snapshot will include everything up to
-    /// `required`, or `None`: use the primary (counted).
-    pub(crate) fn choose(&self, required: Option<Lsn>) -> Option<Chosen<'_>> {
+    /// `required`, or `None`: use the primary (counted). With `alive`, the
+    /// connection is proven alive at this checkout (for a load that cannot
+    /// be retried): one handed out without a ping gets its position read,
+    /// the round trip the primary's path spends on a ping anyway.
+    pub(crate) fn choose(&self, required: Option<Lsn>, alive: bool) -> Option<Chosen<'_>> {
         let chosen = match required {
-            Some(required) => self.find(required),
+            Some(required) => self.find(required, alive),
             None => {
                 self.counters.unknown.fetch_add(1, Ordering::Relaxed);
                 None
@@ -240,7 +243,7 @@ impl Replicas {
         chosen
     }
 
-    fn find(&self, required: Lsn) -> Option<Chosen<'_>> {
+    fn find(&self, required: Lsn, alive: bool) -> Option<Chosen<'_>> {
         let n = self.replicas.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for k in 0..n {
@@ -262,7 +265,8 @@ impl Replicas {
                 }
             };
             let fresh = conn.take_fresh();
-            if !fresh && replica.replayed() >= required {
+            let unproven = alive && conn.unchecked();
+            if !fresh && !unproven && replica.replayed() >= required {
                 return Some(Chosen { replica, conn });
             }
             self.counters
