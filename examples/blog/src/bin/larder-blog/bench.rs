@@ -218,7 +218,9 @@ fn compare(url: Option<&str>, args: &Args) -> larder::Result<()> {
     let cached = args
         .replicas
         .iter()
-        .fold(larder_blog::builder(&url), |builder, replica| builder.replica(replica))
+        .fold(larder_blog::builder(&url), |builder, replica| {
+            builder.replica(replica)
+        })
         .cache_capacity(capacity)
         .pool_size(pool_size)
         .coherence(!args.no_coherence)
