@@ -95,7 +95,9 @@ use crate::url::DatabaseUrl;
 pub(crate) use position::primary as primary_position;
 #[cfg(feature = "postgres")]
 pub(crate) use position::primary_pg as primary_position_pg;
-pub(crate) use requirement::{parse_lsn, Lsn, Requirement};
+#[cfg(feature = "postgres")]
+pub(crate) use requirement::parse_lsn;
+pub(crate) use requirement::{Lsn, Requirement};
 
 /// How long a replica found down is left alone before a load tries it again.
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);

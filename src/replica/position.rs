@@ -1,13 +1,16 @@
 //! The two position queries, on a pooled (diesel) connection.
 
 use diesel::sql_types::{Nullable, Text};
-use diesel::{QueryResult, QueryableByName, RunQueryDsl};
+#[cfg(feature = "postgres")]
+use diesel::RunQueryDsl;
+use diesel::{QueryResult, QueryableByName};
 
 use super::requirement::{parse_lsn, Lsn};
 use crate::backend::Connection;
 use crate::dialect::postgres::{PRIMARY_POSITION, REPLAY_POSITION};
 
 #[derive(QueryableByName)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 struct Position {
     #[diesel(sql_type = Nullable<Text>)]
     lsn: Option<String>,
@@ -40,7 +43,10 @@ fn query(conn: &mut Connection, sql: &'static str) -> QueryResult<Option<String>
         #[cfg(feature = "postgres")]
         Connection::Postgres(pg) => Ok(diesel::sql_query(sql).get_result::<Position>(pg)?.lsn),
         #[allow(unreachable_patterns)] // in a build with PostgreSQL alone
-        _ => Err(not_postgres()),
+        _ => {
+            let _ = sql;
+            Err(not_postgres())
+        }
     }
 }
 

@@ -75,6 +75,7 @@ impl Requirement {
     /// Sets an unknown requirement to `lsn` when the read started after the
     /// last forget (as [`raise`](Requirement::raise)); leaves a known one
     /// alone, so that the watcher's heartbeats do not raise it for nothing.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // the listener's
     pub(crate) fn repair(&self, lsn: Lsn, ticket: Ticket) {
         let mut state = self.state.lock();
         if state.lsn.is_none() && state.forgotten == ticket.0 {
