@@ -102,6 +102,11 @@ pub(crate) use requirement::{Lsn, Requirement};
 /// How long a replica found down is left alone before a load tries it again.
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// How long after a check found a replica behind the requirement loads skip
+/// it without asking again: a replica far behind would otherwise cost a
+/// position query per load. Only routing depends on it, never correctness.
+const RECHECK_AFTER: Duration = Duration::from_millis(1);
+
 /// The longest a load waits for a replica connection before using the
 /// primary: a down replica refuses at once, r2d2 retries until this.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -128,6 +133,8 @@ struct ReplicaState {
     resting_until: Option<Instant>,
     /// Down since its last success (for logging each transition once).
     down: bool,
+    /// A check found it behind: not checked again before this.
+    behind_until: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -254,6 +261,10 @@ impl Replicas {
                 self.counters.down.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            if replica.known_behind(required) {
+                self.counters.lagging.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let mut conn = match replica.pool.get() {
                 Ok(conn) => conn,
                 Err(err) => {
@@ -279,7 +290,7 @@ impl Replicas {
             conn.settle(&replayed);
             match replayed {
                 Ok(Some(lsn)) => {
-                    replica.saw(lsn, fresh);
+                    replica.saw(lsn, fresh, required);
                     if lsn >= required {
                         return Some(Chosen { replica, conn });
                     }
@@ -342,12 +353,20 @@ impl Replica {
         self.state.lock().replayed
     }
 
-    /// A replay position read now. On a fresh connection it replaces the
-    /// cached one even when lower: the server may have restarted and gone
-    /// back to its last restart point.
-    fn saw(&self, lsn: Lsn, fresh: bool) {
+    /// Whether a check found it behind `required` less than
+    /// [`RECHECK_AFTER`] ago (and its cached position still is).
+    fn known_behind(&self, required: Lsn) -> bool {
+        let state = self.state.lock();
+        state.replayed < required && state.behind_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// A replay position read now, checked against `required`. On a fresh
+    /// connection it replaces the cached one even when lower: the server
+    /// may have restarted and gone back to its last restart point.
+    fn saw(&self, lsn: Lsn, fresh: bool, required: Lsn) {
         let mut state = self.state.lock();
         state.replayed = if fresh { lsn } else { state.replayed.max(lsn) };
+        state.behind_until = (lsn < required).then(|| Instant::now() + RECHECK_AFTER);
     }
 
     fn succeeded(&self) {
