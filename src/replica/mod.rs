@@ -38,7 +38,8 @@
 //! one `SELECT pg_last_wal_replay_lsn()` runs on the connection the load then
 //! uses: the load's snapshot is taken after that replay point, so it sees
 //! every commit up to it. A replica still behind is skipped; the primary
-//! serves the load.
+//! serves the load, and loads skip that replica without asking again for
+//! [`RECHECK_AFTER`] (routing only: correctness never depends on a clock).
 //!
 //! # Interleavings
 //!
@@ -416,4 +417,92 @@ pub(crate) fn run_on<T>(
     query: impl FnOnce(&mut Connection) -> QueryResult<T>,
 ) -> Result<T> {
     query(conn).map_err(|e| Error::from_diesel(e, table, id))
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    use super::*;
+
+    /// A replica nobody listens on: its pool connects lazily, never here.
+    fn replica() -> Replica {
+        let url = DatabaseUrl::parse("postgres://app:s3cret@127.0.0.1:9/blog").unwrap();
+        let config = PoolConfig {
+            size: 1,
+            connection_timeout: Duration::from_secs(1),
+            busy_timeout: Duration::from_secs(1),
+        };
+        let mut replicas = Replicas::build(vec![url], &config).unwrap();
+        replicas.replicas.remove(0)
+    }
+
+    #[test]
+    fn a_fresh_connection_may_lower_the_cached_position_an_old_one_may_not() {
+        let replica = replica();
+        replica.saw(100, true, 0);
+        replica.saw(40, false, 0);
+        assert_eq!(
+            replica.replayed(),
+            100,
+            "replay only moves forward while the server runs"
+        );
+        replica.saw(40, true, 0);
+        assert_eq!(
+            replica.replayed(),
+            40,
+            "a restarted server may be behind what it showed"
+        );
+    }
+
+    #[test]
+    fn a_replica_found_behind_is_skipped_until_recheck_or_covered() {
+        let replica = replica();
+        replica.saw(10, false, 20);
+        assert!(replica.known_behind(20));
+        assert!(!replica.known_behind(10), "what it has replayed it serves");
+        std::thread::sleep(RECHECK_AFTER * 2);
+        assert!(!replica.known_behind(20), "asked again after the pause");
+    }
+
+    #[test]
+    fn a_failed_replica_rests_and_forgets_its_position() {
+        let replica = replica();
+        replica.saw(100, true, 0);
+        replica.failed("connection refused");
+        assert!(replica.resting());
+        assert_eq!(replica.replayed(), 0);
+        replica.succeeded();
+        assert!(!replica.resting());
+    }
+
+    #[test]
+    fn an_unknown_requirement_sends_loads_to_the_primary_without_touching_replicas() {
+        let replicas = Replicas::build(
+            Vec::new(),
+            &PoolConfig {
+                size: 1,
+                connection_timeout: Duration::from_secs(1),
+                busy_timeout: Duration::from_secs(1),
+            },
+        )
+        .unwrap();
+        assert!(replicas.choose(None, false).is_none());
+        let stats = replicas.stats();
+        assert_eq!((stats.unknown_position, stats.primary_loads), (1, 1));
+    }
+
+    #[test]
+    fn debug_output_keeps_no_password() {
+        let url = DatabaseUrl::parse("postgres://app:s3cret@127.0.0.1:9/blog").unwrap();
+        let config = PoolConfig {
+            size: 1,
+            connection_timeout: Duration::from_secs(1),
+            busy_timeout: Duration::from_secs(1),
+        };
+        let replicas = Replicas::build(vec![url], &config).unwrap();
+        let shown = format!("{replicas:?}");
+        assert!(
+            shown.contains("127.0.0.1:9") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+    }
 }
