@@ -435,6 +435,12 @@ fn bad_replica_urls_are_typed_errors_without_the_password() {
             assert!(!shown.contains("s3cret"), "{replica}: {shown}");
         }
     }
+    let builder = Store::builder(primary).replica("postgres://app:s3cret@replica/blog");
+    let shown = format!("{builder:?}");
+    assert!(
+        shown.contains("replica/blog") && !shown.contains("s3cret"),
+        "{shown}"
+    );
     let err = Store::builder(&sqlite)
         .replica("postgres://app@127.0.0.1/blog")
         .build()
