@@ -9,8 +9,9 @@ use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::pool::{self, PoolConfig};
 use crate::registry::Registry;
+use crate::replica::Replicas;
 use crate::store::Store;
-use crate::url::DatabaseUrl;
+use crate::url::{Backend, DatabaseUrl};
 
 const DEFAULT_MAX_STALENESS: Duration = Duration::from_millis(100);
 const MIN_MAX_STALENESS: Duration = Duration::from_millis(10);
@@ -44,6 +45,7 @@ pub struct StoreBuilder {
     max_staleness: Duration,
     poll_interval: Option<Duration>,
     coherence: bool,
+    replicas: Vec<String>,
     entities: Vec<(&'static str, Registration)>,
 }
 
@@ -77,6 +79,7 @@ impl StoreBuilder {
             max_staleness: DEFAULT_MAX_STALENESS,
             poll_interval: None,
             coherence: true,
+            replicas: Vec::new(),
             entities: Vec::new(),
         }
     }
@@ -183,6 +186,32 @@ impl StoreBuilder {
         self
     }
 
+    /// Adds a read replica of the primary (PostgreSQL streaming replication;
+    /// call it once per replica). Loads that fill the caches (`get`,
+    /// `get_many`, `query`, `cached_query`, `cached_value`) go to a replica
+    /// that has replayed every change this store has invalidated, else to
+    /// the primary: a lagging replica never puts an older row back into the
+    /// cache, and a load never waits for one. Writes, transactions, locks
+    /// and migrations always use the primary. A replica that is down is
+    /// skipped (and counted in [`Stats::replicas`](crate::Stats::replicas))
+    /// until it answers again. Closures given to `query`, `cached_query`
+    /// and `cached_value` must therefore only read. No replica by default.
+    ///
+    /// ```no_run
+    /// let store = larder::Store::builder("postgres://app@db-primary/blog")
+    ///     .replica("postgres://app@db-replica-1/blog")
+    ///     .replica("postgres://app@db-replica-2/blog")
+    ///     .build()?;
+    /// println!("{:?}", store.stats().replicas);
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    ///
+    /// See `docs/replicas.md` for the rule and why it is safe.
+    pub fn replica(mut self, url: &str) -> StoreBuilder {
+        self.replicas.push(url.to_owned());
+        self
+    }
+
     /// Registers an entity at build, cached with the store's capacity. An
     /// entity is registered on its first use anyway; registering it here
     /// makes its cache (and the tables it is [`Entity::DELETED_WITH`]) known
@@ -210,12 +239,17 @@ impl StoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidUrl`] for a URL that cannot be used, [`Error::InvalidConfig`]
-    /// for a zero pool size or timeout or a staleness bound out of range,
-    /// [`Error::Connection`] when the database cannot be opened.
+    /// [`Error::InvalidUrl`] for a URL that cannot be used (a replica's too),
+    /// [`Error::InvalidConfig`] for a zero pool size or timeout, a staleness
+    /// bound out of range, or replicas of a database that is not PostgreSQL
+    /// (replicas are supported on PostgreSQL only) or of another backend
+    /// than the primary's, [`Error::Connection`] when the database cannot be
+    /// opened (a replica that cannot be reached is not an error: it is
+    /// skipped until it answers).
     pub fn build(self) -> Result<Store> {
         let url = DatabaseUrl::parse(&self.url)?;
         self.validate()?;
+        let replica_urls = replica_urls(&url, &self.replicas)?;
         let config = PoolConfig {
             size: self.pool_size,
             connection_timeout: self.connection_timeout,
@@ -229,6 +263,12 @@ impl StoreBuilder {
             self.query_cache_capacity
         };
         let registry = Arc::new(Registry::new(self.cache_capacity, query_cache_capacity));
+        let replicas = if replica_urls.is_empty() {
+            None
+        } else {
+            registry.requirement().enable();
+            Some(Replicas::build(replica_urls, &config)?)
+        };
         for (_, register) in self.entities {
             register(&registry);
         }
@@ -245,14 +285,14 @@ impl StoreBuilder {
         };
         tracing::debug!(url = %url, pool_size = config.size, coherence = self.coherence, "store opened");
         let lock_timeout = self.lock_timeout.unwrap_or(self.connection_timeout);
-        Ok(Store::from_parts(
-            url,
-            pool,
-            config,
-            lock_timeout,
-            registry,
-            watcher,
-        ))
+        let store = Store::from_parts(url, pool, config, lock_timeout, registry, watcher, replicas);
+        if store.registry().requirement().enabled() {
+            // Rows committed before the watcher listened are named by no
+            // notification: no replica serves them older than this.
+            let mut conn = store.checkout_alive()?;
+            store.note_commit(&mut conn);
+        }
+        Ok(store)
     }
 
     fn validate(&self) -> Result<()> {
@@ -284,6 +324,34 @@ impl StoreBuilder {
     }
 }
 
+/// The replicas' URLs, parsed, of the primary's backend, which must be
+/// PostgreSQL (the replay position larder compares is PostgreSQL's WAL).
+fn replica_urls(primary: &DatabaseUrl, replicas: &[String]) -> Result<Vec<DatabaseUrl>> {
+    let mut urls = Vec::with_capacity(replicas.len());
+    for replica in replicas {
+        let url = DatabaseUrl::parse(replica)?;
+        if primary.backend() != Backend::Postgres {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "replicas are supported on PostgreSQL only, and the primary is {}",
+                    primary.backend().name()
+                ),
+            });
+        }
+        if url.backend() != primary.backend() {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "the replica {url} is a {} URL, and the primary is {}",
+                    url.backend().name(),
+                    primary.backend().name()
+                ),
+            });
+        }
+        urls.push(url);
+    }
+    Ok(urls)
+}
+
 impl fmt::Debug for StoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let entities: Vec<_> = self.entities.iter().map(|(name, _)| *name).collect();
@@ -298,6 +366,14 @@ impl fmt::Debug for StoreBuilder {
             .field("max_staleness", &self.max_staleness)
             .field("poll_interval", &self.poll_interval)
             .field("coherence", &self.coherence)
+            .field(
+                "replicas",
+                &self
+                    .replicas
+                    .iter()
+                    .map(|url| crate::url::redact_url(url))
+                    .collect::<Vec<_>>(),
+            )
             .field("entities", &entities)
             .finish()
     }

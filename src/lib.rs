@@ -18,6 +18,7 @@
 //! - [Transactions](#transactions)
 //! - [The cache](#the-cache)
 //! - [Coherence across processes](#coherence-across-processes)
+//! - [Read replicas](#read-replicas)
 //! - [Named locks across processes](#named-locks-across-processes)
 //! - [Backends](#backends)
 //! - [Migrations](#migrations)
@@ -375,6 +376,18 @@
 //! turns the watcher off for a process that is the database's only writer. The
 //! repository's `docs/deployment.md` covers running many processes, and
 //! `docs/benchmarks.md` the measured delays and costs.
+//!
+//! # Read replicas
+//!
+//! [`StoreBuilder::replica`] adds PostgreSQL streaming replicas. Cache-filling
+//! loads go to a replica only once it has replayed every change this store
+//! has invalidated: the store raises a required WAL position before each
+//! invalidation (read after a local COMMIT, or by the watcher after it hears
+//! other processes' changes) and compares it with the replica's
+//! `pg_last_wal_replay_lsn()`, cached per replica so that most loads run no
+//! check; otherwise the primary serves the load, and a down replica is
+//! skipped. Writes, transactions, locks and migrations use the primary. See
+//! [`ReplicaStats`] and `docs/replicas.md`.
 //!
 //! # Named locks across processes
 //!
@@ -753,6 +766,7 @@ mod migrate;
 mod pool;
 mod read;
 mod registry;
+mod replica;
 mod repo;
 mod stats;
 mod store;
@@ -781,6 +795,7 @@ pub use migrate::POSTGRES_MIGRATIONS;
 pub use migrate::SQLITE_MIGRATIONS;
 pub use migrate::{MigrationStatus, Migrator};
 pub use read::Read;
+pub use replica::ReplicaStats;
 pub use repo::{Repo, Repos, Repository, TxRepo};
 pub use stats::{PoolState, Stats};
 pub use store::Store;

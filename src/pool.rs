@@ -59,6 +59,9 @@ pub(crate) struct Pooled {
     unchecked: bool,
     /// A statement found it dead: the pool discards it on return.
     lost: bool,
+    /// Not used yet: a replica's cached replay position says nothing about
+    /// a server this connection reached after a restart (see `replica`).
+    fresh: bool,
 }
 
 impl Pooled {
@@ -68,7 +71,13 @@ impl Pooled {
             last_ok: Some(Instant::now()),
             unchecked: false,
             lost: false,
+            fresh: true,
         }
+    }
+
+    /// Whether this is the connection's first use, marking it used.
+    pub(crate) fn take_fresh(&mut self) -> bool {
+        std::mem::take(&mut self.fresh)
     }
 
     /// Whether this checkout skipped the ping, so that a failure may only

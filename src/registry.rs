@@ -20,6 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::cache::{AnyValue, CacheControl, CacheStats, Generations, QueryCache};
 use crate::keys::{KeyGenerations, Touched};
 use crate::read::Read;
+use crate::replica::Requirement;
 
 /// Hashes a `TypeId` by its own bits: they are already a hash, and the default
 /// SipHash of them was most of the cost of a cache hit.
@@ -173,6 +174,8 @@ pub(crate) struct Registry {
     registering: Mutex<()>,
     default_capacity: usize,
     queries: QueryCache,
+    /// The WAL position replicas must have replayed to serve a load.
+    requirement: Requirement,
 }
 
 /// A write recorded by a transaction, applied to the caches once it commits.
@@ -213,6 +216,7 @@ impl Registry {
             registering: Mutex::new(()),
             default_capacity,
             queries: QueryCache::new(query_capacity),
+            requirement: Requirement::default(),
         }
     }
 
@@ -395,6 +399,12 @@ impl Registry {
 
     pub(crate) fn queries(&self) -> &QueryCache {
         &self.queries
+    }
+
+    /// What a replica must have replayed (see `replica`): raised before
+    /// invalidations of known position, forgotten before the others.
+    pub(crate) fn requirement(&self) -> &Requirement {
+        &self.requirement
     }
 
     /// Drops every cached copy of `key`, in every entity mapped to its table.

@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::cache::CacheStats;
 use crate::coherence::CoherenceStats;
+use crate::replica::ReplicaStats;
 
 /// Connections the pool holds now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub struct Stats {
     pub pool: PoolState,
     /// Changes from other processes and the watcher's health.
     pub coherence: CoherenceStats,
+    /// How loads were shared between the primary and its replicas.
+    pub replicas: ReplicaStats,
 }
 
 impl Stats {
@@ -89,6 +92,21 @@ impl fmt::Display for Stats {
             "pool: {} connections, {} idle",
             self.pool.connections, self.pool.idle
         )?;
+        let r = &self.replicas;
+        if r.replicas > 0 {
+            writeln!(
+                f,
+                "replicas: {} loads on {} replicas ({:.1}%), {} on the primary; skipped {} lagging, \
+                 {} down; {} position checks",
+                r.replica_loads,
+                r.replicas,
+                r.replica_share() * 100.0,
+                r.primary_loads,
+                r.skipped_lagging,
+                r.skipped_down,
+                r.position_checks
+            )?;
+        }
         let c = &self.coherence;
         if !c.enabled {
             return write!(f, "coherence: off");

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationStatus};
 use crate::pool::{Connection, Pool, PoolConfig, PooledConn};
 use crate::registry::Registry;
+use crate::replica::{self, Replicas};
 use crate::stats::{PoolState, Stats};
 use crate::url::DatabaseUrl;
 
@@ -52,6 +53,8 @@ struct Inner {
     /// Brings in other processes' changes; `None` when coherence is off.
     /// Dropped with the last clone, which stops its thread.
     watcher: Option<Watcher>,
+    /// Where loads may go instead of the primary; `None` without replicas.
+    replicas: Option<Replicas>,
 }
 
 impl Store {
@@ -62,6 +65,7 @@ impl Store {
         lock_timeout: Duration,
         registry: Arc<Registry>,
         watcher: Option<Watcher>,
+        replicas: Option<Replicas>,
     ) -> Store {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Store {
@@ -73,6 +77,7 @@ impl Store {
                 lock_timeout,
                 registry,
                 watcher,
+                replicas,
             }),
         }
     }
@@ -144,6 +149,12 @@ impl Store {
                 .as_ref()
                 .map(Watcher::stats)
                 .unwrap_or_default(),
+            replicas: self
+                .inner
+                .replicas
+                .as_ref()
+                .map(Replicas::stats)
+                .unwrap_or_default(),
         }
     }
 
@@ -186,13 +197,18 @@ impl Store {
         }
     }
 
-    /// Drops every cached copy of `key` in this process.
+    /// Drops every cached copy of `key` in this process. With replicas,
+    /// loads go to the primary until the next position read: the change
+    /// behind this call has no known position.
     pub fn invalidate(&self, key: Key) {
+        self.inner.registry.requirement().forget();
         self.inner.registry.invalidate(key);
     }
 
-    /// Empties every cache of this process.
+    /// Empties every cache of this process (with replicas, as
+    /// [`invalidate`](Store::invalidate) does for one key).
     pub fn clear_cache(&self) {
+        self.inner.registry.requirement().forget();
         self.inner.registry.clear_all();
     }
 
@@ -286,6 +302,69 @@ impl Store {
                 retried
             }
             other => other,
+        }
+    }
+}
+
+impl Store {
+    /// Runs the cache-filling read `query` on a replica that has replayed
+    /// every change this store invalidated (see `replica`), else as
+    /// [`read`](Store::read) on the primary; a replica's failure is retried
+    /// there. Call it after recording the cache's epochs.
+    pub(crate) fn load<T>(
+        &self,
+        table: Option<&'static str>,
+        id: Option<i64>,
+        mut query: impl FnMut(&mut Connection) -> QueryResult<T>,
+    ) -> Result<T> {
+        if let Some(replicas) = &self.inner.replicas {
+            if let Some(mut chosen) = replicas.choose(self.registry().requirement().get(), false) {
+                let result = replica::run_on(&mut chosen.conn, table, id, &mut query);
+                replicas.finish(chosen, &result);
+                if result.is_ok() {
+                    return result;
+                }
+            }
+        }
+        self.read(table, id, query)
+    }
+
+    /// As [`load`](Store::load) for a read that can run only once (a
+    /// caller's list query): the replica connection is proven alive at
+    /// checkout, by a ping or its position check, as [`run`](Store::run)
+    /// proves the primary's, and a failure on it is returned, as a failure
+    /// on the primary would be.
+    pub(crate) fn load_once<T>(
+        &self,
+        table: Option<&'static str>,
+        id: Option<i64>,
+        query: impl FnOnce(&mut Connection) -> QueryResult<T>,
+    ) -> Result<T> {
+        if let Some(replicas) = &self.inner.replicas {
+            if let Some(mut chosen) = replicas.choose(self.registry().requirement().get(), true) {
+                let result = replica::run_on(&mut chosen.conn, table, id, query);
+                replicas.finish(chosen, &result);
+                return result;
+            }
+        }
+        self.run(table, id, query)
+    }
+
+    /// Raises the replicas' required position to the primary's position
+    /// read on `conn` right after a commit; forgets it when that read
+    /// fails. Call it before invalidating what the commit wrote.
+    pub(crate) fn note_commit(&self, conn: &mut Connection) {
+        let requirement = self.registry().requirement();
+        if !requirement.enabled() {
+            return;
+        }
+        let ticket = requirement.ticket();
+        match replica::primary_position(conn) {
+            Ok(lsn) => requirement.raise(lsn, ticket),
+            Err(err) => {
+                tracing::debug!(error = %err, "no WAL position after a commit: loads go to the primary");
+                requirement.forget();
+            }
         }
     }
 }

@@ -151,11 +151,15 @@ impl<'s> Tx<'s> {
         match committed {
             Ok(()) => {
                 tracing::debug!(writes = writes.len(), "transaction committed");
+                if !writes.is_empty() {
+                    self.store.note_commit(&mut self.conn.borrow_mut());
+                }
                 self.store.registry().apply_committed(writes);
                 Ok(())
             }
             Err(err) => {
                 tracing::warn!(error = %err, "commit failed");
+                self.store.registry().requirement().forget();
                 self.store.registry().apply_uncertain(writes);
                 Err(err)
             }

@@ -17,11 +17,20 @@ use pg_listener::fallible_iterator::FallibleIterator;
 
 use super::{session, Context};
 use crate::backend::Connection;
+use crate::dialect::postgres::PRIMARY_POSITION;
 use crate::dialect::{self, CHANGES};
 use crate::error::{Error, Result};
+use crate::replica::{parse_lsn, Lsn};
 use crate::url::{Backend, DatabaseUrl};
 
-pub(super) enum Channel {
+pub(super) struct Channel {
+    conn: Conn,
+    /// With replicas: notifications received but not applied yet, waiting
+    /// for a position read of the primary (see [`settle_held`](Channel::settle_held)).
+    held: Vec<String>,
+}
+
+enum Conn {
     /// Waits on its socket: a notification is applied the moment it arrives.
     Blocking(pg_listener::Client),
     /// Reads the notifications that already arrived, each tick.
@@ -31,35 +40,54 @@ pub(super) enum Channel {
 impl Channel {
     /// Connects and listens, on a blocking client when the URL allows one.
     pub(super) fn open(ctx: &Context) -> Result<Channel> {
-        match blocking_config(&ctx.url) {
-            Ok(config) => open_blocking(ctx, &config).map(Channel::Blocking),
+        let conn = match blocking_config(&ctx.url) {
+            Ok(config) => open_blocking(ctx, &config).map(Conn::Blocking)?,
             Err(why) => {
                 note_polling(&why);
-                open_polled(ctx).map(Channel::Polled)
+                open_polled(ctx).map(Conn::Polled)?
             }
-        }
+        };
+        Ok(Channel {
+            conn,
+            held: Vec::new(),
+        })
     }
 
     /// Whether [`wait`](Channel::wait) sleeps until something arrives.
     pub(super) fn blocks(&self) -> bool {
-        matches!(self, Channel::Blocking(_))
+        matches!(self.conn, Conn::Blocking(_))
     }
 
     /// Applies notifications as they arrive until `until`; a polled channel
-    /// applies those that arrived already and returns.
+    /// applies those that arrived already and returns. With replicas it
+    /// holds them back instead and returns at once: a position read of the
+    /// primary must precede their invalidations, and it is a network round
+    /// trip, which belongs in a check the guard watches, not in this wait.
     pub(super) fn wait(&mut self, ctx: &Context, until: Instant) -> Result<()> {
-        let client = match self {
-            Channel::Blocking(client) => client,
-            Channel::Polled(conn) => return drain_polled(conn, ctx),
+        let holding = ctx.registry.requirement().enabled();
+        let client = match &mut self.conn {
+            Conn::Blocking(client) => client,
+            Conn::Polled(conn) => {
+                let arrived = polled_arrived(conn)?;
+                return self.take(ctx, arrived);
+            }
         };
         loop {
             let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || (holding && !self.held.is_empty()) {
                 return Ok(());
             }
             let next = client.notifications().timeout_iter(left).next();
             match next.map_err(|e| lost(ctx, &e))? {
-                Some(notification) => apply(ctx, notification.payload()),
+                Some(notification) => {
+                    let mut batch = vec![notification.payload().to_owned()];
+                    batch.extend(arrived(client, ctx)?);
+                    if holding {
+                        self.held.extend(batch);
+                    } else {
+                        batch.iter().for_each(|payload| apply(ctx, payload));
+                    }
+                }
                 // The iterator ends quietly when the server closed the connection.
                 None if client.is_closed() => return Err(closed(ctx)),
                 None => return Ok(()),
@@ -67,26 +95,78 @@ impl Channel {
         }
     }
 
+    /// Applies `batch` at once, or with replicas holds it back.
+    fn take(&mut self, ctx: &Context, batch: Vec<String>) -> Result<()> {
+        if ctx.registry.requirement().enabled() {
+            self.held.extend(batch);
+        } else {
+            batch.iter().for_each(|payload| apply(ctx, payload));
+        }
+        Ok(())
+    }
+
+    /// With replicas, applies the held notifications: first raises the
+    /// required position to the primary's WAL position read now (their
+    /// changes had committed before they were sent), then invalidates, so
+    /// that a load starting after an invalidation finds the requirement
+    /// raised (see `replica`). Those that arrive with the position's answer
+    /// may have committed after it was read: they stay held for the next
+    /// check. One round trip per call, so a stream of changes cannot keep a
+    /// check running.
+    pub(super) fn settle_held(&mut self, ctx: &Context) -> Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let requirement = ctx.registry.requirement();
+        let ticket = requirement.ticket();
+        let (lsn, next) = self.position(ctx)?;
+        requirement.raise(lsn, ticket);
+        let batch = std::mem::replace(&mut self.held, next);
+        batch.iter().for_each(|payload| apply(ctx, payload));
+        Ok(())
+    }
+
+    /// Whether notifications wait for [`settle_held`](Channel::settle_held).
+    pub(super) fn holds(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// The primary's WAL position, and the notifications that came with it.
+    fn position(&mut self, ctx: &Context) -> Result<(Lsn, Vec<String>)> {
+        match &mut self.conn {
+            Conn::Blocking(client) => blocking_position(client, ctx),
+            Conn::Polled(conn) => polled_position(conn),
+        }
+    }
+
     /// A `SELECT 1`, then every notification that arrived before its answer:
-    /// all that was committed before it was sent.
+    /// all that was committed before it was sent. With replicas the query
+    /// reads the primary's WAL position instead, which repairs an unknown
+    /// requirement (after a flush) without raising a known one; what arrived
+    /// is held for the next check.
     pub(super) fn heartbeat(&mut self, ctx: &Context) -> Result<()> {
-        match self {
-            Channel::Blocking(client) => {
+        let requirement = ctx.registry.requirement();
+        if requirement.enabled() {
+            let ticket = requirement.ticket();
+            let (lsn, arrived) = self.position(ctx)?;
+            requirement.repair(lsn, ticket);
+            self.held.extend(arrived);
+            return Ok(());
+        }
+        let arrived = match &mut self.conn {
+            Conn::Blocking(client) => {
                 client.simple_query("SELECT 1").map_err(|e| lost(ctx, &e))?;
-                let mut notifications = client.notifications();
-                let mut arrived = notifications.iter();
-                while let Some(notification) = arrived.next().map_err(|e| lost(ctx, &e))? {
-                    apply(ctx, notification.payload());
-                }
-                Ok(())
+                arrived(client, ctx)?
             }
-            Channel::Polled(conn) => {
+            Conn::Polled(conn) => {
                 diesel::sql_query("SELECT 1")
                     .execute(conn)
                     .map_err(diesel_lost)?;
-                drain_polled(conn, ctx)
+                polled_arrived(conn)?
             }
-        }
+        };
+        arrived.iter().for_each(|payload| apply(ctx, payload));
+        Ok(())
     }
 }
 
@@ -180,12 +260,47 @@ fn diesel_lost(err: diesel::result::Error) -> Error {
     Error::from_diesel(err, Some(CHANGES), None)
 }
 
-/// Applies every notification that has arrived on a diesel connection.
-fn drain_polled(conn: &mut PgConnection, ctx: &Context) -> Result<()> {
-    for notification in conn.notifications_iter() {
-        apply(ctx, &notification.map_err(diesel_lost)?.payload);
+fn polled_arrived(conn: &mut PgConnection) -> Result<Vec<String>> {
+    conn.notifications_iter()
+        .map(|notification| notification.map(|n| n.payload).map_err(diesel_lost))
+        .collect()
+}
+
+/// The notifications that already arrived on a blocking client.
+fn arrived(client: &mut pg_listener::Client, ctx: &Context) -> Result<Vec<String>> {
+    let mut notifications = client.notifications();
+    let mut arrived = notifications.iter();
+    let mut batch = Vec::new();
+    while let Some(notification) = arrived.next().map_err(|e| lost(ctx, &e))? {
+        batch.push(notification.payload().to_owned());
     }
-    Ok(())
+    Ok(batch)
+}
+
+/// The primary's WAL position, and the notifications that came with it.
+fn blocking_position(
+    client: &mut pg_listener::Client,
+    ctx: &Context,
+) -> Result<(Lsn, Vec<String>)> {
+    let messages = client
+        .simple_query(PRIMARY_POSITION)
+        .map_err(|e| lost(ctx, &e))?;
+    let lsn = messages
+        .iter()
+        .find_map(|message| match message {
+            pg_listener::SimpleQueryMessage::Row(row) => row.get(0).and_then(parse_lsn),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            ctx.url
+                .connection_error("the primary reported no WAL position")
+        })?;
+    Ok((lsn, arrived(client, ctx)?))
+}
+
+fn polled_position(conn: &mut PgConnection) -> Result<(Lsn, Vec<String>)> {
+    let lsn = crate::replica::primary_position_pg(conn).map_err(diesel_lost)?;
+    Ok((lsn, polled_arrived(conn)?))
 }
 
 fn apply(ctx: &Context, payload: &str) {

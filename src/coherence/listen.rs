@@ -56,12 +56,16 @@ impl Listener {
         if !channel.blocks() {
             channel.wait(ctx, Instant::now())?;
         }
+        channel.settle_held(ctx)?;
         if !confirm && self.last_heartbeat.elapsed() < ctx.timing.heartbeat {
             return Ok(None);
         }
         let started = Instant::now();
         channel.heartbeat(ctx)?;
         self.last_heartbeat = started;
+        // What arrived with the heartbeat waits for a position read, which
+        // this check still owes before it can confirm everything before it.
+        channel.settle_held(ctx)?;
         Ok(Some(started))
     }
 
@@ -98,6 +102,10 @@ impl Source for Listener {
         };
         if self.failed.is_some() {
             return false;
+        }
+        if channel.holds() {
+            // Checked at once: held changes wait for the check's position read.
+            return true;
         }
         let until = (self.last_heartbeat + ctx.timing.heartbeat).min(Instant::now() + MAX_WAIT);
         if let Err(err) = channel.wait(ctx, until) {

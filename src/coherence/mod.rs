@@ -110,6 +110,8 @@ impl Context {
             ),
             None => tracing::debug!(%reason, "coherence: caches flushed"),
         }
+        // Before emptying: the missed changes have no known WAL position.
+        self.registry.requirement().forget();
         self.registry.clear_all();
     }
 

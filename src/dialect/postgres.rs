@@ -146,3 +146,14 @@ DROP FUNCTION IF EXISTS larder_capture_{table}();
         message.contains("does not exist") && message.contains("relation")
     }
 }
+
+/// The primary's WAL write position, as text (`"16/B374D848"`). Read right
+/// after a commit on the committing session, or after a change was heard, it
+/// lies at or past that commit's record (for commits made with
+/// `synchronous_commit` on, PostgreSQL's default: an asynchronous commit's
+/// record may not be written yet when its notification arrives).
+pub(crate) const PRIMARY_POSITION: &str = "SELECT pg_current_wal_lsn()::text AS lsn";
+
+/// How far a replica has replayed the primary's WAL; NULL on a server that
+/// is not in recovery (a primary, or a promoted replica).
+pub(crate) const REPLAY_POSITION: &str = "SELECT pg_last_wal_replay_lsn()::text AS lsn";

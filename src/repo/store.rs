@@ -70,7 +70,7 @@ impl<'s, E: Entity> Repo<'s, E> {
     fn load(&self, id: i64) -> Result<Option<E>> {
         let _span = tracing::trace_span!("load", table = E::TABLE, id).entered();
         self.store
-            .read(Some(E::TABLE), Some(id), |conn| E::find(conn, id))
+            .load(Some(E::TABLE), Some(id), |conn| E::find(conn, id))
     }
 
     /// The async face of [`get`](Repo::get), first half: the cached value, the
@@ -160,7 +160,7 @@ impl<'s, E: Entity> Repo<'s, E> {
             let epochs = self.cache.epochs();
             let rows = self
                 .store
-                .read(Some(E::TABLE), None, |conn| E::find_many(conn, &missing))?;
+                .load(Some(E::TABLE), None, |conn| E::find_many(conn, &missing))?;
             self.cache.count_loads(rows.len());
             for row in self.cache.intern(rows, &epochs, E::id) {
                 loaded.insert(row.id(), row);
@@ -209,7 +209,7 @@ impl<'s, E: Entity> Repo<'s, E> {
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
     {
         let epochs = self.cache.epochs();
-        let rows = self.store.run(Some(E::TABLE), None, query)?;
+        let rows = self.store.load_once(Some(E::TABLE), None, query)?;
         Ok(self.cache.intern(rows, &epochs, E::id))
     }
 
@@ -281,7 +281,9 @@ impl<'s, E: Entity> Repo<'s, E> {
         T: Clone + Send + Sync + 'static,
         F: FnOnce(&mut Connection) -> QueryResult<T>,
     {
-        let value = self.through_query_cache(key, reads, || self.run(None, query))?;
+        let value = self.through_query_cache(key, reads, || {
+            self.store.load_once(Some(E::TABLE), None, query)
+        })?;
         Ok(Arc::unwrap_or_clone(value))
     }
 
@@ -367,9 +369,12 @@ impl<'s, E: Entity> Repo<'s, E> {
             return self.in_tx(work);
         }
         let tx = Tx::autocommit(self.store)?;
-        let value = work(&TxRepo::new(&tx, self.cache)).inspect_err(|_| match id {
-            Some(id) => self.store.registry().invalidate(Key::new(E::TABLE, id)),
-            None => self.store.registry().retire_lists(E::TABLE),
+        let value = work(&TxRepo::new(&tx, self.cache)).inspect_err(|_| {
+            self.store.registry().requirement().forget();
+            match id {
+                Some(id) => self.store.registry().invalidate(Key::new(E::TABLE, id)),
+                None => self.store.registry().retire_lists(E::TABLE),
+            }
         })?;
         tx.commit()?;
         Ok(value)

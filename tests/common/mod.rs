@@ -10,6 +10,7 @@ use larder_blog::prelude::*;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
+use std::time::Duration;
 
 use larder::{Backend, Store, StoreBuilder};
 use larder_blog::{NewComment, NewPost, NewUser, Post, User};
@@ -298,4 +299,88 @@ pub fn assert_pool_idle(store: &Store) {
         pool.idle, pool.connections,
         "a connection was not returned: {pool:?}"
     );
+}
+
+/// A database on the private primary of `scripts/pg-replica.sh`, migrated
+/// with the blog's tables, with its URL on the primary and on each replica.
+pub struct Replicated {
+    pub primary: String,
+    /// The replica that applies WAL a known delay late (200 ms).
+    pub lagging: String,
+    /// The replica with no apply delay.
+    pub fast: String,
+    _db: ServerDb,
+}
+
+/// A fresh [`Replicated`] database, once both replicas have it; `None`
+/// (announced) when `LARDER_TEST_PG_PRIMARY_URL` is unset, and a failure
+/// instead when `LARDER_REQUIRE_BACKENDS` names `pg-replicas` (CI).
+pub fn replicated() -> Option<Replicated> {
+    let vars = [
+        "LARDER_TEST_PG_PRIMARY_URL",
+        "LARDER_TEST_PG_REPLICA_URL",
+        "LARDER_TEST_PG_FAST_REPLICA_URL",
+    ];
+    let urls: Vec<String> = vars
+        .iter()
+        .filter_map(|var| std::env::var(var).ok().filter(|u| !u.is_empty()))
+        .collect();
+    let required = std::env::var("LARDER_REQUIRE_BACKENDS").unwrap_or_default();
+    if urls.len() < vars.len() || !Backend::Postgres.is_built() {
+        let why = format!(
+            "{} are not all set (scripts/pg-replica.sh start prints them)",
+            vars.join(", ")
+        );
+        assert!(
+            !required.split(',').any(|b| b.trim() == "pg-replicas"),
+            "LARDER_REQUIRE_BACKENDS names pg-replicas but {why}"
+        );
+        static REPLICAS: Once = Once::new();
+        REPLICAS.call_once(|| {
+            let _ = writeln!(std::io::stderr(), "note: replica tests skipped: {why}");
+        });
+        return None;
+    }
+    let db = create_database(&urls[0], Backend::Postgres);
+    let primary = with_database(&urls[0], &db.name);
+    let lagging = with_database(&urls[1], &db.name);
+    let fast = with_database(&urls[2], &db.name);
+    let store = larder_blog::builder(&primary)
+        .coherence(false)
+        .build()
+        .expect("open the primary");
+    larder_blog::migrate(&store).expect("migrate");
+    drop(store);
+    for replica in [&lagging, &fast] {
+        wait_for_table(replica, "users");
+    }
+    Some(Replicated {
+        primary,
+        lagging,
+        fast,
+        _db: db,
+    })
+}
+
+/// Waits until a replica has replayed the creation of `table` (a liveness
+/// deadline, not a measurement).
+fn wait_for_table(url: &str, table: &str) {
+    use diesel::connection::SimpleConnection;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = larder::Connection::establish(url)
+            .ok()
+            .is_some_and(|mut conn| {
+                conn.batch_execute(&format!("SELECT 1 FROM {table} LIMIT 1"))
+                    .is_ok()
+            });
+        if ready {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica {url} never got {table}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -69,6 +69,11 @@ pub(crate) struct Args {
     /// database's only writer would (no watcher hearing its own commits back).
     #[arg(long)]
     no_coherence: bool,
+    /// A read replica of the PostgreSQL database for the cached store's
+    /// loads (repeat for more); the report then says how many loads the
+    /// replicas served and how many position checks that cost.
+    #[arg(long = "replica", value_name = "URL")]
+    replicas: Vec<String>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -210,7 +215,12 @@ fn compare(url: Option<&str>, args: &Args) -> larder::Result<()> {
         None => Budget::For(Duration::from_secs_f64(args.duration.unwrap_or(10.0))),
     };
 
-    let cached = larder_blog::builder(&url)
+    let cached = args
+        .replicas
+        .iter()
+        .fold(larder_blog::builder(&url), |builder, replica| {
+            builder.replica(replica)
+        })
         .cache_capacity(capacity)
         .pool_size(pool_size)
         .coherence(!args.no_coherence)
@@ -261,8 +271,9 @@ fn compare(url: Option<&str>, args: &Args) -> larder::Result<()> {
     memory.rss_after_warmup = rss();
     let larder = workload.run(&cached, budget, 2)?;
     memory.rss_end_of_larder_run = rss();
-    let coherence = cached.stats().coherence;
-    let coherence = if coherence.enabled {
+    let stats = cached.stats();
+    let coherence = stats.coherence;
+    let mut coherence = if coherence.enabled {
         format!(
             "coherence: on, {} changes read (this run's own updates coming back), {} flushes",
             coherence.changes, coherence.flushes
@@ -270,6 +281,22 @@ fn compare(url: Option<&str>, args: &Args) -> larder::Result<()> {
     } else {
         "coherence: off".to_owned()
     };
+    let r = stats.replicas;
+    if r.replicas > 0 {
+        let loads = r.replica_loads + r.primary_loads;
+        coherence.push_str(&format!(
+            "; replicas (warm-up and run): {} of {} loads ({:.1}%) served by {} replica(s), \
+             {} position checks ({:.3} per load), skipped {} lagging, {} down",
+            r.replica_loads,
+            loads,
+            r.replica_share() * 100.0,
+            r.replicas,
+            r.position_checks,
+            r.position_checks as f64 / loads.max(1) as f64,
+            r.skipped_lagging,
+            r.skipped_down
+        ));
+    }
 
     workload.run(&uncached, warmup, 3)?;
     let cache_off = workload.run(&uncached, budget, 4)?;

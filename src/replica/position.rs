@@ -1,0 +1,60 @@
+//! The two position queries, on a pooled (diesel) connection.
+
+use diesel::sql_types::{Nullable, Text};
+#[cfg(feature = "postgres")]
+use diesel::RunQueryDsl;
+use diesel::{QueryResult, QueryableByName};
+
+use super::requirement::{parse_lsn, Lsn};
+use crate::backend::Connection;
+use crate::dialect::postgres::{PRIMARY_POSITION, REPLAY_POSITION};
+
+#[derive(QueryableByName)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+struct Position {
+    #[diesel(sql_type = Nullable<Text>)]
+    lsn: Option<String>,
+}
+
+/// The primary's current WAL position, read on `conn`.
+pub(crate) fn primary(conn: &mut Connection) -> QueryResult<Lsn> {
+    let text = query(conn, PRIMARY_POSITION)?;
+    text.as_deref().and_then(parse_lsn).ok_or_else(unreadable)
+}
+
+/// How far the replica behind `conn` has replayed; `None` when it is not
+/// replaying (not a replica).
+pub(crate) fn replayed(conn: &mut Connection) -> QueryResult<Option<Lsn>> {
+    Ok(query(conn, REPLAY_POSITION)?.as_deref().and_then(parse_lsn))
+}
+
+/// The primary's current WAL position, read on the watcher's polled
+/// listener connection.
+#[cfg(feature = "postgres")]
+pub(crate) fn primary_pg(pg: &mut diesel::PgConnection) -> QueryResult<Lsn> {
+    let text = diesel::sql_query(PRIMARY_POSITION)
+        .get_result::<Position>(pg)?
+        .lsn;
+    text.as_deref().and_then(parse_lsn).ok_or_else(unreadable)
+}
+
+fn query(conn: &mut Connection, sql: &'static str) -> QueryResult<Option<String>> {
+    match conn {
+        #[cfg(feature = "postgres")]
+        Connection::Postgres(pg) => Ok(diesel::sql_query(sql).get_result::<Position>(pg)?.lsn),
+        #[allow(unreachable_patterns)] // in a build with PostgreSQL alone
+        _ => {
+            let _ = sql;
+            Err(not_postgres())
+        }
+    }
+}
+
+fn unreadable() -> diesel::result::Error {
+    diesel::result::Error::DeserializationError("unreadable WAL position".into())
+}
+
+#[allow(dead_code)] // in a build with PostgreSQL alone
+fn not_postgres() -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError("WAL positions exist on PostgreSQL only".into())
+}
