@@ -299,3 +299,50 @@ fn a_failed_commit_empties_what_its_deletes_cascade_into() {
     assert_eq!(tags.get(tag.id).unwrap().unwrap().label, "rust");
     common::assert_pool_idle(&db.store);
 }
+
+/// Two loads of one cached value that read the same generations but straddle
+/// a commit whose invalidation has not been applied (here: never, since the
+/// change bypasses larder and coherence is off): the later fill must not
+/// replace the value already served, or a caller that saw the newer value is
+/// then served the older one.
+#[test]
+fn a_slow_load_finishing_last_does_not_take_a_cached_value_back_in_time() {
+    each_backend(|target| {
+        let db = target.fresh_with(|builder| builder.coherence(false));
+        let ann = user(&db.store, "ann");
+        let name_of_ann = |store: &larder::Store, pause: Option<&std::sync::Barrier>| {
+            let id = ann.id;
+            store
+                .users()
+                .cached_value("ann's name", &["users"], |conn| {
+                    use larder_blog::schema::users;
+                    let name = larder::with_connection!(conn, |c| users::table
+                        .find(id)
+                        .select(users::name)
+                        .get_result::<String>(c))?;
+                    if let Some(pause) = pause {
+                        pause.wait(); // read the old name
+                        pause.wait(); // the new name is committed and served
+                    }
+                    Ok(name)
+                })
+        };
+        let pause = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            let slow = scope.spawn(|| name_of_ann(&db.store, Some(&pause)).unwrap());
+            pause.wait();
+            db.raw(&format!(
+                "UPDATE users SET name = 'ann2' WHERE id = {}",
+                ann.id
+            ));
+            assert_eq!(name_of_ann(&db.store, None).unwrap(), "ann2");
+            pause.wait();
+            slow.join().unwrap();
+        });
+        assert_eq!(
+            name_of_ann(&db.store, None).unwrap(),
+            "ann2",
+            "a value already served came back older"
+        );
+    });
+}

@@ -109,31 +109,52 @@ impl QueryCache {
     }
 
     /// Stores `value` for `key`, read at the generations `read`, unless a table
-    /// it read moved on while it ran (`current` differs from `read`).
+    /// it read moved on while it ran (`current` differs from `read`), and
+    /// returns the value to hand the loader's caller. A value already cached
+    /// at the same generations stays, and is returned instead: two loads read
+    /// at one generation may straddle a commit whose invalidation is not
+    /// applied yet, and replacing the first value with the second could take
+    /// a caller already served the newer one back to the older (the
+    /// identity map's rule: a fill never replaces a current entry).
     pub(crate) fn fill<V: Send + Sync + 'static>(
         &self,
         key: QueryKey,
         read: Generations,
         value: Arc<V>,
         current: &Generations,
-    ) {
-        let Some(inner) = &self.inner else { return };
+    ) -> Arc<V> {
+        let Some(inner) = &self.inner else {
+            return value;
+        };
         let fresh = read == *current;
-        let evicted = {
+        let (cached, evicted) = {
             let mut inner = inner.lock();
             if !fresh {
                 inner.counters.stale_fills_dropped += 1;
-                return;
+                return value;
             }
-            inner.counters.fills += 1;
-            let replaces = inner.entries.contains(&key);
-            let removed = inner.entries.push(key, CachedValue { read, value });
-            if removed.is_some() && !replaces {
-                inner.counters.evictions += 1;
+            let kept = match inner.entries.get(&key) {
+                Some(cached) if cached.read == read => Some(Arc::clone(&cached.value)),
+                _ => None,
+            };
+            match kept {
+                Some(kept) => (Some(kept), None),
+                None => {
+                    inner.counters.fills += 1;
+                    let replaces = inner.entries.contains(&key);
+                    let value = Arc::clone(&value) as Arc<dyn Any + Send + Sync>;
+                    let removed = inner.entries.push(key, CachedValue { read, value });
+                    if removed.is_some() && !replaces {
+                        inner.counters.evictions += 1;
+                    }
+                    (None, removed)
+                }
             }
-            removed
         };
         drop(evicted);
+        cached
+            .and_then(|cached| cached.downcast::<V>().ok())
+            .unwrap_or(value)
     }
 
     pub(crate) fn clear(&self) {
@@ -158,5 +179,52 @@ impl QueryCache {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> QueryKey {
+        (TypeId::of::<u64>(), "users.count".to_owned())
+    }
+
+    /// Two loads of one query that both read the same generations can end in
+    /// either order; the database may have changed between their reads (a
+    /// commit whose invalidation is not applied yet). Were the second fill to
+    /// replace the first, a caller served the newer value from the cache could
+    /// then be served the older one: reads would go back in time.
+    #[test]
+    fn a_fill_keeps_a_value_already_current_and_hands_it_to_its_caller() {
+        let cache = QueryCache::new(10);
+        let read: Generations = vec![("users", 7)];
+        let newer = cache.fill(key(), read.clone(), Arc::new(2_u64), &read);
+        assert_eq!(*newer, 2);
+        let older = cache.fill(key(), read.clone(), Arc::new(1_u64), &read);
+        assert_eq!(*older, 2, "the loader is handed the value already cached");
+        assert_eq!(cache.get::<u64>(&key(), &read).as_deref(), Some(&2));
+    }
+
+    #[test]
+    fn a_fill_replaces_a_value_of_older_generations() {
+        let cache = QueryCache::new(10);
+        let old: Generations = vec![("users", 7)];
+        let new: Generations = vec![("users", 8)];
+        cache.fill(key(), old.clone(), Arc::new(1_u64), &old);
+        let value = cache.fill(key(), new.clone(), Arc::new(2_u64), &new);
+        assert_eq!(*value, 2);
+        assert_eq!(cache.get::<u64>(&key(), &new).as_deref(), Some(&2));
+    }
+
+    #[test]
+    fn a_fill_that_read_older_generations_is_dropped_and_returned_as_loaded() {
+        let cache = QueryCache::new(10);
+        let old: Generations = vec![("users", 7)];
+        let new: Generations = vec![("users", 8)];
+        let value = cache.fill(key(), old, Arc::new(1_u64), &new);
+        assert_eq!(*value, 1);
+        assert!(cache.get::<u64>(&key(), &new).is_none());
+        assert_eq!(cache.stats().stale_fills_dropped, 1);
     }
 }

@@ -319,10 +319,10 @@ impl<'s, E: Entity> Repo<'s, E> {
             return Ok(value);
         }
         let value = Arc::new(load()?);
-        if let Some(now) = registry.generations(reads) {
-            registry.queries().fill(key, read, Arc::clone(&value), &now);
+        match registry.generations(reads) {
+            Some(now) => Ok(registry.queries().fill(key, read, value, &now)),
+            None => Ok(value),
         }
-        Ok(value)
     }
 
     /// The value [`cached_query`](Repo::cached_query) (`V` = `Vec<Arc<E>>`)
