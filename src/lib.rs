@@ -768,6 +768,7 @@ mod read;
 mod registry;
 mod replica;
 mod repo;
+mod requirement;
 mod stats;
 mod store;
 mod sync;

@@ -20,7 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::cache::{AnyValue, CacheControl, CacheStats, Generations, QueryCache};
 use crate::keys::{KeyGenerations, Touched};
 use crate::read::Read;
-use crate::replica::Requirement;
+use crate::requirement::Requirement;
 
 /// Hashes a `TypeId` by its own bits: they are already a hash, and the default
 /// SipHash of them was most of the cost of a cache hit.

@@ -8,7 +8,7 @@
 //!
 //! # The rule
 //!
-//! [`Requirement`] holds the *required position*: a primary WAL position at or
+//! [`Requirement`](crate::requirement::Requirement) holds the *required position*: a primary WAL position at or
 //! past the commit record of every change this store has invalidated.
 //!
 //! - A local commit: `pg_current_wal_lsn()` on the committing connection right
@@ -79,7 +79,6 @@
 //! has replayed the commit, or on the primary.
 
 mod position;
-mod requirement;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -93,12 +92,12 @@ use crate::error::{Error, Result};
 use crate::pool::{Pool, PoolConfig, PooledConn};
 use crate::url::DatabaseUrl;
 
+#[cfg(feature = "postgres")]
+pub(crate) use crate::requirement::parse_lsn;
+pub(crate) use crate::requirement::Lsn;
 pub(crate) use position::primary as primary_position;
 #[cfg(feature = "postgres")]
 pub(crate) use position::primary_pg as primary_position_pg;
-#[cfg(feature = "postgres")]
-pub(crate) use requirement::parse_lsn;
-pub(crate) use requirement::{Lsn, Requirement};
 
 /// How long a replica found down is left alone before a load tries it again.
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);

@@ -5,9 +5,9 @@ use diesel::sql_types::{Nullable, Text};
 use diesel::RunQueryDsl;
 use diesel::{QueryResult, QueryableByName};
 
-use super::requirement::{parse_lsn, Lsn};
 use crate::backend::Connection;
 use crate::dialect::postgres::{PRIMARY_POSITION, REPLAY_POSITION};
+use crate::requirement::{parse_lsn, Lsn};
 
 #[derive(QueryableByName)]
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
