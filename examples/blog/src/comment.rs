@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -77,6 +78,17 @@ impl Comment {
             .filter(comments::post_id.eq(post_id))
             .order(comments::id);
         larder::with_connection!(conn, |c| query.load(c))
+    }
+
+    fn counts_of_posts(conn: &mut Connection, post_ids: &[i64]) -> QueryResult<HashMap<i64, i64>> {
+        let query = comments::table
+            .filter(comments::post_id.eq_any(post_ids))
+            .group_by(comments::post_id)
+            .select((comments::post_id, diesel::dsl::count_star()));
+        let counted: Vec<(i64, i64)> = larder::with_connection!(conn, |c| query.load(c))?;
+        let mut counts: HashMap<i64, i64> = post_ids.iter().map(|id| (*id, 0)).collect();
+        counts.extend(counted);
+        Ok(counts)
     }
 
     fn count_of_post(conn: &mut Connection, post_id: i64) -> QueryResult<i64> {
@@ -173,6 +185,39 @@ pub trait CommentQueries: Repository<Comment> {
             Comment::count_of_post(conn, post_id)
         })
     }
+
+    /// How many comments each of `post_ids` has (0 for a post without any),
+    /// for a page listing several posts: one `COUNT … GROUP BY` query and one
+    /// cached value, retired when a comment on any of those posts changes.
+    ///
+    /// ```
+    /// use larder_blog::prelude::*;
+    /// use larder_blog::{NewComment, NewPost, NewUser};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+    /// let ann = store.users().create(NewUser { name: "ann".into(), email: "a@example.org".into() })?;
+    /// let post = |title: &str| store.posts().create(NewPost { author_id: ann.id, title: title.into(), body: "…".into() });
+    /// let (one, two) = (post("one")?, post("two")?);
+    /// let comment = NewComment { post_id: two.id, author_id: ann.id, body: "hi".into() };
+    /// store.comments().create(comment)?;
+    /// let counts = store.comments().counts_of_posts(&[one.id, two.id])?;
+    /// assert_eq!((counts[&one.id], counts[&two.id]), (0, 1));
+    /// let comment = NewComment { post_id: one.id, author_id: ann.id, body: "hello".into() };
+    /// store.comments().create(comment)?; // retires the cached counts
+    /// assert_eq!(store.comments().counts_of_posts(&[one.id, two.id])?[&one.id], 1);
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn counts_of_posts(&self, post_ids: &[i64]) -> Result<HashMap<i64, i64>> {
+        let ids = post_ids.to_vec();
+        let reads: Vec<Read> = post_ids.iter().map(|id| on_post(*id)).collect();
+        self.cached_value(&counts_key(post_ids), &reads, |conn| {
+            Comment::counts_of_posts(conn, &ids)
+        })
+    }
 }
 
 impl<R: Repository<Comment>> CommentQueries for R {}
@@ -185,6 +230,10 @@ fn of_post_key(post_id: i64) -> String {
 
 fn count_key(post_id: i64) -> String {
     format!("comments.count_of_post({post_id})")
+}
+
+fn counts_key(post_ids: &[i64]) -> String {
+    format!("comments.counts_of_posts({post_ids:?})")
 }
 
 fn on_post(post_id: i64) -> Read {
@@ -220,6 +269,16 @@ pub trait AsyncCommentQueries {
     ///
     /// A database error, or [`larder::Error::Interrupted`].
     fn count_of_post(&self, post_id: i64) -> impl Future<Output = Result<i64>> + Send;
+
+    /// As [`CommentQueries::counts_of_posts`].
+    ///
+    /// # Errors
+    ///
+    /// A database error, or [`larder::Error::Interrupted`].
+    fn counts_of_posts(
+        &self,
+        post_ids: &[i64],
+    ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send;
 }
 
 impl AsyncCommentQueries for AsyncRepo<Comment> {
@@ -232,6 +291,17 @@ impl AsyncCommentQueries for AsyncRepo<Comment> {
     fn count_of_post(&self, post_id: i64) -> impl Future<Output = Result<i64>> + Send {
         self.cached_value(count_key(post_id), vec![on_post(post_id)], move |conn| {
             Comment::count_of_post(conn, post_id)
+        })
+    }
+
+    fn counts_of_posts(
+        &self,
+        post_ids: &[i64],
+    ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send {
+        let ids = post_ids.to_vec();
+        let reads: Vec<Read> = post_ids.iter().map(|id| on_post(*id)).collect();
+        self.cached_value(counts_key(post_ids), reads, move |conn| {
+            Comment::counts_of_posts(conn, &ids)
         })
     }
 }

@@ -257,16 +257,17 @@ where
 async fn front_page(store: &Store) -> larder::Result<Vec<FrontItem>> {
     let posts = store.async_repo::<Post>().recent(FRONT_POSTS).await?;
     let authors = users(store, posts.iter().map(|post| post.author_id)).await?;
-    let comments = store.async_repo::<Comment>();
-    let mut items = Vec::with_capacity(posts.len());
-    for post in posts {
-        items.push(FrontItem {
+    let ids: Vec<i64> = posts.iter().map(|post| post.id).collect();
+    let counts = store.async_repo::<Comment>().counts_of_posts(&ids).await?;
+    let items = posts
+        .iter()
+        .map(|post| FrontItem {
             id: post.id,
             title: post.title.clone(),
             author: name_of(&authors, post.author_id),
-            comments: comments.count_of_post(post.id).await?,
-        });
-    }
+            comments: counts.get(&post.id).copied().unwrap_or(0),
+        })
+        .collect();
     Ok(items)
 }
 
