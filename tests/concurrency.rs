@@ -10,86 +10,11 @@ mod common;
 use larder_blog::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::interleave::Latch;
 use common::{each_backend, fresh, rename, user, user_in_db};
-use larder::{Connection, Entity};
-use larder_blog::{NewUser, User, UserChanges};
-
-/// A one-shot signal between threads.
-struct Latch {
-    open: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Latch {
-    const fn new() -> Latch {
-        Latch {
-            open: Mutex::new(false),
-            cv: Condvar::new(),
-        }
-    }
-
-    fn reset(&self) {
-        *self.open.lock().unwrap() = false;
-    }
-
-    fn open(&self) {
-        *self.open.lock().unwrap() = true;
-        self.cv.notify_all();
-    }
-
-    fn wait(&self) {
-        let guard = self.open.lock().unwrap();
-        let (_guard, timeout) = self
-            .cv
-            .wait_timeout_while(guard, Duration::from_secs(30), |open| !*open)
-            .unwrap();
-        assert!(!timeout.timed_out(), "latch never opened");
-    }
-}
-
-/// Declares an entity on the users table whose loader runs `$after_read`
-/// after reading the row, inside the database call.
-macro_rules! user_entity {
-    ($name:ident, $after_read:expr) => {
-        #[derive(Debug)]
-        struct $name(User);
-
-        impl Entity for $name {
-            const TABLE: &'static str = "users";
-            type New = NewUser;
-            type Changes = UserChanges;
-
-            fn id(&self) -> i64 {
-                self.0.id
-            }
-
-            fn find(conn: &mut Connection, id: i64) -> diesel::QueryResult<Option<$name>> {
-                let row = User::find(conn, id)?;
-                $after_read();
-                Ok(row.map($name))
-            }
-
-            fn insert(conn: &mut Connection, new: &NewUser) -> diesel::QueryResult<$name> {
-                User::insert(conn, new).map($name)
-            }
-
-            fn update(
-                conn: &mut Connection,
-                id: i64,
-                changes: &UserChanges,
-            ) -> diesel::QueryResult<Option<$name>> {
-                Ok(User::update(conn, id, changes)?.map($name))
-            }
-
-            fn delete(conn: &mut Connection, id: i64) -> diesel::QueryResult<bool> {
-                User::delete(conn, id)
-            }
-        }
-    };
-}
 
 static RACE_READ: Latch = Latch::new();
 static RACE_RELEASE: Latch = Latch::new();

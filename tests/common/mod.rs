@@ -4,6 +4,7 @@
 //! database of its own so tests run in parallel without seeing each other.
 #![allow(dead_code)]
 
+pub mod interleave;
 pub mod proxy;
 
 use larder_blog::prelude::*;
