@@ -152,7 +152,15 @@ fn a_server_restart_mid_run_gives_typed_errors_then_full_recovery() {
                 )
                 .unwrap();
             assert_eq!(db.store.users().get(id).unwrap().unwrap().name, "after");
-            assert_eq!(db.store.users().cached(id), user_in_db(&db.store, id));
+            // The entry may already be gone again: the watcher's echo of this
+            // update, or its flush after reconnecting, can land between the
+            // two calls (seen once in CI). What must hold is that a cached
+            // entry is never another version than the row.
+            let cached = db.store.users().cached(id);
+            assert!(
+                cached.is_none() || cached == user_in_db(&db.store, id),
+                "the cache disagrees with the row after recovery: {cached:?}"
+            );
         }
         eprintln!(
             "{}: {ok} calls succeeded and {failed} failed with typed errors around the restart; recovered in {:?}",
