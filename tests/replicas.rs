@@ -157,13 +157,7 @@ fn other_processes_writes_are_never_read_back_stale_through_a_lagging_replica() 
     let Some(db) = common::replicated() else {
         return;
     };
-    let ann = {
-        let setup = larder_blog::builder(&db.primary)
-            .coherence(false)
-            .build()
-            .unwrap();
-        common::user(&setup, "0").id
-    };
+    let ann = users_on_primary(&db, &["0"])[0];
     replicated_user(&db, ann);
     let store = larder_blog::builder(&db.primary)
         .replica(&db.lagging)
@@ -284,15 +278,8 @@ fn loads_go_to_a_replica_that_has_caught_up_with_few_position_checks() {
     let Some(db) = common::replicated() else {
         return;
     };
-    let ids: Vec<i64> = {
-        let setup = larder_blog::builder(&db.primary)
-            .coherence(false)
-            .build()
-            .unwrap();
-        (0..200)
-            .map(|n| common::user(&setup, &n.to_string()).id)
-            .collect()
-    };
+    let names: Vec<String> = (0..200).map(|n| n.to_string()).collect();
+    let ids = users_on_primary(&db, &names);
     // Built after the writes: its required position covers them.
     let store = larder_blog::builder(&db.primary)
         .replica(&db.lagging)
@@ -324,13 +311,7 @@ fn a_replica_nobody_listens_on_is_skipped_without_errors() {
     let Some(db) = common::replicated() else {
         return;
     };
-    let ann = {
-        let setup = larder_blog::builder(&db.primary)
-            .coherence(false)
-            .build()
-            .unwrap();
-        common::user(&setup, "7").id
-    };
+    let ann = users_on_primary(&db, &["7"])[0];
     let store = larder_blog::builder(&db.primary)
         .replica("postgres://postgres:s3cret@127.0.0.1:9/nothing")
         .build()
@@ -350,13 +331,7 @@ fn a_replica_stopped_mid_load_is_skipped_and_used_again_once_back() {
     let Some(db) = common::replicated() else {
         return;
     };
-    let ann = {
-        let setup = larder_blog::builder(&db.primary)
-            .coherence(false)
-            .build()
-            .unwrap();
-        common::user(&setup, "5").id
-    };
+    let ann = users_on_primary(&db, &["5"])[0];
     // No cache: every read is a load, so loads are in flight when it stops.
     let store = larder_blog::builder(&db.primary)
         .replica(&db.lagging)
@@ -446,4 +421,17 @@ fn bad_replica_urls_are_typed_errors_without_the_password() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("PostgreSQL"), "{err}");
+}
+
+/// Users named `names` written on the primary by a store of its own (no
+/// watcher), before the store under test exists; their ids.
+fn users_on_primary(db: &common::Replicated, names: &[impl AsRef<str>]) -> Vec<i64> {
+    let setup = larder_blog::builder(&db.primary)
+        .coherence(false)
+        .build()
+        .unwrap();
+    names
+        .iter()
+        .map(|name| common::user(&setup, name.as_ref()).id)
+        .collect()
 }
