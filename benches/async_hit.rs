@@ -12,56 +12,29 @@
 
 #[path = "shared/estimates.rs"]
 mod estimates;
+#[path = "shared/seed.rs"]
+mod seed;
 
 use estimates::median_ns;
 use larder_blog::prelude::*;
+use seed::keys;
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, Throughput};
 use larder::Store;
-use larder_blog::{NewUser, User};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use larder_blog::User;
 
 const USERS: usize = 10_000;
 const GROUP: &str = "async-hit";
 
 #[allow(clippy::expect_used)]
 fn store(url: &str) -> (Store, Vec<i64>) {
-    let store = larder_blog::builder(url)
-        .cache_capacity(2 * USERS)
-        .coherence(false)
-        .build()
-        .expect("open store");
-    larder_blog::migrate(&store).expect("migrate");
-    let mut ids = store
-        .transaction(|tx| {
-            (0..USERS)
-                .map(|n| {
-                    let new = NewUser {
-                        name: format!("user {n}"),
-                        email: format!("user{n}@bench.larder"),
-                    };
-                    tx.users().create(new).map(|user| user.id)
-                })
-                .collect::<larder::Result<Vec<i64>>>()
-        })
-        .expect("seed users");
+    let (store, ids) = seed::users(url, USERS, 7);
     for &id in &ids {
         store.users().get(id).expect("warm the cache");
     }
-    ids.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
     (store, ids)
-}
-
-/// An endless walk over `ids`.
-fn keys(ids: &[i64]) -> impl FnMut() -> i64 + '_ {
-    let mut at = 0;
-    move || {
-        at = (at + 1) % ids.len();
-        ids[at]
-    }
 }
 
 #[allow(clippy::expect_used)]

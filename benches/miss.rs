@@ -15,9 +15,12 @@
 
 #[path = "shared/estimates.rs"]
 mod estimates;
+#[path = "shared/seed.rs"]
+mod seed;
 
 use estimates::median_ns;
 use larder_blog::prelude::*;
+use seed::keys;
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
@@ -25,9 +28,7 @@ use criterion::{Criterion, Throughput};
 use diesel::prelude::*;
 use larder::{Backend, Connection, Store};
 use larder_blog::schema::users;
-use larder_blog::{NewUser, User};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use larder_blog::User;
 
 const USERS: usize = 10_000;
 
@@ -44,26 +45,7 @@ struct Fixture {
 
 #[allow(clippy::expect_used)]
 fn fixture(name: &'static str, url: &str) -> Fixture {
-    let cached = larder_blog::builder(url)
-        .cache_capacity(2 * USERS)
-        .coherence(false)
-        .build()
-        .expect("open store");
-    larder_blog::migrate(&cached).expect("migrate");
-    let mut ids = cached
-        .transaction(|tx| {
-            (0..USERS)
-                .map(|n| {
-                    let new = NewUser {
-                        name: format!("user {n}"),
-                        email: format!("user{n}@bench.larder"),
-                    };
-                    Ok(tx.users().create(new)?.id)
-                })
-                .collect::<larder::Result<Vec<i64>>>()
-        })
-        .expect("seed users");
-    ids.shuffle(&mut rand::rngs::SmallRng::seed_from_u64(5));
+    let (cached, ids) = seed::users(url, USERS, 5);
     let uncached = larder_blog::builder(url)
         .cache_capacity(0)
         .coherence(false)
@@ -75,15 +57,6 @@ fn fixture(name: &'static str, url: &str) -> Fixture {
         uncached,
         held: Connection::establish(url).expect("connect"),
         ids,
-    }
-}
-
-/// Walks the ids from the start, wrapping around.
-fn keys(ids: &[i64]) -> impl FnMut() -> i64 + '_ {
-    let mut next = 0;
-    move || {
-        next = (next + 1) % ids.len();
-        ids[next]
     }
 }
 
