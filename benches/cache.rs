@@ -220,6 +220,12 @@ fn fixture() -> &'static Fixture {
         assert_eq!(moka.entry_count(), USERS as u64, "moka caches every user");
         assert_eq!(floor.lock().len(), USERS, "the floor caches every user");
 
+        // Walk the keys in an order unrelated to the one they were cached in:
+        // walked in fill order, the floor's LRU nodes and `Arc`s come from the
+        // allocator in the order they are read, and the prefetcher hides its
+        // memory stalls while larder's (moved between regions since) pay them.
+        ids.shuffle(&mut rand::rngs::SmallRng::seed_from_u64(6));
+
         let uncached = Store::builder(&url)
             .cache_capacity(0)
             .build()
