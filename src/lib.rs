@@ -245,7 +245,9 @@
 //!   half-updated object. List queries return the identity map's own `Arc`s.
 //! - **No stale fill.** A miss records its shard's epoch before it queries, and
 //!   its result is dropped if an invalidation moved the epoch meanwhile: a
-//!   reader that raced a writer never puts the old row back. Every write reads
+//!   reader that raced a writer never puts the old row back. Nor does a load
+//!   that began before a newer copy of its row was cached and then evicted:
+//!   a caller once served a row is never served an older one. Every write reads
 //!   the epoch before its statement runs, autocommitted ones included (an
 //!   insert, whose key is not known yet, reads every shard's).
 //! - **Single flight.** Concurrent misses of one key wait for one load, on that
@@ -642,7 +644,10 @@
 //!   hands out that one (`tests/identity_map.rs`, `tests/write_races.rs`, the
 //!   shuttle model in `src/cache/model.rs`).
 //! - **No stale fill**: each shard has an epoch; a miss records it before
-//!   loading and its fill is dropped if an invalidation moved it meanwhile;
+//!   loading and its fill is dropped if an invalidation moved it meanwhile,
+//!   or if its key was evicted since (each shard remembers its last evicted
+//!   keys: a newer copy may have been cached and evicted, and reads must
+//!   never go back; `src/cache/evicted.rs`);
 //!   invalidation removes the entry, detaches any in-flight load of the key and
 //!   bumps the epoch under one lock
 //!   (`a_reader_racing_a_writer_never_leaves_a_stale_value` in

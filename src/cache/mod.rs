@@ -8,6 +8,7 @@
 //! - at most one shard lock is held at a time;
 //! - concurrent misses of one key wait on that key's [`Flight`], not on the shard.
 
+mod evicted;
 mod flight;
 #[cfg(test)]
 mod footprint;
@@ -506,6 +507,27 @@ mod tests {
         assert_eq!(map.stats().stale_fills_dropped, 1);
         let fresh = map.get_or_load(1, load("fresh")).unwrap().unwrap();
         assert_eq!(*fresh, "fresh");
+    }
+
+    #[test]
+    fn a_load_older_than_an_evicted_fill_does_not_take_its_key_back_in_time() {
+        // Capacity 1: one shard, and the second key's fill evicts the first.
+        let map = map(1);
+        // A list query begins and reads row 1 as it was ("v1")...
+        let epochs = map.epochs();
+        // ...another process commits "v2" (its invalidation is still on its
+        // way), and a get loads and caches it...
+        let newer = map.get_or_load(1, load("v2")).unwrap().unwrap();
+        assert_eq!(*newer, "v2");
+        // ...until a fill of another key evicts it.
+        map.get_or_load(2, load("other")).unwrap();
+        assert!(map.peek(1).is_none(), "the fill of key 2 evicted key 1");
+        // The list query's older row lands now: caching it would serve "v1"
+        // to a caller that was already served "v2".
+        let listed = map.intern(vec!["v1".to_owned()], &epochs, |_| 1);
+        assert_eq!(*listed[0], "v1", "the query's caller gets what it read");
+        let again = map.get_or_load(1, load("v2")).unwrap().unwrap();
+        assert_eq!(*again, "v2", "a get went back in time");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! version counter per key; a write bumps it, a load reads it.
 //!
 //! Checked after every interleaving: no cached entry is older than the
-//! database (no stale fill), and, when nothing wrote, every caller got the
+//! database (no stale fill), no reader is served a row older than one it
+//! was already served (reads never go back), and, when nothing wrote, every caller got the
 //! one cached object (identity); fills racing for the capacity the shards
 //! share never overfill the map. A deadlock fails the run by itself.
 //!
@@ -209,6 +210,42 @@ fn identity_without_writes() {
     }
 }
 
+/// Another process commits a newer row 1 whose invalidation has not
+/// arrived, while a list query that read the older row is still running and
+/// a reader caches the newer row, evicts it with key 2, and reads row 1
+/// again: the reader never gets an older row 1 than it already got.
+fn reads_never_go_back() {
+    let (map, db) = setup();
+    let lister = {
+        let (map, db) = (map.clone(), db.clone());
+        thread::spawn(move || {
+            list(&map, &db);
+        })
+    };
+    let writer = {
+        let db = db.clone();
+        thread::spawn(move || {
+            db.write(1);
+        })
+    };
+    let reader = thread::spawn(move || {
+        let mut newest = 0;
+        for key in [1, 2, 1, 2, 1] {
+            if let Some(row) = get(&map, &db, key).filter(|row| row.0 == 1) {
+                assert!(
+                    row.1 >= newest,
+                    "row 1 went back from {newest} to {}",
+                    row.1
+                );
+                newest = row.1;
+            }
+        }
+    });
+    for thread in [lister, writer, reader] {
+        thread.join().expect("no model thread panics");
+    }
+}
+
 /// Misses of three keys over two shards race for the two units of the
 /// capacity the shards share: the map never holds more than its capacity,
 /// and the shared count matches what the shards hold.
@@ -250,4 +287,9 @@ fn one_object_per_unchanged_row() {
 #[test]
 fn the_shared_capacity_holds_under_racing_fills() {
     explore(fills_share_the_capacity);
+}
+
+#[test]
+fn a_reader_never_goes_back_to_an_older_row() {
+    explore(reads_never_go_back);
 }

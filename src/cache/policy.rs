@@ -169,9 +169,14 @@ impl<T> Entries<T> {
     }
 
     /// Adds `id`, which is not cached, and returns the entry this pushed out
-    /// of the map, if any: a main victim that lost its duel, or the candidate
-    /// that lost it (possibly `value` itself).
-    pub(crate) fn insert(&mut self, id: i64, value: Arc<T>, budget: &Budget) -> Option<Arc<T>> {
+    /// of the map, if any, with its key: a main victim that lost its duel, or
+    /// the candidate that lost it (possibly `id` itself).
+    pub(crate) fn insert(
+        &mut self,
+        id: i64,
+        value: Arc<T>,
+        budget: &Budget,
+    ) -> Option<(i64, Arc<T>)> {
         self.window.push(id, value);
         let paid = if self.reserved > 0 {
             self.reserved -= 1;
@@ -198,12 +203,12 @@ impl<T> Entries<T> {
             None => true,
         };
         if victim_wins {
-            return Some(value);
+            return Some((candidate, value));
         }
-        let evicted = match self.probation.pop_lru() {
-            Some((_, victim)) => Some(victim),
-            None => self.protected.pop_lru().map(|(_, victim)| victim),
-        };
+        let evicted = self
+            .probation
+            .pop_lru()
+            .or_else(|| self.protected.pop_lru());
         self.probation.push(candidate, value);
         evicted
     }
@@ -277,10 +282,10 @@ mod tests {
         let evicted = entries.insert(9, value(9), &budget);
         // The map is full: the window's oldest, 3 (seen once), duels main's
         // least recent, 1 (seen once), and loses; 9 waits in the window.
-        assert_eq!(evicted.as_deref(), Some(&3));
+        assert_eq!(evicted.map(|(id, _)| id), Some(3));
         // A new key pushes 9 out of the window: seen five times, it beats 1.
         let evicted = entries.insert(10, value(10), &budget);
-        assert_eq!(evicted.as_deref(), Some(&1));
+        assert_eq!(evicted.map(|(id, _)| id), Some(1));
         assert!(entries.peek(9).is_some() && entries.peek(10).is_some());
         assert_eq!(entries.len(), 3);
         assert_eq!(budget.used(), 3);
@@ -322,7 +327,10 @@ mod tests {
         entries.insert(9, value(9), &budget);
         // 9 pushes 3 out of the window; 3 loses to 2, 2 stays. Then 10
         // pushes 9 out: 9 beats probation's 2, not protected 1.
-        assert_eq!(entries.insert(10, value(10), &budget).as_deref(), Some(&2));
+        assert_eq!(
+            entries.insert(10, value(10), &budget).map(|(id, _)| id),
+            Some(2)
+        );
         assert!(entries.peek(1).is_some());
     }
 }

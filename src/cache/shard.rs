@@ -8,14 +8,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::evicted::RecentEvictions;
 use super::flight::Flight;
 use super::policy::{Budget, Cleared, Entries};
 use super::stats::CacheStats;
 
 pub(crate) struct Shard<T> {
     entries: Entries<T>,
-    /// Bumped by every invalidation; a load that saw another epoch is not filled.
+    /// Moved by every invalidation and every eviction; a load records it when
+    /// it begins, and its fill is judged against what moved it since.
     epoch: u64,
+    /// The epoch right after the last invalidation or flush: a load that
+    /// began before it fills nothing.
+    invalidated_at: u64,
+    /// Keys the policy pushed out lately: a load of one of them that began
+    /// before it left may be older than the row that was cached.
+    evicted: RecentEvictions,
     flights: HashMap<i64, Arc<Flight<T>>>,
     pub(crate) counters: CacheStats,
 }
@@ -64,6 +72,8 @@ impl<T> Shard<T> {
         Shard {
             entries: Entries::new(capacity, shards),
             epoch: 0,
+            invalidated_at: 0,
+            evicted: RecentEvictions::new(),
             flights: HashMap::new(),
             counters: CacheStats::default(),
         }
@@ -124,9 +134,16 @@ impl<T> Shard<T> {
         value.map(|value| self.fill_if_epoch(id, value, flight.epoch, budget))
     }
 
-    /// Caches `value` only if no invalidation happened since `epoch` was read,
-    /// and never in place of an entry already cached: with the epoch unmoved,
-    /// that entry is as current as `value` and callers may hold it (identity).
+    /// Whether a load of `id` that began at `epoch` may still fill: nothing
+    /// was invalidated since, and no newer copy of `id` was cached and then
+    /// evicted since (a load that began later may have seen a newer row).
+    fn fillable(&self, id: i64, epoch: u64) -> bool {
+        self.invalidated_at <= epoch && !self.evicted.since(id, epoch)
+    }
+
+    /// Caches `value` only if it is [fillable](Self::fillable), and never in
+    /// place of an entry already cached: that entry is as current as `value`
+    /// and callers may hold it (identity).
     /// The policy may turn the value away at once (it lost its admission
     /// duel): it still counts as filled, and as evicted.
     pub(crate) fn fill_if_epoch(
@@ -136,7 +153,7 @@ impl<T> Shard<T> {
         epoch: u64,
         budget: &Budget,
     ) -> Fill<T> {
-        if self.epoch != epoch {
+        if !self.fillable(id, epoch) {
             self.counters.stale_fills_dropped += 1;
             return Fill::Stale;
         }
@@ -145,10 +162,12 @@ impl<T> Shard<T> {
         }
         self.counters.fills += 1;
         let evicted = self.entries.insert(id, Arc::clone(value), budget);
-        if evicted.is_some() {
+        Fill::Filled(evicted.map(|(key, value)| {
             self.counters.evictions += 1;
-        }
-        Fill::Filled(evicted)
+            self.epoch += 1;
+            self.evicted.record(key, self.epoch);
+            value
+        }))
     }
 
     /// Removes `id`, detaches its in-progress load and moves the epoch, all under
@@ -156,6 +175,7 @@ impl<T> Shard<T> {
     pub(crate) fn invalidate(&mut self, id: i64) -> Removed<T> {
         self.flights.remove(&id);
         self.epoch += 1;
+        self.invalidated_at = self.epoch;
         self.counters.invalidations += 1;
         self.entries.remove(id).into_iter().collect()
     }
@@ -170,7 +190,9 @@ impl<T> Shard<T> {
         epoch_at_write: u64,
         budget: &Budget,
     ) -> Removed<T> {
-        let untouched_since_write = self.epoch == epoch_at_write;
+        // Evictions since do not matter: the write's row is newer than any
+        // a load could have read before its commit.
+        let untouched_since_write = self.invalidated_at <= epoch_at_write;
         let mut removed = self.invalidate(id);
         if let (true, Some(value)) = (untouched_since_write, value) {
             let epoch = self.epoch;
@@ -191,7 +213,7 @@ impl<T> Shard<T> {
         epoch: u64,
         budget: &Budget,
     ) -> (Arc<T>, Removed<T>) {
-        if self.epoch != epoch {
+        if !self.fillable(id, epoch) {
             return (value, Vec::new());
         }
         match self.fill_if_epoch(id, &value, epoch, budget) {
@@ -208,6 +230,7 @@ impl<T> Shard<T> {
         self.counters.invalidations += self.entries.len() as u64;
         self.flights.clear();
         self.epoch += 1;
+        self.invalidated_at = self.epoch;
         self.entries.clear(empty, budget)
     }
 
