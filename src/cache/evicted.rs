@@ -1,6 +1,7 @@
-//! The keys a shard's admission policy pushed out lately, each with the
-//! shard epoch right after it left, so that a load of such a key that began
-//! before it left cannot fill.
+//! The keys a cache pushed out lately (an identity map's shard, whose
+//! admission policy evicts; the query cache, an LRU), each with the cache's
+//! epoch or eviction count right after it left, so that a load of such a key
+//! that began before it left cannot fill.
 //!
 //! Why: two loads of one key need not share a flight (a list query interns
 //! its rows without one), so an older load may still be reading while a
@@ -11,25 +12,26 @@
 //! only this record stops the older row from taking its place and sending a
 //! caller already served the newer row back in time.
 
-/// How many evictions a shard remembers. Loads take a database round trip;
-/// a shard sees only a few evictions in that time, so a load is refused for
-/// lack of memory (see [`RecentEvictions::forgotten`]) only under heavy churn.
-const REMEMBERED: usize = 16;
+/// How many evictions an identity map's shard remembers. Loads take a
+/// database round trip; a shard sees only a few evictions in that time, so a
+/// load is refused for lack of memory (see [`RecentEvictions::forgotten`])
+/// only under heavy churn. The query cache, one map for every query, keeps more.
+pub(crate) const SHARD_REMEMBERS: usize = 16;
 
-/// A fixed ring of the shard's latest evictions: recording one allocates
-/// nothing (it runs under the shard lock).
-pub(crate) struct RecentEvictions {
-    slots: [(i64, u64); REMEMBERED],
+/// A fixed ring of the latest `N` evictions: recording one allocates
+/// nothing (it runs under the cache's lock).
+pub(crate) struct RecentEvictions<const N: usize = SHARD_REMEMBERS> {
+    slots: [(i64, u64); N],
     next: usize,
     /// The latest epoch of an eviction the ring no longer holds: a load that
     /// began before it may have been overtaken by that key, and fills nothing.
     forgotten: u64,
 }
 
-impl RecentEvictions {
-    pub(crate) fn new() -> RecentEvictions {
+impl<const N: usize> RecentEvictions<N> {
+    pub(crate) fn new() -> RecentEvictions<N> {
         RecentEvictions {
-            slots: [(0, 0); REMEMBERED],
+            slots: [(0, 0); N],
             next: 0,
             forgotten: 0,
         }
@@ -40,7 +42,7 @@ impl RecentEvictions {
         let slot = &mut self.slots[self.next];
         self.forgotten = self.forgotten.max(slot.1);
         *slot = (id, epoch);
-        self.next = (self.next + 1) % REMEMBERED;
+        self.next = (self.next + 1) % N;
     }
 
     /// Whether `id` may have left the shard after a load that began at epoch `began`.
@@ -59,7 +61,7 @@ mod tests {
 
     #[test]
     fn an_eviction_refuses_only_older_loads_of_its_key() {
-        let mut recent = RecentEvictions::new();
+        let mut recent: RecentEvictions = RecentEvictions::new();
         recent.record(7, 5);
         assert!(recent.since(7, 4), "a load that began before the eviction");
         assert!(!recent.since(7, 5), "a load that began after it");
@@ -68,8 +70,8 @@ mod tests {
 
     #[test]
     fn a_forgotten_eviction_refuses_every_older_load() {
-        let mut recent = RecentEvictions::new();
-        for n in 0..=REMEMBERED as u64 {
+        let mut recent: RecentEvictions = RecentEvictions::new();
+        for n in 0..=SHARD_REMEMBERS as u64 {
             recent.record(100 + n as i64, n + 1);
         }
         // Key 100 (left at epoch 1) fell out of the ring: no load that began

@@ -5,12 +5,15 @@
 //! `Arc`s.
 
 use std::any::{Any, TypeId};
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::sync::Mutex;
 use lru::LruCache;
 
+use super::evicted::RecentEvictions;
 use super::CacheStats;
 
 /// A cached result's key: the type of the value and the caller's key string.
@@ -29,7 +32,14 @@ struct CachedValue {
 struct Inner {
     entries: LruCache<QueryKey, CachedValue>,
     counters: CacheStats,
+    /// Keys (hashed) evicted lately, with the eviction count right after:
+    /// a load of one that began before it may be older than the evicted value.
+    evicted: RecentEvictions<QUERIES_REMEMBERED>,
 }
+
+/// Evictions the query cache remembers: one map for every query, so more
+/// evictions happen while one load runs than in an identity map's shard.
+const QUERIES_REMEMBERED: usize = 64;
 
 /// Cached results of queries (lists of rows, counts, any value), each valid
 /// while the tables it read keep the generations they had when it was read.
@@ -37,6 +47,11 @@ struct Inner {
 /// no other lock is ever taken under it; replaced values are dropped after it.
 pub(crate) struct QueryCache {
     inner: Option<Mutex<Inner>>,
+    /// Evictions so far, moved under the lock; a load reads it before it
+    /// runs ([`began`](Self::began)) and hands it to its fill.
+    evictions: AtomicU64,
+    /// Hashes keys for [`Inner::evicted`]; a collision only refuses a fill.
+    hasher: RandomState,
 }
 
 impl QueryCache {
@@ -50,9 +65,21 @@ impl QueryCache {
                         capacity: capacity.get() as u64,
                         ..CacheStats::default()
                     },
+                    evicted: RecentEvictions::new(),
                 })
             }),
+            evictions: AtomicU64::new(0),
+            hasher: RandomState::new(),
         }
+    }
+
+    /// Read by a load before it runs, and passed to its [`fill`](Self::fill).
+    pub(crate) fn began(&self) -> u64 {
+        self.evictions.load(Ordering::Acquire)
+    }
+
+    fn hash(&self, key: &QueryKey) -> i64 {
+        self.hasher.hash_one(key) as i64
     }
 
     /// The cached value of `key` if the tables it read are still at the
@@ -108,28 +135,33 @@ impl QueryCache {
         found.and_then(|value| value.downcast::<V>().ok())
     }
 
-    /// Stores `value` for `key`, read at the generations `read`, unless a table
-    /// it read moved on while it ran (`current` differs from `read`), and
-    /// returns the value to hand the loader's caller. A value already cached
-    /// at the same generations stays, and is returned instead: two loads read
-    /// at one generation may straddle a commit whose invalidation is not
-    /// applied yet, and replacing the first value with the second could take
-    /// a caller already served the newer one back to the older (the
-    /// identity map's rule: a fill never replaces a current entry).
+    /// Stores `value` for `key`, read at the generations `read` by a load
+    /// that [`began`](Self::began) at `began`, unless a table it read moved on
+    /// while it ran (`current` differs from `read`), and returns the value to
+    /// hand the loader's caller. A value already cached at the same
+    /// generations stays, and is returned instead: two loads read at one
+    /// generation may straddle a commit whose invalidation is not applied
+    /// yet, and replacing the first value with the second could take a caller
+    /// already served the newer one back to the older (the identity map's
+    /// rule: a fill never replaces a current entry). For the same reason a
+    /// load older than an eviction of its key fills nothing: the evicted
+    /// value may have been the newer one.
     pub(crate) fn fill<V: Send + Sync + 'static>(
         &self,
         key: QueryKey,
         read: Generations,
         value: Arc<V>,
         current: &Generations,
+        began: u64,
     ) -> Arc<V> {
         let Some(inner) = &self.inner else {
             return value;
         };
         let fresh = read == *current;
+        let hash = self.hash(&key);
         let (cached, evicted) = {
             let mut inner = inner.lock();
-            if !fresh {
+            if !fresh || inner.evicted.since(hash, began) {
                 inner.counters.stale_fills_dropped += 1;
                 return value;
             }
@@ -144,8 +176,11 @@ impl QueryCache {
                     let replaces = inner.entries.contains(&key);
                     let value = Arc::clone(&value) as Arc<dyn Any + Send + Sync>;
                     let removed = inner.entries.push(key, CachedValue { read, value });
-                    if removed.is_some() && !replaces {
+                    if let (Some((evicted_key, _)), false) = (&removed, replaces) {
                         inner.counters.evictions += 1;
+                        let at = self.evictions.fetch_add(1, Ordering::AcqRel) + 1;
+                        let evicted_hash = self.hash(evicted_key);
+                        inner.evicted.record(evicted_hash, at);
                     }
                     (None, removed)
                 }
@@ -199,11 +234,31 @@ mod tests {
     fn a_fill_keeps_a_value_already_current_and_hands_it_to_its_caller() {
         let cache = QueryCache::new(10);
         let read: Generations = vec![("users", 7)];
-        let newer = cache.fill(key(), read.clone(), Arc::new(2_u64), &read);
+        let newer = cache.fill(key(), read.clone(), Arc::new(2_u64), &read, cache.began());
         assert_eq!(*newer, 2);
-        let older = cache.fill(key(), read.clone(), Arc::new(1_u64), &read);
+        let older = cache.fill(key(), read.clone(), Arc::new(1_u64), &read, cache.began());
         assert_eq!(*older, 2, "the loader is handed the value already cached");
         assert_eq!(cache.get::<u64>(&key(), &read).as_deref(), Some(&2));
+    }
+
+    /// The same, once the newer value has been evicted: the older load's
+    /// fill finds nothing cached, yet must not cache what it read.
+    #[test]
+    fn a_fill_older_than_an_evicted_value_is_not_cached() {
+        let cache = QueryCache::new(1);
+        let read: Generations = vec![("users", 7)];
+        let older_began = cache.began();
+        cache.fill(key(), read.clone(), Arc::new(2_u64), &read, cache.began());
+        let other = (TypeId::of::<u64>(), "posts.count".to_owned());
+        cache.fill(other, read.clone(), Arc::new(0_u64), &read, cache.began());
+        assert!(cache.get::<u64>(&key(), &read).is_none(), "evicted");
+        let older = cache.fill(key(), read.clone(), Arc::new(1_u64), &read, older_began);
+        assert_eq!(*older, 1, "the loader's caller gets what it read");
+        assert_ne!(
+            cache.get::<u64>(&key(), &read).as_deref(),
+            Some(&1),
+            "a cached value went back in time"
+        );
     }
 
     #[test]
@@ -211,8 +266,8 @@ mod tests {
         let cache = QueryCache::new(10);
         let old: Generations = vec![("users", 7)];
         let new: Generations = vec![("users", 8)];
-        cache.fill(key(), old.clone(), Arc::new(1_u64), &old);
-        let value = cache.fill(key(), new.clone(), Arc::new(2_u64), &new);
+        cache.fill(key(), old.clone(), Arc::new(1_u64), &old, cache.began());
+        let value = cache.fill(key(), new.clone(), Arc::new(2_u64), &new, cache.began());
         assert_eq!(*value, 2);
         assert_eq!(cache.get::<u64>(&key(), &new).as_deref(), Some(&2));
     }
@@ -222,7 +277,7 @@ mod tests {
         let cache = QueryCache::new(10);
         let old: Generations = vec![("users", 7)];
         let new: Generations = vec![("users", 8)];
-        let value = cache.fill(key(), old, Arc::new(1_u64), &new);
+        let value = cache.fill(key(), old, Arc::new(1_u64), &new, cache.began());
         assert_eq!(*value, 1);
         assert!(cache.get::<u64>(&key(), &new).is_none());
         assert_eq!(cache.stats().stale_fills_dropped, 1);

@@ -315,12 +315,14 @@ impl<'s, E: Entity> Repo<'s, E> {
             return load().map(Arc::new);
         };
         let key = query_key::<E, V>(key);
+        // Before the lookup, so any eviction the lookup missed counts as later.
+        let began = registry.queries().began();
         if let Some(value) = registry.queries().get::<V>(&key, &read) {
             return Ok(value);
         }
         let value = Arc::new(load()?);
         match registry.generations(reads) {
-            Some(now) => Ok(registry.queries().fill(key, read, value, &now)),
+            Some(now) => Ok(registry.queries().fill(key, read, value, &now, began)),
             None => Ok(value),
         }
     }
