@@ -15,7 +15,11 @@
 /// How many evictions an identity map's shard remembers. Loads take a
 /// database round trip; a shard sees only a few evictions in that time, so a
 /// load is refused for lack of memory (see [`RecentEvictions::forgotten`])
-/// only under heavy churn. The query cache, one map for every query, keeps more.
+/// only under heavy churn. One such case is a list query whose rows evict
+/// more than this many keys of one shard of a full map: the rest of its rows
+/// in that shard are returned but not cached, as the admission policy would
+/// mostly have done with a scan's rows anyway. The query cache, one map for
+/// every query, keeps more.
 pub(crate) const SHARD_REMEMBERS: usize = 16;
 
 /// A fixed ring of the latest `N` evictions: recording one allocates
