@@ -388,7 +388,19 @@ impl<'s, E: Entity> Repo<'s, E> {
 
 /// `ids` without repeats, in their first order.
 pub(crate) fn unique(ids: &[i64]) -> Vec<i64> {
-    let mut seen = std::collections::HashSet::new();
+    // A page's few ids are checked against each other faster than a
+    // SipHash set is built (it was a tenth of a cached page's reads).
+    const SCAN: usize = 32;
+    if ids.len() <= SCAN {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if !out.contains(id) {
+                out.push(*id);
+            }
+        }
+        return out;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
     ids.iter().copied().filter(|id| seen.insert(*id)).collect()
 }
 
@@ -462,5 +474,17 @@ impl<E: Entity> Repository<E> for Repo<'_, E> {
         F: FnOnce(&mut Connection) -> QueryResult<T>,
     {
         Repo::run(self, id, work)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unique;
+
+    #[test]
+    fn unique_keeps_the_first_order_on_both_sides_of_its_scan_limit() {
+        assert_eq!(unique(&[3, 1, 3, 2, 1]), [3, 1, 2]);
+        let long: Vec<i64> = (0..100).rev().chain(0..100).collect();
+        assert_eq!(unique(&long), (0..100).rev().collect::<Vec<_>>());
     }
 }
