@@ -379,13 +379,24 @@ impl Registry {
     /// (its changes are not tracked).
     pub(crate) fn generations(&self, reads: &[Read]) -> Option<Generations> {
         let indexes = self.tables.read();
-        let mut out = Vec::with_capacity(reads.len() + 1);
+        let mut out = Vec::with_capacity(reads.len() * 2);
+        // A value read per key (a page's counts) names one table many times
+        // over: it is looked up once per run of reads of the same table.
+        let mut last: Option<(&str, &AtomicU64, Option<&KeyGenerations>)> = None;
         for read in reads {
             let table = read.table_name();
-            let generation = indexes.generations.get(table)?;
-            let keyed = read.filter().and_then(|(column, value)| {
-                Some((column, indexes.keys.get(table)?.read(column, value)?))
-            });
+            let (generation, keys) = match last {
+                Some((name, generation, keys)) if name == table => (generation, keys),
+                _ => {
+                    let generation: &AtomicU64 = indexes.generations.get(table)?;
+                    let keys = indexes.keys.get(table).map(|keys| &**keys);
+                    last = Some((table, generation, keys));
+                    (generation, keys)
+                }
+            };
+            let keyed = read
+                .filter()
+                .and_then(|(column, value)| Some((column, keys?.read(column, value)?)));
             match keyed {
                 Some((column, [fallback, bucket])) => {
                     out.push((table, fallback));
