@@ -248,8 +248,24 @@ impl<'s, E: Entity> Repo<'s, E> {
         R: Into<Read> + Copy,
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
     {
-        let rows = self.through_query_cache(key, reads, || self.query(query))?;
-        Ok(Arc::unwrap_or_clone(rows))
+        Ok(Arc::unwrap_or_clone(
+            self.cached_query_shared(key, reads, query)?,
+        ))
+    }
+
+    /// [`cached_query`](Repo::cached_query)'s list as cached, shared rather
+    /// than copied: for the async layer's callers that only read it.
+    pub(crate) fn cached_query_shared<R, F>(
+        &self,
+        key: &str,
+        reads: &[R],
+        query: F,
+    ) -> Result<Arc<Vec<Arc<E>>>>
+    where
+        R: Into<Read> + Copy,
+        F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
+    {
+        self.through_query_cache(key, reads, || self.query(query))
     }
 
     /// Any value a query computes (a count, an existence check, a sum), cached
@@ -281,10 +297,27 @@ impl<'s, E: Entity> Repo<'s, E> {
         T: Clone + Send + Sync + 'static,
         F: FnOnce(&mut Connection) -> QueryResult<T>,
     {
-        let value = self.through_query_cache(key, reads, || {
+        Ok(Arc::unwrap_or_clone(
+            self.cached_value_shared(key, reads, query)?,
+        ))
+    }
+
+    /// [`cached_value`](Repo::cached_value)'s value as cached, shared rather
+    /// than copied.
+    pub(crate) fn cached_value_shared<R, T, F>(
+        &self,
+        key: &str,
+        reads: &[R],
+        query: F,
+    ) -> Result<Arc<T>>
+    where
+        R: Into<Read> + Copy,
+        T: Send + Sync + 'static,
+        F: FnOnce(&mut Connection) -> QueryResult<T>,
+    {
+        self.through_query_cache(key, reads, || {
             self.store.load_once(Some(E::TABLE), None, query)
-        })?;
-        Ok(Arc::unwrap_or_clone(value))
+        })
     }
 
     /// Runs `work` on a pooled connection, its errors mapped for this entity's

@@ -269,12 +269,13 @@ fn on_post(post_id: i64) -> Read {
 /// # }).unwrap();
 /// ```
 pub trait AsyncCommentQueries {
-    /// As [`CommentQueries::of_post`].
+    /// As [`CommentQueries::of_post`], the cached list shared rather than
+    /// copied.
     ///
     /// # Errors
     ///
     /// A database error, or [`larder::Error::Interrupted`].
-    fn of_post(&self, post_id: i64) -> impl Future<Output = Result<Vec<Arc<Comment>>>> + Send;
+    fn of_post(&self, post_id: i64) -> impl Future<Output = Result<Arc<Vec<Arc<Comment>>>>> + Send;
 
     /// As [`CommentQueries::count_of_post`].
     ///
@@ -283,7 +284,8 @@ pub trait AsyncCommentQueries {
     /// A database error, or [`larder::Error::Interrupted`].
     fn count_of_post(&self, post_id: i64) -> impl Future<Output = Result<i64>> + Send;
 
-    /// As [`CommentQueries::counts_of_posts`].
+    /// As [`CommentQueries::counts_of_posts`], the cached map shared rather
+    /// than copied.
     ///
     /// # Errors
     ///
@@ -291,12 +293,12 @@ pub trait AsyncCommentQueries {
     fn counts_of_posts(
         &self,
         post_ids: &[i64],
-    ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send;
+    ) -> impl Future<Output = Result<Arc<HashMap<i64, i64>>>> + Send;
 }
 
 impl AsyncCommentQueries for AsyncRepo<Comment> {
-    fn of_post(&self, post_id: i64) -> impl Future<Output = Result<Vec<Arc<Comment>>>> + Send {
-        self.cached_query(of_post_key(post_id), vec![on_post(post_id)], move |conn| {
+    fn of_post(&self, post_id: i64) -> impl Future<Output = Result<Arc<Vec<Arc<Comment>>>>> + Send {
+        self.cached_query_shared(of_post_key(post_id), vec![on_post(post_id)], move |conn| {
             Comment::of_post(conn, post_id)
         })
     }
@@ -310,10 +312,10 @@ impl AsyncCommentQueries for AsyncRepo<Comment> {
     fn counts_of_posts(
         &self,
         post_ids: &[i64],
-    ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send {
+    ) -> impl Future<Output = Result<Arc<HashMap<i64, i64>>>> + Send {
         let ids = post_ids.to_vec();
         let reads: Vec<Read> = post_ids.iter().map(|id| on_post(*id)).collect();
-        self.cached_value(counts_key(post_ids), reads, move |conn| {
+        self.cached_value_shared(counts_key(post_ids), reads, move |conn| {
             Comment::counts_of_posts(conn, &ids)
         })
     }
