@@ -540,6 +540,71 @@ mod tests {
         }
     }
 
+    /// A row of `parents`, cached beside `children` for reads of two tables.
+    struct Parent {
+        id: i64,
+    }
+
+    impl Entity for Parent {
+        const TABLE: &'static str = "parents";
+        type New = ();
+        type Changes = ();
+
+        fn id(&self) -> i64 {
+            self.id
+        }
+
+        fn find(_: &mut Connection, _: i64) -> diesel::QueryResult<Option<Parent>> {
+            Ok(None)
+        }
+
+        fn insert(_: &mut Connection, _: &()) -> diesel::QueryResult<Parent> {
+            Err(diesel::result::Error::NotFound)
+        }
+
+        fn update(_: &mut Connection, _: i64, _: &()) -> diesel::QueryResult<Option<Parent>> {
+            Ok(None)
+        }
+
+        fn delete(_: &mut Connection, _: i64) -> diesel::QueryResult<bool> {
+            Ok(false)
+        }
+    }
+
+    /// `generations` looks a table up once per run of reads of it: each
+    /// table's reads must still compare that table's generations.
+    #[test]
+    fn reads_of_two_tables_in_turn_each_follow_their_own_table() {
+        let registry = Registry::new(8, 8);
+        identity_map::<Child>(&registry, None);
+        identity_map::<Parent>(&registry, None);
+        let reads = [
+            Read::eq("children", "parent_id", 7),
+            Read::eq("children", "parent_id", 8),
+            Read::table("parents"),
+            Read::eq("children", "parent_id", 9),
+        ];
+        let before = registry.generations(&reads).unwrap();
+        assert_eq!(before.len(), 7, "{before:?}");
+        registry.retire_lists("parents");
+        let after_parents = registry.generations(&reads).unwrap();
+        assert_ne!(after_parents, before, "a change to parents was missed");
+        assert_eq!(after_parents[4], ("parents", before[4].1 + 1));
+        let moved = Written {
+            entity: TypeId::of::<Child>(),
+            value: Some(Arc::new(Child { id: 1 })),
+            epoch: 0,
+            touched: vec![("parent_id", Some(9))],
+        };
+        registry.apply_committed(vec![PendingWrite::Written {
+            key: Key::new("children", 1),
+            written: moved,
+        }]);
+        let after_child = registry.generations(&reads).unwrap();
+        assert_ne!(after_child[6], after_parents[6], "parent 9's list stayed");
+        assert_eq!(after_child[4], after_parents[4], "parents did not change");
+    }
+
     #[test]
     fn an_uncertain_commit_retires_the_lists_of_the_old_and_new_key_values() {
         let registry = Registry::new(8, 8);
