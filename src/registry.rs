@@ -379,13 +379,24 @@ impl Registry {
     /// (its changes are not tracked).
     pub(crate) fn generations(&self, reads: &[Read]) -> Option<Generations> {
         let indexes = self.tables.read();
-        let mut out = Vec::with_capacity(reads.len() + 1);
+        let mut out = Vec::with_capacity(reads.len() * 2);
+        // A value read per key (a page's counts) names one table many times
+        // over: it is looked up once per run of reads of the same table.
+        let mut last: Option<(&str, &AtomicU64, Option<&KeyGenerations>)> = None;
         for read in reads {
             let table = read.table_name();
-            let generation = indexes.generations.get(table)?;
-            let keyed = read.filter().and_then(|(column, value)| {
-                Some((column, indexes.keys.get(table)?.read(column, value)?))
-            });
+            let (generation, keys) = match last {
+                Some((name, generation, keys)) if name == table => (generation, keys),
+                _ => {
+                    let generation: &AtomicU64 = indexes.generations.get(table)?;
+                    let keys = indexes.keys.get(table).map(|keys| &**keys);
+                    last = Some((table, generation, keys));
+                    (generation, keys)
+                }
+            };
+            let keyed = read
+                .filter()
+                .and_then(|(column, value)| Some((column, keys?.read(column, value)?)));
             match keyed {
                 Some((column, [fallback, bucket])) => {
                     out.push((table, fallback));
@@ -527,6 +538,71 @@ mod tests {
         fn delete(_: &mut Connection, _: i64) -> diesel::QueryResult<bool> {
             Ok(false)
         }
+    }
+
+    /// A row of `parents`, cached beside `children` for reads of two tables.
+    struct Parent {
+        id: i64,
+    }
+
+    impl Entity for Parent {
+        const TABLE: &'static str = "parents";
+        type New = ();
+        type Changes = ();
+
+        fn id(&self) -> i64 {
+            self.id
+        }
+
+        fn find(_: &mut Connection, _: i64) -> diesel::QueryResult<Option<Parent>> {
+            Ok(None)
+        }
+
+        fn insert(_: &mut Connection, _: &()) -> diesel::QueryResult<Parent> {
+            Err(diesel::result::Error::NotFound)
+        }
+
+        fn update(_: &mut Connection, _: i64, _: &()) -> diesel::QueryResult<Option<Parent>> {
+            Ok(None)
+        }
+
+        fn delete(_: &mut Connection, _: i64) -> diesel::QueryResult<bool> {
+            Ok(false)
+        }
+    }
+
+    /// `generations` looks a table up once per run of reads of it: each
+    /// table's reads must still compare that table's generations.
+    #[test]
+    fn reads_of_two_tables_in_turn_each_follow_their_own_table() {
+        let registry = Registry::new(8, 8);
+        identity_map::<Child>(&registry, None);
+        identity_map::<Parent>(&registry, None);
+        let reads = [
+            Read::eq("children", "parent_id", 7),
+            Read::eq("children", "parent_id", 8),
+            Read::table("parents"),
+            Read::eq("children", "parent_id", 9),
+        ];
+        let before = registry.generations(&reads).unwrap();
+        assert_eq!(before.len(), 7, "{before:?}");
+        registry.retire_lists("parents");
+        let after_parents = registry.generations(&reads).unwrap();
+        assert_ne!(after_parents, before, "a change to parents was missed");
+        assert_eq!(after_parents[4], ("parents", before[4].1 + 1));
+        let moved = Written {
+            entity: TypeId::of::<Child>(),
+            value: Some(Arc::new(Child { id: 1 })),
+            epoch: 0,
+            touched: vec![("parent_id", Some(9))],
+        };
+        registry.apply_committed(vec![PendingWrite::Written {
+            key: Key::new("children", 1),
+            written: moved,
+        }]);
+        let after_child = registry.generations(&reads).unwrap();
+        assert_ne!(after_child[6], after_parents[6], "parent 9's list stayed");
+        assert_eq!(after_child[4], after_parents[4], "parents did not change");
     }
 
     #[test]

@@ -118,7 +118,11 @@ impl<E: Entity> AsyncRepo<E> {
         let ids = unique(&ids);
         let cached = self.repo().get_cached(&ids);
         if cached.iter().all(Option::is_some) {
-            return Ok(cached.into_iter().flatten().collect());
+            // Sized up front: a flattening collect cannot know its length,
+            // and grew the Vec several times per call.
+            let mut rows = Vec::with_capacity(cached.len());
+            rows.extend(cached.into_iter().flatten());
+            return Ok(rows);
         }
         self.on_pool("get_many", move |repo| repo.load_missing(&ids, cached))
             .await
@@ -197,12 +201,53 @@ impl<E: Entity> AsyncRepo<E> {
         R: Into<Read> + Copy + Send + 'static,
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>> + Send + 'static,
     {
+        Ok(Arc::unwrap_or_clone(
+            self.cached_query_shared(key, reads, query).await?,
+        ))
+    }
+
+    /// [`cached_query`](AsyncRepo::cached_query), the list shared as cached
+    /// instead of copied: a hit then costs no allocation and touches no
+    /// row's reference count, for a caller that only reads the rows (a page).
+    ///
+    /// ```
+    /// # use diesel::prelude::*;
+    /// # use larder_blog::schema::users;
+    /// # use larder_blog::User;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let users = store.async_repo::<User>();
+    /// let all = || {
+    ///     users.cached_query_shared("all users".into(), vec!["users"], |conn| {
+    ///         larder::with_connection!(conn, |c| users::table.order(users::id).load(c))
+    ///     })
+    /// };
+    /// let (first, second) = (all().await?, all().await?);
+    /// assert!(std::sync::Arc::ptr_eq(&first, &second), "one cached list, shared");
+    /// # Ok::<(), larder::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`cached_query`](AsyncRepo::cached_query).
+    pub async fn cached_query_shared<R, F>(
+        &self,
+        key: String,
+        reads: Vec<R>,
+        query: F,
+    ) -> Result<Arc<Vec<Arc<E>>>>
+    where
+        R: Into<Read> + Copy + Send + 'static,
+        F: FnOnce(&mut Connection) -> QueryResult<Vec<E>> + Send + 'static,
+    {
         let reads: Vec<Read> = reads.into_iter().map(Into::into).collect();
         if let Some(rows) = self.repo().query_hit::<Vec<Arc<E>>>(&key, &reads) {
-            return Ok(Arc::unwrap_or_clone(rows));
+            return Ok(rows);
         }
         self.on_pool("cached_query", move |repo| {
-            repo.cached_query(&key, &reads, query)
+            repo.cached_query_shared(&key, &reads, query)
         })
         .await
     }
@@ -219,12 +264,35 @@ impl<E: Entity> AsyncRepo<E> {
         T: Clone + Send + Sync + 'static,
         F: FnOnce(&mut Connection) -> QueryResult<T> + Send + 'static,
     {
+        Ok(Arc::unwrap_or_clone(
+            self.cached_value_shared(key, reads, query).await?,
+        ))
+    }
+
+    /// [`cached_value`](AsyncRepo::cached_value), the value shared as cached
+    /// instead of cloned (a map of counts is not copied on every hit); `T`
+    /// need not be `Clone`.
+    ///
+    /// # Errors
+    ///
+    /// As [`cached_value`](AsyncRepo::cached_value).
+    pub async fn cached_value_shared<R, T, F>(
+        &self,
+        key: String,
+        reads: Vec<R>,
+        query: F,
+    ) -> Result<Arc<T>>
+    where
+        R: Into<Read> + Copy + Send + 'static,
+        T: Send + Sync + 'static,
+        F: FnOnce(&mut Connection) -> QueryResult<T> + Send + 'static,
+    {
         let reads: Vec<Read> = reads.into_iter().map(Into::into).collect();
         if let Some(value) = self.repo().query_hit::<T>(&key, &reads) {
-            return Ok(Arc::unwrap_or_clone(value));
+            return Ok(value);
         }
         self.on_pool("cached_value", move |repo| {
-            repo.cached_value(&key, &reads, query)
+            repo.cached_value_shared(&key, &reads, query)
         })
         .await
     }

@@ -232,8 +232,21 @@ fn count_key(post_id: i64) -> String {
     format!("comments.count_of_post({post_id})")
 }
 
+/// Built on every call of a front page, cached or not: written without the
+/// formatting machinery, which cost more than the cache lookup it keys.
 fn counts_key(post_ids: &[i64]) -> String {
-    format!("comments.counts_of_posts({post_ids:?})")
+    const PREFIX: &str = "comments.counts_of_posts(";
+    let mut key = String::with_capacity(PREFIX.len() + 1 + post_ids.len() * 8);
+    key.push_str(PREFIX);
+    let mut number = itoa::Buffer::new();
+    for (at, id) in post_ids.iter().enumerate() {
+        if at > 0 {
+            key.push(',');
+        }
+        key.push_str(number.format(*id));
+    }
+    key.push(')');
+    key
 }
 
 fn on_post(post_id: i64) -> Read {
@@ -256,12 +269,13 @@ fn on_post(post_id: i64) -> Read {
 /// # }).unwrap();
 /// ```
 pub trait AsyncCommentQueries {
-    /// As [`CommentQueries::of_post`].
+    /// As [`CommentQueries::of_post`], the cached list shared rather than
+    /// copied.
     ///
     /// # Errors
     ///
     /// A database error, or [`larder::Error::Interrupted`].
-    fn of_post(&self, post_id: i64) -> impl Future<Output = Result<Vec<Arc<Comment>>>> + Send;
+    fn of_post(&self, post_id: i64) -> impl Future<Output = Result<Arc<Vec<Arc<Comment>>>>> + Send;
 
     /// As [`CommentQueries::count_of_post`].
     ///
@@ -270,7 +284,8 @@ pub trait AsyncCommentQueries {
     /// A database error, or [`larder::Error::Interrupted`].
     fn count_of_post(&self, post_id: i64) -> impl Future<Output = Result<i64>> + Send;
 
-    /// As [`CommentQueries::counts_of_posts`].
+    /// As [`CommentQueries::counts_of_posts`], the cached map shared rather
+    /// than copied.
     ///
     /// # Errors
     ///
@@ -278,12 +293,12 @@ pub trait AsyncCommentQueries {
     fn counts_of_posts(
         &self,
         post_ids: &[i64],
-    ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send;
+    ) -> impl Future<Output = Result<Arc<HashMap<i64, i64>>>> + Send;
 }
 
 impl AsyncCommentQueries for AsyncRepo<Comment> {
-    fn of_post(&self, post_id: i64) -> impl Future<Output = Result<Vec<Arc<Comment>>>> + Send {
-        self.cached_query(of_post_key(post_id), vec![on_post(post_id)], move |conn| {
+    fn of_post(&self, post_id: i64) -> impl Future<Output = Result<Arc<Vec<Arc<Comment>>>>> + Send {
+        self.cached_query_shared(of_post_key(post_id), vec![on_post(post_id)], move |conn| {
             Comment::of_post(conn, post_id)
         })
     }
@@ -297,10 +312,10 @@ impl AsyncCommentQueries for AsyncRepo<Comment> {
     fn counts_of_posts(
         &self,
         post_ids: &[i64],
-    ) -> impl Future<Output = Result<HashMap<i64, i64>>> + Send {
+    ) -> impl Future<Output = Result<Arc<HashMap<i64, i64>>>> + Send {
         let ids = post_ids.to_vec();
         let reads: Vec<Read> = post_ids.iter().map(|id| on_post(*id)).collect();
-        self.cached_value(counts_key(post_ids), reads, move |conn| {
+        self.cached_value_shared(counts_key(post_ids), reads, move |conn| {
             Comment::counts_of_posts(conn, &ids)
         })
     }

@@ -306,17 +306,17 @@ fn recent_key(limit: i64) -> String {
 /// # }).unwrap();
 /// ```
 pub trait AsyncPostQueries {
-    /// As [`PostQueries::recent`].
+    /// As [`PostQueries::recent`], the cached list shared rather than copied.
     ///
     /// # Errors
     ///
     /// A database error, or [`Error::Interrupted`].
-    fn recent(&self, limit: i64) -> impl Future<Output = Result<Vec<Arc<Post>>>> + Send;
+    fn recent(&self, limit: i64) -> impl Future<Output = Result<Arc<Vec<Arc<Post>>>>> + Send;
 }
 
 impl AsyncPostQueries for AsyncRepo<Post> {
-    fn recent(&self, limit: i64) -> impl Future<Output = Result<Vec<Arc<Post>>>> + Send {
-        self.cached_query(recent_key(limit), vec![Post::TABLE], move |conn| {
+    fn recent(&self, limit: i64) -> impl Future<Output = Result<Arc<Vec<Arc<Post>>>>> + Send {
+        self.cached_query_shared(recent_key(limit), vec![Post::TABLE], move |conn| {
             Post::recent(conn, limit)
         })
     }

@@ -4,16 +4,14 @@
 //! thread, with no hop to the blocking pool; a miss, a write and a
 //! transaction run on tokio's blocking pool, never on a runtime worker.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use std::future::Future;
+use std::sync::Arc;
 
 use larder::Store;
 use larder_blog::prelude::*;
 use larder_blog::{Comment, NewComment, Post, PostChanges, User};
 
-use super::pages::{CommentView, FrontItem, PostView};
+use super::pages::{self, CommentView, FrontItem, PostView};
 use super::plain::Plain;
 
 /// How many posts the front page lists.
@@ -68,8 +66,9 @@ pub(crate) struct PoolState {
 }
 
 impl Data {
-    /// The recent posts with their authors' names and comment counts.
-    pub(crate) async fn front_page(&self) -> Result<Vec<FrontItem>, Failure> {
+    /// The front page's HTML: the recent posts with their authors' names
+    /// and comment counts, built from this request's reads.
+    pub(crate) async fn front_page(&self) -> Result<String, Failure> {
         match self {
             Data::Larder(store) => Ok(retrying(|| front_page(store)).await?),
             Data::Plain(plain) => plain.front_page().await,
@@ -254,21 +253,22 @@ where
     }
 }
 
-async fn front_page(store: &Store) -> larder::Result<Vec<FrontItem>> {
+/// Rendered here, from the rows as read: the page borrows their texts.
+async fn front_page(store: &Store) -> larder::Result<String> {
     let posts = store.async_repo::<Post>().recent(FRONT_POSTS).await?;
     let authors = users(store, posts.iter().map(|post| post.author_id)).await?;
     let ids: Vec<i64> = posts.iter().map(|post| post.id).collect();
     let counts = store.async_repo::<Comment>().counts_of_posts(&ids).await?;
-    let items = posts
+    let items: Vec<FrontItem<'_>> = posts
         .iter()
         .map(|post| FrontItem {
             id: post.id,
-            title: post.title.clone(),
+            title: &post.title,
             author: name_of(&authors, post.author_id),
             comments: counts.get(&post.id).copied().unwrap_or(0),
         })
         .collect();
-    Ok(items)
+    Ok(pages::front(&items))
 }
 
 async fn post_page(store: &Store, id: i64) -> larder::Result<Option<(PostView, Vec<CommentView>)>> {
@@ -286,13 +286,13 @@ async fn post_page(store: &Store, id: i64) -> larder::Result<Option<(PostView, V
         title: post.title.clone(),
         body: post.body.clone(),
         version: post.version,
-        author: name_of(&authors, post.author_id),
+        author: name_of(&authors, post.author_id).to_owned(),
     };
     let comments = comments
         .iter()
         .map(|c| CommentView {
             id: c.id,
-            author: name_of(&authors, c.author_id),
+            author: name_of(&authors, c.author_id).to_owned(),
             body: c.body.clone(),
         })
         .collect();
@@ -330,28 +330,22 @@ fn panic_in_tx(store: &Store) -> Result<(), Failure> {
     panic!("debug route: a handler panics while holding a transaction");
 }
 
-/// The users of `ids`, by id, in one `get_many` (hits from the cache).
-async fn users(
-    store: &Store,
-    ids: impl Iterator<Item = i64>,
-) -> larder::Result<HashMap<i64, Arc<User>>> {
+/// The users of `ids` that exist, sorted by id, in one `get_many` (hits from
+/// the cache): a page's few authors are found by binary search, with no map
+/// to build.
+async fn users(store: &Store, ids: impl Iterator<Item = i64>) -> larder::Result<Vec<Arc<User>>> {
     let mut ids: Vec<i64> = ids.collect();
     ids.sort_unstable();
     ids.dedup();
-    Ok(store
-        .async_repo::<User>()
-        .get_many(ids)
-        .await?
-        .into_iter()
-        .map(|user| (user.id, user))
-        .collect())
+    // `get_many` keeps the order of `ids`, leaving out the missing.
+    store.async_repo::<User>().get_many(ids).await
 }
 
 /// A user deleted since its post was read shows as such, not as an error.
-fn name_of(users: &HashMap<i64, Arc<User>>, id: i64) -> String {
+fn name_of(users: &[Arc<User>], id: i64) -> &str {
     users
-        .get(&id)
-        .map_or_else(|| "(deleted)".to_owned(), |user| user.name.clone())
+        .binary_search_by_key(&id, |user| user.id)
+        .map_or("(deleted)", |at| &users[at].name)
 }
 
 #[cfg(test)]

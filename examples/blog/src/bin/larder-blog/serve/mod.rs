@@ -153,7 +153,7 @@ async fn serve(
     let front = data.front_page().await.map_err(failure)?;
     let state = AppState {
         data,
-        static_page: Bytes::from(pages::front(&front)),
+        static_page: Bytes::from(front),
         mode: match args.mode {
             Mode::Larder => "larder",
             Mode::Plain => "plain",

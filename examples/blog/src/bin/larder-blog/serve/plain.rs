@@ -14,7 +14,7 @@ use diesel::sql_types::{BigInt, Text};
 use larder_blog::schema::{comments, posts, users};
 
 use super::data::{panicked, Failure, PoolState, FRONT_POSTS};
-use super::pages::{CommentView, FrontItem, PostView};
+use super::pages::{self, CommentView, FrontItem, PostView};
 
 /// A pool of plain connections to one database.
 #[derive(Clone)]
@@ -36,8 +36,8 @@ impl Plain {
         Ok(Plain { pool })
     }
 
-    pub(crate) async fn front_page(&self) -> Result<Vec<FrontItem>, Failure> {
-        self.blocking(|conn| {
+    pub(crate) async fn front_page(&self) -> Result<String, Failure> {
+        let rows = self.blocking(|conn| {
             let query = diesel::sql_query(format!(
                 "SELECT p.id AS id, p.title AS title, u.name AS author, COUNT(c.id) AS comments \
                  FROM (SELECT id, title, author_id FROM posts ORDER BY id DESC LIMIT {FRONT_POSTS}) p \
@@ -47,17 +47,19 @@ impl Plain {
                  ORDER BY p.id DESC"
             ));
             let rows: Vec<FrontRow> = larder::with_connection!(conn, |c| query.load(c))?;
-            Ok(rows
-                .into_iter()
-                .map(|r| FrontItem {
-                    id: r.id,
-                    title: r.title,
-                    author: r.author,
-                    comments: r.comments,
-                })
-                .collect())
+            Ok(rows)
         })
-        .await
+        .await?;
+        let items: Vec<FrontItem<'_>> = rows
+            .iter()
+            .map(|r| FrontItem {
+                id: r.id,
+                title: &r.title,
+                author: &r.author,
+                comments: r.comments,
+            })
+            .collect();
+        Ok(pages::front(&items))
     }
 
     pub(crate) async fn post_page(

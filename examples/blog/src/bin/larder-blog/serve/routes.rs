@@ -48,8 +48,7 @@ impl IntoResponse for Failure {
 }
 
 async fn front_page(State(state): State<AppState>) -> Result<Html<String>, Failure> {
-    let items = state.data.front_page().await?;
-    Ok(Html(pages::front(&items)))
+    Ok(Html(state.data.front_page().await?))
 }
 
 async fn post_page(
