@@ -48,7 +48,7 @@ const MAX_SHARDS: usize = 16;
 pub(crate) struct IdentityMap<T> {
     /// The entity's table, for tracing.
     table: &'static str,
-    shards: Box<[Mutex<Shard<T>>]>,
+    shards: Box<[CacheLine<Mutex<Shard<T>>>]>,
     /// The capacity all shards share.
     budget: Budget,
     /// False when the capacity is 0: every `get` loads and nothing is kept.
@@ -65,7 +65,7 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
             prev_power_of_two(capacity.min(MAX_SHARDS))
         };
         let shards = (0..shard_count)
-            .map(|_| Mutex::new(Shard::new(capacity, shard_count)))
+            .map(|_| CacheLine(Mutex::new(Shard::new(capacity, shard_count))))
             .collect();
         IdentityMap {
             table,
@@ -403,6 +403,19 @@ impl<T> IdentityMap<T> {
     #[cfg(test)]
     fn units(&self) -> usize {
         self.shards.iter().map(|shard| shard.lock().units()).sum()
+    }
+}
+
+/// A value alone on its cache lines: two threads hitting neighbouring
+/// shards would otherwise write the same line (the lock word, the counters).
+#[repr(align(64))]
+struct CacheLine<T>(T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
 

@@ -1,6 +1,7 @@
 //! How often each key was asked for, approximately: the frequency half of
 //! TinyLFU (Einziger, Friedman and Manes), as Caffeine and moka keep it. A
-//! count-min sketch of 4-bit counters, sixteen to a word. Every `sample`
+//! count-min sketch of 4-bit counters, sixteen to a word, a key's four in one
+//! cache line. Every `sample`
 //! accesses all counters are halved, so that popularity ages: a key hot last
 //! hour does not outrank one hot now.
 //!
@@ -16,9 +17,14 @@
 /// Each counter saturates here (4 bits).
 const MAX_COUNT: u64 = 15;
 /// Rows of the count-min sketch: each key has one counter per row.
-const ROWS: u32 = 4;
+const ROWS: usize = 4;
 /// Counters in one word of the table.
 const PER_WORD: u64 = 16;
+/// Words in one block: a key's counters all lie in one block, row `r` in
+/// word `2r` or `2r + 1`, so that counting an access touches one cache line
+/// instead of four (on a random key stream a hit with the sketch cost
+/// 1.31-1.41x a bare LRU hit, against 1.41-2.00x with four lines).
+const BLOCK_WORDS: usize = 8;
 /// Cached entries per word of counters: eight counters per entry (4 bytes)
 /// estimated the measured workload's hot set as well as sixteen did
 /// (0.7429 vs 0.7432), four did not (0.7408).
@@ -29,11 +35,14 @@ const ENTRIES_PER_WORD: usize = 2;
 /// measured before shards kept their invalidated keys' units).
 const SAMPLE_PER_ENTRY: u64 = 20;
 
+/// One cache line of counters.
+#[derive(Clone, Copy, Default)]
+#[repr(align(64))]
+struct Block([u64; BLOCK_WORDS]);
+
 pub(crate) struct Sketch {
-    /// Sixteen 4-bit counters per word.
-    table: Box<[u64]>,
-    /// `table.len() - 1`; the length is a power of two.
-    mask: usize,
+    /// Sixteen 4-bit counters per word, eight words per block.
+    table: Box<[Block]>,
     /// Accesses recorded since the last aging.
     additions: u64,
     /// Accesses between agings.
@@ -42,31 +51,39 @@ pub(crate) struct Sketch {
 
 impl Sketch {
     /// A sketch sized for a cache of about `entries` entries: a word of
-    /// sixteen counters per two entries, rounded up to a power of two.
+    /// sixteen counters per two entries, in whole blocks, rounded up to a
+    /// power of two. (Not rounding saved 2.4 bytes per entry in the footprint
+    /// test but cost 0.2 points of hit ratio, 0.7409 vs 0.7425: the rounding
+    /// is what gave most shards more than eight counters per entry.)
     pub(crate) fn new(entries: usize) -> Sketch {
-        let words = entries
-            .div_ceil(ENTRIES_PER_WORD)
+        let blocks = entries
+            .div_ceil(ENTRIES_PER_WORD * BLOCK_WORDS)
             .max(1)
             .next_power_of_two();
         Sketch {
-            table: vec![0; words].into_boxed_slice(),
-            mask: words - 1,
+            table: vec![Block::default(); blocks].into_boxed_slice(),
             additions: 0,
             sample: entries.max(1) as u64 * SAMPLE_PER_ENTRY,
         }
     }
 
     /// Records one access of `key`.
+    #[inline]
     pub(crate) fn increment(&mut self, key: i64) {
+        let (block, counters) = self.locate(spread(key));
+        let words = &mut self.table[block].0;
         // Conservative update: only the smallest counters move, so a key's
         // estimate is not inflated by the keys it shares its other counters with.
-        let counts = self.counts(spread(key));
-        let least = counts.iter().map(|&(_, _, count)| count).min().unwrap_or(0);
+        let least = counters
+            .iter()
+            .map(|&(word, shift)| (words[word] >> shift) & MAX_COUNT)
+            .min()
+            .unwrap_or(0);
         if least < MAX_COUNT {
-            for (word, shift, _) in counts {
-                // Read again: two rows may share a counter, which moves once.
-                if (self.table[word] >> shift) & MAX_COUNT == least {
-                    self.table[word] += 1 << shift;
+            for (word, shift) in counters {
+                // Read again: two rows never share a word, but stay safe if they did.
+                if (words[word] >> shift) & MAX_COUNT == least {
+                    words[word] += 1 << shift;
                 }
             }
         }
@@ -78,27 +95,33 @@ impl Sketch {
 
     /// The estimated number of accesses of `key` since the last aging (at most 15).
     pub(crate) fn frequency(&self, key: i64) -> u64 {
-        self.counts(spread(key))
+        let (block, counters) = self.locate(spread(key));
+        let words = &self.table[block].0;
+        counters
             .iter()
-            .map(|&(_, _, count)| count)
+            .map(|&(word, shift)| (words[word] >> shift) & MAX_COUNT)
             .min()
             .unwrap_or(0)
     }
 
-    /// `(word, bit shift, count)` of the key's counter in each row.
-    fn counts(&self, hash: u64) -> [(usize, u32, u64); ROWS as usize] {
-        std::array::from_fn(|row| {
-            // Each row takes its word and its counter from different bits.
-            let h = hash.rotate_left(16 * row as u32);
-            let word = h as usize & self.mask;
-            let shift = (((h >> 40) % PER_WORD) * 4) as u32;
-            (word, shift, (self.table[word] >> shift) & MAX_COUNT)
-        })
+    /// The key's block and, in it, `(word, bit shift)` of its counter in each row.
+    #[inline]
+    fn locate(&self, hash: u64) -> (usize, [(usize, u32); ROWS]) {
+        // The high half picks the block (multiply-shift, as cheap as a mask);
+        // the low half, a byte per row, picks the row's word and counter.
+        let block = ((hash >> 32) * self.table.len() as u64) >> 32;
+        let counters = std::array::from_fn(|row| {
+            let h = hash >> (8 * row);
+            let word = 2 * row + (h & 1) as usize;
+            let shift = (((h >> 1) % PER_WORD) * 4) as u32;
+            (word, shift)
+        });
+        (block as usize, counters)
     }
 
     /// Halves every counter.
     fn age(&mut self) {
-        for word in self.table.iter_mut() {
+        for word in self.table.iter_mut().flat_map(|block| block.0.iter_mut()) {
             *word = (*word >> 1) & 0x7777_7777_7777_7777;
         }
         self.additions /= 2;
