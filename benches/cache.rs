@@ -45,7 +45,7 @@ use larder_blog::schema::users;
 use larder_blog::{NewUser, User, UserChanges};
 use lru::LruCache;
 use parking_lot::Mutex;
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::SeedableRng;
 
 /// Users in the database, every one of them cached for the hit benchmarks.
@@ -53,6 +53,8 @@ const USERS: usize = 10_000;
 /// Capacity of every cache under test: larger than `USERS`, so nothing is
 /// evicted (and moka's admission policy has no reason to reject an insert).
 const CAPACITY: usize = 16_384;
+/// Keys in the hit benchmarks' random stream: 100 draws per user.
+const STREAM: usize = 1 << 20;
 /// Thread counts of the hit benchmarks. The machine has 2 cores.
 const THREADS: [usize; 3] = [1, 2, 4];
 
@@ -145,6 +147,11 @@ struct Fixture {
     pool: RawPool,
     /// Every user's id, shuffled: the order all benchmarks walk the keys in.
     ids: Vec<i64>,
+    /// What the hit benchmarks walk: ids drawn at random, with repeats. A
+    /// walk of one permutation over and over reads each structure's least
+    /// recent entry next, whose node the previous lookup's unlink just wrote:
+    /// the bare floor then finds it in L1, while larder's 16 shards do not.
+    stream: Vec<i64>,
     floor: Mutex<LruCache<i64, Arc<User>>>,
     moka: moka::sync::Cache<i64, Arc<User>>,
 }
@@ -225,6 +232,10 @@ fn fixture() -> &'static Fixture {
         // allocator in the order they are read, and the prefetcher hides its
         // memory stalls while larder's (moved between regions since) pay them.
         ids.shuffle(&mut rand::rngs::SmallRng::seed_from_u64(6));
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let stream: Vec<i64> = (0..STREAM)
+            .map(|_| *ids.choose(&mut rng).expect("seeded users"))
+            .collect();
 
         let uncached = Store::builder(&url)
             .cache_capacity(0)
@@ -243,6 +254,7 @@ fn fixture() -> &'static Fixture {
             uncached,
             pool,
             ids,
+            stream,
             floor,
             moka,
         }
@@ -314,17 +326,17 @@ fn hits(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for threads in THREADS {
         group.bench_function(BenchmarkId::new("larder", threads), |b| {
-            run_hits(b, threads, &f.ids, |id| {
+            run_hits(b, threads, &f.stream, |id| {
                 black_box(f.store.users().get(black_box(id)).expect("get"));
             });
         });
         group.bench_function(BenchmarkId::new("lru-mutex", threads), |b| {
-            run_hits(b, threads, &f.ids, |id| {
+            run_hits(b, threads, &f.stream, |id| {
                 black_box(f.floor.lock().get(&black_box(id)).cloned());
             });
         });
         group.bench_function(BenchmarkId::new("moka", threads), |b| {
-            run_hits(b, threads, &f.ids, |id| {
+            run_hits(b, threads, &f.stream, |id| {
                 black_box(f.moka.get(&black_box(id)));
             });
         });
