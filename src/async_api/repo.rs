@@ -273,6 +273,25 @@ impl<E: Entity> AsyncRepo<E> {
     /// instead of cloned (a map of counts is not copied on every hit); `T`
     /// need not be `Clone`.
     ///
+    /// ```
+    /// # use diesel::prelude::*;
+    /// # use larder_blog::schema::users;
+    /// # use larder_blog::User;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let users = store.async_repo::<User>();
+    /// let names = || {
+    ///     users.cached_value_shared("names".into(), vec!["users"], |conn| {
+    ///         larder::with_connection!(conn, |c| users::table.select(users::name).load::<String>(c))
+    ///     })
+    /// };
+    /// let (first, second) = (names().await?, names().await?);
+    /// assert!(std::sync::Arc::ptr_eq(&first, &second), "one cached value, shared");
+    /// # Ok::<(), larder::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`cached_value`](AsyncRepo::cached_value).
