@@ -507,69 +507,57 @@ mod tests {
     use crate::entity::{identity_map, Entity};
     use crate::pool::Connection;
 
-    /// A row of `children`, whose rows go when a `parents` row is deleted.
-    struct Child {
-        id: i64,
+    /// A test entity of `$table`: only its table's metadata matters here, so
+    /// its database functions find, insert, update and delete nothing.
+    macro_rules! inert_entity {
+        ($(#[$doc:meta])* $name:ident, $table:literal $(, $item:item)*) => {
+            $(#[$doc])*
+            struct $name {
+                id: i64,
+            }
+
+            impl Entity for $name {
+                const TABLE: &'static str = $table;
+                $($item)*
+                type New = ();
+                type Changes = ();
+
+                fn id(&self) -> i64 {
+                    self.id
+                }
+
+                fn find(_: &mut Connection, _: i64) -> diesel::QueryResult<Option<$name>> {
+                    Ok(None)
+                }
+
+                fn insert(_: &mut Connection, _: &()) -> diesel::QueryResult<$name> {
+                    Err(diesel::result::Error::NotFound)
+                }
+
+                fn update(_: &mut Connection, _: i64, _: &()) -> diesel::QueryResult<Option<$name>> {
+                    Ok(None)
+                }
+
+                fn delete(_: &mut Connection, _: i64) -> diesel::QueryResult<bool> {
+                    Ok(false)
+                }
+            }
+        };
     }
 
-    impl Entity for Child {
-        const TABLE: &'static str = "children";
-        const DELETED_WITH: &'static [&'static str] = &["parents"];
+    inert_entity!(
+        /// A row of `children`, whose rows go when a `parents` row is deleted.
+        Child,
+        "children",
+        const DELETED_WITH: &'static [&'static str] = &["parents"];,
         const KEY_COLUMNS: &'static [&'static str] = &["parent_id"];
-        type New = ();
-        type Changes = ();
+    );
 
-        fn id(&self) -> i64 {
-            self.id
-        }
-
-        fn find(_: &mut Connection, _: i64) -> diesel::QueryResult<Option<Child>> {
-            Ok(None)
-        }
-
-        fn insert(_: &mut Connection, _: &()) -> diesel::QueryResult<Child> {
-            Err(diesel::result::Error::NotFound)
-        }
-
-        fn update(_: &mut Connection, _: i64, _: &()) -> diesel::QueryResult<Option<Child>> {
-            Ok(None)
-        }
-
-        fn delete(_: &mut Connection, _: i64) -> diesel::QueryResult<bool> {
-            Ok(false)
-        }
-    }
-
-    /// A row of `parents`, cached beside `children` for reads of two tables.
-    struct Parent {
-        id: i64,
-    }
-
-    impl Entity for Parent {
-        const TABLE: &'static str = "parents";
-        type New = ();
-        type Changes = ();
-
-        fn id(&self) -> i64 {
-            self.id
-        }
-
-        fn find(_: &mut Connection, _: i64) -> diesel::QueryResult<Option<Parent>> {
-            Ok(None)
-        }
-
-        fn insert(_: &mut Connection, _: &()) -> diesel::QueryResult<Parent> {
-            Err(diesel::result::Error::NotFound)
-        }
-
-        fn update(_: &mut Connection, _: i64, _: &()) -> diesel::QueryResult<Option<Parent>> {
-            Ok(None)
-        }
-
-        fn delete(_: &mut Connection, _: i64) -> diesel::QueryResult<bool> {
-            Ok(false)
-        }
-    }
+    inert_entity!(
+        /// A row of `parents`, cached beside `children` for reads of two tables.
+        Parent,
+        "parents"
+    );
 
     /// `generations` looks a table up once per run of reads of it: each
     /// table's reads must still compare that table's generations.
