@@ -192,7 +192,7 @@ macro_rules! entity_slot {
 ///     type Changes = TagChanges;
 ///     fn id(&self) -> i64 { self.id }
 ///     fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Tag>> {
-///         larder::with_connection!(conn, |c| tags::table.find(id).first(c).optional())
+///         larder::with_connection!(conn, |c| tags::table.find(id).get_result(c).optional())
 ///     }
 ///     fn insert(conn: &mut Connection, new: &NewTag) -> QueryResult<Tag> {
 ///         // Portable: MySQL has no INSERT … RETURNING; it reads the row back
@@ -426,7 +426,10 @@ macro_rules! entity {
 
             fn find(conn: &mut $crate::Connection, id: i64) -> ::diesel::QueryResult<Option<Self>> {
                 use ::diesel::prelude::*;
-                $crate::with_connection!(conn, |c| $($table::)+table.find(id).first(c).optional())
+                // `get_result`, not `first`: `first` binds `LIMIT ?`, and SQLite
+                // (3.50) re-prepares a statement whose LIMIT is a bound
+                // parameter every time it is bound, which tripled a miss's select.
+                $crate::with_connection!(conn, |c| $($table::)+table.find(id).get_result(c).optional())
             }
 
             fn find_many(conn: &mut $crate::Connection, ids: &[i64]) -> ::diesel::QueryResult<Vec<Self>> {
@@ -466,7 +469,7 @@ macro_rules! __larder_insert_arm {
             $crate::__private::MYSQL_LAST_INSERT_ID,
         ))
         .get_result($c)?;
-        $table.find(id).first($c)
+        $table.find(id).get_result($c)
     }};
     ($other:ident, $c:ident, $table:expr, $new:expr) => {{
         use ::diesel::prelude::*;
@@ -494,7 +497,7 @@ macro_rules! __larder_update_arm {
         // No `?`: an empty changeset's error is the caller's to recognize.
         match ::diesel::update($table.find($id)).set($changes).execute($c) {
             Ok(0) => Ok(None),
-            Ok(_) => $table.find($id).first($c).optional(),
+            Ok(_) => $table.find($id).get_result($c).optional(),
             Err(err) => Err(err),
         }
     }};

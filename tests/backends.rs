@@ -6,12 +6,29 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{each_backend, rename, user, user_in_db, TestDb};
+use common::{each_backend, rename, statements_sent, user, user_in_db, TestDb};
 use diesel::connection::SimpleConnection;
 use diesel::RunQueryDsl;
 use larder::{Backend, Error};
 use larder_blog::prelude::*;
 use larder_blog::NewUser;
+
+/// A primary-key load binds no `LIMIT`: SQLite (3.50) re-prepares a statement
+/// whose LIMIT is a bound parameter every time it is bound again, which made
+/// each miss's select cost three times what it does without one.
+#[test]
+fn a_primary_key_load_binds_no_limit() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let (found, sent) = statements_sent(&db, |conn| {
+            <larder_blog::User as larder::Entity>::find(conn, ann.id).unwrap()
+        });
+        assert_eq!(found.map(|u| u.id), Some(ann.id));
+        assert_eq!(sent.len(), 1, "one statement per load: {sent:?}");
+        assert!(!sent[0].to_uppercase().contains("LIMIT"), "{}", sent[0]);
+    });
+}
 
 /// PostgreSQL refuses every statement after a failed one and turns COMMIT into
 /// a silent ROLLBACK; larder makes every backend refuse the commit alike, so a

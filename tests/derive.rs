@@ -85,6 +85,27 @@ fn the_derive_declares_the_table_and_its_parents() {
     assert_eq!(Label::DELETED_WITH, ["posts"]);
 }
 
+/// `entity!`'s primary-key load binds no `LIMIT` (SQLite re-prepares a
+/// statement with a bound LIMIT every time it is bound again).
+#[test]
+fn a_derived_entity_loads_by_key_without_a_limit() {
+    each_backend(|target| {
+        let db = labels_db(target);
+        let ann = user(&db.store, "ann");
+        let p = post(&db.store, &ann, "p");
+        let rust = db
+            .store
+            .repo::<Label>()
+            .create(new_label(p.id, "rust"))
+            .unwrap();
+        let (found, sent) =
+            common::statements_sent(&db, |conn| Label::find(conn, rust.id).unwrap());
+        assert_eq!(found.map(|l| l.id), Some(rust.id));
+        assert_eq!(sent.len(), 1, "one statement per load: {sent:?}");
+        assert!(!sent[0].to_uppercase().contains("LIMIT"), "{}", sent[0]);
+    });
+}
+
 #[test]
 fn a_derived_entity_is_cached_written_and_invalidated() {
     each_backend(|target| {

@@ -385,3 +385,26 @@ fn wait_for_table(url: &str, table: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The SQL text of every statement `run` sends on a connection of its own to
+/// `db`'s database (diesel's instrumentation), with what `run` returned.
+pub fn statements_sent<T>(
+    db: &TestDb,
+    run: impl FnOnce(&mut larder::Connection) -> T,
+) -> (T, Vec<String>) {
+    use diesel::connection::{Connection as _, InstrumentationEvent};
+    let mut conn = larder::Connection::establish(&db.url()).expect("connect");
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = Arc::clone(&sent);
+    larder::with_connection!(&mut conn, |c| {
+        let record = Arc::clone(&record);
+        c.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::StartQuery { query, .. } = event {
+                record.lock().expect("record").push(query.to_string());
+            }
+        })
+    });
+    let result = run(&mut conn);
+    let sent = sent.lock().expect("sent").clone();
+    (result, sent)
+}

@@ -117,7 +117,7 @@ impl Entity for Comment {
     }
 
     fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Comment>> {
-        larder::with_connection!(conn, |c| comments::table.find(id).first(c).optional())
+        larder::with_connection!(conn, |c| comments::table.find(id).get_result(c).optional())
     }
 
     fn find_many(conn: &mut Connection, ids: &[i64]) -> QueryResult<Vec<Comment>> {

@@ -104,7 +104,7 @@ pub fn front_page(store: &Store) -> Result<(String, u64)> {
         .filter(front_page::id.eq(1))
         .select((front_page::html, front_page::token));
     let (html, token): (String, i64) = store.posts().run(None, |conn| {
-        larder::with_connection!(conn, |c| query.first(c))
+        larder::with_connection!(conn, |c| query.get_result(c))
     })?;
     Ok((html, u64::try_from(token).unwrap_or_default()))
 }

@@ -152,7 +152,7 @@ macro_rules! insert_returning {
                     "CAST(LAST_INSERT_ID() AS SIGNED)",
                 ))
                 .get_result(c)?;
-                $table.find(id).first(c)
+                $table.find(id).get_result(c)
             },
         })
     }};
@@ -172,7 +172,7 @@ macro_rules! update_returning {
             Postgres => update.get_result(c).optional(),
             Mysql => match update.execute(c)? {
                 0 => Ok(None),
-                _ => $table.find($id).first(c).optional(),
+                _ => $table.find($id).get_result(c).optional(),
             },
         })
     }};

@@ -153,7 +153,7 @@ impl Entity for Post {
     }
 
     fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Post>> {
-        larder::with_connection!(conn, |c| posts::table.find(id).first(c).optional())
+        larder::with_connection!(conn, |c| posts::table.find(id).get_result(c).optional())
     }
 
     fn find_many(conn: &mut Connection, ids: &[i64]) -> QueryResult<Vec<Post>> {

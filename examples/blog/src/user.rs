@@ -71,7 +71,7 @@ impl Entity for User {
     }
 
     fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<User>> {
-        larder::with_connection!(conn, |c| users::table.find(id).first(c).optional())
+        larder::with_connection!(conn, |c| users::table.find(id).get_result(c).optional())
     }
 
     fn find_many(conn: &mut Connection, ids: &[i64]) -> QueryResult<Vec<User>> {

@@ -78,7 +78,7 @@ impl Plain {
                     users::name,
                 ));
             let post: Option<(i64, String, String, i64, String)> =
-                larder::with_connection!(conn, |c| post.first(c).optional())?;
+                larder::with_connection!(conn, |c| post.get_result(c).optional())?;
             let Some((id, title, body, version, author)) = post else {
                 return Ok(None);
             };
@@ -163,7 +163,7 @@ impl Plain {
             }
             let current = posts::table.find(id).select(posts::version);
             let current: Option<i64> =
-                larder::with_connection!(conn, |c| current.first(c).optional())?;
+                larder::with_connection!(conn, |c| current.get_result(c).optional())?;
             Err(match current {
                 None => Failure::new(404, format!("posts {id} not found")),
                 Some(v) => Failure::new(
