@@ -396,7 +396,7 @@ fn misses(c: &mut Criterion) {
             let mut conn = f.pool.get().expect("checkout");
             let user = users::table
                 .find(black_box(keys.next()))
-                .first::<User>(&mut conn)
+                .get_result::<User>(&mut conn)
                 .expect("select");
             black_box(user)
         });
@@ -409,7 +409,7 @@ fn misses(c: &mut Criterion) {
         b.iter(|| {
             let user = users::table
                 .find(black_box(keys.next()))
-                .first::<User>(&mut conn)
+                .get_result::<User>(&mut conn)
                 .expect("select");
             black_box(user)
         });
