@@ -197,9 +197,12 @@ macro_rules! entity_slot {
 ///     fn insert(conn: &mut Connection, new: &NewTag) -> QueryResult<Tag> {
 ///         // Portable: MySQL has no INSERT … RETURNING; it reads the row back
 ///         // by LAST_INSERT_ID(), which triggers do not disturb there.
+///         // `get_results`, read to the end: SQLite checkpoints its WAL only
+///         // after a write stepped to completion (see `insert` below).
+///         let only = |rows: Vec<Tag>| rows.into_iter().next().ok_or(diesel::result::Error::NotFound);
 ///         match conn {
-///             Connection::Sqlite(c) => diesel::insert_into(tags::table).values(new).get_result(c),
-///             Connection::Postgres(c) => diesel::insert_into(tags::table).values(new).get_result(c),
+///             Connection::Sqlite(c) => diesel::insert_into(tags::table).values(new).get_results(c).and_then(only),
+///             Connection::Postgres(c) => diesel::insert_into(tags::table).values(new).get_results(c).and_then(only),
 ///             #[allow(unreachable_patterns)]
 ///             _ => {
 ///                 larder::with_connection!(conn, |c| diesel::insert_into(tags::table).values(new).execute(c))?;
@@ -254,6 +257,12 @@ pub trait Entity: Sized + Send + Sync + 'static {
     }
 
     /// Inserts a row and returns it as stored.
+    ///
+    /// A `RETURNING` statement is read to its end (diesel's `get_results`,
+    /// not `get_result`), here and in [`update`](Entity::update): SQLite
+    /// checkpoints its WAL only after a write stepped to completion, and a
+    /// write reset after its first row commits without one, so the WAL of a
+    /// store whose writes were all of that kind grew without bound.
     fn insert(conn: &mut Connection, new: &Self::New) -> QueryResult<Self>;
 
     /// Updates row `id` and returns it as stored, or `None` when there is no such row.
@@ -477,7 +486,11 @@ macro_rules! __larder_insert_arm {
     }};
     ($other:ident, $c:ident, $table:expr, $new:expr) => {{
         use ::diesel::prelude::*;
-        ::diesel::insert_into($table).values($new).get_result($c)
+        ::diesel::insert_into($table)
+            .values($new)
+            .get_results($c)
+            .map($crate::__private::returned_row)?
+            .ok_or(::diesel::result::Error::NotFound)
     }};
 }
 
@@ -509,8 +522,8 @@ macro_rules! __larder_update_arm {
         use ::diesel::prelude::*;
         ::diesel::update($table.find($id))
             .set($changes)
-            .get_result($c)
-            .optional()
+            .get_results($c)
+            .map($crate::__private::returned_row)
     }};
 }
 
@@ -535,6 +548,17 @@ macro_rules! __larder_last_segment {
     ($first:ident $(:: $rest:ident)+) => {
         $crate::__larder_last_segment!($($rest)::+)
     };
+}
+
+/// The row a write's `RETURNING` gave, if any, from all its rows. Such a
+/// statement is read to its end (`get_results`, not `get_result`): SQLite
+/// runs its WAL checkpoint only from a write stepped to completion, and one
+/// reset after its first row commits without it, so the WAL of a store whose
+/// writes were all of that kind grew without bound (see tests/sqlite_wal.rs).
+/// Used by [`entity!`](crate::entity); public only for the macro's expansion.
+#[doc(hidden)]
+pub fn returned_row<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
 }
 
 /// Whether `err` is diesel's refusal to run an update with nothing to set.

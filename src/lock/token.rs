@@ -20,6 +20,15 @@ struct Token {
     token: i64,
 }
 
+/// The one row of an upsert's `RETURNING`, read to its end: SQLite
+/// checkpoints its WAL only after a write stepped to completion.
+fn only_token(rows: Vec<Token>) -> QueryResult<i64> {
+    rows.into_iter()
+        .next()
+        .map(|row| row.token)
+        .ok_or(diesel::result::Error::NotFound)
+}
+
 /// The next token of `key`: 1 the first time.
 pub(super) fn next(conn: &mut Connection, key: i64) -> QueryResult<i64> {
     crate::match_backend!(conn, |c| {
@@ -28,16 +37,16 @@ pub(super) fn next(conn: &mut Connection, key: i64) -> QueryResult<i64> {
              ON CONFLICT (lock_key) DO UPDATE SET token = token + 1 RETURNING token",
         )
         .bind::<BigInt, _>(key)
-        .get_result::<Token>(c)
-        .map(|row| row.token),
+        .get_results::<Token>(c)
+        .and_then(only_token),
         Postgres => diesel::sql_query(
             "INSERT INTO larder_lock_tokens (lock_key, token) VALUES ($1, 1) \
              ON CONFLICT (lock_key) DO UPDATE SET token = larder_lock_tokens.token + 1 \
              RETURNING token",
         )
         .bind::<BigInt, _>(key)
-        .get_result::<Token>(c)
-        .map(|row| row.token),
+        .get_results::<Token>(c)
+        .and_then(only_token),
         // No RETURNING: LAST_INSERT_ID(expr) hands the new value to this
         // session's next LAST_INSERT_ID(), whichever branch ran.
         Mysql => {

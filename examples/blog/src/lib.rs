@@ -144,8 +144,10 @@ macro_rules! insert_returning {
         use diesel::prelude::*;
         let insert = $insert;
         larder::match_backend!($conn, |c| {
-            Sqlite => insert.get_result(c),
-            Postgres => insert.get_result(c),
+            // Read to the end (`get_results`): SQLite checkpoints its WAL
+            // only after a write stepped to completion.
+            Sqlite => insert.get_results(c)?.into_iter().next().ok_or(diesel::result::Error::NotFound),
+            Postgres => insert.get_results(c)?.into_iter().next().ok_or(diesel::result::Error::NotFound),
             Mysql => {
                 insert.execute(c)?;
                 let id: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
@@ -168,8 +170,9 @@ macro_rules! update_returning {
         use diesel::prelude::*;
         let update = $update;
         larder::match_backend!($conn, |c| {
-            Sqlite => update.get_result(c).optional(),
-            Postgres => update.get_result(c).optional(),
+            // Read to the end, as in `insert_returning!`.
+            Sqlite => update.get_results(c).map(|rows| rows.into_iter().next()),
+            Postgres => update.get_results(c).map(|rows| rows.into_iter().next()),
             Mysql => match update.execute(c)? {
                 0 => Ok(None),
                 _ => $table.find($id).get_result(c).optional(),

@@ -125,8 +125,10 @@ impl Plain {
                 comments::created_at.eq(now()),
             ));
             let id: i64 = larder::match_backend!(conn, |c| {
-                Sqlite => insert.returning(comments::id).get_result(c),
-                Postgres => insert.returning(comments::id).get_result(c),
+                // Read to the end, as larder's writes are: SQLite
+                // checkpoints its WAL only after a write stepped to completion.
+                Sqlite => insert.returning(comments::id).get_results(c)?.into_iter().next().ok_or(DieselError::NotFound),
+                Postgres => insert.returning(comments::id).get_results(c)?.into_iter().next().ok_or(DieselError::NotFound),
                 Mysql => {
                     insert.execute(c)?;
                     diesel::select(diesel::dsl::sql::<BigInt>("CAST(LAST_INSERT_ID() AS SIGNED)"))
