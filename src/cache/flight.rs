@@ -123,7 +123,12 @@ mod tests {
         let mut landing = Landing::new(Arc::clone(&flight));
         assert!(poll(&mut landing).is_pending());
         assert!(poll(&mut landing).is_pending());
-        assert_eq!(flight.inner.lock().wakers.len(), 1, "one task, one waker");
+        // Deduplication goes as far as `will_wake` sees: a clone of
+        // `Waker::noop()` may carry another copy of its constant vtable, and
+        // one build's did (then two wakers are kept, which is harmless).
+        let noop = Waker::noop();
+        let expected = if noop.will_wake(&noop.clone()) { 1 } else { 2 };
+        assert_eq!(flight.inner.lock().wakers.len(), expected, "one task, one waker");
         let value = Arc::new(7);
         flight.complete(Some(Some(Arc::clone(&value))));
         match poll(&mut landing) {
