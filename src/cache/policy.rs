@@ -130,24 +130,26 @@ impl<T> Entries<T> {
 
     /// The cached value of `id`, counted as an access (hit or miss) of `id`
     /// and moved to the front of its region.
-    pub(crate) fn get(&mut self, id: i64) -> Option<&Arc<T>> {
+    pub(crate) fn get(&mut self, id: i64) -> Option<Arc<T>> {
         self.sketch.increment(id);
         self.touch(id)
     }
 
     /// The cached value of `id`, moved to the front of its region (from
-    /// probation to protected), without counting an access.
-    pub(crate) fn touch(&mut self, id: i64) -> Option<&Arc<T>> {
+    /// probation to protected), without counting an access. The value comes
+    /// back owned: a borrowed one would keep `protected` borrowed on the
+    /// paths that miss it, and the lookup would have to hash twice.
+    pub(crate) fn touch(&mut self, id: i64) -> Option<Arc<T>> {
         // Protected first: it holds the hot keys, so most hits probe one table.
-        if self.protected.contains(&id) {
-            return self.protected.get(&id);
+        if let Some(value) = self.protected.get(&id) {
+            return Some(Arc::clone(value));
         }
         if let Some(value) = self.probation.pop(&id) {
             self.protect(id, value);
             // Protected may have sent it straight back (a share of one entry).
-            return self.peek(id);
+            return self.peek(id).cloned();
         }
-        self.window.get(&id)
+        self.window.get(&id).cloned()
     }
 
     /// Moves a main entry read again into protected; protected's least
