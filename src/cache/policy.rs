@@ -139,11 +139,20 @@ impl<T> Entries<T> {
     /// probation to protected), without counting an access. The value comes
     /// back owned: a borrowed one would keep `protected` borrowed on the
     /// paths that miss it, and the lookup would have to hash twice.
+    #[inline]
     pub(crate) fn touch(&mut self, id: i64) -> Option<Arc<T>> {
         // Protected first: it holds the hot keys, so most hits probe one table.
         if let Some(value) = self.protected.get(&id) {
             return Some(Arc::clone(value));
         }
+        self.touch_unprotected(id)
+    }
+
+    /// [`touch`](Self::touch) of a key not in protected: out of line, so that
+    /// a hit in protected runs only the few instructions above.
+    #[cold]
+    #[inline(never)]
+    fn touch_unprotected(&mut self, id: i64) -> Option<Arc<T>> {
         if let Some(value) = self.probation.pop(&id) {
             self.protect(id, value);
             // Protected may have sent it straight back (a share of one entry).

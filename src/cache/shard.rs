@@ -83,11 +83,19 @@ impl<T> Shard<T> {
         self.epoch
     }
 
+    #[inline]
     pub(crate) fn lookup(&mut self, id: i64) -> Lookup<T> {
         if let Some(value) = self.entries.get(id) {
             self.counters.hits += 1;
             return Lookup::Hit(value);
         }
+        self.missed(id)
+    }
+
+    /// A [`lookup`](Self::lookup) that missed: join the load in flight or lead one.
+    #[cold]
+    #[inline(never)]
+    fn missed(&mut self, id: i64) -> Lookup<T> {
         self.counters.misses += 1;
         if let Some(flight) = self.flights.get(&id) {
             return Lookup::Wait(Arc::clone(flight));
