@@ -20,6 +20,13 @@
 //! Measured on the workload (seeded, `hit_ratio.rs`): 0.7425 against
 //! 0.761 for the oracle that keeps exactly the 10,000 most popular keys, 0.695
 //! for plain LRU; moka 0.12 gets 0.727 on the same key sequence.
+//!
+//! A hit in protected (where hot keys live) costs one hash probe, the node's
+//! move to the front and the sketch update; the other regions are probed out
+//! of line. In the criterion bench a hit costs about 2.4× a bare
+//! `Mutex<LruCache>` get (106 / 44 ns, medians of five interleaved rounds);
+//! the time is mostly the cache misses of the probe, the unlink and the `Arc`
+//! count, not the policy's instructions (docs/benchmarks.md, the hit path).
 
 use std::sync::Arc;
 
