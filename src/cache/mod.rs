@@ -101,13 +101,24 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         if !self.enabled {
             return self.load_uncached(id, load);
         }
-        let shard = self.shard(id);
-        let lookup = { shard.lock().lookup(id) };
+        let lookup = { self.shard(id).lock().lookup(id) };
+        if let Lookup::Hit(value) = lookup {
+            tracing::trace!(table = self.table, id, "cache hit");
+            return Ok(Some(value));
+        }
+        self.load_missed(id, lookup, load)
+    }
+
+    /// The rest of [`get_or_load`](Self::get_or_load) after a miss: out of
+    /// line, so that a hit runs only the lock, the lookup and the trace check.
+    #[cold]
+    #[inline(never)]
+    fn load_missed<F, E>(&self, id: i64, lookup: Lookup<T>, load: F) -> Result<Option<Arc<T>>, E>
+    where
+        F: FnOnce() -> Result<Option<T>, E>,
+    {
         match lookup {
-            Lookup::Hit(value) => {
-                tracing::trace!(table = self.table, id, "cache hit");
-                Ok(Some(value))
-            }
+            Lookup::Hit(value) => Ok(Some(value)),
             Lookup::Lead(flight) => self.lead(Lease { id, flight }, load),
             Lookup::Wait(flight) => {
                 tracing::trace!(

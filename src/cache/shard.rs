@@ -83,11 +83,19 @@ impl<T> Shard<T> {
         self.epoch
     }
 
+    #[inline]
     pub(crate) fn lookup(&mut self, id: i64) -> Lookup<T> {
         if let Some(value) = self.entries.get(id) {
             self.counters.hits += 1;
-            return Lookup::Hit(Arc::clone(value));
+            return Lookup::Hit(value);
         }
+        self.missed(id)
+    }
+
+    /// A [`lookup`](Self::lookup) that missed: join the load in flight or lead one.
+    #[cold]
+    #[inline(never)]
+    fn missed(&mut self, id: i64) -> Lookup<T> {
         self.counters.misses += 1;
         if let Some(flight) = self.flights.get(&id) {
             return Lookup::Wait(Arc::clone(flight));
@@ -104,7 +112,7 @@ impl<T> Shard<T> {
         match self.entries.get(id) {
             Some(value) => {
                 self.counters.hits += 1;
-                Some(Arc::clone(value))
+                Some(value)
             }
             None => {
                 self.counters.misses += 1;
@@ -158,7 +166,7 @@ impl<T> Shard<T> {
             return Fill::Stale;
         }
         if let Some(cached) = self.entries.touch(id) {
-            return Fill::Kept(Arc::clone(cached));
+            return Fill::Kept(cached);
         }
         self.counters.fills += 1;
         let evicted = self.entries.insert(id, Arc::clone(value), budget);
