@@ -128,7 +128,11 @@ mod tests {
         // one build's did (then two wakers are kept, which is harmless).
         let noop = Waker::noop();
         let expected = if noop.will_wake(&noop.clone()) { 1 } else { 2 };
-        assert_eq!(flight.inner.lock().wakers.len(), expected, "one task, one waker");
+        assert_eq!(
+            flight.inner.lock().wakers.len(),
+            expected,
+            "one task, one waker"
+        );
         let value = Arc::new(7);
         flight.complete(Some(Some(Arc::clone(&value))));
         match poll(&mut landing) {
