@@ -4,7 +4,9 @@
 //! them cached. Measured side by side:
 //!
 //! - `hit`: `store.users().get(id)` of a cached key; the floor, a bare
-//!   `parking_lot::Mutex<lru::LruCache<i64, Arc<User>>>`; and a peer cache,
+//!   `parking_lot::Mutex<lru::LruCache<i64, Arc<User>>>`; the same floor split
+//!   into 16 shards as larder splits its map (`lru-mutex-16`, to tell what
+//!   sharding itself costs from what larder's path adds); a peer cache,
 //!   `moka::sync::Cache<i64, Arc<User>>`; each with 1, 2 and 4 threads;
 //! - `miss`: a plain diesel + r2d2 point select by primary key against larder's
 //!   miss (a store with caching off, and invalidate-then-get on a cached store);
@@ -57,6 +59,14 @@ const CAPACITY: usize = 16_384;
 const STREAM: usize = 1 << 20;
 /// Thread counts of the hit benchmarks. The machine has 2 cores.
 const THREADS: [usize; 3] = [1, 2, 4];
+/// Shards of the sharded floor: as many as a larder map has.
+const FLOOR_SHARDS: usize = 16;
+
+/// The sharded floor's shard of `id`: the multiplicative hash larder's
+/// identity map uses, so that both spread the keys alike.
+fn floor_shard(id: i64) -> usize {
+    ((id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & (FLOOR_SHARDS - 1)
+}
 
 type RawPool = r2d2::Pool<ConnectionManager<SqliteConnection>>;
 
@@ -153,6 +163,8 @@ struct Fixture {
     /// the bare floor then finds it in L1, while larder's 16 shards do not.
     stream: Vec<i64>,
     floor: Mutex<LruCache<i64, Arc<User>>>,
+    /// The floor in 16 shards, a key's shard picked as larder picks it.
+    sharded_floor: Vec<Mutex<LruCache<i64, Arc<User>>>>,
     moka: moka::sync::Cache<i64, Arc<User>>,
 }
 
@@ -200,6 +212,13 @@ fn fixture() -> &'static Fixture {
         let floor = Mutex::new(LruCache::new(
             NonZeroUsize::new(CAPACITY).expect("non-zero"),
         ));
+        let sharded_floor: Vec<_> = (0..FLOOR_SHARDS)
+            .map(|_| {
+                Mutex::new(LruCache::new(
+                    NonZeroUsize::new(CAPACITY).expect("non-zero"),
+                ))
+            })
+            .collect();
         let moka = moka::sync::Cache::new(CAPACITY as u64);
         for &id in &ids {
             store
@@ -214,6 +233,9 @@ fn fixture() -> &'static Fixture {
                 .expect("seeded");
             let user = store.users().get(id).expect("get").expect("seeded");
             floor.lock().put(id, Arc::clone(&user));
+            sharded_floor[floor_shard(id)]
+                .lock()
+                .put(id, Arc::clone(&user));
             moka.insert(id, user);
         }
         moka.run_pending_tasks();
@@ -256,6 +278,7 @@ fn fixture() -> &'static Fixture {
             ids,
             stream,
             floor,
+            sharded_floor,
             moka,
         }
     })
@@ -333,6 +356,12 @@ fn hits(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("lru-mutex", threads), |b| {
             run_hits(b, threads, &f.stream, |id| {
                 black_box(f.floor.lock().get(&black_box(id)).cloned());
+            });
+        });
+        group.bench_function(BenchmarkId::new("lru-mutex-16", threads), |b| {
+            run_hits(b, threads, &f.stream, |id| {
+                let shard = &f.sharded_floor[floor_shard(black_box(id))];
+                black_box(shard.lock().get(&id).cloned());
             });
         });
         group.bench_function(BenchmarkId::new("moka", threads), |b| {
@@ -523,7 +552,21 @@ fn ratios(since: SystemTime) {
             what: "hit time: larder / lru-mutex floor (1 thread)",
             numerator: "hit/larder/1",
             denominator: "hit/lru-mutex/1",
-            target: Some((2.0, true)),
+            target: Some((1.5, true)),
+            throughput: false,
+        },
+        Ratio {
+            what: "hit time: larder / 16-shard lru-mutex floor (1 thread)",
+            numerator: "hit/larder/1",
+            denominator: "hit/lru-mutex-16/1",
+            target: None,
+            throughput: false,
+        },
+        Ratio {
+            what: "hit time: 16-shard / one lru-mutex floor (1 thread)",
+            numerator: "hit/lru-mutex-16/1",
+            denominator: "hit/lru-mutex/1",
+            target: None,
             throughput: false,
         },
         Ratio {
