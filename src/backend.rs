@@ -281,6 +281,8 @@ fn prepare(conn: &mut Connection, busy_timeout: std::time::Duration) -> QueryRes
 pub(crate) struct Manager {
     url: DatabaseUrl,
     busy_timeout: std::time::Duration,
+    /// Closed when the pool this manager serves is dropped (see `pool::Gate`).
+    pub(crate) gate: std::sync::Arc<crate::pool::Gate>,
 }
 
 /// Why a connection could not be opened, already free of any password.
@@ -297,7 +299,11 @@ impl std::error::Error for ConnectError {}
 
 impl Manager {
     pub(crate) fn new(url: DatabaseUrl, busy_timeout: std::time::Duration) -> Manager {
-        Manager { url, busy_timeout }
+        Manager {
+            url,
+            busy_timeout,
+            gate: std::sync::Arc::default(),
+        }
     }
 
     /// Opens and prepares a connection to the manager's URL.

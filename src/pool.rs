@@ -10,7 +10,10 @@
 //! committed), and the dead connection is discarded.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::{RwLock, RwLockReadGuard};
 
 use crate::backend::{ConnectError, Manager};
 use crate::error::{Error, Result};
@@ -18,7 +21,62 @@ use crate::url::DatabaseUrl;
 
 pub(crate) use crate::backend::Connection;
 
-pub(crate) type Pool = r2d2::Pool<Manager>;
+/// An r2d2 pool that opens no connection once it is dropped (see [`Gate`]).
+/// Not `Clone`: dropping it is what closes the gate.
+pub(crate) struct Pool {
+    pool: r2d2::Pool<Manager>,
+    gate: Arc<Gate>,
+}
+
+impl Pool {
+    /// Builds an r2d2 pool over `manager` with `build` and guards it.
+    pub(crate) fn new<E>(
+        manager: Manager,
+        build: impl FnOnce(Manager) -> std::result::Result<r2d2::Pool<Manager>, E>,
+    ) -> std::result::Result<Pool, E> {
+        let gate = Arc::clone(&manager.gate);
+        Ok(Pool {
+            pool: build(manager)?,
+            gate,
+        })
+    }
+}
+
+impl Deref for Pool {
+    type Target = r2d2::Pool<Manager>;
+
+    fn deref(&self) -> &r2d2::Pool<Manager> {
+        &self.pool
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.gate.close();
+    }
+}
+
+/// Whether a pool may still open connections. r2d2 opens them on threads of
+/// its own (to keep an idle one, or for a checkout that waits), and such an
+/// open could outlive the store: on SQLite it created the database file
+/// again after the store was dropped and the file removed. Opens hold the
+/// gate shared; closing it waits for them to end and turns later ones away.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    closed: RwLock<bool>,
+}
+
+impl Gate {
+    /// Held across an open; `None` once the pool is dropped.
+    fn enter(&self) -> Option<RwLockReadGuard<'_, bool>> {
+        let closed = self.closed.read();
+        (!*closed).then_some(closed)
+    }
+
+    fn close(&self) {
+        *self.closed.write() = true;
+    }
+}
 pub(crate) type PooledConn = r2d2::PooledConnection<Manager>;
 
 /// How long after its last success a connection is handed out without a ping.
@@ -39,13 +97,15 @@ pub(crate) struct PoolConfig {
 pub(crate) fn build(url: &DatabaseUrl, config: &PoolConfig) -> Result<Pool> {
     let manager = Manager::new(url.clone(), config.busy_timeout);
     drop(manager.open().map_err(|e| url.connection_error(&e.0))?);
-    r2d2::Pool::builder()
-        .max_size(config.size)
-        .min_idle(Some(1))
-        .test_on_check_out(true)
-        .connection_timeout(config.connection_timeout)
-        .build(manager)
-        .map_err(|e| url.connection_error(&e.to_string()))
+    Pool::new(manager, |manager| {
+        r2d2::Pool::builder()
+            .max_size(config.size)
+            .min_idle(Some(1))
+            .test_on_check_out(true)
+            .connection_timeout(config.connection_timeout)
+            .build(manager)
+    })
+    .map_err(|e| url.connection_error(&e.to_string()))
 }
 
 /// A pooled connection and what the pool knows of its health.
@@ -133,6 +193,9 @@ impl r2d2::ManageConnection for Manager {
     type Error = ConnectError;
 
     fn connect(&self) -> std::result::Result<Pooled, ConnectError> {
+        let Some(_open) = self.gate.enter() else {
+            return Err(ConnectError("the pool was dropped".into()));
+        };
         self.open().map(Pooled::new)
     }
 

@@ -113,3 +113,41 @@ fn a_checkout_timeout_while_the_database_is_unreachable_names_the_cause() {
         );
     });
 }
+
+/// A dropped store opens no connection afterwards: the pool used to open one
+/// in the background whenever a checkout took its last idle connection (r2d2's
+/// `min_idle`), and one still opening after the store was dropped created
+/// the SQLite file again after `larder database drop` had removed it (seen
+/// once in CI's `database_setup_reset_and_drop`).
+#[test]
+fn a_dropped_store_does_not_create_its_database_again() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("gone.db").display());
+        let store = larder::Store::builder(&url)
+            .coherence(false)
+            .build()
+            .unwrap();
+        larder_blog::migrate(&store).unwrap();
+        // Misses at once check out the pool's idle connections.
+        std::thread::scope(|scope| {
+            for id in 1..=4 {
+                let store = &store;
+                scope.spawn(move || assert!(store.users().get(id).unwrap().is_none()));
+            }
+        });
+        drop(store);
+        let files = ["", "-wal", "-shm"].map(|suffix| dir.path().join(format!("gone.db{suffix}")));
+        for file in &files {
+            let _ = std::fs::remove_file(file);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        for file in &files {
+            assert!(
+                !file.exists(),
+                "round {round}: something opened the dropped store's database again ({})",
+                file.display()
+            );
+        }
+    }
+}

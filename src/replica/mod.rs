@@ -211,14 +211,19 @@ impl Replicas {
         let replicas = urls
             .into_iter()
             .map(|url| {
-                let pool = r2d2::Pool::builder()
-                    .max_size(config.size)
-                    .min_idle(Some(0))
-                    .test_on_check_out(true)
-                    .connection_timeout(CHECKOUT_TIMEOUT.min(config.connection_timeout))
-                    // Failures are logged here, once per transition, scrubbed.
-                    .error_handler(Box::new(r2d2::NopErrorHandler))
-                    .build_unchecked(Manager::new(url.clone(), config.busy_timeout));
+                let manager = Manager::new(url.clone(), config.busy_timeout);
+                let Ok(pool) = Pool::new(manager, |manager| {
+                    Ok::<_, std::convert::Infallible>(
+                        r2d2::Pool::builder()
+                            .max_size(config.size)
+                            .min_idle(Some(0))
+                            .test_on_check_out(true)
+                            .connection_timeout(CHECKOUT_TIMEOUT.min(config.connection_timeout))
+                            // Failures are logged here, once per transition, scrubbed.
+                            .error_handler(Box::new(r2d2::NopErrorHandler))
+                            .build_unchecked(manager),
+                    )
+                });
                 Replica {
                     url,
                     pool,
