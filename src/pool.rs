@@ -10,6 +10,7 @@
 //! committed), and the dead connection is discarded.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,23 +61,32 @@ impl Drop for Pool {
 /// its own (to keep an idle one, or for a checkout that waits), and such an
 /// open could outlive the store: on SQLite it created the database file
 /// again after the store was dropped and the file removed. Opens hold the
-/// gate shared; closing it waits for them to end and turns later ones away.
+/// gate shared; closing it turns later ones away and waits for those in
+/// flight, at most [`CLOSE_WAIT`] (an open to an unreachable server may take
+/// longer; it creates nothing, and the pool drops what it opens).
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
-    closed: RwLock<bool>,
+    closed: AtomicBool,
+    opening: RwLock<()>,
 }
 
+/// How long dropping a pool waits for the connections it is opening.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 impl Gate {
-    /// Held across an open; `None` once the pool is dropped.
-    fn enter(&self) -> Option<RwLockReadGuard<'_, bool>> {
-        let closed = self.closed.read();
-        (!*closed).then_some(closed)
+    /// Held across an open; `None` once the pool is dropped. The guard is
+    /// taken before the flag is read, so `close` cannot miss an open.
+    fn enter(&self) -> Option<RwLockReadGuard<'_, ()>> {
+        let opening = self.opening.read();
+        (!self.closed.load(Ordering::SeqCst)).then_some(opening)
     }
 
     fn close(&self) {
-        *self.closed.write() = true;
+        self.closed.store(true, Ordering::SeqCst);
+        drop(self.opening.try_write_for(CLOSE_WAIT));
     }
 }
+
 pub(crate) type PooledConn = r2d2::PooledConnection<Manager>;
 
 /// How long after its last success a connection is handed out without a ping.
