@@ -7,10 +7,13 @@
 //! leaves out (`postgres`, `mysql` cargo features) simply have no arm.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2::R2D2Connection;
 use diesel::{Connection as _, QueryResult, RunQueryDsl};
+use parking_lot::{RwLock, RwLockReadGuard};
 
 use crate::dialect;
 use crate::url::{Backend, DatabaseUrl};
@@ -276,13 +279,43 @@ fn prepare(conn: &mut Connection, busy_timeout: std::time::Duration) -> QueryRes
     conn.batch_execute(&setup)
 }
 
+/// Whether a pool may still open connections. r2d2 opens them on threads of
+/// its own (to keep an idle one, or for a checkout that waits), and such an
+/// open could outlive the store: on SQLite it created the database file
+/// again after the store was dropped and the file removed. Opens hold the
+/// gate shared; closing it turns later ones away and waits for those in
+/// flight, at most [`CLOSE_WAIT`] (an open to an unreachable server may take
+/// longer; it creates nothing, and the pool drops what it opens).
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    closed: AtomicBool,
+    opening: RwLock<()>,
+}
+
+/// How long dropping a pool waits for the connections it is opening.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+impl Gate {
+    /// Held across an open; `None` once the pool is dropped. The guard is
+    /// taken before the flag is read, so `close` cannot miss an open.
+    pub(crate) fn enter(&self) -> Option<RwLockReadGuard<'_, ()>> {
+        let opening = self.opening.read();
+        (!self.closed.load(Ordering::SeqCst)).then_some(opening)
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        drop(self.opening.try_write_for(CLOSE_WAIT));
+    }
+}
+
 /// Opens and checks larder connections (r2d2's view of them is in `pool`).
 #[derive(Debug)]
 pub(crate) struct Manager {
     url: DatabaseUrl,
     busy_timeout: std::time::Duration,
-    /// Closed when the pool this manager serves is dropped (see `pool::Gate`).
-    pub(crate) gate: std::sync::Arc<crate::pool::Gate>,
+    /// Closed when the pool this manager serves is dropped (see [`Gate`]).
+    pub(crate) gate: std::sync::Arc<Gate>,
 }
 
 /// Why a connection could not be opened, already free of any password.

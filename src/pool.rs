@@ -10,19 +10,16 @@
 //! committed), and the dead connection is discarded.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{RwLock, RwLockReadGuard};
-
-use crate::backend::{ConnectError, Manager};
+use crate::backend::{ConnectError, Gate, Manager};
 use crate::error::{Error, Result};
 use crate::url::DatabaseUrl;
 
 pub(crate) use crate::backend::Connection;
 
-/// An r2d2 pool that opens no connection once it is dropped (see [`Gate`]).
+/// An r2d2 pool that opens no connection once it is dropped (see `Gate`).
 /// Not `Clone`: dropping it is what closes the gate.
 pub(crate) struct Pool {
     pool: r2d2::Pool<Manager>,
@@ -54,36 +51,6 @@ impl Deref for Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.gate.close();
-    }
-}
-
-/// Whether a pool may still open connections. r2d2 opens them on threads of
-/// its own (to keep an idle one, or for a checkout that waits), and such an
-/// open could outlive the store: on SQLite it created the database file
-/// again after the store was dropped and the file removed. Opens hold the
-/// gate shared; closing it turns later ones away and waits for those in
-/// flight, at most [`CLOSE_WAIT`] (an open to an unreachable server may take
-/// longer; it creates nothing, and the pool drops what it opens).
-#[derive(Debug, Default)]
-pub(crate) struct Gate {
-    closed: AtomicBool,
-    opening: RwLock<()>,
-}
-
-/// How long dropping a pool waits for the connections it is opening.
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
-
-impl Gate {
-    /// Held across an open; `None` once the pool is dropped. The guard is
-    /// taken before the flag is read, so `close` cannot miss an open.
-    fn enter(&self) -> Option<RwLockReadGuard<'_, ()>> {
-        let opening = self.opening.read();
-        (!self.closed.load(Ordering::SeqCst)).then_some(opening)
-    }
-
-    fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        drop(self.opening.try_write_for(CLOSE_WAIT));
     }
 }
 
