@@ -769,6 +769,7 @@ mod keys;
 mod lock;
 mod migrate;
 mod pool;
+mod prepared;
 mod read;
 mod registry;
 mod replica;
@@ -800,6 +801,7 @@ pub use migrate::POSTGRES_MIGRATIONS;
 #[cfg(feature = "sqlite")]
 pub use migrate::SQLITE_MIGRATIONS;
 pub use migrate::{MigrationStatus, Migrator};
+pub use prepared::KeepPrepared;
 pub use read::Read;
 pub use replica::ReplicaStats;
 pub use repo::{Repo, Repos, Repository, TxRepo};

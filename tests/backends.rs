@@ -6,7 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{each_backend, rename, statements_sent, user, user_in_db, TestDb};
+use common::{
+    each_backend, rename, statements_prepared, statements_sent, user, user_in_db, TestDb,
+};
 use diesel::connection::SimpleConnection;
 use diesel::RunQueryDsl;
 use larder::{Backend, Error};
@@ -27,6 +29,44 @@ fn a_primary_key_load_binds_no_limit() {
         assert_eq!(found.map(|u| u.id), Some(ann.id));
         assert_eq!(sent.len(), 1, "one statement per load: {sent:?}");
         assert!(!sent[0].to_uppercase().contains("LIMIT"), "{}", sent[0]);
+    });
+}
+
+/// The blog's writes keep their prepared statements (`larder::KeepPrepared`):
+/// diesel alone prepares every `INSERT` and `UPDATE` again.
+#[test]
+fn the_blogs_writes_are_prepared_once_per_connection() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let ((), prepared) = statements_prepared(&db, |conn| {
+            for n in 0..3 {
+                let new = NewUser {
+                    name: format!("u{n}"),
+                    email: format!("u{n}@example.org"),
+                };
+                let created = <larder_blog::User as larder::Entity>::insert(conn, &new).unwrap();
+                let changes = larder_blog::UserChanges {
+                    name: Some(format!("v{n}")),
+                    email: None,
+                };
+                let updated =
+                    <larder_blog::User as larder::Entity>::update(conn, created.id, &changes);
+                assert_eq!(updated.unwrap().map(|u| u.name), Some(format!("v{n}")));
+            }
+        });
+        if db.is(Backend::Mysql) {
+            // diesel's MySQL connection checks a statement through a reference,
+            // whose `QueryFragment` does not forward `KeepPrepared`'s answer:
+            // there writes are still prepared each time (see its docs).
+            return;
+        }
+        for verb in ["INSERT", "UPDATE"] {
+            let count = prepared
+                .iter()
+                .filter(|sql| sql.trim_start().to_uppercase().starts_with(verb))
+                .count();
+            assert_eq!(count, 1, "three of each, one {verb} prepared: {prepared:?}");
+        }
     });
 }
 

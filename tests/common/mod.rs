@@ -392,19 +392,47 @@ pub fn statements_sent<T>(
     db: &TestDb,
     run: impl FnOnce(&mut larder::Connection) -> T,
 ) -> (T, Vec<String>) {
+    instrumented(db, run, |event| match event {
+        diesel::connection::InstrumentationEvent::StartQuery { query, .. } => {
+            Some(query.to_string())
+        }
+        _ => None,
+    })
+}
+
+/// The SQL text of every statement `run` added to its connection's prepared
+/// statement cache: a statement run again without appearing twice was reused.
+#[allow(dead_code)] // not every test binary checks preparation
+pub fn statements_prepared<T>(
+    db: &TestDb,
+    run: impl FnOnce(&mut larder::Connection) -> T,
+) -> (T, Vec<String>) {
+    instrumented(db, run, |event| match event {
+        diesel::connection::InstrumentationEvent::CacheQuery { sql, .. } => Some(sql.to_string()),
+        _ => None,
+    })
+}
+
+/// Runs `run` on a connection of its own to `db`'s database, recording what
+/// `pick` takes from each of diesel's instrumentation events.
+fn instrumented<T>(
+    db: &TestDb,
+    run: impl FnOnce(&mut larder::Connection) -> T,
+    pick: fn(&diesel::connection::InstrumentationEvent<'_>) -> Option<String>,
+) -> (T, Vec<String>) {
     use diesel::connection::{Connection as _, InstrumentationEvent};
     let mut conn = larder::Connection::establish(&db.url()).expect("connect");
-    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let record = Arc::clone(&sent);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
     larder::with_connection!(&mut conn, |c| {
         let record = Arc::clone(&record);
         c.set_instrumentation(move |event: InstrumentationEvent<'_>| {
-            if let InstrumentationEvent::StartQuery { query, .. } = event {
-                record.lock().expect("record").push(query.to_string());
+            if let Some(text) = pick(&event) {
+                record.lock().expect("record").push(text);
             }
         })
     });
     let result = run(&mut conn);
-    let sent = sent.lock().expect("sent").clone();
-    (result, sent)
+    let seen = seen.lock().expect("seen").clone();
+    (result, seen)
 }

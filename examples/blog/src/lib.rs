@@ -141,15 +141,16 @@ pub(crate) use load_for_update;
 macro_rules! insert_returning {
     ($conn:expr, $insert:expr, $table:path) => {{
         #[allow(unused_imports)]
-        use diesel::prelude::*;
+        use diesel::{prelude::*, query_builder::AsQuery};
+        // Kept prepared: diesel would prepare an insert again on every call.
         let insert = $insert;
         larder::match_backend!($conn, |c| {
             // Read to the end (`get_results`): SQLite checkpoints its WAL
             // only after a write stepped to completion.
-            Sqlite => insert.get_results(c)?.into_iter().next().ok_or(diesel::result::Error::NotFound),
-            Postgres => insert.get_results(c)?.into_iter().next().ok_or(diesel::result::Error::NotFound),
+            Sqlite => larder::KeepPrepared::new(insert.as_query()).get_results(c)?.into_iter().next().ok_or(diesel::result::Error::NotFound),
+            Postgres => larder::KeepPrepared::new(insert.as_query()).get_results(c)?.into_iter().next().ok_or(diesel::result::Error::NotFound),
             Mysql => {
-                insert.execute(c)?;
+                larder::KeepPrepared::new(insert).execute(c)?;
                 let id: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
                     "CAST(LAST_INSERT_ID() AS SIGNED)",
                 ))
@@ -167,13 +168,14 @@ pub(crate) use insert_returning;
 macro_rules! update_returning {
     ($conn:expr, $update:expr, $table:path, $id:expr) => {{
         #[allow(unused_imports)]
-        use diesel::prelude::*;
+        use diesel::{prelude::*, query_builder::AsQuery};
+        // Kept prepared, as in `insert_returning!`.
         let update = $update;
         larder::match_backend!($conn, |c| {
             // Read to the end, as in `insert_returning!`.
-            Sqlite => update.get_results(c).map(|rows| rows.into_iter().next()),
-            Postgres => update.get_results(c).map(|rows| rows.into_iter().next()),
-            Mysql => match update.execute(c)? {
+            Sqlite => larder::KeepPrepared::new(update.as_query()).get_results(c).map(|rows| rows.into_iter().next()),
+            Postgres => larder::KeepPrepared::new(update.as_query()).get_results(c).map(|rows| rows.into_iter().next()),
+            Mysql => match larder::KeepPrepared::new(update).execute(c)? {
                 0 => Ok(None),
                 _ => $table.find($id).get_result(c).optional(),
             },
