@@ -326,36 +326,92 @@ fn data_version(conn: &mut Connection) -> Result<Option<i64>> {
 /// appeared since.
 fn read_changes(conn: &mut Connection, ctx: &Context, cursor: &mut Cursor) -> Result<()> {
     let now = Instant::now();
+    // Skipped ids first: they all lie below the mark, so the changes are
+    // still applied in id order.
+    let gaps = cursor.gaps();
+    if !gaps.is_empty() {
+        let rows = crate::with_connection!(conn, |c| skipped(&gaps).load(c)).map_err(lost)?;
+        apply(ctx, cursor, rows, now);
+    }
     loop {
-        let query = larder_changes::table
-            .filter(
-                larder_changes::id
-                    .gt(cursor.last())
-                    .or(larder_changes::id.eq_any(cursor.gaps())),
-            )
-            .order(larder_changes::id)
-            .limit(BATCH)
-            .select((
-                larder_changes::id,
-                larder_changes::table_name,
-                larder_changes::row_id,
-                larder_changes::op,
-                larder_changes::key_values,
-            ));
-        #[allow(clippy::type_complexity)]
-        let rows: Vec<(i64, String, i64, String, Option<String>)> =
-            crate::with_connection!(conn, |c| query.load(c)).map_err(lost)?;
+        let rows = crate::with_connection!(conn, |c| after(cursor.last()).load(c)).map_err(lost)?;
         let full = rows.len() as i64 == BATCH;
-        for (id, table, row_id, op, key_values) in rows {
-            ctx.apply(&table, row_id, &op, key_values.as_deref());
-            if let Some(reason) = cursor.read(id, now) {
-                ctx.flush(reason);
-            }
-        }
+        apply(ctx, cursor, rows, now);
         if !full {
             return Ok(());
         }
     }
+}
+
+/// A change as the poller reads it: id, table, row id, operation, key values.
+type Change = (i64, String, i64, String, Option<String>);
+
+fn apply(ctx: &Context, cursor: &mut Cursor, rows: Vec<Change>, now: Instant) {
+    for (id, table, row_id, op, key_values) in rows {
+        ctx.apply(&table, row_id, &op, key_values.as_deref());
+        if let Some(reason) = cursor.read(id, now) {
+            ctx.flush(reason);
+        }
+    }
+}
+
+/// What the poller reads of a change, in [`Change`]'s order.
+type ChangeColumns = (
+    larder_changes::id,
+    larder_changes::table_name,
+    larder_changes::row_id,
+    larder_changes::op,
+    larder_changes::key_values,
+);
+
+const CHANGE_COLUMNS: ChangeColumns = (
+    larder_changes::id,
+    larder_changes::table_name,
+    larder_changes::row_id,
+    larder_changes::op,
+    larder_changes::key_values,
+);
+
+type After = diesel::dsl::Select<
+    diesel::dsl::Limit<
+        diesel::dsl::Order<
+            diesel::dsl::Filter<larder_changes::table, diesel::dsl::Gt<larder_changes::id, i64>>,
+            larder_changes::id,
+        >,
+    >,
+    ChangeColumns,
+>;
+
+type Skipped<'a> = diesel::dsl::Select<
+    diesel::dsl::Order<
+        diesel::dsl::Filter<
+            larder_changes::table,
+            diesel::dsl::EqAny<larder_changes::id, &'a [i64]>,
+        >,
+        larder_changes::id,
+    >,
+    ChangeColumns,
+>;
+
+/// The first [`BATCH`] changes past `last`, in id order. Never joined to
+/// [`skipped`] by an `OR`: SQLite seeks its rowid for `id > ?` alone, but for
+/// `id > ? OR id IN (…)` it scans the log from its oldest row, which made
+/// every poll read minutes of changes again.
+fn after(last: i64) -> After {
+    larder_changes::table
+        .filter(larder_changes::id.gt(last))
+        .order(larder_changes::id)
+        .limit(BATCH)
+        .select(CHANGE_COLUMNS)
+}
+
+/// The changes of the skipped ids `gaps` (a few, at most [`MAX_GAPS`]) that
+/// have appeared, in id order.
+fn skipped(gaps: &[i64]) -> Skipped<'_> {
+    larder_changes::table
+        .filter(larder_changes::id.eq_any(gaps))
+        .order(larder_changes::id)
+        .select(CHANGE_COLUMNS)
 }
 
 /// Every [`PRUNE_EVERY`]: notices a log that was recreated or pruned past
@@ -495,5 +551,59 @@ mod mysql {
             .filter(|row| row.mine == 0)
             .map(|row| row.trx.parse().ok())
             .collect()
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+    use diesel::connection::SimpleConnection;
+    use diesel::sqlite::Sqlite;
+    use diesel::{Connection as _, SqliteConnection};
+
+    #[derive(QueryableByName)]
+    struct PlanStep {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        detail: String,
+    }
+
+    /// SQLite's plan for `query` over the change log as the migrations make it.
+    fn plan<Q: diesel::query_builder::QueryFragment<Sqlite>>(query: &Q) -> Vec<String> {
+        let mut c = SqliteConnection::establish(":memory:").unwrap();
+        c.batch_execute(include_str!(
+            "../../migrations/sqlite/2026-11-25-000001_change_log/up.sql"
+        ))
+        .unwrap();
+        c.batch_execute(include_str!(
+            "../../migrations/sqlite/2026-11-25-000003_change_keys/up.sql"
+        ))
+        .unwrap();
+        let sql = diesel::debug_query::<Sqlite, _>(query).to_string();
+        let sql = sql.split(" -- binds").next().unwrap();
+        // Unbound parameters are NULL; the plan does not depend on them.
+        diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+            .load::<PlanStep>(&mut c)
+            .unwrap()
+            .into_iter()
+            .map(|step| step.detail)
+            .collect()
+    }
+
+    fn assert_seeks(plan: &[String]) {
+        assert!(!plan.is_empty());
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN")),
+            "a poll must seek the log's rowid, not scan the log: {plan:?}"
+        );
+    }
+
+    #[test]
+    fn a_poll_seeks_past_its_mark_instead_of_scanning_the_log() {
+        assert_seeks(&plan(&after(41)));
+    }
+
+    #[test]
+    fn skipped_ids_are_looked_up_by_rowid() {
+        assert_seeks(&plan(&skipped(&[3, 5, 8])));
     }
 }
