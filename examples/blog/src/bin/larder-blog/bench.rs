@@ -298,11 +298,13 @@ fn compare(url: Option<&str>, args: &Args) -> larder::Result<()> {
         ));
     }
 
+    // Closed first: its watcher would otherwise go on reading the cache-off
+    // run's updates, on the cache-off run's cores.
+    drop(cached);
     workload.run(&uncached, warmup, 3)?;
     let cache_off = workload.run(&uncached, budget, 4)?;
     memory.rss_end = rss();
 
-    drop(cached);
     let removed = seeded.remove()?;
     let report = Report {
         args,
