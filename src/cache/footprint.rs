@@ -17,6 +17,8 @@ thread_local! {
     /// Bytes this thread allocated and has not freed (negative when it
     /// freed what another thread allocated).
     static LIVE: Cell<isize> = const { Cell::new(0) };
+    /// Allocations (and reallocations) this thread made.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn count(bytes: isize) {
@@ -24,8 +26,16 @@ fn count(bytes: isize) {
     let _ = LIVE.try_with(|live| live.set(live.get() + bytes));
 }
 
+fn count_allocation() {
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
 fn live() -> isize {
     LIVE.with(Cell::get)
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
 }
 
 struct Counting;
@@ -39,6 +49,7 @@ unsafe impl GlobalAlloc for Counting {
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
             count(layout.size() as isize);
+            count_allocation();
         }
         ptr
     }
@@ -48,6 +59,7 @@ unsafe impl GlobalAlloc for Counting {
         let ptr = unsafe { System.alloc_zeroed(layout) };
         if !ptr.is_null() {
             count(layout.size() as isize);
+            count_allocation();
         }
         ptr
     }
@@ -63,6 +75,7 @@ unsafe impl GlobalAlloc for Counting {
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             count(new_size as isize - layout.size() as isize);
+            count_allocation();
         }
         new
     }
@@ -150,4 +163,22 @@ fn the_footprint_stays_flat_over_a_long_run() {
         (at_1m - at_200k).abs() as f64 <= 0.005 * at_200k as f64,
         "the heap moved from {at_200k} B to {at_1m} B"
     );
+}
+
+/// An invalidation (every write makes one, and so does every change another
+/// process made) hands what it removed out of the shard lock without
+/// allocating for it.
+#[test]
+fn an_invalidation_allocates_nothing() {
+    let map = IdentityMap::<Entity>::new("test", 64);
+    for id in 0..64 {
+        get(&map, id);
+    }
+    let before = allocations();
+    map.invalidate(1);
+    map.apply_write(2, None, map.epoch_of(2));
+    map.invalidate(10_000); // not cached
+    let allocated = allocations() - before;
+    assert_eq!(allocated, 0, "{allocated} allocations");
+    assert_eq!(map.stats().entries, 62);
 }

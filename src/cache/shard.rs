@@ -63,8 +63,24 @@ impl<T> Fill<T> {
     }
 }
 
-/// Values taken out of a shard under its lock, dropped by the caller after it.
-pub(crate) type Removed<T> = Vec<Arc<T>>;
+/// Values taken out of a shard under its lock, dropped by the caller after
+/// it: at most an invalidated entry and the one a fill evicted, held inline
+/// so that a removal allocates nothing.
+#[must_use = "dropped by the caller once the shard lock is released"]
+pub(crate) struct Removed<T> {
+    // Held only to be dropped: their destructors are user code.
+    _invalidated: Option<Arc<T>>,
+    _evicted: Option<Arc<T>>,
+}
+
+impl<T> Removed<T> {
+    fn nothing() -> Removed<T> {
+        Removed {
+            _invalidated: None,
+            _evicted: None,
+        }
+    }
+}
 
 impl<T> Shard<T> {
     /// One of `shards` shards of a map of `capacity` entries.
@@ -185,7 +201,10 @@ impl<T> Shard<T> {
         self.epoch += 1;
         self.invalidated_at = self.epoch;
         self.counters.invalidations += 1;
-        self.entries.remove(id).into_iter().collect()
+        Removed {
+            _invalidated: self.entries.remove(id),
+            _evicted: None,
+        }
     }
 
     /// Applies a committed write: the key is invalidated, and its new value (if
@@ -205,7 +224,7 @@ impl<T> Shard<T> {
         if let (true, Some(value)) = (untouched_since_write, value) {
             let epoch = self.epoch;
             if let Fill::Filled(evicted) = self.fill_if_epoch(id, value, epoch, budget) {
-                removed.extend(evicted);
+                removed._evicted = evicted;
             }
         }
         removed
@@ -222,12 +241,18 @@ impl<T> Shard<T> {
         budget: &Budget,
     ) -> (Arc<T>, Removed<T>) {
         if !self.fillable(id, epoch) {
-            return (value, Vec::new());
+            return (value, Removed::nothing());
         }
         match self.fill_if_epoch(id, &value, epoch, budget) {
-            Fill::Kept(cached) => (cached, Vec::new()),
-            Fill::Filled(evicted) => (value, evicted.into_iter().collect()),
-            Fill::Stale => (value, Vec::new()),
+            Fill::Kept(cached) => (cached, Removed::nothing()),
+            Fill::Filled(evicted) => {
+                let removed = Removed {
+                    _invalidated: None,
+                    _evicted: evicted,
+                };
+                (value, removed)
+            }
+            Fill::Stale => (value, Removed::nothing()),
         }
     }
 
