@@ -124,6 +124,29 @@ mod tests {
         pinned: Option<bool>,
     }
 
+    impl NoteChanges {
+        fn body(body: &str) -> NoteChanges {
+            NoteChanges {
+                body: Some(body.into()),
+                ..NoteChanges::default()
+            }
+        }
+
+        fn pinned() -> NoteChanges {
+            NoteChanges {
+                pinned: Some(true),
+                ..NoteChanges::default()
+            }
+        }
+    }
+
+    /// Runs `update(id, changes)` kept prepared; the rows it returned.
+    fn kept(c: &mut SqliteConnection, id: i64, changes: &NoteChanges) -> Vec<(i64, String, bool)> {
+        KeepPrepared::new(update(id, changes))
+            .get_results(c)
+            .unwrap()
+    }
+
     fn update(
         id: i64,
         changes: &NoteChanges,
@@ -145,14 +168,8 @@ mod tests {
     fn a_kept_update_is_prepared_once_per_sql_text() {
         let mut c = connection();
         let cached = cached_statements(&mut c);
-        let body = NoteChanges {
-            body: Some("x".into()),
-            ..NoteChanges::default()
-        };
-        let pinned = NoteChanges {
-            pinned: Some(true),
-            ..NoteChanges::default()
-        };
+        let body = NoteChanges::body("x");
+        let pinned = NoteChanges::pinned();
         for (id, changes) in [
             (1, &body),
             (2, &body),
@@ -160,10 +177,7 @@ mod tests {
             (2, &body),
             (1, &pinned),
         ] {
-            let rows: Vec<(i64, String, bool)> = KeepPrepared::new(update(id, changes))
-                .get_results(&mut c)
-                .unwrap();
-            assert_eq!(rows.len(), 1);
+            assert_eq!(kept(&mut c, id, changes).len(), 1);
         }
         let cached = cached.lock().unwrap();
         assert_eq!(
@@ -177,25 +191,11 @@ mod tests {
     #[test]
     fn each_sql_text_runs_its_own_statement() {
         let mut c = connection();
-        let body = NoteChanges {
-            body: Some("x".into()),
-            ..NoteChanges::default()
-        };
-        let pinned = NoteChanges {
-            pinned: Some(true),
-            ..NoteChanges::default()
-        };
-        let _: Vec<(i64, String, bool)> = KeepPrepared::new(update(1, &body))
-            .get_results(&mut c)
-            .unwrap();
-        let rows: Vec<(i64, String, bool)> = KeepPrepared::new(update(2, &pinned))
-            .get_results(&mut c)
-            .unwrap();
-        assert_eq!(rows, [(2, "b".to_owned(), true)]);
-        let rows: Vec<(i64, String, bool)> = KeepPrepared::new(update(2, &body))
-            .get_results(&mut c)
-            .unwrap();
-        assert_eq!(rows, [(2, "x".to_owned(), true)]);
+        let body = NoteChanges::body("x");
+        let pinned = NoteChanges::pinned();
+        kept(&mut c, 1, &body);
+        assert_eq!(kept(&mut c, 2, &pinned), [(2, "b".to_owned(), true)]);
+        assert_eq!(kept(&mut c, 2, &body), [(2, "x".to_owned(), true)]);
     }
 
     #[test]
@@ -212,10 +212,7 @@ mod tests {
         // What the wrapper is for: if diesel starts caching updates, it can go.
         let mut c = connection();
         let cached = cached_statements(&mut c);
-        let body = NoteChanges {
-            body: Some("x".into()),
-            ..NoteChanges::default()
-        };
+        let body = NoteChanges::body("x");
         for id in [1, 2, 1] {
             let update = diesel::update(notes::table.find(id)).set(&body);
             let _: Vec<(i64, String, bool)> = update.get_results(&mut c).unwrap();

@@ -54,19 +54,7 @@ fn the_blogs_writes_are_prepared_once_per_connection() {
                 assert_eq!(updated.unwrap().map(|u| u.name), Some(format!("v{n}")));
             }
         });
-        if db.is(Backend::Mysql) {
-            // diesel's MySQL connection checks a statement through a reference,
-            // whose `QueryFragment` does not forward `KeepPrepared`'s answer:
-            // there writes are still prepared each time (see its docs).
-            return;
-        }
-        for verb in ["INSERT", "UPDATE"] {
-            let count = prepared
-                .iter()
-                .filter(|sql| sql.trim_start().to_uppercase().starts_with(verb))
-                .count();
-            assert_eq!(count, 1, "three of each, one {verb} prepared: {prepared:?}");
-        }
+        common::assert_each_write_prepared_once(&db, &prepared);
     });
 }
 

@@ -130,28 +130,7 @@ fn a_derived_entity_prepares_each_write_once_per_connection() {
         });
         let names: Vec<_> = written.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["ax", "ay", "bx", "by", "cx", "cy"]);
-        if db.is(Backend::Mysql) {
-            // diesel's MySQL connection checks a statement through a reference,
-            // whose `QueryFragment` does not forward `KeepPrepared`'s answer:
-            // there writes are still prepared each time (see its docs).
-            return;
-        }
-        let count = |verb: &str| {
-            prepared
-                .iter()
-                .filter(|sql| sql.trim_start().to_uppercase().starts_with(verb))
-                .count()
-        };
-        assert_eq!(
-            count("INSERT"),
-            1,
-            "three inserts, one preparation: {prepared:?}"
-        );
-        assert_eq!(
-            count("UPDATE"),
-            1,
-            "six updates, one preparation: {prepared:?}"
-        );
+        common::assert_each_write_prepared_once(&db, &prepared);
     });
 }
 

@@ -413,6 +413,25 @@ pub fn statements_prepared<T>(
     })
 }
 
+/// Asserts that `prepared` (from [`statements_prepared`]) holds one `INSERT`
+/// and one `UPDATE`: writes run several times on one connection were prepared
+/// once (`larder::KeepPrepared`). Not on MySQL: diesel's MySQL connection
+/// checks a statement through a reference, whose `QueryFragment` does not
+/// forward `KeepPrepared`'s answer, so writes there are prepared each time.
+#[allow(dead_code)] // not every test binary checks preparation
+pub fn assert_each_write_prepared_once(db: &TestDb, prepared: &[String]) {
+    if db.is(Backend::Mysql) {
+        return;
+    }
+    for verb in ["INSERT", "UPDATE"] {
+        let count = prepared
+            .iter()
+            .filter(|sql| sql.trim_start().to_uppercase().starts_with(verb))
+            .count();
+        assert_eq!(count, 1, "each {verb} prepared once: {prepared:?}");
+    }
+}
+
 /// Runs `run` on a connection of its own to `db`'s database, recording what
 /// `pick` takes from each of diesel's instrumentation events.
 fn instrumented<T>(
