@@ -221,13 +221,19 @@ impl StoreBuilder {
     }
 
     /// Registers an entity at build with its own cache capacity (entries).
+    /// Registering an entity again replaces what was said of it before: the
+    /// last call decides its capacity.
     pub fn entity_with_capacity<E: Entity>(self, entries: usize) -> StoreBuilder {
         self.register::<E>(Some(entries))
     }
 
     fn register<E: Entity>(mut self, capacity: Option<usize>) -> StoreBuilder {
+        let name = std::any::type_name::<E>();
+        // The first registration at build creates the cache; an earlier one
+        // left in the list would decide the capacity.
+        self.entities.retain(|(registered, _)| *registered != name);
         self.entities.push((
-            std::any::type_name::<E>(),
+            name,
             Box::new(move |registry: &Registry| {
                 crate::entity::identity_map::<E>(registry, capacity);
             }),

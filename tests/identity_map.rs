@@ -6,6 +6,7 @@ use larder_blog::prelude::*;
 use std::sync::Arc;
 
 use common::{each_backend, post, user};
+use larder_blog::User;
 
 #[test]
 fn a_cached_key_returns_the_same_arc() {
@@ -79,4 +80,11 @@ fn capacity_zero_turns_caching_off() {
         assert!(!Arc::ptr_eq(&a, &b));
         assert_eq!(db.store.stats().entity("users").entries, 0);
     });
+}
+
+#[test]
+fn the_last_capacity_given_for_an_entity_is_the_one_it_gets() {
+    // `larder_blog::builder` registers `User` with the store's capacity first.
+    let db = common::fresh_with(|b| b.entity_with_capacity::<User>(3));
+    assert_eq!(db.store.stats().entity("users").capacity, 3);
 }
