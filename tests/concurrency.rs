@@ -63,7 +63,6 @@ fn a_reader_racing_a_writer_never_leaves_a_stale_value() {
         repo.update(id, rename("new name")).unwrap();
         RACE_RELEASE.open();
         let raced = reader.join().unwrap().unwrap();
-        assert_eq!(raced.0.name, "old name", "the reader read before the write");
 
         let seen = repo.get(id).unwrap().unwrap();
         assert_eq!(
@@ -71,6 +70,9 @@ fn a_reader_racing_a_writer_never_leaves_a_stale_value() {
             "a stale fill survived the invalidation"
         );
         assert!(db.store.stats().entity("users").stale_fills_dropped >= 1);
+        // The reader read "old name", but the write had cached its row by the
+        // time the reader came to fill: it is handed that entry (identity).
+        assert!(Arc::ptr_eq(&raced, &seen), "{raced:?} beside {seen:?}");
     });
 }
 

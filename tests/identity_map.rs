@@ -6,6 +6,7 @@ use larder_blog::prelude::*;
 use std::sync::Arc;
 
 use common::{each_backend, post, user};
+use larder::Entity;
 use larder_blog::User;
 
 #[test]
@@ -79,6 +80,35 @@ fn capacity_zero_turns_caching_off() {
         let b = db.store.users().get(ann.id).unwrap().unwrap();
         assert!(!Arc::ptr_eq(&a, &b));
         assert_eq!(db.store.stats().entity("users").entries, 0);
+    });
+}
+
+/// A list query that ran while another key of its rows' shard was
+/// invalidated cannot cache what it read, but a row that is cached and
+/// unchanged must still come back as the cached `Arc`.
+#[test]
+fn a_list_query_hands_out_the_cached_arc_even_when_it_cannot_fill() {
+    each_backend(|target| {
+        // One entry of capacity: one shard, so any invalidation lands on the row's.
+        let db = target.fresh_with(|b| b.entity_with_capacity::<User>(1));
+        let ann = user(&db.store, "ann");
+        let cached = db.store.users().get(ann.id).unwrap().unwrap();
+        let store = db.store.clone();
+        let listed = db
+            .store
+            .users()
+            .query(|conn| {
+                // Another request invalidates an unrelated row meanwhile.
+                store.users().invalidate(ann.id + 1_000);
+                Ok(User::find(conn, ann.id)?.into_iter().collect())
+            })
+            .unwrap();
+        let again = db.store.users().get(ann.id).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&cached, &again), "the premise: still cached");
+        assert!(
+            Arc::ptr_eq(&listed[0], &again),
+            "a list query returned a second object for a cached row"
+        );
     });
 }
 

@@ -41,11 +41,14 @@ pub(crate) enum Lookup<T> {
 pub(crate) enum Fill<T> {
     /// The value is now the cached entry; carries the entry it evicted, if any.
     Filled(Option<Arc<T>>),
-    /// An entry for the key was already cached and is still current (nothing
-    /// invalidated it since the load began): it stays, for identity, and the
-    /// caller should hand out this one instead of its own copy.
+    /// An entry for the key is cached: it stays, for identity, and the caller
+    /// should hand out this one instead of its own copy. It is as current as
+    /// the copy: an invalidation of the key removes its entry, so one that is
+    /// there was cached before the load began and not invalidated since, or
+    /// cached after the invalidation that made the load stale.
     Kept(Arc<T>),
-    /// The key's shard was invalidated since the load began: nothing cached.
+    /// The key's shard was invalidated since the load began and the key is
+    /// not cached: nothing cached.
     Stale,
 }
 
@@ -177,12 +180,15 @@ impl<T> Shard<T> {
         epoch: u64,
         budget: &Budget,
     ) -> Fill<T> {
-        if !self.fillable(id, epoch) {
+        let fillable = self.fillable(id, epoch);
+        if !fillable {
             self.counters.stale_fills_dropped += 1;
-            return Fill::Stale;
         }
         if let Some(cached) = self.entries.touch(id) {
             return Fill::Kept(cached);
+        }
+        if !fillable {
+            return Fill::Stale;
         }
         self.counters.fills += 1;
         let evicted = self.entries.insert(id, Arc::clone(value), budget);
@@ -240,9 +246,6 @@ impl<T> Shard<T> {
         epoch: u64,
         budget: &Budget,
     ) -> (Arc<T>, Removed<T>) {
-        if !self.fillable(id, epoch) {
-            return (value, Removed::nothing());
-        }
         match self.fill_if_epoch(id, &value, epoch, budget) {
             Fill::Kept(cached) => (cached, Removed::nothing()),
             Fill::Filled(evicted) => {
