@@ -194,6 +194,70 @@ pub(crate) enum PendingWrite {
     UnknownInsert(&'static str),
 }
 
+/// Writes whose statements ran, or may have, that the caches have not been
+/// told of yet. They are applied one at a time; dropped before the last one
+/// is (a panic between a statement or its commit and the caches: application
+/// code after an autocommitted statement, a tracing subscriber, a cached
+/// value's destructor), it applies the rest as uncertain, the one that was
+/// being applied included, since the database may hold any of them.
+#[must_use = "dropped unapplied, the writes are applied as uncertain"]
+pub(crate) struct Unapplied<'r> {
+    registry: &'r Registry,
+    writes: Vec<PendingWrite>,
+    /// How many of `writes`, from the first, the caches know of.
+    applied: usize,
+}
+
+impl<'r> Unapplied<'r> {
+    pub(crate) fn new(registry: &'r Registry, writes: Vec<PendingWrite>) -> Unapplied<'r> {
+        Unapplied {
+            registry,
+            writes,
+            applied: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Their transaction committed: see [`Registry::apply_committed`].
+    pub(crate) fn committed(mut self) {
+        while let Some(write) = self.writes.get(self.applied) {
+            self.registry.apply_committed(write);
+            self.applied += 1;
+        }
+    }
+
+    /// Whether they committed is unknown: see [`Registry::apply_uncertain`].
+    pub(crate) fn uncertain(mut self) {
+        self.apply_rest_uncertain();
+    }
+
+    fn apply_rest_uncertain(&mut self) {
+        if self.applied == self.writes.len() {
+            return;
+        }
+        // Where the commit landed in the WAL is unknown too: no replica may
+        // serve a load until the next commit's position is known.
+        self.registry.requirement().forget();
+        while let Some(write) = self.writes.get(self.applied) {
+            self.registry.apply_uncertain(write);
+            self.applied += 1;
+        }
+    }
+}
+
+impl Drop for Unapplied<'_> {
+    fn drop(&mut self) {
+        self.apply_rest_uncertain();
+    }
+}
+
 /// What the writing entity knows about its own write.
 pub(crate) struct Written {
     pub(crate) entity: TypeId,
@@ -290,47 +354,43 @@ impl Registry {
         Arc::clone(&self.tables.read())
     }
 
-    /// Applies writes after their transaction committed: the writing entity's map
-    /// may keep the new value, every other map of the same table drops the key.
-    pub(crate) fn apply_committed(&self, writes: Vec<PendingWrite>) {
-        for write in writes {
-            match write {
-                PendingWrite::Written { key, written } => {
-                    let deleted = written.value.is_none();
-                    if let Some(control) = self.tables().by_type.get(&written.entity) {
-                        control.apply_write_any(key.id, written.value, written.epoch);
-                    }
-                    self.invalidate_except(key, Some(written.entity), &written.touched);
-                    if deleted {
-                        self.empty_dependents(key.table, &mut Vec::new());
-                    }
+    /// Applies a write after its transaction committed: the writing entity's
+    /// map may keep the new value, every other map of the same table drops the key.
+    fn apply_committed(&self, write: &PendingWrite) {
+        match write {
+            PendingWrite::Written { key, written } => {
+                let deleted = written.value.is_none();
+                if let Some(control) = self.tables().by_type.get(&written.entity) {
+                    control.apply_write_any(key.id, written.value.clone(), written.epoch);
                 }
-                PendingWrite::Unsettled(key) => self.invalidate(key),
-                PendingWrite::Removed(key) => self.invalidate_removed(key),
-                PendingWrite::UnknownInsert(table) => self.retire_lists(table),
+                self.invalidate_except(*key, Some(written.entity), &written.touched);
+                if deleted {
+                    self.empty_dependents(key.table, &mut Vec::new());
+                }
             }
+            PendingWrite::Unsettled(key) => self.invalidate(*key),
+            PendingWrite::Removed(key) => self.invalidate_removed(*key),
+            PendingWrite::UnknownInsert(table) => self.retire_lists(table),
         }
     }
 
-    /// Applies writes whose commit failed. A commit that failed may still have
+    /// Applies a write whose commit failed. A commit that failed may still have
     /// committed (the connection was lost while COMMIT was in flight), so every
     /// key is invalidated and every delete empties its dependents, as if it
     /// had committed, without caching any new value. The key values before
     /// and after are the only ones the row can have either way, so retiring
     /// both covers both outcomes.
-    pub(crate) fn apply_uncertain(&self, writes: Vec<PendingWrite>) {
-        for write in writes {
-            match write {
-                PendingWrite::Written { key, written } => {
-                    self.invalidate_except(key, None, &written.touched);
-                    if written.value.is_none() {
-                        self.empty_dependents(key.table, &mut Vec::new());
-                    }
+    fn apply_uncertain(&self, write: &PendingWrite) {
+        match write {
+            PendingWrite::Written { key, written } => {
+                self.invalidate_except(*key, None, &written.touched);
+                if written.value.is_none() {
+                    self.empty_dependents(key.table, &mut Vec::new());
                 }
-                PendingWrite::Unsettled(key) => self.invalidate(key),
-                PendingWrite::Removed(key) => self.invalidate_removed(key),
-                PendingWrite::UnknownInsert(table) => self.retire_lists(table),
             }
+            PendingWrite::Unsettled(key) => self.invalidate(*key),
+            PendingWrite::Removed(key) => self.invalidate_removed(*key),
+            PendingWrite::UnknownInsert(table) => self.retire_lists(table),
         }
     }
 
@@ -584,10 +644,14 @@ mod tests {
             epoch: 0,
             touched: vec![("parent_id", Some(9))],
         };
-        registry.apply_committed(vec![PendingWrite::Written {
-            key: Key::new("children", 1),
-            written: moved,
-        }]);
+        Unapplied::new(
+            &registry,
+            vec![PendingWrite::Written {
+                key: Key::new("children", 1),
+                written: moved,
+            }],
+        )
+        .committed();
         let after_child = registry.generations(&reads).unwrap();
         assert_ne!(after_child[6], after_parents[6], "parent 9's list stayed");
         assert_eq!(after_child[4], after_parents[4], "parents did not change");
@@ -609,14 +673,22 @@ mod tests {
             epoch: 0,
             touched: vec![("parent_id", Some(7)), ("parent_id", Some(8))],
         };
-        registry.apply_uncertain(vec![PendingWrite::Written {
-            key: Key::new("children", 1),
-            written: moved,
-        }]);
+        Unapplied::new(
+            &registry,
+            vec![PendingWrite::Written {
+                key: Key::new("children", 1),
+                written: moved,
+            }],
+        )
+        .uncertain();
         assert_ne!(read(7), seven, "the old value's lists stayed");
         assert_ne!(read(8), eight, "the new value's lists stayed");
         assert_eq!(read(9), nine, "another value's lists went");
-        registry.apply_uncertain(vec![PendingWrite::Unsettled(Key::new("children", 1))]);
+        Unapplied::new(
+            &registry,
+            vec![PendingWrite::Unsettled(Key::new("children", 1))],
+        )
+        .uncertain();
         assert_ne!(read(9), nine, "an unsettled write must retire every list");
     }
 

@@ -9,7 +9,7 @@ use diesel::QueryResult;
 use crate::entity::Key;
 use crate::error::{Error, Result};
 use crate::pool::{Connection, PooledConn};
-use crate::registry::PendingWrite;
+use crate::registry::{PendingWrite, Unapplied};
 use crate::store::Store;
 
 impl Store {
@@ -134,7 +134,10 @@ impl<'s> Tx<'s> {
     /// is always safe.
     pub fn commit(mut self) -> Result<()> {
         self.finished = true;
-        let writes = std::mem::take(&mut *self.pending.borrow_mut());
+        let writes = Unapplied::new(
+            self.store.registry(),
+            std::mem::take(&mut *self.pending.borrow_mut()),
+        );
         let committed = if !self.explicit {
             Ok(())
         } else if self.poisoned.get() {
@@ -154,13 +157,12 @@ impl<'s> Tx<'s> {
                 if !writes.is_empty() {
                     self.store.note_commit(&mut self.conn.borrow_mut());
                 }
-                self.store.registry().apply_committed(writes);
+                writes.committed();
                 Ok(())
             }
             Err(err) => {
                 tracing::warn!(error = %err, "commit failed");
-                self.store.registry().requirement().forget();
-                self.store.registry().apply_uncertain(writes);
+                writes.uncertain();
                 Err(err)
             }
         }
@@ -179,8 +181,11 @@ impl<'s> Tx<'s> {
     }
 
     fn roll_back(&mut self) -> QueryResult<()> {
-        self.pending.borrow_mut().clear();
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
         if !self.explicit {
+            // Each statement committed as it ended: whatever was recorded
+            // (before its statement ran) may be in the database.
+            Unapplied::new(self.store.registry(), pending).uncertain();
             return Ok(());
         }
         let mut conn = self.conn.borrow_mut();

@@ -9,8 +9,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use common::{assert_pool_idle, each_backend, rename, user, user_in_db};
-use larder::Error;
-use larder_blog::{NewComment, NewPost, NewUser};
+use larder::{Entity, Error};
+use larder_blog::{NewComment, NewPost, NewUser, User};
 
 #[test]
 fn ok_commits_every_write() {
@@ -202,5 +202,148 @@ fn a_conflict_inside_a_transaction_rolls_back_its_earlier_writes() {
         });
         assert!(result.unwrap_err().is_conflict());
         assert!(user_in_db(&db.store, created.get()).is_none());
+    });
+}
+
+/// An autocommitted write is in the database the moment its statement ends:
+/// application code that panics after it (here inside `Repo::write`'s
+/// closure) must not take the row's invalidation down with it.
+#[test]
+fn a_panic_after_an_autocommitted_statement_still_invalidates_its_row() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.coherence(false));
+        let ann = user(&db.store, "ann");
+        assert_eq!(db.store.users().get(ann.id).unwrap().unwrap().name, "ann");
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            db.store.users().write(ann.id, |conn| {
+                let _stored = User::update(conn, ann.id, &rename("after"))?;
+                panic!("application code panics after its UPDATE ran");
+            })
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(user_in_db(&db.store, ann.id).unwrap().name, "after");
+        assert_eq!(
+            db.store.users().get(ann.id).unwrap().unwrap().name,
+            "after",
+            "the autocommitted update was never invalidated"
+        );
+        assert_pool_idle(&db.store);
+    });
+}
+
+/// A panic after the COMMIT succeeded and before the caches heard of it (a
+/// tracing subscriber's, here; a cached value's destructor could do the same)
+/// must still invalidate what the transaction wrote.
+#[test]
+fn a_panic_between_the_commit_and_the_caches_still_invalidates() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tracing::field::{Field, Visit};
+
+    /// Panics on the first "transaction committed" event after it is armed.
+    struct PanicsAfterCommit(AtomicBool);
+    struct Message(bool);
+    impl Visit for Message {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0 |= field.name() == "message" && format!("{value:?}") == "transaction committed";
+        }
+    }
+    impl tracing::Subscriber for PanicsAfterCommit {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut message = Message(false);
+            event.record(&mut message);
+            if message.0 && self.0.swap(false, Ordering::SeqCst) {
+                panic!("the subscriber panics");
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.coherence(false));
+        let ann = user(&db.store, "ann");
+        assert_eq!(db.store.users().get(ann.id).unwrap().unwrap().name, "ann");
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            tracing::subscriber::with_default(PanicsAfterCommit(AtomicBool::new(true)), || {
+                tracing::callsite::rebuild_interest_cache();
+                db.store.transaction(|tx| {
+                    tx.users().update(ann.id, rename("after"))?;
+                    Ok::<_, Error>(())
+                })
+            })
+        }));
+        tracing::callsite::rebuild_interest_cache();
+        assert!(panicked.is_err(), "the premise: the subscriber panicked");
+        assert_eq!(user_in_db(&db.store, ann.id).unwrap().name, "after");
+        assert_eq!(
+            db.store.users().get(ann.id).unwrap().unwrap().name,
+            "after",
+            "a committed update was never invalidated"
+        );
+    });
+}
+
+/// A user whose delete runs its statement and then reports an error that is
+/// not the database's (as a hand-written entity's read-back may): the
+/// transaction is not poisoned, and the caller may commit anyway.
+#[derive(Debug)]
+struct DeleteThenFail(User);
+
+impl larder::Entity for DeleteThenFail {
+    const TABLE: &'static str = "users";
+    type New = NewUser;
+    type Changes = larder_blog::UserChanges;
+
+    fn id(&self) -> i64 {
+        self.0.id
+    }
+    fn find(conn: &mut larder::Connection, id: i64) -> diesel::QueryResult<Option<Self>> {
+        Ok(User::find(conn, id)?.map(DeleteThenFail))
+    }
+    fn insert(conn: &mut larder::Connection, new: &NewUser) -> diesel::QueryResult<Self> {
+        User::insert(conn, new).map(DeleteThenFail)
+    }
+    fn update(
+        conn: &mut larder::Connection,
+        id: i64,
+        changes: &larder_blog::UserChanges,
+    ) -> diesel::QueryResult<Option<Self>> {
+        Ok(User::update(conn, id, changes)?.map(DeleteThenFail))
+    }
+    fn delete(conn: &mut larder::Connection, id: i64) -> diesel::QueryResult<bool> {
+        User::delete(conn, id)?;
+        Err(diesel::result::Error::DeserializationError(
+            "the read-back after the delete failed".into(),
+        ))
+    }
+}
+
+#[test]
+fn a_delete_that_ran_and_then_failed_still_invalidates_its_row_at_commit() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.coherence(false));
+        let bob = user(&db.store, "bob");
+        let users = db.store.repo::<DeleteThenFail>();
+        assert!(users.get(bob.id).unwrap().is_some(), "cached");
+        db.store
+            .transaction(|tx| {
+                let failed = tx.repo::<DeleteThenFail>().delete(bob.id);
+                assert!(failed.is_err(), "the premise: the delete reported an error");
+                Ok::<_, Error>(()) // the caller carries on and commits
+            })
+            .unwrap();
+        assert!(user_in_db(&db.store, bob.id).is_none(), "deleted");
+        assert!(
+            users.get(bob.id).unwrap().is_none(),
+            "a deleted row is still served from the cache"
+        );
     });
 }

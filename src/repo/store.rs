@@ -388,9 +388,11 @@ impl<'s, E: Entity> Repo<'s, E> {
 
     /// Runs one write statement in autocommit mode (see
     /// [`Entity::SINGLE_STATEMENT_WRITES`]), else in a transaction. When the
-    /// work fails after its statement may have committed (a MySQL read-back
-    /// that failed, a returned row that cannot be decoded), row `id` (or, for
-    /// an insert, the table's cached lists) is invalidated: always safe.
+    /// work fails or panics after its statement may have committed (a MySQL
+    /// read-back that failed, a returned row that cannot be decoded), the
+    /// dropped [`Tx`] applies what the write recorded before its statement as
+    /// uncertain: row `id` (or, for an insert, the table's cached lists) is
+    /// invalidated, always safe.
     fn single_write<T>(
         &self,
         id: Option<i64>,
@@ -404,13 +406,7 @@ impl<'s, E: Entity> Repo<'s, E> {
             return self.in_tx(work);
         }
         let tx = Tx::autocommit(self.store)?;
-        let value = work(&TxRepo::new(&tx, self.cache)).inspect_err(|_| {
-            self.store.registry().requirement().forget();
-            match id {
-                Some(id) => self.store.registry().invalidate(Key::new(E::TABLE, id)),
-                None => self.store.registry().retire_lists(E::TABLE),
-            }
-        })?;
+        let value = work(&TxRepo::new(&tx, self.cache))?;
         tx.commit()?;
         Ok(value)
     }

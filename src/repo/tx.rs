@@ -156,13 +156,21 @@ impl<'t, E: Entity> TxRepo<'t, E> {
         let cascade = self
             .tx
             .run(E::TABLE, Some(id), |conn| E::cascade(conn, id))?;
+        // Recorded before the statement, as a removal (the row and whatever
+        // is deleted with it): if it runs and then reports an error that does
+        // not poison the transaction, a commit still invalidates them.
+        self.tx.record_cascade(cascade);
+        let key = Key::new(E::TABLE, id);
+        let place = self.tx.record(PendingWrite::Removed(key));
         let removed = self
             .tx
             .run(E::TABLE, Some(id), |conn| E::delete(conn, id))?;
-        if removed {
-            self.tx.record(self.written(id, None, epoch, touched));
-            self.tx.record_cascade(cascade);
-        }
+        let settled = if removed {
+            self.written(id, None, epoch, touched)
+        } else {
+            PendingWrite::Unsettled(key)
+        };
+        self.tx.settle(place, settled);
         Ok(removed)
     }
 
