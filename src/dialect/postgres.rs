@@ -147,12 +147,15 @@ DROP FUNCTION IF EXISTS larder_capture_{table}();
     }
 }
 
-/// The primary's WAL write position, as text (`"16/B374D848"`). Read right
+/// The primary's WAL insert position, as text (`"16/B374D848"`). Read right
 /// after a commit on the committing session, or after a change was heard, it
-/// lies at or past that commit's record (for commits made with
-/// `synchronous_commit` on, PostgreSQL's default: an asynchronous commit's
-/// record may not be written yet when its notification arrives).
-pub(crate) const PRIMARY_POSITION: &str = "SELECT pg_current_wal_lsn()::text AS lsn";
+/// lies at or past that commit's record, however the commit was made. The
+/// write position (`pg_current_wal_lsn`) does not: an asynchronous commit
+/// (`synchronous_commit = off`) returns, and notifies, before its record is
+/// written, and a replica that replayed up to the write position would then
+/// serve the row as it was. The insert position may be a little ahead of
+/// what replicas can have yet, which costs at most a load sent to the primary.
+pub(crate) const PRIMARY_POSITION: &str = "SELECT pg_current_wal_insert_lsn()::text AS lsn";
 
 /// How far a replica has replayed the primary's WAL; NULL on a server that
 /// is not in recovery (a primary, or a promoted replica).

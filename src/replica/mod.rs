@@ -11,11 +11,12 @@
 //! [`Requirement`](crate::requirement::Requirement) holds the *required position*: a primary WAL position at or
 //! past the commit record of every change this store has invalidated.
 //!
-//! - A local commit: `pg_current_wal_lsn()` on the committing connection right
-//!   after COMMIT returned (the commit record is written by then), raised into
+//! - A local commit: `pg_current_wal_insert_lsn()` on the committing connection
+//!   right after COMMIT returned (the commit record is inserted by then, even
+//!   for an asynchronous commit, which returns before it is written), raised into
 //!   the requirement BEFORE the commit's keys are invalidated.
 //! - A change heard by the watcher (another process's commit): the watcher
-//!   reads `pg_current_wal_lsn()` on its own connection after receiving a
+//!   reads `pg_current_wal_insert_lsn()` on its own connection after receiving a
 //!   batch of notifications (the changes had committed before they were
 //!   sent), raises the requirement, and only then applies the batch.
 //!   Notifications that arrive with that query's answer may belong to commits

@@ -58,3 +58,40 @@ fn unreadable() -> diesel::result::Error {
 fn not_postgres() -> diesel::result::Error {
     diesel::result::Error::QueryBuilderError("WAL positions exist on PostgreSQL only".into())
 }
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection as _;
+
+    use super::*;
+
+    fn lsn_of(pg: &mut diesel::PgConnection, sql: &'static str) -> Lsn {
+        let text = diesel::sql_query(sql)
+            .get_result::<Position>(pg)
+            .unwrap()
+            .lsn;
+        text.as_deref().and_then(parse_lsn).unwrap()
+    }
+
+    /// An asynchronous commit (`synchronous_commit = off`, which any session
+    /// may set) returns before its record is written. The position read after
+    /// it must still lie at or past that record: a replica that has replayed
+    /// up to a position short of it would serve the row as it was before.
+    #[test]
+    fn the_position_after_an_asynchronous_commit_lies_past_its_record() {
+        let Ok(url) = std::env::var("LARDER_TEST_POSTGRES_URL") else {
+            return;
+        };
+        let mut pg = diesel::PgConnection::establish(&url).unwrap();
+        pg.batch_execute("SET synchronous_commit = off; CREATE TEMP TABLE probe (n int)")
+            .unwrap();
+        for _ in 0..50 {
+            pg.batch_execute("INSERT INTO probe VALUES (1)").unwrap();
+            // At or past the end of the commit record just inserted.
+            let committed = lsn_of(&mut pg, "SELECT pg_current_wal_insert_lsn()::text AS lsn");
+            let position = primary_pg(&mut pg).unwrap();
+            assert!(position >= committed, "{position:?} short of {committed:?}");
+        }
+    }
+}
