@@ -971,3 +971,35 @@ fn starved_peer() {
     let flushes = store.stats().coherence.flushes;
     println!("peer: name={name} flushes={flushes}");
 }
+
+/// A change whose operation this larder does not know (a newer version's
+/// trigger, a hand-written one) may have changed anything in its table: it
+/// empties the table's caches instead of being ignored.
+#[test]
+fn a_change_of_an_unknown_kind_empties_its_table() {
+    each_backend(|target| {
+        let (db, ann, _, _) = seeded(target);
+        let a = coherent_store(&db);
+        assert_eq!(name_of(&a, ann).as_deref(), Some("ann"));
+        assert!(a.users().cached(ann).is_some(), "the premise: cached");
+        match db.backend {
+            Backend::Postgres => db.raw(&format!(
+                "SELECT pg_notify('larder_changes', 'users X {ann}')"
+            )),
+            Backend::Sqlite => db.raw(&format!(
+                "INSERT INTO larder_changes (table_name, row_id, op, changed_at) \
+                 VALUES ('users', {ann}, 'X', CURRENT_TIMESTAMP)"
+            )),
+            _ => db.raw(&format!(
+                "INSERT INTO larder_changes (table_name, row_id, op, changed_at) \
+                 VALUES ('users', {ann}, 'X', NOW(6))"
+            )),
+        }
+        std::thread::sleep(BOUND);
+        assert!(
+            a.users().cached(ann).is_none(),
+            "a change of an unknown kind was ignored"
+        );
+        assert_eq!(a.stats().coherence.flushes, 0, "not a flush of everything");
+    });
+}

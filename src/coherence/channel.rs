@@ -311,17 +311,16 @@ fn apply(ctx: &Context, payload: &str) {
 }
 
 /// `"table op id"`, as the capture trigger writes it, followed by
-/// `" key_values"` when it captures key columns.
+/// `" key_values"` when it captures key columns. The key values are the rest
+/// of the payload, spaces and all: a key column holding text with a space in
+/// it must not cost the row its invalidation (the values that do not parse
+/// retire every list of the table instead, as on the change-log path).
 fn parse(payload: &str) -> Option<(&str, &str, i64, Option<&str>)> {
-    let mut parts = payload.split(' ');
+    let mut parts = payload.splitn(4, ' ');
     let table = parts.next()?;
     let op = parts.next()?;
     let id = parts.next()?.parse().ok()?;
-    let key_values = parts.next();
-    parts
-        .next()
-        .is_none()
-        .then_some((table, op, id, key_values))
+    Some((table, op, id, parts.next()))
 }
 
 #[cfg(test)]
@@ -336,12 +335,16 @@ mod tests {
             parse("comments U 5 post_id=1,post_id=2"),
             Some(("comments", "U", 5, Some("post_id=1,post_id=2")))
         );
+        assert_eq!(
+            parse("tickets U 7 status=in review"),
+            Some(("tickets", "U", 7, Some("status=in review"))),
+            "a key value with a space still names the row"
+        );
         for bad in [
             "",
             "users",
             "users U",
             "users U x",
-            "users U 1 2 3",
             "users U 99999999999999999999",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");

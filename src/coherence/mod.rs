@@ -75,10 +75,16 @@ impl Context {
     /// any cache).
     fn apply(&self, table: &str, id: i64, op: &str, key_values: Option<&str>) {
         self.counters.changed();
-        let Some(op) = Op::parse(op) else {
-            tracing::warn!(table, op, "change with an unknown operation ignored");
-            return;
-        };
+        // An operation this larder does not know (a newer version's trigger,
+        // a hand-written one) may have changed any row of the table.
+        let op = Op::parse(op).unwrap_or_else(|| {
+            tracing::warn!(
+                table,
+                op,
+                "change with an unknown operation: the table emptied"
+            );
+            Op::Truncate
+        });
         let touched = key_values.map_or_else(Vec::new, |text| {
             keys::parse(text).unwrap_or_else(|| {
                 tracing::warn!(
