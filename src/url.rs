@@ -59,7 +59,17 @@ impl DatabaseUrl {
                     "unknown scheme {scheme:?}: use sqlite://, postgres:// or mysql://"
                 )))
             }
-            None => (Backend::Sqlite, url.strip_prefix("sqlite:").unwrap_or(url)),
+            None => {
+                let path = url.strip_prefix("sqlite:").unwrap_or(url);
+                if is_conninfo(path) {
+                    return Err(invalid(
+                        "this is a libpq key=value connection string, not a URL: write it as \
+                         postgres://user:password@host:port/dbname"
+                            .into(),
+                    ));
+                }
+                (Backend::Sqlite, path)
+            }
         };
         if !backend.is_built() {
             return Err(invalid(format!(
@@ -277,8 +287,64 @@ fn secret_ranges(url: &str) -> Vec<Range<usize>> {
     password_range(url)
         .into_iter()
         .chain(secret_param_ranges(url))
+        .chain(conninfo_secret_ranges(url))
         .filter(|range| !range.is_empty())
         .collect()
+}
+
+/// libpq's keywords that open a key=value connection string as users write
+/// them; a file name starting so is taken for one (and refused).
+const CONNINFO_KEYWORDS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "service",
+    "sslmode",
+    "connect_timeout",
+    "application_name",
+    "options",
+];
+
+/// Whether `text` (given with no `scheme://`) is a libpq keyword/value
+/// connection string such as `host=db user=app password=…`.
+fn is_conninfo(text: &str) -> bool {
+    text.split_whitespace().next().is_some_and(|first| {
+        first
+            .split_once('=')
+            .is_some_and(|(key, _)| CONNINFO_KEYWORDS.contains(&key))
+    })
+}
+
+/// In a keyword/value connection string, the value of every keyword that
+/// names a secret: to the next whitespace, or for a quoted value to its
+/// closing quote (to the end if there is none, which can only over-redact).
+fn conninfo_secret_ranges(text: &str) -> Vec<Range<usize>> {
+    if text.contains("://") {
+        return Vec::new();
+    }
+    let mut ranges = Vec::new();
+    let mut rest = 0;
+    while let Some(eq) = text.get(rest..).and_then(|tail| tail.find('=')) {
+        let eq = rest + eq;
+        let key_start = text[..eq]
+            .rfind(char::is_whitespace)
+            .map_or(0, |space| space + 1);
+        let value_start = eq + 1;
+        let tail = text.get(value_start..).unwrap_or_default();
+        let value_len = match tail.strip_prefix('\'') {
+            Some(quoted) => quoted.find('\'').map_or(tail.len(), |end| end + 2),
+            None => tail.find(char::is_whitespace).unwrap_or(tail.len()),
+        };
+        if is_secret_key(text.get(key_start..eq).unwrap_or_default()) {
+            ranges.push(value_start..value_start + value_len);
+        }
+        rest = value_start + value_len;
+    }
+    ranges
 }
 
 /// The user-info password, if the URL has one. Users paste passwords without

@@ -228,3 +228,32 @@ fn a_short_password_piece_withholds_the_driver_message() {
         assert!(!shown.contains("\"ss"), "{shown}");
     }
 }
+
+/// A libpq keyword/value connection string (what many PostgreSQL users keep
+/// in `DATABASE_URL`) is refused with a typed error that shows no password,
+/// and creates nothing: it used to be taken for a SQLite file name, password
+/// and all, printed in clear and created in the working directory.
+#[test]
+fn a_libpq_keyword_value_string_is_refused_without_its_password() {
+    for conninfo in [
+        format!("host=db.example.org user=app password={SECRET} dbname=blog"),
+        format!("dbname=blog password='{SECRET} x' host=db"),
+        format!("sqlite:host=db password={SECRET}"),
+    ] {
+        let err = larder::DatabaseUrl::parse(&conninfo).expect_err(&conninfo);
+        assert!(matches!(err, larder::Error::InvalidUrl { .. }), "{err:?}");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains(&SECRET[2..6]), "{shown}");
+        assert!(
+            shown.contains("postgres://"),
+            "says what to write instead: {shown}"
+        );
+        let opened = Store::builder(&conninfo)
+            .build()
+            .map(drop)
+            .expect_err(&conninfo);
+        assert!(!format!("{opened} {opened:?}").contains(&SECRET[2..6]));
+        let file = conninfo.trim_start_matches("sqlite:");
+        assert!(!std::path::Path::new(file).exists(), "created {file:?}");
+    }
+}
