@@ -20,6 +20,11 @@ const MAX_MAX_STALENESS: Duration = Duration::from_secs(60);
 /// Registers one entity with the registry being built.
 type Registration = Box<dyn FnOnce(&Registry) + Send>;
 
+/// The longest timeout a store takes: SQLite reads a longer busy timeout as
+/// none at all, PostgreSQL refuses a longer `lock_timeout`, and a deadline
+/// further away overflows `Instant` arithmetic.
+const LONGEST_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 /// Builds a [`Store`].
 ///
 /// ```
@@ -246,7 +251,8 @@ impl StoreBuilder {
     /// # Errors
     ///
     /// [`Error::InvalidUrl`] for a URL that cannot be used (a replica's too),
-    /// [`Error::InvalidConfig`] for a zero pool size or timeout, a staleness
+    /// [`Error::InvalidConfig`] for a zero pool size or timeout, a timeout over
+    /// 2³¹ − 1 ms (about 24.8 days, the longest the databases wait), a staleness
     /// bound out of range, or replicas of a database that is not PostgreSQL
     /// (replicas are supported on PostgreSQL only) or of another backend
     /// than the primary's, [`Error::Connection`] when the database cannot be
@@ -312,6 +318,21 @@ impl StoreBuilder {
         }
         if self.connection_timeout.is_zero() {
             return invalid("connection_timeout must be longer than zero");
+        }
+        let timeouts = [
+            ("connection_timeout", Some(self.connection_timeout)),
+            ("busy_timeout", Some(self.busy_timeout)),
+            ("lock_timeout", self.lock_timeout),
+        ];
+        for (name, timeout) in timeouts {
+            if timeout.is_some_and(|t| t > LONGEST_TIMEOUT) {
+                return Err(Error::InvalidConfig {
+                    reason: format!(
+                        "{name} must be at most {LONGEST_TIMEOUT:?} (2^31 - 1 ms, the longest \
+                         wait SQLite's busy timeout and PostgreSQL's lock_timeout take)"
+                    ),
+                });
+            }
         }
         if self.lock_timeout.is_some_and(|t| t.is_zero()) {
             return invalid("lock_timeout must be longer than zero (try_lock does not wait)");

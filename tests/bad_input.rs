@@ -282,3 +282,36 @@ fn an_entity_not_registered_at_build_is_registered_on_first_use() {
         assert!(tx.repo::<Unknown>().get(1).unwrap().is_none());
     });
 }
+
+/// A timeout longer than the databases can wait (SQLite reads a busy
+/// timeout past 2³¹ − 1 ms as zero; `Instant` arithmetic on `Duration::MAX`
+/// panics) is a config error, never a panic or a silent zero.
+#[test]
+fn timeouts_too_long_to_honour_are_config_errors() {
+    use std::time::Duration;
+    type Setter = fn(larder::StoreBuilder, Duration) -> larder::StoreBuilder;
+    let setters: [(&str, Setter); 3] = [
+        ("connection_timeout", |b, t| b.connection_timeout(t)),
+        ("busy_timeout", |b, t| b.busy_timeout(t)),
+        ("lock_timeout", |b, t| b.lock_timeout(t)),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("x.db").display().to_string();
+    for (name, set) in setters {
+        for too_long in [Duration::MAX, Duration::from_secs(30 * 24 * 3600)] {
+            let built = std::panic::catch_unwind(|| set(Store::builder(&url), too_long).build());
+            let err = built
+                .unwrap_or_else(|_| panic!("{name}({too_long:?}) panicked"))
+                .expect_err(name);
+            assert!(
+                matches!(err, Error::InvalidConfig { .. }),
+                "{name}: {err:?}"
+            );
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let longest = Duration::from_millis(i32::MAX as u64);
+        set(Store::builder(&url), longest)
+            .build()
+            .unwrap_or_else(|err| panic!("{name}({longest:?}): {err}"));
+    }
+}
