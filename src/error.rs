@@ -948,6 +948,11 @@ mod tests {
             // PostgreSQL 40P01 and MySQL 1213 outside a prepared statement.
             unknown("deadlock detected"),
             unknown("Deadlock found when trying to get lock; try restarting transaction"),
+            // MySQL 8's 3058, from a named lock's GET_LOCK.
+            unknown(
+                "Deadlock found when trying to get user-level lock; try rolling back \
+                 transaction/releasing locks and restarting lock acquisition.",
+            ),
         ];
         for err in errors {
             let err = on_users(err);

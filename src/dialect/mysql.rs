@@ -141,9 +141,10 @@ impl Dialect for Mysql {
         )
     }
 
-    /// 1213 outside prepared statements, which diesel does not map.
+    /// 1213 outside prepared statements, which diesel does not map, and
+    /// MySQL 8's 3058 from `GET_LOCK` ("… trying to get user-level lock").
     fn is_serialization_failure(&self, message: &str) -> bool {
-        message.contains("Deadlock found when trying to get lock")
+        message.contains("Deadlock found when trying to get ")
     }
 
     /// MariaDB's check violation (4025), which diesel does not map, and
