@@ -83,7 +83,10 @@ fn migration_error(message: String) -> Error {
 }
 
 fn nothing_to_revert() -> Error {
-    migration_error("no applied migration to revert".into())
+    migration_error(
+        "no application migration to revert (larder's own are reverted only with all the rest)"
+            .into(),
+    )
 }
 
 /// Where a [`Migrator`] takes its migrations from: larder's own, embedded,
@@ -229,16 +232,55 @@ fn revert_n_in<DB: Embedded>(
 where
     for<'a> &'a Source: MigrationSource<DB>,
 {
-    let applied = applied_versions(conn)?.len();
-    if applied == 0 && n > 0 {
+    let latest = latest_app_migrations(conn, source, n)?;
+    if latest.is_empty() && n > 0 {
         return Err(nothing_to_revert());
     }
-    (0..n.min(applied))
-        .map(|_| {
-            let version = conn.revert_last_migration(source).map_err(failed(&format!(
-                "reverting the last migration with {source}"
-            )))?;
+    latest
+        .iter()
+        .map(|migration| {
+            let version = conn
+                .revert_migration(migration.as_ref())
+                .map_err(failed(&format!("reverting {}", migration.name())))?;
             Ok(version.to_string())
+        })
+        .collect()
+}
+
+/// The application's `n` most recent applied migrations (by version, as
+/// diesel orders them), newest first. larder's own are never among them:
+/// reverting its change log or lock tokens would break every running store
+/// (and start fencing tokens again at 1); only `revert_all` removes them.
+fn latest_app_migrations<DB: Embedded>(
+    conn: &mut impl Harness<DB>,
+    source: &Source,
+    n: usize,
+) -> Result<Vec<Box<dyn Migration<DB>>>>
+where
+    for<'a> &'a Source: MigrationSource<DB>,
+{
+    let own: Vec<String> = known_migrations::<DB>(&Source::own())?
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect();
+    let mut applied = applied_versions(conn)?;
+    applied.retain(|version| !own.contains(version));
+    applied.sort_unstable_by(|a, b| b.cmp(a));
+    let mut known = known_migrations::<DB>(source)?;
+    applied
+        .iter()
+        .take(n)
+        .map(|version| {
+            let at = known
+                .iter()
+                .position(|m| m.name().version().to_string() == *version)
+                .ok_or_else(|| {
+                    migration_error(format!(
+                        "applied migration {version} is not among the migrations of {source}: \
+                         it cannot be reverted"
+                    ))
+                })?;
+            Ok(known.swap_remove(at))
         })
         .collect()
 }
@@ -271,29 +313,23 @@ fn redo_n_in<DB: Embedded>(
 where
     for<'a> &'a Source: MigrationSource<DB>,
 {
-    let applied = applied_versions(conn)?.len();
-    if applied == 0 {
+    let latest = latest_app_migrations(conn, source, n)?;
+    if latest.is_empty() {
         return Err(nothing_to_revert());
     }
-    conn.transaction(|conn| redo_steps(conn, source, n.min(applied)))
+    conn.transaction(|conn| redo_steps(conn, &latest))
         .map_err(failed(&format!("redoing migrations with {source}")))
 }
 
+/// Reverts `latest` (newest first), then applies them again, oldest first.
 fn redo_steps<DB: Embedded>(
     conn: &mut impl Harness<DB>,
-    source: &Source,
-    n: usize,
-) -> std::result::Result<Vec<String>, BoxedError>
-where
-    for<'a> &'a Source: MigrationSource<DB>,
-{
-    let reverted = (0..n)
-        .map(|_| conn.revert_last_migration(source))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let mut again = MigrationSource::<DB>::migrations(&source)?;
-    again.retain(|m| reverted.contains(&m.name().version()));
-    again.sort_by(|a, b| a.name().version().cmp(&b.name().version()));
-    let run = again.iter().map(|m| conn.run_migration(m.as_ref()));
+    latest: &[Box<dyn Migration<DB>>],
+) -> std::result::Result<Vec<String>, BoxedError> {
+    for migration in latest {
+        conn.revert_migration(migration.as_ref())?;
+    }
+    let run = latest.iter().rev().map(|m| conn.run_migration(m.as_ref()));
     Ok(versions(&run.collect::<std::result::Result<Vec<_>, _>>()?))
 }
 
@@ -417,26 +453,30 @@ impl Migrator {
         pending_from(&mut self.conn, &self.source)
     }
 
-    /// Reverts the most recently applied migration; returns its version.
+    /// Reverts the application's most recently applied migration (the highest
+    /// version, as diesel orders them); returns its version. larder's own
+    /// migrations (its change log, its lock tokens) are never reverted here,
+    /// whatever their dates: only [`revert_all`](Migrator::revert_all) removes them.
     ///
     /// # Errors
     ///
-    /// [`Error::Migration`], also when nothing is applied.
+    /// [`Error::Migration`], also when no application migration is applied.
     pub fn revert(&mut self) -> Result<String> {
         self.revert_n(1)?.pop().ok_or_else(nothing_to_revert)
     }
 
-    /// Reverts the `n` most recently applied migrations (fewer when fewer are
-    /// applied), newest first; returns their versions.
+    /// Reverts the application's `n` most recently applied migrations (fewer
+    /// when fewer are applied), newest first; returns their versions. As
+    /// [`revert`](Migrator::revert), larder's own are left alone.
     ///
     /// # Errors
     ///
-    /// [`Error::Migration`], also when `n > 0` and nothing is applied.
+    /// [`Error::Migration`], also when `n > 0` and no application migration is applied.
     pub fn revert_n(&mut self, n: usize) -> Result<Vec<String>> {
         revert_n_from(&mut self.conn, &self.source, n)
     }
 
-    /// Reverts every applied migration; returns their versions.
+    /// Reverts every applied migration, larder's own included; returns their versions.
     ///
     /// # Errors
     ///
@@ -445,22 +485,24 @@ impl Migrator {
         revert_all_from(&mut self.conn, &self.source)
     }
 
-    /// Reverts the most recent migration and applies it again; returns its version.
+    /// Reverts the application's most recent migration and applies it again;
+    /// returns its version. larder's own are left alone, as by [`revert`](Migrator::revert).
     ///
     /// # Errors
     ///
-    /// [`Error::Migration`], also when nothing is applied.
+    /// [`Error::Migration`], also when no application migration is applied.
     pub fn redo(&mut self) -> Result<String> {
         self.redo_n(1)?.pop().ok_or_else(nothing_to_revert)
     }
 
-    /// Reverts the `n` most recent migrations (fewer when fewer are applied) and
-    /// applies exactly those again, in one transaction; returns their versions,
-    /// oldest first.
+    /// Reverts the application's `n` most recent migrations (fewer when fewer
+    /// are applied) and applies exactly those again, in one transaction;
+    /// returns their versions, oldest first. larder's own are left alone.
     ///
     /// # Errors
     ///
-    /// [`Error::Migration`], also when nothing is applied; nothing changes then.
+    /// [`Error::Migration`], also when no application migration is applied;
+    /// nothing changes then.
     pub fn redo_n(&mut self, n: usize) -> Result<Vec<String>> {
         redo_n_from(&mut self.conn, &self.source, n)
     }

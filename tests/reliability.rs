@@ -170,23 +170,17 @@ fn a_failing_down_migration_is_a_migration_error_and_changes_nothing() {
             .join("examples/blog/migrations")
             .join(db.backend.name());
         let mut migrator = Migrator::open_with_dir(&db.url(), &blog).unwrap();
-        migrator.revert().unwrap(); // the blog's front page
-        migrator.revert().unwrap(); // larder's lock tokens
-        migrator.revert().unwrap(); // the blog's change capture with key values
-        if !db.is(larder::Backend::Postgres) {
-            migrator.revert().unwrap(); // larder's key values column (PostgreSQL has none)
-        }
-        migrator.revert().unwrap(); // the blog's change capture
-        if !db.is(larder::Backend::Postgres) {
-            migrator.revert().unwrap(); // larder's change log (PostgreSQL has none)
-        }
+        // The blog's front page, change capture with key values, change
+        // capture; larder's own migrations stay.
+        assert_eq!(migrator.revert_n(3).unwrap().len(), 3);
         raw(&db, "DROP TABLE comments"); // an operator's hand edit the down.sql does not expect
         let err = migrator.revert().unwrap_err();
         assert!(matches!(err, Error::Migration { .. }), "{err:?}");
         assert!(err.to_string().contains("comments"), "{err}");
         let status = migrator.status().unwrap();
+        let applied = |name: &str| status.iter().any(|m| m.name.ends_with(name) && m.applied);
         assert!(
-            status[0].applied && !status[1].applied,
+            applied("_blog") && !applied("_blog_capture"),
             "the failed revert was rolled back: {status:?}"
         );
         assert_eq!(
@@ -452,5 +446,74 @@ fn a_write_in_a_transaction_that_fails_after_writing_leaves_no_stale_entry() {
     assert!(
         db.store.users().cached(ann.id).is_none(),
         "the transaction committed the update: the old entry must go"
+    );
+}
+
+/// A folder of application migrations, one `tags` table dated `version`.
+fn tags_migration(dir: &Path, version: &str) {
+    let folder = dir.join(format!("{version}_tags"));
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("up.sql"),
+        "CREATE TABLE tags (id INTEGER PRIMARY KEY);",
+    )
+    .unwrap();
+    std::fs::write(folder.join("down.sql"), "DROP TABLE tags;").unwrap();
+}
+
+/// An application migration dated before larder's own sorts below them:
+/// `revert` and `redo` are the application's and leave larder's own tables
+/// (its change log, its lock tokens) alone; only `revert_all` removes them.
+#[test]
+fn revert_and_redo_take_the_applications_latest_migration_not_larders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", tmp.path().join("app.db").display());
+    let dir = tmp.path().join("migrations");
+    tags_migration(&dir, "2024-01-01-000000");
+    let mut migrator = Migrator::open_with_dir(&url, &dir).unwrap();
+    migrator.run().unwrap();
+    assert_eq!(migrator.redo().unwrap(), "20240101000000");
+    assert_eq!(migrator.revert().unwrap(), "20240101000000");
+    let err = migrator.revert().unwrap_err();
+    assert!(
+        err.to_string().contains("no application migration"),
+        "{err}"
+    );
+    let own_applied = migrator
+        .status()
+        .unwrap()
+        .iter()
+        .filter(|m| m.applied)
+        .count();
+    assert_eq!(own_applied, 3, "larder's own migrations stay applied");
+    assert_eq!(
+        migrator.revert_all().unwrap().len(),
+        3,
+        "revert_all removes them"
+    );
+}
+
+/// Fencing tokens only grow, migrations or not: redoing the application's
+/// latest migration used to redo larder's lock-token table (the latest by
+/// version), and tokens started again at 1.
+#[test]
+fn a_redo_never_takes_fencing_tokens_backwards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", tmp.path().join("app.db").display());
+    let dir = tmp.path().join("migrations");
+    tags_migration(&dir, "2024-01-01-000000");
+    let store = Store::builder(&url).coherence(false).build().unwrap();
+    let mut migrator = Migrator::open_with_dir(&url, &dir).unwrap();
+    migrator.run().unwrap();
+    let first = store.lock("front-page").unwrap().fencing_token();
+    migrator.redo().unwrap();
+    assert!(
+        Migrator::open(&url).unwrap().redo().is_err(),
+        "nothing of the app's to redo"
+    );
+    let second = store.lock("front-page").unwrap().fencing_token();
+    assert!(
+        second > first,
+        "token went backwards: {first} then {second}"
     );
 }

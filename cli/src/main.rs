@@ -25,8 +25,8 @@ Examples:
   larder database setup                      create larder.db and apply the migrations
   larder migrate status                      list migrations, applied or pending
   larder migrate pending                     list only the pending ones
-  larder migrate revert -n 2                 revert the two latest migrations
-  larder migrate redo                        revert the latest migration and apply it again
+  larder migrate revert -n 2                 revert the application's two latest migrations
+  larder migrate redo                        revert the application's latest migration and apply it again
   larder migrate generate create_tags --capture tags
                                              new migrations/<backend>/<timestamp>_create_tags/{up,down}.sql,
                                              with change-capture triggers for the tags table

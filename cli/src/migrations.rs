@@ -12,17 +12,19 @@ use crate::CliResult;
 pub(crate) enum Action {
     /// Apply every pending migration, oldest first.
     Run,
-    /// Revert the latest applied migration (or the latest N, or all of them).
+    /// Revert the application's latest applied migration (or the latest N), or all
+    /// of them with --all. larder's own (its change log, its lock tokens) are
+    /// reverted only with --all.
     Revert {
         /// Revert the N latest migrations (fewer when fewer are applied).
         #[arg(short = 'n', long = "number", value_name = "N", default_value_t = 1,
               value_parser = clap::value_parser!(u32).range(1..))]
         number: u32,
-        /// Revert every applied migration.
+        /// Revert every applied migration, larder's own included.
         #[arg(short = 'a', long, conflicts_with = "number")]
         all: bool,
     },
-    /// Revert the latest migration (or the latest N) and apply the same ones again,
+    /// Revert the application's latest migration (or the latest N) and apply the same ones again,
     /// in one transaction.
     Redo {
         /// Redo the N latest migrations.
