@@ -1003,3 +1003,49 @@ fn a_change_of_an_unknown_kind_empties_its_table() {
         assert_eq!(a.stats().coherence.flushes, 0, "not a flush of everything");
     });
 }
+
+/// MySQL: a transaction holds change-log id k, uncommitted, while a later
+/// change commits k + 1 into an empty log. The watcher's check of the log's
+/// oldest row (k + 1) used to drop the gap k as pruned; the change was then
+/// never read when its transaction committed.
+#[test]
+fn an_open_change_below_every_committed_row_is_read_when_it_commits() {
+    use diesel::connection::SimpleConnection;
+    each_backend(|target| {
+        if target.backend != Backend::Mysql {
+            return; // SQLite commits in id order; PostgreSQL keeps no log
+        }
+        let (db, ann, post, _) = seeded(target);
+        db.raw("DELETE FROM larder_changes");
+        let a = coherent_store(&db);
+        std::thread::sleep(BOUND);
+        let mut slow = larder::Connection::establish(&db.url()).unwrap();
+        slow.batch_execute(&format!(
+            "BEGIN; UPDATE users SET name = 'Ann' WHERE id = {ann}"
+        ))
+        .unwrap();
+        db.raw(&format!(
+            "UPDATE posts SET title = 'later' WHERE id = {post}"
+        ));
+        // The watcher compares its gaps with the log's oldest row every 30 s.
+        std::thread::sleep(Duration::from_secs(32));
+        let pruned = FlushReason::FellBehindPruning;
+        assert!(
+            a.stats().coherence.flushes_by_reason.get(pruned) >= 1,
+            "the premise: the watcher checked the log's oldest row"
+        );
+        assert_eq!(
+            name_of(&a, ann).as_deref(),
+            Some("ann"),
+            "not committed yet"
+        );
+        slow.batch_execute("COMMIT").unwrap();
+        std::thread::sleep(BOUND * 4);
+        assert_eq!(
+            name_of(&a, ann).as_deref(),
+            Some("Ann"),
+            "{:?}",
+            a.stats().coherence
+        );
+    });
+}

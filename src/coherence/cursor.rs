@@ -185,13 +185,20 @@ impl Cursor {
 
     /// The log's lowest id is `oldest` (`None`: the log is empty). Ids
     /// below it that were not read may have been pruned unread: asks for a
-    /// flush, which covers them, and moves past them. (No transaction still
-    /// open can hold one: pruning deletes the oldest ids first and waits for
-    /// a row that is not committed yet.)
+    /// flush, which covers them, and moves past them. A gap below it that is
+    /// not proven ended stays watched, though: an open transaction's id can
+    /// lie below every committed row (a log that was empty when it began),
+    /// and its change must still be read when it commits.
     pub(super) fn behind(&mut self, oldest: Option<i64>) -> Option<FlushReason> {
         let oldest = oldest?;
         let skipped = oldest > self.last + 1 || self.first_unread() < oldest;
-        self.gaps = self.gaps.split_off(&oldest);
+        let kept = self.gaps.split_off(&oldest);
+        let below = std::mem::replace(&mut self.gaps, kept);
+        self.gaps.extend(
+            below
+                .into_iter()
+                .filter(|(_, gap)| gap.watch != Watch::Ended),
+        );
         self.last = self.last.max(oldest - 1);
         self.forget_unused_snapshots();
         skipped.then_some(FlushReason::FellBehindPruning)
@@ -366,7 +373,19 @@ mod tests {
         );
 
         let mut gapped = after(&[1, 5]); // gaps 2, 3, 4
+        gapped.all_ended();
         assert_eq!(gapped.behind(Some(4)), Some(FlushReason::FellBehindPruning));
         assert_eq!((gapped.last(), gapped.gaps()), (5, vec![4]));
+    }
+
+    /// An open transaction's id below every committed row (its log was empty
+    /// when it began) cannot have been pruned: it stays watched, so that its
+    /// change is read when it commits.
+    #[test]
+    fn an_open_gap_below_the_oldest_row_stays_watched() {
+        let mut cursor = after(&[1, 5]); // gaps 2, 3, 4, none proven ended
+        assert_eq!(cursor.behind(Some(4)), Some(FlushReason::FellBehindPruning));
+        assert_eq!((cursor.last(), cursor.gaps()), (5, vec![2, 3, 4]));
+        assert_eq!(cursor.first_unread(), 2, "pruning stays below them");
     }
 }
