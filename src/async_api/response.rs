@@ -7,10 +7,13 @@ use http::StatusCode;
 
 use crate::error::Error;
 
-/// [`Error::status_code`] with the error's `Display` text as a plain-text
-/// body (which never holds a password), and `Retry-After: 1` on a 503. An
-/// axum handler returning `Result<_, larder::Error>` then uses `?` on every
-/// larder call:
+/// [`Error::status_code`] with a plain-text body, and `Retry-After: 1` on a
+/// 503. A client error (404, 409, 400) carries the error's `Display` text,
+/// which says what to change; a server error carries only its status's
+/// reason ("Service Unavailable", "Internal Server Error"), since its text
+/// names the database's host, user, tables or SQL, which are no client's
+/// business: it is logged at WARN instead. An axum handler returning
+/// `Result<_, larder::Error>` then uses `?` on every larder call:
 ///
 /// ```
 /// use axum::extract::{Path, State};
@@ -36,7 +39,16 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (status, self.to_string()).into_response();
+        let body = if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+            status
+                .canonical_reason()
+                .unwrap_or("Server Error")
+                .to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut response = (status, body).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
@@ -61,5 +73,32 @@ mod tests {
         }
         .into_response();
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+
+    fn body_of(response: Response) -> String {
+        let read = axum::body::to_bytes(response.into_body(), usize::MAX);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        String::from_utf8(runtime.block_on(read).unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_server_error_tells_the_client_its_status_and_nothing_inside() {
+        let inside = "table larder_secret_table on host db-7.internal";
+        let failed = Error::Migration {
+            message: inside.into(),
+        };
+        let response = failed.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body_of(response), "Internal Server Error");
+
+        let conflict = Error::version_mismatch("posts", 3, 1, 2);
+        let shown = conflict.to_string();
+        assert_eq!(
+            body_of(conflict.into_response()),
+            shown,
+            "a client error says what happened"
+        );
     }
 }
