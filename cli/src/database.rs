@@ -39,7 +39,7 @@ pub(crate) fn run(url: &str, dir: Option<&Path>, action: Action) -> CliResult {
     }
 }
 
-fn check_migrations(dir: Option<&Path>) -> CliResult {
+pub(crate) fn check_migrations(dir: Option<&Path>) -> CliResult {
     match dir {
         Some(dir) if !dir.is_dir() => Err(format!(
             "migration failed: migrations directory {} does not exist",

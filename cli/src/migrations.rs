@@ -58,7 +58,27 @@ pub(crate) fn run(url: &str, dir: Option<&Path>, action: Action) -> CliResult {
     if let Action::Generate { name, capture } = &action {
         return generate(url, dir, name, capture);
     }
-    let mut migrator = open(url, dir)?;
+    let scratch;
+    let url = match action {
+        Action::Run => url.to_owned(),
+        _ if !is_missing_sqlite_file(url)? => url.to_owned(),
+        // Everything is pending there: listed from a throwaway database, so
+        // that none is left where the operator pointed.
+        Action::Status | Action::Pending => {
+            scratch = tempfile::tempdir()?;
+            format!("sqlite://{}", scratch.path().join("listing.db").display())
+        }
+        _ => {
+            crate::database::check_migrations(dir)?;
+            let shown = larder::DatabaseUrl::parse(url)?;
+            return Err(format!(
+                "database {} does not exist: `larder database setup` creates it",
+                shown.redacted()
+            )
+            .into());
+        }
+    };
+    let mut migrator = open(&url, dir)?;
     match action {
         Action::Run => list("applied", &migrator.run()?, "no pending migrations"),
         Action::Revert { all: true, .. } => {
@@ -80,6 +100,15 @@ pub(crate) fn run(url: &str, dir: Option<&Path>, action: Action) -> CliResult {
         Action::Generate { .. } => unreachable!("generate returned above"),
     }
     Ok(())
+}
+
+/// Whether `url` names a SQLite file that does not exist. Only `migrate run`
+/// (like `database setup`) may create one: the other actions read a
+/// database, and opening a missing file would leave an empty one behind. (A
+/// missing server database is a connection error, and creates nothing.)
+fn is_missing_sqlite_file(url: &str) -> larder::Result<bool> {
+    let parsed = larder::DatabaseUrl::parse(url)?;
+    Ok(parsed.backend() == larder::Backend::Sqlite && !larder::database_exists(url)?)
 }
 
 /// A migrator over larder's own migrations and the application's: those in

@@ -766,3 +766,30 @@ fn generate_capture_writes_the_triggers_of_an_application_table() {
     );
     assert_one_line_failure(&bad_key, "column name");
 }
+
+/// Listing or reverting reads a database: on a SQLite path that holds none,
+/// `status` and `pending` list every migration as pending and `revert` and
+/// `redo` say there is no database, and none of them creates a file there.
+#[test]
+fn migrate_commands_that_read_a_missing_sqlite_database_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path(), "missing.db");
+    let migrate = |action: &str| larder(dir.path(), &["migrate", action, "--database-url", &url]);
+    for action in ["status", "pending"] {
+        let output = migrate(action);
+        assert_ok(&output);
+        assert!(
+            stdout(&output).contains("pending  2026-11-25-000001_change_log"),
+            "{}",
+            stdout(&output)
+        );
+        assert!(!stdout(&output).contains("applied"), "{}", stdout(&output));
+    }
+    for action in ["revert", "redo"] {
+        assert_one_line_failure(&migrate(action), "does not exist");
+    }
+    assert!(
+        !dir.path().join("missing.db").exists(),
+        "a file was created"
+    );
+}
