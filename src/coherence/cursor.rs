@@ -8,7 +8,10 @@
 //! then there or never will be. Proof comes from snapshots of the open
 //! transactions (MySQL) or from commits being serialized (SQLite). A gap given
 //! up without proof, or one that may have been pruned before it was read,
-//! asks for a flush. Everything here is bookkeeping, without I/O.
+//! asks for a flush. A gap given up may still commit after that flush, so
+//! each give-up also asks for a second flush once every transaction open
+//! after it has ended (or, with no way to know, after [`GAP_TIMEOUT`] more).
+//! Everything here is bookkeeping, without I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -46,6 +49,10 @@ pub(super) struct Cursor {
     /// Every id up to here has been read, except the gaps.
     last: i64,
     gaps: BTreeMap<i64, Gap>,
+    /// Gaps given up (with a flush) whose transactions may still be open and
+    /// commit after it: one entry per give-up, watched like a gap, asking for
+    /// a second flush once its transactions have ended.
+    given_up: Vec<Gap>,
     /// Open transactions when each snapshot was taken, by sequence number.
     snapshots: BTreeMap<u64, Transactions>,
     next_snapshot: u64,
@@ -63,11 +70,16 @@ impl Cursor {
     /// A reader starting at the log's end `last`, where the ids in
     /// `(low, last]` that are not `present` may belong to transactions still
     /// open: they are gaps, read when they commit.
-    pub(super) fn at_end(last: i64, low: i64, present: &[i64], now: Instant) -> Cursor {
+    /// `cut`: the log holds ids at or below `low` too, which are not
+    /// watched one by one; an open transaction may hold one of them.
+    pub(super) fn at_end(last: i64, low: i64, present: &[i64], cut: bool, now: Instant) -> Cursor {
         let mut cursor = Cursor::new(last);
         let present: BTreeSet<i64> = present.iter().copied().collect();
         let missing = (low.max(0) + 1..last).filter(|id| !present.contains(id));
         cursor.gaps.extend(missing.map(|id| (id, Gap::new(now))));
+        if cut {
+            cursor.given_up.push(Gap::new(now));
+        }
         cursor
     }
 
@@ -102,12 +114,22 @@ impl Cursor {
             given_up = true;
         }
         self.forget_unused_snapshots();
-        given_up.then_some(FlushReason::GapGivenUp)
+        self.gave_up(given_up, now)
     }
 
-    /// Whether some gap still waits for its transaction to end.
+    /// After gaps were given up (if `given_up`): asks for the flush now, and
+    /// watches for the end of the transactions that may hold them.
+    fn gave_up(&mut self, given_up: bool, now: Instant) -> Option<FlushReason> {
+        if !given_up {
+            return None;
+        }
+        self.given_up.push(Gap::new(now));
+        Some(FlushReason::GapGivenUp)
+    }
+
+    /// Whether some gap, or some give-up, still waits for its transactions to end.
     pub(super) fn watching(&self) -> bool {
-        self.gaps.values().any(|gap| gap.watch != Watch::Ended)
+        self.gaps.values().any(|gap| gap.watch != Watch::Ended) || !self.given_up.is_empty()
     }
 
     /// `open`: the transactions open now, as seen after every read so far.
@@ -115,15 +137,19 @@ impl Cursor {
     /// none of whose transactions is still open has ended, and its gaps with
     /// it (a transaction open at an earlier snapshot and still open now is
     /// in every later one, so no gap is settled too early).
-    pub(super) fn open_transactions(&mut self, open: &Transactions) {
-        if self.gaps.values().any(|gap| gap.watch == Watch::Unwatched) {
+    /// Asks for the second flush of a give-up whose transactions have all
+    /// ended: any of its ids that committed after the first did so before now.
+    pub(super) fn open_transactions(&mut self, open: &Transactions) -> Option<FlushReason> {
+        let watched = self.gaps.values_mut().chain(&mut self.given_up);
+        let unwatched: Vec<&mut Gap> = watched
+            .filter(|gap| gap.watch == Watch::Unwatched)
+            .collect();
+        if !unwatched.is_empty() {
             let seq = self.next_snapshot;
             self.next_snapshot += 1;
             self.snapshots.insert(seq, open.clone());
-            for gap in self.gaps.values_mut() {
-                if gap.watch == Watch::Unwatched {
-                    gap.watch = Watch::Snapshot(seq);
-                }
+            for gap in unwatched {
+                gap.watch = Watch::Snapshot(seq);
             }
         }
         let ended: Vec<u64> = self
@@ -134,12 +160,15 @@ impl Cursor {
             .collect();
         for seq in ended {
             self.snapshots.remove(&seq);
-            for gap in self.gaps.values_mut() {
+            for gap in self.gaps.values_mut().chain(&mut self.given_up) {
                 if gap.watch == Watch::Snapshot(seq) {
                     gap.watch = Watch::Ended;
                 }
             }
         }
+        let before = self.given_up.len();
+        self.given_up.retain(|gap| gap.watch != Watch::Ended);
+        (self.given_up.len() < before).then_some(FlushReason::GapGivenUp)
     }
 
     /// Commits are serialized (SQLite): an id missing below one that was
@@ -149,6 +178,7 @@ impl Cursor {
         for gap in self.gaps.values_mut() {
             gap.watch = Watch::Ended;
         }
+        self.given_up.clear();
         self.snapshots.clear();
     }
 
@@ -174,13 +204,21 @@ impl Cursor {
     }
 
     /// Gives up gaps that waited [`GAP_TIMEOUT`] for proof; asks for a flush
-    /// if there were any.
-    pub(super) fn expire(&mut self, now: Instant) -> Option<FlushReason> {
-        let before = self.gaps.len();
-        self.gaps
-            .retain(|_, gap| now.duration_since(gap.since) < GAP_TIMEOUT);
+    /// if there were any. `provable`: proof of ended transactions can come
+    /// (snapshots); without it, a give-up's second flush comes after another
+    /// [`GAP_TIMEOUT`] instead, which covers what commits within it.
+    pub(super) fn expire(&mut self, now: Instant, provable: bool) -> Option<FlushReason> {
+        let old = |gap: &Gap| now.duration_since(gap.since) >= GAP_TIMEOUT;
+        let before = (self.gaps.len(), self.given_up.len());
+        self.gaps.retain(|_, gap| !old(gap));
+        if !provable {
+            self.given_up.retain(|gap| !old(gap));
+        }
+        let expired_gaps = self.gaps.len() < before.0;
+        let expired_give_ups = self.given_up.len() < before.1;
         self.forget_unused_snapshots();
-        (self.gaps.len() < before).then_some(FlushReason::GapGivenUp)
+        self.gave_up(expired_gaps, now)
+            .or(expired_give_ups.then_some(FlushReason::GapGivenUp))
     }
 
     /// The log's lowest id is `oldest` (`None`: the log is empty). Ids
@@ -205,9 +243,11 @@ impl Cursor {
     }
 
     fn forget_unused_snapshots(&mut self) {
-        let gaps = &self.gaps;
-        self.snapshots
-            .retain(|&seq, _| gaps.values().any(|gap| gap.watch == Watch::Snapshot(seq)));
+        let (gaps, given_up) = (&self.gaps, &self.given_up);
+        self.snapshots.retain(|&seq, _| {
+            let watches = |gap: &Gap| gap.watch == Watch::Snapshot(seq);
+            gaps.values().any(watches) || given_up.iter().any(watches)
+        });
     }
 }
 
@@ -255,10 +295,26 @@ mod tests {
 
     #[test]
     fn at_start_ids_missing_below_the_end_are_gaps() {
-        let cursor = Cursor::at_end(10, 6, &[7, 9, 10], Instant::now());
+        let cursor = Cursor::at_end(10, 6, &[7, 9, 10], false, Instant::now());
         assert_eq!((cursor.last(), cursor.gaps()), (10, vec![8]));
-        let empty = Cursor::at_end(0, 0, &[], Instant::now());
+        assert!(cursor.watching());
+        let empty = Cursor::at_end(0, 0, &[], false, Instant::now());
         assert_eq!((empty.last(), empty.gaps()), (0, vec![]));
+        assert!(!empty.watching());
+    }
+
+    /// Ids below the watched window at start may be held by transactions
+    /// still open: the caches are flushed once those have all ended.
+    #[test]
+    fn at_start_ids_below_the_window_are_flushed_for_when_their_transactions_end() {
+        let mut cursor = Cursor::at_end(10, 6, &[7, 8, 9, 10], true, Instant::now());
+        assert!(cursor.gaps().is_empty() && cursor.watching());
+        assert_eq!(cursor.open_transactions(&trx(&[70])), None);
+        assert_eq!(
+            cursor.open_transactions(&trx(&[])),
+            Some(FlushReason::GapGivenUp)
+        );
+        assert!(!cursor.watching());
     }
 
     #[test]
@@ -281,19 +337,73 @@ mod tests {
         );
     }
 
+    /// A transaction holding given-up ids may commit after the give-up's
+    /// flush, and its change is never read: a second flush follows once every
+    /// transaction open after the give-up has ended.
+    #[test]
+    fn a_give_up_flushes_again_once_its_transactions_have_ended() {
+        let mut cursor = Cursor::new(0);
+        let far = 3 * MAX_GAPS as i64;
+        assert_eq!(
+            cursor.read(far, Instant::now()),
+            Some(FlushReason::GapGivenUp)
+        );
+        // The bulk transaction 70 still holds the given-up ids.
+        assert_eq!(cursor.open_transactions(&trx(&[70])), None);
+        assert_eq!(cursor.open_transactions(&trx(&[70, 71])), None);
+        assert!(cursor.watching());
+        // 70 committed (or rolled back); 71 began after the give-up.
+        assert_eq!(
+            cursor.open_transactions(&trx(&[71])),
+            Some(FlushReason::GapGivenUp)
+        );
+        assert_eq!(cursor.open_transactions(&trx(&[71])), None, "once");
+    }
+
     #[test]
     fn gaps_waiting_too_long_are_given_up_with_a_flush() {
         let t0 = Instant::now();
         let mut cursor = Cursor::new(0);
         cursor.read(3, t0);
-        assert_eq!(cursor.expire(t0 + GAP_TIMEOUT / 2), None);
+        assert_eq!(cursor.expire(t0 + GAP_TIMEOUT / 2, false), None);
         assert_eq!(cursor.gaps(), [1, 2]);
         assert_eq!(
-            cursor.expire(t0 + GAP_TIMEOUT),
+            cursor.expire(t0 + GAP_TIMEOUT, false),
             Some(FlushReason::GapGivenUp)
         );
         assert!(cursor.gaps().is_empty());
-        assert_eq!(cursor.expire(t0 + GAP_TIMEOUT * 2), None);
+        // With no way to prove the transactions ended: a second flush after
+        // another timeout covers what they committed within it.
+        assert_eq!(cursor.expire(t0 + GAP_TIMEOUT * 3 / 2, false), None);
+        assert_eq!(
+            cursor.expire(t0 + GAP_TIMEOUT * 2, false),
+            Some(FlushReason::GapGivenUp)
+        );
+        assert!(!cursor.watching());
+        assert_eq!(cursor.expire(t0 + GAP_TIMEOUT * 3, false), None);
+    }
+
+    #[test]
+    fn with_proof_a_gap_given_up_by_the_clock_is_flushed_for_when_it_ends() {
+        let t0 = Instant::now();
+        let mut cursor = Cursor::new(0);
+        cursor.read(3, t0); // 1 and 2 held by transaction 70, open for long
+        assert_eq!(cursor.open_transactions(&trx(&[70])), None);
+        assert_eq!(
+            cursor.expire(t0 + GAP_TIMEOUT, true),
+            Some(FlushReason::GapGivenUp)
+        );
+        assert_eq!(
+            cursor.expire(t0 + GAP_TIMEOUT * 5, true),
+            None,
+            "waits for proof"
+        );
+        assert_eq!(cursor.open_transactions(&trx(&[70])), None);
+        assert_eq!(
+            cursor.open_transactions(&trx(&[])),
+            Some(FlushReason::GapGivenUp)
+        );
+        assert!(!cursor.watching());
     }
 
     #[test]

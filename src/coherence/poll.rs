@@ -133,10 +133,11 @@ impl LogPoller {
             maintain(conn, ctx, &mut self.position)?;
         }
         if let Position::At(cursor) = &mut self.position {
-            if let Some(reason) = cursor.expire(Instant::now()) {
+            let provable = matches!(self.proof, Proof::Snapshots { .. });
+            if let Some(reason) = cursor.expire(Instant::now(), provable) {
                 ctx.flush(reason);
             }
-            self.proof.probe(conn, cursor)?;
+            self.proof.probe(conn, ctx, cursor)?;
         }
         // Confirms from here: what maintenance took is not the read's age.
         let started = Instant::now();
@@ -199,7 +200,7 @@ impl Source for LogPoller {
 impl Proof {
     /// Before a read: learns which transactions that may hold skipped ids
     /// have ended, so the read that follows settles them.
-    fn probe(&mut self, conn: &mut Connection, cursor: &mut Cursor) -> Result<()> {
+    fn probe(&mut self, conn: &mut Connection, ctx: &Context, cursor: &mut Cursor) -> Result<()> {
         let Proof::Snapshots { next } = self else {
             return Ok(());
         };
@@ -208,7 +209,11 @@ impl Proof {
         }
         *next = Instant::now() + PROBE_EVERY;
         match open_transactions(conn) {
-            Ok(Some(open)) => cursor.open_transactions(&open),
+            Ok(Some(open)) => {
+                if let Some(reason) = cursor.open_transactions(&open) {
+                    ctx.flush(reason);
+                }
+            }
             Ok(None) => tracing::trace!("stale list of open transactions; read again later"),
             Err(err) if is_access_denied(&err) => {
                 tracing::warn!(
@@ -287,8 +292,9 @@ fn highest(
 }
 
 /// A position at the log's end. On MySQL the ids missing among the last
-/// [`MAX_GAPS`] may belong to transactions still open (none can be below the
-/// oldest row: pruning waits for them), so they are read when they commit.
+/// [`MAX_GAPS`] may belong to transactions still open, so they are read when
+/// they commit; one below them is not watched by id, but the caches are
+/// flushed once every transaction open now has ended (see [`Cursor`]).
 /// On SQLite nothing below the end can still commit.
 fn end(conn: &mut Connection) -> Result<Position> {
     let Some((oldest, newest)) = bounds(conn)? else {
@@ -309,6 +315,7 @@ fn end(conn: &mut Connection) -> Result<Position> {
         newest,
         low,
         &present,
+        low > oldest - 1,
         Instant::now(),
     )))
 }
