@@ -101,6 +101,16 @@ fn name_of(store: &Store, id: i64) -> Option<String> {
     store.users().get(id).unwrap().map(|u| u.name.clone())
 }
 
+/// MySQL's proof that a skipped id's transaction has ended reads every open
+/// transaction on the server, so a test holding one open for long delays
+/// every other test's proof. Tests that hold transactions open across the
+/// watcher's checks, and tests that wait for a proof, take turns.
+fn server_transactions() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn a_change_by_another_larder_process_reaches_the_cache() {
     each_backend(|target| {
@@ -217,6 +227,7 @@ fn an_insert_elsewhere_retires_cached_lists() {
 
 #[test]
 fn a_rolled_back_change_elsewhere_invalidates_nothing() {
+    let _turn = server_transactions();
     each_backend(|target| {
         let (db, ann, _, _) = seeded(target);
         let a = coherent_store(&db);
@@ -535,6 +546,7 @@ fn a_mysql_cascade_is_written_to_the_change_log() {
 
 #[test]
 fn a_change_committed_after_a_later_one_is_not_missed() {
+    let _turn = server_transactions();
     // On MySQL a transaction takes its change-log id when it writes, and may
     // commit after a transaction that took a later id: the poller must come
     // back for the skipped id. (SQLite has one writer at a time.)
@@ -750,6 +762,7 @@ fn a_store_opened_before_its_migrations_hears_changes_after_them() {
 
 #[test]
 fn a_change_held_open_when_the_store_starts_is_seen_when_it_commits() {
+    let _turn = server_transactions();
     // MySQL: a transaction holding a change-log id below the log's end when
     // the store starts must still be read when it commits. (SQLite has one
     // writer at a time; PostgreSQL sends notifications at commit.)
@@ -785,6 +798,7 @@ fn a_change_held_open_when_the_store_starts_is_seen_when_it_commits() {
 
 #[test]
 fn changes_pruned_before_the_store_read_them_flush_its_caches() {
+    let _turn = server_transactions();
     // The change to ann leaves the log before the store reads it, as when
     // another process prunes past a store that fell behind; a later change
     // stays, as pruning always keeps the newest row. The store cannot know
@@ -1010,6 +1024,7 @@ fn a_change_of_an_unknown_kind_empties_its_table() {
 /// never read when its transaction committed.
 #[test]
 fn an_open_change_below_every_committed_row_is_read_when_it_commits() {
+    let _turn = server_transactions();
     use diesel::connection::SimpleConnection;
     each_backend(|target| {
         if target.backend != Backend::Mysql {
@@ -1056,6 +1071,7 @@ fn an_open_change_below_every_committed_row_is_read_when_it_commits() {
 /// not read, so the caches are flushed once more when it has ended.
 #[test]
 fn a_bulk_transaction_whose_ids_were_given_up_is_flushed_for_when_it_commits() {
+    let _turn = server_transactions();
     use diesel::connection::SimpleConnection;
     each_backend(|target| {
         if target.backend != Backend::Mysql {

@@ -11,6 +11,7 @@
 //! asks for a flush. A gap given up may still commit after that flush, so
 //! each give-up also asks for a second flush once every transaction open
 //! after it has ended (or, with no way to know, after [`GAP_TIMEOUT`] more).
+//! Ids below the window watched at the start are not: see `poll::end`.
 //! Everything here is bookkeeping, without I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,16 +71,11 @@ impl Cursor {
     /// A reader starting at the log's end `last`, where the ids in
     /// `(low, last]` that are not `present` may belong to transactions still
     /// open: they are gaps, read when they commit.
-    /// `cut`: the log holds ids at or below `low` too, which are not
-    /// watched one by one; an open transaction may hold one of them.
-    pub(super) fn at_end(last: i64, low: i64, present: &[i64], cut: bool, now: Instant) -> Cursor {
+    pub(super) fn at_end(last: i64, low: i64, present: &[i64], now: Instant) -> Cursor {
         let mut cursor = Cursor::new(last);
         let present: BTreeSet<i64> = present.iter().copied().collect();
         let missing = (low.max(0) + 1..last).filter(|id| !present.contains(id));
         cursor.gaps.extend(missing.map(|id| (id, Gap::new(now))));
-        if cut {
-            cursor.given_up.push(Gap::new(now));
-        }
         cursor
     }
 
@@ -295,26 +291,10 @@ mod tests {
 
     #[test]
     fn at_start_ids_missing_below_the_end_are_gaps() {
-        let cursor = Cursor::at_end(10, 6, &[7, 9, 10], false, Instant::now());
+        let cursor = Cursor::at_end(10, 6, &[7, 9, 10], Instant::now());
         assert_eq!((cursor.last(), cursor.gaps()), (10, vec![8]));
-        assert!(cursor.watching());
-        let empty = Cursor::at_end(0, 0, &[], false, Instant::now());
+        let empty = Cursor::at_end(0, 0, &[], Instant::now());
         assert_eq!((empty.last(), empty.gaps()), (0, vec![]));
-        assert!(!empty.watching());
-    }
-
-    /// Ids below the watched window at start may be held by transactions
-    /// still open: the caches are flushed once those have all ended.
-    #[test]
-    fn at_start_ids_below_the_window_are_flushed_for_when_their_transactions_end() {
-        let mut cursor = Cursor::at_end(10, 6, &[7, 8, 9, 10], true, Instant::now());
-        assert!(cursor.gaps().is_empty() && cursor.watching());
-        assert_eq!(cursor.open_transactions(&trx(&[70])), None);
-        assert_eq!(
-            cursor.open_transactions(&trx(&[])),
-            Some(FlushReason::GapGivenUp)
-        );
-        assert!(!cursor.watching());
     }
 
     #[test]
