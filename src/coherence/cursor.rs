@@ -119,7 +119,13 @@ impl Cursor {
         if !given_up {
             return None;
         }
-        self.given_up.push(Gap::new(now));
+        // One not watched yet stands for this one too (the snapshot that
+        // will watch it is taken after both), its clock restarted: a give-up
+        // every poll through a long bulk write keeps one entry, not thousands.
+        match self.given_up.last_mut() {
+            Some(last) if last.watch == Watch::Unwatched => last.since = now,
+            _ => self.given_up.push(Gap::new(now)),
+        }
         Some(FlushReason::GapGivenUp)
     }
 
@@ -338,6 +344,26 @@ mod tests {
             Some(FlushReason::GapGivenUp)
         );
         assert_eq!(cursor.open_transactions(&trx(&[71])), None, "once");
+    }
+
+    #[test]
+    fn give_ups_before_the_next_snapshot_share_one_second_flush() {
+        let t0 = Instant::now();
+        let mut cursor = Cursor::new(0);
+        let step = 3 * MAX_GAPS as i64;
+        for n in 1..=50 {
+            assert_eq!(cursor.read(n * step, t0), Some(FlushReason::GapGivenUp));
+        }
+        assert_eq!(cursor.given_up.len(), 1);
+        // Without proof, the second flush comes a timeout after the last one.
+        let later = t0 + GAP_TIMEOUT / 2;
+        assert_eq!(cursor.read(51 * step, later), Some(FlushReason::GapGivenUp));
+        cursor.gaps.clear();
+        assert_eq!(cursor.expire(t0 + GAP_TIMEOUT, false), None);
+        assert_eq!(
+            cursor.expire(later + GAP_TIMEOUT, false),
+            Some(FlushReason::GapGivenUp)
+        );
     }
 
     #[test]
