@@ -55,8 +55,9 @@ pub struct StoreBuilder {
 }
 
 impl Store {
-    /// Opens `url` with default settings: `sqlite://path`, `sqlite:path` or a
-    /// bare file path, `postgres://…` or `mysql://…`.
+    /// Opens `url` with default settings: `sqlite://path`, `sqlite:path`, a
+    /// bare file path or a SQLite URI filename (`file:app.db?mode=rwc`),
+    /// `postgres://…` or `mysql://…`.
     ///
     /// # Errors
     ///

@@ -76,7 +76,7 @@ pub fn drop_database(url: &str) -> Result<bool> {
 }
 
 fn sqlite_file(url: &DatabaseUrl) -> PathBuf {
-    PathBuf::from(url.target())
+    PathBuf::from(crate::url::sqlite_file_path(url.target()))
 }
 
 fn remove_sqlite_files(url: &DatabaseUrl) -> Result<()> {
@@ -182,5 +182,27 @@ mod tests {
         assert_eq!(database_name(&url).unwrap(), "blog");
         let bad = DatabaseUrl::parse("postgres://db/bl;og").unwrap();
         assert!(matches!(database_name(&bad), Err(Error::InvalidUrl { .. })));
+    }
+
+    /// SQLite's URI filenames name the file after `file:` (an empty or
+    /// `localhost` authority allowed), with the query and fragment left out:
+    /// creating, finding and dropping such a database works on that file.
+    #[test]
+    fn a_sqlite_uri_filename_names_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sub").join("app.db");
+        std::fs::create_dir(file.parent().unwrap()).unwrap();
+        for url in [
+            format!("sqlite:file:{}", file.display()),
+            format!("sqlite:file://{}?mode=rwc", file.display()),
+            format!("file://localhost{}?cache=private#x", file.display()),
+        ] {
+            assert!(!database_exists(&url).unwrap(), "{url}");
+            assert!(create_database(&url).unwrap(), "{url}");
+            assert!(file.is_file(), "{url} created {}", file.display());
+            assert!(database_exists(&url).unwrap(), "{url}");
+            assert!(drop_database(&url).unwrap(), "{url}");
+            assert!(!file.exists(), "{url}");
+        }
     }
 }

@@ -463,7 +463,7 @@
 //!
 //! | URL | backend | cargo feature |
 //! |---|---|---|
-//! | `sqlite://path`, `sqlite:path`, a bare path | SQLite, compiled in | always |
+//! | `sqlite://path`, `sqlite:path`, a bare path, a URI filename (`file:app.db?mode=rwc`) | SQLite, compiled in | always |
 //! | `postgres://…`, `postgresql://…` | PostgreSQL; libpq built from source without OpenSSL | `postgres` (default) |
 //! | the same with `sslmode=require` | libpq built with OpenSSL (needs `libssl-dev`) | `postgres-tls` |
 //! | `mysql://…` | MySQL / MariaDB through the system client library (`libmariadb-dev`) | `mysql` |

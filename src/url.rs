@@ -50,7 +50,11 @@ impl DatabaseUrl {
         if url.is_empty() {
             return Err(invalid("the URL is empty".into()));
         }
+        // `sqlite:file:…` and `file:…` are SQLite URI filenames, which may
+        // hold `//` themselves (`file:///srv/app.db`): not a scheme's.
+        let uri = url.strip_prefix("sqlite:").unwrap_or(url);
         let (backend, target) = match url.split_once("://") {
+            _ if uri.starts_with("file:") => (Backend::Sqlite, uri),
             Some(("sqlite", path)) => (Backend::Sqlite, path),
             Some(("postgres" | "postgresql", _)) => (Backend::Postgres, url),
             Some(("mysql", _)) => (Backend::Mysql, url),
@@ -156,7 +160,7 @@ fn check_sqlite_path(path: &str, echo_path: bool) -> std::result::Result<(), Str
                 .into(),
         );
     }
-    let dir = match Path::new(path).parent() {
+    let dir = match Path::new(sqlite_file_path(path)).parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => return Ok(()),
     };
@@ -167,6 +171,20 @@ fn check_sqlite_path(path: &str, echo_path: bool) -> std::result::Result<(), Str
     } else {
         Err("the SQLite file's directory does not exist".into())
     }
+}
+
+/// The file a SQLite target names: the target itself, or for a URI filename
+/// (`file:app.db`, `file:///srv/app.db?mode=rwc`) its path, without the
+/// query and fragment and an empty or `localhost` authority. Percent-escapes
+/// in a URI's path are left as written.
+pub(crate) fn sqlite_file_path(target: &str) -> &str {
+    let Some(uri) = target.strip_prefix("file:") else {
+        return target;
+    };
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    path.strip_prefix("//localhost")
+        .or_else(|| path.strip_prefix("//"))
+        .unwrap_or(path)
 }
 
 /// What replaces a secret in a URL or a message.

@@ -42,11 +42,11 @@ pub(super) struct FileLock {
     path: PathBuf,
 }
 
-/// The directory of a database's lock files: `<path>.locks` beside the file
-/// (a URI's `file:` prefix and query left out).
+/// The directory of a database's lock files: `<path>.locks` beside the file,
+/// however the URL spells its path (a URI filename's too), so that every
+/// process locking the same file agrees.
 pub(super) fn lock_dir(target: &str) -> PathBuf {
-    let path = target.strip_prefix("file:").unwrap_or(target);
-    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    let path = crate::url::sqlite_file_path(target);
     PathBuf::from(format!("{path}.locks"))
 }
 
