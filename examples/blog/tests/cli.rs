@@ -104,7 +104,11 @@ fn stats_renders_pages_of_an_existing_database_and_prints_hit_ratios() {
 
     let empty = format!("sqlite://{}", dir.path().join("empty.db").display());
     let failed = larder_blog(dir.path(), &["stats", "--database-url", &empty]);
-    assert_one_line_failure(&failed, "posts");
+    assert_one_line_failure(&failed, "does not exist");
+    assert!(
+        !dir.path().join("empty.db").exists(),
+        "reading only: nothing created"
+    );
 }
 
 /// `larder … | head -1`: the reader goes away early; larder must end without a
