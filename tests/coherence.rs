@@ -101,6 +101,15 @@ fn name_of(store: &Store, id: i64) -> Option<String> {
     store.users().get(id).unwrap().map(|u| u.name.clone())
 }
 
+/// A transaction on a connection of its own that ran `sql` and stays open
+/// until the caller sends `COMMIT` (or drops the connection).
+fn open_transaction(db: &TestDb, sql: &str) -> larder::Connection {
+    use diesel::connection::SimpleConnection;
+    let mut conn = larder::Connection::establish(&db.url()).unwrap();
+    conn.batch_execute(&format!("BEGIN; {sql}")).unwrap();
+    conn
+}
+
 /// MySQL's proof that a skipped id's transaction has ended reads every open
 /// transaction on the server, so a test holding one open for long delays
 /// every other test's proof. Tests that hold transactions open across the
@@ -561,11 +570,10 @@ fn a_change_committed_after_a_later_one_is_not_missed() {
         a.users().get(ann).unwrap();
         a.users().get(bob).unwrap();
 
-        let mut slow = larder::Connection::establish(&db.url()).unwrap();
-        slow.batch_execute(&format!(
-            "BEGIN; UPDATE users SET name = 'Ann' WHERE id = {ann}"
-        ))
-        .unwrap();
+        let mut slow = open_transaction(
+            &db,
+            &format!("UPDATE users SET name = 'Ann' WHERE id = {ann}"),
+        );
         db.raw(&format!("UPDATE users SET name = 'Bob' WHERE id = {bob}"));
         std::thread::sleep(BOUND);
         assert_eq!(name_of(&a, bob).as_deref(), Some("Bob"));
@@ -773,11 +781,10 @@ fn a_change_held_open_when_the_store_starts_is_seen_when_it_commits() {
         }
         let (db, ann, _, _) = seeded(target);
         let bob = common::user(&db.store, "bob").id;
-        let mut slow = larder::Connection::establish(&db.url()).unwrap();
-        slow.batch_execute(&format!(
-            "BEGIN; UPDATE users SET name = 'Ann' WHERE id = {ann}"
-        ))
-        .unwrap();
+        let mut slow = open_transaction(
+            &db,
+            &format!("UPDATE users SET name = 'Ann' WHERE id = {ann}"),
+        );
         db.raw(&format!("UPDATE users SET name = 'Bob' WHERE id = {bob}"));
 
         let a = coherent_store(&db);
@@ -1034,11 +1041,10 @@ fn an_open_change_below_every_committed_row_is_read_when_it_commits() {
         db.raw("DELETE FROM larder_changes");
         let a = coherent_store(&db);
         std::thread::sleep(BOUND);
-        let mut slow = larder::Connection::establish(&db.url()).unwrap();
-        slow.batch_execute(&format!(
-            "BEGIN; UPDATE users SET name = 'Ann' WHERE id = {ann}"
-        ))
-        .unwrap();
+        let mut slow = open_transaction(
+            &db,
+            &format!("UPDATE users SET name = 'Ann' WHERE id = {ann}"),
+        );
         db.raw(&format!(
             "UPDATE posts SET title = 'later' WHERE id = {post}"
         ));
@@ -1087,9 +1093,8 @@ fn a_bulk_transaction_whose_ids_were_given_up_is_flushed_for_when_it_commits() {
         ));
         let a = coherent_store(&db);
         std::thread::sleep(BOUND);
-        let mut bulk = larder::Connection::establish(&db.url()).unwrap();
-        bulk.batch_execute("BEGIN; UPDATE users SET name = CONCAT(name, '!') ORDER BY id")
-            .unwrap();
+        let mut bulk =
+            open_transaction(&db, "UPDATE users SET name = CONCAT(name, '!') ORDER BY id");
         db.raw(&format!(
             "UPDATE posts SET title = 'later' WHERE id = {post}"
         ));

@@ -334,22 +334,18 @@ fn a_tampered_migrations_folder_is_a_migration_error_and_changes_nothing() {
     each_backend(|target| {
         let db = target.fresh();
         let dir = tempfile::tempdir().unwrap();
-        let good = dir.path().join("2030-01-01-000000_tags");
-        std::fs::create_dir_all(&good).unwrap();
-        std::fs::write(
-            good.join("up.sql"),
+        write_migration(
+            dir.path(),
+            "2030-01-01-000000_tags",
             "CREATE TABLE tags (id BIGINT PRIMARY KEY);",
-        )
-        .unwrap();
-        std::fs::write(good.join("down.sql"), "DROP TABLE tags;").unwrap();
-        let bad = dir.path().join("2030-01-02-000000_broken");
-        std::fs::create_dir_all(&bad).unwrap();
-        std::fs::write(
-            bad.join("up.sql"),
+            "DROP TABLE tags;",
+        );
+        write_migration(
+            dir.path(),
+            "2030-01-02-000000_broken",
             "CREATE TABLE broken (id BIGINT PRIMARY KEY); THIS IS NOT SQL;",
-        )
-        .unwrap();
-        std::fs::write(bad.join("down.sql"), "DROP TABLE broken;").unwrap();
+            "DROP TABLE broken;",
+        );
 
         let mut migrator = Migrator::open_with_dir(&db.url(), dir.path()).unwrap();
         let err = migrator.run().unwrap_err();
@@ -362,7 +358,7 @@ fn a_tampered_migrations_folder_is_a_migration_error_and_changes_nothing() {
             "the good migration applied, the broken one not: {pending:?}"
         );
 
-        std::fs::remove_file(bad.join("up.sql")).unwrap();
+        std::fs::remove_file(dir.path().join("2030-01-02-000000_broken/up.sql")).unwrap();
         let err = Migrator::open_with_dir(&db.url(), dir.path())
             .and_then(|mut m| m.run())
             .unwrap_err();
@@ -449,16 +445,18 @@ fn a_write_in_a_transaction_that_fails_after_writing_leaves_no_stale_entry() {
     );
 }
 
+/// Writes the migration `name` (`<version>_<what>`) into the folder `dir`.
+fn write_migration(dir: &Path, name: &str, up: &str, down: &str) {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("up.sql"), up).unwrap();
+    std::fs::write(folder.join("down.sql"), down).unwrap();
+}
+
 /// A folder of application migrations, one `tags` table dated `version`.
 fn tags_migration(dir: &Path, version: &str) {
-    let folder = dir.join(format!("{version}_tags"));
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(
-        folder.join("up.sql"),
-        "CREATE TABLE tags (id INTEGER PRIMARY KEY);",
-    )
-    .unwrap();
-    std::fs::write(folder.join("down.sql"), "DROP TABLE tags;").unwrap();
+    let up = "CREATE TABLE tags (id INTEGER PRIMARY KEY);";
+    write_migration(dir, &format!("{version}_tags"), up, "DROP TABLE tags;");
 }
 
 /// An application migration dated before larder's own sorts below them:
