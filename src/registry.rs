@@ -263,6 +263,10 @@ pub(crate) struct Written {
     pub(crate) entity: TypeId,
     /// The row as stored, or `None` for a delete.
     pub(crate) value: Option<AnyValue>,
+    /// Whether the commit may cache `value`: not when the transaction may
+    /// have read it through a snapshot older than `epoch` (a write that
+    /// changed nothing returns the row as its snapshot has it).
+    pub(crate) cacheable: bool,
     /// The key's shard epoch read before the write.
     pub(crate) epoch: u64,
     /// The key values the row had before the write and has after it; a key
@@ -361,7 +365,8 @@ impl Registry {
             PendingWrite::Written { key, written } => {
                 let deleted = written.value.is_none();
                 if let Some(control) = self.tables().by_type.get(&written.entity) {
-                    control.apply_write_any(key.id, written.value.clone(), written.epoch);
+                    let value = written.value.clone().filter(|_| written.cacheable);
+                    control.apply_write_any(key.id, value, written.epoch);
                 }
                 self.invalidate_except(*key, Some(written.entity), &written.touched);
                 if deleted {
@@ -641,6 +646,7 @@ mod tests {
         let moved = Written {
             entity: TypeId::of::<Child>(),
             value: Some(Arc::new(Child { id: 1 })),
+            cacheable: true,
             epoch: 0,
             touched: vec![("parent_id", Some(9))],
         };
@@ -670,6 +676,7 @@ mod tests {
         let moved = Written {
             entity: TypeId::of::<Child>(),
             value: Some(Arc::new(Child { id: 1 })),
+            cacheable: true,
             epoch: 0,
             touched: vec![("parent_id", Some(7)), ("parent_id", Some(8))],
         };

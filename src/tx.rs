@@ -71,6 +71,10 @@ pub struct Tx<'s> {
     /// Set when a statement failed with a database error: the transaction can
     /// then only roll back.
     poisoned: Cell<bool>,
+    /// Set when a statement has run: from then on the transaction may read
+    /// through a snapshot taken at that statement (see
+    /// [`snapshot_not_taken`](Tx::snapshot_not_taken)).
+    ran: Cell<bool>,
     /// False for a single autocommitted statement: there is no BEGIN, and so
     /// nothing to commit or roll back, only writes to apply.
     explicit: bool,
@@ -117,6 +121,7 @@ impl<'s> Tx<'s> {
             conn: RefCell::new(conn),
             pending: RefCell::new(Vec::new()),
             poisoned: Cell::new(false),
+            ran: Cell::new(false),
             explicit,
             finished: false,
         }
@@ -199,6 +204,16 @@ impl<'s> Tx<'s> {
         self.store
     }
 
+    /// Whether every row this transaction reads from now on is at least as
+    /// new as every commit invalidated from now on. Not once a statement has
+    /// run in an explicit transaction: that statement may have taken the
+    /// snapshot its later reads see (MySQL's default REPEATABLE READ,
+    /// PostgreSQL's when asked for), older than commits invalidated since.
+    /// Each autocommitted statement reads its own.
+    pub(crate) fn snapshot_not_taken(&self) -> bool {
+        !self.explicit || !self.ran.get()
+    }
+
     /// Runs `query` on this transaction's connection, mapping its error for
     /// `table` and `id`.
     pub(crate) fn run<T>(
@@ -207,6 +222,7 @@ impl<'s> Tx<'s> {
         id: Option<i64>,
         query: impl FnOnce(&mut Connection) -> QueryResult<T>,
     ) -> Result<T> {
+        self.ran.set(true);
         let mut conn = self.conn.borrow_mut();
         let result = query(&mut conn).map_err(|err| {
             if matches!(err, diesel::result::Error::DatabaseError(..)) {

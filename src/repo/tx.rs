@@ -93,10 +93,11 @@ impl<'t, E: Entity> TxRepo<'t, E> {
         let row = Arc::new(self.tx.run(E::TABLE, None, |conn| E::insert(conn, &new))?);
         let epoch = self.cache.epoch_in(&epochs, row.id());
         let touched = key_values_of(&*row).collect();
-        self.tx.settle(
-            place,
-            self.written(row.id(), Some(Arc::clone(&row)), epoch, touched),
-        );
+        // The new row is the transaction's own until it commits: no one
+        // else can change it, whatever snapshot the transaction reads.
+        let stored = Some((Arc::clone(&row), true));
+        self.tx
+            .settle(place, self.written(row.id(), stored, epoch, touched));
         Ok(row)
     }
 
@@ -126,6 +127,10 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     {
         // Read before the write so that any invalidation after it is noticed.
         let epoch = self.cache.epoch_of(id);
+        // Unless read before the transaction's snapshot was taken, the epoch
+        // may postdate commits the snapshot misses: a write that changed
+        // nothing returns the snapshot's older row, which must not be cached.
+        let cacheable = self.tx.snapshot_not_taken();
         let mut touched = before::key_values::<E>(self.tx, id)?;
         // Recorded before the statement: if it runs and its returned row then
         // fails to decode, the commit still invalidates the row.
@@ -137,10 +142,9 @@ impl<'t, E: Entity> TxRepo<'t, E> {
         // row but returned `None` still invalidates it (a wasted miss at worst).
         if let Some(row) = &row {
             touched.extend(key_values_of(&**row));
-            self.tx.settle(
-                place,
-                self.written(id, Some(Arc::clone(row)), epoch, touched),
-            );
+            let stored = Some((Arc::clone(row), cacheable));
+            self.tx
+                .settle(place, self.written(id, stored, epoch, touched));
         }
         Ok(row)
     }
@@ -201,18 +205,22 @@ impl<'t, E: Entity> TxRepo<'t, E> {
         self.tx.run(E::TABLE, id, work)
     }
 
+    /// What the commit applies for row `id`: `stored` is the row as the
+    /// write returned it and whether it may be cached, `None` for a delete.
     fn written(
         &self,
         id: i64,
-        value: Option<Arc<E>>,
+        stored: Option<(Arc<E>, bool)>,
         epoch: u64,
         touched: Vec<(&'static str, Option<i64>)>,
     ) -> PendingWrite {
+        let cacheable = stored.as_ref().is_some_and(|(_, cacheable)| *cacheable);
         PendingWrite::Written {
             key: Key::new(E::TABLE, id),
             written: Written {
                 entity: TypeId::of::<E>(),
-                value: value.map(|v| v as AnyValue),
+                value: stored.map(|(row, _)| row as AnyValue),
+                cacheable,
                 epoch,
                 touched,
             },
