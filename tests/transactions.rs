@@ -384,3 +384,44 @@ fn a_write_that_returns_a_row_from_an_old_snapshot_does_not_cache_it() {
         }
     });
 }
+
+/// The same snapshot under a delete's cascade: a comment committed after the
+/// transaction's first read is not in its snapshot, so a plain read of the
+/// rows a delete cascades to misses it. The database's cascade removes it all
+/// the same, and the comment and its post's list stayed cached. Both of the
+/// blog's cascades: a post's comments, and a user's comments on others' posts.
+#[test]
+fn a_cascade_in_a_transaction_finds_children_committed_after_its_snapshot() {
+    each_backend(|target| {
+        let db = target.fresh();
+        if db.is(larder::Backend::Sqlite) {
+            return; // a SQLite transaction keeps every other writer out
+        }
+        let store = &db.store;
+        let (ann, bob) = (user(store, "ann"), user(store, "bob"));
+        let (doomed, kept) = (
+            common::post(store, &ann, "doomed"),
+            common::post(store, &ann, "kept"),
+        );
+        let tx = store.begin().unwrap();
+        tx.users().get(ann.id).unwrap(); // the snapshot
+        let on_doomed = common::comment(store, &doomed, &ann, "late");
+        let by_bob = common::comment(store, &kept, &bob, "late too");
+        for post in [&doomed, &kept] {
+            assert_eq!(store.comments().of_post(post.id).unwrap().len(), 1);
+        }
+        assert!(tx.posts().delete(doomed.id).unwrap());
+        assert!(tx.users().delete(bob.id).unwrap());
+        tx.commit().unwrap();
+        for (comment, post) in [(on_doomed, doomed), (by_bob, kept)] {
+            assert!(
+                store.comments().get(comment.id).unwrap().is_none(),
+                "a comment the cascade removed is still served from the cache"
+            );
+            assert!(
+                store.comments().of_post(post.id).unwrap().is_empty(),
+                "a post's cached list still holds a comment the cascade removed"
+            );
+        }
+    });
+}
