@@ -281,9 +281,11 @@ pub trait Entity: Sized + Send + Sync + 'static {
     /// Rows of any table that deleting row `id` removes by cascade. Called just
     /// before the delete, in the same transaction; their cached copies are
     /// invalidated when it commits. Lock what you read (`FOR UPDATE` on the
-    /// parent row first, then on the children that are parents in turn) on
-    /// backends with row locks: a child inserted between this read and the
-    /// delete would be removed by the cascade without being invalidated.
+    /// parent row first, then on the children) on backends with row locks: a
+    /// child inserted between this read and the delete would be removed by
+    /// the cascade without being invalidated, and a plain read inside a
+    /// transaction sees its snapshot (MySQL's REPEATABLE READ), which misses
+    /// children committed since its first read; a locking read sees them.
     /// Defaults to none.
     fn cascade(conn: &mut Connection, id: i64) -> QueryResult<Vec<Key>> {
         let _ = (conn, id);

@@ -190,10 +190,13 @@ impl Entity for Post {
         // The post row locked first keeps out new comments on it until the
         // delete commits (their foreign key check waits for the lock).
         let _: Vec<i64> = crate::load_for_update!(conn, posts::table.find(id).select(posts::id))?;
+        // Locked too: a locking read sees the latest rows, where a plain one
+        // in a transaction reads its snapshot (MySQL's REPEATABLE READ), which
+        // misses comments committed since the transaction's first read.
         let query = comments::table
             .filter(comments::post_id.eq(id))
             .select(comments::id);
-        let comment_ids: Vec<i64> = larder::with_connection!(conn, |c| query.load(c))?;
+        let comment_ids: Vec<i64> = crate::load_for_update!(conn, query)?;
         Ok(comment_ids
             .into_iter()
             .map(|id| Key::new("comments", id))

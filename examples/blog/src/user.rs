@@ -121,7 +121,9 @@ impl Entity for User {
                     .or(comments::post_id.eq_any(&post_ids)),
             )
             .select(comments::id);
-        let comment_ids: Vec<i64> = larder::with_connection!(conn, |c| doomed_comments.load(c))?;
+        // Locked too, to read the latest rows rather than the transaction's
+        // snapshot (see `Post::cascade`).
+        let comment_ids: Vec<i64> = crate::load_for_update!(conn, doomed_comments)?;
         let posts = post_ids.into_iter().map(|id| Key::new("posts", id));
         let comments = comment_ids.into_iter().map(|id| Key::new("comments", id));
         Ok(posts.chain(comments).collect())
