@@ -425,3 +425,53 @@ fn a_cascade_in_a_transaction_finds_children_committed_after_its_snapshot() {
         }
     });
 }
+
+/// MySQL ends a transaction it picks as a deadlock's victim, and the
+/// statements the caller sends on afterwards each commit on their own. A
+/// caller that goes on writing (retrying the statement, say) and then rolls
+/// back, or drops the transaction, has changed the database: what it wrote
+/// must not stay cached as it was.
+#[test]
+fn writes_after_a_deadlock_ended_the_transaction_do_not_stay_cached_stale() {
+    each_backend(|target| {
+        let db = target.fresh();
+        if !db.is(larder::Backend::Mysql) {
+            return; // the others keep the transaction open, or keep writers out
+        }
+        let store = &db.store;
+        let ann = user(store, "ann");
+        let others: Vec<i64> = ["bob", "cid", "dan"]
+            .iter()
+            .map(|name| user(store, name).id)
+            .collect();
+        let victim = store.begin().unwrap();
+        victim.users().update(ann.id, rename("victim")).unwrap();
+        let (locked, has_locked) = std::sync::mpsc::channel();
+        let other_store = store.clone();
+        let (first, ann_id) = (others[0], ann.id);
+        let heavier = std::thread::spawn(move || {
+            // More rows locked than the victim: InnoDB rolls back the lighter.
+            let tx = other_store.begin().unwrap();
+            for id in &others {
+                tx.users().update(*id, rename("heavier")).unwrap();
+            }
+            locked.send(()).unwrap();
+            tx.users().update(ann_id, rename("heavier")).unwrap();
+            tx.commit().unwrap();
+        });
+        has_locked.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300)); // waits for ann
+        let deadlock = victim.users().update(first, rename("victim"));
+        assert!(deadlock.is_err(), "no deadlock: {deadlock:?}");
+        heavier.join().unwrap();
+        assert_eq!(store.users().get(ann.id).unwrap().unwrap().name, "heavier");
+        // The caller carries on in what it takes for its transaction.
+        let _ = victim.users().update(ann.id, rename("after the deadlock"));
+        drop(victim);
+        assert_eq!(
+            store.users().get(ann.id).unwrap().unwrap().name,
+            user_in_db(store, ann.id).unwrap().name,
+            "the cache serves a row older than the database's"
+        );
+    });
+}
