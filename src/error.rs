@@ -173,8 +173,9 @@ pub enum Error {
         source: DieselError,
     },
     /// A statement in the transaction failed earlier, so the transaction can
-    /// only roll back: its commit is refused (on every backend) and, on
-    /// PostgreSQL, so is every statement after the failed one (SQLSTATE `25P02`).
+    /// only roll back: every statement after the failed one is refused, and
+    /// its commit (on every backend; PostgreSQL's own refusal is SQLSTATE
+    /// `25P02`).
     /// The error of the statement that failed was returned when it failed.
     #[error(
         "transaction aborted{}: a statement in it failed, so it is rolled back, not committed",
@@ -182,11 +183,10 @@ pub enum Error {
     )]
     #[non_exhaustive]
     TransactionAborted {
-        /// Table of the statement the database refused (PostgreSQL); `None`
-        /// when the commit was refused.
+        /// Table of the statement refused; `None` when the commit was refused.
         table: Option<&'static str>,
         /// The database's refusal (PostgreSQL); `None` when larder refused
-        /// the commit itself.
+        /// the statement or the commit itself.
         #[source]
         source: Option<DieselError>,
     },

@@ -50,7 +50,7 @@ impl Store {
 /// through its connection, so they see its own uncommitted writes, and never
 /// fill the shared cache. A transaction in which a statement failed can only
 /// roll back, on every backend: PostgreSQL aborts such a transaction, and larder
-/// makes SQLite and MySQL refuse its commit alike.
+/// makes SQLite and MySQL refuse its later statements and its commit alike.
 ///
 /// ```
 /// use larder_blog::{Blog, NewUser, UserChanges};
@@ -222,6 +222,17 @@ impl<'s> Tx<'s> {
         id: Option<i64>,
         query: impl FnOnce(&mut Connection) -> QueryResult<T>,
     ) -> Result<T> {
+        // After a failed statement the database may have ended the
+        // transaction (MySQL's deadlock victim, SQLite's automatic rollbacks):
+        // a statement sent now would commit on its own, and a rollback would
+        // leave what it wrote cached as it was. PostgreSQL refuses it (25P02);
+        // larder refuses it on every backend alike.
+        if self.explicit && self.poisoned.get() {
+            return Err(Error::TransactionAborted {
+                table: Some(table),
+                source: None,
+            });
+        }
         self.ran.set(true);
         let mut conn = self.conn.borrow_mut();
         let result = query(&mut conn).map_err(|err| {
