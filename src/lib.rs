@@ -199,9 +199,12 @@
 //! **A failed statement poisons the transaction.** PostgreSQL aborts a
 //! transaction after any error and answers a later `COMMIT` with a silent
 //! `ROLLBACK`; larder makes every backend behave alike: after a statement fails
-//! with a database error, [`Tx::commit`] rolls back and returns an error saying
-//! so. The closure may still recover from the error in its own way, but nothing
-//! of the transaction is committed:
+//! with a database error, every later statement of the transaction is refused
+//! with [`Error::TransactionAborted`] (MySQL ends a deadlock's victim itself,
+//! and a statement sent after that would commit on its own), and
+//! [`Tx::commit`] rolls back and returns an error saying so. The closure may
+//! still recover from the error in its own way, but nothing of the transaction
+//! is committed:
 //!
 //! ```
 //! use diesel::prelude::*;
@@ -219,6 +222,8 @@
 //! tx.repo::<Tag>().create(NewTag { post_id: 1, label: "rust".into() })?;
 //! let duplicate = tx.repo::<Tag>().create(NewTag { post_id: 2, label: "rust".into() });
 //! assert!(matches!(duplicate, Err(larder::Error::Conflict { .. }))); // UNIQUE (label)
+//! let refused = tx.repo::<Tag>().create(NewTag { post_id: 3, label: "go".into() });
+//! assert!(matches!(refused, Err(larder::Error::TransactionAborted { .. })));
 //! assert!(tx.commit().is_err()); // rolled back instead, on every backend
 //! assert!(store.repo::<Tag>().query(|conn| larder::with_connection!(conn, |c| tags::table.load(c)))?.is_empty());
 //! # Ok::<(), larder::Error>(())
@@ -226,7 +231,10 @@
 //!
 //! A write whose statement ran counts as written even when its returned row
 //! cannot be decoded: the key is recorded before the statement and invalidated
-//! at commit. On SQLite a transaction begins with `BEGIN IMMEDIATE`, taking the
+//! at commit. An update or write after the transaction's first statement does
+//! not cache the row it returns at commit (it invalidates it): that row may come
+//! from the transaction's snapshot (MySQL's REPEATABLE READ), older than commits
+//! the cache has heard of since, when the write changed nothing. On SQLite a transaction begins with `BEGIN IMMEDIATE`, taking the
 //! write lock up front: writers queue within the busy timeout
 //! ([`StoreBuilder::busy_timeout`], then [`Error::Busy`]) instead of failing on
 //! a lock upgrade half-way through.
