@@ -144,3 +144,37 @@ fn a_manual_invalidation_drops_the_entry() {
         assert!(db.store.users().cached(ann.id).is_none());
     });
 }
+
+/// `Repo::write` takes any statement: one that moves the row to another
+/// primary key returns a row of another id, which must not be cached under
+/// the id written (that row is gone) with nothing else to retire it.
+#[test]
+fn a_write_that_moves_its_row_to_another_id_leaves_neither_id_stale() {
+    use diesel::prelude::*;
+    use larder_blog::schema::users;
+    use larder_blog::User;
+
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.coherence(false));
+        let ann = user(&db.store, "ann");
+        assert!(db.store.users().get(ann.id).unwrap().is_some());
+        let (id, moved_to) = (ann.id, ann.id + 1_000_000);
+        let moved = db
+            .store
+            .users()
+            .write(id, move |conn| {
+                let update = diesel::update(users::table.find(id)).set(users::id.eq(moved_to));
+                larder::with_connection!(conn, |c| update.execute(c))?;
+                <User as larder::Entity>::find(conn, moved_to)
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(moved.id, moved_to);
+        assert!(
+            db.store.users().get(ann.id).unwrap().is_none(),
+            "row {} moved away but is still cached under its old id",
+            ann.id
+        );
+        assert_eq!(db.store.users().get(moved_to).unwrap().unwrap().name, "ann");
+    });
+}
