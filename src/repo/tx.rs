@@ -140,7 +140,12 @@ impl<'t, E: Entity> TxRepo<'t, E> {
         let row = self.tx.run(E::TABLE, Some(id), write)?.map(Arc::new);
         // No row back stays unsettled: an application's write that changed the
         // row but returned `None` still invalidates it (a wasted miss at worst).
-        if let Some(row) = &row {
+        // So does a row that came back under another id (the write moved it):
+        // neither key may be filled with it, and both are invalidated.
+        if let Some(moved) = row.as_ref().filter(|row| row.id() != id) {
+            self.tx
+                .record(PendingWrite::Unsettled(Key::new(E::TABLE, moved.id())));
+        } else if let Some(row) = &row {
             touched.extend(key_values_of(&**row));
             let stored = Some((Arc::clone(row), cacheable));
             self.tx
