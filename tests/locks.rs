@@ -569,3 +569,37 @@ fn a_zero_lock_timeout_is_refused() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
 }
+
+/// Processes may name one SQLite file in different ways: through a
+/// symlink to it, or as a URI filename whose percent-escapes SQLite decodes.
+/// SQLite opens the one database either way; its locks must be taken in one
+/// place too, or two processes hold the same lock at once.
+#[test]
+#[cfg(unix)] // symlinks
+fn sqlite_locks_exclude_whatever_the_spelling_of_the_database_file() {
+    let db = common::fresh();
+    let dir = db.dir.path();
+    let link = dir.join("link.db");
+    std::os::unix::fs::symlink(dir.join("test.db"), &link).unwrap();
+    let ann = common::user(&db.store, "ann");
+    let guard = db.store.lock("shared").unwrap();
+    let shared: Vec<String> = [
+        format!("sqlite://{}", link.display()),
+        format!("sqlite:file:{}/test%2Edb", dir.display()),
+    ]
+    .into_iter()
+    .filter(|url| {
+        let other = Store::builder(url).coherence(false).build().unwrap();
+        assert!(
+            common::user_in_db(&other, ann.id).is_some(),
+            "{url} opened another database"
+        );
+        free_for_another_thread(&other, "shared")
+    })
+    .collect();
+    assert!(
+        shared.is_empty(),
+        "a lock held through one name of the file was free through {shared:?}"
+    );
+    drop(guard);
+}
