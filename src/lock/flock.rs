@@ -15,6 +15,10 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use diesel::dsl::sql;
+use diesel::sql_types::Binary;
+use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
+
 use super::waits::{self, Waiting};
 
 /// Why a file lock was not taken.
@@ -42,12 +46,32 @@ pub(super) struct FileLock {
     path: PathBuf,
 }
 
-/// The directory of a database's lock files: `<path>.locks` beside the file,
-/// however the URL spells its path (a URI filename's too), so that every
-/// process locking the same file agrees.
-pub(super) fn lock_dir(target: &str) -> PathBuf {
-    let path = crate::url::sqlite_file_path(target);
-    PathBuf::from(format!("{path}.locks"))
+/// The directory of the lock files of the database `conn` has open:
+/// `<file>.locks` beside the file as SQLite itself names it. Not the URL's
+/// path: a symlink to the file, or a URI filename's percent-escapes, open
+/// the same database under another name, and processes locking under two
+/// names would both hold the "same" lock. SQLite resolves symlinks and
+/// decodes escapes, so every process opening the file agrees on its name.
+pub(super) fn lock_dir(conn: &mut SqliteConnection) -> QueryResult<PathBuf> {
+    // As bytes: a resolved path need not be UTF-8.
+    let file: Vec<u8> = diesel::select(sql::<Binary>(
+        "(SELECT CAST(file AS BLOB) FROM pragma_database_list WHERE name = 'main')",
+    ))
+    .get_result(conn)?;
+    let mut dir = path_from_bytes(file).into_os_string();
+    dir.push(".locks");
+    Ok(PathBuf::from(dir))
+}
+
+#[cfg(unix)]
+fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(bytes))
+}
+
+#[cfg(not(unix))]
+fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 pub(super) fn lock_path(dir: &Path, key: i64) -> PathBuf {

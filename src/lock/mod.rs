@@ -426,10 +426,11 @@ fn setup(conn: &mut Connection, timeout: Duration) -> Result<String> {
 /// Takes the lock with the session's backend mechanism; `None` when it was
 /// not free (`try_lock`) or the wait timed out.
 fn take(store: &Store, session: &Session, name: &LockName, wait: Wait) -> Result<Option<Held>> {
+    let _ = store; // the servers' lock timeout
     let taken = session.with_conn(|conn| match conn {
         #[cfg(feature = "sqlite")]
-        Connection::Sqlite(_) => {
-            let dir = flock::lock_dir(store.url().target());
+        Connection::Sqlite(c) => {
+            let dir = flock::lock_dir(c).map_err(|e| Error::from_diesel(e, None, None))?;
             let upto = match wait {
                 Wait::Upto(t) => Some(t),
                 Wait::No => None,
