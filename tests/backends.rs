@@ -256,6 +256,61 @@ fn a_write_on_a_connection_killed_while_trusted_fails_with_connection_lost() {
     });
 }
 
+/// An idle pooled connection that the network reset (a RST before the
+/// client sends again: a load balancer resetting the flows it expires, a
+/// keepalive probe answered by a restarted host) is lost like a killed one:
+/// a read is retried, a write fails with `ConnectionLost`. MariaDB's client
+/// library then reports the next statement as "Server has gone away".
+#[test]
+fn connections_reset_while_trusted_are_lost_connections() {
+    each_backend(|target| {
+        if target.backend == Backend::Sqlite {
+            return;
+        }
+        let db = target.fresh();
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let store = larder_blog::builder(&proxy.url())
+            .coherence(false)
+            .pool_size(1)
+            .build()
+            .unwrap();
+        let ann = user(&store, "ann");
+        store.clear_cache();
+        let used = Instant::now();
+        proxy.reset();
+        let got = store.users().get(ann.id);
+        assert!(
+            used.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            used.elapsed()
+        );
+        assert_eq!(got.unwrap().map(|u| u.name.clone()).as_deref(), Some("ann"));
+
+        let used = Instant::now();
+        proxy.reset();
+        let err = store.users().update(ann.id, rename("ann2")).unwrap_err();
+        assert!(
+            used.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            used.elapsed()
+        );
+        assert!(
+            matches!(
+                err,
+                Error::ConnectionLost {
+                    table: Some("users"),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.is_retryable());
+        let renamed = store.users().update(ann.id, rename("ann3")).unwrap();
+        assert_eq!(renamed.name, "ann3");
+        common::assert_pool_idle(&store);
+    });
+}
+
 #[test]
 fn lost_connections_give_typed_errors_and_are_replaced() {
     each_backend(|target| {

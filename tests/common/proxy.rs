@@ -3,6 +3,11 @@
 //! every socket open, as a black-holed network path or a half-open connection
 //! does. The kernel still accepts (and acknowledges) what the client sends, so
 //! nothing on the client side notices: its next read waits indefinitely.
+//!
+//! It can also reset every connection: the client's kernel gets a TCP RST
+//! before the client sends again, as from a load balancer that resets the
+//! flows it expires (Azure's "TCP reset on idle") or a keepalive probe
+//! answered by a server host that restarted.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -20,9 +25,17 @@ const POLL: Duration = Duration::from_millis(5);
 struct Shared {
     frozen: AtomicBool,
     stopped: AtomicBool,
-    /// Both ends of every connection, shut down when the proxy stops.
-    sockets: Mutex<Vec<TcpStream>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Every connection forwarded, until the proxy stops or resets it.
+    links: Mutex<Vec<Link>>,
+}
+
+/// One client connection, its connection to the server and their threads.
+struct Link {
+    client: TcpStream,
+    server: TcpStream,
+    /// Set to end this link's threads without a FIN to the client.
+    cut: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 /// Forwards `127.0.0.1:<port>` to the server a database URL names.
@@ -67,23 +80,44 @@ impl Proxy {
     pub fn thaw(&self) {
         self.shared.frozen.store(false, Ordering::SeqCst);
     }
+
+    /// Resets every connection open now (a RST to each client, closed to
+    /// the server); later connections are forwarded as before.
+    pub fn reset(&self) {
+        let links: Vec<Link> = self.shared.links.lock().unwrap().drain(..).collect();
+        for link in links {
+            // Closing a socket that lingers zero seconds sends a RST.
+            socket2::SockRef::from(&link.client)
+                .set_linger(Some(Duration::ZERO))
+                .expect("SO_LINGER");
+            link.cut.store(true, Ordering::SeqCst);
+            let _ = link.server.shutdown(Shutdown::Both);
+            for thread in link.threads {
+                let _ = thread.join();
+            }
+            // The last descriptors of both sockets close here.
+        }
+    }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.shared.stopped.store(true, Ordering::SeqCst);
         self.thaw();
-        for socket in self.shared.sockets.lock().unwrap().drain(..) {
-            let _ = socket.shutdown(Shutdown::Both);
+        let links: Vec<Link> = self.shared.links.lock().unwrap().drain(..).collect();
+        for link in &links {
+            let _ = link.client.shutdown(Shutdown::Both);
+            let _ = link.server.shutdown(Shutdown::Both);
         }
         // Wakes the acceptor, which then sees the flag.
         let _ = TcpStream::connect(self.addr);
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
-        let threads: Vec<_> = self.shared.threads.lock().unwrap().drain(..).collect();
-        for thread in threads {
-            let _ = thread.join();
+        for link in links {
+            for thread in link.threads {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -94,39 +128,42 @@ fn accept(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Shared>) {
             return;
         }
         let Ok(client) = client else { continue };
-        let full = shared.sockets.lock().unwrap().len() >= 2 * MAX_CONNECTIONS;
+        let full = shared.links.lock().unwrap().len() >= MAX_CONNECTIONS;
         let Some(server) = (!full)
             .then(|| TcpStream::connect_timeout(&upstream, Duration::from_secs(5)).ok())
             .flatten()
         else {
             continue; // dropping `client` closes it
         };
+        let cut = Arc::new(AtomicBool::new(false));
         let pairs = [
             (client.try_clone(), server.try_clone()),
             (server.try_clone(), client.try_clone()),
         ];
-        {
-            let mut sockets = shared.sockets.lock().unwrap();
-            sockets.extend(client.try_clone());
-            sockets.extend(server.try_clone());
-        }
+        let mut threads = Vec::new();
         for (from, to) in pairs {
             let (Ok(from), Ok(to)) = (from, to) else {
                 continue;
             };
-            let shared_for_thread = Arc::clone(shared);
-            let thread = std::thread::spawn(move || forward(from, to, &shared_for_thread));
-            shared.threads.lock().unwrap().push(thread);
+            let (shared, cut) = (Arc::clone(shared), Arc::clone(&cut));
+            threads.push(std::thread::spawn(move || forward(from, to, &shared, &cut)));
         }
+        shared.links.lock().unwrap().push(Link {
+            client,
+            server,
+            cut,
+            threads,
+        });
     }
 }
 
-/// Copies `from` to `to` until either closes or the proxy stops; while the
-/// proxy is frozen, reads nothing (the bytes wait in the kernel's buffers).
-fn forward(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
+/// Copies `from` to `to` until either closes, the proxy stops or the link
+/// is cut; while the proxy is frozen, reads nothing (the bytes wait in the
+/// kernel's buffers).
+fn forward(mut from: TcpStream, mut to: TcpStream, shared: &Shared, cut: &AtomicBool) {
     let _ = from.set_read_timeout(Some(POLL));
     let mut buf = [0u8; 16 * 1024];
-    while !shared.stopped.load(Ordering::SeqCst) {
+    while !shared.stopped.load(Ordering::SeqCst) && !cut.load(Ordering::SeqCst) {
         if shared.frozen.load(Ordering::SeqCst) {
             std::thread::sleep(POLL);
             continue;
@@ -142,7 +179,9 @@ fn forward(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
             Err(_) => break,
         }
     }
-    let _ = to.shutdown(Shutdown::Write);
+    if !cut.load(Ordering::SeqCst) {
+        let _ = to.shutdown(Shutdown::Write);
+    }
 }
 
 /// `host:port` of a server URL (`scheme://[userinfo@]host:port[/…]`).
