@@ -603,3 +603,32 @@ fn sqlite_locks_exclude_whatever_the_spelling_of_the_database_file() {
     );
     drop(guard);
 }
+
+/// A lock session whose connection the network reset (as a load balancer
+/// that resets expired flows does, or MariaDB's `wait_timeout` closing a
+/// session that held its lock quietly for long) is lost: its guard says so,
+/// and the thread's next lock opens a new session instead of failing on the
+/// dead one for as long as that guard lives.
+#[test]
+fn a_lock_session_reset_by_the_network_is_replaced() {
+    each_backend(|target| {
+        if target.backend == Backend::Sqlite {
+            return; // no network
+        }
+        let db = target.fresh();
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let store = Store::builder(&proxy.url())
+            .coherence(false)
+            .build()
+            .unwrap();
+        let guard = store.lock("long-held").unwrap();
+        assert!(guard.is_held());
+        proxy.reset();
+        assert!(!guard.is_held(), "the guard knows its lock is gone");
+        let other = store.lock("another").expect("a new session for the thread");
+        assert!(other.is_held());
+        drop(guard);
+        drop(other);
+        assert!(store.lock("long-held").unwrap().is_held());
+    });
+}
