@@ -130,12 +130,18 @@ impl Dialect for Mysql {
         message.contains("Lock wait timeout exceeded")
     }
 
+    /// 2013, 2006 and MariaDB's 1927. 2006 reads "MySQL server has gone
+    /// away" from libmysqlclient but "Server has gone away" from MariaDB's
+    /// Connector/C, which larder links: the first statement on a connection
+    /// whose socket was reset or that the server closed after its
+    /// `wait_timeout`, and every statement after a 2013.
     fn is_connection_lost(&self, message: &str) -> bool {
         mentions(
             message,
             &[
                 "Lost connection to",
                 "server has gone away",
+                "Server has gone away",
                 "Connection was killed",
             ],
         )
