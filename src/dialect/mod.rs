@@ -276,4 +276,16 @@ mod tests {
         ));
         assert!(!any(|d, m| d.is_busy(m), "syntax error"));
     }
+
+    /// MySQL 8 closes an idle session after `wait_timeout` with error 4031,
+    /// which is what a pooled connection trusted without a ping then reads:
+    /// it must be retried as a read, and be `ConnectionLost` as a write.
+    #[test]
+    fn mysql_8s_idle_disconnect_is_a_lost_connection() {
+        assert!(any(
+            |d, m| d.is_connection_lost(m),
+            "The client was disconnected by the server because of inactivity. \
+             See wait_timeout and interactive_timeout for configuring this behavior."
+        ));
+    }
 }
