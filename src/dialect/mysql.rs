@@ -130,7 +130,7 @@ impl Dialect for Mysql {
         message.contains("Lock wait timeout exceeded")
     }
 
-    /// 2013, 2006 and MariaDB's 1927. 2006 reads "MySQL server has gone
+    /// 2013, 2006, MySQL 8's 4031 and MariaDB's 1927. 2006 reads "MySQL server has gone
     /// away" from libmysqlclient but "Server has gone away" from MariaDB's
     /// Connector/C, which larder links: the first statement on a connection
     /// whose socket was reset or that the server closed after its
@@ -142,6 +142,8 @@ impl Dialect for Mysql {
                 "Lost connection to",
                 "server has gone away",
                 "Server has gone away",
+                // MySQL 8's 4031, a session closed after its `wait_timeout`.
+                "disconnected by the server because of inactivity",
                 "Connection was killed",
             ],
         )
