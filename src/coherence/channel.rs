@@ -304,9 +304,16 @@ fn polled_position(conn: &mut PgConnection) -> Result<(Lsn, Vec<String>)> {
 }
 
 fn apply(ctx: &Context, payload: &str) {
-    match parse(payload) {
-        Some((table, op, id, key_values)) => ctx.apply(table, id, op, key_values),
-        None => tracing::warn!(payload, "malformed change notification ignored"),
+    if let Some((table, op, id, key_values)) = parse(payload) {
+        return ctx.apply(table, id, op, key_values);
+    }
+    // A payload that names a table but no row may stand for any row of it.
+    match payload.split(' ').next().filter(|table| !table.is_empty()) {
+        Some(table) => {
+            tracing::warn!(payload, "malformed change notification: its table emptied");
+            ctx.apply(table, 0, "T", None);
+        }
+        None => tracing::warn!(payload, "change notification without a table ignored"),
     }
 }
 
