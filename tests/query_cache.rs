@@ -346,3 +346,29 @@ fn a_slow_load_finishing_last_does_not_take_a_cached_value_back_in_time() {
         );
     });
 }
+
+/// A cached query invalidated by nothing would be served forever: one that
+/// names no table it reads (an empty `reads`, by mistake or for a query
+/// thought constant) is run every time instead, as one reading a table no
+/// entity maps is.
+#[test]
+fn a_query_that_names_nothing_it_reads_is_not_cached() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let count = |store: &larder::Store| {
+            let reads: &[&str] = &[];
+            store.posts().cached_value("posts.count", reads, |conn| {
+                larder::with_connection!(conn, |c| posts::table.count().get_result::<i64>(c))
+            })
+        };
+        assert_eq!(count(&db.store).unwrap(), 0);
+        let ann = user(&db.store, "ann");
+        post(&db.store, &ann, "one");
+        assert_eq!(
+            count(&db.store).unwrap(),
+            1,
+            "a value cached with no reads outlived the insert"
+        );
+        assert_eq!(db.store.stats().queries.hits, 0);
+    });
+}
