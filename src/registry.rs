@@ -441,8 +441,12 @@ impl Registry {
     /// What a result of `reads` compares to stay valid, read now: a whole
     /// table's generation, or for a `Read::eq` on a key column its table's
     /// fallback and its value's bucket. `None` when a table has no entity
-    /// (its changes are not tracked).
+    /// (its changes are not tracked), or when `reads` names nothing: a
+    /// result no write could retire would be served forever.
     pub(crate) fn generations(&self, reads: &[Read]) -> Option<Generations> {
+        if reads.is_empty() {
+            return None;
+        }
         let indexes = self.tables.read();
         let mut out = Vec::with_capacity(reads.len() * 2);
         // A value read per key (a page's counts) names one table many times

@@ -219,7 +219,8 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// committed anywhere larder hears of, invalidates the list; or with
     /// [`Read::eq`] only the rows of a table whose key column has one value
     /// (see [`Entity::KEY_COLUMNS`]). A table no registered entity maps is
-    /// never invalidated, so a query reading one is not cached.
+    /// never invalidated, so a query reading one is not cached; nor is one
+    /// whose `reads` is empty (nothing would ever invalidate it).
     ///
     /// ```
     /// use diesel::prelude::*;
