@@ -271,3 +271,113 @@ fn an_insert_returns_its_own_row_when_a_trigger_inserts_into_another_table() {
         assert!(Arc::ptr_eq(&labels.get(rust.id).unwrap().unwrap(), &rust));
     });
 }
+
+/// A diesel table whose SQL name is not its module's (`#[sql_name]`).
+mod renamed {
+    diesel::table! {
+        #[sql_name = "tag_rows"]
+        tags (id) {
+            id -> BigInt,
+            name -> Text,
+        }
+    }
+}
+
+/// A diesel table in a schema: known by its own name, as before.
+mod in_schema {
+    diesel::table! {
+        app.notes (id) {
+            id -> BigInt,
+            body -> Text,
+        }
+    }
+}
+
+#[derive(Debug, Queryable, larder::Entity)]
+#[larder(table = in_schema::notes, new = NewNote, changes = NoteChanges)]
+#[allow(dead_code)] // declared only for its name
+struct Note {
+    id: i64,
+    body: String,
+}
+
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = in_schema::notes)]
+struct NewNote {
+    body: String,
+}
+type NoteChanges = NewNote;
+
+#[test]
+fn an_entity_is_named_by_its_tables_sql_name() {
+    assert_eq!(Tag::TABLE, "tag_rows");
+    assert_eq!(Note::TABLE, "notes");
+}
+
+#[derive(Debug, Queryable, larder::Entity)]
+#[larder(table = renamed::tags, new = NewTag, changes = TagChanges)]
+struct Tag {
+    id: i64,
+    name: String,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = renamed::tags)]
+struct NewTag {
+    name: String,
+}
+
+#[derive(AsChangeset)]
+#[diesel(table_name = renamed::tags)]
+struct TagChanges {
+    name: Option<String>,
+}
+
+/// The capture triggers report a change under the table's SQL name, the
+/// name `capture_sql` must be given: the entity must be known by it, or a
+/// change made elsewhere never reaches its cache (and `uncaptured_tables`
+/// looks for a table that does not exist, so nothing warns either).
+#[test]
+fn a_table_with_its_own_sql_name_hears_changes_made_elsewhere() {
+    const BOUND: std::time::Duration = std::time::Duration::from_millis(400);
+    each_backend(|target| {
+        let db = target.fresh();
+        db.raw(&format!(
+            "CREATE TABLE tag_rows (id {}, name TEXT NOT NULL)",
+            serial_key(db.backend)
+        ));
+        db.raw(&larder::capture_sql(db.backend, "tag_rows").unwrap().up);
+        let store = larder::Store::builder(&db.url())
+            .max_staleness(BOUND)
+            .entity::<Tag>()
+            .build()
+            .unwrap();
+        let tag = store
+            .repo::<Tag>()
+            .create(NewTag {
+                name: "draft".into(),
+            })
+            .unwrap();
+        std::thread::sleep(BOUND); // the store's own insert comes back too
+        assert_eq!(
+            store.repo::<Tag>().get(tag.id).unwrap().unwrap().name,
+            "draft"
+        );
+
+        db.raw(&format!(
+            "UPDATE tag_rows SET name = 'final' WHERE id = {}",
+            tag.id
+        ));
+        std::thread::sleep(2 * BOUND);
+        assert_eq!(
+            store.repo::<Tag>().get(tag.id).unwrap().unwrap().name,
+            "final",
+            "a change made elsewhere must reach the cache"
+        );
+        let changes = TagChanges {
+            name: Some("again".into()),
+        };
+        let again = store.repo::<Tag>().update(tag.id, changes).unwrap();
+        assert_eq!(again.name, "again");
+    });
+}
