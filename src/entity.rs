@@ -7,6 +7,7 @@ use std::sync::{OnceLock, PoisonError, RwLock};
 
 use std::sync::Arc;
 
+use diesel::internal::table_macro::{Identifier, InfixNode, StaticQueryFragment};
 use diesel::QueryResult;
 
 use crate::cache::{AnyValue, CacheControl, IdentityMap};
@@ -379,8 +380,9 @@ impl KeyField for Option<i64> {
 }
 
 /// Implements [`Entity`] for a diesel model whose table has an `id BIGINT`
-/// primary key, from the table module (`tags`, or a path as `schema::tags`,
-/// whose last segment is [`Entity::TABLE`]), the insertable type and the
+/// primary key, from the table module (`tags`, or a path as `schema::tags`;
+/// [`Entity::TABLE`] is the table's SQL name, its `#[sql_name]` if it has
+/// one, which is the name its capture triggers report), the insertable type and the
 /// changeset type: no query needs to be written. Inserts and updates return the stored
 /// row with `RETURNING` on SQLite and PostgreSQL (so triggers drawing from
 /// other sequences cannot confuse it), and read it back by the generated id on
@@ -424,7 +426,9 @@ macro_rules! entity {
     ($model:ident { table: $($table:ident)::+, new: $new:ty, changes: $changes:ty $(, deleted_with: [$($parent:literal),* $(,)?])? $(, keys: [$($key:ident),* $(,)?])? $(,)? }) => {
         impl $crate::Entity for $model {
             $crate::entity_slot!();
-            const TABLE: &'static str = $crate::__larder_last_segment!($($table)::+);
+            const TABLE: &'static str = $crate::__private::table_name::<$($table::)+table>(
+                $crate::__larder_last_segment!($($table)::+),
+            );
             const DELETED_WITH: &'static [&'static str] = &[$($($parent),*)?];
             const SINGLE_STATEMENT_WRITES: bool = true;
             const KEY_COLUMNS: &'static [&'static str] = &[$($(stringify!($key)),*)?];
@@ -548,7 +552,8 @@ macro_rules! __larder_update_returning {
 }
 
 /// The last segment of a path, as a string: `tags` for `schema::tags`, the
-/// name [`entity!`] gives [`Entity::TABLE`].
+/// name [`entity!`] gives [`Entity::TABLE`] when the table has no SQL name
+/// of its own to read (it is in a schema).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __larder_last_segment {
@@ -558,6 +563,45 @@ macro_rules! __larder_last_segment {
     ($first:ident $(:: $rest:ident)+) => {
         $crate::__larder_last_segment!($($rest)::+)
     };
+}
+
+/// The SQL name of diesel table `T`, which the capture triggers report its
+/// changes under: `#[sql_name = "tag_rows"] tags (id) { … }` is `tag_rows`,
+/// not `tags`. A table in a schema (`app.tags`) keeps `module`, the name of
+/// its `table!` module, as before. Used by [`entity!`](crate::entity) for
+/// [`Entity::TABLE`]; public only for the macro's expansion.
+#[doc(hidden)]
+pub const fn table_name<T>(module: &'static str) -> &'static str
+where
+    T: StaticQueryFragment,
+    T::Component: SqlName<T>,
+{
+    match <T::Component as SqlName<T>>::NAME {
+        Some(name) => name,
+        None => module,
+    }
+}
+
+/// What the name diesel's `table!` gave a table's SQL is: its own, or one
+/// inside a schema (whose parts diesel keeps private).
+#[doc(hidden)]
+pub trait SqlName<T> {
+    /// The table's SQL name; `None` for a table in a schema.
+    const NAME: Option<&'static str>;
+}
+
+impl<T> SqlName<T> for Identifier<'static>
+where
+    T: StaticQueryFragment<Component = Identifier<'static>>,
+{
+    const NAME: Option<&'static str> = Some(T::STATIC_COMPONENT.0);
+}
+
+impl<T> SqlName<T> for InfixNode<Identifier<'static>, Identifier<'static>, &'static str>
+where
+    T: StaticQueryFragment<Component = Self>,
+{
+    const NAME: Option<&'static str> = None;
 }
 
 /// The row a write's `RETURNING` gave, if any, from all its rows. Such a

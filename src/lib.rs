@@ -822,5 +822,7 @@ pub use url::{Backend, DatabaseUrl};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::dialect::mysql::LAST_INSERT_ID as MYSQL_LAST_INSERT_ID;
-    pub use crate::entity::{is_empty_changeset, returned_row, slot_by_type, EntitySlot, KeyField};
+    pub use crate::entity::{
+        is_empty_changeset, returned_row, slot_by_type, table_name, EntitySlot, KeyField,
+    };
 }

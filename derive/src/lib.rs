@@ -19,8 +19,8 @@ use syn::{Data, DeriveInput, Fields, LitStr, Path, Token, Type};
 /// `id: i64` field, no generics, and one `#[larder(...)]` attribute with:
 ///
 /// - `table = tags`: the module diesel's `table!` declared (a path such as
-///   `schema::tags` works too); its last segment is the entity's
-///   `Entity::TABLE`;
+///   `schema::tags` works too); the table's SQL name (its `#[sql_name]`,
+///   else the module's name) is the entity's `Entity::TABLE`;
 /// - `new = NewTag`: the `Insertable` type `create` takes;
 /// - `changes = TagChanges`: the `AsChangeset` type `update` takes;
 /// - `deleted_with = ["posts"]` (optional): tables whose deletes cascade into
