@@ -381,3 +381,86 @@ fn a_table_with_its_own_sql_name_hears_changes_made_elsewhere() {
         assert_eq!(again.name, "again");
     });
 }
+
+/// A table and a key column named by reserved words, quoted by diesel.
+mod reserved {
+    diesel::table! {
+        order (id) {
+            id -> BigInt,
+            group -> BigInt,
+            name -> Text,
+        }
+    }
+}
+
+#[derive(Debug, Queryable, larder::Entity)]
+#[larder(table = reserved::order, new = NewOrder, changes = OrderChanges)]
+struct Order {
+    id: i64,
+    #[larder(key)]
+    group: i64,
+    name: String,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = reserved::order)]
+struct NewOrder {
+    group: i64,
+    name: String,
+}
+
+#[derive(AsChangeset)]
+#[diesel(table_name = reserved::order)]
+struct OrderChanges {
+    name: Option<String>,
+}
+
+/// `capture_sql` accepts `order` and `group` (plain identifiers), so the
+/// triggers it writes must run, and so must the key read before an update.
+#[test]
+fn a_table_and_key_column_named_by_reserved_words_are_captured() {
+    const BOUND: std::time::Duration = std::time::Duration::from_millis(400);
+    each_backend(|target| {
+        let db = target.fresh();
+        let q = |name: &str| match db.backend {
+            Backend::Mysql => format!("`{name}`"),
+            _ => format!("\"{name}\""),
+        };
+        db.raw(&format!(
+            "CREATE TABLE {} (id {}, {} BIGINT NOT NULL, name TEXT NOT NULL)",
+            q("order"),
+            serial_key(db.backend),
+            q("group")
+        ));
+        let capture = larder::capture_sql_with_keys(db.backend, "order", &["group"]).unwrap();
+        db.raw(&capture.up);
+        let store = larder::Store::builder(&db.url())
+            .max_staleness(BOUND)
+            .entity::<Order>()
+            .build()
+            .unwrap();
+        assert!(store.uncaptured_tables().unwrap().is_empty());
+        let orders = store.repo::<Order>();
+        let order = orders
+            .create(NewOrder {
+                group: 7,
+                name: "new".into(),
+            })
+            .unwrap();
+        let changes = OrderChanges {
+            name: Some("paid".into()),
+        };
+        assert_eq!(orders.update(order.id, changes).unwrap().name, "paid");
+        std::thread::sleep(BOUND); // the store's own writes come back too
+        assert_eq!(orders.get(order.id).unwrap().unwrap().name, "paid");
+
+        db.raw(&format!(
+            "UPDATE {} SET name = 'sent' WHERE id = {}",
+            q("order"),
+            order.id
+        ));
+        std::thread::sleep(2 * BOUND);
+        assert_eq!(orders.get(order.id).unwrap().unwrap().name, "sent");
+        db.raw(&capture.down);
+    });
+}
