@@ -753,7 +753,7 @@ fn generate_capture_writes_the_triggers_of_an_application_table() {
         .expect("the generated migration");
     let up = std::fs::read_to_string(folder.join("up.sql")).unwrap();
     assert!(
-        up.contains("key_values") && up.contains("OLD.post_id"),
+        up.contains("key_values") && up.contains(r#"OLD."post_id""#),
         "{up}"
     );
     let bad_key = larder(

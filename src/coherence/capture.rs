@@ -63,7 +63,7 @@ pub fn capture_sql(backend: Backend, table: &str) -> Result<CaptureSql> {
 /// use larder::{capture_sql_with_keys, Backend};
 ///
 /// let sql = capture_sql_with_keys(Backend::Postgres, "comments", &["post_id"])?;
-/// assert!(sql.up.contains("OLD.post_id"));
+/// assert!(sql.up.contains(r#"OLD."post_id""#)); // quoted: a key may be a reserved word
 /// assert!(capture_sql_with_keys(Backend::Sqlite, "comments", &["post id"]).is_err());
 /// # Ok::<(), larder::Error>(())
 /// ```

@@ -85,7 +85,8 @@ pub(crate) trait Dialect: Sync {
 
     /// The triggers that report `table`'s committed changes to the watchers,
     /// with the values of `keys` before and after each change (`table` and
-    /// `keys` are checked plain identifiers).
+    /// `keys` are checked plain identifiers, quoted where the SQL names them:
+    /// one may still be a reserved word, as `order`).
     fn capture(&self, table: &str, keys: &[&str]) -> Triggers;
 
     /// `expr` as text (an integer's decimal digits).
@@ -199,8 +200,8 @@ fn log_change(table: &str, row: &str, op: &str, key_values: Option<String>) -> S
 }
 
 /// An SQL text expression of the values of `columns` in each of `rows`
-/// (trigger row names such as `OLD` and `NEW`, or `""` for the columns of the
-/// row a query reads), in the form the `keys` module reads:
+/// (trigger row names such as `OLD` and `NEW`, or the quoted table a query
+/// reads), in the form the `keys` module reads:
 /// `post_id=7,post_id=8`, NULL as an empty value. `None` without columns.
 pub(crate) fn key_list(dialect: &dyn Dialect, rows: &[&str], columns: &[&str]) -> Option<String> {
     if columns.is_empty() {
@@ -211,10 +212,10 @@ pub(crate) fn key_list(dialect: &dyn Dialect, rows: &[&str], columns: &[&str]) -
         for column in columns {
             let separator = if parts.is_empty() { "" } else { "," };
             parts.push(format!("'{separator}{column}='"));
-            let value = match *row {
-                "" => (*column).to_owned(),
-                row => format!("{row}.{column}"),
-            };
+            // Quoted: a plain identifier may still be a reserved word
+            // (`group`). Qualified: SQLite reads a quoted name that is no
+            // column as a string, but not one after a table's or row's name.
+            let value = format!("{row}.{}", dialect.quote(column));
             parts.push(format!("COALESCE({}, '')", dialect.as_text(&value)));
         }
     }
@@ -224,10 +225,10 @@ pub(crate) fn key_list(dialect: &dyn Dialect, rows: &[&str], columns: &[&str]) -
 /// The query reading row `id`'s key values in the form of [`key_list`],
 /// locked until the transaction ends, as one text column `larder_keys`.
 pub(crate) fn read_keys(dialect: &dyn Dialect, table: &str, columns: &[&str], id: i64) -> String {
-    let keys = key_list(dialect, &[""], columns).unwrap_or_else(|| "''".to_owned());
+    let table = dialect.quote(table);
+    let keys = key_list(dialect, &[&table], columns).unwrap_or_else(|| "''".to_owned());
     format!(
-        "SELECT {keys} AS larder_keys FROM {} WHERE id = {id}{}",
-        dialect.quote(table),
+        "SELECT {keys} AS larder_keys FROM {table} WHERE id = {id}{}",
         dialect.lock_rows()
     )
 }

@@ -89,10 +89,11 @@ impl Dialect for Mysql {
         ];
         let mut up = String::new();
         let mut down = String::new();
+        let on = self.quote(table);
         for (suffix, event, body) in triggers {
             let name = format!("larder_capture_{table}_{suffix}");
             up.push_str(&format!(
-                "CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW {body};\n"
+                "CREATE TRIGGER {name} AFTER {event} ON {on} FOR EACH ROW {body};\n"
             ));
             down.push_str(&format!("DROP TRIGGER IF EXISTS {name};\n"));
         }

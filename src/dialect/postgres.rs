@@ -56,6 +56,7 @@ impl Dialect for Postgres {
             key_list(self, rows, keys).map_or_else(String::new, |keys| format!(" || ' ' || {keys}"))
         };
         let (inserted, updated, deleted) = (with(&["NEW"]), with(&["OLD", "NEW"]), with(&["OLD"]));
+        let on = self.quote(table);
         let up = format!(
             "CREATE FUNCTION larder_capture_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -74,15 +75,15 @@ BEGIN
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER larder_capture_{table} AFTER INSERT OR UPDATE OR DELETE ON {table}
+CREATE TRIGGER larder_capture_{table} AFTER INSERT OR UPDATE OR DELETE ON {on}
     FOR EACH ROW EXECUTE FUNCTION larder_capture_{table}();
-CREATE TRIGGER larder_capture_{table}_truncate AFTER TRUNCATE ON {table}
+CREATE TRIGGER larder_capture_{table}_truncate AFTER TRUNCATE ON {on}
     FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_{table}();
 "
         );
         let down = format!(
-            "DROP TRIGGER IF EXISTS larder_capture_{table}_truncate ON {table};
-DROP TRIGGER IF EXISTS larder_capture_{table} ON {table};
+            "DROP TRIGGER IF EXISTS larder_capture_{table}_truncate ON {on};
+DROP TRIGGER IF EXISTS larder_capture_{table} ON {on};
 DROP FUNCTION IF EXISTS larder_capture_{table}();
 "
         );

@@ -1,17 +1,17 @@
 -- Change capture on the blog's tables: what larder::capture_sql writes for
 -- each, feeding larder's change log (larder's own migration creates it).
-CREATE TRIGGER larder_capture_users_insert AFTER INSERT ON users FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('users', NEW.id, 'I');
-CREATE TRIGGER larder_capture_users_update AFTER UPDATE ON users FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('users', OLD.id, 'U');
-CREATE TRIGGER larder_capture_users_update_id AFTER UPDATE ON users FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) SELECT 'users', NEW.id, 'U' FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id;
-CREATE TRIGGER larder_capture_users_delete AFTER DELETE ON users FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('users', OLD.id, 'D');
-CREATE TRIGGER larder_capture_posts_insert AFTER INSERT ON posts FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('posts', NEW.id, 'I');
-CREATE TRIGGER larder_capture_posts_update AFTER UPDATE ON posts FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('posts', OLD.id, 'U');
-CREATE TRIGGER larder_capture_posts_update_id AFTER UPDATE ON posts FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) SELECT 'posts', NEW.id, 'U' FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id;
-CREATE TRIGGER larder_capture_posts_delete AFTER DELETE ON posts FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('posts', OLD.id, 'D');
-CREATE TRIGGER larder_capture_comments_insert AFTER INSERT ON comments FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('comments', NEW.id, 'I');
-CREATE TRIGGER larder_capture_comments_update AFTER UPDATE ON comments FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('comments', OLD.id, 'U');
-CREATE TRIGGER larder_capture_comments_update_id AFTER UPDATE ON comments FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) SELECT 'comments', NEW.id, 'U' FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id;
-CREATE TRIGGER larder_capture_comments_delete AFTER DELETE ON comments FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('comments', OLD.id, 'D');
+CREATE TRIGGER larder_capture_users_insert AFTER INSERT ON `users` FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('users', NEW.id, 'I');
+CREATE TRIGGER larder_capture_users_update AFTER UPDATE ON `users` FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('users', OLD.id, 'U');
+CREATE TRIGGER larder_capture_users_update_id AFTER UPDATE ON `users` FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) SELECT 'users', NEW.id, 'U' FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id;
+CREATE TRIGGER larder_capture_users_delete AFTER DELETE ON `users` FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('users', OLD.id, 'D');
+CREATE TRIGGER larder_capture_posts_insert AFTER INSERT ON `posts` FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('posts', NEW.id, 'I');
+CREATE TRIGGER larder_capture_posts_update AFTER UPDATE ON `posts` FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('posts', OLD.id, 'U');
+CREATE TRIGGER larder_capture_posts_update_id AFTER UPDATE ON `posts` FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) SELECT 'posts', NEW.id, 'U' FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id;
+CREATE TRIGGER larder_capture_posts_delete AFTER DELETE ON `posts` FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('posts', OLD.id, 'D');
+CREATE TRIGGER larder_capture_comments_insert AFTER INSERT ON `comments` FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('comments', NEW.id, 'I');
+CREATE TRIGGER larder_capture_comments_update AFTER UPDATE ON `comments` FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('comments', OLD.id, 'U');
+CREATE TRIGGER larder_capture_comments_update_id AFTER UPDATE ON `comments` FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) SELECT 'comments', NEW.id, 'U' FROM (SELECT 1) AS one WHERE NEW.id <> OLD.id;
+CREATE TRIGGER larder_capture_comments_delete AFTER DELETE ON `comments` FOR EACH ROW INSERT INTO larder_changes (table_name, row_id, op) VALUES ('comments', OLD.id, 'D');
 
 -- MySQL fires no trigger for rows an ON DELETE CASCADE foreign key removes, so
 -- deleting a user or a post records the rows its delete is about to cascade to

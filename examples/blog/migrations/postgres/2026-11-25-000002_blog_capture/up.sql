@@ -22,9 +22,9 @@ BEGIN
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER larder_capture_users AFTER INSERT OR UPDATE OR DELETE ON users
+CREATE TRIGGER larder_capture_users AFTER INSERT OR UPDATE OR DELETE ON "users"
     FOR EACH ROW EXECUTE FUNCTION larder_capture_users();
-CREATE TRIGGER larder_capture_users_truncate AFTER TRUNCATE ON users
+CREATE TRIGGER larder_capture_users_truncate AFTER TRUNCATE ON "users"
     FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_users();
 CREATE FUNCTION larder_capture_posts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -43,9 +43,9 @@ BEGIN
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER larder_capture_posts AFTER INSERT OR UPDATE OR DELETE ON posts
+CREATE TRIGGER larder_capture_posts AFTER INSERT OR UPDATE OR DELETE ON "posts"
     FOR EACH ROW EXECUTE FUNCTION larder_capture_posts();
-CREATE TRIGGER larder_capture_posts_truncate AFTER TRUNCATE ON posts
+CREATE TRIGGER larder_capture_posts_truncate AFTER TRUNCATE ON "posts"
     FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_posts();
 CREATE FUNCTION larder_capture_comments() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -64,7 +64,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER larder_capture_comments AFTER INSERT OR UPDATE OR DELETE ON comments
+CREATE TRIGGER larder_capture_comments AFTER INSERT OR UPDATE OR DELETE ON "comments"
     FOR EACH ROW EXECUTE FUNCTION larder_capture_comments();
-CREATE TRIGGER larder_capture_comments_truncate AFTER TRUNCATE ON comments
+CREATE TRIGGER larder_capture_comments_truncate AFTER TRUNCATE ON "comments"
     FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_comments();
