@@ -464,3 +464,92 @@ fn a_table_and_key_column_named_by_reserved_words_are_captured() {
         db.raw(&capture.down);
     });
 }
+
+/// A key column whose SQL name is not its field's (`#[sql_name]`).
+mod pinned {
+    diesel::table! {
+        pins (id) {
+            id -> BigInt,
+            #[sql_name = "board"]
+            board_id -> BigInt,
+            name -> Text,
+        }
+    }
+}
+
+#[derive(Debug, Queryable, larder::Entity)]
+#[larder(table = pinned::pins, new = NewPin, changes = PinChanges)]
+struct Pin {
+    id: i64,
+    #[larder(key)]
+    board_id: i64,
+    name: String,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = pinned::pins)]
+struct NewPin {
+    board_id: i64,
+    name: String,
+}
+
+#[derive(AsChangeset)]
+#[diesel(table_name = pinned::pins)]
+struct PinChanges {
+    name: Option<String>,
+}
+
+/// A key column is known by its SQL name, the name its capture triggers and
+/// the key read before a write use: an update must work, and a list of one
+/// board's pins must be retired by a pin added elsewhere.
+#[test]
+fn a_key_column_with_its_own_sql_name_is_read_and_captured() {
+    const BOUND: std::time::Duration = std::time::Duration::from_millis(400);
+    each_backend(|target| {
+        let db = target.fresh();
+        db.raw(&format!(
+            "CREATE TABLE pins (id {}, board BIGINT NOT NULL, name TEXT NOT NULL)",
+            serial_key(db.backend)
+        ));
+        db.raw(
+            &larder::capture_sql_with_keys(db.backend, "pins", &["board"])
+                .unwrap()
+                .up,
+        );
+        let store = larder::Store::builder(&db.url())
+            .max_staleness(BOUND)
+            .entity::<Pin>()
+            .build()
+            .unwrap();
+        let pins = store.repo::<Pin>();
+        let pin = pins
+            .create(NewPin {
+                board_id: 7,
+                name: "a".into(),
+            })
+            .unwrap();
+        let changes = PinChanges {
+            name: Some("b".into()),
+        };
+        assert_eq!(pins.update(pin.id, changes).unwrap().name, "b");
+        std::thread::sleep(BOUND); // the store's own writes come back too
+        let board = || {
+            let reads = [larder::Read::eq("pins", Pin::KEY_COLUMNS[0], 7)];
+            pins.cached_query("pins of board 7", &reads, |conn| {
+                let query = pinned::pins::table
+                    .filter(pinned::pins::board_id.eq(7))
+                    .order(pinned::pins::id);
+                larder::with_connection!(conn, |c| query.load(c))
+            })
+            .unwrap()
+        };
+        assert_eq!(board().len(), 1);
+        db.raw("INSERT INTO pins (board, name) VALUES (7, 'c')");
+        std::thread::sleep(2 * BOUND);
+        assert_eq!(
+            board().len(),
+            2,
+            "the insert elsewhere must retire the list"
+        );
+    });
+}
