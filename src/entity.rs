@@ -388,8 +388,8 @@ impl KeyField for Option<i64> {
 /// other sequences cannot confuse it), and read it back by the generated id on
 /// MySQL, which has no `RETURNING`. An all-`None` changeset leaves the row as
 /// it is. `keys: [post_id]` (optional, after `deleted_with`) names fields of
-/// type `i64` or `Option<i64>` whose columns of the same name are
-/// [`Entity::KEY_COLUMNS`]. `#[derive(larder::Entity)]` expands to this macro.
+/// type `i64` or `Option<i64>` whose columns of the same name in `table!`
+/// are [`Entity::KEY_COLUMNS`], by their SQL names (`#[sql_name]`). `#[derive(larder::Entity)]` expands to this macro.
 ///
 /// ```
 /// use diesel::prelude::*;
@@ -431,7 +431,13 @@ macro_rules! entity {
             );
             const DELETED_WITH: &'static [&'static str] = &[$($($parent),*)?];
             const SINGLE_STATEMENT_WRITES: bool = true;
-            const KEY_COLUMNS: &'static [&'static str] = &[$($(stringify!($key)),*)?];
+            // The columns' SQL names (`#[sql_name]`), which the capture
+            // triggers and the key read name them by.
+            const KEY_COLUMNS: &'static [&'static str] = {
+                #[allow(unused_imports)]
+                use $($table)::+ as __larder_columns;
+                &[$($(<__larder_columns::$key as ::diesel::Column>::NAME),*)?]
+            };
             type New = $new;
             type Changes = $changes;
 
@@ -440,8 +446,10 @@ macro_rules! entity {
             }
 
             fn key_value(&self, column: &str) -> Option<i64> {
+                #[allow(unused_imports)]
+                use $($table)::+ as __larder_columns;
                 $($(
-                    if column == stringify!($key) {
+                    if column == <__larder_columns::$key as ::diesel::Column>::NAME {
                         return $crate::__private::KeyField::key_field(&self.$key);
                     }
                 )*)?

@@ -27,8 +27,9 @@ use syn::{Data, DeriveInput, Fields, LitStr, Path, Token, Type};
 ///   this one, `Entity::DELETED_WITH`.
 ///
 /// A field marked `#[larder(key)]` (of type `i64` or `Option<i64>`, named as
-/// its column) is one of `Entity::KEY_COLUMNS`: lists read with
-/// `larder::Read::eq` on it are retired only by changes to their own rows.
+/// its column in `table!`) puts the column's SQL name (its `#[sql_name]`, if
+/// any) in `Entity::KEY_COLUMNS`: lists read with `larder::Read::eq` on it
+/// are retired only by changes to their own rows.
 ///
 /// The expansion names `::larder` and `::diesel`, so the crate must depend on
 /// both under those names. The example below is tested on `larder::Entity`.
