@@ -315,3 +315,42 @@ fn timeouts_too_long_to_honour_are_config_errors() {
             .unwrap_or_else(|err| panic!("{name}({longest:?}): {err}"));
     }
 }
+
+/// A pool or a cache too large to hold (its bookkeeping overflows, or is
+/// allocated up front beyond any memory) is a config error naming the
+/// setting, never a panic, nor an aborted process when the first `get`
+/// makes the cache.
+#[test]
+fn sizes_too_large_to_hold_are_config_errors() {
+    use larder_blog::User;
+    type Setter = fn(larder::StoreBuilder) -> larder::StoreBuilder;
+    let setters: [(&str, Setter); 5] = [
+        ("query_cache_capacity", |b| {
+            b.query_cache_capacity(usize::MAX)
+        }),
+        ("cache_capacity", |b| {
+            b.cache_capacity(usize::MAX).entity::<User>()
+        }),
+        ("cache_capacity", |b| b.cache_capacity(usize::MAX)),
+        ("cache_capacity", |b| {
+            b.entity_with_capacity::<User>(usize::MAX)
+        }),
+        ("pool_size", |b| b.pool_size(u32::MAX)),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("x.db").display().to_string();
+    for (name, set) in setters {
+        let built = std::panic::catch_unwind(|| {
+            let store = set(Store::builder(&url).coherence(false)).build()?;
+            store.repo::<User>().get(1) // the cache of an entity not registered is made now
+        });
+        let err = built
+            .unwrap_or_else(|_| panic!("{name} panicked"))
+            .expect_err(name);
+        assert!(
+            matches!(err, Error::InvalidConfig { .. }),
+            "{name}: {err:?}"
+        );
+        assert!(err.to_string().contains(name), "{err}");
+    }
+}
