@@ -20,6 +20,19 @@ const MAX_MAX_STALENESS: Duration = Duration::from_secs(60);
 /// Registers one entity with the registry being built.
 type Registration = Box<dyn FnOnce(&Registry) + Send>;
 
+/// The most connections a pool may open: r2d2 sets aside room for every one
+/// up front (about 200 bytes each), and no database server takes more.
+const MAX_POOL_SIZE: u32 = 10_000;
+
+/// The most entries an entity's cache may hold: its admission sketch is made
+/// up front (4 bytes an entry, 4 GiB here), and a larger capacity overflowed
+/// its arithmetic (a panic) or asked for more memory than any machine has (an
+/// aborted process), at build or at the entity's first use.
+const MAX_CACHE_CAPACITY: usize = 1 << 30;
+
+/// The most lists the query cache may hold: its table is allocated up front.
+const MAX_QUERY_CACHE_CAPACITY: usize = 1 << 24;
+
 /// The longest timeout a store takes: SQLite reads a longer busy timeout as
 /// none at all, PostgreSQL refuses a longer `lock_timeout`, and a deadline
 /// further away overflows `Instant` arithmetic.
@@ -51,7 +64,8 @@ pub struct StoreBuilder {
     poll_interval: Option<Duration>,
     coherence: bool,
     replicas: Vec<String>,
-    entities: Vec<(&'static str, Registration)>,
+    /// Each entity's name, its own capacity if it has one, its registration.
+    entities: Vec<(&'static str, Option<usize>, Registration)>,
 }
 
 impl Store {
@@ -90,7 +104,8 @@ impl StoreBuilder {
         }
     }
 
-    /// Most connections the pool opens. Defaults to 8; must be at least 1.
+    /// Most connections the pool opens. Defaults to 8; must be at least 1
+    /// and at most 10,000.
     pub fn pool_size(mut self, size: u32) -> StoreBuilder {
         self.pool_size = size;
         self
@@ -99,7 +114,8 @@ impl StoreBuilder {
     /// Most entries each entity's cache holds; 0 turns caching off: every
     /// `get` and every list query goes to the database (the query cache is off
     /// too, whatever [`query_cache_capacity`](StoreBuilder::query_cache_capacity)
-    /// says). Defaults to 10,000 per entity.
+    /// says). Defaults to 10,000 per entity; at most 2³⁰ (each entry costs 4
+    /// bytes of admission sketch, made up front).
     pub fn cache_capacity(mut self, entries: usize) -> StoreBuilder {
         self.cache_capacity = entries;
         self
@@ -110,7 +126,7 @@ impl StoreBuilder {
     /// [`cache_capacity`](StoreBuilder::cache_capacity) of 0. Defaults to
     /// 10,000 lists, as many as the entries of an entity's default cache: a
     /// page that reads two lists of a post (its comments and their count)
-    /// then stays cached for 5,000 posts.
+    /// then stays cached for 5,000 posts. At most 2²⁴: its table is made up front.
     pub fn query_cache_capacity(mut self, lists: usize) -> StoreBuilder {
         self.query_cache_capacity = lists;
         self
@@ -237,9 +253,11 @@ impl StoreBuilder {
         let name = std::any::type_name::<E>();
         // The first registration at build creates the cache; an earlier one
         // left in the list would decide the capacity.
-        self.entities.retain(|(registered, _)| *registered != name);
+        self.entities
+            .retain(|(registered, _, _)| *registered != name);
         self.entities.push((
             name,
+            capacity,
             Box::new(move |registry: &Registry| {
                 crate::entity::identity_map::<E>(registry, capacity);
             }),
@@ -252,7 +270,8 @@ impl StoreBuilder {
     /// # Errors
     ///
     /// [`Error::InvalidUrl`] for a URL that cannot be used (a replica's too),
-    /// [`Error::InvalidConfig`] for a zero pool size or timeout, a timeout over
+    /// [`Error::InvalidConfig`] for a zero pool size or timeout, a pool or a
+    /// cache larger than its setter allows, a timeout over
     /// 2³¹ − 1 ms (about 24.8 days, the longest the databases wait), a staleness
     /// bound out of range, or replicas of a database that is not PostgreSQL
     /// (replicas are supported on PostgreSQL only) or of another backend
@@ -282,7 +301,7 @@ impl StoreBuilder {
             registry.requirement().enable();
             Some(Replicas::build(replica_urls, &config)?)
         };
-        for (_, register) in self.entities {
+        for (_, _, register) in self.entities {
             register(&registry);
         }
         let watcher = if self.coherence {
@@ -316,6 +335,33 @@ impl StoreBuilder {
         };
         if self.pool_size == 0 {
             return invalid("pool_size must be at least 1");
+        }
+        if self.pool_size > MAX_POOL_SIZE {
+            return Err(Error::InvalidConfig {
+                reason: format!("pool_size must be at most {MAX_POOL_SIZE}"),
+            });
+        }
+        let capacities = std::iter::once(self.cache_capacity).chain(
+            self.entities
+                .iter()
+                .filter_map(|(_, capacity, _)| *capacity),
+        );
+        for capacity in capacities {
+            if capacity > MAX_CACHE_CAPACITY {
+                return Err(Error::InvalidConfig {
+                    reason: format!(
+                        "cache_capacity must be at most {MAX_CACHE_CAPACITY} entries \
+                         (an entity's admission sketch is made up front, 4 bytes an entry)"
+                    ),
+                });
+            }
+        }
+        if self.query_cache_capacity > MAX_QUERY_CACHE_CAPACITY {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "query_cache_capacity must be at most {MAX_QUERY_CACHE_CAPACITY} lists"
+                ),
+            });
         }
         if self.connection_timeout.is_zero() {
             return invalid("connection_timeout must be longer than zero");
@@ -382,7 +428,7 @@ fn replica_urls(primary: &DatabaseUrl, replicas: &[String]) -> Result<Vec<Databa
 
 impl fmt::Debug for StoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let entities: Vec<_> = self.entities.iter().map(|(name, _)| *name).collect();
+        let entities: Vec<_> = self.entities.iter().map(|(name, _, _)| *name).collect();
         f.debug_struct("StoreBuilder")
             .field("url", &crate::url::redact_url(&self.url))
             .field("pool_size", &self.pool_size)
