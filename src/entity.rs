@@ -421,6 +421,28 @@ impl KeyField for Option<i64> {
 /// let tag = Tag { id: 1, post_id: 7, label: "rust".into() };
 /// assert_eq!(tag.key_value("post_id"), Some(7));
 /// ```
+///
+/// A table declared in a schema (`app.tags`) is refused at compile time: the
+/// capture triggers and [`Store::uncaptured_tables`](crate::Store::uncaptured_tables)
+/// name a table of the connection's schema (PostgreSQL's `search_path`,
+/// MySQL's database), and would watch another table of that name, or none,
+/// while the cache served `app.tags`. Declare it without the schema and
+/// connect with the schema chosen.
+///
+/// ```compile_fail,E0277
+/// use diesel::prelude::*;
+///
+/// diesel::table! { app.tags (id) { id -> BigInt, label -> Text } }
+///
+/// #[derive(Debug, Queryable)]
+/// pub struct Tag { pub id: i64, pub label: String }
+///
+/// #[derive(Insertable, AsChangeset)]
+/// #[diesel(table_name = tags)]
+/// pub struct TagLabel { pub label: String }
+///
+/// larder::entity!(Tag { table: tags, new: TagLabel, changes: TagLabel });
+/// ```
 #[macro_export]
 macro_rules! entity {
     ($model:ident { table: $($table:ident)::+, new: $new:ty, changes: $changes:ty $(, deleted_with: [$($parent:literal),* $(,)?])? $(, keys: [$($key:ident),* $(,)?])? $(,)? }) => {

@@ -283,35 +283,9 @@ mod renamed {
     }
 }
 
-/// A diesel table in a schema: known by its own name, as before.
-mod in_schema {
-    diesel::table! {
-        app.notes (id) {
-            id -> BigInt,
-            body -> Text,
-        }
-    }
-}
-
-#[derive(Debug, Queryable, larder::Entity)]
-#[larder(table = in_schema::notes, new = NewNote, changes = NoteChanges)]
-#[allow(dead_code)] // declared only for its name
-struct Note {
-    id: i64,
-    body: String,
-}
-
-#[derive(Insertable, AsChangeset)]
-#[diesel(table_name = in_schema::notes)]
-struct NewNote {
-    body: String,
-}
-type NoteChanges = NewNote;
-
 #[test]
 fn an_entity_is_named_by_its_tables_sql_name() {
     assert_eq!(Tag::TABLE, "tag_rows");
-    assert_eq!(Note::TABLE, "notes");
 }
 
 #[derive(Debug, Queryable, larder::Entity)]
