@@ -7,7 +7,7 @@ use std::sync::{OnceLock, PoisonError, RwLock};
 
 use std::sync::Arc;
 
-use diesel::internal::table_macro::{Identifier, InfixNode, StaticQueryFragment};
+use diesel::internal::table_macro::{Identifier, StaticQueryFragment};
 use diesel::QueryResult;
 
 use crate::cache::{AnyValue, CacheControl, IdentityMap};
@@ -448,9 +448,7 @@ macro_rules! entity {
     ($model:ident { table: $($table:ident)::+, new: $new:ty, changes: $changes:ty $(, deleted_with: [$($parent:literal),* $(,)?])? $(, keys: [$($key:ident),* $(,)?])? $(,)? }) => {
         impl $crate::Entity for $model {
             $crate::entity_slot!();
-            const TABLE: &'static str = $crate::__private::table_name::<$($table::)+table>(
-                $crate::__larder_last_segment!($($table)::+),
-            );
+            const TABLE: &'static str = $crate::__private::table_name::<$($table::)+table>();
             const DELETED_WITH: &'static [&'static str] = &[$($($parent),*)?];
             const SINGLE_STATEMENT_WRITES: bool = true;
             // The columns' SQL names (`#[sql_name]`), which the capture
@@ -581,57 +579,40 @@ macro_rules! __larder_update_returning {
     };
 }
 
-/// The last segment of a path, as a string: `tags` for `schema::tags`, the
-/// name [`entity!`] gives [`Entity::TABLE`] when the table has no SQL name
-/// of its own to read (it is in a schema).
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __larder_last_segment {
-    ($last:ident) => {
-        stringify!($last)
-    };
-    ($first:ident $(:: $rest:ident)+) => {
-        $crate::__larder_last_segment!($($rest)::+)
-    };
-}
-
 /// The SQL name of diesel table `T`, which the capture triggers report its
 /// changes under: `#[sql_name = "tag_rows"] tags (id) { … }` is `tag_rows`,
-/// not `tags`. A table in a schema (`app.tags`) keeps `module`, the name of
-/// its `table!` module, as before. Used by [`entity!`](crate::entity) for
-/// [`Entity::TABLE`]; public only for the macro's expansion.
+/// not `tags`. Used by [`entity!`](crate::entity) for [`Entity::TABLE`];
+/// public only for the macro's expansion. A table in a schema has no
+/// [`SqlName`]: refused at compile time.
 #[doc(hidden)]
-pub const fn table_name<T>(module: &'static str) -> &'static str
+pub const fn table_name<T>() -> &'static str
 where
     T: StaticQueryFragment,
     T::Component: SqlName<T>,
 {
-    match <T::Component as SqlName<T>>::NAME {
-        Some(name) => name,
-        None => module,
-    }
+    <T::Component as SqlName<T>>::NAME
 }
 
-/// What the name diesel's `table!` gave a table's SQL is: its own, or one
-/// inside a schema (whose parts diesel keeps private).
+/// The name diesel's `table!` gave a table's SQL, for a table of the
+/// connection's schema.
 #[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "larder cannot cache this table: its `table!` declares it in a schema",
+    label = "declared in a schema",
+    note = "larder's capture triggers watch a table of the connection's schema: declare the \
+            table without its schema, and choose the schema when connecting \
+            (PostgreSQL's search_path, MySQL's database)"
+)]
 pub trait SqlName<T> {
-    /// The table's SQL name; `None` for a table in a schema.
-    const NAME: Option<&'static str>;
+    /// The table's SQL name.
+    const NAME: &'static str;
 }
 
 impl<T> SqlName<T> for Identifier<'static>
 where
     T: StaticQueryFragment<Component = Identifier<'static>>,
 {
-    const NAME: Option<&'static str> = Some(T::STATIC_COMPONENT.0);
-}
-
-impl<T> SqlName<T> for InfixNode<Identifier<'static>, Identifier<'static>, &'static str>
-where
-    T: StaticQueryFragment<Component = Self>,
-{
-    const NAME: Option<&'static str> = None;
+    const NAME: &'static str = T::STATIC_COMPONENT.0;
 }
 
 /// The row a write's `RETURNING` gave, if any, from all its rows. Such a

@@ -20,7 +20,8 @@ use syn::{Data, DeriveInput, Fields, LitStr, Path, Token, Type};
 ///
 /// - `table = tags`: the module diesel's `table!` declared (a path such as
 ///   `schema::tags` works too); the table's SQL name (its `#[sql_name]`,
-///   else the module's name) is the entity's `Entity::TABLE`;
+///   else the module's name) is the entity's `Entity::TABLE`; a table
+///   declared in a database schema (`app.tags`) is refused;
 /// - `new = NewTag`: the `Insertable` type `create` takes;
 /// - `changes = TagChanges`: the `AsChangeset` type `update` takes;
 /// - `deleted_with = ["posts"]` (optional): tables whose deletes cascade into
