@@ -354,3 +354,28 @@ fn sizes_too_large_to_hold_are_config_errors() {
         assert!(err.to_string().contains(name), "{err}");
     }
 }
+
+/// A table name `capture_sql` accepts gets triggers the database takes:
+/// MySQL names a trigger in at most 64 bytes, and larder's trigger names add
+/// 25 to the table's. A name it cannot capture is refused up front, never
+/// half installed (MySQL commits each `CREATE TRIGGER` on its own).
+#[test]
+fn every_table_name_capture_sql_accepts_can_be_captured() {
+    each_backend(|target| {
+        let db = target.fresh();
+        for length in [39, 40] {
+            let table = format!("captured_{}", "x".repeat(length - 9));
+            db.raw(&format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY)"));
+            match larder::capture_sql(db.backend, &table) {
+                Ok(sql) => {
+                    db.raw(&sql.up);
+                    db.raw(&sql.down);
+                }
+                Err(err) => assert!(
+                    matches!(err, Error::InvalidConfig { .. }) && length > 39,
+                    "{table}: {err}"
+                ),
+            }
+        }
+    });
+}
