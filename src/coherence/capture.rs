@@ -44,7 +44,8 @@ pub struct CaptureSql {
 /// # Errors
 ///
 /// [`Error::InvalidConfig`] when `table` is not a plain SQL identifier
-/// (letters, digits and `_`, not starting with a digit, at most 40 bytes).
+/// (letters, digits and `_`, not starting with a digit, at most 40 bytes;
+/// at most 39 on MySQL, whose trigger names take 64).
 pub fn capture_sql(backend: Backend, table: &str) -> Result<CaptureSql> {
     capture_sql_with_keys(backend, table, &[])
 }
@@ -72,9 +73,22 @@ pub fn capture_sql(backend: Backend, table: &str) -> Result<CaptureSql> {
 ///
 /// [`Error::InvalidConfig`] when `table` or a key is not a plain SQL
 /// identifier (letters, digits and `_`, not starting with a digit, at most
-/// 40 bytes), or `keys` names `id` or a column twice.
+/// 40 bytes; a table at most 39 on MySQL, whose trigger names take 64), or
+/// `keys` names `id` or a column twice.
 pub fn capture_sql_with_keys(backend: Backend, table: &str, keys: &[&str]) -> Result<CaptureSql> {
     check_identifier(table)?;
+    // MySQL refuses a longer trigger name, and commits each trigger it
+    // created before the refusal: the table would be captured in part.
+    let longest = table.len() + LONGEST_TRIGGER_NAME_ADDS;
+    if backend == Backend::Mysql && longest > MYSQL_LONGEST_NAME {
+        return Err(Error::InvalidConfig {
+            reason: format!(
+                "{table:?} is too long a table name to capture on MySQL: at most {} bytes \
+                 (its trigger names, larder_capture_{table}_update_id, take {longest} of the 64 MySQL allows)",
+                MYSQL_LONGEST_NAME - LONGEST_TRIGGER_NAME_ADDS
+            ),
+        });
+    }
     for (n, key) in keys.iter().enumerate() {
         check_identifier(key)?;
         if *key == "id" || keys[..n].contains(key) {
@@ -89,6 +103,13 @@ pub fn capture_sql_with_keys(backend: Backend, table: &str, keys: &[&str]) -> Re
         down: triggers.down,
     })
 }
+
+/// What larder's longest trigger name (MySQL's and SQLite's
+/// `larder_capture_{table}_update_id`) adds to the table's name.
+const LONGEST_TRIGGER_NAME_ADDS: usize = "larder_capture_".len() + "_update_id".len();
+
+/// The longest name MySQL gives a trigger.
+const MYSQL_LONGEST_NAME: usize = 64;
 
 /// Refuses a table or column name that is not a plain identifier: such names
 /// are written into SQL unquoted.
