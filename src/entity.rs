@@ -248,7 +248,8 @@ pub trait Entity: Sized + Send + Sync + 'static {
 
     /// Loads the rows of `ids` that exist, in any order. Defaults to one
     /// [`find`](Entity::find) per id; [`entity!`](crate::entity) and the derive
-    /// load them in one query.
+    /// load them in one query. [`Repo::get_many`](crate::Repo::get_many) passes
+    /// at most 10,000 ids at a time, fewer than any backend binds to one statement.
     fn find_many(conn: &mut Connection, ids: &[i64]) -> QueryResult<Vec<Self>> {
         let mut rows = Vec::with_capacity(ids.len());
         for &id in ids {

@@ -158,9 +158,9 @@ impl<'s, E: Entity> Repo<'s, E> {
         if !missing.is_empty() {
             // The epochs first: a row invalidated while the query runs is not filled.
             let epochs = self.cache.epochs();
-            let rows = self
-                .store
-                .load(Some(E::TABLE), None, |conn| E::find_many(conn, &missing))?;
+            let rows = self.store.load(Some(E::TABLE), None, |conn| {
+                find_in_chunks::<E>(conn, &missing)
+            })?;
             self.cache.count_loads(rows.len());
             for row in self.cache.intern(rows, &epochs, E::id) {
                 loaded.insert(row.id(), row);
@@ -507,6 +507,20 @@ impl<E: Entity> Repository<E> for Repo<'_, E> {
     {
         Repo::run(self, id, work)
     }
+}
+
+/// The most ids one [`Entity::find_many`] is given: SQLite binds at most
+/// 32,766 parameters to a statement, PostgreSQL and MySQL 65,535, and a
+/// `get_many` of more ids must still be answered.
+pub(crate) const IDS_PER_QUERY: usize = 10_000;
+
+/// [`Entity::find_many`] over `ids`, [`IDS_PER_QUERY`] at a time, on one connection.
+pub(crate) fn find_in_chunks<E: Entity>(conn: &mut Connection, ids: &[i64]) -> QueryResult<Vec<E>> {
+    let mut rows = Vec::new();
+    for chunk in ids.chunks(IDS_PER_QUERY) {
+        rows.extend(E::find_many(conn, chunk)?);
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

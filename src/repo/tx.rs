@@ -69,7 +69,9 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     pub fn get_many(&self, ids: &[i64]) -> Result<Vec<Arc<E>>> {
         let mut rows: std::collections::HashMap<i64, E> = self
             .tx
-            .run(E::TABLE, None, |conn| E::find_many(conn, ids))?
+            .run(E::TABLE, None, |conn| {
+                super::store::find_in_chunks::<E>(conn, ids)
+            })?
             .into_iter()
             .map(|row| (row.id(), row))
             .collect();
