@@ -9,10 +9,13 @@
 #   scripts/pg-replica.sh stop           # stops all three, removes the folder
 #   scripts/pg-replica.sh replica-stop   # stops the lagging replica only (tests)
 #   scripts/pg-replica.sh replica-start  # starts it again
+#   scripts/pg-replica.sh promoted-start # a fresh replica, promoted (tests)
+#   scripts/pg-replica.sh promoted-stop  # stops and removes it
 #
 # Ports: 55432 primary, 55433 replica applying WAL 200 ms late
 # (recovery_min_apply_delay: it lags by a known amount), 55434 replica with
-# no delay.
+# no delay, 55435 a replica promoted to a primary of its own (only between
+# promoted-start and promoted-stop).
 set -euo pipefail
 
 BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
@@ -20,6 +23,7 @@ DIR=${LARDER_PG_REPLICA_DIR:-/tmp/larder-pg-replica}
 PRIMARY_PORT=55432
 LAGGING_PORT=55433
 FAST_PORT=55434
+PROMOTED_PORT=55435
 LAG=${LARDER_PG_REPLICA_LAG:-200ms}
 
 as_pg() {
@@ -42,7 +46,7 @@ stop_server() { # data dir
 
 make_replica() { # data dir, port, apply delay
   [ -d "$1" ] && return 0
-  as_pg "$BIN/pg_basebackup" -R -X stream -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -D "$1"
+  as_pg "$BIN/pg_basebackup" -R -X stream -c fast -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -D "$1"
   cat <<CONF | as_pg tee -a "$1/postgresql.auto.conf" >/dev/null
 port = $2
 hot_standby = on
@@ -79,7 +83,21 @@ CONF
   echo "LARDER_TEST_PG_FAST_REPLICA_URL=postgres://postgres@127.0.0.1:$FAST_PORT/postgres"
 }
 
+# A replica of the primary as it is now, promoted at once: it answers like a
+# replica that failed over, and goes its own way from there.
+promoted_start() {
+  make_replica "$DIR/promoted" "$PROMOTED_PORT" 0
+  start_server "$DIR/promoted"
+  as_pg "$BIN/pg_ctl" -D "$DIR/promoted" -w -t 60 promote >/dev/null
+}
+
+promoted_stop() {
+  stop_server "$DIR/promoted"
+  rm -rf "$DIR/promoted" "$DIR/promoted.log"
+}
+
 stop() {
+  promoted_stop
   stop_server "$DIR/fast"
   stop_server "$DIR/lagging"
   stop_server "$DIR/primary"
@@ -91,5 +109,7 @@ case "${1:-}" in
   stop) stop ;;
   replica-stop) stop_server "$DIR/lagging" ;;
   replica-start) start_server "$DIR/lagging" ;;
-  *) echo "usage: $0 start|stop|replica-stop|replica-start" >&2; exit 2 ;;
+  promoted-start) promoted_start ;;
+  promoted-stop) promoted_stop ;;
+  *) echo "usage: $0 start|stop|replica-stop|replica-start|promoted-start|promoted-stop" >&2; exit 2 ;;
 esac

@@ -384,6 +384,48 @@ fn a_replica_stopped_mid_load_is_skipped_and_used_again_once_back() {
     eprintln!("{:?}", store.stats().replicas);
 }
 
+/// Stops and removes the promoted server of `pg-replica.sh promoted-start`
+/// however the test ends.
+struct Promoted;
+
+impl Drop for Promoted {
+    fn drop(&mut self) {
+        script("promoted-stop");
+    }
+}
+
+/// A promoted replica still reports the position its recovery ended at
+/// (`pg_last_wal_replay_lsn()` is NULL only on a server that never
+/// recovered). Its rows are its own from then on: a store that took that
+/// position for replay served a row written nowhere but there, and cached
+/// it for good, since the primary never changes it.
+#[test]
+fn a_promoted_replica_is_not_read_however_far_it_replayed() {
+    let _serial = serial();
+    let Some(db) = common::replicated() else {
+        return;
+    };
+    let ann = users_on_primary(&db, &["1"])[0];
+    let promoted_url = db.fast.replace(":55434/", ":55435/");
+    // Built first: its required position lies before the promoted server's
+    // copy of the primary, whose recovery ends past it.
+    let store = larder_blog::builder(&db.primary)
+        .replica(&promoted_url)
+        .build()
+        .unwrap();
+    let _promoted = Promoted;
+    script("promoted-start");
+    let mut diverged = larder::Connection::establish(&promoted_url).expect("promoted server");
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut diverged,
+        &format!("UPDATE users SET name = '666' WHERE id = {ann}"),
+    )
+    .expect("a promoted server takes writes");
+    assert_eq!(cached_name(&store, ann), 1, "the primary's row, not its");
+    let stats = store.stats().replicas;
+    assert_eq!(stats.replica_loads, 0, "{stats:?}");
+}
+
 #[test]
 fn bad_replica_urls_are_typed_errors_without_the_password() {
     let _serial = serial();
