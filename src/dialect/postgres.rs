@@ -159,5 +159,10 @@ DROP FUNCTION IF EXISTS larder_capture_{table}();
 pub(crate) const PRIMARY_POSITION: &str = "SELECT pg_current_wal_insert_lsn()::text AS lsn";
 
 /// How far a replica has replayed the primary's WAL; NULL on a server that
-/// is not in recovery (a primary, or a promoted replica).
-pub(crate) const REPLAY_POSITION: &str = "SELECT pg_last_wal_replay_lsn()::text AS lsn";
+/// is not in recovery (a primary, or a promoted replica). Asked of
+/// `pg_is_in_recovery()`, not left to `pg_last_wal_replay_lsn()`, which is
+/// NULL only on a server that never recovered: a promoted replica keeps
+/// reporting where its recovery ended, and its rows, its own since then,
+/// would pass for a replica's that had replayed that far.
+pub(crate) const REPLAY_POSITION: &str =
+    "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END AS lsn";
