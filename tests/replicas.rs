@@ -12,7 +12,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
@@ -149,6 +149,124 @@ fn this_stores_writes_are_never_read_back_stale_through_a_lagging_replica() {
         "{OWN_ROUNDS} rounds, {reads} concurrent reads: {:?}",
         store.stats().replicas
     );
+}
+
+/// Port of the server a load that holds its connection runs on; the load
+/// waits for `release` before it ends, so that its connection stays taken.
+fn held_load(store: &Store, release: mpsc::Receiver<()>) -> (i32, std::thread::JoinHandle<()>) {
+    use std::sync::atomic::AtomicU64;
+    static HELD: AtomicU64 = AtomicU64::new(0);
+    let key = format!("held {}", HELD.fetch_add(1, Ordering::Relaxed));
+    let (inside, port) = mpsc::channel();
+    let store = store.clone();
+    let load = std::thread::spawn(move || {
+        let _: i32 = store
+            .users()
+            .cached_value(&key, &["users"], move |conn| {
+                let port = larder::with_connection!(conn, |c| diesel::select(diesel::dsl::sql::<
+                    diesel::sql_types::Integer,
+                >(
+                    "inet_server_port()"
+                ))
+                .get_result::<i32>(c))?;
+                inside.send(port).unwrap();
+                let _ = release.recv();
+                Ok(port)
+            })
+            .expect("held load");
+    });
+    (port.recv().expect("the load ran"), load)
+}
+
+/// Waits until the server of `url` shows user `id` named `name`.
+fn replayed_name(url: &str, id: i64, name: i64) {
+    let started = Instant::now();
+    let mut conn = larder::Connection::establish(url).expect("replica connection");
+    loop {
+        let found: Option<String> = larder::with_connection!(&mut conn, |c| users::table
+            .find(id)
+            .select(users::name)
+            .get_result(c)
+            .optional())
+        .expect("a read of the user");
+        if found == Some(name.to_string()) {
+            return;
+        }
+        assert!(started.elapsed() < DEADLINE, "{url} never replayed {name}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// One replica URL whose connections reach different servers: a load
+/// balancer in front of replicas, or a replica's name moved to another
+/// server while connections to the old one live on. A replay position read
+/// on a connection to the server that keeps up says nothing of the lagging
+/// one: trusted for every connection of the URL, it let a load read the
+/// lagging server's old row and cache it for good.
+#[test]
+fn a_replica_url_whose_connections_reach_different_servers_never_serves_an_old_row() {
+    let _serial = serial();
+    let Some(db) = common::replicated() else {
+        return;
+    };
+    let fast_port = server_port(&db.fast);
+    // The first connection to the fast server, the second to the lagging one.
+    let balancer = common::proxy::Proxy::start_between(&[&db.fast, &db.lagging]);
+    let store = larder_blog::builder(&db.primary)
+        .replica(&balancer.url())
+        .pool_size(2)
+        .build()
+        .expect("store with a balanced replica");
+    let ann = common::user(&store, "0");
+    let mut attacks = 0;
+    for round in 1..=20 {
+        rename(&store, ann.id, round);
+        replayed_name(&db.lagging, ann.id, round);
+        // Both replica connections taken at once, each proven caught up,
+        // then the fast one returned last: the next load takes it.
+        let (release_a, a) = mpsc::channel();
+        let (first, load_a) = held_load(&store, a);
+        let (release_b, b) = mpsc::channel();
+        let (second, load_b) = held_load(&store, b);
+        let fast_last = if first == fast_port {
+            [(release_b, load_b), (release_a, load_a)]
+        } else {
+            [(release_a, load_a), (release_b, load_b)]
+        };
+        for (release, load) in fast_last {
+            release.send(()).unwrap();
+            load.join().unwrap();
+        }
+        if ![first, second].contains(&fast_port) || first == second {
+            continue; // a load went to the primary: not arranged
+        }
+        let name = round + 100;
+        rename(&store, ann.id, name);
+        replayed_name(&db.fast, ann.id, name);
+        // The fast server proves itself caught up and holds on to its
+        // connection; the next load can only take the lagging one.
+        let (release, held) = mpsc::channel();
+        let (port, load) = held_load(&store, held);
+        if port == fast_port {
+            attacks += 1;
+            assert_eq!(cached_name(&store, ann.id), name, "get after own write");
+        }
+        release.send(()).unwrap();
+        load.join().unwrap();
+    }
+    let stats = store.stats().replicas;
+    eprintln!("{attacks} attacks: {stats:?}");
+    assert!(attacks > 0, "never arranged: {stats:?}");
+}
+
+/// The port in a server URL.
+fn server_port(url: &str) -> i32 {
+    let after_host = url.rsplit_once(':').expect("a port").1;
+    after_host
+        .split('/')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .expect("a numeric port")
 }
 
 #[test]

@@ -8,6 +8,9 @@
 //! before the client sends again, as from a load balancer that resets the
 //! flows it expires (Azure's "TCP reset on idle") or a keepalive probe
 //! answered by a server host that restarted.
+//!
+//! In front of several servers it sends each new connection to the next one
+//! in turn, as a load balancer in front of replicas does.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -50,13 +53,20 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy in front of `url`'s server (`scheme://[user@]127.0.0.1:port/db`).
     pub fn start(url: &str) -> Proxy {
-        let upstream = server_of(url);
+        Proxy::start_between(&[url])
+    }
+
+    /// A proxy in front of the servers of `urls`, which differ only in their
+    /// server: connections go to each in turn. Its URL is the first's.
+    pub fn start_between(urls: &[&str]) -> Proxy {
+        let url = urls[0];
+        let upstreams: Vec<SocketAddr> = urls.iter().map(|url| server_of(url)).collect();
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
         let addr = listener.local_addr().expect("proxy address");
         let shared = Arc::new(Shared::default());
         let acceptor = {
             let shared = Arc::clone(&shared);
-            std::thread::spawn(move || accept(&listener, upstream, &shared))
+            std::thread::spawn(move || accept(&listener, &upstreams, &shared))
         };
         Proxy {
             addr,
@@ -122,8 +132,9 @@ impl Drop for Proxy {
     }
 }
 
-fn accept(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Shared>) {
-    for client in listener.incoming() {
+fn accept(listener: &TcpListener, upstreams: &[SocketAddr], shared: &Arc<Shared>) {
+    for (n, client) in listener.incoming().enumerate() {
+        let upstream = upstreams[n % upstreams.len()];
         if shared.stopped.load(Ordering::SeqCst) {
             return;
         }
