@@ -33,14 +33,19 @@
 //!   are not read older than that from a replica either.
 //!
 //! A load on a replica: the required position is read AFTER the cache's
-//! epochs were recorded; each replica's last seen replay position is cached
-//! (`pg_last_wal_replay_lsn()` only grows while the server runs), so no query
-//! is needed while the cached value covers the requirement. When it does not,
-//! one `SELECT pg_last_wal_replay_lsn()` runs on the connection the load then
+//! epochs were recorded; each replica connection remembers the replay
+//! position its server last reported (`pg_last_wal_replay_lsn()` only grows
+//! while the server runs, and a restart ends the connection), so no query is
+//! needed while that covers the requirement. When it does not, one
+//! `SELECT pg_last_wal_replay_lsn()` runs on the connection the load then
 //! uses: the load's snapshot is taken after that replay point, so it sees
-//! every commit up to it. A replica still behind is skipped; the primary
-//! serves the load, and loads skip that replica without asking again for
-//! [`RECHECK_AFTER`] (routing only: correctness never depends on a clock).
+//! every commit up to it. The position is the connection's, not the URL's:
+//! one replica URL may reach several servers (a load balancer in front of
+//! replicas, a name moved to another server while connections to the old
+//! one live on), and what one of them replayed says nothing of another. A
+//! replica still behind is skipped; the primary serves the load, and loads
+//! skip that replica without asking again for [`RECHECK_AFTER`] (routing
+//! only: correctness never depends on a clock).
 //!
 //! # Interleavings
 //!
@@ -61,11 +66,12 @@
 //! - *A position read after a commit fails*: the requirement is forgotten
 //!   before the invalidation is applied.
 //! - *A replica restarts*: it resumes from its last restart point and may
-//!   show an older state than before for a while, so a cached replay position
-//!   is trusted only on connections opened before: a replica connection's
-//!   first use always reads the replay position and lowers the cache when it
-//!   went back; a connection that fails marks the replica down and drops its
-//!   cached position.
+//!   show an older state than before for a while; its connections ended with
+//!   it, and a new connection knows no position until it reads one, at its
+//!   first use. A connection that fails marks the replica down.
+//! - *A replica URL reaches several servers*: each connection trusts only
+//!   what its own server reported, so a lagging server is asked, on its own
+//!   connection, however far another server behind the URL has replayed.
 //! - *A replica is down or unreachable*: the load falls back to the primary;
 //!   the replica rests ([`RETRY_AFTER`]) before one load tries it again, so a
 //!   dead replica costs one short checkout timeout per second, not one per
@@ -128,7 +134,8 @@ struct Replica {
 
 #[derive(Default)]
 struct ReplicaState {
-    /// The replay position last read on a connection opened before it.
+    /// The replay position last read on any of its connections: a routing
+    /// hint (whether to skip it for a moment), never trusted for a load.
     replayed: Lsn,
     /// Found down: not tried again before this.
     resting_until: Option<Instant>,
@@ -283,9 +290,8 @@ impl Replicas {
                     continue;
                 }
             };
-            let fresh = conn.take_fresh();
             let unproven = alive && conn.unchecked();
-            if !fresh && !unproven && replica.replayed() >= required {
+            if !unproven && conn.replayed().is_some_and(|lsn| lsn >= required) {
                 return Some(Chosen { replica, conn });
             }
             self.counters
@@ -296,7 +302,8 @@ impl Replicas {
             conn.settle(&replayed);
             match replayed {
                 Ok(Some(lsn)) => {
-                    replica.saw(lsn, fresh, required);
+                    conn.saw_replayed(lsn);
+                    replica.saw(lsn, required);
                     if lsn >= required {
                         return Some(Chosen { replica, conn });
                     }
@@ -355,6 +362,7 @@ impl Replica {
             .is_some_and(|until| Instant::now() < until)
     }
 
+    #[cfg(test)]
     fn replayed(&self) -> Lsn {
         self.state.lock().replayed
     }
@@ -366,12 +374,11 @@ impl Replica {
         state.replayed < required && state.behind_until.is_some_and(|t| Instant::now() < t)
     }
 
-    /// A replay position read now, checked against `required`. On a fresh
-    /// connection it replaces the cached one even when lower: the server
-    /// may have restarted and gone back to its last restart point.
-    fn saw(&self, lsn: Lsn, fresh: bool, required: Lsn) {
+    /// A replay position read now on one of its connections, checked
+    /// against `required`.
+    fn saw(&self, lsn: Lsn, required: Lsn) {
         let mut state = self.state.lock();
-        state.replayed = if fresh { lsn } else { state.replayed.max(lsn) };
+        state.replayed = lsn;
         state.behind_until = (lsn < required).then(|| Instant::now() + RECHECK_AFTER);
     }
 
@@ -441,27 +448,9 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_connection_may_lower_the_cached_position_an_old_one_may_not() {
-        let replica = replica();
-        replica.saw(100, true, 0);
-        replica.saw(40, false, 0);
-        assert_eq!(
-            replica.replayed(),
-            100,
-            "replay only moves forward while the server runs"
-        );
-        replica.saw(40, true, 0);
-        assert_eq!(
-            replica.replayed(),
-            40,
-            "a restarted server may be behind what it showed"
-        );
-    }
-
-    #[test]
     fn a_replica_found_behind_is_skipped_until_recheck_or_covered() {
         let replica = replica();
-        replica.saw(10, false, 20);
+        replica.saw(10, 20);
         assert!(replica.known_behind(20));
         assert!(!replica.known_behind(10), "what it has replayed it serves");
         std::thread::sleep(RECHECK_AFTER * 2);
@@ -471,7 +460,7 @@ mod tests {
     #[test]
     fn a_failed_replica_rests_and_forgets_its_position() {
         let replica = replica();
-        replica.saw(100, true, 0);
+        replica.saw(100, 0);
         replica.failed("connection refused");
         assert!(replica.resting());
         assert_eq!(replica.replayed(), 0);
