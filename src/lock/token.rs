@@ -22,6 +22,7 @@ struct Token {
 
 /// The one row of an upsert's `RETURNING`, read to its end: SQLite
 /// checkpoints its WAL only after a write stepped to completion.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn only_token(rows: Vec<Token>) -> QueryResult<i64> {
     rows.into_iter()
         .next()
