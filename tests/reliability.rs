@@ -515,3 +515,37 @@ fn a_redo_never_takes_fencing_tokens_backwards() {
         "token went backwards: {first} then {second}"
     );
 }
+
+/// diesel records a migration by its version alone: of two migrations sharing
+/// one (two generated in the same second, or an application's dated like one
+/// of larder's own), `run` applied one and `status` showed both applied. The
+/// folder is refused before anything runs, naming both.
+#[test]
+fn migrations_sharing_a_version_are_refused_before_anything_runs() {
+    for (first, second) in [
+        ("2030-01-01-000000_tags", "2030-01-01-000000_notes"),
+        ("2026-11-25-000001_notes", "2030-01-01-000000_tags"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", tmp.path().join("app.db").display());
+        let dir = tmp.path().join("migrations");
+        for name in [first, second] {
+            let table = name.split_once('_').unwrap().1;
+            let up = format!("CREATE TABLE {table} (id INTEGER PRIMARY KEY);");
+            write_migration(&dir, name, &up, &format!("DROP TABLE {table};"));
+        }
+        let err = Migrator::open_with_dir(&url, &dir)
+            .and_then(|mut m| m.run())
+            .unwrap_err();
+        assert!(matches!(err, Error::Migration { .. }), "{err:?}");
+        let shown = err.to_string();
+        assert!(
+            shown.contains("notes") && shown.contains("same version"),
+            "{shown}"
+        );
+        assert!(
+            !tmp.path().join("app.db").exists(),
+            "a database was created for a folder that cannot run"
+        );
+    }
+}

@@ -793,3 +793,60 @@ fn migrate_commands_that_read_a_missing_sqlite_database_create_nothing() {
         "a file was created"
     );
 }
+
+/// A migration's version is its timestamp, to the second: two generated in the
+/// same second shared one, and diesel, which records versions alone, applied
+/// only one of them while `status` showed both applied. `generate` takes a
+/// version no migration in the folder has.
+#[test]
+fn generate_never_reuses_a_version_in_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mine = dir.path().join("mine");
+    // Every second from a little before now to well after it is taken.
+    let now = chrono::Utc::now();
+    for s in -2..60 {
+        let stamp = (now + chrono::Duration::seconds(s)).format("%Y-%m-%d-%H%M%S");
+        let taken = mine.join(format!("{stamp}_taken"));
+        fs::create_dir_all(&taken).unwrap();
+        fs::write(taken.join("up.sql"), "SELECT 1;").unwrap();
+        fs::write(taken.join("down.sql"), "SELECT 1;").unwrap();
+    }
+    let generate = |name: &str| {
+        let args = ["--migrations-dir", "mine", "migrate", "generate", name];
+        assert_ok(&larder(dir.path(), &args));
+    };
+    generate("create_tags");
+    generate("create_notes");
+    let mut versions: Vec<String> = subdirs(&mine)
+        .iter()
+        .map(|path| {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            name.split_once('_').unwrap().0.to_owned()
+        })
+        .collect();
+    let all = versions.len();
+    versions.dedup();
+    assert_eq!(
+        versions.len(),
+        all,
+        "a version was reused: {:?}",
+        subdirs(&mine)
+    );
+
+    let url = sqlite_url(dir.path(), "gen.db");
+    let with = |action: &str| {
+        let args = [
+            "--migrations-dir",
+            "mine",
+            "--database-url",
+            &url,
+            "migrate",
+            action,
+        ];
+        larder(dir.path(), &args)
+    };
+    assert_ok(&with("run"));
+    let pending = with("pending");
+    assert_ok(&pending);
+    assert_eq!(stdout(&pending).trim(), "no pending migrations");
+}
