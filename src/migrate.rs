@@ -137,6 +137,24 @@ impl Source {
     }
 }
 
+impl Source {
+    /// Reads every migration for `backend` (which refuses two of one version),
+    /// before anything connects.
+    fn check(&self, backend: crate::Backend) -> Result<()> {
+        #[allow(unreachable_patterns)] // in a build with every backend
+        match backend {
+            #[cfg(feature = "sqlite")]
+            crate::Backend::Sqlite => known_migrations::<diesel::sqlite::Sqlite>(self).map(drop),
+            #[cfg(feature = "postgres")]
+            crate::Backend::Postgres => known_migrations::<diesel::pg::Pg>(self).map(drop),
+            #[cfg(feature = "mysql")]
+            crate::Backend::Mysql => known_migrations::<diesel::mysql::Mysql>(self).map(drop),
+            // A backend not built: connecting refuses it.
+            _ => Ok(()),
+        }
+    }
+}
+
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.app {
@@ -160,8 +178,32 @@ where
         if let Some(app) = &self.app {
             all.extend(MigrationSource::<DB>::migrations(&app.migrations)?);
         }
+        check_versions(&all).map_err(BoxedError::from)?;
         Ok(all)
     }
+}
+
+/// Refuses two migrations of one version: diesel records a migration by its
+/// version alone, so it would apply one of them and count both applied.
+fn check_versions<DB: Backend>(
+    migrations: &[Box<dyn Migration<DB>>],
+) -> std::result::Result<(), String> {
+    for (n, migration) in migrations.iter().enumerate() {
+        let version = migration.name().version().to_string();
+        let earlier = migrations[..n].iter();
+        if let Some(other) = earlier
+            .map(|other| other.name())
+            .find(|other| other.version().to_string() == version)
+        {
+            return Err(format!(
+                "migrations {} and {} have the same version {version}: only one would \
+                 be applied; rename one's folder with a later <version>",
+                other,
+                migration.name()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn versions(applied: &[MigrationVersion<'_>]) -> Vec<String> {
@@ -428,6 +470,7 @@ impl Migrator {
     /// [`Error::Connection`] as for [`Migrator::open`].
     pub fn open_with_dir(url: &str, dir: &Path) -> Result<Migrator> {
         let source = Source::with_dir(dir)?;
+        source.check(crate::DatabaseUrl::parse(url)?.backend())?;
         Ok(Migrator {
             source,
             ..Migrator::open(url)?

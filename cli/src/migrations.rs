@@ -168,8 +168,7 @@ fn generate(url: &str, dir: Option<&Path>, name: &str, capture: &[String]) -> Cl
         Some(dir) => dir.to_path_buf(),
         None => default_dir(url)?,
     };
-    let stamp = chrono::Utc::now().format("%Y-%m-%d-%H%M%S");
-    let folder = base.join(format!("{stamp}_{name}"));
+    let folder = base.join(format!("{}_{name}", free_version(&base)));
     std::fs::create_dir_all(&base)
         .map_err(|e| format!("cannot create migrations directory {}: {e}", base.display()))?;
     std::fs::create_dir(&folder)
@@ -180,6 +179,30 @@ fn generate(url: &str, dir: Option<&Path>, name: &str, capture: &[String]) -> Cl
         println!("created {}", path.display());
     }
     Ok(())
+}
+
+/// Now as a version, `YYYY-MM-DD-HHMMSS`, or the first second after it that
+/// no migration in `base` has: diesel records a migration by its version
+/// alone, so of two generated in one second it would apply only one.
+fn free_version(base: &Path) -> String {
+    let taken: Vec<String> = std::fs::read_dir(base)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let version = name.split('_').next()?;
+            Some(version.replace('-', ""))
+        })
+        .collect();
+    let mut at = chrono::Utc::now();
+    loop {
+        let version = at.format("%Y-%m-%d-%H%M%S").to_string();
+        if !taken.contains(&version.replace('-', "")) {
+            return version;
+        }
+        at += chrono::Duration::seconds(1);
+    }
 }
 
 /// The files' text: placeholders, or the capture triggers of `tables`.
