@@ -850,3 +850,69 @@ fn generate_never_reuses_a_version_in_its_folder() {
     assert_ok(&pending);
     assert_eq!(stdout(&pending).trim(), "no pending migrations");
 }
+
+/// PostgreSQL refuses to drop a database other sessions use after waiting 5 s
+/// for them. MySQL waited for their metadata locks for `lock_wait_timeout` (a
+/// day on MariaDB, a year on MySQL), with every new query on those tables queued
+/// behind it: `larder database drop` and `reset` hung while any transaction
+/// that had read a table was open. They give up like PostgreSQL, with one line,
+/// and the database stays.
+#[test]
+fn dropping_a_mysql_database_a_transaction_holds_fails_instead_of_hanging() {
+    let Some(admin) = std::env::var("LARDER_TEST_MYSQL_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        return;
+    };
+    if !larder::Backend::Mysql.is_built() {
+        return;
+    }
+    let (scheme, rest) = admin.split_once("://").unwrap();
+    let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let url = format!("{scheme}://{host}/reve_cli_held_{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    assert_ok(&larder(
+        dir.path(),
+        &["database", "setup", "--database-url", &url],
+    ));
+    let mut holder = larder::Connection::establish(&url).unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT COUNT(*) INTO @n FROM larder_changes;")
+        .unwrap();
+
+    for action in ["drop", "reset"] {
+        let started = std::time::Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
+            .args(["database", action, "--database-url", &url])
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("MIGRATION_DIRECTORY")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        while child.try_wait().unwrap().is_none() && started.elapsed().as_secs() < 30 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            drop(holder);
+            larder(dir.path(), &["database", "drop", "--database-url", &url]);
+            panic!("`larder database {action}` still waiting after 30 s");
+        }
+        assert_one_line_failure(&child.wait_with_output().unwrap(), "in use");
+    }
+    drop(holder);
+    let status = larder(dir.path(), &["migrate", "status", "--database-url", &url]);
+    assert!(
+        stdout(&status).contains("applied  2026-11-25-000001_change_log"),
+        "{}",
+        stdout(&status)
+    );
+    assert_ok(&larder(
+        dir.path(),
+        &["database", "drop", "--database-url", &url],
+    ));
+}
