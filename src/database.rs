@@ -62,7 +62,8 @@ pub fn create_database(url: &str) -> Result<bool> {
 /// # Errors
 ///
 /// As [`create_database`]; also when the database is in use and the server
-/// refuses to drop it.
+/// refuses to drop it (on MySQL, [`Error::Busy`] when another session's open
+/// transaction still holds one of its tables after 5 s).
 pub fn drop_database(url: &str) -> Result<bool> {
     let parsed = DatabaseUrl::parse(url)?;
     if !database_exists(url)? {
@@ -70,10 +71,25 @@ pub fn drop_database(url: &str) -> Result<bool> {
     }
     match parsed.backend() {
         Backend::Sqlite => remove_sqlite_files(&parsed)?,
+        Backend::Mysql => admin_execute(
+            &parsed,
+            &format!(
+                "SET SESSION lock_wait_timeout = {IN_USE_WAIT_SECS}; DROP DATABASE {}",
+                quoted_name(&parsed)?
+            ),
+        )?,
         _ => admin_execute(&parsed, &format!("DROP DATABASE {}", quoted_name(&parsed)?))?,
     }
     Ok(true)
 }
+
+/// How long a MySQL `DROP DATABASE` waits for the metadata locks of other
+/// sessions' open transactions before it fails with [`Error::Busy`], as
+/// PostgreSQL waits 5 s for other sessions to leave before it refuses. MySQL
+/// takes every table's lock before it drops any, so nothing is dropped then;
+/// without a limit it waited `lock_wait_timeout` (a day on MariaDB, a year on
+/// MySQL), every new query on those tables queued behind it.
+const IN_USE_WAIT_SECS: u32 = 5;
 
 fn sqlite_file(url: &DatabaseUrl) -> PathBuf {
     PathBuf::from(crate::url::sqlite_file_path(url.target()))

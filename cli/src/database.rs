@@ -65,7 +65,15 @@ fn setup_database(url: &str, dir: Option<&Path>) -> CliResult {
 
 fn drop_database(url: &str) -> CliResult {
     let parsed = DatabaseUrl::parse(url)?;
-    if !larder::drop_database(url)? {
+    let dropped = larder::drop_database(url).map_err(|err| match err {
+        larder::Error::Busy { .. } => format!(
+            "cannot drop database {parsed}: it is in use (a transaction of another \
+             session holds its tables): {err}"
+        )
+        .into(),
+        err => Box::<dyn std::error::Error>::from(err),
+    })?;
+    if !dropped {
         return Err(format!("cannot drop database {parsed}: it does not exist").into());
     }
     println!("dropped database {parsed}");
