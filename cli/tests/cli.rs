@@ -916,3 +916,51 @@ fn dropping_a_mysql_database_a_transaction_holds_fails_instead_of_hanging() {
         &["database", "drop", "--database-url", &url],
     ));
 }
+
+/// MySQL commits DDL statement by statement: a migration that fails part way
+/// leaves what it did before the failing statement, while `status` shows it
+/// pending and every `run` fails on what is already there. The error said only
+/// which statement failed; it says what stayed done and what to do.
+#[test]
+fn a_mysql_migration_that_fails_part_way_says_what_stayed_done() {
+    let Some(admin) = std::env::var("LARDER_TEST_MYSQL_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        return;
+    };
+    if !larder::Backend::Mysql.is_built() {
+        return;
+    }
+    let (scheme, rest) = admin.split_once("://").unwrap();
+    let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let url = format!("{scheme}://{host}/reve_cli_partway_{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let migration = dir.path().join("mine/2030-01-01-000000_two_tables");
+    fs::create_dir_all(&migration).unwrap();
+    fs::write(
+        migration.join("up.sql"),
+        "CREATE TABLE first_one (id BIGINT PRIMARY KEY); THIS IS NOT SQL;",
+    )
+    .unwrap();
+    fs::write(migration.join("down.sql"), "DROP TABLE first_one;").unwrap();
+    let with = |args: &[&str]| {
+        let mut all = vec!["--migrations-dir", "mine", "--database-url", &url];
+        all.extend_from_slice(args);
+        larder(dir.path(), &all)
+    };
+    let setup = with(&["database", "setup"]);
+    let status = with(&["migrate", "status"]);
+    with(&["database", "drop"]);
+    assert_one_line_failure(&setup, "two_tables");
+    assert!(
+        stdout(&status).contains("pending  2030-01-01-000000_two_tables"),
+        "{}",
+        stdout(&status)
+    );
+    let err = stderr(&setup);
+    assert!(
+        err.contains("stays done") && err.contains("by hand"),
+        "{err}"
+    );
+}
