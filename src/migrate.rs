@@ -33,6 +33,9 @@ pub const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/m
 /// A backend larder has embedded migrations for.
 trait Embedded: Backend {
     fn embedded() -> &'static EmbeddedMigrations;
+    /// Whether each DDL statement commits as it runs (MySQL): a migration
+    /// that fails part way keeps what it did before the failing statement.
+    const COMMITS_DDL: bool = false;
 }
 
 #[cfg(feature = "sqlite")]
@@ -54,6 +57,7 @@ impl Embedded for diesel::mysql::Mysql {
     fn embedded() -> &'static EmbeddedMigrations {
         &MYSQL_MIGRATIONS
     }
+    const COMMITS_DDL: bool = true;
 }
 
 /// A diesel connection migrations can run on.
@@ -76,6 +80,22 @@ type BoxedError = Box<dyn std::error::Error + Send + Sync>;
 
 fn failed(action: &str) -> impl FnOnce(BoxedError) -> Error + '_ {
     move |err| migration_error(format!("{action}: {err}"))
+}
+
+/// As [`failed`], for a migration's SQL that ran: where DDL commits statement
+/// by statement, says that what ran before the failing statement stays done
+/// (`status` cannot tell) and that the operator puts it right.
+fn failed_running<DB: Embedded>(action: &str) -> impl FnOnce(BoxedError) -> Error + '_ {
+    move |err| {
+        let partway = if DB::COMMITS_DDL {
+            " (MySQL commits DDL statement by statement: what the migration did before \
+             the failing statement stays done, though it is recorded as before; \
+             undo it by hand, then try again)"
+        } else {
+            ""
+        };
+        migration_error(format!("{action}: {err}{partway}"))
+    }
 }
 
 fn migration_error(message: String) -> Error {
@@ -244,7 +264,9 @@ where
 {
     let applied = conn
         .run_pending_migrations(source)
-        .map_err(failed(&format!("running pending migrations from {source}")))?;
+        .map_err(failed_running::<DB>(&format!(
+            "running pending migrations from {source}"
+        )))?;
     Ok(versions(&applied))
 }
 
@@ -281,9 +303,12 @@ where
     latest
         .iter()
         .map(|migration| {
-            let version = conn
-                .revert_migration(migration.as_ref())
-                .map_err(failed(&format!("reverting {}", migration.name())))?;
+            let version =
+                conn.revert_migration(migration.as_ref())
+                    .map_err(failed_running::<DB>(&format!(
+                        "reverting {}",
+                        migration.name()
+                    )))?;
             Ok(version.to_string())
         })
         .collect()
@@ -337,7 +362,9 @@ where
 {
     let reverted = conn
         .revert_all_migrations(source)
-        .map_err(failed(&format!("reverting all migrations with {source}")))?;
+        .map_err(failed_running::<DB>(&format!(
+            "reverting all migrations with {source}"
+        )))?;
     Ok(versions(&reverted))
 }
 
@@ -360,7 +387,9 @@ where
         return Err(nothing_to_revert());
     }
     conn.transaction(|conn| redo_steps(conn, &latest))
-        .map_err(failed(&format!("redoing migrations with {source}")))
+        .map_err(failed_running::<DB>(&format!(
+            "redoing migrations with {source}"
+        )))
 }
 
 /// Reverts `latest` (newest first), then applies them again, oldest first.
