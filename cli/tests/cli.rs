@@ -964,3 +964,56 @@ fn a_mysql_migration_that_fails_part_way_says_what_stayed_done() {
         "{err}"
     );
 }
+
+/// SQLite (and PostgreSQL) check the columns a trigger reads only when it
+/// fires: `--capture` of a table without an `id` column, or with a key column
+/// it does not have, made a migration that applied, after which every write to
+/// the table failed ("no such column: NEW.id"). The migration fails instead,
+/// and the table stays writable.
+#[test]
+fn capturing_a_table_without_its_columns_fails_the_migration_not_its_writes() {
+    for (capture, missing) in [("notes", "id"), ("tags:post_id", "post_id")] {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join("mine");
+        let tables = mine.join("2025-01-01-000000_tables");
+        fs::create_dir_all(&tables).unwrap();
+        fs::write(
+            tables.join("up.sql"),
+            "CREATE TABLE notes (note_id INTEGER PRIMARY KEY, body TEXT); \
+             CREATE TABLE tags (id INTEGER PRIMARY KEY, label TEXT);",
+        )
+        .unwrap();
+        fs::write(
+            tables.join("down.sql"),
+            "DROP TABLE tags; DROP TABLE notes;",
+        )
+        .unwrap();
+        let url = sqlite_url(dir.path(), "cap.db");
+        let with = |args: &[&str]| {
+            let mut all = vec!["--migrations-dir", "mine", "--database-url", &url];
+            all.extend_from_slice(args);
+            larder(dir.path(), &all)
+        };
+        assert_ok(&with(&[
+            "migrate",
+            "generate",
+            "capture",
+            "--capture",
+            capture,
+        ]));
+        let run = with(&["migrate", "run"]);
+        assert_one_line_failure(&run, missing);
+        let pending = with(&["migrate", "pending"]);
+        assert!(
+            stdout(&pending).contains("_capture"),
+            "{}",
+            stdout(&pending)
+        );
+        let path = url.strip_prefix("sqlite://").unwrap();
+        let mut conn = larder::Connection::establish(path).unwrap();
+        conn.batch_execute(
+            "INSERT INTO notes (body) VALUES ('x'); INSERT INTO tags (label) VALUES ('y');",
+        )
+        .unwrap();
+    }
+}
