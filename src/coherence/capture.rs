@@ -99,9 +99,27 @@ pub fn capture_sql_with_keys(backend: Backend, table: &str, keys: &[&str]) -> Re
     }
     let triggers = dialect::of(backend).capture(table, keys);
     Ok(CaptureSql {
-        up: triggers.up,
+        up: columns_check(backend, table, keys) + &triggers.up,
         down: triggers.down,
     })
+}
+
+/// A statement that fails unless `table` has an `id` column and the `keys`:
+/// SQLite and PostgreSQL look for the columns a trigger reads only when it
+/// fires, so without it a table lacking one took the triggers, and then every
+/// write to it failed. MySQL refuses such a trigger when it is created.
+fn columns_check(backend: Backend, table: &str, keys: &[&str]) -> String {
+    if backend == Backend::Mysql {
+        return String::new();
+    }
+    let dialect = dialect::of(backend);
+    let on = dialect.quote(table);
+    // Qualified: SQLite reads a lone double-quoted name that is no column as a string.
+    let columns: Vec<String> = std::iter::once("id")
+        .chain(keys.iter().copied())
+        .map(|column| format!("{on}.{}", dialect.quote(column)))
+        .collect();
+    format!("SELECT {} FROM {on} WHERE 1 = 0;\n", columns.join(", "))
 }
 
 /// What larder's longest trigger name (MySQL's and SQLite's

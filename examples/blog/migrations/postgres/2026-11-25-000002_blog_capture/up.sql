@@ -5,6 +5,7 @@
 -- DELETE CASCADE fire their own table's trigger. No sequence is touched, so
 -- lastval() after an insert still names the inserted row.
 -- The triggers are what larder::capture_sql writes for each table.
+SELECT "users"."id" FROM "users" WHERE 1 = 0;
 CREATE FUNCTION larder_capture_users() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -26,6 +27,7 @@ CREATE TRIGGER larder_capture_users AFTER INSERT OR UPDATE OR DELETE ON "users"
     FOR EACH ROW EXECUTE FUNCTION larder_capture_users();
 CREATE TRIGGER larder_capture_users_truncate AFTER TRUNCATE ON "users"
     FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_users();
+SELECT "posts"."id" FROM "posts" WHERE 1 = 0;
 CREATE FUNCTION larder_capture_posts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -47,6 +49,7 @@ CREATE TRIGGER larder_capture_posts AFTER INSERT OR UPDATE OR DELETE ON "posts"
     FOR EACH ROW EXECUTE FUNCTION larder_capture_posts();
 CREATE TRIGGER larder_capture_posts_truncate AFTER TRUNCATE ON "posts"
     FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_posts();
+SELECT "comments"."id" FROM "comments" WHERE 1 = 0;
 CREATE FUNCTION larder_capture_comments() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
