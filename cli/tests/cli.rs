@@ -1017,3 +1017,49 @@ fn capturing_a_table_without_its_columns_fails_the_migration_not_its_writes() {
         .unwrap();
     }
 }
+
+/// `database reset` checked only that the migrations folder existed before
+/// dropping: with a folder that cannot be read as migrations (a stray folder,
+/// two of one version) it dropped the database, rows and all, then failed.
+#[test]
+fn database_reset_with_a_migrations_folder_it_cannot_run_drops_nothing() {
+    for stray in ["not_a_migration", "2025-01-01-000000_again"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join("mine");
+        let table = mine.join("2025-01-01-000000_t");
+        fs::create_dir_all(&table).unwrap();
+        fs::write(
+            table.join("up.sql"),
+            "CREATE TABLE t (id INTEGER PRIMARY KEY);",
+        )
+        .unwrap();
+        fs::write(table.join("down.sql"), "DROP TABLE t;").unwrap();
+        let url = sqlite_url(dir.path(), "reset.db");
+        let with = |args: &[&str]| {
+            let mut all = vec!["--migrations-dir", "mine", "--database-url", &url];
+            all.extend_from_slice(args);
+            larder(dir.path(), &all)
+        };
+        assert_ok(&with(&["database", "setup"]));
+        let path = url.strip_prefix("sqlite://").unwrap();
+        larder::Connection::establish(path)
+            .unwrap()
+            .batch_execute("INSERT INTO t (id) VALUES (42)")
+            .unwrap();
+
+        let bad = mine.join(stray);
+        fs::create_dir_all(&bad).unwrap();
+        fs::write(bad.join("up.sql"), "SELECT 1;").unwrap();
+        if stray == "not_a_migration" {
+            fs::remove_file(bad.join("up.sql")).unwrap();
+        }
+        let reset = with(&["database", "reset"]);
+        assert_one_line_failure(&reset, stray);
+        assert!(
+            !stdout(&reset).contains("dropped"),
+            "{stray}: {}",
+            stdout(&reset)
+        );
+        assert!(has_table(&url, "t"), "{stray}: the database was dropped");
+    }
+}
