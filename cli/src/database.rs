@@ -29,8 +29,10 @@ pub(crate) fn run(url: &str, dir: Option<&Path>, action: Action) -> CliResult {
         Action::Setup => setup_database(url, dir),
         Action::Reset => {
             if larder::database_exists(url)? {
-                // Checks the migrations folder before anything is dropped.
+                // Reads the migrations (the folder, its names and versions)
+                // before anything is dropped, and lets the connection go.
                 check_migrations(dir)?;
+                drop(open(url, dir)?);
                 drop_database(url)?;
             }
             setup_database(url, dir)
