@@ -1063,3 +1063,20 @@ fn database_reset_with_a_migrations_folder_it_cannot_run_drops_nothing() {
         assert!(has_table(&url, "t"), "{stray}: the database was dropped");
     }
 }
+
+/// A name longer than a folder name can be failed only when the folder was
+/// made, after the migrations directory had been created: bad input left an
+/// empty `migrations/sqlite` behind. It is refused first, like any bad name.
+#[test]
+fn generate_refuses_a_name_too_long_for_a_folder_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "a".repeat(300);
+    let output = larder(dir.path(), &["migrate", "generate", &name]);
+    assert_one_line_failure(&output, "too long");
+    assert!(
+        !dir.path().join("migrations").exists(),
+        "something was created"
+    );
+    let longest = "a".repeat(255 - "2027-01-01-000000_".len());
+    assert_ok(&larder(dir.path(), &["migrate", "generate", &longest]));
+}
