@@ -238,6 +238,14 @@ fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("the migration name is empty: give one such as create_tags".into());
     }
+    // A folder's name takes 255 bytes, the version and its `_` 18 of them.
+    let longest = 255 - "YYYY-MM-DD-HHMMSS_".len();
+    if name.len() > longest {
+        return Err(format!(
+            "the migration name is too long: {} bytes, at most {longest}",
+            name.len()
+        ));
+    }
     if let Some(bad) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
