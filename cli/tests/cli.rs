@@ -1080,3 +1080,34 @@ fn generate_refuses_a_name_too_long_for_a_folder_and_creates_nothing() {
     let longest = "a".repeat(255 - "2027-01-01-000000_".len());
     assert_ok(&larder(dir.path(), &["migrate", "generate", &longest]));
 }
+
+/// `migrate status` listed only the migrations it had folders for: one applied
+/// and then removed from the folder (or applied by another checkout) was not
+/// shown, though `revert` then refused to go past it.
+#[test]
+fn migrate_status_shows_an_applied_migration_it_has_no_folder_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mine = app_migrations(dir.path());
+    let url = sqlite_url(dir.path(), "status.db");
+    let with = |args: &[&str]| {
+        let dir_arg = mine.to_str().unwrap();
+        let mut all = vec!["--migrations-dir", dir_arg, "--database-url", &url];
+        all.extend_from_slice(args);
+        larder(dir.path(), &all)
+    };
+    assert_ok(&with(&["migrate", "run"]));
+    fs::remove_dir_all(mine.join("2027-01-02-000001_create_notes")).unwrap();
+    let status = with(&["migrate", "status"]);
+    assert_ok(&status);
+    let shown = stdout(&status);
+    assert!(
+        shown
+            .lines()
+            .any(|line| line.starts_with("applied") && line.contains("20270102000001")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("applied  2027-01-01-000001_create_tags"),
+        "{shown}"
+    );
+}
