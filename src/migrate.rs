@@ -405,24 +405,29 @@ fn redo_steps<DB: Embedded>(
 }
 
 pub(crate) fn status(conn: &mut Connection) -> Result<Vec<MigrationStatus>> {
-    status_from(conn, &Source::own())
+    status_from(conn, &Source::own(), false)
 }
 
-fn status_from(conn: &mut Connection, source: &Source) -> Result<Vec<MigrationStatus>> {
-    with_connection!(conn, |c| status_in(c, source))
+/// `unknown`: also the applied versions no migration of `source` has.
+fn status_from(
+    conn: &mut Connection,
+    source: &Source,
+    unknown: bool,
+) -> Result<Vec<MigrationStatus>> {
+    with_connection!(conn, |c| status_in(c, source, unknown))
 }
 
 fn status_in<DB: Embedded>(
     conn: &mut impl Harness<DB>,
     source: &Source,
+    unknown: bool,
 ) -> Result<Vec<MigrationStatus>>
 where
     for<'a> &'a Source: MigrationSource<DB>,
 {
     let applied = applied_versions(conn)?;
-    let mut known = known_migrations::<DB>(source)?;
-    known.sort_by(|a, b| a.name().version().cmp(&b.name().version()));
-    Ok(known
+    let known = known_migrations::<DB>(source)?;
+    let mut all: Vec<MigrationStatus> = known
         .iter()
         .map(|m| {
             let version = m.name().version().to_string();
@@ -432,7 +437,20 @@ where
                 version,
             }
         })
-        .collect())
+        .collect();
+    // Applied, with no migration here (its folder removed, another checkout's):
+    // shown under its version, which is all the database records.
+    for version in applied.into_iter().filter(|_| unknown) {
+        if !all.iter().any(|m| m.version == version) {
+            all.push(MigrationStatus {
+                name: version.clone(),
+                version,
+                applied: true,
+            });
+        }
+    }
+    all.sort_by(|a, b| a.version.cmp(&b.version));
+    Ok(all)
 }
 
 /// Runs migrations on one direct connection, for the CLI and for tools that
@@ -579,13 +597,15 @@ impl Migrator {
         redo_n_from(&mut self.conn, &self.source, n)
     }
 
-    /// Every known migration, oldest first, and whether it is applied.
+    /// Every known migration, oldest first, and whether it is applied; and
+    /// every applied version no known migration has (its folder removed, say),
+    /// named by its version.
     ///
     /// # Errors
     ///
     /// [`Error::Migration`].
     pub fn status(&mut self) -> Result<Vec<MigrationStatus>> {
-        status_from(&mut self.conn, &self.source)
+        status_from(&mut self.conn, &self.source, true)
     }
 }
 

@@ -93,7 +93,12 @@ pub(crate) fn run(url: &str, dir: Option<&Path>, action: Action) -> CliResult {
                 } else {
                     "pending"
                 };
-                println!("{mark:<8} {}", migration.name);
+                let unknown = if migration.name == migration.version {
+                    " (no migration of this version here: it cannot be reverted)"
+                } else {
+                    ""
+                };
+                println!("{mark:<8} {}{unknown}", migration.name);
             }
         }
         Action::Pending => list("pending ", &migrator.pending()?, "no pending migrations"),
