@@ -870,7 +870,7 @@ fn dropping_a_mysql_database_a_transaction_holds_fails_instead_of_hanging() {
     }
     let (scheme, rest) = admin.split_once("://").unwrap();
     let host = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let url = format!("{scheme}://{host}/reve_cli_held_{}", std::process::id());
+    let url = format!("{scheme}://{host}/larder_cli_held_{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
     assert_ok(&larder(
         dir.path(),
@@ -934,7 +934,10 @@ fn a_mysql_migration_that_fails_part_way_says_what_stayed_done() {
     }
     let (scheme, rest) = admin.split_once("://").unwrap();
     let host = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let url = format!("{scheme}://{host}/reve_cli_partway_{}", std::process::id());
+    let url = format!(
+        "{scheme}://{host}/larder_cli_partway_{}",
+        std::process::id()
+    );
     let dir = tempfile::tempdir().unwrap();
     let migration = dir.path().join("mine/2030-01-01-000000_two_tables");
     fs::create_dir_all(&migration).unwrap();
