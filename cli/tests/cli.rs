@@ -207,6 +207,18 @@ fn app_migrations(root: &Path) -> PathBuf {
     dir
 }
 
+/// The URL of a database named `name` plus this process's id on the server
+/// `env` points at, when it is set and larder was built for `backend`.
+fn server_database_url(env: &str, backend: larder::Backend, name: &str) -> Option<String> {
+    let admin = std::env::var(env).ok().filter(|u| !u.is_empty())?;
+    if !backend.is_built() {
+        return None;
+    }
+    let (scheme, rest) = admin.split_once("://")?;
+    let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+    Some(format!("{scheme}://{host}/{name}_{}", std::process::id()))
+}
+
 fn sqlite_url(dir: &Path, file: &str) -> String {
     format!("sqlite://{}", dir.join(file).display())
 }
@@ -609,19 +621,17 @@ fn database_commands_on_an_unreachable_server_fail_with_one_line() {
 /// `database setup | drop` and `migrate status` against each configured server.
 #[test]
 fn database_and_migrate_commands_work_on_servers() {
-    for (env, backend) in [
-        ("LARDER_TEST_POSTGRES_URL", "postgres"),
-        ("LARDER_TEST_MYSQL_URL", "mysql"),
+    for (env, kind, backend) in [
+        (
+            "LARDER_TEST_POSTGRES_URL",
+            larder::Backend::Postgres,
+            "postgres",
+        ),
+        ("LARDER_TEST_MYSQL_URL", larder::Backend::Mysql, "mysql"),
     ] {
-        let Some(admin) = std::env::var(env).ok().filter(|u| !u.is_empty()) else {
+        let Some(url) = server_database_url(env, kind, "larder_cli") else {
             continue;
         };
-        if !larder::Backend::Mysql.is_built() && backend == "mysql" {
-            continue;
-        }
-        let (scheme, rest) = admin.split_once("://").unwrap();
-        let host = &rest[..rest.find('/').unwrap_or(rest.len())];
-        let url = format!("{scheme}://{host}/larder_cli_{}", std::process::id());
         let dir = tempfile::tempdir().unwrap();
         with_blog_migrations_for(dir.path(), backend);
         assert_ok(&larder(
@@ -859,18 +869,13 @@ fn generate_never_reuses_a_version_in_its_folder() {
 /// and the database stays.
 #[test]
 fn dropping_a_mysql_database_a_transaction_holds_fails_instead_of_hanging() {
-    let Some(admin) = std::env::var("LARDER_TEST_MYSQL_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
+    let Some(url) = server_database_url(
+        "LARDER_TEST_MYSQL_URL",
+        larder::Backend::Mysql,
+        "larder_cli_held",
+    ) else {
         return;
     };
-    if !larder::Backend::Mysql.is_built() {
-        return;
-    }
-    let (scheme, rest) = admin.split_once("://").unwrap();
-    let host = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let url = format!("{scheme}://{host}/larder_cli_held_{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
     assert_ok(&larder(
         dir.path(),
@@ -923,21 +928,13 @@ fn dropping_a_mysql_database_a_transaction_holds_fails_instead_of_hanging() {
 /// which statement failed; it says what stayed done and what to do.
 #[test]
 fn a_mysql_migration_that_fails_part_way_says_what_stayed_done() {
-    let Some(admin) = std::env::var("LARDER_TEST_MYSQL_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
+    let Some(url) = server_database_url(
+        "LARDER_TEST_MYSQL_URL",
+        larder::Backend::Mysql,
+        "larder_cli_partway",
+    ) else {
         return;
     };
-    if !larder::Backend::Mysql.is_built() {
-        return;
-    }
-    let (scheme, rest) = admin.split_once("://").unwrap();
-    let host = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let url = format!(
-        "{scheme}://{host}/larder_cli_partway_{}",
-        std::process::id()
-    );
     let dir = tempfile::tempdir().unwrap();
     let migration = dir.path().join("mine/2030-01-01-000000_two_tables");
     fs::create_dir_all(&migration).unwrap();
