@@ -294,17 +294,7 @@ fn lost_connections_give_typed_errors_and_are_replaced() {
 
         // The transaction's connection is gone: a typed error, not a hang.
         let err = in_flight.users().get(ann.id).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::ConnectionLost {
-                    table: Some("users"),
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        assert!(err.is_retryable(), "{err:?}");
+        assert_users_connection_lost(&err);
         let source = std::error::Error::source(&err).expect("the driver's error");
         assert!(source.is::<diesel::result::Error>(), "{source:?}");
         drop(in_flight);
@@ -327,6 +317,11 @@ fn assert_users_write_lost_at_once(err: &Error, used: Instant) {
         "{:?}",
         used.elapsed()
     );
+    assert_users_connection_lost(err);
+}
+
+/// `ConnectionLost` on the `users` table, which the caller may retry.
+fn assert_users_connection_lost(err: &Error) {
     assert!(
         matches!(
             err,
@@ -337,5 +332,5 @@ fn assert_users_write_lost_at_once(err: &Error, used: Instant) {
         ),
         "{err:?}"
     );
-    assert!(err.is_retryable());
+    assert!(err.is_retryable(), "{err:?}");
 }
