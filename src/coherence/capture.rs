@@ -129,8 +129,9 @@ const LONGEST_TRIGGER_NAME_ADDS: usize = "larder_capture_".len() + "_update_id".
 /// The longest name MySQL gives a trigger.
 const MYSQL_LONGEST_NAME: usize = 64;
 
-/// Refuses a table or column name that is not a plain identifier: such names
-/// are written into SQL unquoted.
+/// Refuses a table or column name that is not a plain identifier: besides
+/// the quoted identifiers, such names make up the triggers' own names and
+/// travel in change payloads and key values that are split on spaces, `=` and `,`.
 pub(crate) fn check_identifier(table: &str) -> Result<()> {
     let mut chars = table.chars();
     let starts_well = chars
