@@ -192,6 +192,31 @@ pub fn targets() -> Vec<Target> {
     targets
 }
 
+/// The URL of `db` (a database on the PostgreSQL test server) through the
+/// transaction-mode PgBouncer of `scripts/pgbouncer.sh`; `None` (announced)
+/// when `LARDER_TEST_PGBOUNCER_URL` is unset, and a failure instead when
+/// `LARDER_REQUIRE_BACKENDS` names `pgbouncer` (CI).
+pub fn through_pooler(db: &TestDb) -> Option<String> {
+    let pooler = std::env::var("LARDER_TEST_PGBOUNCER_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    let Some(pooler) = pooler else {
+        let required = std::env::var("LARDER_REQUIRE_BACKENDS").unwrap_or_default();
+        let why = "LARDER_TEST_PGBOUNCER_URL is not set (scripts/pgbouncer.sh start prints it)";
+        assert!(
+            !required.split(',').any(|b| b.trim() == "pgbouncer"),
+            "LARDER_REQUIRE_BACKENDS names pgbouncer but {why}"
+        );
+        static POOLER: Once = Once::new();
+        POOLER.call_once(|| {
+            let _ = writeln!(std::io::stderr(), "note: pooler tests skipped: {why}");
+        });
+        return None;
+    };
+    let name = db.server.as_ref().map(|server| server.name.clone())?;
+    Some(with_database(&pooler, &name))
+}
+
 /// Names the backend in the output of a test that fails on it.
 struct Announce(Backend);
 
