@@ -21,7 +21,7 @@ as_pg() {
 }
 
 running() {
-  [ -f "$DIR/pgbouncer.pid" ] && kill -0 "$(cat "$DIR/pgbouncer.pid")" 2>/dev/null
+  [ -f "$DIR/pgbouncer.pid" ] && kill -0 "$(cat "$DIR/pgbouncer.pid" 2>/dev/null)" 2>/dev/null
 }
 
 start() {
@@ -41,7 +41,10 @@ unix_socket_dir =
 auth_type = trust
 auth_file = $DIR/users.txt
 pool_mode = transaction
-default_pool_size = 20
+# One server session per database: PgBouncer 1.18 (Debian 12's) does not
+# carry prepared statements across server sessions (1.21's
+# max_prepared_statements does), and diesel prepares every statement.
+default_pool_size = 1
 max_client_conn = 500
 # A test database dropped under a client fails it in seconds, not 2 minutes.
 query_wait_timeout = 10

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::pool::{self, PoolConfig};
 use crate::registry::Registry;
 use crate::replica::Replicas;
-use crate::store::Store;
+use crate::store::{Store, Urls};
 use crate::url::{Backend, DatabaseUrl};
 
 const DEFAULT_MAX_STALENESS: Duration = Duration::from_millis(100);
@@ -64,6 +64,7 @@ pub struct StoreBuilder {
     poll_interval: Option<Duration>,
     coherence: bool,
     replicas: Vec<String>,
+    session_url: Option<String>,
     /// Each entity's name, its own capacity if it has one, its registration.
     entities: Vec<(&'static str, Option<usize>, Registration)>,
 }
@@ -100,6 +101,7 @@ impl StoreBuilder {
             poll_interval: None,
             coherence: true,
             replicas: Vec::new(),
+            session_url: None,
             entities: Vec::new(),
         }
     }
@@ -234,6 +236,32 @@ impl StoreBuilder {
         self
     }
 
+    /// The URL of the connections that must keep one server session for
+    /// their whole life: the coherence watcher's (its `LISTEN`) and the
+    /// named locks' ([`Store::lock`]). Defaults to the store's URL. Set it
+    /// when the store's URL goes through a *transaction-mode* pooler
+    /// (PgBouncer's `pool_mode = transaction`), which lends a session out
+    /// between statements: point it at the same database directly, or
+    /// through a session-mode pool, and let the pool's many short
+    /// connections go through the pooler. PostgreSQL only.
+    ///
+    /// At build the watcher proves it hears a notification sent through
+    /// the store's URL, so a session URL that reaches another database, or
+    /// a store URL behind a transaction-mode pooler without one, is refused
+    /// with [`Error::InvalidConfig`] instead of caching what it cannot
+    /// invalidate.
+    ///
+    /// ```no_run
+    /// let store = larder::Store::builder("postgres://app@pgbouncer:6432/blog")
+    ///     .session_url("postgres://app@db-primary:5432/blog")
+    ///     .build()?;
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    pub fn session_url(mut self, url: &str) -> StoreBuilder {
+        self.session_url = Some(url.to_owned());
+        self
+    }
+
     /// Registers an entity at build, cached with the store's capacity. An
     /// entity is registered on its first use anyway; registering it here
     /// makes its cache (and the tables it is [`Entity::DELETED_WITH`]) known
@@ -282,6 +310,7 @@ impl StoreBuilder {
         let url = DatabaseUrl::parse(&self.url)?;
         self.validate()?;
         let replica_urls = replica_urls(&url, &self.replicas)?;
+        let session_url = session_url(&url, self.session_url.as_deref())?;
         let config = PoolConfig {
             size: self.pool_size,
             connection_timeout: self.connection_timeout,
@@ -306,6 +335,7 @@ impl StoreBuilder {
         }
         let watcher = if self.coherence {
             Some(Watcher::start(
+                &session_url,
                 &url,
                 self.busy_timeout,
                 Arc::clone(&registry),
@@ -317,7 +347,19 @@ impl StoreBuilder {
         };
         tracing::debug!(url = %url, pool_size = config.size, coherence = self.coherence, "store opened");
         let lock_timeout = self.lock_timeout.unwrap_or(self.connection_timeout);
-        let store = Store::from_parts(url, pool, config, lock_timeout, registry, watcher, replicas);
+        let urls = Urls {
+            pool: url,
+            session: session_url,
+        };
+        let store = Store::from_parts(
+            urls,
+            pool,
+            config,
+            lock_timeout,
+            registry,
+            watcher,
+            replicas,
+        );
         if store.registry().requirement().enabled() {
             // Rows committed before the watcher listened are named by no
             // notification: no replica serves them older than this.
@@ -426,6 +468,26 @@ fn replica_urls(primary: &DatabaseUrl, replicas: &[String]) -> Result<Vec<Databa
     Ok(urls)
 }
 
+/// The URL of the store's sessions: `session`, parsed, which must be
+/// PostgreSQL like the store's, or the store's own URL.
+fn session_url(store: &DatabaseUrl, session: Option<&str>) -> Result<DatabaseUrl> {
+    let Some(session) = session else {
+        return Ok(store.clone());
+    };
+    let url = DatabaseUrl::parse(session)?;
+    if store.backend() != Backend::Postgres || url.backend() != Backend::Postgres {
+        return Err(Error::InvalidConfig {
+            reason: format!(
+                "session_url is supported on PostgreSQL only, and the store's URL is {} \
+                 and the session URL {}",
+                store.backend().name(),
+                url.backend().name()
+            ),
+        });
+    }
+    Ok(url)
+}
+
 impl fmt::Debug for StoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let entities: Vec<_> = self.entities.iter().map(|(name, _, _)| *name).collect();
@@ -447,6 +509,10 @@ impl fmt::Debug for StoreBuilder {
                     .iter()
                     .map(|url| crate::url::redact_url(url))
                     .collect::<Vec<_>>(),
+            )
+            .field(
+                "session_url",
+                &self.session_url.as_deref().map(crate::url::redact_url),
             )
             .field("entities", &entities)
             .finish()

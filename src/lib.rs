@@ -325,7 +325,9 @@
 //!
 //! - on PostgreSQL the triggers call `pg_notify` (delivered only on commit; a
 //!   `TRUNCATE` is reported too) and the watcher listens on a connection of its
-//!   own;
+//!   own, having proved that it hears what is notified through the store's URL
+//!   (a URL behind a transaction-mode pooler fails that proof and is refused at
+//!   build: see [`StoreBuilder::session_url`]);
 //! - on SQLite and MySQL they append to the change log table `larder_changes`,
 //!   created by larder's migrations, which the watcher polls every
 //!   [`StoreBuilder::poll_interval`] (default `max_staleness / 4`), coming back
@@ -448,8 +450,8 @@
 //!   ([`Error::InvalidLockName`] for an empty one or one over 1,024 bytes) and
 //!   shown escaped and cut in errors.
 //! - **Connections.** The locks a thread takes through a store share one
-//!   database session of their own, opened outside the pool on the first lock
-//!   and closed with the last guard: holding any number of locks never takes a
+//!   database session of their own (on [`StoreBuilder::session_url`] when it
+//!   is set), opened outside the pool on the first lock and closed with the last guard: holding any number of locks never takes a
 //!   connection repositories need. One session per thread, not per lock, so
 //!   that the server's deadlock detector sees a thread's held and awaited
 //!   locks together. Guards are neither `Send` nor `Sync` for that reason.

@@ -40,11 +40,22 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// Where a store connects.
+pub(crate) struct Urls {
+    /// The pool's connections.
+    pub(crate) pool: DatabaseUrl,
+    /// The connections that keep one server session: the watcher's, the locks'.
+    pub(crate) session: DatabaseUrl,
+}
+
 struct Inner {
     /// Unique in the process, never reused: what this thread's lock
     /// sessions are keyed by.
     id: u64,
     url: DatabaseUrl,
+    /// Where the watcher and the lock sessions connect: `url` unless
+    /// [`StoreBuilder::session_url`](crate::StoreBuilder::session_url) said otherwise.
+    session_url: DatabaseUrl,
     pool: Pool,
     config: PoolConfig,
     /// How long `Store::lock` waits.
@@ -59,7 +70,7 @@ struct Inner {
 
 impl Store {
     pub(crate) fn from_parts(
-        url: DatabaseUrl,
+        urls: Urls,
         pool: Pool,
         config: PoolConfig,
         lock_timeout: Duration,
@@ -71,7 +82,8 @@ impl Store {
         Store {
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                url,
+                url: urls.pool,
+                session_url: urls.session,
                 pool,
                 config,
                 lock_timeout,
@@ -215,6 +227,11 @@ impl Store {
     /// The database URL, password redacted when printed.
     pub fn url(&self) -> &DatabaseUrl {
         &self.inner.url
+    }
+
+    /// The URL of the sessions that must stay this store's own (named locks).
+    pub(crate) fn session_url(&self) -> &DatabaseUrl {
+        &self.inner.session_url
     }
 
     pub(crate) fn id(&self) -> u64 {

@@ -20,13 +20,16 @@ use larder_blog::prelude::*;
 
 const BOUND: Duration = Duration::from_millis(500);
 
+fn postgres() -> Option<Target> {
+    common::targets()
+        .into_iter()
+        .find(|t: &Target| t.backend == Backend::Postgres)
+}
+
 /// A fresh PostgreSQL test database with user "ann", and its URL through the
 /// pooler; `None` when either server is not configured.
 fn pooled_database() -> Option<(TestDb, String, i64)> {
-    let target = common::targets()
-        .into_iter()
-        .find(|t: &Target| t.backend == Backend::Postgres)?;
-    let db = target.fresh();
+    let db = postgres()?.fresh();
     let pooled = common::through_pooler(&db)?;
     let ann = common::user(&db.store, "ann").id;
     Some((db, pooled, ann))
@@ -47,5 +50,70 @@ fn a_store_whose_watcher_would_listen_through_a_transaction_pooler_is_refused() 
         }
         Err(other) => panic!("expected InvalidConfig, got {other:?}"),
         Ok(_) => panic!("a watcher behind a transaction-mode pooler hears nothing"),
+    }
+}
+#[test]
+fn with_a_session_url_a_store_behind_a_transaction_pooler_hears_other_processes() {
+    let Some((db, pooled, ann)) = pooled_database() else {
+        return;
+    };
+    // One connection: PgBouncer 1.18 (see scripts/pgbouncer.sh) keeps
+    // diesel's prepared statements only while every client shares one
+    // server session.
+    let store = Store::builder(&pooled)
+        .pool_size(1)
+        .session_url(&db.url())
+        .max_staleness(BOUND)
+        .build()
+        .expect("a store with a direct session URL");
+    assert_eq!(name_of(&store, ann).as_deref(), Some("ann"));
+    db.raw(&format!("UPDATE users SET name = 'Ann' WHERE id = {ann}"));
+    std::thread::sleep(BOUND);
+    assert_eq!(name_of(&store, ann).as_deref(), Some("Ann"));
+    let coherence = store.stats().coherence;
+    assert_eq!(coherence.flushes, 0, "heard, not flushed: {coherence:?}");
+
+    // Named locks live in the session URL's sessions, not in lent ones.
+    let guard = store.lock("pooled").expect("lock");
+    let other = Store::builder(&db.url()).build().expect("direct store");
+    assert!(
+        other.try_lock("pooled").expect("try_lock").is_none(),
+        "the lock is held on the server"
+    );
+    drop(guard);
+    assert!(other.try_lock("pooled").expect("try_lock").is_some());
+}
+
+/// The probe is what proves a session URL right: one that reaches another
+/// database would listen where nothing of this store's is ever notified.
+#[test]
+fn a_session_url_that_reaches_another_database_is_refused() {
+    let Some(target) = postgres() else {
+        return;
+    };
+    let (a, b) = (target.fresh(), target.fresh());
+    match Store::builder(&a.url()).session_url(&b.url()).build() {
+        Err(Error::InvalidConfig { reason }) => {
+            assert!(reason.contains("same database"), "{reason}");
+        }
+        Err(other) => panic!("expected InvalidConfig, got {other:?}"),
+        Ok(_) => panic!("a watcher on another database hears none of this store's changes"),
+    }
+}
+
+#[test]
+fn a_session_url_is_refused_off_postgresql_and_keeps_its_password() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let builder = Store::builder(&url).session_url("postgres://app:s3cret@db/blog");
+    let debug = format!("{builder:?}");
+    assert!(!debug.contains("s3cret"), "{debug}");
+    match builder.build() {
+        Err(Error::InvalidConfig { reason }) => {
+            assert!(reason.contains("PostgreSQL only"), "{reason}");
+            assert!(!reason.contains("s3cret"), "{reason}");
+        }
+        Err(other) => panic!("expected InvalidConfig, got {other:?}"),
+        Ok(_) => panic!("SQLite has no server sessions to point elsewhere"),
     }
 }

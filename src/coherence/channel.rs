@@ -2,6 +2,15 @@
 //! its socket for notifications, or, for a URL that client cannot honour, a
 //! diesel connection whose notifications are read every tick.
 //!
+//! Once listening, the channel proves it hears other sessions: it sends a
+//! probe notification through a session of the store's own URL and waits for
+//! it. A transaction-mode pooler (PgBouncer's `pool_mode = transaction`)
+//! fails this: it lends the listening session out between statements and
+//! drops the notifications that reach it meanwhile ("got packet 'A' from
+//! server when not linked"), while a `SELECT 1` heartbeat still succeeds, so
+//! without the probe such a watcher would hear nothing and never say so. A
+//! session URL that reaches another database fails it too.
+//!
 //! rust-postgres refuses libpq parameters it does not know (`sslrootcert`,
 //! `keepalives_count`, `sslmode=verify-full`…) and, in this build, speaks no
 //! TLS: rather than drop an operator's setting or encrypt less than the
@@ -9,19 +18,28 @@
 
 #![cfg(feature = "postgres")]
 
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use diesel::{PgConnection, RunQueryDsl};
 use pg_listener::fallible_iterator::FallibleIterator;
 
 use super::{session, Context};
-use crate::backend::Connection;
+use crate::backend::{Connection, Manager};
 use crate::dialect::postgres::PRIMARY_POSITION;
 use crate::dialect::{self, CHANGES};
 use crate::error::{Error, Result};
 use crate::replica::{parse_lsn, Lsn};
 use crate::url::{Backend, DatabaseUrl};
+
+/// How long a new listener waits for its probe: far longer than a
+/// notification takes to arrive from a reachable server.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Starts a probe's payload. A capture trigger's payload starts with a
+/// table name, a plain identifier, so no change is mistaken for a probe.
+const PROBE_PREFIX: &str = "! probe ";
 
 pub(super) struct Channel {
     conn: Conn,
@@ -38,7 +56,8 @@ enum Conn {
 }
 
 impl Channel {
-    /// Connects and listens, on a blocking client when the URL allows one.
+    /// Connects and listens, on a blocking client when the URL allows one,
+    /// and proves it hears what is notified through the store's URL.
     pub(super) fn open(ctx: &Context) -> Result<Channel> {
         let conn = match blocking_config(&ctx.url) {
             Ok(config) => open_blocking(ctx, &config).map(Conn::Blocking)?,
@@ -47,10 +66,58 @@ impl Channel {
                 open_polled(ctx).map(Conn::Polled)?
             }
         };
-        Ok(Channel {
+        let mut channel = Channel {
             conn,
             held: Vec::new(),
-        })
+        };
+        channel.hear_probe(ctx)?;
+        Ok(channel)
+    }
+
+    /// Sends a probe through a session of the store's URL and waits for it,
+    /// taking (applying or holding) every change that arrives meanwhile.
+    fn hear_probe(&mut self, ctx: &Context) -> Result<()> {
+        let probe = probe_payload();
+        send_probe(ctx, &probe)?;
+        let deadline = Instant::now() + PROBE_TIMEOUT;
+        loop {
+            let batch = self.next_batch(ctx, deadline)?;
+            let heard = batch.contains(&probe);
+            self.take(ctx, batch)?;
+            if heard {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(probe_not_heard(ctx));
+            }
+        }
+    }
+
+    /// What arrived by `deadline`: a blocking client waits for the first
+    /// notification; a polled connection asks the server once, a moment apart.
+    fn next_batch(&mut self, ctx: &Context, deadline: Instant) -> Result<Vec<String>> {
+        match &mut self.conn {
+            Conn::Blocking(client) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let next = client.notifications().timeout_iter(left).next();
+                match next.map_err(|e| lost(ctx, &e))? {
+                    Some(notification) => {
+                        let mut batch = vec![notification.payload().to_owned()];
+                        batch.extend(arrived(client, ctx)?);
+                        Ok(batch)
+                    }
+                    None if client.is_closed() => Err(closed(ctx)),
+                    None => Ok(Vec::new()),
+                }
+            }
+            Conn::Polled(conn) => {
+                std::thread::sleep(Duration::from_millis(5));
+                diesel::sql_query("SELECT 1")
+                    .execute(conn)
+                    .map_err(diesel_lost)?;
+                polled_arrived(conn)
+            }
+        }
     }
 
     /// Whether [`wait`](Channel::wait) sleeps until something arrives.
@@ -303,7 +370,59 @@ fn polled_position(conn: &mut PgConnection) -> Result<(Lsn, Vec<String>)> {
     Ok((lsn, polled_arrived(conn)?))
 }
 
+/// A probe payload no other listener's probe shares: this process's random
+/// hash seed (different on every host) and a counter.
+fn probe_payload() -> String {
+    static SENT: AtomicU64 = AtomicU64::new(0);
+    let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
+    seed.write_u32(std::process::id());
+    let seed = seed.finish();
+    let count = SENT.fetch_add(1, Ordering::Relaxed);
+    format!("{PROBE_PREFIX}{seed:016x} {count}")
+}
+
+/// Notifies `probe` through a connection of the store's own URL, opened
+/// for it and closed after.
+#[allow(irrefutable_let_patterns)] // in a build with PostgreSQL alone
+fn send_probe(ctx: &Context, probe: &str) -> Result<()> {
+    let url = &ctx.store_url;
+    let manager = Manager::new(url.clone(), ctx.timing.trust);
+    let conn = manager.open().map_err(|e| url.connection_error(&e.0))?;
+    let Connection::Postgres(mut conn) = conn else {
+        return Err(Error::InvalidConfig {
+            reason: "the listener's probe needs a PostgreSQL connection".into(),
+        });
+    };
+    let sql = format!("SELECT pg_notify('{CHANGES}', '{probe}')");
+    diesel::sql_query(sql)
+        .execute(&mut conn)
+        .map_err(|e| Error::from_diesel(e, Some(CHANGES), None))?;
+    Ok(())
+}
+
+fn probe_not_heard(ctx: &Context) -> Error {
+    let reason = if ctx.url.target() == ctx.store_url.target() {
+        "coherence: the PostgreSQL watcher did not hear a notification sent from another \
+         session of its URL: the URL goes through a transaction-mode pooler (PgBouncer's \
+         pool_mode = transaction), which lends the watcher's session out between statements \
+         and drops the changes that reach it meanwhile. Set StoreBuilder::session_url to a \
+         URL of the same database that reaches the server directly or through a \
+         session-mode pool"
+    } else {
+        "coherence: the PostgreSQL watcher, connected by session_url, did not hear a \
+         notification sent through the store's URL: session_url must reach the same \
+         database, directly or through a session-mode pool"
+    };
+    Error::InvalidConfig {
+        reason: format!("{reason} (waited {PROBE_TIMEOUT:?})"),
+    }
+}
+
 fn apply(ctx: &Context, payload: &str) {
+    // Every listener hears every store's probes; they change nothing.
+    if payload.starts_with(PROBE_PREFIX) {
+        return;
+    }
     if let Some((table, op, id, key_values)) = parse(payload) {
         return ctx.apply(table, id, op, key_values);
     }

@@ -62,6 +62,10 @@ pub(crate) struct Context {
     counters: Arc<Counters>,
     manager: Manager,
     url: DatabaseUrl,
+    /// The store's own URL: the PostgreSQL listener proves it hears what is
+    /// notified through it (see `channel`).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    store_url: DatabaseUrl,
     timing: Timing,
     view: view::View,
     flush_log: Mutex<FlushLog>,
@@ -201,14 +205,18 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    /// Connects and starts watching. The first connection is made here, before
+    /// Connects to `url` (the store's session URL) and starts watching the
+    /// database of `store_url`. The first connection is made here, before
     /// anything is cached, so no change can fall between the two.
     ///
     /// # Errors
     ///
-    /// [`Error::Connection`] when the watcher's connection cannot be opened.
+    /// [`Error::Connection`] when the watcher's connection cannot be opened,
+    /// [`Error::InvalidConfig`] when a PostgreSQL listener cannot hear what is
+    /// notified through `store_url` (see `channel`).
     pub(crate) fn start(
         url: &DatabaseUrl,
+        store_url: &DatabaseUrl,
         busy_timeout: Duration,
         registry: Arc<Registry>,
         max_staleness: Duration,
@@ -226,6 +234,7 @@ impl Watcher {
                 busy_timeout.min(WATCHER_BUSY_TIMEOUT).min(timing.trust / 2),
             ),
             url: url.clone(),
+            store_url: store_url.clone(),
             timing,
             view: view::View::new(),
             flush_log: Mutex::new(FlushLog::default()),

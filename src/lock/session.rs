@@ -59,7 +59,7 @@ impl Session {
         if let Some(session) = existing.filter(|s| !s.dead.get()) {
             return Ok(session);
         }
-        let url = store.url();
+        let url = store.session_url();
         let manager = Manager::new(url.clone(), store.busy_timeout());
         let mut conn = manager.open().map_err(|err| url.connection_error(&err.0))?;
         let scope = setup(&mut conn)?;
