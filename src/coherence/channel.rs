@@ -386,8 +386,11 @@ fn probe_payload() -> String {
 #[allow(irrefutable_let_patterns)] // in a build with PostgreSQL alone
 fn send_probe(ctx: &Context, probe: &str) -> Result<()> {
     let url = &ctx.store_url;
-    let manager = Manager::new(url.clone(), ctx.timing.trust);
-    let conn = manager.open().map_err(|e| url.connection_error(&e.0))?;
+    // With the watcher's connect, keepalive and statement timeouts: a probe
+    // must not hang the watcher on a server that stopped answering.
+    let manager = Manager::new(session::watcher_url(url)?, ctx.timing.trust);
+    let mut conn = manager.open().map_err(|e| url.connection_error(&e.0))?;
+    session::prepare(&mut conn).map_err(|e| url.connection_error(&e.to_string()))?;
     let Connection::Postgres(mut conn) = conn else {
         return Err(Error::InvalidConfig {
             reason: "the listener's probe needs a PostgreSQL connection".into(),
