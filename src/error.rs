@@ -250,6 +250,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another runner held the database's migration lock for longer than
+    /// the wait allowed ([`Migrator::lock_timeout`](crate::Migrator::lock_timeout),
+    /// or for [`Store::migrate`](crate::Store::migrate) the store's lock
+    /// timeout): another migration is running on this database. Nothing
+    /// was migrated; once it ends, running again finds what it left to do.
+    #[error(
+        "another migration is running on this database: its migration lock was not \
+         granted within {timeout:?}; nothing was migrated"
+    )]
+    #[non_exhaustive]
+    MigrationLocked {
+        /// How long this runner waited.
+        timeout: Duration,
+    },
     /// Running or reverting migrations failed.
     #[error("migration failed: {message}")]
     Migration {
@@ -472,7 +486,7 @@ impl Error {
     ///
     /// A named lock's [`LockTimeout`](Error::LockTimeout) and
     /// [`Deadlock`](Error::Deadlock) are retryable too (release the locks held
-    /// first); [`LockLost`](Error::LockLost) is not: the work already ran.
+    /// first), and so is [`MigrationLocked`](Error::MigrationLocked); [`LockLost`](Error::LockLost) is not: the work already ran.
     ///
     /// Not [`TransactionAborted`](Error::TransactionAborted): the statement
     /// that failed in it returned its own error first, and that error says
@@ -488,6 +502,7 @@ impl Error {
                 | Error::Serialization { .. }
                 | Error::LockTimeout { .. }
                 | Error::Deadlock { .. }
+                | Error::MigrationLocked { .. }
         )
     }
 }
@@ -502,7 +517,7 @@ impl Error {
     /// | 404 Not Found | [`NotFound`](Error::NotFound) |
     /// | 409 Conflict | [`Conflict`](Error::Conflict), a version mismatch included |
     /// | 400 Bad Request | [`InvalidLockName`](Error::InvalidLockName): a lock named after the request's data |
-    /// | 503 Service Unavailable | the retryable ones ([`is_retryable`](Error::is_retryable): [`PoolTimeout`](Error::PoolTimeout), [`Busy`](Error::Busy), [`ConnectionLost`](Error::ConnectionLost), [`Serialization`](Error::Serialization), [`LockTimeout`](Error::LockTimeout), [`Deadlock`](Error::Deadlock)), [`Connection`](Error::Connection) (the database cannot be reached) and an [`Interrupted`](Error::Interrupted) runtime shutdown |
+    /// | 503 Service Unavailable | the retryable ones ([`is_retryable`](Error::is_retryable): [`PoolTimeout`](Error::PoolTimeout), [`Busy`](Error::Busy), [`ConnectionLost`](Error::ConnectionLost), [`Serialization`](Error::Serialization), [`LockTimeout`](Error::LockTimeout), [`Deadlock`](Error::Deadlock), [`MigrationLocked`](Error::MigrationLocked)), [`Connection`](Error::Connection) (the database cannot be reached) and an [`Interrupted`](Error::Interrupted) runtime shutdown |
     /// | 500 Internal Server Error | everything else: the server's configuration ([`InvalidUrl`](Error::InvalidUrl), [`InvalidConfig`](Error::InvalidConfig)), a bug ([`LockHeld`](Error::LockHeld), a panic), [`TransactionAborted`](Error::TransactionAborted), [`LockLost`](Error::LockLost), [`LockFile`](Error::LockFile), [`Migration`](Error::Migration), [`Database`](Error::Database) |
     ///
     /// ```
@@ -523,6 +538,7 @@ impl Error {
             | Error::Serialization { .. }
             | Error::LockTimeout { .. }
             | Error::Deadlock { .. }
+            | Error::MigrationLocked { .. }
             | Error::Connection { .. }
             | Error::Interrupted {
                 interruption: Interruption::Shutdown,
@@ -1076,6 +1092,12 @@ mod tests {
                 RETRYABLE,
             ),
             (Error::Deadlock { name: reason() }, RETRYABLE),
+            (
+                Error::MigrationLocked {
+                    timeout: Duration::from_secs(1),
+                },
+                RETRYABLE,
+            ),
             (Error::LockLost { name: reason() }, OTHER),
             (Error::LockHeld { name: reason() }, OTHER),
             (

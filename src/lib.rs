@@ -810,7 +810,7 @@ pub use migrate::MYSQL_MIGRATIONS;
 pub use migrate::POSTGRES_MIGRATIONS;
 #[cfg(feature = "sqlite")]
 pub use migrate::SQLITE_MIGRATIONS;
-pub use migrate::{MigrationStatus, Migrator};
+pub use migrate::{MigrationStatus, Migrator, DEFAULT_MIGRATION_LOCK_TIMEOUT};
 pub use prepared::KeepPrepared;
 pub use read::Read;
 pub use replica::ReplicaStats;

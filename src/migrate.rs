@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use diesel::backend::Backend;
 use diesel::migration::{Migration, MigrationSource, MigrationVersion};
@@ -13,8 +14,15 @@ use diesel_migrations::{
 };
 
 use crate::error::{Error, Result};
+use crate::lock::MigrationLock;
 use crate::pool::Connection;
+use crate::url::DatabaseUrl;
 use crate::with_connection;
+
+/// How long a [`Migrator`] waits, by default, for another runner's
+/// migrations to end: long enough for a large table's migration, bounded so
+/// that a runner stuck behind a hung one fails instead of waiting forever.
+pub const DEFAULT_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// larder's own SQLite migrations, compiled in (`migrations/sqlite`): the
 /// change log that capture triggers write and every store's watcher reads,
@@ -244,7 +252,14 @@ where
     MigrationSource::<DB>::migrations(&source).map_err(failed(&format!("reading {source}")))
 }
 
-pub(crate) fn run_pending(conn: &mut Connection) -> Result<Vec<String>> {
+/// larder's own pending migrations, holding the database's migration lock
+/// (waiting up to `lock_timeout` for another runner).
+pub(crate) fn run_pending(
+    conn: &mut Connection,
+    url: &DatabaseUrl,
+    lock_timeout: Duration,
+) -> Result<Vec<String>> {
+    let _lock = MigrationLock::take(conn, url, lock_timeout)?;
     run_pending_from(conn, &Source::own())
 }
 
@@ -462,6 +477,15 @@ where
 /// (diesel's `<version>_<name>/{up,down}.sql` layout), read at run time.
 /// larder's own pending migrations always run first.
 ///
+/// Every operation that changes the schema (`run`, the reverts, the redos)
+/// holds the database's migration lock while it runs, so runners in other
+/// processes and on other hosts (every host of a rolling deploy migrating
+/// on start) take turns: the later ones wait, then find nothing left to do.
+/// A runner waits up to its [lock timeout](Migrator::lock_timeout), then
+/// returns [`Error::MigrationLocked`] having changed nothing. On PostgreSQL
+/// and MySQL the lock is held on a second connection of the migrator's own,
+/// closed when the operation ends.
+///
 /// ```
 /// # let dir = tempfile::tempdir().unwrap();
 /// # let url = format!("sqlite://{}", dir.path().join("m.db").display());
@@ -476,6 +500,8 @@ where
 pub struct Migrator {
     conn: Connection,
     source: Source,
+    url: DatabaseUrl,
+    lock_timeout: Duration,
 }
 
 impl Migrator {
@@ -490,7 +516,32 @@ impl Migrator {
         Ok(Migrator {
             conn,
             source: Source::own(),
+            url: DatabaseUrl::parse(url)?,
+            lock_timeout: DEFAULT_MIGRATION_LOCK_TIMEOUT,
         })
+    }
+
+    /// How long each operation waits for the migration lock while another
+    /// runner migrates the database (default
+    /// [`DEFAULT_MIGRATION_LOCK_TIMEOUT`], 10 minutes).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    /// use std::time::Duration;
+    /// let mut migrator = larder::Migrator::open(&url)?.lock_timeout(Duration::from_secs(30));
+    /// migrator.run()?;
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    #[must_use]
+    pub fn lock_timeout(mut self, timeout: Duration) -> Migrator {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Takes the database's migration lock for one operation.
+    fn lock(&mut self) -> Result<MigrationLock> {
+        MigrationLock::take(&mut self.conn, &self.url, self.lock_timeout)
     }
 
     /// Connects to `url` like [`Migrator::open`], with the migrations in `dir`
@@ -530,7 +581,10 @@ impl Migrator {
     ///
     /// [`Error::Migration`] naming the migration that failed; that migration's
     /// changes are rolled back, the ones before it stay applied.
+    /// [`Error::MigrationLocked`] when another runner held the migration
+    /// lock past the [lock timeout](Migrator::lock_timeout): nothing changed.
     pub fn run(&mut self) -> Result<Vec<String>> {
+        let _lock = self.lock()?;
         run_pending_from(&mut self.conn, &self.source)
     }
 
@@ -551,6 +605,8 @@ impl Migrator {
     /// # Errors
     ///
     /// [`Error::Migration`], also when no application migration is applied.
+    /// [`Error::MigrationLocked`] when another runner held the migration
+    /// lock past the [lock timeout](Migrator::lock_timeout): nothing changed.
     pub fn revert(&mut self) -> Result<String> {
         self.revert_n(1)?.pop().ok_or_else(nothing_to_revert)
     }
@@ -562,7 +618,10 @@ impl Migrator {
     /// # Errors
     ///
     /// [`Error::Migration`], also when `n > 0` and no application migration is applied.
+    /// [`Error::MigrationLocked`] when another runner held the migration
+    /// lock past the [lock timeout](Migrator::lock_timeout): nothing changed.
     pub fn revert_n(&mut self, n: usize) -> Result<Vec<String>> {
+        let _lock = self.lock()?;
         revert_n_from(&mut self.conn, &self.source, n)
     }
 
@@ -570,8 +629,11 @@ impl Migrator {
     ///
     /// # Errors
     ///
-    /// [`Error::Migration`].
+    /// [`Error::Migration`];
+    /// [`Error::MigrationLocked`] when another runner held the migration
+    /// lock past the [lock timeout](Migrator::lock_timeout): nothing changed.
     pub fn revert_all(&mut self) -> Result<Vec<String>> {
+        let _lock = self.lock()?;
         revert_all_from(&mut self.conn, &self.source)
     }
 
@@ -581,6 +643,8 @@ impl Migrator {
     /// # Errors
     ///
     /// [`Error::Migration`], also when no application migration is applied.
+    /// [`Error::MigrationLocked`] when another runner held the migration
+    /// lock past the [lock timeout](Migrator::lock_timeout): nothing changed.
     pub fn redo(&mut self) -> Result<String> {
         self.redo_n(1)?.pop().ok_or_else(nothing_to_revert)
     }
@@ -593,7 +657,10 @@ impl Migrator {
     ///
     /// [`Error::Migration`], also when no application migration is applied;
     /// nothing changes then.
+    /// [`Error::MigrationLocked`] when another runner held the migration
+    /// lock past the [lock timeout](Migrator::lock_timeout): nothing changed.
     pub fn redo_n(&mut self, n: usize) -> Result<Vec<String>> {
+        let _lock = self.lock()?;
         redo_n_from(&mut self.conn, &self.source, n)
     }
 

@@ -101,10 +101,15 @@ impl Store {
     /// # Errors
     ///
     /// [`Error::Migration`] naming the migration that failed; that migration's
-    /// changes are rolled back.
+    /// changes are rolled back. [`Error::MigrationLocked`] when another
+    /// runner (another process or host migrating the database, see
+    /// [`Migrator`](crate::Migrator)) held the migration lock past the
+    /// store's lock timeout
+    /// ([`StoreBuilder::lock_timeout`](crate::StoreBuilder::lock_timeout)):
+    /// nothing was migrated.
     pub fn migrate(&self) -> Result<Vec<String>> {
         let mut conn = self.checkout_alive()?;
-        let applied = migrate::run_pending(&mut conn)?;
+        let applied = migrate::run_pending(&mut conn, self.url(), self.lock_timeout())?;
         drop(conn);
         // Migrations may rewrite any row: forget everything cached.
         self.clear_cache();
@@ -118,13 +123,15 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Migration`] naming the migration that failed.
+    /// [`Error::Migration`] naming the migration that failed;
+    /// [`Error::MigrationLocked`] as for [`migrate`](Store::migrate).
     pub fn run_migrations(
         &self,
         source: diesel_migrations::EmbeddedMigrations,
     ) -> Result<Vec<String>> {
         use diesel_migrations::MigrationHarness;
         let mut conn = self.checkout_alive()?;
+        let _lock = crate::lock::MigrationLock::take(&mut conn, self.url(), self.lock_timeout())?;
         let applied = crate::with_connection!(&mut **conn, |c| c
             .run_pending_migrations(source)
             .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>()))

@@ -606,3 +606,56 @@ fn concurrent_migration_runs_wait_for_each_other_and_apply_each_migration_once()
         }
     });
 }
+
+/// A runner that cannot get the migration lock in time (another process is
+/// migrating: here, a store holds the lock by its name) gets the typed
+/// error and changes nothing; once the lock is free it migrates. A runner
+/// whose migration failed released the lock: the next one takes it at once.
+#[test]
+fn a_runner_kept_waiting_past_its_bound_gets_migration_locked_and_changes_nothing() {
+    use std::time::Duration;
+    each_backend(|target| {
+        let db = target.fresh();
+        let dir = blog_migrations(&db);
+        let reverted = Migrator::open_with_dir(&db.url(), &dir)
+            .unwrap()
+            .revert_n(10)
+            .unwrap();
+        let before = Migrator::open_with_dir(&db.url(), &dir)
+            .unwrap()
+            .status()
+            .unwrap();
+        let other = db.store.lock("larder.migrations").unwrap();
+        let mut waiting = Migrator::open_with_dir(&db.url(), &dir)
+            .unwrap()
+            .lock_timeout(Duration::from_millis(300));
+        let err = waiting.run().unwrap_err();
+        assert!(matches!(err, Error::MigrationLocked { .. }), "{err:?}");
+        assert!(err.is_retryable());
+        assert!(
+            err.to_string().contains("another migration is running"),
+            "{err}"
+        );
+        assert!(matches!(
+            waiting.revert().unwrap_err(),
+            Error::MigrationLocked { .. }
+        ));
+        assert_eq!(waiting.status().unwrap(), before, "nothing changed");
+        drop(other);
+        assert_eq!(waiting.run().unwrap().len(), reverted.len());
+
+        // A failed migration releases the lock: a runner that does not wait
+        // at all takes it.
+        let broken = tempfile::tempdir().unwrap();
+        write_migration(broken.path(), "2099-01-01-000000_broken", "NOT SQL;", "");
+        let err = Migrator::open_with_dir(&db.url(), broken.path())
+            .unwrap()
+            .run()
+            .unwrap_err();
+        assert!(matches!(err, Error::Migration { .. }), "{err:?}");
+        let mut next = Migrator::open_with_dir(&db.url(), &dir)
+            .unwrap()
+            .lock_timeout(Duration::ZERO);
+        assert!(next.run().unwrap().is_empty());
+    });
+}

@@ -15,6 +15,7 @@ mod advisory;
 mod flock;
 #[cfg(feature = "mysql")]
 mod get_lock;
+mod migration;
 mod name;
 mod session;
 mod token;
@@ -29,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::pool::Connection;
 use crate::store::Store;
 
+pub(crate) use migration::MigrationLock;
 use name::LockName;
 use session::Session;
 

@@ -118,7 +118,7 @@ impl Session {
 
 /// A name no other live session on this host has: the process id, a
 /// per-process counter and the clock (against process ids being reused).
-fn new_owner() -> String {
+pub(super) fn new_owner() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
