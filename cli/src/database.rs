@@ -5,7 +5,7 @@ use std::path::Path;
 use clap::Subcommand;
 use larder::DatabaseUrl;
 
-use crate::migrations::{list, open};
+use crate::migrations::{list, open, Target};
 use crate::CliResult;
 
 /// What `larder database` does.
@@ -24,9 +24,10 @@ pub(crate) enum Action {
 
 /// Runs one `larder database` action on `url`, with larder's own migrations and
 /// the application's (in `dir`, or the default folder).
-pub(crate) fn run(url: &str, dir: Option<&Path>, action: Action) -> CliResult {
+pub(crate) fn run(target: &Target<'_>, action: Action) -> CliResult {
+    let (url, dir) = (target.url, target.dir);
     match action {
-        Action::Setup => setup_database(url, dir),
+        Action::Setup => setup_database(target),
         Action::Reset => {
             if larder::database_exists(url)? {
                 // Reads the migrations (the folder, its names and versions)
@@ -35,7 +36,7 @@ pub(crate) fn run(url: &str, dir: Option<&Path>, action: Action) -> CliResult {
                 drop(open(url, dir)?);
                 drop_database(url)?;
             }
-            setup_database(url, dir)
+            setup_database(target)
         }
         Action::Drop => drop_database(url),
     }
@@ -52,7 +53,10 @@ pub(crate) fn check_migrations(dir: Option<&Path>) -> CliResult {
     }
 }
 
-fn setup_database(url: &str, dir: Option<&Path>) -> CliResult {
+/// Creates the target's database if missing, then migrates it, holding its
+/// migration lock while it does.
+fn setup_database(target: &Target<'_>) -> CliResult {
+    let (url, dir) = (target.url, target.dir);
     let parsed = DatabaseUrl::parse(url)?;
     check_migrations(dir)?;
     if larder::create_database(url)? {
@@ -60,7 +64,7 @@ fn setup_database(url: &str, dir: Option<&Path>) -> CliResult {
     } else {
         println!("database {parsed} exists");
     }
-    let mut migrator = open(url, dir)?;
+    let mut migrator = open(url, dir)?.lock_timeout(target.lock_timeout);
     list("applied", &migrator.run()?, "no pending migrations");
     Ok(())
 }

@@ -35,13 +35,16 @@ Examples:
                                              retire only the lists of the posts a change touched
   larder --migrations-dir db/migrations migrate run
                                              apply larder's own and db/migrations' pending migrations
+  larder --lock-timeout 60 migrate run       wait at most 60 s while another host migrates the database
   larder --database-url sqlite://app.db database reset
                                              drop app.db and set it up again
 
 The URL comes from --database-url, else DATABASE_URL (environment or .env), else
 sqlite://larder.db. The application's migrations come from --migrations-dir, else
 MIGRATION_DIRECTORY, else ./migrations/<backend> or ./migrations, whichever exists;
-larder's own migrations (the change log) are always included and run first.";
+larder's own migrations (the change log) are always included and run first.
+Commands that migrate hold the database's migration lock: runs started at once
+(every host of a deploy) take turns, and the later ones find nothing to do.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -68,6 +71,19 @@ struct Cli {
         value_name = "DIR"
     )]
     migrations_dir: Option<PathBuf>,
+
+    /// How long a command that migrates waits, in seconds, while another
+    /// runner (another host's deploy, another `larder`) migrates the same
+    /// database: they take turns, and the later one finds nothing left to
+    /// do. Past it the command fails, having changed nothing.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u32)
+    )]
+    lock_timeout: u32,
 
     #[command(subcommand)]
     command: Command,
@@ -111,10 +127,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> CliResult {
     let url = cli.database_url.as_deref().unwrap_or(DEFAULT_URL);
-    let dir = cli.migrations_dir.as_deref();
+    let target = migrations::Target {
+        url,
+        dir: cli.migrations_dir.as_deref(),
+        lock_timeout: std::time::Duration::from_secs(cli.lock_timeout.into()),
+    };
     match cli.command {
-        Command::Migrate { action } => migrations::run(url, dir, action),
-        Command::Database { action } => database::run(url, dir, action),
+        Command::Migrate { action } => migrations::run(&target, action),
+        Command::Database { action } => database::run(&target, action),
     }
 }
 

@@ -52,9 +52,23 @@ pub(crate) enum Action {
     },
 }
 
-/// Runs one `larder migrate` action on `url`: larder's own migrations and the
-/// application's in `dir` (or the default folder, when there is one).
-pub(crate) fn run(url: &str, dir: Option<&Path>, action: Action) -> CliResult {
+/// The database a command works on, its application's migrations and how
+/// long its migrations wait for another runner's.
+#[derive(Debug)]
+pub(crate) struct Target<'a> {
+    /// The database URL.
+    pub(crate) url: &'a str,
+    /// The application's migrations folder, when one is named.
+    pub(crate) dir: Option<&'a Path>,
+    /// How long to wait for the database's migration lock.
+    pub(crate) lock_timeout: std::time::Duration,
+}
+
+/// Runs one `larder migrate` action on the target's URL: larder's own
+/// migrations and the application's in its folder (or the default folder,
+/// when there is one).
+pub(crate) fn run(target: &Target<'_>, action: Action) -> CliResult {
+    let (url, dir) = (target.url, target.dir);
     if let Action::Generate { name, capture } = &action {
         return generate(url, dir, name, capture);
     }
@@ -78,7 +92,7 @@ pub(crate) fn run(url: &str, dir: Option<&Path>, action: Action) -> CliResult {
             .into());
         }
     };
-    let mut migrator = open(&url, dir)?;
+    let mut migrator = open(&url, dir)?.lock_timeout(target.lock_timeout);
     match action {
         Action::Run => list("applied", &migrator.run()?, "no pending migrations"),
         Action::Revert { all: true, .. } => {

@@ -1111,3 +1111,90 @@ fn migrate_status_shows_an_applied_migration_it_has_no_folder_for() {
         "{shown}"
     );
 }
+
+/// Every host of a deploy running `larder migrate run` at once: they take
+/// turns on the database's migration lock, all succeed and each migration is
+/// applied once. A runner that cannot get the lock within `--lock-timeout`
+/// fails on one line saying another migration is running, and changes nothing.
+#[test]
+fn concurrent_migrate_runs_take_turns_and_one_past_its_lock_timeout_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    with_blog_migrations(dir.path());
+    let url = sqlite_url(dir.path(), "app.db");
+    let runners: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_larder"))
+                .args(["migrate", "run", "--database-url", &url])
+                .current_dir(dir.path())
+                .env_remove("RUST_LOG")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run larder")
+        })
+        .collect();
+    let mut applied: Vec<String> = Vec::new();
+    for runner in runners {
+        let output = runner.wait_with_output().unwrap();
+        assert_ok(&output);
+        applied.extend(
+            stdout(&output)
+                .lines()
+                .filter_map(|l| l.strip_prefix("applied "))
+                .map(str::to_owned),
+        );
+    }
+    let status = stdout(&larder(
+        dir.path(),
+        &["migrate", "status", "--database-url", &url],
+    ));
+    assert!(!status.contains("pending"), "{status}");
+    let mut unique = applied.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), applied.len(), "applied twice: {applied:?}");
+    assert_eq!(applied.len(), status.lines().count(), "{applied:?}");
+
+    assert_ok(&larder(
+        dir.path(),
+        &["migrate", "revert", "--database-url", &url],
+    ));
+    let before = stdout(&larder(
+        dir.path(),
+        &["migrate", "status", "--database-url", &url],
+    ));
+    let store = larder::Store::builder(&url)
+        .coherence(false)
+        .build()
+        .unwrap();
+    let other = store.lock("larder.migrations").unwrap();
+    let waited = larder(
+        dir.path(),
+        &[
+            "--lock-timeout",
+            "0",
+            "migrate",
+            "run",
+            "--database-url",
+            &url,
+        ],
+    );
+    assert_one_line_failure(&waited, "another migration is running");
+    let after = stdout(&larder(
+        dir.path(),
+        &["migrate", "status", "--database-url", &url],
+    ));
+    assert_eq!(before, after, "nothing changed");
+    drop(other);
+    assert_ok(&larder(
+        dir.path(),
+        &[
+            "--lock-timeout",
+            "0",
+            "migrate",
+            "run",
+            "--database-url",
+            &url,
+        ],
+    ));
+}
