@@ -545,6 +545,15 @@
 //! `--migrations-dir`, `MIGRATION_DIRECTORY`, `./migrations/<backend>` or
 //! `./migrations`.
 //!
+//! Runners take turns: every operation that migrates (`Store::migrate`,
+//! `Store::run_migrations`, the `Migrator`'s `run`, reverts and redos, and
+//! the CLI's commands built on them) holds the database's migration lock,
+//! so the hosts of a rolling deploy that all migrate on start wait for one
+//! another and the later ones find nothing left to do. A runner kept waiting
+//! past its bound ([`Migrator::lock_timeout`], the store's lock timeout,
+//! `larder --lock-timeout`) gets [`Error::MigrationLocked`], having changed
+//! nothing.
+//!
 //! # Errors
 //!
 //! Every fallible call returns [`Result`], whose [`Error`] is one
@@ -561,7 +570,8 @@
 //! [`LockHeld`](Error::LockHeld), [`InvalidLockName`](Error::InvalidLockName)
 //! and [`LockFile`](Error::LockFile),
 //! [`InvalidUrl`](Error::InvalidUrl), [`InvalidConfig`](Error::InvalidConfig),
-//! [`Connection`](Error::Connection), [`Migration`](Error::Migration) and
+//! [`Connection`](Error::Connection), [`Migration`](Error::Migration),
+//! [`MigrationLocked`](Error::MigrationLocked) and
 //! [`Database`](Error::Database). Diesel's and r2d2's errors are mapped onto it
 //! in one place and kept as its [`source`](std::error::Error::source); a
 //! conflict names its constraint where the database reports it.
