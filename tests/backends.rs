@@ -334,3 +334,74 @@ fn assert_users_connection_lost(err: &Error) {
     );
     assert!(err.is_retryable(), "{err:?}");
 }
+
+mod set_ids {
+    use diesel::prelude::*;
+    diesel::table! { labels (id) { id -> BigInt, name -> Text } }
+    #[derive(Debug, Clone, Queryable, Selectable)]
+    #[diesel(table_name = labels)]
+    pub struct Label {
+        pub id: i64,
+        pub name: String,
+    }
+    /// The application may set the id, or leave it to the database.
+    #[derive(Debug, Insertable)]
+    #[diesel(table_name = labels)]
+    pub struct NewLabel {
+        pub id: Option<i64>,
+        pub name: String,
+    }
+    #[derive(Debug, AsChangeset)]
+    #[diesel(table_name = labels)]
+    pub struct LabelChanges {
+        pub name: Option<String>,
+    }
+    larder::entity!(Label {
+        table: labels,
+        new: NewLabel,
+        changes: LabelChanges,
+    });
+}
+
+/// `create` of a row whose id the application sets returns (and caches)
+/// that row. On MySQL, whose `create` read its row back by
+/// `LAST_INSERT_ID()`, which an explicit id leaves as it was, it returned
+/// the row of the connection's previous generated id: another row, cached
+/// as the new one.
+#[test]
+fn create_with_an_id_the_application_sets_returns_that_row() {
+    use set_ids::{Label, NewLabel};
+    each_backend(|target| {
+        let db = target.fresh();
+        let id_column = match db.backend {
+            Backend::Sqlite => "id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
+            Backend::Postgres => "id BIGSERIAL PRIMARY KEY",
+            _ => "id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+        };
+        db.raw(&format!(
+            "CREATE TABLE labels ({id_column}, name TEXT NOT NULL)"
+        ));
+        let store = larder::Store::builder(&db.url())
+            .coherence(false)
+            .pool_size(1)
+            .entity::<Label>()
+            .build()
+            .unwrap();
+        let labels = store.repo::<Label>();
+        let new = |id: Option<i64>, name: &str| NewLabel {
+            id,
+            name: name.into(),
+        };
+        let generated = labels.create(new(None, "generated")).unwrap();
+        assert_eq!(generated.name, "generated");
+        let set = labels.create(new(Some(4242), "set")).unwrap();
+        assert_eq!((set.id, set.name.as_str()), (4242, "set"));
+        let after = labels.create(new(None, "after")).unwrap();
+        assert_eq!(after.name, "after");
+        assert_ne!(after.id, generated.id);
+        store.clear_cache();
+        for row in [&generated, &set, &after] {
+            assert_eq!(labels.get(row.id).unwrap().unwrap().name, row.name);
+        }
+    });
+}
