@@ -386,8 +386,10 @@ impl KeyField for Option<i64> {
 /// one, which is the name its capture triggers report), the insertable type and the
 /// changeset type: no query needs to be written. Inserts and updates return the stored
 /// row with `RETURNING` on SQLite and PostgreSQL (so triggers drawing from
-/// other sequences cannot confuse it), and read it back by the generated id on
-/// MySQL, which has no `RETURNING`. An all-`None` changeset leaves the row as
+/// other sequences cannot confuse it), and read it back by its id on MySQL,
+/// which has no `RETURNING`: the id the `new` value sets (bound as an
+/// integer), else the id the insert generated (`LAST_INSERT_ID()`, read in
+/// the same statement as the row). An all-`None` changeset leaves the row as
 /// it is. `keys: [post_id]` (optional, after `deleted_with`) names fields of
 /// type `i64` or `Option<i64>` whose columns of the same name in `table!`
 /// are [`Entity::KEY_COLUMNS`], by their SQL names (`#[sql_name]`). `#[derive(larder::Entity)]` expands to this macro.
@@ -518,12 +520,21 @@ macro_rules! entity {
 macro_rules! __larder_insert_arm {
     (Mysql, $c:ident, $table:expr, $new:expr) => {{
         use ::diesel::prelude::*;
-        $crate::KeepPrepared::new(::diesel::insert_into($table).values($new)).execute($c)?;
-        let id: i64 = ::diesel::select(::diesel::dsl::sql::<::diesel::sql_types::BigInt>(
-            $crate::__private::MYSQL_LAST_INSERT_ID,
-        ))
-        .get_result($c)?;
-        $table.find(id).get_result($c)
+        // Whether this entity's inserts name the id column (see `mysql_insert`).
+        static NAMES_ID: ::std::sync::OnceLock<bool> = ::std::sync::OnceLock::new();
+        let insert = ::diesel::insert_into($table).values($new);
+        let pk = $crate::__private::column_name(&::diesel::Table::primary_key(&$table));
+        let set = $crate::__private::mysql_explicit_id(&insert, pk, &NAMES_ID)?;
+        $crate::KeepPrepared::new(insert).execute($c)?;
+        match set {
+            Some(id) => $table.find(id).get_result($c),
+            // The id the insert generated, read in the same statement as its row.
+            None => $table
+                .find(::diesel::dsl::sql::<::diesel::sql_types::BigInt>(
+                    $crate::__private::MYSQL_LAST_INSERT_ID,
+                ))
+                .get_result($c),
+        }
     }};
     ($other:ident, $c:ident, $table:expr, $new:expr) => {{
         use ::diesel::prelude::*;
@@ -632,4 +643,12 @@ pub fn returned_row<T>(rows: Vec<T>) -> Option<T> {
 #[doc(hidden)]
 pub fn is_empty_changeset(err: &diesel::result::Error) -> bool {
     matches!(err, diesel::result::Error::QueryBuilderError(inner) if inner.is::<diesel::result::EmptyChangeset>())
+}
+
+/// The SQL name of a column (a table's primary key, for the MySQL insert's
+/// read-back). Used by [`entity!`](crate::entity); public only for the
+/// macro's expansion.
+#[doc(hidden)]
+pub fn column_name<C: diesel::Column>(_column: &C) -> &'static str {
+    C::NAME
 }

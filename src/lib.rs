@@ -788,6 +788,8 @@ mod error;
 mod keys;
 mod lock;
 mod migrate;
+#[cfg(feature = "mysql")]
+mod mysql_insert;
 mod pool;
 mod prepared;
 mod read;
@@ -835,6 +837,9 @@ pub use url::{Backend, DatabaseUrl};
 pub mod __private {
     pub use crate::dialect::mysql::LAST_INSERT_ID as MYSQL_LAST_INSERT_ID;
     pub use crate::entity::{
-        is_empty_changeset, returned_row, slot_by_type, table_name, EntitySlot, KeyField,
+        column_name, is_empty_changeset, returned_row, slot_by_type, table_name, EntitySlot,
+        KeyField,
     };
+    #[cfg(feature = "mysql")]
+    pub use crate::mysql_insert::explicit_id as mysql_explicit_id;
 }

@@ -403,5 +403,15 @@ fn create_with_an_id_the_application_sets_returns_that_row() {
         for row in [&generated, &set, &after] {
             assert_eq!(labels.get(row.id).unwrap().unwrap().name, row.name);
         }
+        // The generated id's row comes back with the insert (RETURNING) or in
+        // one more statement (MySQL), whichever sets the id.
+        for id in [None, Some(4343)] {
+            let (created, sent) = statements_sent(&db, |conn| {
+                <Label as larder::Entity>::insert(conn, &new(id, "counted")).unwrap()
+            });
+            assert_eq!(created.name, "counted");
+            let expected = if db.is(Backend::Mysql) { 2 } else { 1 };
+            assert_eq!(sent.len(), expected, "{sent:?}");
+        }
     });
 }
