@@ -659,3 +659,63 @@ fn a_runner_kept_waiting_past_its_bound_gets_migration_locked_and_changes_nothin
         assert!(next.run().unwrap().is_empty());
     });
 }
+
+/// MySQL commits DDL statement by statement: a migration that failed part
+/// way left its first tables, while `status` showed it as simply pending and
+/// the next `run` failed on what was already there (or, with `IF NOT EXISTS`
+/// DDL, ran on over a half-done schema). The attempt is recorded before the
+/// migration runs: the next `run` refuses, naming it and the way out,
+/// and changes nothing.
+#[test]
+fn a_mysql_migration_that_failed_part_way_stops_later_runs_until_resolved() {
+    each_backend(|target| {
+        if target.backend != larder::Backend::Mysql {
+            return;
+        }
+        let db = target.fresh();
+        let dir = tempfile::tempdir().unwrap();
+        write_migration(
+            dir.path(),
+            "2099-01-01-000000_half",
+            "CREATE TABLE IF NOT EXISTS half_a (id BIGINT PRIMARY KEY); NOT SQL; \
+             CREATE TABLE half_b (id BIGINT PRIMARY KEY);",
+            "DROP TABLE IF EXISTS half_b; DROP TABLE IF EXISTS half_a;",
+        );
+        write_migration(
+            dir.path(),
+            "2099-01-02-000000_after",
+            "CREATE TABLE after_half (id BIGINT PRIMARY KEY);",
+            "DROP TABLE after_half;",
+        );
+        let mut migrator = Migrator::open_with_dir(&db.url(), dir.path()).unwrap();
+        let first = migrator.run().unwrap_err();
+        assert!(matches!(first, Error::Migration { .. }), "{first:?}");
+        let again = migrator.run().unwrap_err();
+        assert!(matches!(again, Error::Migration { .. }), "{again:?}");
+        let shown = again.to_string();
+        assert!(
+            shown.contains("2099-01-01-000000_half")
+                && shown.contains("part way")
+                && shown.contains("larder migrate resolve"),
+            "{shown}"
+        );
+        let tables: Vec<String> = {
+            #[derive(QueryableByName)]
+            struct Name {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                name: String,
+            }
+            let mut conn = larder::Connection::establish(&db.url()).unwrap();
+            larder::with_connection!(&mut conn, |c| diesel::sql_query(
+                "SELECT CAST(table_name AS CHAR) AS name FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name LIKE '%half%'"
+            )
+            .load::<Name>(c))
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect()
+        };
+        assert_eq!(tables, ["half_a"], "the refused run changed nothing");
+    });
+}
