@@ -33,6 +33,9 @@ pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/
 /// tokens of named locks (change capture there needs no table).
 #[cfg(feature = "postgres")]
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+#[cfg(feature = "mysql")]
+mod attempts;
+
 /// larder's own MySQL/MariaDB migrations (`migrations/mysql`): the change log
 /// and the fencing tokens of named locks.
 #[cfg(feature = "mysql")]
@@ -82,6 +85,11 @@ pub struct MigrationStatus {
     pub name: String,
     /// Whether it is applied.
     pub applied: bool,
+    /// Whether a run of it stopped part way and is not resolved yet (MySQL,
+    /// whose DDL commits statement by statement): what it did before its
+    /// failing statement stays done, and no migration runs until an
+    /// operator resolves it ([`Migrator::resolve`]).
+    pub failed: bool,
 }
 
 type BoxedError = Box<dyn std::error::Error + Send + Sync>;
@@ -266,11 +274,21 @@ pub(crate) fn run_pending(
 /// larder's own pending migrations first, whatever their versions: an
 /// application's capture triggers need the change log they create.
 fn run_pending_from(conn: &mut Connection, source: &Source) -> Result<Vec<String>> {
-    let mut applied = with_connection!(conn, |c| run_pending_in(c, &Source::own()))?;
+    let mut applied = run_pending_on(conn, &Source::own())?;
     if source.app.is_some() {
-        applied.extend(with_connection!(conn, |c| run_pending_in(c, source))?);
+        applied.extend(run_pending_on(conn, source)?);
     }
     Ok(applied)
+}
+
+/// MySQL records each migration's attempt around it (see `attempts`).
+fn run_pending_on(conn: &mut Connection, source: &Source) -> Result<Vec<String>> {
+    match conn {
+        #[cfg(feature = "mysql")]
+        Connection::Mysql(c) => attempts::run_pending(c, source),
+        #[allow(unreachable_patterns)] // in a MySQL-only build
+        _ => with_connection!(conn, |c| run_pending_in(c, source)),
+    }
 }
 
 fn run_pending_in<DB: Embedded>(conn: &mut impl Harness<DB>, source: &Source) -> Result<Vec<String>>
@@ -429,7 +447,44 @@ fn status_from(
     source: &Source,
     unknown: bool,
 ) -> Result<Vec<MigrationStatus>> {
-    with_connection!(conn, |c| status_in(c, source, unknown))
+    let mut all = with_connection!(conn, |c| status_in(c, source, unknown))?;
+    mark_failed(conn, &mut all)?;
+    Ok(all)
+}
+
+/// Marks the migrations whose run stopped part way (MySQL).
+fn mark_failed(conn: &mut Connection, all: &mut [MigrationStatus]) -> Result<()> {
+    #[cfg(feature = "mysql")]
+    if let Connection::Mysql(c) = conn {
+        for attempt in attempts::unresolved(c)? {
+            if let Some(status) = all.iter_mut().find(|m| m.version == attempt.version) {
+                status.failed = true;
+            }
+        }
+    }
+    let _ = (conn, all);
+    Ok(())
+}
+
+fn resolve_on(conn: &mut Connection, migration: &str, applied: bool) -> Result<()> {
+    match conn {
+        #[cfg(feature = "mysql")]
+        Connection::Mysql(c) => attempts::resolve(c, migration, applied),
+        #[allow(unreachable_patterns)]
+        _ => {
+            let _ = applied;
+            Err(nothing_to_resolve(migration))
+        }
+    }
+}
+
+/// Only MySQL leaves migrations part way.
+fn nothing_to_resolve(migration: &str) -> Error {
+    migration_error(format!(
+        "no migration {migration:?} failed part way: `larder migrate status` marks the \
+         ones that did as failed (only MySQL, whose DDL commits statement by statement, \
+         leaves any)"
+    ))
 }
 
 fn status_in<DB: Embedded>(
@@ -450,6 +505,7 @@ where
                 applied: applied.contains(&version),
                 name: m.name().to_string(),
                 version,
+                failed: false,
             }
         })
         .collect();
@@ -461,6 +517,7 @@ where
                 name: version.clone(),
                 version,
                 applied: true,
+                failed: false,
             });
         }
     }
@@ -580,7 +637,11 @@ impl Migrator {
     /// # Errors
     ///
     /// [`Error::Migration`] naming the migration that failed; that migration's
-    /// changes are rolled back, the ones before it stay applied.
+    /// changes are rolled back, the ones before it stay applied. On MySQL,
+    /// whose DDL commits statement by statement, what the failed migration
+    /// did before its failing statement stays done: it is marked
+    /// [failed](MigrationStatus::failed), and `run` refuses with
+    /// [`Error::Migration`] until it is [resolved](Migrator::resolve).
     /// [`Error::MigrationLocked`] when another runner held the migration
     /// lock past the [lock timeout](Migrator::lock_timeout): nothing changed.
     pub fn run(&mut self) -> Result<Vec<String>> {
@@ -673,6 +734,25 @@ impl Migrator {
     /// [`Error::Migration`].
     pub fn status(&mut self) -> Result<Vec<MigrationStatus>> {
         status_from(&mut self.conn, &self.source, true)
+    }
+}
+
+impl Migrator {
+    /// Resolves a migration whose run stopped part way (MySQL, whose DDL
+    /// commits statement by statement; [`MigrationStatus::failed`]), once an
+    /// operator has put the schema right: after undoing by hand what it did
+    /// (`applied` false), it runs again with the next [`run`](Migrator::run);
+    /// after finishing it by hand (`applied` true), it is recorded as applied.
+    /// `migration` is its version or full name. Holds the migration lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] when no such migration stopped part way (nothing
+    /// changes then; on SQLite and PostgreSQL none ever does, their DDL being
+    /// transactional); [`Error::MigrationLocked`] as for [`run`](Migrator::run).
+    pub fn resolve(&mut self, migration: &str, applied: bool) -> Result<()> {
+        let _lock = self.lock()?;
+        resolve_on(&mut self.conn, migration, applied)
     }
 }
 

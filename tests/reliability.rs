@@ -656,7 +656,12 @@ fn a_runner_kept_waiting_past_its_bound_gets_migration_locked_and_changes_nothin
         let mut next = Migrator::open_with_dir(&db.url(), &dir)
             .unwrap()
             .lock_timeout(Duration::ZERO);
-        assert!(next.run().unwrap().is_empty());
+        // (MySQL then refuses to run past the migration that failed part way.)
+        let outcome = next.run();
+        assert!(
+            !matches!(outcome, Err(Error::MigrationLocked { .. })),
+            "{outcome:?}"
+        );
     });
 }
 
@@ -717,5 +722,39 @@ fn a_mysql_migration_that_failed_part_way_stops_later_runs_until_resolved() {
             .collect()
         };
         assert_eq!(tables, ["half_a"], "the refused run changed nothing");
+        let status = migrator.status().unwrap();
+        let half = status.iter().find(|m| m.name.ends_with("_half")).unwrap();
+        assert!(half.failed && !half.applied, "{half:?}");
+        assert!(
+            status.iter().filter(|m| m.failed).count() == 1,
+            "{status:?}"
+        );
+
+        // Resolving something that did not fail is refused and changes nothing.
+        let err = migrator
+            .resolve("2099-01-02-000000_after", false)
+            .unwrap_err();
+        assert!(matches!(err, Error::Migration { .. }), "{err:?}");
+        assert_eq!(migrator.status().unwrap(), status);
+
+        // The operator undoes it and fixes the migration, then resolves it.
+        db.raw("DROP TABLE half_a");
+        write_migration(
+            dir.path(),
+            "2099-01-01-000000_half",
+            "CREATE TABLE half_a (id BIGINT PRIMARY KEY); CREATE TABLE half_b (id BIGINT PRIMARY KEY);",
+            "DROP TABLE half_b; DROP TABLE half_a;",
+        );
+        migrator.resolve("20990101000000", false).unwrap();
+        let mut migrator = Migrator::open_with_dir(&db.url(), dir.path()).unwrap();
+        assert_eq!(
+            migrator.run().unwrap(),
+            ["20990101000000", "20990102000000"]
+        );
+        assert!(migrator
+            .status()
+            .unwrap()
+            .iter()
+            .all(|m| m.applied && !m.failed));
     });
 }

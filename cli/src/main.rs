@@ -27,6 +27,7 @@ Examples:
   larder migrate pending                     list only the pending ones
   larder migrate revert -n 2                 revert the application's two latest migrations
   larder migrate redo                        revert the application's latest migration and apply it again
+  larder migrate resolve 20300101000000      MySQL: after undoing by hand a migration that failed part way
   larder migrate generate create_tags --capture tags
                                              new migrations/<backend>/<timestamp>_create_tags/{up,down}.sql,
                                              with change-capture triggers for the tags table

@@ -32,8 +32,19 @@ pub(crate) enum Action {
               value_parser = clap::value_parser!(u32).range(1..))]
         number: u32,
     },
-    /// List every migration and whether it is applied.
+    /// List every migration and whether it is applied (or, on MySQL, failed part way).
     Status,
+    /// Resolve a migration that failed part way (MySQL, whose DDL commits statement
+    /// by statement: `status` marks it failed, and no migration runs until it is
+    /// resolved). Undo by hand what it did, then resolve it: the next `run` applies
+    /// it again. Or finish it by hand, then resolve it with --applied.
+    Resolve {
+        /// The migration's version or full name, as `status` shows it.
+        migration: String,
+        /// Record it as applied (it was finished by hand) instead of pending.
+        #[arg(long)]
+        applied: bool,
+    },
     /// List the migrations not applied yet (prints "no pending migrations" when none).
     Pending,
     /// Create an empty migration, <DIR>/<YYYY-MM-DD-HHMMSS>_<NAME>/{up.sql,down.sql}, in
@@ -102,7 +113,9 @@ pub(crate) fn run(target: &Target<'_>, action: Action) -> CliResult {
         Action::Redo { number } => list("redone", &migrator.redo_n(count(number))?, ""),
         Action::Status => {
             for migration in migrator.status()? {
-                let mark = if migration.applied {
+                let mark = if migration.failed {
+                    "failed"
+                } else if migration.applied {
                     "applied"
                 } else {
                     "pending"
@@ -112,10 +125,20 @@ pub(crate) fn run(target: &Target<'_>, action: Action) -> CliResult {
                 } else {
                     ""
                 };
-                println!("{mark:<8} {}{unknown}", migration.name);
+                let failed = if migration.failed {
+                    " (stopped part way: put it right by hand, then `larder migrate resolve`)"
+                } else {
+                    ""
+                };
+                println!("{mark:<8} {}{unknown}{failed}", migration.name);
             }
         }
         Action::Pending => list("pending ", &migrator.pending()?, "no pending migrations"),
+        Action::Resolve { migration, applied } => {
+            migrator.resolve(&migration, applied)?;
+            let now = if applied { "applied" } else { "pending" };
+            println!("resolved {migration}: {now}");
+        }
         Action::Generate { .. } => unreachable!("generate returned above"),
     }
     Ok(())

@@ -674,7 +674,9 @@ fn help_names_every_command_and_shows_examples() {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
     let migrate = stdout(&larder(dir.path(), &["migrate", "--help"]));
-    for command in ["run", "revert", "redo", "status", "pending", "generate"] {
+    for command in [
+        "run", "revert", "redo", "status", "pending", "generate", "resolve",
+    ] {
         assert!(
             migrate.contains(command),
             "missing {command:?} in:\n{migrate}"
@@ -923,9 +925,10 @@ fn dropping_a_mysql_database_a_transaction_holds_fails_instead_of_hanging() {
 }
 
 /// MySQL commits DDL statement by statement: a migration that fails part way
-/// leaves what it did before the failing statement, while `status` shows it
-/// pending and every `run` fails on what is already there. The error said only
-/// which statement failed; it says what stayed done and what to do.
+/// leaves what it did before the failing statement, while `status` showed it
+/// pending and every `run` failed on what is already there. The error says
+/// what stayed done and what to do, `status` marks it failed, `run` refuses
+/// until `migrate resolve`, and then applies it.
 #[test]
 fn a_mysql_migration_that_fails_part_way_says_what_stayed_done() {
     let Some(url) = server_database_url(
@@ -951,17 +954,39 @@ fn a_mysql_migration_that_fails_part_way_says_what_stayed_done() {
     };
     let setup = with(&["database", "setup"]);
     let status = with(&["migrate", "status"]);
+    let refused = with(&["migrate", "run"]);
+    // The operator drops the table it left and fixes the migration.
+    fs::write(
+        migration.join("up.sql"),
+        "CREATE TABLE first_one (id BIGINT PRIMARY KEY);",
+    )
+    .unwrap();
+    let mut conn = larder::Connection::establish(&url).unwrap();
+    conn.batch_execute("DROP TABLE first_one").unwrap();
+    drop(conn);
+    let unknown = with(&["migrate", "resolve", "2030-12-31-000000_nothing"]);
+    let resolved = with(&["migrate", "resolve", "2030-01-01-000000_two_tables"]);
+    let run = with(&["migrate", "run"]);
     with(&["database", "drop"]);
     assert_one_line_failure(&setup, "two_tables");
     assert!(
-        stdout(&status).contains("pending  2030-01-01-000000_two_tables"),
+        stdout(&status).contains("failed   2030-01-01-000000_two_tables"),
         "{}",
         stdout(&status)
     );
     let err = stderr(&setup);
     assert!(
-        err.contains("stays done") && err.contains("by hand"),
+        err.contains("stays done") && err.contains("larder migrate resolve 20300101000000"),
         "{err}"
+    );
+    assert_one_line_failure(&refused, "failed part way in an earlier run");
+    assert_one_line_failure(&unknown, "no migration");
+    assert_ok(&resolved);
+    assert_ok(&run);
+    assert!(
+        stdout(&run).contains("applied 20300101000000"),
+        "{}",
+        stdout(&run)
     );
 }
 
