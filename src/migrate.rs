@@ -19,6 +19,9 @@ use crate::pool::Connection;
 use crate::url::DatabaseUrl;
 use crate::with_connection;
 
+#[cfg(feature = "mysql")]
+mod attempts;
+
 /// How long a [`Migrator`] waits, by default, for another runner's
 /// migrations to end: long enough for a large table's migration, bounded so
 /// that a runner stuck behind a hung one fails instead of waiting forever.
@@ -33,9 +36,6 @@ pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/
 /// tokens of named locks (change capture there needs no table).
 #[cfg(feature = "postgres")]
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
-#[cfg(feature = "mysql")]
-mod attempts;
-
 /// larder's own MySQL/MariaDB migrations (`migrations/mysql`): the change log
 /// and the fencing tokens of named locks.
 #[cfg(feature = "mysql")]
