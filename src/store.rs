@@ -109,7 +109,7 @@ impl Store {
     /// nothing was migrated.
     pub fn migrate(&self) -> Result<Vec<String>> {
         let mut conn = self.checkout_alive()?;
-        let applied = migrate::run_pending(&mut conn, self.url(), self.lock_timeout())?;
+        let applied = migrate::run_pending(&mut conn, self.session_url(), self.lock_timeout())?;
         drop(conn);
         // Migrations may rewrite any row: forget everything cached.
         self.clear_cache();
@@ -131,7 +131,8 @@ impl Store {
     ) -> Result<Vec<String>> {
         use diesel_migrations::MigrationHarness;
         let mut conn = self.checkout_alive()?;
-        let _lock = crate::lock::MigrationLock::take(&mut conn, self.url(), self.lock_timeout())?;
+        let _lock =
+            crate::lock::MigrationLock::take(&mut conn, self.session_url(), self.lock_timeout())?;
         let applied = crate::with_connection!(&mut **conn, |c| c
             .run_pending_migrations(source)
             .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>()))
