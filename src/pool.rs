@@ -55,6 +55,23 @@ impl Drop for Pool {
     }
 }
 
+/// The threads an r2d2 pool opens connections and reaps idle ones on.
+/// r2d2's default pool keeps them after the pool is dropped until its next
+/// reaper run, up to 30 s later: stores built and dropped in a row (a test
+/// suite, a configuration reload) piled up three threads each, and a process
+/// under a thread limit failed to build its next store. This one ends its
+/// threads when the pool is dropped: its pending jobs (the reaper, a retried
+/// open) only serve the pool.
+pub(crate) fn workers() -> Arc<scheduled_thread_pool::ScheduledThreadPool> {
+    Arc::new(
+        scheduled_thread_pool::ScheduledThreadPool::builder()
+            .num_threads(3)
+            .thread_name_pattern("larder-pool-{}")
+            .on_drop_behavior(scheduled_thread_pool::OnPoolDropBehavior::DiscardPendingScheduled)
+            .build(),
+    )
+}
+
 pub(crate) type PooledConn = r2d2::PooledConnection<Manager>;
 
 /// How long after its last success a connection is handed out without a ping.
@@ -79,6 +96,7 @@ pub(crate) fn build(url: &DatabaseUrl, config: &PoolConfig) -> Result<Pool> {
         r2d2::Pool::builder()
             .max_size(config.size)
             .min_idle(Some(1))
+            .thread_pool(workers())
             .test_on_check_out(true)
             .connection_timeout(config.connection_timeout)
             .build(manager)

@@ -225,6 +225,7 @@ impl Replicas {
                         r2d2::Pool::builder()
                             .max_size(config.size)
                             .min_idle(Some(0))
+                            .thread_pool(crate::pool::workers())
                             .test_on_check_out(true)
                             .connection_timeout(CHECKOUT_TIMEOUT.min(config.connection_timeout))
                             // Failures are logged here, once per transition, scrubbed.
