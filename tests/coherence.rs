@@ -1144,3 +1144,45 @@ fn a_bulk_transaction_whose_ids_were_given_up_is_flushed_for_when_it_commits() {
         );
     });
 }
+
+#[test]
+fn dropping_a_store_whose_server_stopped_answering_does_not_hang() {
+    // The watcher's connection goes through a proxy that stops forwarding
+    // (a server that hangs, a black-holed path): its check waits for an
+    // answer that does not come. Dropping the store (a graceful shutdown, a
+    // reload) must still return, not wait for the network to come back.
+    each_backend(|target| {
+        if target.backend == Backend::Sqlite {
+            return; // no network
+        }
+        let bound = Duration::from_millis(200);
+        let (db, ann, _, _) = seeded(target);
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let a = Store::builder(&proxy.url())
+            .max_staleness(bound)
+            .build()
+            .unwrap();
+        assert_eq!(name_of(&a, ann).as_deref(), Some("ann"));
+        proxy.freeze();
+        // Stuck for sure once the guard flushed for it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while a
+            .stats()
+            .coherence
+            .flushes_by_reason
+            .get(FlushReason::StuckCheck)
+            == 0
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (dropped, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(a);
+            let _ = dropped.send(());
+        });
+        let returned = done.recv_timeout(Duration::from_secs(60)).is_ok();
+        proxy.thaw();
+        assert!(returned, "dropping the store waited for the network");
+    });
+}
