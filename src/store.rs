@@ -23,6 +23,12 @@ use crate::url::DatabaseUrl;
 /// A cached, pooled database: repositories, transactions, migrations and
 /// statistics. `Store` is `Clone + Send + Sync`; clones share the pool and caches.
 ///
+/// Dropping the last clone closes the pool's idle connections and stops the
+/// store's threads (the pool's, the watcher's). It waits for a watcher check
+/// in flight, a few milliseconds against a server that answers; one stuck on
+/// a database that stopped answering is waited for 6 s at most, then left to
+/// end, with its connection, when its network call does.
+///
 /// ```
 /// use larder_blog::{Blog, NewUser};
 /// # let dir = tempfile::tempdir().unwrap();

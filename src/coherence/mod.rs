@@ -194,10 +194,16 @@ pub(crate) fn default_poll_interval(backend: Backend, max_staleness: Duration) -
     }
 }
 
+/// How long dropping a [`Watcher`] waits for its threads: longer than any
+/// check against a server that answers takes (its statements and its
+/// connection attempts give up after 5 s, see `session`).
+const STOP_WAIT: Duration = Duration::from_secs(6);
+
 /// The background threads of one store: the watcher, which reads changes,
 /// and its guard, which flushes by the clock while a read is stuck. Dropping
 /// it (with the store's last clone) stops both and waits for them, closing
-/// the watcher's connection.
+/// the watcher's connection; a check stuck on a server that stopped
+/// answering is waited for only [`STOP_WAIT`], then left to end on its own.
 pub(crate) struct Watcher {
     stop: Arc<view::Stop>,
     threads: Vec<JoinHandle<()>>,
@@ -256,9 +262,14 @@ impl Watcher {
     }
 
     fn spawn(&mut self, name: &str, body: impl FnOnce() + Send + 'static) -> Result<()> {
+        let stop = Arc::clone(&self.stop);
         let thread = std::thread::Builder::new()
             .name(name.into())
-            .spawn(body)
+            .spawn(move || {
+                // Told on return and on unwinding alike.
+                let _ended = Ended(stop);
+                body();
+            })
             .map_err(|e| Error::InvalidConfig {
                 reason: format!("cannot start the coherence thread {name}: {e}"),
             })?;
@@ -274,11 +285,30 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.stop.stop();
+        let deadline = Instant::now() + STOP_WAIT;
+        let ended = self.stop.wait_ended(self.threads.len(), deadline);
+        if !ended {
+            // Joining would wait for the network, for as long as the server
+            // or the path to it hangs: the thread ends when its check does.
+            tracing::warn!(
+                "coherence: the watcher is stuck in a check of a database that does not \
+                 answer; the store is dropped without waiting for it"
+            );
+        }
         for thread in self.threads.drain(..) {
-            if thread.join().is_err() {
+            if (ended || thread.is_finished()) && thread.join().is_err() {
                 tracing::error!("a coherence thread panicked");
             }
         }
+    }
+}
+
+/// Tells a watcher's [`Stop`](view::Stop) that its thread ended, when dropped.
+struct Ended(Arc<view::Stop>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.ended();
     }
 }
 

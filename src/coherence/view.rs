@@ -171,26 +171,52 @@ impl View {
     }
 }
 
-/// Tells the watcher's threads to stop, and wakes them when it does.
+/// Tells the watcher's threads to stop, and wakes them when it does; tells
+/// whoever stops them when they have ended.
 #[derive(Debug, Default)]
 pub(super) struct Stop {
-    stopped: Mutex<bool>,
+    state: Mutex<Stopping>,
     wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Stopping {
+    stopped: bool,
+    /// Threads that have returned (or unwound) from their work.
+    ended: usize,
 }
 
 impl Stop {
     pub(super) fn stop(&self) {
-        *self.stopped.lock() = true;
+        self.state.lock().stopped = true;
         self.wake.notify_all();
     }
 
     /// Sleeps for `timeout` unless stopped; returns whether to stop.
     fn wait(&self, timeout: Duration) -> bool {
-        let mut stopped = self.stopped.lock();
-        if !*stopped && !timeout.is_zero() {
-            self.wake.wait_for(&mut stopped, timeout);
+        let mut state = self.state.lock();
+        if !state.stopped && !timeout.is_zero() {
+            self.wake.wait_for(&mut state, timeout);
         }
-        *stopped
+        state.stopped
+    }
+
+    /// Records that one thread ended its work.
+    pub(super) fn ended(&self) {
+        self.state.lock().ended += 1;
+        self.wake.notify_all();
+    }
+
+    /// Waits until `threads` threads have ended, at most until `deadline`;
+    /// returns whether they have.
+    pub(super) fn wait_ended(&self, threads: usize, deadline: Instant) -> bool {
+        let mut state = self.state.lock();
+        while state.ended < threads {
+            if self.wake.wait_until(&mut state, deadline).timed_out() {
+                break;
+            }
+        }
+        state.ended >= threads
     }
 }
 
