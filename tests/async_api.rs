@@ -520,3 +520,43 @@ fn outside_a_runtime_a_miss_is_an_error_and_a_hit_still_works() {
     let runtime = one_thread_runtime();
     assert!(runtime.block_on(users.get(ann.id)).unwrap().is_some());
 }
+
+/// The usual `#[tokio::main] async fn main() { let store = …build()?; }`:
+/// a store with coherence on, built, used and dropped on a runtime worker.
+/// On PostgreSQL the watcher's listener is a client that runs a runtime of
+/// its own, which tokio refuses to start on a thread driving async tasks:
+/// building the store panicked ("Cannot start a runtime from within a
+/// runtime").
+#[test]
+fn a_store_is_built_and_dropped_inside_an_async_task() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let url = db.url();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let task = runtime.spawn(async move {
+            let store = larder_blog::builder(&url).build()?;
+            let users = store.async_repo::<User>();
+            let ann = users
+                .create(NewUser {
+                    name: "ann".into(),
+                    email: "ann@example.org".into(),
+                })
+                .await?;
+            let again = users.get(ann.id).await?;
+            drop(users);
+            drop(store);
+            Ok::<_, Error>(again.map(|user| user.name.clone()))
+        });
+        let joined = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("the task hung")
+        });
+        let name = joined.expect("building the store panicked").unwrap();
+        assert_eq!(name.as_deref(), Some("ann"));
+    });
+}
