@@ -766,6 +766,10 @@
 //!   awaiting task: its transaction is rolled back and its connection
 //!   discarded, as on the sync path. A call outside a tokio runtime is the
 //!   same error, never a panic.
+//! - A store may be built, and its last clone dropped, on a runtime worker
+//!   (`#[tokio::main] async fn main`): building connects (and blocks that
+//!   worker while it does, as any sync call would), and the drop waits for
+//!   the store's threads to stop, milliseconds against a server that answers.
 //! - [`Error::status_code`] maps every error to an HTTP status (404, 409,
 //!   503 for the retryable ones, 500); with `axum`, `impl IntoResponse for
 //!   Error` answers with it, so a handler returning `Result<_, larder::Error>`

@@ -248,15 +248,25 @@ impl Watcher {
         if url.backend() == Backend::Mysql {
             session::note_mysql_truncate();
         }
-        let source = open_source(url.backend(), &ctx)?;
         let stop = Arc::new(view::Stop::default());
         let mut watcher = Watcher {
             stop: Arc::clone(&stop),
             threads: Vec::new(),
             counters,
         };
-        let (ctx2, stop2) = (Arc::clone(&ctx), Arc::clone(&stop));
-        watcher.spawn("larder-watcher", move || view::watch(&ctx2, source, &stop2))?;
+        let (opened, open) = std::sync::mpsc::sync_channel(1);
+        let (ctx2, stop2, backend) = (Arc::clone(&ctx), Arc::clone(&stop), url.backend());
+        watcher.spawn("larder-watcher", move || {
+            if let Some(source) = open_on_this_thread(backend, &ctx2, &opened) {
+                view::watch(&ctx2, source, &stop2);
+            }
+        })?;
+        // Dropping `watcher` on an error stops and joins the thread.
+        open.recv().unwrap_or_else(|_| {
+            Err(Error::InvalidConfig {
+                reason: "the coherence thread ended before it connected".into(),
+            })
+        })?;
         watcher.spawn("larder-guard", move || view::guard(&ctx, &stop))?;
         Ok(watcher)
     }
@@ -317,6 +327,28 @@ impl fmt::Debug for Watcher {
         f.debug_struct("Watcher")
             .field("stats", &self.stats())
             .finish_non_exhaustive()
+    }
+}
+
+/// Opens the watcher's source on the watcher's own thread and tells the
+/// store being built how that went. Never on the building thread: the
+/// PostgreSQL listener is a client that runs a runtime of its own, which
+/// tokio refuses to start (or drop) on a thread driving async tasks, where a
+/// store is often built (`#[tokio::main] async fn main`).
+fn open_on_this_thread(
+    backend: Backend,
+    ctx: &Context,
+    opened: &std::sync::mpsc::SyncSender<Result<()>>,
+) -> Option<Box<dyn Source>> {
+    match open_source(backend, ctx) {
+        Ok(source) => {
+            let _ = opened.send(Ok(()));
+            Some(source)
+        }
+        Err(err) => {
+            let _ = opened.send(Err(err));
+            None
+        }
     }
 }
 
