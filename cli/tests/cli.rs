@@ -657,6 +657,42 @@ fn database_and_migrate_commands_work_on_servers() {
     }
 }
 
+/// `migrate redo` of an application's migrations that create tables, on each
+/// server: MySQL commits DDL at once, which ended the transaction redo ran
+/// in, so every redo failed ("SAVEPOINT diesel_savepoint_1 does not exist")
+/// after its reverts had run, leaving the migrations reverted.
+#[test]
+fn migrate_redo_of_table_migrations_works_on_servers() {
+    for (env, kind) in [
+        ("LARDER_TEST_POSTGRES_URL", larder::Backend::Postgres),
+        ("LARDER_TEST_MYSQL_URL", larder::Backend::Mysql),
+    ] {
+        let Some(url) = server_database_url(env, kind, "larder_cli_redo") else {
+            continue;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        app_migrations(dir.path());
+        let with = |args: &[&str]| {
+            let mut all = vec!["--migrations-dir", "app-migrations", "--database-url", &url];
+            all.extend_from_slice(args);
+            larder(dir.path(), &all)
+        };
+        assert_ok(&with(&["database", "setup"]));
+        let one = with(&["migrate", "redo"]);
+        let two = with(&["migrate", "redo", "-n", "2"]);
+        let status = stdout(&with(&["migrate", "status"]));
+        let tables = larder::Connection::establish(&url)
+            .unwrap()
+            .batch_execute("SELECT * FROM tags; SELECT * FROM notes");
+        with(&["database", "drop"]);
+        assert_ok(&one);
+        assert_ok(&two);
+        assert_eq!(stdout(&two).matches("redone").count(), 2, "{kind:?}");
+        assert_eq!(status.matches("pending").count(), 0, "{kind:?}: {status}");
+        assert!(tables.is_ok(), "{kind:?}: {tables:?}");
+    }
+}
+
 #[test]
 fn help_names_every_command_and_shows_examples() {
     let dir = tempfile::tempdir().unwrap();
