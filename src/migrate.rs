@@ -406,7 +406,11 @@ fn redo_n_from(conn: &mut Connection, source: &Source, n: usize) -> Result<Vec<S
 }
 
 /// Reverts the `n` latest migrations and applies exactly those again, all in one
-/// transaction (as diesel's `migration redo -n` does).
+/// transaction (as diesel's `migration redo -n` does) where the backend can
+/// roll DDL back. MySQL commits each DDL statement at once, which would end
+/// that transaction under the migrations' own (their savepoints then no
+/// longer exist, and the first one's release failed every redo): there each
+/// migration runs in its own, as `revert` and `run` run them.
 fn redo_n_in<DB: Embedded>(
     conn: &mut impl Harness<DB>,
     source: &Source,
@@ -419,8 +423,12 @@ where
     if latest.is_empty() {
         return Err(nothing_to_revert());
     }
-    conn.transaction(|conn| redo_steps(conn, &latest))
-        .map_err(failed_running::<DB>(&format!(
+    let redone = if DB::COMMITS_DDL {
+        redo_steps(conn, &latest)
+    } else {
+        conn.transaction(|conn| redo_steps(conn, &latest))
+    };
+    redone.map_err(failed_running::<DB>(&format!(
             "redoing migrations with {source}"
         )))
 }
@@ -711,8 +719,9 @@ impl Migrator {
     }
 
     /// Reverts the application's `n` most recent migrations (fewer when fewer
-    /// are applied) and applies exactly those again, in one transaction;
-    /// returns their versions, oldest first. larder's own are left alone.
+    /// are applied) and applies exactly those again, in one transaction
+    /// (on MySQL, which commits DDL at once, one per migration); returns their
+    /// versions, oldest first. larder's own are left alone.
     ///
     /// # Errors
     ///

@@ -25,7 +25,7 @@ pub(crate) enum Action {
         all: bool,
     },
     /// Revert the application's latest migration (or the latest N) and apply the same ones again,
-    /// in one transaction.
+    /// in one transaction (on MySQL, which commits DDL at once, one per migration).
     Redo {
         /// Redo the N latest migrations.
         #[arg(short = 'n', long = "number", value_name = "N", default_value_t = 1,
