@@ -470,6 +470,36 @@ fn generate_defaults_to_migrations_sqlite_in_the_working_directory() {
     assert!(created[0].join("up.sql").is_file() && created[0].join("down.sql").is_file());
 }
 
+/// An application whose migrations live in `./migrations` itself (diesel's
+/// layout, which `migrate run` reads when there is no `migrations/<backend>`):
+/// `generate` wrote into a new `migrations/sqlite`, which every later command
+/// then read instead, so the application's earlier migrations disappeared
+/// from `status`, `run` and `revert`.
+#[test]
+fn generate_writes_where_migrate_run_reads_a_flat_migrations_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("migrations/2026-01-01-000000_first");
+    fs::create_dir_all(&first).unwrap();
+    fs::write(first.join("up.sql"), "CREATE TABLE first_t (id INTEGER PRIMARY KEY);").unwrap();
+    fs::write(first.join("down.sql"), "DROP TABLE first_t;").unwrap();
+    let url = sqlite_url(dir.path(), "flat.db");
+    let with = |args: &[&str]| {
+        let mut all = vec!["--database-url", &url];
+        all.extend_from_slice(args);
+        larder(dir.path(), &all)
+    };
+    assert_ok(&with(&["migrate", "generate", "second"]));
+    assert!(
+        !dir.path().join("migrations/sqlite").exists(),
+        "generate made a folder that hides ./migrations"
+    );
+    let status = stdout(&with(&["migrate", "status"]));
+    assert!(
+        status.contains("pending  2026-01-01-000000_first") && status.contains("_second"),
+        "{status}"
+    );
+}
+
 #[test]
 fn generate_rejects_a_bad_name_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
