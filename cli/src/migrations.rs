@@ -48,8 +48,9 @@ pub(crate) enum Action {
     /// List the migrations not applied yet (prints "no pending migrations" when none).
     Pending,
     /// Create an empty migration, <DIR>/<YYYY-MM-DD-HHMMSS>_<NAME>/{up.sql,down.sql}, in
-    /// --migrations-dir, or else in migrations/<backend> (migrations/sqlite) under the
-    /// working directory.
+    /// --migrations-dir, or else where the other commands read (migrations/<backend>, or
+    /// ./migrations when it holds migrations itself), created as migrations/<backend>
+    /// (migrations/sqlite) under the working directory when neither exists.
     Generate {
         /// The migration's name: ASCII letters, digits and underscores, e.g. create_tags.
         name: String,
@@ -206,9 +207,14 @@ const DOWN_SQL: &str = "-- This file should undo anything in `up.sql`\n";
 fn generate(url: &str, dir: Option<&Path>, name: &str, capture: &[String]) -> CliResult {
     check_name(name)?;
     let (up, down) = capture_sql(url, capture)?;
+    // Where the other commands read, so that a new migration never hides
+    // the application's others: a flat `./migrations` stays flat.
     let base = match dir {
         Some(dir) => dir.to_path_buf(),
-        None => default_dir(url)?,
+        None => match default_source(url)? {
+            Some(found) => found,
+            None => default_dir(url)?,
+        },
     };
     let folder = base.join(format!("{}_{name}", free_version(&base)));
     std::fs::create_dir_all(&base)
