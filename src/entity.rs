@@ -299,6 +299,15 @@ pub trait Entity: Sized + Send + Sync + 'static {
     /// [`cascade`](Entity::cascade), typically an application table hanging off
     /// the blog's `posts`. When a row of such a table is deleted, this entity's
     /// whole cache is emptied: coarse, but never stale. Defaults to none.
+    ///
+    /// Name the parent tables by their SQL names, as their capture triggers
+    /// report them and as their own [`TABLE`](Entity::TABLE) is: for a table
+    /// declared `#[sql_name = "project_rows"] projects`, `"project_rows"`,
+    /// not the `table!` module's `"projects"`, which matches no delete, so
+    /// the rows a cascade removed would stay cached. A foreign key
+    /// `ON DELETE SET NULL` changes this table's rows when a parent row is
+    /// deleted just as silently (MySQL fires no trigger for them at all):
+    /// declare its parent here too.
     const DELETED_WITH: &'static [&'static str] = &[];
 
     /// Whether [`insert`](Entity::insert) and [`update`](Entity::update) each

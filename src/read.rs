@@ -4,6 +4,11 @@
 /// and [`Repo::cached_value`](crate::Repo::cached_value): a whole table, or
 /// only the rows of a table whose key column equals one value.
 ///
+/// The table is named as its entity's [`Entity::TABLE`](crate::Entity::TABLE)
+/// is: by its SQL name, `#[sql_name]`'s for a table that has one (write
+/// `Task::TABLE` rather than the `table!` module's name). A name no entity of
+/// the store maps is never invalidated, so a result reading it is not cached.
+///
 /// - [`Read::table`] (or the bare table name, `&["comments"]`): any committed
 ///   change to the table retires the result.
 /// - [`Read::eq`]: the query's rows all satisfy `column = value` and it reads

@@ -55,7 +55,8 @@ Commands that migrate hold the database's migration lock: runs started at once
     after_help = EXAMPLES
 )]
 struct Cli {
-    /// Database URL: sqlite://path, sqlite:path or a bare path.
+    /// Database URL: sqlite://path, sqlite:path or a bare path, postgres://… or (built with the
+    /// `mysql` feature) mysql://….
     /// Read from DATABASE_URL (or a .env file) when not given; defaults to sqlite://larder.db.
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,

@@ -260,7 +260,9 @@ fn capture_sql(url: &str, tables: &[String]) -> larder::Result<(String, String)>
     }
     let backend = DatabaseUrl::parse(url)?.backend();
     let mut up = format!(
-        "-- Change capture ({}): other larder processes see these tables' changes.\n",
+        "-- Change capture ({}): other larder processes see these tables' changes.\n\
+         -- Create the tables above these lines (the triggers check their columns); drop them \
+         below the triggers in down.sql.\n",
         backend.name()
     );
     let mut down = String::new();
