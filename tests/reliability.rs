@@ -756,5 +756,45 @@ fn a_mysql_migration_that_failed_part_way_stops_later_runs_until_resolved() {
             .unwrap()
             .iter()
             .all(|m| m.applied && !m.failed));
+/// Every process of an application that migrates at start-up (`store.migrate()`,
+/// then `store.run_migrations(…)`, as the docs suggest) starts at once on a
+/// deployment. They raced: each saw the same migrations pending, and all but
+/// one failed ("table … already exists"), on every backend; MySQL's error even
+/// said to undo by hand what another process had simply applied. Here four
+/// stores (four connections, as four processes) migrate an empty database at
+/// once: every one succeeds, and each migration is applied once.
+#[test]
+fn stores_migrating_one_database_at_once_all_succeed() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let url = db.url();
+        let dir = blog_migrations(&db);
+        Migrator::open_with_dir(&url, &dir)
+            .and_then(|mut m| m.revert_all())
+            .expect("back to an empty database");
+        let stores: Vec<Store> = (0..4)
+            .map(|_| larder_blog::builder(&url).coherence(false).build().unwrap())
+            .collect();
+        let barrier = std::sync::Barrier::new(stores.len());
+        let results: Vec<larder::Result<Vec<String>>> = std::thread::scope(|scope| {
+            let runs: Vec<_> = stores
+                .iter()
+                .map(|store| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        larder_blog::migrate(store)
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|run| run.join().unwrap()).collect()
+        });
+        for result in &results {
+            assert!(result.is_ok(), "{:?}: {result:?}", db.backend);
+        }
+        let applied: usize = results.iter().map(|r| r.as_ref().unwrap().len()).sum();
+        let all = Migrator::open_with_dir(&url, &dir).unwrap().status().unwrap();
+        assert_eq!(applied, all.len(), "{:?}: each applied once", db.backend);
+        assert!(all.iter().all(|m| m.applied), "{:?}", db.backend);
     });
 }
