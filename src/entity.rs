@@ -455,6 +455,27 @@ impl KeyField for Option<i64> {
 ///
 /// larder::entity!(Tag { table: tags, new: TagLabel, changes: TagLabel });
 /// ```
+///
+/// The primary key column must be named `id` in SQL too: the capture
+/// triggers report a change by `id`, and a keyed entity's writes read the key
+/// values `WHERE id = …`. A `table!` whose `id` has another SQL name is
+/// refused at compile time (such a table's captures and keyed writes failed
+/// at run time, on a column `id` it does not have):
+///
+/// ```compile_fail
+/// use diesel::prelude::*;
+///
+/// diesel::table! { notes (id) { #[sql_name = "note_id"] id -> BigInt, body -> Text } }
+///
+/// #[derive(Debug, Queryable)]
+/// pub struct Note { pub id: i64, pub body: String }
+///
+/// #[derive(Insertable, AsChangeset)]
+/// #[diesel(table_name = notes)]
+/// pub struct NoteBody { pub body: String }
+///
+/// larder::entity!(Note { table: notes, new: NoteBody, changes: NoteBody });
+/// ```
 #[macro_export]
 macro_rules! entity {
     ($model:ident { table: $($table:ident)::+, new: $new:ty, changes: $changes:ty $(, deleted_with: [$($parent:literal),* $(,)?])? $(, keys: [$($key:ident),* $(,)?])? $(,)? }) => {
