@@ -236,7 +236,8 @@ pub trait Entity: Sized + Send + Sync + 'static {
     /// What `update` takes.
     type Changes;
 
-    /// The row's primary key.
+    /// The row's primary key: the table's column named `id`, the name the
+    /// capture triggers and a keyed entity's key reads use.
     fn id(&self) -> i64;
 
     /// Loads row `id`, or `None` when there is none. Every miss runs it.
@@ -462,7 +463,7 @@ impl KeyField for Option<i64> {
 /// refused at compile time (such a table's captures and keyed writes failed
 /// at run time, on a column `id` it does not have):
 ///
-/// ```compile_fail
+/// ```compile_fail,E0080
 /// use diesel::prelude::*;
 ///
 /// diesel::table! { notes (id) { #[sql_name = "note_id"] id -> BigInt, body -> Text } }
@@ -512,6 +513,11 @@ macro_rules! entity {
 
             fn find(conn: &mut $crate::Connection, id: i64) -> ::diesel::QueryResult<Option<Self>> {
                 use ::diesel::prelude::*;
+                // The capture triggers and the key read name the row by `id`.
+                const _: () = ::core::assert!(
+                    $crate::__private::is_named_id(<$($table::)+id as ::diesel::Column>::NAME),
+                    "larder: the table's primary key column must be named `id` in SQL (no #[sql_name] on `id`)"
+                );
                 // `get_result`, not `first`: `first` binds `LIMIT ?`, and SQLite
                 // (3.50) re-prepares a statement whose LIMIT is a bound
                 // parameter every time it is bound, which tripled a miss's select.
@@ -655,6 +661,16 @@ where
     T: StaticQueryFragment<Component = Identifier<'static>>,
 {
     const NAME: &'static str = T::STATIC_COMPONENT.0;
+}
+
+/// Whether a column's SQL name is `id`, which every SQL larder writes
+/// (capture triggers, key reads) names a row by. Used by
+/// [`entity!`](crate::entity) to refuse at compile time a `table!` whose `id`
+/// has another SQL name; public only for the macro's expansion.
+#[doc(hidden)]
+pub const fn is_named_id(name: &str) -> bool {
+    let name = name.as_bytes();
+    name.len() == 2 && name[0] == b'i' && name[1] == b'd'
 }
 
 /// The row a write's `RETURNING` gave, if any, from all its rows. Such a

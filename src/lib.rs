@@ -841,7 +841,8 @@ pub use url::{Backend, DatabaseUrl};
 pub mod __private {
     pub use crate::dialect::mysql::LAST_INSERT_ID as MYSQL_LAST_INSERT_ID;
     pub use crate::entity::{
-        column_name, is_empty_changeset, returned_row, slot_by_type, table_name, EntitySlot,
+        column_name, is_empty_changeset, is_named_id, returned_row, slot_by_type, table_name,
+        EntitySlot,
         KeyField,
     };
     #[cfg(feature = "mysql")]
