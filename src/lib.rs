@@ -842,8 +842,7 @@ pub mod __private {
     pub use crate::dialect::mysql::LAST_INSERT_ID as MYSQL_LAST_INSERT_ID;
     pub use crate::entity::{
         column_name, is_empty_changeset, is_named_id, returned_row, slot_by_type, table_name,
-        EntitySlot,
-        KeyField,
+        EntitySlot, KeyField,
     };
     #[cfg(feature = "mysql")]
     pub use crate::mysql_insert::explicit_id as mysql_explicit_id;

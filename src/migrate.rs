@@ -429,8 +429,8 @@ where
         conn.transaction(|conn| redo_steps(conn, &latest))
     };
     redone.map_err(failed_running::<DB>(&format!(
-            "redoing migrations with {source}"
-        )))
+        "redoing migrations with {source}"
+    )))
 }
 
 /// Reverts `latest` (newest first), then applies them again, oldest first.

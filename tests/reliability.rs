@@ -756,6 +756,9 @@ fn a_mysql_migration_that_failed_part_way_stops_later_runs_until_resolved() {
             .unwrap()
             .iter()
             .all(|m| m.applied && !m.failed));
+    });
+}
+
 /// Every process of an application that migrates at start-up (`store.migrate()`,
 /// then `store.run_migrations(…)`, as the docs suggest) starts at once on a
 /// deployment. They raced: each saw the same migrations pending, and all but
@@ -793,7 +796,10 @@ fn stores_migrating_one_database_at_once_all_succeed() {
             assert!(result.is_ok(), "{:?}: {result:?}", db.backend);
         }
         let applied: usize = results.iter().map(|r| r.as_ref().unwrap().len()).sum();
-        let all = Migrator::open_with_dir(&url, &dir).unwrap().status().unwrap();
+        let all = Migrator::open_with_dir(&url, &dir)
+            .unwrap()
+            .status()
+            .unwrap();
         assert_eq!(applied, all.len(), "{:?}: each applied once", db.backend);
         assert!(all.iter().all(|m| m.applied), "{:?}", db.backend);
     });

@@ -480,7 +480,11 @@ fn generate_writes_where_migrate_run_reads_a_flat_migrations_folder() {
     let dir = tempfile::tempdir().unwrap();
     let first = dir.path().join("migrations/2026-01-01-000000_first");
     fs::create_dir_all(&first).unwrap();
-    fs::write(first.join("up.sql"), "CREATE TABLE first_t (id INTEGER PRIMARY KEY);").unwrap();
+    fs::write(
+        first.join("up.sql"),
+        "CREATE TABLE first_t (id INTEGER PRIMARY KEY);",
+    )
+    .unwrap();
     fs::write(first.join("down.sql"), "DROP TABLE first_t;").unwrap();
     let url = sqlite_url(dir.path(), "flat.db");
     let with = |args: &[&str]| {
