@@ -216,3 +216,37 @@ fn dropped_stores_leave_no_threads_behind() {
         );
     });
 }
+
+/// A server that accepts connections and then never answers (a hung server,
+/// a black-holed path behind a load balancer) must not hold `build` past its
+/// connection timeout: the first connection is opened on the caller's
+/// thread, and without a connect timeout libpq waits for the server for as
+/// long as the socket stays open. PostgreSQL only: diesel's MySQL client
+/// takes no connect timeout from the URL (docs/deployment.md).
+#[test]
+fn building_on_a_server_that_never_answers_fails_within_the_connection_timeout() {
+    each_backend(|target| {
+        if target.backend != larder::Backend::Postgres {
+            return;
+        }
+        let db = target.fresh();
+        let proxy = common::proxy::Proxy::start(&db.url());
+        proxy.freeze();
+        let url = proxy.url();
+        let (built, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let result = larder::Store::builder(&url)
+                .connection_timeout(Duration::from_secs(2))
+                .build();
+            let _ = built.send(result.map(|_| ()));
+        });
+        // A hang guard far beyond the timeout, not a timing assertion.
+        let result = done.recv_timeout(Duration::from_secs(60));
+        proxy.thaw();
+        let result = result.expect("build waited for a server that never answered");
+        assert!(
+            matches!(result, Err(Error::Connection { .. })),
+            "{result:?}"
+        );
+    });
+}
