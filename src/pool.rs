@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{ConnectError, Gate, Manager};
+use crate::coherence::with_params;
 use crate::error::{Error, Result};
 use crate::requirement::Lsn;
-use crate::url::DatabaseUrl;
+use crate::url::{Backend, DatabaseUrl};
 
 pub(crate) use crate::backend::Connection;
 
@@ -90,7 +91,10 @@ pub(crate) struct PoolConfig {
 /// checkout validates its connection (r2d2's `test_on_check_out`), which pings
 /// only a connection not trusted any more (see [`Pooled`]).
 pub(crate) fn build(url: &DatabaseUrl, config: &PoolConfig) -> Result<Pool> {
-    let manager = Manager::new(url.clone(), config.busy_timeout);
+    let manager = Manager::new(
+        with_connect_timeout(url, config.connection_timeout)?,
+        config.busy_timeout,
+    );
     drop(manager.open().map_err(|e| url.connection_error(&e.0))?);
     Pool::new(manager, |manager| {
         r2d2::Pool::builder()
@@ -102,6 +106,22 @@ pub(crate) fn build(url: &DatabaseUrl, config: &PoolConfig) -> Result<Pool> {
             .build(manager)
     })
     .map_err(|e| url.connection_error(&e.to_string()))
+}
+
+/// `url`, on PostgreSQL with libpq's `connect_timeout` (whole seconds, at
+/// least 2, as libpq reads it) set to `timeout` unless the URL sets it:
+/// without one, a server that accepts the socket and never answers holds
+/// the connecting thread (the caller's, at build) for as long as the socket
+/// stays open. diesel's MySQL client reads no such setting from the URL.
+fn with_connect_timeout(url: &DatabaseUrl, timeout: Duration) -> Result<DatabaseUrl> {
+    if url.backend() != Backend::Postgres {
+        return Ok(url.clone());
+    }
+    let seconds = timeout
+        .as_secs()
+        .saturating_add(u64::from(timeout.subsec_nanos() > 0));
+    let seconds = seconds.max(2).to_string();
+    DatabaseUrl::parse(&with_params(url.target(), &[("connect_timeout", &seconds)]))
 }
 
 /// A pooled connection and what the pool knows of its health.
@@ -221,5 +241,31 @@ impl r2d2::ManageConnection for Manager {
     /// left open, or found dead, is never reused.
     fn has_broken(&self, conn: &mut Pooled) -> bool {
         std::thread::panicking() || conn.lost || conn.conn.is_broken()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool_target(url: &str, timeout: Duration) -> String {
+        let url = DatabaseUrl::parse(url).unwrap();
+        with_connect_timeout(&url, timeout)
+            .unwrap()
+            .target()
+            .to_owned()
+    }
+
+    #[test]
+    fn a_postgres_pool_connects_within_its_timeout_in_whole_seconds() {
+        let url = "postgres://app:s3cret@db/blog";
+        assert!(pool_target(url, Duration::from_millis(2500)).ends_with("?connect_timeout=3"));
+        assert!(pool_target(url, Duration::from_millis(300)).ends_with("?connect_timeout=2"));
+        // The operator's setting wins.
+        let set = "postgres://db/blog?connect_timeout=30";
+        assert_eq!(pool_target(set, Duration::from_secs(5)), set);
+        let sqlite = DatabaseUrl::parse("sqlite://app.db").unwrap();
+        let unchanged = with_connect_timeout(&sqlite, Duration::from_secs(5)).unwrap();
+        assert_eq!(unchanged.target(), sqlite.target());
     }
 }

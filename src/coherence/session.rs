@@ -31,7 +31,7 @@ pub(super) fn watcher_url(url: &DatabaseUrl) -> Result<DatabaseUrl> {
 
 /// `url` with each of `params` appended to its query string, except those it
 /// already sets (the operator's choice wins).
-pub(super) fn with_params(url: &str, params: &[(&str, &str)]) -> String {
+pub(crate) fn with_params(url: &str, params: &[(&str, &str)]) -> String {
     // A password may hold `#` (libpq keeps it): look for the fragment and the
     // query string only past the user info.
     let host = host_start(url);
