@@ -214,6 +214,49 @@ fn every_route_answers_as_documented() {
     });
 }
 
+/// Text some backend cannot store is refused before anything is written,
+/// alike on every backend: a NUL (PostgreSQL's text cannot hold one) and a
+/// title over MySQL's `TEXT` (65,535 bytes) are a 422 naming the field,
+/// never a 500, and change nothing.
+#[test]
+fn text_a_backend_cannot_store_is_refused_with_422_and_changes_nothing() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let (post, ann) = blog(&db);
+        let server = Server::start(&db.url(), &["--seed", "0,0,0"]);
+        let author = ann.to_string();
+        let (status, _) = server.post(
+            &format!("/posts/{post}/comments"),
+            &[("author_id", &author), ("body", "a\0b")],
+        );
+        assert_eq!(status, 422, "a NUL in a comment, on {:?}", target.backend);
+        let long = "t".repeat(65_536);
+        for (title, body) in [("t\0", "b"), ("t", "b\0"), (long.as_str(), "b")] {
+            let (status, _) = server.post(
+                &format!("/posts/{post}/edit"),
+                &[("title", title), ("body", body), ("version", "1")],
+            );
+            assert_eq!(
+                status,
+                422,
+                "title of {} bytes, on {:?}",
+                title.len(),
+                target.backend
+            );
+        }
+        assert_eq!(comment_count(&db, post), 2, "no comment was written");
+        let (status, page) = server.get(&format!("/posts/{post}"));
+        assert_eq!(status, 200);
+        assert!(page.contains("Threading &amp; Locks"), "{page}");
+        let (status, _) = server.post(
+            &format!("/posts/{post}/edit"),
+            &[("title", &"t".repeat(65_535)), ("body", "b"), ("version", "1")],
+        );
+        assert_eq!(status, 303, "the post is still at version 1, and 65,535 bytes fit");
+        assert_eq!(server.stats()["pool"]["in_use"], 0);
+    });
+}
+
 /// The site larder was born from hung because a transaction was not
 /// released when a handler failed. Here more handlers than the pool has
 /// connections panic while holding one: every connection must come back,
