@@ -74,6 +74,7 @@ async fn add_comment(
     Path(post_id): Path<i64>,
     Form(form): Form<CommentForm>,
 ) -> Result<Redirect, Failure> {
+    storable("body", &form.body, usize::MAX)?;
     let id = state
         .data
         .add_comment(post_id, form.author_id, form.body)
@@ -93,6 +94,8 @@ async fn edit_post(
     Path(id): Path<i64>,
     Form(form): Form<EditForm>,
 ) -> Result<Redirect, Failure> {
+    storable("title", &form.title, MAX_TITLE_BYTES)?;
+    storable("body", &form.body, usize::MAX)?;
     state
         .data
         .edit_post(id, form.version, form.title, form.body)
@@ -103,6 +106,27 @@ async fn edit_post(
 /// 200 `ok` when a pooled connection answers, else the failure (503 while
 /// the database is unreachable): a load balancer stops sending traffic to a
 /// process that could only fail it.
+/// The longest title the server takes: MySQL's `TEXT`, the smallest column
+/// a backend gives it (bodies are `LONGTEXT` there, bounded by axum's 2 MB
+/// request limit).
+const MAX_TITLE_BYTES: usize = 65_535;
+
+/// Refuses, as a 422 and before anything is written, text that some backend
+/// cannot store: a NUL (PostgreSQL's text holds none) or more than
+/// `max_bytes`. Every backend gives the same answer to the same request.
+fn storable(field: &str, text: &str, max_bytes: usize) -> Result<(), Failure> {
+    if text.contains('\0') {
+        return Err(Failure::new(422, format!("{field} holds a NUL character")));
+    }
+    if text.len() > max_bytes {
+        return Err(Failure::new(
+            422,
+            format!("{field} is {} bytes, over the {max_bytes} allowed", text.len()),
+        ));
+    }
+    Ok(())
+}
+
 async fn health(State(state): State<AppState>) -> Result<&'static str, Failure> {
     state.data.health().await?;
     Ok("ok")
