@@ -23,7 +23,12 @@ struct Server {
 
 impl Server {
     fn start(url: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_larder-blog"))
+        Server::ready(Server::spawn(url, extra))
+    }
+
+    /// The process, started; [`ready`](Server::ready) waits for it to listen.
+    fn spawn(url: &str, extra: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_larder-blog"))
             .args(["--url", url, "serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .env_remove("DATABASE_URL")
@@ -33,7 +38,16 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start larder-blog serve");
+            .expect("start larder-blog serve")
+    }
+
+    /// Waits for `child` to print that it listens.
+    fn ready(child: Child) -> Server {
+        Server::try_ready(child).unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    /// As [`ready`](Server::ready), a server that exited instead being an `Err`.
+    fn try_ready(mut child: Child) -> Result<Server, String> {
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -41,7 +55,7 @@ impl Server {
             .expect("read the listening line");
         let Some(base) = line.trim().strip_prefix("listening on ") else {
             let status = child.wait().expect("wait");
-            panic!("the server did not start ({status}): {line:?}");
+            return Err(format!("the server did not start ({status}): {line:?}"));
         };
         let agent = ureq::Agent::config_builder()
             .max_redirects(0)
@@ -49,11 +63,11 @@ impl Server {
             .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .into();
-        Server {
+        Ok(Server {
             base: base.to_owned(),
             child,
             agent,
-        }
+        })
     }
 
     fn get(&self, path: &str) -> (u16, String) {
@@ -338,6 +352,36 @@ fn plain_mode_serves_the_same_pages_as_larder() {
         assert!(comments_seen > 0, "the seed wrote comments on recent posts");
         assert_eq!(plain.get("/posts/999999"), larder.get("/posts/999999"));
         seed_is_not_repeated(target, &db);
+    });
+}
+
+/// Replicas of a service start together: two servers started at once on a
+/// database nothing has migrated yet must both migrate it (or find it
+/// migrated), seed it once and serve. Several rounds, each on an emptied
+/// database, so that the two start-ups overlap.
+#[test]
+fn two_servers_started_at_once_on_an_empty_database_both_serve_one_seed() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(db.backend.name());
+        for round in 0..3 {
+            // Everything reverted, larder's own tables included: as created.
+            larder::Migrator::open_with_dir(&db.url(), &migrations)
+                .and_then(|mut m| m.revert_all())
+                .expect("empty the database");
+            let seed = ["--seed", "30,60,300"];
+            let first = Server::spawn(&db.url(), &seed);
+            let second = Server::spawn(&db.url(), &seed);
+            // Both waited for before either is judged: none is left running.
+            let (first, second) = (Server::try_ready(first), Server::try_ready(second));
+            let (first, second) = (first.unwrap(), second.unwrap());
+            let front = first.get("/");
+            assert_eq!(front.0, 200, "round {round} on {:?}", target.backend);
+            assert_eq!(second.get("/"), front, "round {round}");
+            seed_is_not_repeated(target, &db);
+        }
     });
 }
 
