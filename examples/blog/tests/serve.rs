@@ -264,9 +264,16 @@ fn text_a_backend_cannot_store_is_refused_with_422_and_changes_nothing() {
         assert!(page.contains("Threading &amp; Locks"), "{page}");
         let (status, _) = server.post(
             &format!("/posts/{post}/edit"),
-            &[("title", &"t".repeat(65_535)), ("body", "b"), ("version", "1")],
+            &[
+                ("title", &"t".repeat(65_535)),
+                ("body", "b"),
+                ("version", "1"),
+            ],
         );
-        assert_eq!(status, 303, "the post is still at version 1, and 65,535 bytes fit");
+        assert_eq!(
+            status, 303,
+            "the post is still at version 1, and 65,535 bytes fit"
+        );
         assert_eq!(server.stats()["pool"]["in_use"], 0);
     });
 }

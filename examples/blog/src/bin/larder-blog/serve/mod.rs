@@ -96,6 +96,10 @@ pub(crate) fn run(url: &str, args: &Args) -> Result<(), Box<dyn std::error::Erro
     runtime.block_on(serve(data, listener, args))
 }
 
+/// How long a server starting beside another waits for that one's
+/// migrations and seed (the lock timeout bounds both waits).
+const SEED_WAIT: Duration = Duration::from_secs(120);
+
 fn open(url: &str, args: &Args) -> Result<Data, Box<dyn std::error::Error>> {
     let timeout = Duration::from_millis(args.pool_timeout_ms);
     let capacity = match args.cache {
@@ -105,6 +109,8 @@ fn open(url: &str, args: &Args) -> Result<Data, Box<dyn std::error::Error>> {
     let store = larder_blog::builder(url)
         .pool_size(args.pool_size)
         .connection_timeout(timeout)
+        // Another server's migrations and seed may take a while to write.
+        .lock_timeout(SEED_WAIT)
         .cache_capacity(capacity)
         .query_cache_capacity(capacity)
         .max_staleness(Duration::from_millis(args.max_staleness_ms))

@@ -121,7 +121,10 @@ fn storable(field: &str, text: &str, max_bytes: usize) -> Result<(), Failure> {
     if text.len() > max_bytes {
         return Err(Failure::new(
             422,
-            format!("{field} is {} bytes, over the {max_bytes} allowed", text.len()),
+            format!(
+                "{field} is {} bytes, over the {max_bytes} allowed",
+                text.len()
+            ),
         ));
     }
     Ok(())

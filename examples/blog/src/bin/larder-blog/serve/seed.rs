@@ -50,12 +50,25 @@ impl FromStr for Seed {
 /// Rows per INSERT: well under every backend's limit of bound parameters.
 const BATCH: usize = 500;
 
+/// The named lock a seed is written under: of two servers starting together
+/// on an empty database, the second waits for the first's seed, then finds
+/// its users and writes none.
+const SEED_LOCK: &str = "larder-blog seed";
+
 /// Seeds the database when it has no user yet; returns whether it did.
 pub(crate) fn seed_if_empty(store: &Store, seed: Seed) -> larder::Result<bool> {
+    if seed.users == 0 {
+        return Ok(false);
+    }
+    store.with_lock(SEED_LOCK, || seed_unless_seeded(store, seed))
+}
+
+/// Seeds unless a user exists; the caller holds [`SEED_LOCK`].
+fn seed_unless_seeded(store: &Store, seed: Seed) -> larder::Result<bool> {
     let any: Option<i64> = store.users().run(None, |conn| {
         larder::with_connection!(conn, |c| users::table.select(users::id).first(c).optional())
     })?;
-    if any.is_some() || seed.users == 0 {
+    if any.is_some() {
         return Ok(false);
     }
     store.transaction(|tx| {
