@@ -137,3 +137,41 @@ fn a_closed_stdout_ends_the_program_without_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(output.status.code(), Some(101), "{stderr}");
 }
+
+/// `check-pages` and `probe-coherence` only read the database (and talk to
+/// servers): pointed at a SQLite file that does not exist (a mistyped path,
+/// or no `--url` in the wrong directory, which means `./larder.db`) they say
+/// so on one line, before any server is asked, and create no file.
+#[test]
+fn the_page_checkers_create_no_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("sqlite://{}", dir.path().join("missing.db").display());
+    // Port 9 (discard) on loopback: nothing must be asked of it anyway.
+    let server = "http://127.0.0.1:9";
+    let runs: [&[&str]; 4] = [
+        &[
+            "check-pages",
+            "--server",
+            server,
+            "--database-url",
+            &missing,
+        ],
+        &["check-pages", "--server", server],
+        &[
+            "probe-coherence",
+            "--writer",
+            server,
+            "--reader",
+            server,
+            "--database-url",
+            &missing,
+        ],
+        &["probe-coherence", "--writer", server, "--reader", server],
+    ];
+    for args in runs {
+        let failed = larder_blog(dir.path(), args);
+        assert_one_line_failure(&failed, "does not exist");
+        let created: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(created.is_empty(), "{args:?} created {created:?}");
+    }
+}
