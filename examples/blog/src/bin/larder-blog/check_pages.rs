@@ -25,6 +25,7 @@ pub(crate) struct Args {
 /// Compares every post's page with SQL; an error when any page differs or fails.
 pub(crate) fn run(url: &str, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     std::thread::sleep(Duration::from_millis(args.after_ms));
+    crate::existing_database(url, "check-pages")?;
     let mut conn = larder::Connection::establish(url)?;
     let posts: Vec<i64> = larder::with_connection!(&mut conn, |c| posts::table
         .select(posts::id)

@@ -138,6 +138,20 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// Refuses a SQLite file that does not exist: `command` reads an existing
+/// database, and opening a missing file would create it (a mistyped path, or
+/// the default `larder.db` in the wrong directory). A missing server database
+/// is a connection error, and creates nothing.
+fn existing_database(url: &str, command: &str) -> larder::Result<()> {
+    let parsed = larder::DatabaseUrl::parse(url)?;
+    if parsed.backend() == larder::Backend::Sqlite && !larder::database_exists(url)? {
+        return Err(larder::Error::InvalidConfig {
+            reason: format!("database {parsed} does not exist: `{command}` reads an existing one"),
+        });
+    }
+    Ok(())
+}
+
 /// Rust ignores SIGPIPE, so printing to a closed pipe (`larder-blog demo |
 /// head -1`) would panic in `println!`; like any Unix tool, end quietly instead.
 fn restore_default_sigpipe() {

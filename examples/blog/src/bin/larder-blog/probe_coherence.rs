@@ -33,6 +33,7 @@ const GIVE_UP: Duration = Duration::from_secs(5);
 /// Posts the comments and reports the latency distribution; an error when
 /// a comment never showed.
 pub(crate) fn run(url: &str, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    crate::existing_database(url, "probe-coherence")?;
     let mut conn = larder::Connection::establish(url)?;
     let newest: (i64, i64) = larder::with_connection!(&mut conn, |c| posts::table
         .order(posts::id.desc())

@@ -22,14 +22,7 @@ pub(crate) struct Args {
 
 /// Renders `pages` front pages (reading only) and prints the store's statistics.
 pub(crate) fn run(url: &str, args: &Args) -> larder::Result<()> {
-    // Opening a missing SQLite file would create it: this reads only. (A
-    // missing server database is a connection error, and creates nothing.)
-    let parsed = larder::DatabaseUrl::parse(url)?;
-    if parsed.backend() == larder::Backend::Sqlite && !larder::database_exists(url)? {
-        return Err(larder::Error::InvalidConfig {
-            reason: format!("database {parsed} does not exist: `stats` reads an existing one"),
-        });
-    }
+    crate::existing_database(url, "stats")?;
     let store = larder_blog::builder(url)
         .cache_capacity(args.capacity)
         .build()?;
