@@ -175,3 +175,33 @@ fn the_page_checkers_create_no_sqlite_file() {
         assert!(created.is_empty(), "{args:?} created {created:?}");
     }
 }
+
+/// A wait no one means (`--after-ms` of 2⁶⁴ − 1: half a billion years) is a
+/// usage error at once, exit status 2, not a process that sleeps forever.
+#[test]
+fn check_pages_refuses_a_wait_too_long_to_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_larder-blog"))
+        .args(["check-pages", "--server", "http://127.0.0.1:9"])
+        .args(["--after-ms", "18446744073709551615"])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A hang guard, not a timing assertion: a usage error takes milliseconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still sleeping after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(2), "{status}");
+}
