@@ -17,8 +17,9 @@ pub(crate) struct Args {
     /// The server to check, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     server: String,
-    /// Wait this long (ms) before reading: let the server's staleness bound pass.
-    #[arg(long, default_value_t = 0)]
+    /// Wait this long (ms) before reading: let the server's staleness bound
+    /// pass. At most an hour (the servers' bound is at most a minute).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     after_ms: u64,
 }
 
