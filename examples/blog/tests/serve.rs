@@ -429,3 +429,25 @@ fn sigterm_shuts_the_server_down_gracefully() {
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// A port already taken is a start-up error that changes nothing: the
+/// server exits non-zero before it opens the database, so no SQLite file is
+/// created, migrated or seeded for a server that never served.
+#[test]
+fn a_taken_port_fails_the_start_before_the_database_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blog.db");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_larder-blog"))
+        .args(["--url", &format!("sqlite://{}", file.display())])
+        .args(["serve", "--listen", &addr, "--seed", "20,40,80"])
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run larder-blog serve");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("Address already in use"), "{err}");
+    assert!(!file.exists(), "the database was created: {err}");
+}
