@@ -91,8 +91,11 @@ pub(crate) fn run(url: &str, args: &Args) -> Result<(), Box<dyn std::error::Erro
         runtime.worker_threads(workers as usize);
     }
     let runtime = runtime.enable_all().build()?;
-    let data = open(url, args)?;
+    // Bound first: a taken port must fail the start before the database is
+    // created, migrated or seeded. Connections made meanwhile wait in the
+    // backlog; "listening on" is printed once they are served.
     let listener = listen(args.listen, args.reuse_port)?;
+    let data = open(url, args)?;
     runtime.block_on(serve(data, listener, args))
 }
 
