@@ -81,13 +81,16 @@ impl Comment {
     }
 
     fn counts_of_posts(conn: &mut Connection, post_ids: &[i64]) -> QueryResult<HashMap<i64, i64>> {
-        let query = comments::table
-            .filter(comments::post_id.eq_any(post_ids))
-            .group_by(comments::post_id)
-            .select((comments::post_id, diesel::dsl::count_star()));
-        let counted: Vec<(i64, i64)> = larder::with_connection!(conn, |c| query.load(c))?;
         let mut counts: HashMap<i64, i64> = post_ids.iter().map(|id| (*id, 0)).collect();
-        counts.extend(counted);
+        // Well under every backend's limit of bound parameters (SQLite 32,766).
+        for chunk in post_ids.chunks(COUNTED_PER_STATEMENT) {
+            let query = comments::table
+                .filter(comments::post_id.eq_any(chunk))
+                .group_by(comments::post_id)
+                .select((comments::post_id, diesel::dsl::count_star()));
+            let counted: Vec<(i64, i64)> = larder::with_connection!(conn, |c| query.load(c))?;
+            counts.extend(counted);
+        }
         Ok(counts)
     }
 
@@ -224,6 +227,10 @@ impl<R: Repository<Comment>> CommentQueries for R {}
 
 // The query cache's keys and reads of the comment lists, shared by the sync
 // and the async calls so that both serve one cached value.
+/// Posts whose comments one statement counts: `counts_of_posts` takes any
+/// number, a statement at most this many.
+const COUNTED_PER_STATEMENT: usize = 10_000;
+
 fn of_post_key(post_id: i64) -> String {
     format!("comments.of_post({post_id})")
 }
