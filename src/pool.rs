@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{ConnectError, Gate, Manager};
-use crate::coherence::with_params;
 use crate::error::{Error, Result};
 use crate::requirement::Lsn;
-use crate::url::{Backend, DatabaseUrl};
+use crate::url::{with_params, Backend, DatabaseUrl};
 
 pub(crate) use crate::backend::Connection;
 

@@ -13,6 +13,7 @@ use diesel::QueryResult;
 use crate::coherence::{capture, Watcher};
 use crate::entity::Key;
 use crate::error::{Error, Result};
+use crate::lock::LockGuard;
 use crate::migrate::{self, MigrationStatus};
 use crate::pool::{Connection, Pool, PoolConfig, PooledConn};
 use crate::registry::Registry;
@@ -406,5 +407,118 @@ impl fmt::Debug for Store {
             .field("url", &self.inner.url)
             .field("pool_size", &self.inner.config.size)
             .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Takes the lock `name`, waiting up to the lock timeout
+    /// ([`StoreBuilder::lock_timeout`](crate::StoreBuilder::lock_timeout),
+    /// by default the connection timeout) while another process, host or
+    /// thread holds it. Any name up to 1,024 bytes works, whatever its
+    /// characters. Needs larder's migrations ([`Store::migrate`]): each
+    /// acquisition draws a [fencing token](LockGuard::fencing_token).
+    ///
+    /// The lock is held on a database session of this thread's own, opened
+    /// outside the pool on first use and closed when the thread's last lock
+    /// on this store is released: holding locks never takes a connection
+    /// repositories need.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}", dir.path().join("app.db").display());
+    /// let store = larder::Store::open(&url)?;
+    /// store.migrate()?;
+    /// let guard = store.lock("digest-email")?;
+    /// // … send the digest once, whichever process gets here first …
+    /// drop(guard);
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockTimeout`] naming the lock after the lock timeout;
+    /// [`Error::Deadlock`] when its holder waits for a lock this thread
+    /// holds (PostgreSQL reports it after its `deadlock_timeout`, 1 s by
+    /// default, so keep the lock timeout longer); [`Error::LockHeld`] when
+    /// this thread already holds it through this store;
+    /// [`Error::InvalidLockName`] for an empty name or one over 1,024 bytes;
+    /// [`Error::Connection`] when the lock session cannot be opened,
+    /// [`Error::ConnectionLost`] when it is lost while waiting,
+    /// [`Error::LockFile`] when SQLite's lock file cannot be used, and
+    /// [`Error::Database`] when the tokens' table is missing. Nothing is
+    /// held after an error.
+    pub fn lock(&self, name: &str) -> Result<LockGuard> {
+        crate::lock::lock(&self.lock_owner(), name)
+    }
+
+    /// Takes the lock `name` if no one holds it, without waiting: `None`
+    /// when another process, host or thread holds it.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}", dir.path().join("app.db").display());
+    /// let store = larder::Store::open(&url)?;
+    /// store.migrate()?;
+    /// if let Some(guard) = store.try_lock("nightly-report")? {
+    ///     // … only one process runs the report …
+    ///     drop(guard);
+    /// }
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::lock`], except [`Error::LockTimeout`] and
+    /// [`Error::Deadlock`], since it never waits.
+    pub fn try_lock(&self, name: &str) -> Result<Option<LockGuard>> {
+        crate::lock::try_lock(&self.lock_owner(), name)
+    }
+
+    /// Runs `work` holding the lock `name`, the way the seed's
+    /// `@synchronized` did, and releases it after: when `work` returns `Ok`
+    /// or `Err`, and when it panics (the panic then continues).
+    ///
+    /// `work` returns a `Result` whose error type takes larder's errors
+    /// (`larder::Error` itself, or an application's error with
+    /// `From<larder::Error>`), so `?` works inside it and on the call.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}", dir.path().join("app.db").display());
+    /// let store = larder::Store::open(&url)?;
+    /// store.migrate()?;
+    /// let pages = store.with_lock("front-page", || {
+    ///     // … rebuild the front page once, not once per worker …
+    ///     Ok::<_, larder::Error>(1)
+    /// })?;
+    /// assert_eq!(pages, 1);
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::lock`] before `work` runs; `work`'s own error as it
+    /// returned it; and [`Error::LockLost`] when `work` returned `Ok` but the
+    /// lock was no longer held after it (its session was lost: a server
+    /// restart, a killed backend, a network cut). The work then ran, but
+    /// possibly at the same time as another holder's: make writes it does
+    /// under the lock check the [fencing token](LockGuard::fencing_token),
+    /// so that the database refuses the late one.
+    pub fn with_lock<T, E, F>(&self, name: &str, work: F) -> std::result::Result<T, E>
+    where
+        F: FnOnce() -> std::result::Result<T, E>,
+        E: From<Error>,
+    {
+        crate::lock::with_lock(&self.lock_owner(), name, work)
+    }
+
+    /// What the lock module needs of this store.
+    fn lock_owner(&self) -> crate::lock::Owner<'_> {
+        crate::lock::Owner {
+            id: self.id(),
+            url: self.session_url(),
+            busy_timeout: self.busy_timeout(),
+            lock_timeout: self.lock_timeout(),
+        }
     }
 }

@@ -260,7 +260,7 @@ fn blocking_config(url: &DatabaseUrl) -> std::result::Result<pg_listener::Config
         })
         .collect();
     let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let target = session::with_params(url.target(), &params);
+    let target = crate::url::with_params(url.target(), &params);
     let config: pg_listener::Config = target
         .parse()
         .map_err(|e: pg_listener::Error| url.scrub(&e.to_string()))?;

@@ -52,7 +52,6 @@ use crate::url::{Backend, DatabaseUrl};
 pub(crate) use counters::Counters;
 use counters::FlushLog;
 pub use counters::{CoherenceStats, FlushCounts, FlushReason};
-pub(crate) use session::with_params;
 
 /// The longest the watcher's SQLite connection waits for a lock.
 const WATCHER_BUSY_TIMEOUT: Duration = Duration::from_millis(100);

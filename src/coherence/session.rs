@@ -12,7 +12,7 @@ use diesel::QueryResult;
 use crate::backend::Connection;
 use crate::dialect;
 use crate::error::Result;
-use crate::url::{Backend, DatabaseUrl};
+use crate::url::{with_params, Backend, DatabaseUrl};
 
 /// The longest one statement of the watcher may run, and the longest its
 /// connection attempt may take.
@@ -27,56 +27,6 @@ pub(super) fn watcher_url(url: &DatabaseUrl) -> Result<DatabaseUrl> {
         return Ok(url.clone());
     }
     DatabaseUrl::parse(&with_params(url.target(), params))
-}
-
-/// `url` with each of `params` appended to its query string, except those it
-/// already sets (the operator's choice wins).
-pub(crate) fn with_params(url: &str, params: &[(&str, &str)]) -> String {
-    // A password may hold `#` (libpq keeps it): look for the fragment and the
-    // query string only past the user info.
-    let host = host_start(url);
-    let (base, fragment) = match url[host..].find('#') {
-        Some(at) => (&url[..host + at], Some(&url[host + at + 1..])),
-        None => (url, None),
-    };
-    let query = base[host..].split_once('?').map_or("", |(_, q)| q);
-    let present: Vec<&str> = query
-        .split('&')
-        .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
-        .collect();
-    let mut out = base.to_owned();
-    for (key, value) in params.iter().filter(|(k, _)| !present.contains(k)) {
-        let separator = match out[host..].find('?') {
-            None => "?",
-            Some(_) if out.ends_with(['?', '&']) => "",
-            Some(_) => "&",
-        };
-        out.push_str(&format!("{separator}{key}={value}"));
-    }
-    if let Some(fragment) = fragment {
-        out.push('#');
-        out.push_str(fragment);
-    }
-    out
-}
-
-/// Where `url`'s host starts: past its user info, which runs to the last `@`
-/// before the query string (taken to start at the first `?` after the first
-/// `@`), so that a password's `#` or `@` is not taken for a URL delimiter.
-fn host_start(url: &str) -> usize {
-    let Some(rest_start) = url.find("://").map(|at| at + "://".len()) else {
-        return 0;
-    };
-    let rest = &url[rest_start..];
-    let Some(first_at) = rest.find('@') else {
-        return rest_start;
-    };
-    let query = rest[first_at..]
-        .find('?')
-        .map_or(rest.len(), |q| first_at + q);
-    rest[..query]
-        .rfind('@')
-        .map_or(rest_start, |at| rest_start + at + 1)
 }
 
 /// Session settings of the watcher's connection, after the pool's own.

@@ -1,5 +1,5 @@
-//! Named locks across processes and hosts: [`Store::lock`],
-//! [`Store::try_lock`], [`Store::with_lock`] and their guard, [`LockGuard`].
+//! Named locks across processes and hosts: [`Store::lock`](crate::Store::lock),
+//! [`Store::try_lock`](crate::Store::try_lock), [`Store::with_lock`](crate::Store::with_lock) and their guard, [`LockGuard`].
 //!
 //! The database is the arbiter, so every process sharing it agrees:
 //! PostgreSQL session advisory locks (`advisory`), MySQL/MariaDB `GET_LOCK`
@@ -28,14 +28,14 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::pool::Connection;
-use crate::store::Store;
+use crate::url::DatabaseUrl;
 
 pub(crate) use migration::MigrationLock;
 use name::LockName;
 use session::Session;
 
-/// A named lock held across processes and hosts, from [`Store::lock`] or
-/// [`Store::try_lock`]. Dropping it releases the lock: at the end of its
+/// A named lock held across processes and hosts, from [`Store::lock`](crate::Store::lock) or
+/// [`Store::try_lock`](crate::Store::try_lock). Dropping it releases the lock: at the end of its
 /// scope, on an early `?` and during a panic alike. If the holding process
 /// dies instead (even by `SIGKILL`), the database server (or, for SQLite,
 /// the OS) releases it.
@@ -87,154 +87,86 @@ enum Wait {
     No,
 }
 
-impl Store {
-    /// Takes the lock `name`, waiting up to the lock timeout
-    /// ([`StoreBuilder::lock_timeout`](crate::StoreBuilder::lock_timeout),
-    /// by default the connection timeout) while another process, host or
-    /// thread holds it. Any name up to 1,024 bytes works, whatever its
-    /// characters. Needs larder's migrations ([`Store::migrate`]): each
-    /// acquisition draws a [fencing token](LockGuard::fencing_token).
-    ///
-    /// The lock is held on a database session of this thread's own, opened
-    /// outside the pool on first use and closed when the thread's last lock
-    /// on this store is released: holding locks never takes a connection
-    /// repositories need.
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let url = format!("sqlite://{}", dir.path().join("app.db").display());
-    /// let store = larder::Store::open(&url)?;
-    /// store.migrate()?;
-    /// let guard = store.lock("digest-email")?;
-    /// // … send the digest once, whichever process gets here first …
-    /// drop(guard);
-    /// # Ok::<(), larder::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::LockTimeout`] naming the lock after the lock timeout;
-    /// [`Error::Deadlock`] when its holder waits for a lock this thread
-    /// holds (PostgreSQL reports it after its `deadlock_timeout`, 1 s by
-    /// default, so keep the lock timeout longer); [`Error::LockHeld`] when
-    /// this thread already holds it through this store;
-    /// [`Error::InvalidLockName`] for an empty name or one over 1,024 bytes;
-    /// [`Error::Connection`] when the lock session cannot be opened,
-    /// [`Error::ConnectionLost`] when it is lost while waiting,
-    /// [`Error::LockFile`] when SQLite's lock file cannot be used, and
-    /// [`Error::Database`] when the tokens' table is missing. Nothing is
-    /// held after an error.
-    pub fn lock(&self, name: &str) -> Result<LockGuard> {
-        match self.acquire(name, Wait::Upto(self.lock_timeout()))? {
-            Some(guard) => Ok(guard),
-            None => Err(Error::LockTimeout {
-                name: name::shown(name),
-                timeout: self.lock_timeout(),
-            }),
-        }
-    }
+/// Whose locks these are: what the lock module needs of a store, so that
+/// it does not depend on the store (which takes the migration lock).
+pub(crate) struct Owner<'a> {
+    /// The store's id: this thread's sessions are kept per store.
+    pub(crate) id: u64,
+    /// Where its sessions connect (the store's session URL).
+    pub(crate) url: &'a DatabaseUrl,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) lock_timeout: Duration,
+}
 
-    /// Takes the lock `name` if no one holds it, without waiting: `None`
-    /// when another process, host or thread holds it.
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let url = format!("sqlite://{}", dir.path().join("app.db").display());
-    /// let store = larder::Store::open(&url)?;
-    /// store.migrate()?;
-    /// if let Some(guard) = store.try_lock("nightly-report")? {
-    ///     // … only one process runs the report …
-    ///     drop(guard);
-    /// }
-    /// # Ok::<(), larder::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// As [`Store::lock`], except [`Error::LockTimeout`] and
-    /// [`Error::Deadlock`], since it never waits.
-    pub fn try_lock(&self, name: &str) -> Result<Option<LockGuard>> {
-        self.acquire(name, Wait::No)
-    }
-
-    /// Runs `work` holding the lock `name`, the way the seed's
-    /// `@synchronized` did, and releases it after: when `work` returns `Ok`
-    /// or `Err`, and when it panics (the panic then continues).
-    ///
-    /// `work` returns a `Result` whose error type takes larder's errors
-    /// (`larder::Error` itself, or an application's error with
-    /// `From<larder::Error>`), so `?` works inside it and on the call.
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let url = format!("sqlite://{}", dir.path().join("app.db").display());
-    /// let store = larder::Store::open(&url)?;
-    /// store.migrate()?;
-    /// let pages = store.with_lock("front-page", || {
-    ///     // … rebuild the front page once, not once per worker …
-    ///     Ok::<_, larder::Error>(1)
-    /// })?;
-    /// assert_eq!(pages, 1);
-    /// # Ok::<(), larder::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// As [`Store::lock`] before `work` runs; `work`'s own error as it
-    /// returned it; and [`Error::LockLost`] when `work` returned `Ok` but the
-    /// lock was no longer held after it (its session was lost: a server
-    /// restart, a killed backend, a network cut). The work then ran, but
-    /// possibly at the same time as another holder's: make writes it does
-    /// under the lock check the [fencing token](LockGuard::fencing_token),
-    /// so that the database refuses the late one.
-    pub fn with_lock<T, E, F>(&self, name: &str, work: F) -> std::result::Result<T, E>
-    where
-        F: FnOnce() -> std::result::Result<T, E>,
-        E: From<Error>,
-    {
-        let guard = self.lock(name)?;
-        let value = work()?;
-        if !guard.is_held() {
-            return Err(Error::LockLost {
-                name: guard.name.shown(),
-            }
-            .into());
-        }
-        // A failed release closes the session, which releases the lock: the
-        // work's result stands (the failure is logged).
-        drop(guard);
-        Ok(value)
-    }
-
-    fn acquire(&self, name: &str, wait: Wait) -> Result<Option<LockGuard>> {
-        let name = LockName::new(name)?;
-        let timeout = self.lock_timeout();
-        let session = Session::for_store(self, |conn| setup(conn, timeout))?;
-        if !session.claim(name.key()) {
-            return Err(Error::LockHeld { name: name.shown() });
-        }
-        let held = match take(self, &session, &name, wait) {
-            Ok(Some(held)) => held,
-            other => {
-                session.unclaim(name.key());
-                return other.map(|_| None);
-            }
-        };
-        let mut guard = LockGuard {
-            session,
-            name,
-            held: Some(held),
-            token: 0,
-        };
-        // On an error here the guard is dropped, which releases the lock.
-        guard.token = guard.draw_token()?;
-        tracing::debug!(lock = %guard.name.shown(), token = guard.token, "lock acquired");
-        Ok(Some(guard))
+/// [`Store::lock`](crate::Store::lock) for `owner`.
+pub(crate) fn lock(owner: &Owner<'_>, name: &str) -> Result<LockGuard> {
+    match acquire(owner, name, Wait::Upto(owner.lock_timeout))? {
+        Some(guard) => Ok(guard),
+        None => Err(Error::LockTimeout {
+            name: name::shown(name),
+            timeout: owner.lock_timeout,
+        }),
     }
 }
 
+/// [`Store::try_lock`](crate::Store::try_lock) for `owner`.
+pub(crate) fn try_lock(owner: &Owner<'_>, name: &str) -> Result<Option<LockGuard>> {
+    acquire(owner, name, Wait::No)
+}
+
+/// [`Store::with_lock`](crate::Store::with_lock) for `owner`.
+pub(crate) fn with_lock<T, E, F>(
+    owner: &Owner<'_>,
+    name: &str,
+    work: F,
+) -> std::result::Result<T, E>
+where
+    F: FnOnce() -> std::result::Result<T, E>,
+    E: From<Error>,
+{
+    let guard = lock(owner, name)?;
+    let value = work()?;
+    if !guard.is_held() {
+        return Err(Error::LockLost {
+            name: guard.name.shown(),
+        }
+        .into());
+    }
+    // A failed release closes the session, which releases the lock: the
+    // work's result stands (the failure is logged).
+    drop(guard);
+    Ok(value)
+}
+
+/// Takes the lock `name` for `owner` (see [`Store::lock`](crate::Store::lock)).
+fn acquire(owner: &Owner<'_>, name: &str, wait: Wait) -> Result<Option<LockGuard>> {
+    let name = LockName::new(name)?;
+    let timeout = owner.lock_timeout;
+    let session = Session::for_owner(owner, |conn| setup(conn, timeout))?;
+    if !session.claim(name.key()) {
+        return Err(Error::LockHeld { name: name.shown() });
+    }
+    let held = match take(owner, &session, &name, wait) {
+        Ok(Some(held)) => held,
+        other => {
+            session.unclaim(name.key());
+            return other.map(|_| None);
+        }
+    };
+    let mut guard = LockGuard {
+        session,
+        name,
+        held: Some(held),
+        token: 0,
+    };
+    // On an error here the guard is dropped, which releases the lock.
+    guard.token = guard.draw_token()?;
+    tracing::debug!(lock = %guard.name.shown(), token = guard.token, "lock acquired");
+    Ok(Some(guard))
+}
+
 impl LockGuard {
-    /// The lock's name, as given to [`Store::lock`].
+    /// The lock's name, as given to [`Store::lock`](crate::Store::lock).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -427,8 +359,8 @@ fn setup(conn: &mut Connection, timeout: Duration) -> Result<String> {
 
 /// Takes the lock with the session's backend mechanism; `None` when it was
 /// not free (`try_lock`) or the wait timed out.
-fn take(store: &Store, session: &Session, name: &LockName, wait: Wait) -> Result<Option<Held>> {
-    let _ = store; // the servers' lock timeout
+fn take(owner: &Owner<'_>, session: &Session, name: &LockName, wait: Wait) -> Result<Option<Held>> {
+    let _ = owner; // the servers' lock timeout
     let taken = session.with_conn(|conn| match conn {
         #[cfg(feature = "sqlite")]
         Connection::Sqlite(c) => {
@@ -455,7 +387,7 @@ fn take(store: &Store, session: &Session, name: &LockName, wait: Wait) -> Result
             };
             taken
                 .map(|ok| ok.then_some(Held::Advisory))
-                .map_err(|e| waiting_error(e, name, store.lock_timeout()))
+                .map_err(|e| waiting_error(e, name, owner.lock_timeout))
         }
         #[cfg(feature = "mysql")]
         Connection::Mysql(c) => {
@@ -466,7 +398,7 @@ fn take(store: &Store, session: &Session, name: &LockName, wait: Wait) -> Result
             };
             get_lock::lock(c, &server_name, upto)
                 .map(|ok| ok.then_some(Held::GetLock(server_name)))
-                .map_err(|e| waiting_error(e, name, store.lock_timeout()))
+                .map_err(|e| waiting_error(e, name, owner.lock_timeout))
         }
     });
     taken.unwrap_or_else(|| Err(lost_before_token(name)))

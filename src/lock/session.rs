@@ -15,10 +15,10 @@ use std::collections::{HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::Owner;
 use crate::backend::Manager;
 use crate::error::{Error, Result};
 use crate::pool::Connection;
-use crate::store::Store;
 
 thread_local! {
     /// This thread's live session per store id. Weak: a session closes (and
@@ -48,19 +48,19 @@ impl Session {
     /// This thread's session for `store`, opened (with `setup` run on its new
     /// connection, which returns the session's scope) if there is none or the
     /// last one died.
-    pub(crate) fn for_store(
-        store: &Store,
+    pub(crate) fn for_owner(
+        owner: &Owner<'_>,
         setup: impl FnOnce(&mut Connection) -> Result<String>,
     ) -> Result<Rc<Session>> {
         let existing = SESSIONS.with(|sessions| {
             let sessions = sessions.borrow();
-            sessions.get(&store.id()).and_then(Weak::upgrade)
+            sessions.get(&owner.id).and_then(Weak::upgrade)
         });
         if let Some(session) = existing.filter(|s| !s.dead.get()) {
             return Ok(session);
         }
-        let url = store.session_url();
-        let manager = Manager::new(url.clone(), store.busy_timeout());
+        let url = owner.url;
+        let manager = Manager::new(url.clone(), owner.busy_timeout);
         let mut conn = manager.open().map_err(|err| url.connection_error(&err.0))?;
         let scope = setup(&mut conn)?;
         let session = Rc::new(Session {
@@ -73,7 +73,7 @@ impl Session {
         SESSIONS.with(|sessions| {
             let mut sessions = sessions.borrow_mut();
             sessions.retain(|_, weak| weak.strong_count() > 0);
-            sessions.insert(store.id(), Rc::downgrade(&session));
+            sessions.insert(owner.id, Rc::downgrade(&session));
         });
         Ok(session)
     }
