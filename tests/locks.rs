@@ -632,3 +632,39 @@ fn a_lock_session_reset_by_the_network_is_replaced() {
         assert!(store.lock("long-held").unwrap().is_held());
     });
 }
+
+/// A lock's session is a new connection: on a server that accepts sockets
+/// and never answers (hung, or behind a black-holed path), taking a lock
+/// must fail within the store's timeouts, not wait for the network. On
+/// PostgreSQL the session connects with libpq's `connect_timeout`; MySQL's
+/// client takes none from the URL (docs/deployment.md).
+#[test]
+fn a_lock_on_a_server_that_stopped_answering_fails_within_the_timeouts() {
+    each_backend(|target| {
+        if target.backend != larder::Backend::Postgres {
+            return;
+        }
+        let db = target.fresh();
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let store = larder::Store::builder(&proxy.url())
+            .coherence(false)
+            .connection_timeout(Duration::from_secs(2))
+            .lock_timeout(Duration::from_secs(2))
+            .build()
+            .expect("store through the proxy");
+        proxy.freeze();
+        let (taken, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            let result = store.lock("frozen").map(drop);
+            let _ = taken.send(result);
+        });
+        // A hang guard far beyond the timeouts, not a timing assertion.
+        let result = done.recv_timeout(Duration::from_secs(60));
+        proxy.thaw();
+        let result = result.expect("the lock waited for a server that never answered");
+        assert!(
+            matches!(result, Err(larder::Error::Connection { .. })),
+            "{result:?}"
+        );
+    });
+}
