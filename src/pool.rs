@@ -112,7 +112,7 @@ pub(crate) fn build(url: &DatabaseUrl, config: &PoolConfig) -> Result<Pool> {
 /// without one, a server that accepts the socket and never answers holds
 /// the connecting thread (the caller's, at build) for as long as the socket
 /// stays open. diesel's MySQL client reads no such setting from the URL.
-fn with_connect_timeout(url: &DatabaseUrl, timeout: Duration) -> Result<DatabaseUrl> {
+pub(crate) fn with_connect_timeout(url: &DatabaseUrl, timeout: Duration) -> Result<DatabaseUrl> {
     if url.backend() != Backend::Postgres {
         return Ok(url.clone());
     }

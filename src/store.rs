@@ -519,6 +519,7 @@ impl Store {
             url: self.session_url(),
             busy_timeout: self.busy_timeout(),
             lock_timeout: self.lock_timeout(),
+            connect_timeout: self.inner.config.connection_timeout,
         }
     }
 }

@@ -96,6 +96,8 @@ pub(crate) struct Owner<'a> {
     pub(crate) url: &'a DatabaseUrl,
     pub(crate) busy_timeout: Duration,
     pub(crate) lock_timeout: Duration,
+    /// How long opening a session may take (the store's connection timeout).
+    pub(crate) connect_timeout: Duration,
 }
 
 /// [`Store::lock`](crate::Store::lock) for `owner`.

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::Owner;
 use crate::backend::Manager;
 use crate::error::{Error, Result};
-use crate::pool::Connection;
+use crate::pool::{with_connect_timeout, Connection};
 
 thread_local! {
     /// This thread's live session per store id. Weak: a session closes (and
@@ -60,7 +60,10 @@ impl Session {
             return Ok(session);
         }
         let url = owner.url;
-        let manager = Manager::new(url.clone(), owner.busy_timeout);
+        let manager = Manager::new(
+            with_connect_timeout(url, owner.connect_timeout)?,
+            owner.busy_timeout,
+        );
         let mut conn = manager.open().map_err(|err| url.connection_error(&err.0))?;
         let scope = setup(&mut conn)?;
         let session = Rc::new(Session {
