@@ -250,3 +250,36 @@ fn building_on_a_server_that_never_answers_fails_within_the_connection_timeout()
         );
     });
 }
+
+/// Processes starting together on a new SQLite file (every host of a
+/// deployment, or `larder migrate run`s at once) all open it: the first to
+/// switch it to WAL holds a lock the others' switch cannot wait for through
+/// the busy handler, and an open failed with "database is locked" (seen in
+/// CI: three `larder migrate run`s at once). Openers at once must all succeed.
+#[test]
+fn stores_opening_a_new_sqlite_file_at_once_all_succeed() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("new.db").display());
+        let openers = 8;
+        let start = std::sync::Barrier::new(openers);
+        let results: Vec<larder::Result<()>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..openers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        larder::Store::builder(&url)
+                            .coherence(false)
+                            .pool_size(1)
+                            .build()
+                            .map(drop)
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        for result in results {
+            assert!(result.is_ok(), "round {round}: {result:?}");
+        }
+    }
+}
