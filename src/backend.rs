@@ -274,9 +274,25 @@ fn open(url: &DatabaseUrl) -> Result<Connection, String> {
 
 /// Per-connection settings. SQLite: the busy timeout first, so that switching
 /// to WAL waits for a concurrent opener; foreign keys are off by default there.
-fn prepare(conn: &mut Connection, busy_timeout: std::time::Duration) -> QueryResult<()> {
+/// The switch to WAL of a new file does not always wait through the busy
+/// handler: openers at once got "database is locked". The settings are
+/// idempotent, so a locked attempt is tried again until the busy timeout.
+fn prepare(conn: &mut Connection, busy_timeout: Duration) -> QueryResult<()> {
     let setup = dialect::of(conn.backend()).session_setup(busy_timeout);
-    conn.batch_execute(&setup)
+    let deadline = std::time::Instant::now() + busy_timeout;
+    loop {
+        match conn.batch_execute(&setup) {
+            Err(err) if is_sqlite_locked(conn, &err) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// SQLITE_BUSY, as diesel reports it (a plain error with SQLite's message).
+fn is_sqlite_locked(conn: &Connection, err: &diesel::result::Error) -> bool {
+    conn.backend() == Backend::Sqlite && err.to_string().contains("database is locked")
 }
 
 /// Whether a pool may still open connections. r2d2 opens them on threads of
