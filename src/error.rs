@@ -230,6 +230,25 @@ pub enum Error {
         /// The lock's name, as shown: control characters escaped, long names cut.
         name: String,
     },
+    /// A write through the [`Store`](crate::Store) (a repository's `create`,
+    /// `update`, `write`, `delete`, a nested [`Store::begin`](crate::Store::begin)
+    /// or [`Store::transaction`](crate::Store::transaction), and on SQLite a
+    /// named lock, whose fencing token is a write) while this thread holds an
+    /// open transaction of the same store. It would run on another connection,
+    /// outside that transaction, and wait for the locks the transaction holds
+    /// until it ends, which it does not while this thread waits: on
+    /// PostgreSQL for ever. Write through the transaction (`tx.users()…`)
+    /// instead, or take named locks before it begins. Nothing was done.
+    #[error(
+        "{operation} through the store while this thread holds one of its open \
+         transactions: it would run outside the transaction and wait for its locks; \
+         write through the transaction instead"
+    )]
+    #[non_exhaustive]
+    InsideTransaction {
+        /// What was refused: `"write to users"`, `"transaction"`, `"lock"`.
+        operation: &'static str,
+    },
     /// A lock name was refused (empty, or longer than the limit).
     #[error("invalid lock name {name}: {reason}")]
     #[non_exhaustive]
@@ -518,7 +537,7 @@ impl Error {
     /// | 409 Conflict | [`Conflict`](Error::Conflict), a version mismatch included |
     /// | 400 Bad Request | [`InvalidLockName`](Error::InvalidLockName): a lock named after the request's data |
     /// | 503 Service Unavailable | the retryable ones ([`is_retryable`](Error::is_retryable): [`PoolTimeout`](Error::PoolTimeout), [`Busy`](Error::Busy), [`ConnectionLost`](Error::ConnectionLost), [`Serialization`](Error::Serialization), [`LockTimeout`](Error::LockTimeout), [`Deadlock`](Error::Deadlock), [`MigrationLocked`](Error::MigrationLocked)), [`Connection`](Error::Connection) (the database cannot be reached) and an [`Interrupted`](Error::Interrupted) runtime shutdown |
-    /// | 500 Internal Server Error | everything else: the server's configuration ([`InvalidUrl`](Error::InvalidUrl), [`InvalidConfig`](Error::InvalidConfig)), a bug ([`LockHeld`](Error::LockHeld), a panic), [`TransactionAborted`](Error::TransactionAborted), [`LockLost`](Error::LockLost), [`LockFile`](Error::LockFile), [`Migration`](Error::Migration), [`Database`](Error::Database) |
+    /// | 500 Internal Server Error | everything else: the server's configuration ([`InvalidUrl`](Error::InvalidUrl), [`InvalidConfig`](Error::InvalidConfig)), a bug ([`LockHeld`](Error::LockHeld), [`InsideTransaction`](Error::InsideTransaction), a panic), [`TransactionAborted`](Error::TransactionAborted), [`LockLost`](Error::LockLost), [`LockFile`](Error::LockFile), [`Migration`](Error::Migration), [`Database`](Error::Database) |
     ///
     /// ```
     /// let err = larder::Error::version_mismatch("posts", 3, 1, 2);
@@ -549,6 +568,7 @@ impl Error {
             | Error::TransactionAborted { .. }
             | Error::LockLost { .. }
             | Error::LockHeld { .. }
+            | Error::InsideTransaction { .. }
             | Error::LockFile { .. }
             | Error::Migration { .. }
             | Error::Interrupted { .. }

@@ -7,6 +7,7 @@ use larder_blog::prelude::*;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{assert_pool_idle, each_backend, rename, user, user_in_db};
 use larder::{Entity, Error};
@@ -474,4 +475,142 @@ fn writes_after_a_deadlock_ended_the_transaction_do_not_stay_cached_stale() {
             "the cache serves a row older than the database's"
         );
     });
+}
+
+/// Runs `work` on a thread of its own and fails the test if it has not
+/// finished within `limit` (a hang must fail, not stall the suite).
+fn within<T: Send + 'static>(limit: Duration, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(work());
+    });
+    finished.recv_timeout(limit).unwrap_or_else(|_| {
+        panic!("still waiting after {limit:?}: it waits on its own transaction")
+    })
+}
+
+fn is_inside_transaction<T: std::fmt::Debug>(result: &Result<T, Error>) -> bool {
+    matches!(result, Err(Error::InsideTransaction { .. }))
+}
+
+/// A write through the store (not `tx`) inside the same thread's open
+/// transaction runs on another pooled connection, outside the transaction,
+/// and waits for the locks the transaction holds: on PostgreSQL for ever, on
+/// MySQL for `innodb_lock_wait_timeout`, on SQLite for the busy timeout. It
+/// is refused at once instead, and the transaction goes on.
+#[test]
+fn a_store_write_inside_the_threads_own_transaction_is_refused_at_once() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann").id;
+        let store = db.store.clone();
+        let outside = within(Duration::from_secs(20), move || {
+            store
+                .transaction(|tx| {
+                    tx.users().update(ann, rename("in tx"))?;
+                    let update = store.users().update(ann, rename("outside"));
+                    let create = store.users().create(NewUser {
+                        name: "bob".into(),
+                        email: "bob@example.org".into(),
+                    });
+                    let delete = store.users().delete(ann);
+                    let nested = store.begin().map(drop);
+                    // Reads through the store still work: they wait on nothing.
+                    let read = store.users().get(ann)?.map(|u| u.name.clone());
+                    Ok::<_, Error>((update, create, delete, nested, read))
+                })
+                .unwrap()
+        });
+        let (update, create, delete, nested, read) = outside;
+        assert!(is_inside_transaction(&update), "update: {update:?}");
+        assert!(is_inside_transaction(&create), "create: {create:?}");
+        assert!(is_inside_transaction(&delete), "delete: {delete:?}");
+        assert!(is_inside_transaction(&nested), "nested begin: {nested:?}");
+        assert_eq!(
+            read.as_deref(),
+            Some("ann"),
+            "a read sees what is committed"
+        );
+        // Refused means unchanged: the transaction's own write committed.
+        assert_eq!(db.store.users().get(ann).unwrap().unwrap().name, "in tx");
+        assert_eq!(user_in_db(&db.store, ann).unwrap().name, "in tx");
+        assert_pool_idle(&db.store);
+    });
+}
+
+/// The refusal is for the thread whose transaction it is: another thread
+/// writes as usual, and once the transaction ends, however it ends, so
+/// does this one.
+#[test]
+fn only_the_thread_holding_the_transaction_is_refused_and_only_while_it_is_open() {
+    each_backend(|target| {
+        // SQLite's other thread waits for the one write lock, briefly.
+        let db = target.fresh_with(|b| b.busy_timeout(Duration::from_millis(300)));
+        let store = &db.store;
+        let (ann, bob) = (user(store, "ann"), user(store, "bob"));
+        let other_thread = store
+            .transaction(|tx| {
+                tx.users().update(ann.id, rename("in tx"))?;
+                Ok::<_, Error>(std::thread::scope(|s| {
+                    s.spawn(|| store.users().update(bob.id, rename("other thread")))
+                        .join()
+                        .unwrap()
+                }))
+            })
+            .unwrap();
+        if db.is(larder::Backend::Sqlite) {
+            assert!(
+                matches!(other_thread, Err(Error::Busy { .. })),
+                "{other_thread:?}"
+            );
+        } else {
+            assert!(other_thread.is_ok(), "{other_thread:?}");
+        }
+        let endings: [&dyn Fn(); 4] = [
+            &|| store.begin().unwrap().commit().unwrap(),
+            &|| store.begin().unwrap().rollback().unwrap(),
+            &|| drop(store.begin().unwrap()),
+            &|| {
+                let failed: Result<(), Error> = store.transaction(|_| {
+                    Err(Error::Migration {
+                        message: "no".into(),
+                    })
+                });
+                assert!(failed.is_err());
+            },
+        ];
+        for (n, end) in endings.iter().enumerate() {
+            end();
+            let after = store.users().update(bob.id, rename(&format!("after {n}")));
+            assert!(after.is_ok(), "ending {n}: {after:?}");
+        }
+        // A transaction begun here and ended on another thread ends here too.
+        let tx = store.begin().unwrap();
+        std::thread::scope(|s| s.spawn(move || tx.commit().unwrap()).join().unwrap());
+        store
+            .users()
+            .update(bob.id, rename("after a moved tx"))
+            .unwrap();
+    });
+}
+
+/// On SQLite a named lock draws its fencing token with a write, which needs
+/// the write lock the thread's own transaction holds: it would wait out the
+/// busy timeout and fail with `Busy`, every time. It is refused at once.
+#[test]
+fn a_sqlite_named_lock_inside_the_threads_own_transaction_is_refused_at_once() {
+    let db = common::fresh_with(|b| b.busy_timeout(Duration::from_secs(10)));
+    let store = db.store.clone();
+    let (locked, elapsed) = within(Duration::from_secs(8), move || {
+        let began = std::time::Instant::now();
+        let tx = store.begin().unwrap();
+        let locked = store.lock("report").map(drop);
+        tx.commit().unwrap();
+        (locked, began.elapsed())
+    });
+    assert!(
+        is_inside_transaction(&locked),
+        "{locked:?} after {elapsed:?}"
+    );
+    db.store.lock("report").unwrap();
 }
