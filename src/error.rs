@@ -240,14 +240,17 @@ pub enum Error {
     /// PostgreSQL for ever. Write through the transaction (`tx.users()…`)
     /// instead, or take named locks before it begins. Nothing was done.
     #[error(
-        "{operation} through the store while this thread holds one of its open \
+        "{operation}{} through the store while this thread holds one of its open \
          transactions: it would run outside the transaction and wait for its locks; \
-         write through the transaction instead"
+         write through the transaction instead",
+        on(*.table)
     )]
     #[non_exhaustive]
     InsideTransaction {
-        /// What was refused: `"write to users"`, `"transaction"`, `"lock"`.
+        /// What was refused: `"write"`, `"transaction"` or `"lock"`.
         operation: &'static str,
+        /// The table a refused write was for.
+        table: Option<&'static str>,
     },
     /// A lock name was refused (empty, or longer than the limit).
     #[error("invalid lock name {name}: {reason}")]

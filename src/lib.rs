@@ -68,6 +68,8 @@
 //! store.transaction(|tx| {
 //!     tx.repo::<Tag>().update(rust.id, TagChanges { label: Some("Rust".into()) })?;
 //!     assert_eq!(tags.get(rust.id)?.unwrap().label, "rust"); // others see the committed row
+//!     // Writes go through `tx`: one through the store would wait on this transaction.
+//!     assert!(matches!(tags.delete(rust.id), Err(larder::Error::InsideTransaction { .. })));
 //!     Ok::<_, larder::Error>(())
 //! })?; // committed: only now is the cached row invalidated
 //! assert_eq!(tags.get(rust.id)?.unwrap().label, "Rust");
@@ -565,6 +567,8 @@
 //! [`Serialization`](Error::Serialization) (a deadlock or serialization failure:
 //! run the transaction again), [`TransactionAborted`](Error::TransactionAborted)
 //! (a statement in it failed, so it was rolled back),
+//! [`InsideTransaction`](Error::InsideTransaction) (a write through the store
+//! inside the same thread's open transaction: write through `tx`),
 //! the named locks' [`LockTimeout`](Error::LockTimeout),
 //! [`Deadlock`](Error::Deadlock), [`LockLost`](Error::LockLost),
 //! [`LockHeld`](Error::LockHeld), [`InvalidLockName`](Error::InvalidLockName)
@@ -698,7 +702,10 @@
 //!   SQLite writer waits for the write lock up to the busy timeout, then gets
 //!   [`Error::Busy`] (`tests/pool.rs`); a named lock waits up to the lock
 //!   timeout ([`Error::LockTimeout`]), and a deadlock between processes is
-//!   [`Error::Deadlock`], never a hang (`tests/locks.rs`).
+//!   [`Error::Deadlock`], never a hang (`tests/locks.rs`). A write through the
+//!   store while the same thread holds one of its open transactions, which
+//!   would wait for that transaction's own locks (on PostgreSQL for ever), is
+//!   refused at once with [`Error::InsideTransaction`] (`tests/transactions.rs`).
 //! - **Bounded staleness**: a store whose watcher has not confirmed its view of
 //!   the database within half of `max_staleness` empties its caches; whenever
 //!   the watcher cannot prove it saw every change, it flushes, never skips
@@ -804,6 +811,7 @@ mod requirement;
 mod stats;
 mod store;
 mod sync;
+mod thread_tx;
 mod tx;
 mod url;
 

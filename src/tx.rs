@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::pool::{Connection, PooledConn};
 use crate::registry::{PendingWrite, Unapplied};
 use crate::store::Store;
+use crate::thread_tx::{refuse_inside, OpenMark};
 
 impl Store {
     /// Begins a transaction; see [`Tx`].
@@ -18,7 +19,10 @@ impl Store {
     /// # Errors
     ///
     /// [`Error::PoolTimeout`] when no connection is free, [`Error::Busy`] when
-    /// another writer holds SQLite's write lock past the busy timeout.
+    /// another writer holds SQLite's write lock past the busy timeout,
+    /// [`Error::InsideTransaction`] when this thread already holds an open
+    /// transaction of this store (a second one would wait for the first's
+    /// locks: use the open one).
     pub fn begin(&self) -> Result<Tx<'_>> {
         Tx::begin(self)
     }
@@ -42,6 +46,10 @@ impl Store {
 }
 
 /// An open database transaction holding one pooled connection.
+///
+/// While it is open, writes through the [`Store`] on the thread that began
+/// it are refused with [`Error::InsideTransaction`]: they would run outside
+/// it and wait for its locks. Write through the `Tx`.
 ///
 /// Writes made through it are invisible to the shared cache until
 /// [`commit`](Tx::commit) succeeds; then every key it wrote is invalidated.
@@ -79,6 +87,9 @@ pub struct Tx<'s> {
     /// nothing to commit or roll back, only writes to apply.
     explicit: bool,
     finished: bool,
+    /// Marks an explicit transaction open on the thread that began it, so
+    /// that the store refuses that thread's writes around it.
+    _open: Option<OpenMark>,
 }
 
 impl<'s> Tx<'s> {
@@ -90,6 +101,7 @@ impl<'s> Tx<'s> {
     /// BEGIN that finds it dead changed nothing, so it is sent once more on a
     /// connection a ping proved alive.
     pub(crate) fn begin(store: &'s Store) -> Result<Tx<'s>> {
+        refuse_inside(store.id(), "transaction", None)?;
         let mut conn = store.checkout()?;
         let begun = conn.begin().map_err(|e| Error::from_diesel(e, None, None));
         conn.settle(&begun);
@@ -124,6 +136,7 @@ impl<'s> Tx<'s> {
             ran: Cell::new(false),
             explicit,
             finished: false,
+            _open: explicit.then(|| OpenMark::begin(store.id())),
         }
     }
 

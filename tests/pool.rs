@@ -56,7 +56,8 @@ fn a_writer_blocked_past_the_busy_timeout_gets_a_busy_error() {
         name: Some("blocked".into()),
         ..Default::default()
     };
-    let err = db.store.users().update(ann.id, changes).unwrap_err();
+    // Another thread: this one's store writes are refused while it holds `writer`.
+    let err = common::on_another_thread(|| db.store.users().update(ann.id, changes).unwrap_err());
     assert!(matches!(err, Error::Busy { .. }), "{err:?}");
     // Readers are not blocked by the writer (WAL), and see committed data only.
     assert_eq!(db.store.users().get(ann.id).unwrap().unwrap().name, "ann");

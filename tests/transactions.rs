@@ -374,7 +374,7 @@ fn a_write_that_returns_a_row_from_an_old_snapshot_does_not_cache_it() {
         for (id, other, changes) in cases {
             let tx = store.begin().unwrap();
             tx.users().get(id).unwrap(); // the snapshot
-            store.users().update(id, rename(other)).unwrap();
+            common::on_another_thread(|| store.users().update(id, rename(other)).unwrap());
             tx.users().update(id, changes).unwrap();
             tx.commit().unwrap();
             assert_eq!(
@@ -406,8 +406,12 @@ fn a_cascade_in_a_transaction_finds_children_committed_after_its_snapshot() {
         );
         let tx = store.begin().unwrap();
         tx.users().get(ann.id).unwrap(); // the snapshot
-        let on_doomed = common::comment(store, &doomed, &ann, "late");
-        let by_bob = common::comment(store, &kept, &bob, "late too");
+        let (on_doomed, by_bob) = common::on_another_thread(|| {
+            (
+                common::comment(store, &doomed, &ann, "late"),
+                common::comment(store, &kept, &bob, "late too"),
+            )
+        });
         for post in [&doomed, &kept] {
             assert_eq!(store.comments().of_post(post.id).unwrap().len(), 1);
         }
@@ -612,5 +616,5 @@ fn a_sqlite_named_lock_inside_the_threads_own_transaction_is_refused_at_once() {
         is_inside_transaction(&locked),
         "{locked:?} after {elapsed:?}"
     );
-    db.store.lock("report").unwrap();
+    drop(db.store.lock("report").unwrap()); // once it ends, the lock is taken
 }

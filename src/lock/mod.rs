@@ -26,6 +26,7 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::dialect::Backend;
 use crate::error::{Error, Result};
 use crate::pool::Connection;
 use crate::url::DatabaseUrl;
@@ -143,6 +144,11 @@ where
 /// Takes the lock `name` for `owner` (see [`Store::lock`](crate::Store::lock)).
 fn acquire(owner: &Owner<'_>, name: &str, wait: Wait) -> Result<Option<LockGuard>> {
     let name = LockName::new(name)?;
+    if owner.url.backend() == Backend::Sqlite {
+        // The fencing token is a write, and the thread's own transaction
+        // holds SQLite's one write lock: it would wait out the busy timeout.
+        crate::thread_tx::refuse_inside(owner.id, "lock", None)?;
+    }
     let timeout = owner.lock_timeout;
     let session = Session::for_owner(owner, |conn| setup(conn, timeout))?;
     if !session.claim(name.key()) {

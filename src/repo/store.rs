@@ -16,12 +16,17 @@ use crate::error::Result;
 use crate::pool::Connection;
 use crate::read::Read;
 use crate::store::Store;
+use crate::thread_tx::refuse_inside;
 use crate::tx::Tx;
 
 /// The repository of entity `E` on a [`Store`]: `get` is served from the
 /// identity map; each write commits on its own (one autocommitted statement
 /// for [`Entity::SINGLE_STATEMENT_WRITES`] entities, else its own transaction)
-/// and invalidates what it changed once committed.
+/// and invalidates what it changed once committed. On a thread holding an
+/// open transaction of the store, its writes are refused with
+/// [`Error::InsideTransaction`](crate::Error::InsideTransaction): they would
+/// wait for that transaction's locks; write through the transaction's
+/// repository instead.
 ///
 /// ```
 /// use larder_blog::{Blog, NewUser};
@@ -406,6 +411,7 @@ impl<'s, E: Entity> Repo<'s, E> {
         if !E::SINGLE_STATEMENT_WRITES || reads_before {
             return self.in_tx(work);
         }
+        refuse_inside(self.store.id(), "write", Some(E::TABLE))?;
         let tx = Tx::autocommit(self.store)?;
         let value = work(&TxRepo::new(&tx, self.cache))?;
         tx.commit()?;
@@ -413,6 +419,7 @@ impl<'s, E: Entity> Repo<'s, E> {
     }
 
     fn in_tx<T>(&self, work: impl FnOnce(&TxRepo<'_, E>) -> Result<T>) -> Result<T> {
+        refuse_inside(self.store.id(), "write", Some(E::TABLE))?;
         self.store
             .transaction(|tx| work(&TxRepo::new(tx, self.cache)))
     }

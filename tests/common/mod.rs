@@ -480,3 +480,9 @@ fn instrumented<T>(
     let seen = seen.lock().expect("seen").clone();
     (result, seen)
 }
+
+/// Runs `work` on another thread and waits for it: a writer other than the
+/// current thread, whose open transaction would refuse its store writes.
+pub fn on_another_thread<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(work).join().expect("the other thread panicked"))
+}
