@@ -332,26 +332,11 @@ fn an_application_table_with_generated_capture_is_coherent() {
     });
 }
 
-/// larder's watcher threads of this process that have not begun to exit. A
-/// joined thread can still be listed for a moment: `join` returns when the
-/// thread's exit clears its id, before the kernel removes it from
-/// `/proc/self/task`; by then its flags carry `PF_EXITING`, set at the start
-/// of its exit, so it is not counted. A thread never joined is not exiting.
+/// larder's watcher threads of this process that have not begun to exit.
 fn watcher_threads() -> usize {
-    const PF_EXITING: u64 = 0x4;
-    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc");
-    tasks
-        .filter_map(|task| {
-            let path = task.ok()?.path();
-            let name = std::fs::read_to_string(path.join("comm")).ok()?;
-            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
-            // After "tid (comm) ": state ppid pgrp session tty_nr tpgid flags …
-            let flags: u64 = stat.rsplit_once(") ")?.1.split(' ').nth(6)?.parse().ok()?;
-            Some((name, flags))
-        })
-        .filter(|(name, flags)| {
-            matches!(name.trim(), "larder-watcher" | "larder-guard") && flags & PF_EXITING == 0
-        })
+    common::threads::live_threads()
+        .iter()
+        .filter(|name| matches!(name.as_str(), "larder-watcher" | "larder-guard"))
         .count()
 }
 

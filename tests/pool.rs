@@ -6,6 +6,7 @@ mod common;
 use larder_blog::prelude::*;
 use std::time::{Duration, Instant};
 
+use common::threads::live_threads;
 use common::{assert_pool_idle, each_backend, fresh_with, user};
 use larder::Error;
 use larder_blog::UserChanges;
@@ -153,27 +154,6 @@ fn a_dropped_store_does_not_create_its_database_again() {
     }
 }
 
-/// The threads of this process that have not begun to exit (a thread's
-/// flags carry `PF_EXITING` from the start of its exit until the kernel
-/// removes it from `/proc/self/task`).
-fn live_threads() -> usize {
-    const PF_EXITING: u64 = 0x4;
-    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc");
-    tasks
-        .filter_map(|task| {
-            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
-            // After "tid (comm) ": state ppid pgrp session tty_nr tpgid flags …
-            stat.rsplit_once(") ")?
-                .1
-                .split(' ')
-                .nth(6)?
-                .parse::<u64>()
-                .ok()
-        })
-        .filter(|flags| flags & PF_EXITING == 0)
-        .count()
-}
-
 /// Stores built and dropped one after another (a test suite, a tenant's
 /// store reopened, a configuration reload) leave no thread behind: r2d2's
 /// pool kept its three worker threads until its next reaper run, up to 30 s
@@ -199,7 +179,7 @@ fn dropped_stores_leave_no_threads_behind() {
     }
     each_backend(|target| {
         let db = target.fresh();
-        let before = live_threads();
+        let before = live_threads().len();
         for round in 0..100 {
             let store = larder_blog::builder(&db.url()).build().unwrap();
             assert!(store.users().get(round).unwrap().is_none());
@@ -207,11 +187,11 @@ fn dropped_stores_leave_no_threads_behind() {
         }
         // Exiting threads are not joined: wait for them to begin their exit.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while live_threads() > before && Instant::now() < deadline {
+        while live_threads().len() > before && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(
-            live_threads(),
+            live_threads().len(),
             before,
             "threads of 100 dropped stores still running"
         );

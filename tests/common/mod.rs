@@ -6,6 +6,7 @@
 
 pub mod interleave;
 pub mod proxy;
+pub mod threads;
 
 use larder_blog::prelude::*;
 use std::io::Write;
