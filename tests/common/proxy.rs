@@ -15,7 +15,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -23,6 +23,9 @@ use std::time::Duration;
 const MAX_CONNECTIONS: usize = 32;
 /// How long a forwarding thread blocks in a read before it looks at the flags.
 const POLL: Duration = Duration::from_millis(5);
+/// How long [`Proxy::run_frozen`] waits for its work: a hang guard far beyond
+/// the timeouts the tests set, not a timing assertion.
+const HANG_GUARD: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct Shared {
@@ -89,6 +92,24 @@ impl Proxy {
     /// Forwards again, starting with what was held back.
     pub fn thaw(&self) {
         self.shared.frozen.store(false, Ordering::SeqCst);
+    }
+
+    /// Runs `work` on a thread of its own with the proxy frozen (if it is not
+    /// already), then thaws it: what `work` returned, or `None` when it was
+    /// still waiting after the hang guard, so a test of "does not wait on a
+    /// server that stopped answering" fails instead of hanging.
+    pub fn run_frozen<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        self.freeze();
+        let (sender, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(work());
+        });
+        let result = done.recv_timeout(HANG_GUARD).ok();
+        self.thaw();
+        result
     }
 
     /// Resets every connection open now (a RST to each client, closed to
