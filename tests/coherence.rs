@@ -838,6 +838,19 @@ fn changes_pruned_before_the_store_read_them_flush_its_caches() {
     });
 }
 
+/// A coherent store on `db` whose connections go through a proxy the test can
+/// freeze, with `ann`'s row read through it: the setup of the tests of a
+/// server that stops answering the watcher.
+fn through_proxy(db: &TestDb, bound: Duration, ann: i64) -> (common::proxy::Proxy, Store) {
+    let proxy = common::proxy::Proxy::start(&db.url());
+    let a = Store::builder(&proxy.url())
+        .max_staleness(bound)
+        .build()
+        .unwrap();
+    assert_eq!(name_of(&a, ann).as_deref(), Some("ann"));
+    (proxy, a)
+}
+
 #[test]
 fn a_stuck_check_does_not_hold_off_the_flush() {
     // The watcher's connection goes through a proxy that stops forwarding
@@ -849,12 +862,7 @@ fn a_stuck_check_does_not_hold_off_the_flush() {
         }
         let bound = Duration::from_millis(200);
         let (db, ann, _, _) = seeded(target);
-        let proxy = common::proxy::Proxy::start(&db.url());
-        let a = Store::builder(&proxy.url())
-            .max_staleness(bound)
-            .build()
-            .unwrap();
-        assert_eq!(name_of(&a, ann).as_deref(), Some("ann"));
+        let (proxy, a) = through_proxy(&db, bound, ann);
         std::thread::sleep(bound * 2);
         assert!(a.users().cached(ann).is_some(), "healthy: kept");
 
@@ -1142,12 +1150,7 @@ fn dropping_a_store_whose_server_stopped_answering_does_not_hang() {
         }
         let bound = Duration::from_millis(200);
         let (db, ann, _, _) = seeded(target);
-        let proxy = common::proxy::Proxy::start(&db.url());
-        let a = Store::builder(&proxy.url())
-            .max_staleness(bound)
-            .build()
-            .unwrap();
-        assert_eq!(name_of(&a, ann).as_deref(), Some("ann"));
+        let (proxy, a) = through_proxy(&db, bound, ann);
         proxy.freeze();
         // Stuck for sure once the guard flushed for it.
         let deadline = Instant::now() + Duration::from_secs(30);
