@@ -374,13 +374,9 @@ fn create_with_an_id_the_application_sets_returns_that_row() {
     use set_ids::{Label, NewLabel};
     each_backend(|target| {
         let db = target.fresh();
-        let id_column = match db.backend {
-            Backend::Sqlite => "id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
-            Backend::Postgres => "id BIGSERIAL PRIMARY KEY",
-            _ => "id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
-        };
         db.raw(&format!(
-            "CREATE TABLE labels ({id_column}, name TEXT NOT NULL)"
+            "CREATE TABLE labels (id {}, name TEXT NOT NULL)",
+            common::serial_key(db.backend)
         ));
         let store = larder::Store::builder(&db.url())
             .coherence(false)

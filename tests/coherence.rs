@@ -296,13 +296,9 @@ fn an_application_table_with_generated_capture_is_coherent() {
 
     each_backend(|target| {
         let db = target.fresh();
-        let id_column = match db.backend {
-            Backend::Sqlite => "id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
-            Backend::Postgres => "id BIGSERIAL PRIMARY KEY",
-            _ => "id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
-        };
         db.raw(&format!(
-            "CREATE TABLE notes ({id_column}, body TEXT NOT NULL)"
+            "CREATE TABLE notes (id {}, body TEXT NOT NULL)",
+            common::serial_key(db.backend)
         ));
         db.raw(&larder::capture_sql(db.backend, "notes").unwrap().up);
         let a = Store::builder(&db.url())

@@ -7,7 +7,7 @@ mod common;
 use larder_blog::prelude::*;
 use std::sync::Arc;
 
-use common::{each_backend, post, user};
+use common::{each_backend, post, serial_key, user};
 use diesel::prelude::*;
 use larder::{Backend, Entity};
 
@@ -68,15 +68,6 @@ fn labels_db(target: &common::Target) -> common::TestDb {
         serial_key(db.backend)
     ));
     db
-}
-
-/// A generated BIGINT primary key.
-fn serial_key(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
-        Backend::Postgres => "BIGSERIAL PRIMARY KEY",
-        _ => "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
-    }
 }
 
 #[test]

@@ -170,11 +170,7 @@ struct TagChanges {
 
 fn tags_db(target: &common::Target) -> common::TestDb {
     let db = target.fresh_with(|b| b.entity::<Tag>());
-    let id = match db.backend {
-        larder::Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
-        larder::Backend::Postgres => "BIGSERIAL PRIMARY KEY",
-        _ => "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
-    };
+    let id = common::serial_key(db.backend);
     db.raw(&format!(
         "CREATE TABLE tags (id {id}, post_id BIGINT NOT NULL, label TEXT NOT NULL, \
          FOREIGN KEY (post_id) REFERENCES posts (id) ON DELETE CASCADE)"

@@ -288,6 +288,16 @@ pub fn comment(store: &Store, post: &Post, author: &User, body: &str) -> Arc<lar
         .expect("create comment")
 }
 
+/// A generated BIGINT primary key, in `backend`'s SQL, for the tables tests
+/// create of their own.
+pub fn serial_key(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
+        Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+        _ => "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+    }
+}
+
 /// A change of a user's name only.
 pub fn rename(name: &str) -> larder_blog::UserChanges {
     larder_blog::UserChanges {
