@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{each_backend, fresh, post, user};
+use common::{each_backend, fresh, post, user, write_migration};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use larder::{ConflictKind, Error, Migrator, Store};
@@ -443,14 +443,6 @@ fn a_write_in_a_transaction_that_fails_after_writing_leaves_no_stale_entry() {
         db.store.users().cached(ann.id).is_none(),
         "the transaction committed the update: the old entry must go"
     );
-}
-
-/// Writes the migration `name` (`<version>_<what>`) into the folder `dir`.
-fn write_migration(dir: &Path, name: &str, up: &str, down: &str) {
-    let folder = dir.join(name);
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("up.sql"), up).unwrap();
-    std::fs::write(folder.join("down.sql"), down).unwrap();
 }
 
 /// A folder of application migrations, one `tags` table dated `version`.

@@ -10,6 +10,7 @@ pub mod threads;
 
 use larder_blog::prelude::*;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -296,6 +297,16 @@ pub fn serial_key(backend: Backend) -> &'static str {
         Backend::Postgres => "BIGSERIAL PRIMARY KEY",
         _ => "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
     }
+}
+
+/// Writes the migration `name` (`<version>_<what>`) into the folder `dir` and
+/// returns its folder: the library's and the CLI's migration tests make many.
+pub fn write_migration(dir: &std::path::Path, name: &str, up: &str, down: &str) -> PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("up.sql"), up).unwrap();
+    std::fs::write(folder.join("down.sql"), down).unwrap();
+    folder
 }
 
 /// A change of a user's name only.
