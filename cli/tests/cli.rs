@@ -8,6 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::write_migration;
 use diesel::connection::SimpleConnection;
 
 fn larder(dir: &Path, args: &[&str]) -> Output {
@@ -19,6 +20,12 @@ fn larder(dir: &Path, args: &[&str]) -> Output {
         .env_remove("RUST_LOG")
         .output()
         .expect("run larder")
+}
+
+/// Runs `larder` in `dir` with `leading` (the flags a test gives every
+/// command) before `args`, so tests need no closure of their own for it.
+fn larder_with(dir: &Path, leading: &[&str], args: &[&str]) -> Output {
+    larder(dir, &[leading, args].concat())
 }
 
 fn stdout(output: &Output) -> String {
@@ -195,14 +202,12 @@ fn app_migrations(root: &Path) -> PathBuf {
         ("2027-01-01-000001_create_tags", "tags"),
         ("2027-01-02-000001_create_notes", "notes"),
     ] {
-        let migration = dir.join(name);
-        fs::create_dir_all(&migration).unwrap();
-        fs::write(
-            migration.join("up.sql"),
-            format!("CREATE TABLE {table} (id INTEGER PRIMARY KEY, label TEXT NOT NULL);"),
-        )
-        .unwrap();
-        fs::write(migration.join("down.sql"), format!("DROP TABLE {table};")).unwrap();
+        write_migration(
+            &dir,
+            name,
+            &format!("CREATE TABLE {table} (id INTEGER PRIMARY KEY, label TEXT NOT NULL);"),
+            &format!("DROP TABLE {table};"),
+        );
     }
     dir
 }
@@ -478,20 +483,14 @@ fn generate_defaults_to_migrations_sqlite_in_the_working_directory() {
 #[test]
 fn generate_writes_where_migrate_run_reads_a_flat_migrations_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let first = dir.path().join("migrations/2026-01-01-000000_first");
-    fs::create_dir_all(&first).unwrap();
-    fs::write(
-        first.join("up.sql"),
+    write_migration(
+        &dir.path().join("migrations"),
+        "2026-01-01-000000_first",
         "CREATE TABLE first_t (id INTEGER PRIMARY KEY);",
-    )
-    .unwrap();
-    fs::write(first.join("down.sql"), "DROP TABLE first_t;").unwrap();
+        "DROP TABLE first_t;",
+    );
     let url = sqlite_url(dir.path(), "flat.db");
-    let with = |args: &[&str]| {
-        let mut all = vec!["--database-url", &url];
-        all.extend_from_slice(args);
-        larder(dir.path(), &all)
-    };
+    let with = |args: &[&str]| larder_with(dir.path(), &["--database-url", &url], args);
     assert_ok(&with(&["migrate", "generate", "second"]));
     assert!(
         !dir.path().join("migrations/sqlite").exists(),
@@ -706,11 +705,8 @@ fn migrate_redo_of_table_migrations_works_on_servers() {
         };
         let dir = tempfile::tempdir().unwrap();
         app_migrations(dir.path());
-        let with = |args: &[&str]| {
-            let mut all = vec!["--migrations-dir", "app-migrations", "--database-url", &url];
-            all.extend_from_slice(args);
-            larder(dir.path(), &all)
-        };
+        let leading = ["--migrations-dir", "app-migrations", "--database-url", &url];
+        let with = |args: &[&str]| larder_with(dir.path(), &leading, args);
         assert_ok(&with(&["database", "setup"]));
         let one = with(&["migrate", "redo"]);
         let two = with(&["migrate", "redo", "-n", "2"]);
@@ -770,14 +766,12 @@ fn generate_capture_writes_the_triggers_of_an_application_table() {
         dir.path(),
         &["--database-url", &url, "migrate", "run"],
     ));
-    let notes = dir.path().join("mine/2026-01-01-000000_notes");
-    std::fs::create_dir_all(&notes).unwrap();
-    std::fs::write(
-        notes.join("up.sql"),
+    write_migration(
+        &dir.path().join("mine"),
+        "2026-01-01-000000_notes",
         "CREATE TABLE notes (id INTEGER PRIMARY KEY NOT NULL, body TEXT NOT NULL);",
-    )
-    .unwrap();
-    std::fs::write(notes.join("down.sql"), "DROP TABLE notes;").unwrap();
+        "DROP TABLE notes;",
+    );
     let mine = [
         "--migrations-dir",
         "mine",
@@ -785,16 +779,13 @@ fn generate_capture_writes_the_triggers_of_an_application_table() {
         &url,
         "migrate",
     ];
-    let generate = larder(
+    let generate = larder_with(
         dir.path(),
-        &[
-            &mine[..],
-            &["generate", "capture_notes", "--capture", "notes"],
-        ]
-        .concat(),
+        &mine,
+        &["generate", "capture_notes", "--capture", "notes"],
     );
     assert_ok(&generate);
-    assert_ok(&larder(dir.path(), &[&mine[..], &["run"]].concat()));
+    assert_ok(&larder_with(dir.path(), &mine, &["run"]));
 
     let mut conn = larder::Connection::establish(&url).unwrap();
     let logged = || -> Vec<String> {
@@ -807,25 +798,23 @@ fn generate_capture_writes_the_triggers_of_an_application_table() {
         .unwrap();
     assert_eq!(logged(), ["notes"]);
 
-    assert_ok(&larder(dir.path(), &[&mine[..], &["revert"]].concat()));
+    assert_ok(&larder_with(dir.path(), &mine, &["revert"]));
     conn.batch_execute("INSERT INTO notes (body) VALUES ('y')")
         .unwrap();
     assert_eq!(logged(), ["notes"], "reverted: no trigger left");
 
-    let bad = larder(
+    let bad = larder_with(
         dir.path(),
-        &[&mine[..], &["generate", "bad", "--capture", "no;tes"]].concat(),
+        &mine,
+        &["generate", "bad", "--capture", "no;tes"],
     );
     assert_one_line_failure(&bad, "not a table name");
 
     // TABLE:KEYS also reports the key columns' values.
-    let keyed = larder(
+    let keyed = larder_with(
         dir.path(),
-        &[
-            &mine[..],
-            &["generate", "tag_keys", "--capture", "tags:post_id"],
-        ]
-        .concat(),
+        &mine,
+        &["generate", "tag_keys", "--capture", "tags:post_id"],
     );
     assert_ok(&keyed);
     let folder = std::fs::read_dir(dir.path().join("mine"))
@@ -838,13 +827,10 @@ fn generate_capture_writes_the_triggers_of_an_application_table() {
         up.contains("key_values") && up.contains(r#"OLD."post_id""#),
         "{up}"
     );
-    let bad_key = larder(
+    let bad_key = larder_with(
         dir.path(),
-        &[
-            &mine[..],
-            &["generate", "bad_key", "--capture", "tags:post id"],
-        ]
-        .concat(),
+        &mine,
+        &["generate", "bad_key", "--capture", "tags:post id"],
     );
     assert_one_line_failure(&bad_key, "column name");
 }
@@ -888,10 +874,7 @@ fn generate_never_reuses_a_version_in_its_folder() {
     let now = chrono::Utc::now();
     for s in -2..60 {
         let stamp = (now + chrono::Duration::seconds(s)).format("%Y-%m-%d-%H%M%S");
-        let taken = mine.join(format!("{stamp}_taken"));
-        fs::create_dir_all(&taken).unwrap();
-        fs::write(taken.join("up.sql"), "SELECT 1;").unwrap();
-        fs::write(taken.join("down.sql"), "SELECT 1;").unwrap();
+        write_migration(&mine, &format!("{stamp}_taken"), "SELECT 1;", "SELECT 1;");
     }
     let generate = |name: &str| {
         let args = ["--migrations-dir", "mine", "migrate", "generate", name];
@@ -1009,19 +992,14 @@ fn a_mysql_migration_that_fails_part_way_says_what_stayed_done() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let migration = dir.path().join("mine/2030-01-01-000000_two_tables");
-    fs::create_dir_all(&migration).unwrap();
-    fs::write(
-        migration.join("up.sql"),
+    let migration = write_migration(
+        &dir.path().join("mine"),
+        "2030-01-01-000000_two_tables",
         "CREATE TABLE first_one (id BIGINT PRIMARY KEY); THIS IS NOT SQL;",
-    )
-    .unwrap();
-    fs::write(migration.join("down.sql"), "DROP TABLE first_one;").unwrap();
-    let with = |args: &[&str]| {
-        let mut all = vec!["--migrations-dir", "mine", "--database-url", &url];
-        all.extend_from_slice(args);
-        larder(dir.path(), &all)
-    };
+        "DROP TABLE first_one;",
+    );
+    let leading = ["--migrations-dir", "mine", "--database-url", &url];
+    let with = |args: &[&str]| larder_with(dir.path(), &leading, args);
     let setup = with(&["database", "setup"]);
     let status = with(&["migrate", "status"]);
     let refused = with(&["migrate", "run"]);
@@ -1069,26 +1047,16 @@ fn a_mysql_migration_that_fails_part_way_says_what_stayed_done() {
 fn capturing_a_table_without_its_columns_fails_the_migration_not_its_writes() {
     for (capture, missing) in [("notes", "id"), ("tags:post_id", "post_id")] {
         let dir = tempfile::tempdir().unwrap();
-        let mine = dir.path().join("mine");
-        let tables = mine.join("2025-01-01-000000_tables");
-        fs::create_dir_all(&tables).unwrap();
-        fs::write(
-            tables.join("up.sql"),
+        write_migration(
+            &dir.path().join("mine"),
+            "2025-01-01-000000_tables",
             "CREATE TABLE notes (note_id INTEGER PRIMARY KEY, body TEXT); \
              CREATE TABLE tags (id INTEGER PRIMARY KEY, label TEXT);",
-        )
-        .unwrap();
-        fs::write(
-            tables.join("down.sql"),
             "DROP TABLE tags; DROP TABLE notes;",
-        )
-        .unwrap();
+        );
         let url = sqlite_url(dir.path(), "cap.db");
-        let with = |args: &[&str]| {
-            let mut all = vec!["--migrations-dir", "mine", "--database-url", &url];
-            all.extend_from_slice(args);
-            larder(dir.path(), &all)
-        };
+        let leading = ["--migrations-dir", "mine", "--database-url", &url];
+        let with = |args: &[&str]| larder_with(dir.path(), &leading, args);
         assert_ok(&with(&[
             "migrate",
             "generate",
@@ -1121,20 +1089,15 @@ fn database_reset_with_a_migrations_folder_it_cannot_run_drops_nothing() {
     for stray in ["not_a_migration", "2025-01-01-000000_again"] {
         let dir = tempfile::tempdir().unwrap();
         let mine = dir.path().join("mine");
-        let table = mine.join("2025-01-01-000000_t");
-        fs::create_dir_all(&table).unwrap();
-        fs::write(
-            table.join("up.sql"),
+        write_migration(
+            &mine,
+            "2025-01-01-000000_t",
             "CREATE TABLE t (id INTEGER PRIMARY KEY);",
-        )
-        .unwrap();
-        fs::write(table.join("down.sql"), "DROP TABLE t;").unwrap();
+            "DROP TABLE t;",
+        );
         let url = sqlite_url(dir.path(), "reset.db");
-        let with = |args: &[&str]| {
-            let mut all = vec!["--migrations-dir", "mine", "--database-url", &url];
-            all.extend_from_slice(args);
-            larder(dir.path(), &all)
-        };
+        let leading = ["--migrations-dir", "mine", "--database-url", &url];
+        let with = |args: &[&str]| larder_with(dir.path(), &leading, args);
         assert_ok(&with(&["database", "setup"]));
         let path = url.strip_prefix("sqlite://").unwrap();
         larder::Connection::establish(path)
@@ -1184,12 +1147,13 @@ fn migrate_status_shows_an_applied_migration_it_has_no_folder_for() {
     let dir = tempfile::tempdir().unwrap();
     let mine = app_migrations(dir.path());
     let url = sqlite_url(dir.path(), "status.db");
-    let with = |args: &[&str]| {
-        let dir_arg = mine.to_str().unwrap();
-        let mut all = vec!["--migrations-dir", dir_arg, "--database-url", &url];
-        all.extend_from_slice(args);
-        larder(dir.path(), &all)
-    };
+    let leading = [
+        "--migrations-dir",
+        mine.to_str().unwrap(),
+        "--database-url",
+        &url,
+    ];
+    let with = |args: &[&str]| larder_with(dir.path(), &leading, args);
     assert_ok(&with(&["migrate", "run"]));
     fs::remove_dir_all(mine.join("2027-01-02-000001_create_notes")).unwrap();
     let status = with(&["migrate", "status"]);
