@@ -339,18 +339,8 @@ fn watcher_threads() -> usize {
 #[test]
 fn the_watcher_stops_with_the_last_clone_and_only_then() {
     // Runs alone in its own process so other tests' watchers do not count.
-    let exe = std::env::current_exe().expect("test binary");
-    if std::env::var_os("LARDER_WATCHER_COUNT").is_none() {
-        let status = Command::new(exe)
-            .args([
-                "--exact",
-                "the_watcher_stops_with_the_last_clone_and_only_then",
-                "--test-threads=1",
-            ])
-            .env("LARDER_WATCHER_COUNT", "1")
-            .status()
-            .expect("start");
-        assert!(status.success());
+    let test = "the_watcher_stops_with_the_last_clone_and_only_then";
+    if !common::threads::alone_in_this_process(test, "LARDER_WATCHER_COUNT") {
         return;
     }
     each_backend(|target| {

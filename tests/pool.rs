@@ -6,7 +6,7 @@ mod common;
 use larder_blog::prelude::*;
 use std::time::{Duration, Instant};
 
-use common::threads::live_threads;
+use common::threads::{alone_in_this_process, live_threads};
 use common::{assert_pool_idle, each_backend, fresh_with, user};
 use larder::Error;
 use larder_blog::UserChanges;
@@ -163,18 +163,8 @@ fn a_dropped_store_does_not_create_its_database_again() {
 #[test]
 fn dropped_stores_leave_no_threads_behind() {
     // Runs alone in its own process so other tests' threads do not count.
-    if std::env::var_os("LARDER_THREAD_COUNT").is_none() {
-        let exe = std::env::current_exe().expect("test binary");
-        let status = std::process::Command::new(exe)
-            .args([
-                "--exact",
-                "dropped_stores_leave_no_threads_behind",
-                "--test-threads=1",
-            ])
-            .env("LARDER_THREAD_COUNT", "1")
-            .status()
-            .expect("start");
-        assert!(status.success());
+    let test = "dropped_stores_leave_no_threads_behind";
+    if !alone_in_this_process(test, "LARDER_THREAD_COUNT") {
         return;
     }
     each_backend(|target| {

@@ -20,3 +20,20 @@ pub fn live_threads() -> Vec<String> {
         })
         .collect()
 }
+
+/// Whether this is the process of its own that the test `test` runs alone in
+/// (`env` set); if not, runs it there and asserts that it passed, so that a
+/// thread count does not include other tests' threads.
+pub fn alone_in_this_process(test: &str, env: &str) -> bool {
+    if std::env::var_os(env).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let status = std::process::Command::new(exe)
+        .args(["--exact", test, "--test-threads=1"])
+        .env(env, "1")
+        .status()
+        .expect("start");
+    assert!(status.success());
+    false
+}
