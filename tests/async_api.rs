@@ -63,6 +63,24 @@ async fn eventually(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
+/// Starts a `get` of `missing` on a task of its own and returns once that
+/// task runs: the held-up miss both hung-front-page tests make hits around.
+async fn started_miss(
+    users: &AsyncRepo<User>,
+    missing: i64,
+) -> tokio::task::JoinHandle<larder::Result<Option<Arc<User>>>> {
+    let (started, start) = tokio::sync::oneshot::channel();
+    let miss = tokio::spawn({
+        let users = users.clone();
+        async move {
+            let _ = started.send(());
+            users.get(missing).await
+        }
+    });
+    start.await.unwrap();
+    miss
+}
+
 /// Every future the API returns is `Send` (an axum handler's must be), and
 /// the repository is a `'static` value that can move into a task.
 #[test]
@@ -199,15 +217,7 @@ fn a_miss_waiting_for_the_pool_does_not_stop_hits() {
         runtime.block_on(async {
             eventually("every connection taken", || db.store.stats().pool.idle == 0).await;
             let users = db.store.async_repo::<User>();
-            let (started, start) = tokio::sync::oneshot::channel();
-            let miss = tokio::spawn({
-                let users = users.clone();
-                async move {
-                    let _ = started.send(());
-                    users.get(missing).await
-                }
-            });
-            start.await.unwrap();
+            let miss = started_miss(&users, missing).await;
             for _ in 0..100 {
                 let got = users.get(cached.id).await.unwrap().unwrap();
                 assert!(Arc::ptr_eq(&got, &cached));
@@ -256,15 +266,7 @@ fn a_miss_behind_a_table_lock_does_not_stop_hits() {
         let runtime = one_thread_runtime();
         runtime.block_on(async {
             let users = db.store.async_repo::<User>();
-            let (started, start) = tokio::sync::oneshot::channel();
-            let miss = tokio::spawn({
-                let users = users.clone();
-                async move {
-                    let _ = started.send(());
-                    users.get(missing).await
-                }
-            });
-            start.await.unwrap();
+            let miss = started_miss(&users, missing).await;
             for _ in 0..100 {
                 assert!(users.get(cached.id).await.unwrap().is_some());
             }
