@@ -337,6 +337,61 @@ fn concurrent_async_misses_share_one_load() {
     });
 }
 
+/// A sync `get` on the blocking pool (an application's query method run by
+/// `Store::blocking`) of a key whose async miss leads a load that is still
+/// queued for a blocking thread: were the sync caller to wait for that load
+/// on its thread, and every thread of the pool be taken so (here its only
+/// one), the load would never run and both would wait for good. It loads
+/// for itself instead; the queued load then runs as usual.
+#[test]
+fn a_sync_get_does_not_wait_for_an_async_load_queued_behind_it() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let id = user(&db.store, "ann").id;
+        db.store.users().invalidate(id);
+        let runtime = one_thread_runtime();
+        let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let go = Arc::new(Latch::new());
+        let outcome = runtime.block_on(async {
+            let blocking = tokio::spawn({
+                let (store, taken, go) = (db.store.clone(), Arc::clone(&taken), Arc::clone(&go));
+                async move {
+                    let work = move |store: &larder::Store| {
+                        taken.store(true, Ordering::SeqCst);
+                        go.wait(); // until the async miss below has queued its load
+                        store.users().get(id)
+                    };
+                    store.blocking(work).await
+                }
+            });
+            eventually("the blocking thread taken", || taken.load(Ordering::SeqCst)).await;
+            let users = db.store.async_repo::<User>();
+            let mut miss = Box::pin(users.get(id));
+            assert!(
+                first_poll(miss.as_mut()).is_pending(),
+                "the miss leads a load queued behind the blocking work"
+            );
+            go.open();
+            let synced = tokio::time::timeout(Duration::from_secs(10), blocking).await;
+            let missed = tokio::time::timeout(Duration::from_secs(10), miss).await;
+            (synced, missed)
+        });
+        // A runtime whose blocking thread never ends cannot be dropped: leave it.
+        runtime.shutdown_background();
+        let (synced, missed) = outcome;
+        let synced = synced
+            .expect("the sync get waited for an async load queued behind it")
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let missed = missed.expect("the async miss never ended").unwrap().unwrap();
+        assert_eq!((synced.name.as_str(), missed.name.as_str()), ("ann", "ann"));
+        let cached = db.store.users().cached(id).expect("cached");
+        assert!(Arc::ptr_eq(&cached, &missed), "one object for the row");
+        assert_pool_idle(&db.store);
+    });
+}
+
 #[test]
 fn a_transaction_commits_on_ok_and_rolls_back_on_err() {
     each_backend(|target| {
