@@ -384,7 +384,10 @@ fn a_sync_get_does_not_wait_for_an_async_load_queued_behind_it() {
             .unwrap()
             .unwrap()
             .unwrap();
-        let missed = missed.expect("the async miss never ended").unwrap().unwrap();
+        let missed = missed
+            .expect("the async miss never ended")
+            .unwrap()
+            .unwrap();
         assert_eq!((synced.name.as_str(), missed.name.as_str()), ("ann", "ann"));
         let cached = db.store.users().cached(id).expect("cached");
         assert!(Arc::ptr_eq(&cached, &missed), "one object for the row");

@@ -21,6 +21,9 @@ enum State<T> {
 /// found the load still running is always registered before it completes.
 struct Inner<T> {
     state: State<T>,
+    /// The leader has not begun to load: an async caller's load waiting for
+    /// a thread of the runtime's blocking pool (see [`Flight::wait`]).
+    queued: bool,
     wakers: Vec<Waker>,
 }
 
@@ -33,15 +36,24 @@ pub(crate) struct Flight<T> {
 }
 
 impl<T> Flight<T> {
-    pub(crate) fn new(epoch: u64) -> Arc<Flight<T>> {
+    /// A flight whose leader loads at once (`queued` false), or only once a
+    /// thread takes up its load (`queued`: an async leader, until [`start`](Self::start)).
+    pub(crate) fn new(epoch: u64, queued: bool) -> Arc<Flight<T>> {
         Arc::new(Flight {
             epoch,
             inner: Mutex::new(Inner {
                 state: State::Loading,
+                queued,
                 wakers: Vec::new(),
             }),
             done: Condvar::new(),
         })
+    }
+
+    /// The leader begins its load, on the thread that runs it: from now on
+    /// a thread may wait for it.
+    pub(crate) fn start(&self) {
+        self.inner.lock().queued = false;
     }
 
     /// Publishes the leader's result and wakes every waiter, threads and tasks.
@@ -61,12 +73,16 @@ impl<T> Flight<T> {
         }
     }
 
-    /// Blocks until the leader finishes. `None` means it failed and the caller
-    /// must load by itself.
+    /// Blocks until the leader finishes. `None` means it failed, or has not
+    /// begun (it is queued), and the caller must load by itself: a queued
+    /// load waits for a thread of the runtime's blocking pool, and the caller
+    /// may be on one, as may every other thread of the pool, each waiting for
+    /// that load which then never runs.
     pub(crate) fn wait(&self) -> Option<Option<Arc<T>>> {
         let mut inner = self.inner.lock();
         loop {
             match &inner.state {
+                State::Loading if inner.queued => return None,
                 State::Loading => self.done.wait(&mut inner),
                 State::Loaded(value) => return Some(value.clone()),
                 State::Abandoned => return None,
@@ -119,7 +135,7 @@ mod tests {
 
     #[test]
     fn a_landing_is_pending_until_the_flight_completes() {
-        let flight = Flight::<u8>::new(0);
+        let flight = Flight::<u8>::new(0, true);
         let mut landing = Landing::new(Arc::clone(&flight));
         assert!(poll(&mut landing).is_pending());
         assert!(poll(&mut landing).is_pending());
@@ -144,11 +160,24 @@ mod tests {
 
     #[test]
     fn an_abandoned_flight_sends_its_landings_to_load_for_themselves() {
-        let flight = Flight::<u8>::new(0);
+        let flight = Flight::<u8>::new(0, true);
         let mut landing = Landing::new(Arc::clone(&flight));
         assert!(poll(&mut landing).is_pending());
         flight.complete(None);
         assert!(matches!(poll(&mut landing), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn a_thread_does_not_wait_for_a_load_no_thread_has_begun() {
+        let flight = Flight::<u8>::new(0, true);
+        assert!(flight.wait().is_none(), "queued: load for yourself");
+        flight.start();
+        let waiter = {
+            let flight = Arc::clone(&flight);
+            std::thread::spawn(move || flight.wait())
+        };
+        flight.complete(Some(Some(Arc::new(7))));
+        assert_eq!(waiter.join().unwrap(), Some(Some(Arc::new(7))));
     }
 
     #[test]
@@ -164,7 +193,7 @@ mod tests {
         }
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(Arc::clone(&flag));
-        let flight = Flight::<u8>::new(0);
+        let flight = Flight::<u8>::new(0, true);
         let mut landing = Landing::new(Arc::clone(&flight));
         let mut cx = Context::from_waker(&waker);
         assert!(Pin::new(&mut landing).poll(&mut cx).is_pending());

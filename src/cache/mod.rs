@@ -101,7 +101,7 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         if !self.enabled {
             return self.load_uncached(id, load);
         }
-        let lookup = { self.shard(id).lock().lookup(id) };
+        let lookup = { self.shard(id).lock().lookup(id, false) };
         if let Lookup::Hit(value) = lookup {
             tracing::trace!(table = self.table, id, "cache hit");
             return Ok(Some(value));
@@ -143,7 +143,9 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         if !self.enabled {
             return Probe::Uncached;
         }
-        let lookup = { self.shard(id).lock().lookup(id) };
+        // A lead is queued for the blocking pool: no thread may wait for it
+        // until a thread of that pool begins it (see `Flight::wait`).
+        let lookup = { self.shard(id).lock().lookup(id, true) };
         match lookup {
             Lookup::Hit(value) => {
                 tracing::trace!(table = self.table, id, "cache hit");
@@ -170,6 +172,7 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         F: FnOnce() -> Result<Option<T>, E>,
     {
         let Lease { id, flight } = lease;
+        flight.start();
         // The guard first: if anything below panics (a tracing
         // subscriber included), its drop still ends the flight.
         let leader = Leader {

@@ -102,25 +102,28 @@ impl<T> Shard<T> {
         self.epoch
     }
 
+    /// The cached value of `id`, or the load in flight to wait for, or a new
+    /// one to lead; `queued` when the caller leads it only once a thread of
+    /// a blocking pool takes it up (see [`Flight::wait`]).
     #[inline]
-    pub(crate) fn lookup(&mut self, id: i64) -> Lookup<T> {
+    pub(crate) fn lookup(&mut self, id: i64, queued: bool) -> Lookup<T> {
         if let Some(value) = self.entries.get(id) {
             self.counters.hits += 1;
             return Lookup::Hit(value);
         }
-        self.missed(id)
+        self.missed(id, queued)
     }
 
     /// A [`lookup`](Self::lookup) that missed: join the load in flight or lead one.
     #[cold]
     #[inline(never)]
-    fn missed(&mut self, id: i64) -> Lookup<T> {
+    fn missed(&mut self, id: i64, queued: bool) -> Lookup<T> {
         self.counters.misses += 1;
         if let Some(flight) = self.flights.get(&id) {
             return Lookup::Wait(Arc::clone(flight));
         }
         self.counters.loads += 1;
-        let flight = Flight::new(self.epoch);
+        let flight = Flight::new(self.epoch, queued);
         self.flights.insert(id, Arc::clone(&flight));
         Lookup::Lead(flight)
     }
