@@ -368,3 +368,72 @@ fn a_query_that_names_nothing_it_reads_is_not_cached() {
         assert_eq!(db.store.stats().queries.hits, 0);
     });
 }
+
+// Two more entities of the users table, as an application may map one table
+// twice (a summary and a full row): the first one's destructor opens a window
+// inside an invalidation, between the maps of one table.
+static IN_INVALIDATION: common::interleave::Latch = common::interleave::Latch::new();
+static LISTED: common::interleave::Latch = common::interleave::Latch::new();
+static HOLD_INVALIDATION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+user_entity!(WindowUser, || {});
+user_entity!(ListedUser, || {});
+
+impl Drop for WindowUser {
+    fn drop(&mut self) {
+        if HOLD_INVALIDATION.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            IN_INVALIDATION.open();
+            LISTED.wait();
+        }
+    }
+}
+
+/// An invalidation of a row (here a write's, for every other map of its
+/// table) retires the table's cached lists and removes the row from each
+/// identity map. In the other order, a list queried in between reads the
+/// retiring generations, finds the old row still cached, takes it for its
+/// result (a list's rows are the identity map's `Arc`s) and is cached as
+/// current: the old row served in that list until the table next changed,
+/// while a `get` of the row served the new one. The window opens here by a
+/// destructor run inside the invalidation; any pause of the invalidating
+/// thread there (the watcher's, applying another process's commit) opens it.
+#[test]
+fn a_list_queried_during_an_invalidation_never_keeps_the_old_row() {
+    use larder_blog::schema::users;
+    each_backend(|target| {
+        IN_INVALIDATION.reset();
+        LISTED.reset();
+        let db = target.fresh_with(|b| b.entity::<WindowUser>().entity::<ListedUser>());
+        let ann = user(&db.store, "ann").id;
+        drop(db.store.repo::<WindowUser>().get(ann).unwrap()); // cached, held by the map alone
+        let listed = db.store.repo::<ListedUser>();
+        assert_eq!(listed.get(ann).unwrap().unwrap().0.name, "ann");
+        let all = || {
+            listed
+                .cached_query("all users", &["users"], |conn| {
+                    let rows = larder::with_connection!(conn, |c| users::table
+                        .order(users::id)
+                        .load::<larder_blog::User>(c))?;
+                    Ok(rows.into_iter().map(ListedUser).collect())
+                })
+                .unwrap()
+        };
+        HOLD_INVALIDATION.store(true, std::sync::atomic::Ordering::SeqCst);
+        let writer = std::thread::spawn({
+            let store = db.store.clone();
+            move || {
+                store.users().update(ann, common::rename("bob")).unwrap();
+            }
+        });
+        IN_INVALIDATION.wait(); // committed; the invalidation is under way
+        let during = all();
+        LISTED.open();
+        writer.join().unwrap();
+        assert_eq!(listed.get(ann).unwrap().unwrap().0.name, "bob");
+        let after = all();
+        assert_eq!(
+            after[0].0.name, "bob",
+            "a list cached during the invalidation kept the old row (it read {:?})",
+            during[0].0.name
+        );
+    });
+}
