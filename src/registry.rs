@@ -414,8 +414,9 @@ impl Registry {
         visited.push(table);
         let tables = self.tables();
         for dependent in tables.deleted_with.get(table).into_iter().flatten() {
-            self.bump(dependent.table, &[]);
+            // Emptied before its lists are retired (see `invalidate_except`).
             dependent.control.clear();
+            self.bump(dependent.table, &[]);
             self.empty_dependents(dependent.table, visited);
         }
     }
@@ -493,14 +494,18 @@ impl Registry {
         self.invalidate_except(key, None, &[]);
     }
 
+    /// The row leaves every map first, and only then are the lists retired:
+    /// a list queried between the two would read the retiring generations,
+    /// take the old row still cached in a map for its result (a list's rows
+    /// are the maps' `Arc`s), and be cached as current with it.
     fn invalidate_except(&self, key: Key, skip: Option<TypeId>, touched: &Touched<'_>) {
-        self.bump(key.table, touched);
         let tables = self.tables();
         for member in tables.by_table.get(key.table).into_iter().flatten() {
             if Some(member.entity) != skip {
                 member.control.invalidate(key.id);
             }
         }
+        self.bump(key.table, touched);
     }
 
     /// Applies a change another process (or this one) committed, as read from
@@ -525,10 +530,11 @@ impl Registry {
                 self.empty_dependents(table, &mut Vec::new());
             }
             Op::Truncate => {
-                self.bump(table, &[]);
+                // Emptied before its lists are retired (see `invalidate_except`).
                 for member in tables.by_table.get(table).into_iter().flatten() {
                     member.control.clear();
                 }
+                self.bump(table, &[]);
                 self.empty_dependents(table, &mut Vec::new());
             }
         }
@@ -538,14 +544,15 @@ impl Registry {
     /// Empties every cache, for when invalidations may have been missed.
     pub(crate) fn clear_all(&self) {
         let tables = self.tables();
+        // The maps first, then the lists (see `invalidate_except`).
+        for control in tables.by_type.values() {
+            control.clear();
+        }
         for generation in tables.generations.values() {
             generation.fetch_add(1, Ordering::SeqCst);
         }
         for keys in tables.keys.values() {
             keys.bump_all();
-        }
-        for control in tables.by_type.values() {
-            control.clear();
         }
         self.queries.clear();
     }
