@@ -367,3 +367,51 @@ fn after_random_writes_no_cached_list_differs_from_the_database() {
         assert!(hits(store) > 0, "some lists were served from the cache");
     });
 }
+
+/// A keyed write first reads its row's key values, locked, so that its
+/// commit retires the lists the row leaves. A row that is not there yet
+/// cannot be locked: another session may insert it (an application choosing
+/// its ids, as for a row keyed by its owner's id) and commit before the
+/// write's statement runs, which then changes that row. The write knew no
+/// value before, so its commit must retire every list of the table, not
+/// only those of the values it wrote. Only PostgreSQL interleaves so:
+/// SQLite's write transaction and InnoDB's lock on the gap where the row
+/// would be both hold such an insert back until the write ends.
+#[test]
+fn a_write_to_a_row_inserted_after_its_key_read_retires_the_lists_it_left() {
+    each_backend(|target| {
+        let db = target.fresh();
+        if !db.is(Backend::Postgres) {
+            return;
+        }
+        let store = &db.store;
+        let (ann, [a, b, _]) = three_posts(&db);
+        let id = 1_000_000;
+        let moved = store
+            .comments()
+            .write(id, |conn| {
+                // The key read found no row: the insert of another session
+                // commits now, and a's list is read and cached with it.
+                db.raw(&format!(
+                    "INSERT INTO comments (id, post_id, author_id, body, created_at) \
+                     VALUES ({id}, {}, {}, 'late', now())",
+                    a.id, ann.id
+                ));
+                let listed = ids(&store.comments().of_post(a.id).unwrap());
+                assert!(listed.contains(&id), "a's list read after the insert");
+                <Comment as larder::Entity>::update(conn, id, &move_to(&b))
+            })
+            .unwrap()
+            .expect("the write found the inserted row");
+        assert_eq!(moved.post_id, b.id);
+        assert_eq!(
+            ids(&store.comments().of_post(a.id).unwrap()),
+            in_db(store, a.id),
+            "a's cached list kept the comment moved away"
+        );
+        assert_eq!(
+            ids(&store.comments().of_post(b.id).unwrap()),
+            in_db(store, b.id)
+        );
+    });
+}
