@@ -13,6 +13,9 @@ use crate::keys;
 use crate::pool::Connection;
 use crate::tx::Tx;
 
+/// A row's values of its entity's key columns (`None`: NULL).
+pub(super) type KeyValuesOf = Vec<(&'static str, Option<i64>)>;
+
 #[derive(QueryableByName)]
 struct KeyValues {
     #[diesel(sql_type = Nullable<Text>)]
@@ -24,18 +27,21 @@ struct KeyValues {
 /// transaction excludes every other writer already). Without the lock,
 /// another transaction could move the row to a third value between this read
 /// and the write, and the lists of that value would never be retired.
-/// No row: each column `None`, nothing to retire. Empty without key columns.
+/// Empty without key columns.
+///
+/// `None` when there is no such row: then nothing is locked (PostgreSQL
+/// locks only rows it found), and another session may insert the row and
+/// commit before the write runs, which then changes a row whose values
+/// before it are unknown. A write that found a row after all must retire
+/// every list of the table.
 ///
 /// # Errors
 ///
 /// [`Error::InvalidConfig`] when a key column is not a plain identifier, or
 /// the read's database error.
-pub(super) fn key_values<E: Entity>(
-    tx: &Tx<'_>,
-    id: i64,
-) -> Result<Vec<(&'static str, Option<i64>)>> {
+pub(super) fn key_values<E: Entity>(tx: &Tx<'_>, id: i64) -> Result<Option<KeyValuesOf>> {
     if E::KEY_COLUMNS.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
     check_identifier(E::TABLE)?;
     for column in E::KEY_COLUMNS {
@@ -43,7 +49,7 @@ pub(super) fn key_values<E: Entity>(
     }
     let text = tx.run(E::TABLE, Some(id), |conn| read::<E>(conn, id))?;
     let Some(text) = text else {
-        return Ok(E::KEY_COLUMNS.iter().map(|c| (*c, None)).collect());
+        return Ok(None);
     };
     let parsed = keys::parse(&text).ok_or_else(|| Error::InvalidConfig {
         reason: format!(
@@ -53,13 +59,15 @@ pub(super) fn key_values<E: Entity>(
         ),
     })?;
     // Back to the entity's own names, which live as long as the pending write.
-    Ok(parsed
-        .into_iter()
-        .filter_map(|(column, value)| {
-            let column = E::KEY_COLUMNS.iter().find(|c| **c == column)?;
-            Some((*column, value))
-        })
-        .collect())
+    Ok(Some(
+        parsed
+            .into_iter()
+            .filter_map(|(column, value)| {
+                let column = E::KEY_COLUMNS.iter().find(|c| **c == column)?;
+                Some((*column, value))
+            })
+            .collect(),
+    ))
 }
 
 fn read<E: Entity>(conn: &mut Connection, id: i64) -> QueryResult<Option<String>> {

@@ -133,7 +133,7 @@ impl<'t, E: Entity> TxRepo<'t, E> {
         // may postdate commits the snapshot misses: a write that changed
         // nothing returns the snapshot's older row, which must not be cached.
         let cacheable = self.tx.snapshot_not_taken();
-        let mut touched = before::key_values::<E>(self.tx, id)?;
+        let before = before::key_values::<E>(self.tx, id)?;
         // Recorded before the statement: if it runs and its returned row then
         // fails to decode, the commit still invalidates the row.
         let place = self
@@ -148,7 +148,13 @@ impl<'t, E: Entity> TxRepo<'t, E> {
             self.tx
                 .record(PendingWrite::Unsettled(Key::new(E::TABLE, moved.id())));
         } else if let Some(row) = &row {
-            touched.extend(key_values_of(&**row));
+            // No row at the key read, one now: inserted since, by another
+            // session, with values unknown here. Naming no key column
+            // retires every list of the table.
+            let touched = before.map_or_else(Vec::new, |mut touched| {
+                touched.extend(key_values_of(&**row));
+                touched
+            });
             let stored = Some((Arc::clone(row), cacheable));
             self.tx
                 .settle(place, self.written(id, stored, epoch, touched));
@@ -163,7 +169,9 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     /// A database error.
     pub fn delete(&self, id: i64) -> Result<bool> {
         let epoch = self.cache.epoch_of(id);
-        let touched = before::key_values::<E>(self.tx, id)?;
+        // No row at the key read yet one removed: inserted since, with
+        // values unknown here (see `write`); none named retires every list.
+        let touched = before::key_values::<E>(self.tx, id)?.unwrap_or_default();
         let cascade = self
             .tx
             .run(E::TABLE, Some(id), |conn| E::cascade(conn, id))?;
