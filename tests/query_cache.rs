@@ -437,3 +437,54 @@ fn a_list_queried_during_an_invalidation_never_keeps_the_old_row() {
         );
     });
 }
+
+// A third entity of the users table whose destructor panics once asked to:
+// an application's `Drop` with a bug, run as an invalidation lets the row go.
+static PANIC_ON_DROP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+user_entity!(PanickyUser, || {});
+
+impl Drop for PanickyUser {
+    fn drop(&mut self) {
+        if PANIC_ON_DROP.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("an entity's destructor panics");
+        }
+    }
+}
+
+/// An invalidation goes to its end even when a row's destructor panics
+/// part way (the panic then reaches the caller): the maps after the
+/// panicking one, and the table's cached lists, are retired all the same.
+/// Stopped at the panic, each would serve the old row until the table's
+/// next change.
+#[test]
+fn an_invalidation_finishes_when_a_rows_destructor_panics() {
+    use larder_blog::schema::users;
+    let db = common::fresh_with(|b| b.entity::<PanickyUser>().entity::<ListedUser>());
+    let ann = user(&db.store, "ann").id;
+    drop(db.store.repo::<PanickyUser>().get(ann).unwrap()); // held by the map alone
+    let listed = db.store.repo::<ListedUser>();
+    let all = || {
+        listed
+            .cached_query("all users", &["users"], |conn| {
+                let rows = larder::with_connection!(conn, |c| users::table
+                    .order(users::id)
+                    .load::<larder_blog::User>(c))?;
+                Ok(rows.into_iter().map(ListedUser).collect())
+            })
+            .unwrap()
+    };
+    assert_eq!(all()[0].0.name, "ann");
+    assert_eq!(listed.get(ann).unwrap().unwrap().0.name, "ann");
+    db.raw(&format!("UPDATE users SET name = 'bob' WHERE id = {ann}"));
+    PANIC_ON_DROP.store(true, std::sync::atomic::Ordering::SeqCst);
+    let invalidated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        db.store.invalidate(larder::Key::new("users", ann));
+    }));
+    assert!(invalidated.is_err(), "the destructor's panic reaches the caller");
+    assert_eq!(
+        listed.get(ann).unwrap().unwrap().0.name,
+        "bob",
+        "a map after the panicking one kept the old row"
+    );
+    assert_eq!(all()[0].0.name, "bob", "the cached list kept the old row");
+}
