@@ -9,9 +9,10 @@
 //! indexes are copied on write and read through a snapshot, so no registry
 //! lock is held while a cache lock is taken.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -370,7 +371,7 @@ impl Registry {
                 }
                 self.invalidate_except(*key, Some(written.entity), &written.touched);
                 if deleted {
-                    self.empty_dependents(key.table, &mut Vec::new());
+                    self.empty_dependents(key.table);
                 }
             }
             PendingWrite::Unsettled(key) => self.invalidate(*key),
@@ -390,7 +391,7 @@ impl Registry {
             PendingWrite::Written { key, written } => {
                 self.invalidate_except(*key, None, &written.touched);
                 if written.value.is_none() {
-                    self.empty_dependents(key.table, &mut Vec::new());
+                    self.empty_dependents(key.table);
                 }
             }
             PendingWrite::Unsettled(key) => self.invalidate(*key),
@@ -401,13 +402,26 @@ impl Registry {
 
     /// A row that is gone: its key, and every entity [`Entity::DELETED_WITH`](crate::Entity::DELETED_WITH) its table.
     fn invalidate_removed(&self, key: Key) {
-        self.invalidate(key);
-        self.empty_dependents(key.table, &mut Vec::new());
+        let mut steps = EveryStep::default();
+        steps.run(|| self.invalidate(key));
+        steps.run(|| self.empty_dependents(key.table));
+        steps.finish();
     }
 
     /// Empties every entity declared [`Entity::DELETED_WITH`](crate::Entity::DELETED_WITH) `table`, and
     /// theirs in turn.
-    fn empty_dependents(&self, table: &'static str, visited: &mut Vec<&'static str>) {
+    fn empty_dependents(&self, table: &'static str) {
+        let mut steps = EveryStep::default();
+        self.empty_dependents_of(table, &mut Vec::new(), &mut steps);
+        steps.finish();
+    }
+
+    fn empty_dependents_of(
+        &self,
+        table: &'static str,
+        visited: &mut Vec<&'static str>,
+        steps: &mut EveryStep,
+    ) {
         if visited.contains(&table) {
             return;
         }
@@ -415,9 +429,9 @@ impl Registry {
         let tables = self.tables();
         for dependent in tables.deleted_with.get(table).into_iter().flatten() {
             // Emptied before its lists are retired (see `invalidate_except`).
-            dependent.control.clear();
+            steps.run(|| dependent.control.clear());
             self.bump(dependent.table, &[]);
-            self.empty_dependents(dependent.table, visited);
+            self.empty_dependents_of(dependent.table, visited, steps);
         }
     }
 
@@ -499,13 +513,15 @@ impl Registry {
     /// take the old row still cached in a map for its result (a list's rows
     /// are the maps' `Arc`s), and be cached as current with it.
     fn invalidate_except(&self, key: Key, skip: Option<TypeId>, touched: &Touched<'_>) {
+        let mut steps = EveryStep::default();
         let tables = self.tables();
         for member in tables.by_table.get(key.table).into_iter().flatten() {
             if Some(member.entity) != skip {
-                member.control.invalidate(key.id);
+                steps.run(|| member.control.invalidate(key.id));
             }
         }
         self.bump(key.table, touched);
+        steps.finish();
     }
 
     /// Applies a change another process (or this one) committed, as read from
@@ -518,7 +534,7 @@ impl Registry {
             if let (Op::Delete | Op::Truncate, Some((&parent, _))) =
                 (op, tables.deleted_with.get_key_value(table))
             {
-                self.empty_dependents(parent, &mut Vec::new());
+                self.empty_dependents(parent);
                 return true;
             }
             return false;
@@ -526,16 +542,20 @@ impl Registry {
         match op {
             Op::Insert | Op::Update => self.invalidate_except(Key { table, id }, None, touched),
             Op::Delete => {
-                self.invalidate_except(Key { table, id }, None, touched);
-                self.empty_dependents(table, &mut Vec::new());
+                let mut steps = EveryStep::default();
+                steps.run(|| self.invalidate_except(Key { table, id }, None, touched));
+                steps.run(|| self.empty_dependents(table));
+                steps.finish();
             }
             Op::Truncate => {
+                let mut steps = EveryStep::default();
                 // Emptied before its lists are retired (see `invalidate_except`).
                 for member in tables.by_table.get(table).into_iter().flatten() {
-                    member.control.clear();
+                    steps.run(|| member.control.clear());
                 }
                 self.bump(table, &[]);
-                self.empty_dependents(table, &mut Vec::new());
+                steps.run(|| self.empty_dependents(table));
+                steps.finish();
             }
         }
         true
@@ -544,9 +564,10 @@ impl Registry {
     /// Empties every cache, for when invalidations may have been missed.
     pub(crate) fn clear_all(&self) {
         let tables = self.tables();
+        let mut steps = EveryStep::default();
         // The maps first, then the lists (see `invalidate_except`).
         for control in tables.by_type.values() {
-            control.clear();
+            steps.run(|| control.clear());
         }
         for generation in tables.generations.values() {
             generation.fetch_add(1, Ordering::SeqCst);
@@ -555,6 +576,7 @@ impl Registry {
             keys.bump_all();
         }
         self.queries.clear();
+        steps.finish();
     }
 
     /// The tables of every registered entity, sorted.
@@ -577,6 +599,31 @@ impl Registry {
     }
 }
 
+/// Runs the steps of one invalidation each to its end when one panics (a
+/// row's destructor, run as a map lets the row go, is application code):
+/// stopped at the panic, the maps and lists the later steps retire would
+/// serve the old row until the table next changed. The first panic goes on
+/// once every step has run.
+#[derive(Default)]
+struct EveryStep {
+    panic: Option<Box<dyn Any + Send>>,
+}
+
+impl EveryStep {
+    fn run(&mut self, step: impl FnOnce()) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(step)) {
+            self.panic.get_or_insert(panic);
+        }
+    }
+
+    fn finish(self) {
+        if let Some(panic) = self.panic {
+            resume_unwind(panic);
+        }
+    }
+}
+
+#[cfg(test)]
 #[cfg(test)]
 mod tests {
     use super::*;

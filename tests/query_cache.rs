@@ -480,7 +480,10 @@ fn an_invalidation_finishes_when_a_rows_destructor_panics() {
     let invalidated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         db.store.invalidate(larder::Key::new("users", ann));
     }));
-    assert!(invalidated.is_err(), "the destructor's panic reaches the caller");
+    assert!(
+        invalidated.is_err(),
+        "the destructor's panic reaches the caller"
+    );
     assert_eq!(
         listed.get(ann).unwrap().unwrap().0.name,
         "bob",
