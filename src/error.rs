@@ -307,6 +307,32 @@ pub enum Error {
         /// Why it did not finish.
         interruption: Interruption,
     },
+    /// The database refused a value as one its column cannot hold: bad input,
+    /// not a failure of the database. PostgreSQL's data exceptions (a NUL
+    /// character in text, a string over a `varchar(n)`, a number out of
+    /// range, text that does not parse as the column's type), MySQL's and
+    /// MariaDB's in strict mode (data too long, an incorrect string or
+    /// number, a value out of range). Nothing was written; a web handler
+    /// answers 422 ([`status_code`](Error::status_code)).
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}", dir.path().join("app.db").display());
+    /// # let store = larder_blog::open(&url).unwrap();
+    /// # fn title_with_nul(store: &larder::Store) -> larder::Result<()> { Ok(()) }
+    /// match title_with_nul(&store) {
+    ///     Err(err @ larder::Error::InvalidValue { .. }) => assert_eq!(err.status_code(), 422),
+    ///     other => other?, // SQLite stores a NUL; PostgreSQL refuses it
+    /// }
+    /// # Ok::<(), larder::Error>(())
+    /// ```
+    #[error("value refused{}: {}", on(*.table), explanation(.source))]
+    #[non_exhaustive]
+    InvalidValue {
+        /// Table being written.
+        table: Option<&'static str>,
+        /// The database's refusal, whose message the error shows.
+        #[source]
+        source: DieselError,
+    },
     /// Any other database error.
     #[error("database error{}: {}", on(*.table), explanation(.source))]
     #[non_exhaustive]
@@ -402,6 +428,7 @@ enum Class {
     ConnectionLost,
     Serialization,
     TransactionAborted,
+    InvalidValue,
     Other,
 }
 
@@ -431,6 +458,7 @@ impl Error {
                 table,
                 source: Some(err),
             },
+            Class::InvalidValue => Error::InvalidValue { table, source: err },
             Class::Other => Error::Database { table, source: err },
         }
     }
@@ -539,6 +567,7 @@ impl Error {
     /// | 404 Not Found | [`NotFound`](Error::NotFound) |
     /// | 409 Conflict | [`Conflict`](Error::Conflict), a version mismatch included |
     /// | 400 Bad Request | [`InvalidLockName`](Error::InvalidLockName): a lock named after the request's data |
+    /// | 422 Unprocessable Content | [`InvalidValue`](Error::InvalidValue): a value its column cannot hold |
     /// | 503 Service Unavailable | the retryable ones ([`is_retryable`](Error::is_retryable): [`PoolTimeout`](Error::PoolTimeout), [`Busy`](Error::Busy), [`ConnectionLost`](Error::ConnectionLost), [`Serialization`](Error::Serialization), [`LockTimeout`](Error::LockTimeout), [`Deadlock`](Error::Deadlock), [`MigrationLocked`](Error::MigrationLocked)), [`Connection`](Error::Connection) (the database cannot be reached) and an [`Interrupted`](Error::Interrupted) runtime shutdown |
     /// | 500 Internal Server Error | everything else: the server's configuration ([`InvalidUrl`](Error::InvalidUrl), [`InvalidConfig`](Error::InvalidConfig)), a bug ([`LockHeld`](Error::LockHeld), [`InsideTransaction`](Error::InsideTransaction), a panic), [`TransactionAborted`](Error::TransactionAborted), [`LockLost`](Error::LockLost), [`LockFile`](Error::LockFile), [`Migration`](Error::Migration), [`Database`](Error::Database) |
     ///
@@ -554,6 +583,7 @@ impl Error {
             Error::NotFound { .. } => 404,
             Error::Conflict { .. } => 409,
             Error::InvalidLockName { .. } => 400,
+            Error::InvalidValue { .. } => 422,
             Error::PoolTimeout { .. }
             | Error::Busy { .. }
             | Error::ConnectionLost { .. }
@@ -617,6 +647,8 @@ fn classify_message(message: &str) -> Class {
         Class::Serialization
     } else if is_transaction_aborted(message) {
         Class::TransactionAborted
+    } else if is_invalid_value(message) {
+        Class::InvalidValue
     } else {
         Class::Other
     }
@@ -653,6 +685,11 @@ fn is_busy(message: &str) -> bool {
 /// Deadlocks and serialization failures the driver does not map.
 fn is_serialization_failure(message: &str) -> bool {
     dialect::any(|d, m| d.is_serialization_failure(m), message)
+}
+
+/// A value its column cannot hold.
+fn is_invalid_value(message: &str) -> bool {
+    dialect::any(|d, m| d.is_invalid_value(m), message)
 }
 
 /// A statement refused because an earlier one in its transaction failed.
@@ -745,6 +782,40 @@ mod tests {
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(Failing(cause));
         pool.get().expect_err("no connection can be opened")
+    }
+
+    #[test]
+    fn values_a_column_cannot_hold_are_invalid_values_answered_422() {
+        for message in [
+            "invalid byte sequence for encoding \"UTF8\": 0x00",
+            "value too long for type character varying(5)",
+            "value \"99999999999\" is out of range for type integer",
+            "invalid input syntax for type integer: \"abc\"",
+            "Data too long for column 'title' at row 1",
+            "Incorrect string value: '\\xF0\\x9F\\x98\\x80' for column `t`.`title` at row 1",
+            "Out of range value for column 'n' at row 1",
+            "string or blob too big",
+        ] {
+            let err = on_users(unknown(message));
+            assert!(
+                matches!(
+                    err,
+                    Error::InvalidValue {
+                        table: Some("users"),
+                        ..
+                    }
+                ),
+                "{message}"
+            );
+            assert_eq!(err.status_code(), 422);
+            assert!(!err.is_retryable());
+            assert!(
+                err.to_string().starts_with("value refused on users: "),
+                "{err}"
+            );
+        }
+        let other = on_users(unknown("syntax error at or near \"SELEC\""));
+        assert!(matches!(other, Error::Database { .. }));
     }
 
     #[test]

@@ -567,7 +567,8 @@
 //! [`Serialization`](Error::Serialization) (a deadlock or serialization failure:
 //! run the transaction again), [`TransactionAborted`](Error::TransactionAborted)
 //! (a statement in it failed, so it was rolled back),
-//! [`InsideTransaction`](Error::InsideTransaction) (a write through the store
+//! [`InvalidValue`](Error::InvalidValue) (a value its column cannot hold: bad
+//! input, 422), [`InsideTransaction`](Error::InsideTransaction) (a write through the store
 //! inside the same thread's open transaction: write through `tx`),
 //! the named locks' [`LockTimeout`](Error::LockTimeout),
 //! [`Deadlock`](Error::Deadlock), [`LockLost`](Error::LockLost),

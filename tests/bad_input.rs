@@ -191,16 +191,68 @@ fn a_nul_character_round_trips_or_is_a_typed_error() {
                 assert!(
                     matches!(
                         err,
-                        Error::Database {
+                        Error::InvalidValue {
                             table: Some("users"),
                             ..
                         }
                     ),
                     "{err:?}"
                 );
+                assert_eq!(err.status_code(), 422);
                 assert_eq!(users_with_email(&db.store, email), 0);
             }
         }
+    });
+}
+
+/// A value its column cannot hold (PostgreSQL: a NUL character; MySQL and
+/// MariaDB in their default strict mode: text over a `TEXT` column's 65,535
+/// bytes) is the caller's bad input, not the server's failure: a typed
+/// `Error::InvalidValue` a web handler answers with 422, and nothing written,
+/// on create and on update alike.
+#[test]
+fn a_value_its_column_cannot_hold_is_an_invalid_value_error() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let bad = match db.backend {
+            larder::Backend::Postgres => "a NUL: \u{0}".to_owned(),
+            larder::Backend::Mysql => "x".repeat(70_000),
+            _ => return, // SQLite stores both
+        };
+        let ann = user(&db.store, "ann");
+        let kept = post(&db.store, &ann, "kept");
+        let is_invalid_value = |err: &Error| {
+            matches!(
+                err,
+                Error::InvalidValue {
+                    table: Some("posts"),
+                    ..
+                }
+            ) && err.status_code() == 422
+                && !err.is_retryable()
+        };
+        let changes = larder_blog::PostChanges {
+            title: Some(bad.clone()),
+            ..Default::default()
+        };
+        let err = db.store.posts().update(kept.id, changes).unwrap_err();
+        assert!(is_invalid_value(&err), "update: {err:?}");
+        let err = db
+            .store
+            .posts()
+            .create(NewPost {
+                author_id: ann.id,
+                title: bad,
+                body: "body".into(),
+            })
+            .unwrap_err();
+        assert!(is_invalid_value(&err), "create: {err:?}");
+        db.store.clear_cache();
+        assert_eq!(
+            db.store.posts().get(kept.id).unwrap().unwrap().title,
+            "kept"
+        );
+        assert_eq!(db.store.posts().by_author(ann.id).unwrap().len(), 1);
     });
 }
 

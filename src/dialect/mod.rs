@@ -148,6 +148,12 @@ pub(crate) trait Dialect: Sync {
         false
     }
 
+    /// A value its column cannot hold (bad input, not a failure).
+    fn is_invalid_value(&self, message: &str) -> bool {
+        let _ = message;
+        false
+    }
+
     /// A check constraint's violation the driver did not classify.
     fn is_check_violation(&self, message: &str) -> bool {
         let _ = message;

@@ -156,6 +156,22 @@ impl Dialect for Mysql {
         message.contains("Deadlock found when trying to get ")
     }
 
+    /// Strict mode's refusals: 1406 (too long), 1264 (out of range), 1265
+    /// (truncated), 1366 and 1292 (`Incorrect string value: '\xF0…' for
+    /// column`, an incorrect integer or date).
+    fn is_invalid_value(&self, message: &str) -> bool {
+        let incorrect = message.starts_with("Incorrect ") && message.contains(" value: ");
+        incorrect
+            || mentions(
+                message,
+                &[
+                    "Data too long for column",
+                    "Out of range value for column",
+                    "Data truncated for column",
+                ],
+            )
+    }
+
     /// MariaDB's check violation (4025), which diesel does not map, and
     /// MySQL's (3819) outside a prepared statement.
     fn is_check_violation(&self, message: &str) -> bool {

@@ -143,6 +143,25 @@ DROP FUNCTION IF EXISTS larder_capture_{table}();
         message.contains("current transaction is aborted")
     }
 
+    /// Data exceptions (class 22), which diesel does not map: a NUL in text
+    /// (22021), a string too long (22001), a number out of range (22003),
+    /// text that does not parse as the column's type (22P02, 22007, 22008).
+    fn is_invalid_value(&self, message: &str) -> bool {
+        mentions(
+            message,
+            &[
+                "invalid byte sequence for encoding",
+                "value too long for type",
+                "numeric field overflow",
+                "is out of range for type",
+                "integer out of range",
+                "field value out of range",
+                "invalid input syntax for type",
+                "invalid input value for enum",
+            ],
+        )
+    }
+
     fn is_missing_table(&self, message: &str) -> bool {
         message.contains("does not exist") && message.contains("relation")
     }

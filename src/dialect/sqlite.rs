@@ -114,6 +114,11 @@ impl Dialect for Sqlite {
         mentions(message, &["database is locked", "database table is locked"])
     }
 
+    /// `SQLITE_TOOBIG`: a string or blob over the build's length limit.
+    fn is_invalid_value(&self, message: &str) -> bool {
+        message.contains("string or blob too big")
+    }
+
     fn is_missing_table(&self, message: &str) -> bool {
         message.contains("no such table")
     }
