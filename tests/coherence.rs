@@ -1154,3 +1154,73 @@ fn dropping_a_store_whose_server_stopped_answering_does_not_hang() {
         assert!(returned, "dropping the store waited for the network");
     });
 }
+
+/// A migration can change rows without a trigger firing: it drops and
+/// re-creates a table (its triggers go with it) and fills the new one, or
+/// rewrites rows with the triggers off. Every process sharing the database
+/// then forgets what it cached, instead of serving the old rows until they
+/// are evicted.
+#[test]
+fn a_migration_makes_every_process_forget_what_it_cached() {
+    use diesel::prelude::*;
+    diesel::table! { memos (id) { id -> BigInt, body -> Text } }
+    #[derive(Debug, Clone, Queryable, Selectable)]
+    #[diesel(table_name = memos)]
+    struct Memo {
+        id: i64,
+        body: String,
+    }
+    #[derive(Insertable)]
+    #[diesel(table_name = memos)]
+    struct NewMemo {
+        body: String,
+    }
+    #[derive(AsChangeset)]
+    #[diesel(table_name = memos)]
+    struct MemoChanges {
+        body: Option<String>,
+    }
+    larder::entity!(Memo {
+        table: memos,
+        new: NewMemo,
+        changes: MemoChanges,
+    });
+
+    each_backend(|target| {
+        let db = target.fresh();
+        let table = format!(
+            "memos (id {}, body TEXT NOT NULL)",
+            common::serial_key(db.backend)
+        );
+        db.raw(&format!("CREATE TABLE {table}"));
+        db.raw(&larder::capture_sql(db.backend, "memos").unwrap().up);
+        db.raw("INSERT INTO memos (body) VALUES ('before')");
+        let a = Store::builder(&db.url())
+            .max_staleness(BOUND)
+            .entity::<Memo>()
+            .build()
+            .unwrap();
+        std::thread::sleep(BOUND); // the insert's change, if heard, is applied
+        assert_eq!(a.repo::<Memo>().get(1).unwrap().unwrap().body, "before");
+
+        let dir = tempfile::tempdir().unwrap();
+        common::write_migration(
+            dir.path(),
+            "2030-01-01-000000_rebuild_memos",
+            &format!(
+                "DROP TABLE memos;\nCREATE TABLE {table};\nINSERT INTO memos (body) VALUES ('after');\n"
+            ),
+            &format!("DROP TABLE memos;\nCREATE TABLE {table};\n"),
+        );
+        let mut migrator = larder::Migrator::open_with_dir(&db.url(), dir.path()).unwrap();
+        assert_eq!(migrator.run().unwrap().len(), 1);
+        std::thread::sleep(BOUND);
+        assert_eq!(
+            a.repo::<Memo>().get(1).unwrap().unwrap().body,
+            "after",
+            "a row the migration replaced is still served from the cache"
+        );
+        let flushes = a.stats().coherence.flushes_by_reason;
+        assert_eq!(flushes.get(larder::FlushReason::Migrated), 1, "{flushes:?}");
+    });
+}

@@ -37,11 +37,16 @@ pub enum FlushReason {
     /// Change-log rows may have been pruned before this store read them (it
     /// fell behind by minutes, or another process pruned past it).
     FellBehindPruning,
+    /// Migrations ran on the database (`Migrator`, `larder migrate`,
+    /// `Store::migrate`, `Store::run_migrations`): they may have changed rows
+    /// without a trigger firing (a table dropped and re-created, rows
+    /// rewritten with the triggers off).
+    Migrated,
 }
 
 impl FlushReason {
     /// Every reason, in the order [`FlushCounts`] keeps them.
-    pub const ALL: [FlushReason; 8] = [
+    pub const ALL: [FlushReason; 9] = [
         FlushReason::Unconfirmed,
         FlushReason::StuckCheck,
         FlushReason::ConnectionLost,
@@ -50,6 +55,7 @@ impl FlushReason {
         FlushReason::NoChangeLog,
         FlushReason::GapGivenUp,
         FlushReason::FellBehindPruning,
+        FlushReason::Migrated,
     ];
 
     fn index(self) -> usize {
@@ -67,6 +73,7 @@ impl FlushReason {
             FlushReason::NoChangeLog => "no change log",
             FlushReason::GapGivenUp => "gap given up",
             FlushReason::FellBehindPruning => "fell behind pruning",
+            FlushReason::Migrated => "migrated",
         }
     }
 }
