@@ -20,6 +20,7 @@ use crate::url::DatabaseUrl;
 use crate::with_connection;
 
 #[cfg(feature = "mysql")]
+mod announce;
 mod attempts;
 
 /// How long a [`Migrator`] waits, by default, for another runner's
@@ -655,7 +656,9 @@ impl Migrator {
     /// lock past the [lock timeout](Migrator::lock_timeout): nothing changed.
     pub fn run(&mut self) -> Result<Vec<String>> {
         let _lock = self.lock()?;
-        run_pending_from(&mut self.conn, &self.source)
+        let applied = run_pending_from(&mut self.conn, &self.source);
+        self.announce(&applied);
+        applied
     }
 
     /// The names of the migrations not applied yet, oldest first.
@@ -692,7 +695,9 @@ impl Migrator {
     /// lock past the [lock timeout](Migrator::lock_timeout): nothing changed.
     pub fn revert_n(&mut self, n: usize) -> Result<Vec<String>> {
         let _lock = self.lock()?;
-        revert_n_from(&mut self.conn, &self.source, n)
+        let reverted = revert_n_from(&mut self.conn, &self.source, n);
+        self.announce(&reverted);
+        reverted
     }
 
     /// Reverts every applied migration, larder's own included; returns their versions.
@@ -704,7 +709,9 @@ impl Migrator {
     /// lock past the [lock timeout](Migrator::lock_timeout): nothing changed.
     pub fn revert_all(&mut self) -> Result<Vec<String>> {
         let _lock = self.lock()?;
-        revert_all_from(&mut self.conn, &self.source)
+        let reverted = revert_all_from(&mut self.conn, &self.source);
+        self.announce(&reverted);
+        reverted
     }
 
     /// Reverts the application's most recent migration and applies it again;
@@ -732,7 +739,9 @@ impl Migrator {
     /// lock past the [lock timeout](Migrator::lock_timeout): nothing changed.
     pub fn redo_n(&mut self, n: usize) -> Result<Vec<String>> {
         let _lock = self.lock()?;
-        redo_n_from(&mut self.conn, &self.source, n)
+        let redone = redo_n_from(&mut self.conn, &self.source, n);
+        self.announce(&redone);
+        redone
     }
 
     /// Every known migration, oldest first, and whether it is applied; and
@@ -762,8 +771,21 @@ impl Migrator {
     /// transactional); [`Error::MigrationLocked`] as for [`run`](Migrator::run).
     pub fn resolve(&mut self, migration: &str, applied: bool) -> Result<()> {
         let _lock = self.lock()?;
-        resolve_on(&mut self.conn, migration, applied)
+        let resolved = resolve_on(&mut self.conn, migration, applied);
+        announce::after(&mut self.conn, &resolved, |()| true);
+        resolved
     }
+
+    /// Tells every store watching the database that migrations ran (see
+    /// `announce`), when `result` says some did or may have.
+    fn announce(&mut self, result: &Result<Vec<String>>) {
+        announce::after(&mut self.conn, result, |versions| !versions.is_empty());
+    }
+}
+
+/// [`announce::after`] for the store's own migration runs.
+pub(crate) fn announce_after(conn: &mut Connection, result: &Result<Vec<String>>) {
+    announce::after(conn, result, |versions| !versions.is_empty());
 }
 
 impl fmt::Debug for Migrator {

@@ -116,7 +116,9 @@ impl Store {
     /// nothing was migrated.
     pub fn migrate(&self) -> Result<Vec<String>> {
         let mut conn = self.checkout_alive()?;
-        let applied = migrate::run_pending(&mut conn, self.session_url(), self.lock_timeout())?;
+        let applied = migrate::run_pending(&mut conn, self.session_url(), self.lock_timeout());
+        migrate::announce_after(&mut conn, &applied);
+        let applied = applied?;
         drop(conn);
         // Migrations may rewrite any row: forget everything cached.
         self.clear_cache();
@@ -145,7 +147,9 @@ impl Store {
             .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>()))
         .map_err(|err| Error::Migration {
             message: format!("running the application's migrations: {err}"),
-        })?;
+        });
+        migrate::announce_after(&mut conn, &applied);
+        let applied = applied?;
         self.clear_cache();
         Ok(applied)
     }

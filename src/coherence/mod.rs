@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::backend::{Connection, Manager};
+use crate::dialect;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::registry::{Op, Registry};
@@ -79,6 +80,9 @@ impl Context {
     /// any cache).
     fn apply(&self, table: &str, id: i64, op: &str, key_values: Option<&str>) {
         self.counters.changed();
+        if op == dialect::MIGRATED_OP {
+            return self.flush(FlushReason::Migrated);
+        }
         // An operation this larder does not know (a newer version's trigger,
         // a hand-written one) may have changed any row of the table.
         let op = Op::parse(op).unwrap_or_else(|| {
@@ -113,6 +117,10 @@ impl Context {
         // Decided under the lock, logged outside it.
         let warn = self.flush_log.lock().warn(reason, now);
         match warn {
+            // Announced, not missed: nothing to warn about.
+            _ if reason == FlushReason::Migrated => {
+                tracing::info!("coherence: caches flushed, migrations ran on the database");
+            }
             Some(unwarned) => tracing::warn!(
                 %reason,
                 unwarned,

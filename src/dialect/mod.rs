@@ -48,6 +48,23 @@ impl Backend {
 /// SQLite and MySQL triggers write: one name for the one stream of changes.
 pub(crate) const CHANGES: &str = "larder_changes";
 
+/// The operation of the change that announces migrations ran (see
+/// [`announce_migrated`]): every watcher empties its caches on it. Older
+/// watchers take an operation they do not know for a truncate of its table,
+/// `*`, which no cache holds.
+pub(crate) const MIGRATED_OP: &str = "F";
+
+/// The statement announcing to every watcher of the database that
+/// migrations ran: a notification on PostgreSQL, a change-log row elsewhere.
+pub(crate) fn announce_migrated(backend: Backend) -> String {
+    match backend {
+        Backend::Postgres => format!("SELECT pg_notify('{CHANGES}', '* {MIGRATED_OP} 0')"),
+        _ => format!(
+            "INSERT INTO {CHANGES} (table_name, row_id, op) VALUES ('*', 0, '{MIGRATED_OP}')"
+        ),
+    }
+}
+
 /// What the capture triggers of a table are: statements that install them
 /// (`up`) and remove them (`down`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -325,7 +325,8 @@ pub fn user_in_db(store: &Store, id: i64) -> Option<Arc<User>> {
 }
 
 /// The change log's rows as `(table, row id, op)`, oldest first (SQLite and
-/// MySQL databases, whose capture triggers write it).
+/// MySQL databases, whose capture triggers write it), without the rows that
+/// announce migrations (table `*`).
 pub fn change_log(url: &str) -> Vec<(String, i64, String)> {
     use diesel::prelude::*;
     diesel::table! { larder_changes (id) { id -> BigInt, table_name -> Text, row_id -> BigInt, op -> Text } }
@@ -336,6 +337,7 @@ pub fn change_log(url: &str) -> Vec<(String, i64, String)> {
             larder_changes::row_id,
             larder_changes::op,
         ))
+        .filter(larder_changes::table_name.ne("*"))
         .order(larder_changes::id);
     larder::with_connection!(&mut conn, |c| rows.load(c)).expect("read the change log")
 }
