@@ -386,7 +386,11 @@
 //! writes that bypassed local invalidation (raw SQL through [`Repo::query`] or
 //! [`with_connection!`]). Writes that bypass triggers are not seen: MySQL
 //! `TRUNCATE`, bulk loads with triggers disabled, PostgreSQL's
-//! `session_replication_role = replica`. [`StoreBuilder::coherence`]`(false)`
+//! `session_replication_role = replica`. Migrations, which may change rows
+//! without a trigger firing (a table dropped and re-created), are announced by
+//! whatever runs them through larder ([`Migrator`], the `larder` CLI,
+//! [`Store::migrate`], [`Store::run_migrations`]), and every watching store
+//! empties its caches ([`FlushReason::Migrated`]). [`StoreBuilder::coherence`]`(false)`
 //! turns the watcher off for a process that is the database's only writer. The
 //! repository's `docs/deployment.md` covers running many processes, and
 //! `docs/benchmarks.md` the measured delays and costs.
