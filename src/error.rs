@@ -314,16 +314,6 @@ pub enum Error {
     /// MariaDB's in strict mode (data too long, an incorrect string or
     /// number, a value out of range). Nothing was written; a web handler
     /// answers 422 ([`status_code`](Error::status_code)).
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let url = format!("sqlite://{}", dir.path().join("app.db").display());
-    /// # let store = larder_blog::open(&url).unwrap();
-    /// # fn title_with_nul(store: &larder::Store) -> larder::Result<()> { Ok(()) }
-    /// match title_with_nul(&store) {
-    ///     Err(err @ larder::Error::InvalidValue { .. }) => assert_eq!(err.status_code(), 422),
-    ///     other => other?, // SQLite stores a NUL; PostgreSQL refuses it
-    /// }
-    /// # Ok::<(), larder::Error>(())
-    /// ```
     #[error("value refused{}: {}", on(*.table), explanation(.source))]
     #[non_exhaustive]
     InvalidValue {

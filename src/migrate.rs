@@ -19,8 +19,8 @@ use crate::pool::Connection;
 use crate::url::DatabaseUrl;
 use crate::with_connection;
 
-#[cfg(feature = "mysql")]
 mod announce;
+#[cfg(feature = "mysql")]
 mod attempts;
 
 /// How long a [`Migrator`] waits, by default, for another runner's
