@@ -11,11 +11,15 @@
 #   scripts/pg-replica.sh replica-start  # starts it again
 #   scripts/pg-replica.sh promoted-start # a fresh replica, promoted (tests)
 #   scripts/pg-replica.sh promoted-stop  # stops and removes it
+#   scripts/pg-replica.sh standby-start  # a fresh replica, left in recovery (tests promote it)
+#   scripts/pg-replica.sh standby-stop   # stops and removes it
 #
 # Ports: 55432 primary, 55433 replica applying WAL 200 ms late
 # (recovery_min_apply_delay: it lags by a known amount), 55434 replica with
 # no delay, 55435 a replica promoted to a primary of its own (only between
-# promoted-start and promoted-stop).
+# promoted-start and promoted-stop), 55436 a replica a test promotes itself
+# with `pg_promote()` while connected to it (between standby-start and
+# standby-stop; LARDER_PG_STANDBY_PORT moves it).
 set -euo pipefail
 
 BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
@@ -24,6 +28,7 @@ PRIMARY_PORT=55432
 LAGGING_PORT=55433
 FAST_PORT=55434
 PROMOTED_PORT=55435
+STANDBY_PORT=${LARDER_PG_STANDBY_PORT:-55436}
 LAG=${LARDER_PG_REPLICA_LAG:-200ms}
 
 as_pg() {
@@ -96,8 +101,21 @@ promoted_stop() {
   rm -rf "$DIR/promoted" "$DIR/promoted.log"
 }
 
+# A replica of the primary as it is now, in recovery until a test promotes
+# it (`SELECT pg_promote()`) while its connections live on.
+standby_start() {
+  make_replica "$DIR/standby-$STANDBY_PORT" "$STANDBY_PORT" 0
+  start_server "$DIR/standby-$STANDBY_PORT"
+}
+
+standby_stop() {
+  stop_server "$DIR/standby-$STANDBY_PORT"
+  rm -rf "$DIR/standby-$STANDBY_PORT" "$DIR/standby-$STANDBY_PORT.log"
+}
+
 stop() {
   promoted_stop
+  standby_stop
   stop_server "$DIR/fast"
   stop_server "$DIR/lagging"
   stop_server "$DIR/primary"
@@ -111,5 +129,7 @@ case "${1:-}" in
   replica-start) start_server "$DIR/lagging" ;;
   promoted-start) promoted_start ;;
   promoted-stop) promoted_stop ;;
-  *) echo "usage: $0 start|stop|replica-stop|replica-start|promoted-start|promoted-stop" >&2; exit 2 ;;
+  standby-start) standby_start ;;
+  standby-stop) standby_stop ;;
+  *) echo "usage: $0 start|stop|replica-stop|replica-start|promoted-start|promoted-stop|standby-start|standby-stop" >&2; exit 2 ;;
 esac

@@ -544,6 +544,57 @@ fn a_promoted_replica_is_not_read_however_far_it_replayed() {
     assert_eq!(stats.replica_loads, 0, "{stats:?}");
 }
 
+/// Stops and removes the replica of `pg-replica.sh standby-start` however
+/// the test ends.
+struct Standby;
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        script("standby-stop");
+    }
+}
+
+/// A replica promoted while this store holds a connection to it: promotion
+/// ends neither the server nor its sessions, so the replay position that
+/// connection remembers from before is no proof of anything afterwards.
+/// Trusted without asking, it let a `get` read a row written on the
+/// promoted server alone and cache it for good (the primary never changes
+/// it).
+#[test]
+fn a_replica_promoted_while_connected_is_not_read_on_its_remembered_position() {
+    let _serial = serial();
+    let Some(db) = common::replicated() else {
+        return;
+    };
+    let ann = users_on_primary(&db, &["1"])[0];
+    let _standby = Standby;
+    script("standby-start");
+    let standby_url = db.fast.replace(":55434/", ":55436/");
+    // One connection, so the load after the promotion takes the one that
+    // proved a replay position before it.
+    let store = larder_blog::builder(&db.primary)
+        .replica(&standby_url)
+        .pool_size(1)
+        .build()
+        .unwrap();
+    until_a_replica_serves(&store, ann);
+    let mut admin = larder::Connection::establish(&standby_url).expect("the standby");
+    larder::with_connection!(&mut admin, |c| diesel::select(diesel::dsl::sql::<
+        diesel::sql_types::Bool,
+    >("pg_promote()"))
+    .get_result::<bool>(c))
+    .expect("promote the standby");
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut admin,
+        &format!("UPDATE users SET name = '666' WHERE id = {ann}"),
+    )
+    .expect("a promoted server takes writes");
+    let served = store.stats().replicas.replica_loads;
+    assert_eq!(cached_name(&store, ann), 1, "the primary's row, not its");
+    let stats = store.stats().replicas;
+    assert_eq!(stats.replica_loads, served, "{stats:?}");
+}
+
 #[test]
 fn bad_replica_urls_are_typed_errors_without_the_password() {
     let _serial = serial();
