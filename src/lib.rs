@@ -402,9 +402,9 @@
 //! has invalidated: the store raises a required WAL position before each
 //! invalidation (read after a local COMMIT, or by the watcher after it hears
 //! other processes' changes) and compares it with the replica's
-//! `pg_last_wal_replay_lsn()`, cached per replica so that most loads run no
-//! check; otherwise the primary serves the load, and a down replica is
-//! skipped. Writes, transactions, locks and migrations use the primary. See
+//! `pg_last_wal_replay_lsn()`, asked on the load's own connection right
+//! before it (a promoted server is no replica); otherwise the primary serves
+//! the load, and a down replica is skipped. Writes, transactions, locks and migrations use the primary. See
 //! [`ReplicaStats`] and `docs/replicas.md`.
 //!
 //! # Named locks across processes

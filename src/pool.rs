@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{ConnectError, Gate, Manager};
 use crate::error::{Error, Result};
-use crate::requirement::Lsn;
 use crate::url::{with_params, Backend, DatabaseUrl};
 
 pub(crate) use crate::backend::Connection;
@@ -134,12 +133,6 @@ pub(crate) struct Pooled {
     unchecked: bool,
     /// A statement found it dead: the pool discards it on return.
     lost: bool,
-    /// On a replica: how far the server behind this very connection had
-    /// replayed when it was last asked, `None` before that (see `replica`).
-    /// Kept per connection, not per replica URL: one URL may reach several
-    /// servers (a load balancer, a name moved to another server, a restart),
-    /// and only this connection's server is known to have replayed this far.
-    replayed: Option<Lsn>,
 }
 
 impl Pooled {
@@ -149,20 +142,7 @@ impl Pooled {
             last_ok: Some(Instant::now()),
             unchecked: false,
             lost: false,
-            replayed: None,
         }
-    }
-
-    /// How far this connection's replica server had replayed when last asked.
-    pub(crate) fn replayed(&self) -> Option<Lsn> {
-        self.replayed
-    }
-
-    /// This connection's replica server has replayed up to `lsn`: replay
-    /// only moves forward while the server runs, and a restart ends the
-    /// connection.
-    pub(crate) fn saw_replayed(&mut self, lsn: Lsn) {
-        self.replayed = Some(lsn);
     }
 
     /// Whether this checkout skipped the ping, so that a failure may only

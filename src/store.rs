@@ -354,7 +354,7 @@ impl Store {
         mut query: impl FnMut(&mut Connection) -> QueryResult<T>,
     ) -> Result<T> {
         if let Some(replicas) = &self.inner.replicas {
-            if let Some(mut chosen) = replicas.choose(self.registry().requirement().get(), false) {
+            if let Some(mut chosen) = replicas.choose(self.registry().requirement().get()) {
                 let result = replica::run_on(&mut chosen.conn, table, id, &mut query);
                 replicas.finish(chosen, &result);
                 if result.is_ok() {
@@ -367,8 +367,8 @@ impl Store {
 
     /// As [`load`](Store::load) for a read that can run only once (a
     /// caller's list query): the replica connection is proven alive at
-    /// checkout, by a ping or its position check, as [`run`](Store::run)
-    /// proves the primary's, and a failure on it is returned, as a failure
+    /// checkout by its position check, as [`run`](Store::run) proves the
+    /// primary's by a ping, and a failure on it is returned, as a failure
     /// on the primary would be.
     pub(crate) fn load_once<T>(
         &self,
@@ -377,7 +377,7 @@ impl Store {
         query: impl FnOnce(&mut Connection) -> QueryResult<T>,
     ) -> Result<T> {
         if let Some(replicas) = &self.inner.replicas {
-            if let Some(mut chosen) = replicas.choose(self.registry().requirement().get(), true) {
+            if let Some(mut chosen) = replicas.choose(self.registry().requirement().get()) {
                 let result = replica::run_on(&mut chosen.conn, table, id, query);
                 replicas.finish(chosen, &result);
                 return result;

@@ -33,19 +33,21 @@
 //!   are not read older than that from a replica either.
 //!
 //! A load on a replica: the required position is read AFTER the cache's
-//! epochs were recorded; each replica connection remembers the replay
-//! position its server last reported (`pg_last_wal_replay_lsn()` only grows
-//! while the server runs, and a restart ends the connection), so no query is
-//! needed while that covers the requirement. When it does not, one
-//! `SELECT pg_last_wal_replay_lsn()` runs on the connection the load then
-//! uses: the load's snapshot is taken after that replay point, so it sees
-//! every commit up to it. The position is the connection's, not the URL's:
-//! one replica URL may reach several servers (a load balancer in front of
-//! replicas, a name moved to another server while connections to the old
-//! one live on), and what one of them replayed says nothing of another. A
-//! replica still behind is skipped; the primary serves the load, and loads
-//! skip that replica without asking again for [`RECHECK_AFTER`] (routing
-//! only: correctness never depends on a clock).
+//! epochs were recorded; then one `SELECT CASE WHEN pg_is_in_recovery() THEN
+//! pg_last_wal_replay_lsn() END` runs on the connection the load then uses:
+//! the load's snapshot is taken after that replay point, so it sees every
+//! commit up to it, and the server was still a replica then. It runs on
+//! every load, and nothing it answered is remembered for the next: a
+//! server is promoted without ending its sessions, after which it takes
+//! writes of its own while its replay position stays where its recovery
+//! ended (a position remembered from before served a row written on the
+//! promoted server alone, cached for good). Nor does one connection's
+//! answer speak for another's: one replica URL may reach several servers
+//! (a load balancer in front of replicas, a name moved to another server
+//! while connections to the old one live on). A replica still behind is
+//! skipped; the primary serves the load, and loads skip that replica
+//! without asking again for [`RECHECK_AFTER`] (routing only: correctness
+//! never depends on a clock).
 //!
 //! # Interleavings
 //!
@@ -66,12 +68,13 @@
 //! - *A position read after a commit fails*: the requirement is forgotten
 //!   before the invalidation is applied.
 //! - *A replica restarts*: it resumes from its last restart point and may
-//!   show an older state than before for a while; its connections ended with
-//!   it, and a new connection knows no position until it reads one, at its
-//!   first use. A connection that fails marks the replica down.
-//! - *A replica URL reaches several servers*: each connection trusts only
-//!   what its own server reported, so a lagging server is asked, on its own
-//!   connection, however far another server behind the URL has replayed.
+//!   show an older state than before for a while; each load asks the
+//!   position anew. A connection that fails marks the replica down.
+//! - *A replica is promoted while connected*: its sessions live on; the
+//!   next load's check finds it out of recovery and marks it down.
+//! - *A replica URL reaches several servers*: each load asks the server of
+//!   its own connection, so a lagging server is asked however far another
+//!   server behind the URL has replayed.
 //! - *A replica is down or unreachable*: the load falls back to the primary;
 //!   the replica rests ([`RETRY_AFTER`]) before one load tries it again, so a
 //!   dead replica costs one short checkout timeout per second, not one per
@@ -183,9 +186,8 @@ pub struct ReplicaStats {
     /// Loads sent to the primary because the required position was unknown
     /// (after a flush or a failed commit, until the next position read).
     pub unknown_position: u64,
-    /// `pg_last_wal_replay_lsn()` queries run: the cost of the check. Loads
-    /// served while a replica's cached replay position already covered the
-    /// requirement ran none.
+    /// `pg_last_wal_replay_lsn()` queries run: the cost of the check, one
+    /// before every load a replica serves (and one per replica found behind).
     pub position_checks: u64,
 }
 
@@ -248,13 +250,12 @@ impl Replicas {
     }
 
     /// A replica connection whose snapshot will include everything up to
-    /// `required`, or `None`: use the primary (counted). With `alive`, the
-    /// connection is proven alive at this checkout (for a load that cannot
-    /// be retried): one handed out without a ping gets its position read,
-    /// the round trip the primary's path spends on a ping anyway.
-    pub(crate) fn choose(&self, required: Option<Lsn>, alive: bool) -> Option<Chosen<'_>> {
+    /// `required`, or `None`: use the primary (counted). The connection's
+    /// server was in recovery, replayed that far, when this checkout asked
+    /// it, which also proves the connection alive.
+    pub(crate) fn choose(&self, required: Option<Lsn>) -> Option<Chosen<'_>> {
         let chosen = match required {
-            Some(required) => self.find(required, alive),
+            Some(required) => self.find(required),
             None => {
                 self.counters.unknown.fetch_add(1, Ordering::Relaxed);
                 None
@@ -266,7 +267,7 @@ impl Replicas {
         chosen
     }
 
-    fn find(&self, required: Lsn, alive: bool) -> Option<Chosen<'_>> {
+    fn find(&self, required: Lsn) -> Option<Chosen<'_>> {
         let n = self.replicas.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for k in 0..n {
@@ -291,10 +292,9 @@ impl Replicas {
                     continue;
                 }
             };
-            let unproven = alive && conn.unchecked();
-            if !unproven && conn.replayed().is_some_and(|lsn| lsn >= required) {
-                return Some(Chosen { replica, conn });
-            }
+            // Asked on every load, never remembered: a server leaves recovery
+            // (promoted) without ending its sessions, and a position it
+            // reported before says nothing of what it serves after.
             self.counters
                 .position_checks
                 .fetch_add(1, Ordering::Relaxed);
@@ -303,7 +303,6 @@ impl Replicas {
             conn.settle(&replayed);
             match replayed {
                 Ok(Some(lsn)) => {
-                    conn.saw_replayed(lsn);
                     replica.saw(lsn, required);
                     if lsn >= required {
                         return Some(Chosen { replica, conn });
@@ -480,7 +479,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(replicas.choose(None, false).is_none());
+        assert!(replicas.choose(None).is_none());
         let stats = replicas.stats();
         assert_eq!((stats.unknown_position, stats.primary_loads), (1, 1));
     }
