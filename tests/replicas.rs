@@ -596,6 +596,74 @@ fn a_replica_promoted_while_connected_is_not_read_on_its_remembered_position() {
     assert_eq!(stats.replica_loads, served, "{stats:?}");
 }
 
+/// A replica holds the locks it replays until it replays their release: a
+/// schema change or a `LOCK TABLE` on the primary takes an ACCESS EXCLUSIVE
+/// lock the standby's startup process then holds. With replay paused
+/// (`pg_wal_replay_pause()`) after the lock and before its release, the
+/// primary has long moved on, the replica has replayed every change this
+/// store invalidated (the lock changed no row), and a load of the table
+/// waited on the replica for as long as replay stayed paused: a `get` hung.
+#[test]
+fn a_load_blocked_by_a_lock_a_paused_replica_holds_falls_back_to_the_primary() {
+    use diesel::connection::SimpleConnection;
+    let _serial = serial();
+    let Some(db) = common::replicated() else {
+        return;
+    };
+    let ids = users_on_primary(&db, &["1", "2"]);
+    let _standby = Standby;
+    script("standby-start");
+    let standby_url = db.fast.replace(":55434/", ":55436/");
+    let store = larder_blog::builder(&db.primary)
+        .replica(&standby_url)
+        .connection_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    until_a_replica_serves(&store, ids[0]);
+    let mut standby = larder::Connection::establish(&standby_url).expect("the standby");
+    let mut locker = larder::Connection::establish(&db.primary).expect("the primary");
+    locker
+        .batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .expect("lock on the primary");
+    // Held by the standby's startup process once replayed. The lock's WAL
+    // record is sent once flushed: a commit elsewhere flushes it.
+    let mut flusher = larder::Connection::establish(&db.primary).expect("the primary");
+    let started = Instant::now();
+    loop {
+        flusher
+            .batch_execute("SELECT txid_current()")
+            .expect("a commit that flushes the WAL");
+        let replayed = standby
+            .batch_execute(
+                "DO $$ BEGIN PERFORM 1 / (SELECT count(*) FROM pg_locks \
+                 WHERE mode = 'AccessExclusiveLock' AND relation = 'users'::regclass)::int; END $$",
+            )
+            .is_ok();
+        if replayed {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "the lock was never replayed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    standby
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .expect("pause replay");
+    locker
+        .batch_execute("COMMIT")
+        .expect("release on the primary");
+    let (done, finished) = mpsc::channel();
+    let (loader, id) = (store.clone(), ids[1]);
+    std::thread::spawn(move || {
+        let _ = done.send(loader.users().get(id).map(|u| u.map(|u| u.name.clone())));
+    });
+    let got = finished.recv_timeout(Duration::from_secs(20));
+    standby
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .expect("resume replay");
+    let got = got.expect("a get waited on a paused replica's lock");
+    assert_eq!(got.expect("get").as_deref(), Some("2"));
+}
+
 #[test]
 fn bad_replica_urls_are_typed_errors_without_the_password() {
     let _serial = serial();
