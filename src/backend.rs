@@ -330,6 +330,8 @@ impl Gate {
 pub(crate) struct Manager {
     url: DatabaseUrl,
     busy_timeout: std::time::Duration,
+    /// Run after the backend's own setup on each new connection (a replica's).
+    extra_setup: Option<String>,
     /// Closed when the pool this manager serves is dropped (see [`Gate`]).
     pub(crate) gate: std::sync::Arc<Gate>,
 }
@@ -351,7 +353,21 @@ impl Manager {
         Manager {
             url,
             busy_timeout,
+            extra_setup: None,
             gate: std::sync::Arc::default(),
+        }
+    }
+
+    /// As [`new`](Manager::new), with `setup` run on each new connection
+    /// after the backend's own.
+    pub(crate) fn with_setup(
+        url: DatabaseUrl,
+        busy_timeout: std::time::Duration,
+        setup: String,
+    ) -> Manager {
+        Manager {
+            extra_setup: Some(setup),
+            ..Manager::new(url, busy_timeout)
         }
     }
 
@@ -360,6 +376,10 @@ impl Manager {
         let mut conn = open(&self.url).map_err(|e| ConnectError(self.url.scrub(&e)))?;
         prepare(&mut conn, self.busy_timeout)
             .map_err(|e| ConnectError(self.url.scrub(&e.to_string())))?;
+        if let Some(setup) = &self.extra_setup {
+            conn.batch_execute(setup)
+                .map_err(|e| ConnectError(self.url.scrub(&e.to_string())))?;
+        }
         Ok(conn)
     }
 

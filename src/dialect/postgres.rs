@@ -185,3 +185,12 @@ pub(crate) const PRIMARY_POSITION: &str = "SELECT pg_current_wal_insert_lsn()::t
 /// would pass for a replica's that had replayed that far.
 pub(crate) const REPLAY_POSITION: &str =
     "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END AS lsn";
+
+/// A replica session's limit on waiting for a lock, in milliseconds. On a
+/// replica a load waits for a lock almost only behind one replay holds for
+/// the primary (a schema change, `LOCK TABLE`, a vacuum's truncation) until
+/// it replays the release: for as long as replay is paused or late. The
+/// primary has released it by then, so a load stops waiting and goes there.
+pub(crate) fn replica_session_setup(lock_wait: std::time::Duration) -> String {
+    format!("SET lock_timeout = {}", lock_wait.as_millis().max(1))
+}

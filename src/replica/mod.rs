@@ -80,6 +80,12 @@
 //!   dead replica costs one short checkout timeout per second, not one per
 //!   load. A replica that answers but is not in recovery (promoted) is
 //!   treated as down: its positions are of another timeline.
+//! - *Replay paused or late while it holds a lock it replayed* (a schema
+//!   change's, a `LOCK TABLE`'s): the replica may have replayed every change
+//!   the store invalidated, yet a load of that table would wait until replay
+//!   releases the lock. Its sessions wait [`LOCK_WAIT`] at most; the load
+//!   goes to the primary (a list load, which cannot run twice, fails with
+//!   `Error::Busy`) and the replica rests.
 //! - *Bounded staleness*: a change heard within the bound is invalidated
 //!   within it as before; a replica can only delay nothing, since a load it
 //!   cannot serve goes to the primary.
@@ -120,6 +126,12 @@ const RECHECK_AFTER: Duration = Duration::from_millis(1);
 /// The longest a load waits for a replica connection before using the
 /// primary: a down replica refuses at once, r2d2 retries until this.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// The longest a load on a replica waits for a lock (`lock_timeout`): the
+/// locks it meets there are held by replay until it replays their release,
+/// which a paused replica never does. The load then goes to the primary
+/// and the replica rests ([`RETRY_AFTER`]).
+const LOCK_WAIT: Duration = Duration::from_millis(250);
 
 /// The store's replicas and how loads were routed.
 pub(crate) struct Replicas {
@@ -221,7 +233,11 @@ impl Replicas {
         let replicas = urls
             .into_iter()
             .map(|url| {
-                let manager = Manager::new(url.clone(), config.busy_timeout);
+                let manager = Manager::with_setup(
+                    url.clone(),
+                    config.busy_timeout,
+                    crate::dialect::postgres::replica_session_setup(LOCK_WAIT),
+                );
                 let Ok(pool) = Pool::new(manager, |manager| {
                     Ok::<_, std::convert::Infallible>(
                         r2d2::Pool::builder()
@@ -333,7 +349,9 @@ impl Replicas {
             }
             Err(err) => {
                 self.counters.primary_loads.fetch_add(1, Ordering::Relaxed);
-                if matches!(err, Error::ConnectionLost { .. }) {
+                // A lock wait past `LOCK_WAIT` is a lock replay holds: the
+                // next loads would wait as long.
+                if matches!(err, Error::ConnectionLost { .. } | Error::Busy { .. }) {
                     chosen.replica.failed(&err.to_string());
                 }
             }
