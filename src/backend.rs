@@ -383,6 +383,12 @@ impl Manager {
         Ok(conn)
     }
 
+    /// The URL its connections open.
+    #[cfg(test)]
+    pub(crate) fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
     /// A ping's failure, free of any password.
     pub(crate) fn ping(&self, conn: &mut Connection) -> Result<(), ConnectError> {
         conn.ping()

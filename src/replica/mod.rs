@@ -233,11 +233,7 @@ impl Replicas {
         let replicas = urls
             .into_iter()
             .map(|url| {
-                let manager = Manager::with_setup(
-                    url.clone(),
-                    config.busy_timeout,
-                    crate::dialect::postgres::replica_session_setup(LOCK_WAIT),
-                );
+                let manager = manager(&url, config);
                 let Ok(pool) = Pool::new(manager, |manager| {
                     Ok::<_, std::convert::Infallible>(
                         r2d2::Pool::builder()
@@ -439,6 +435,15 @@ impl fmt::Debug for Replicas {
     }
 }
 
+/// What opens and prepares `url`'s connections.
+fn manager(url: &DatabaseUrl, config: &PoolConfig) -> Manager {
+    Manager::with_setup(
+        url.clone(),
+        config.busy_timeout,
+        crate::dialect::postgres::replica_session_setup(LOCK_WAIT),
+    )
+}
+
 /// Runs `query` on `conn`, for a load on a replica.
 pub(crate) fn run_on<T>(
     conn: &mut Connection,
@@ -500,6 +505,23 @@ mod tests {
         assert!(replicas.choose(None).is_none());
         let stats = replicas.stats();
         assert_eq!((stats.unknown_position, stats.primary_loads), (1, 1));
+    }
+
+    /// docs/deployment.md: every connection larder opens to PostgreSQL carries
+    /// libpq's `connect_timeout`. Without one, an attempt on a replica that
+    /// accepts the socket and never answers (a hung server) holds a thread
+    /// of the replica's pool for as long as the socket stays open.
+    #[test]
+    fn replica_connections_give_up_connecting_after_a_timeout() {
+        let url = DatabaseUrl::parse("postgres://app:s3cret@127.0.0.1:9/blog").unwrap();
+        let config = PoolConfig {
+            size: 1,
+            connection_timeout: Duration::from_secs(1),
+            busy_timeout: Duration::from_secs(1),
+        };
+        let manager = manager(&url, &config);
+        let target = manager.url().target();
+        assert!(target.contains("connect_timeout=2"), "{}", manager.url());
     }
 
     #[test]
