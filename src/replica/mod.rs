@@ -233,7 +233,7 @@ impl Replicas {
         let replicas = urls
             .into_iter()
             .map(|url| {
-                let manager = manager(&url, config);
+                let manager = manager(&url, config)?;
                 let Ok(pool) = Pool::new(manager, |manager| {
                     Ok::<_, std::convert::Infallible>(
                         r2d2::Pool::builder()
@@ -247,13 +247,13 @@ impl Replicas {
                             .build_unchecked(manager),
                     )
                 });
-                Replica {
+                Ok(Replica {
                     url,
                     pool,
                     state: Mutex::new(ReplicaState::default()),
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Replicas {
             replicas,
             next: AtomicUsize::new(0),
@@ -435,13 +435,14 @@ impl fmt::Debug for Replicas {
     }
 }
 
-/// What opens and prepares `url`'s connections.
-fn manager(url: &DatabaseUrl, config: &PoolConfig) -> Manager {
-    Manager::with_setup(
-        url.clone(),
+/// What opens and prepares `url`'s connections: with libpq's connect
+/// timeout, as every PostgreSQL connection larder opens (2 s, its least).
+fn manager(url: &DatabaseUrl, config: &PoolConfig) -> Result<Manager> {
+    Ok(Manager::with_setup(
+        crate::pool::with_connect_timeout(url, CHECKOUT_TIMEOUT.min(config.connection_timeout))?,
         config.busy_timeout,
         crate::dialect::postgres::replica_session_setup(LOCK_WAIT),
-    )
+    ))
 }
 
 /// Runs `query` on `conn`, for a load on a replica.
@@ -519,7 +520,7 @@ mod tests {
             connection_timeout: Duration::from_secs(1),
             busy_timeout: Duration::from_secs(1),
         };
-        let manager = manager(&url, &config);
+        let manager = manager(&url, &config).unwrap();
         let target = manager.url().target();
         assert!(target.contains("connect_timeout=2"), "{}", manager.url());
     }
