@@ -215,7 +215,7 @@ impl StoreBuilder {
     /// `get_many`, `query`, `cached_query`, `cached_value`) go to a replica
     /// that has replayed every change this store has invalidated, else to
     /// the primary: a lagging replica never puts an older row back into the
-    /// cache, and a load never waits for one. Writes, transactions, locks
+    /// cache, and a load never waits for one to catch up. Writes, transactions, locks
     /// and migrations always use the primary. A replica that is down is
     /// skipped (and counted in [`Stats::replicas`](crate::Stats::replicas))
     /// until it answers again. Closures given to `query`, `cached_query`

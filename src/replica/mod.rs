@@ -4,7 +4,7 @@
 //! that fills a cache (`get`, `get_many`, `query`, `cached_query`,
 //! `cached_value`) may run on a replica, but only on one known to have
 //! replayed every change this store has already applied an invalidation for.
-//! Otherwise it runs on the primary: a load never waits for a replica.
+//! Otherwise it runs on the primary: a load never waits for a replica to catch up.
 //!
 //! # The rule
 //!
