@@ -75,6 +75,11 @@ wal_level = replica
 max_wal_senders = 8
 max_connections = 200
 fsync = off
+# Without slots a replica more than a checkpoint behind loses its stream for
+# good ("requested WAL segment … has already been removed"): every test's
+# DROP DATABASE forces a checkpoint, and a busy 2-core machine once left the
+# fast replica that far behind. Keep WAL for replicas that fall behind.
+wal_keep_size = 1024MB
 CONF
     echo "host replication all 127.0.0.1/32 trust" | as_pg tee -a "$DIR/primary/pg_hba.conf" >/dev/null
   fi

@@ -545,6 +545,13 @@ fn a_promoted_replica_is_not_read_however_far_it_replayed() {
     assert_eq!(stats.replica_loads, 0, "{stats:?}");
 }
 
+/// The URL of the replica of `pg-replica.sh standby-start`: the primary's,
+/// on its port.
+fn standby_url(db: &common::Replicated) -> String {
+    let port = server_port(&db.primary);
+    db.primary.replace(&format!(":{port}/"), ":55436/")
+}
+
 /// Stops and removes the replica of `pg-replica.sh standby-start` however
 /// the test ends.
 struct Standby;
@@ -570,7 +577,7 @@ fn a_replica_promoted_while_connected_is_not_read_on_its_remembered_position() {
     let ann = users_on_primary(&db, &["1"])[0];
     let _standby = Standby;
     script("standby-start");
-    let standby_url = db.fast.replace(":55434/", ":55436/");
+    let standby_url = standby_url(&db);
     // One connection, so the load after the promotion takes the one that
     // proved a replay position before it.
     let store = larder_blog::builder(&db.primary)
@@ -613,7 +620,7 @@ fn a_load_blocked_by_a_lock_a_paused_replica_holds_falls_back_to_the_primary() {
     let ids = users_on_primary(&db, &["1", "2"]);
     let _standby = Standby;
     script("standby-start");
-    let standby_url = db.fast.replace(":55434/", ":55436/");
+    let standby_url = standby_url(&db);
     let store = larder_blog::builder(&db.primary)
         .replica(&standby_url)
         .connection_timeout(Duration::from_secs(2))
