@@ -491,3 +491,40 @@ fn an_invalidation_finishes_when_a_rows_destructor_panics() {
     );
     assert_eq!(all()[0].0.name, "bob", "the cached list kept the old row");
 }
+
+/// A flush (`Store::clear_cache`, and the watcher's flushes, truncates and
+/// cascades' emptying, which share the map's `clear`) empties every shard
+/// of a map even when a row's destructor panics in one of them: stopped
+/// there, the shards after it kept their rows, and `get` served them after
+/// the flush until each row next changed.
+#[test]
+fn a_flush_empties_every_shard_when_a_rows_destructor_panics() {
+    let db = common::fresh_with(|b| b.entity::<PanickyUser>());
+    let panicky = db.store.repo::<PanickyUser>();
+    // Enough rows to fill several shards: the first one dropped panics, and
+    // rows in the shards after its own must still go.
+    let ids: Vec<i64> = (0..32)
+        .map(|n| user(&db.store, &format!("user{n}")).id)
+        .collect();
+    for id in &ids {
+        drop(panicky.get(*id).unwrap()); // held by the map alone
+    }
+    PANIC_ON_DROP.store(true, std::sync::atomic::Ordering::SeqCst);
+    let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        db.store.clear_cache();
+    }));
+    PANIC_ON_DROP.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        flushed.is_err(),
+        "the destructor's panic reaches the caller"
+    );
+    let kept: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| panicky.cached(*id).is_some())
+        .collect();
+    assert!(
+        kept.is_empty(),
+        "rows kept cached through a flush: {kept:?}"
+    );
+}
