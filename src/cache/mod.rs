@@ -317,12 +317,31 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
         tracing::trace!(table = self.table, id, "invalidated");
     }
 
-    /// Empties the map and makes every load in progress unfillable.
+    /// Empties the map and makes every load in progress unfillable. Every
+    /// shard is emptied before any row is dropped: a row's destructor is
+    /// application code, and one that panics must not leave the shards after
+    /// it serving their rows. The first panic goes on once all are dropped.
     pub(crate) fn clear(&self) {
-        for shard in self.shards.iter() {
-            let empty = Entries::empty_regions();
-            let removed = { shard.lock().clear(empty, &self.budget) };
-            drop(removed);
+        let removed: Vec<_> = self
+            .shards
+            .iter()
+            .map(|shard| {
+                let empty = Entries::empty_regions();
+                // One shard lock at a time, released as the closure returns;
+                // the rows it hands back are dropped after every shard is empty.
+                let mut shard = shard.lock();
+                shard.clear(empty, &self.budget)
+            })
+            .collect();
+        let mut panic = None;
+        for removed in removed {
+            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(removed)));
+            if let Err(payload) = dropped {
+                panic.get_or_insert(payload);
+            }
+        }
+        if let Some(payload) = panic {
+            std::panic::resume_unwind(payload);
         }
     }
 
