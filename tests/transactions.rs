@@ -598,6 +598,49 @@ fn only_the_thread_holding_the_transaction_is_refused_and_only_while_it_is_open(
     });
 }
 
+/// A `Tx` is `Send`: moved to another thread and used there, it is that
+/// thread's transaction. The thread now holding it is refused a write
+/// through the store (it would wait for the transaction's own locks: on
+/// PostgreSQL for ever), and the thread that began it, holding nothing, is
+/// not (on SQLite it waits its turn for the write lock instead).
+#[test]
+fn a_transaction_moved_to_another_thread_is_that_threads() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.busy_timeout(Duration::from_millis(300)));
+        let store = db.store.clone();
+        let (ann, bob) = (user(&store, "ann").id, user(&store, "bob").id);
+        let sqlite = db.is(larder::Backend::Sqlite);
+        let (holder, origin) = within(Duration::from_secs(20), move || {
+            let tx = store.begin().unwrap();
+            let (used, holder_used) = std::sync::mpsc::channel();
+            let (wrote, origin_wrote) = std::sync::mpsc::channel();
+            std::thread::scope(|s| {
+                let store = &store;
+                let holder = s.spawn(move || {
+                    tx.users().update(ann, rename("moved")).unwrap();
+                    used.send(()).unwrap();
+                    origin_wrote.recv().unwrap();
+                    let outside = store.users().update(ann, rename("outside"));
+                    tx.commit().unwrap();
+                    outside
+                });
+                holder_used.recv().unwrap();
+                let origin = store.users().update(bob, rename("origin"));
+                wrote.send(()).unwrap();
+                (holder.join().unwrap(), origin)
+            })
+        });
+        assert!(is_inside_transaction(&holder), "holder: {holder:?}");
+        if sqlite {
+            assert!(matches!(origin, Err(Error::Busy { .. })), "{origin:?}");
+        } else {
+            assert!(origin.is_ok(), "origin: {origin:?}");
+        }
+        assert_eq!(user_in_db(&db.store, ann).unwrap().name, "moved");
+        assert_pool_idle(&db.store);
+    });
+}
+
 /// On SQLite a named lock draws its fencing token with a write, which needs
 /// the write lock the thread's own transaction holds: it would wait out the
 /// busy timeout and fail with `Busy`, every time. It is refused at once.
