@@ -87,9 +87,10 @@ pub struct Tx<'s> {
     /// nothing to commit or roll back, only writes to apply.
     explicit: bool,
     finished: bool,
-    /// Marks an explicit transaction open on the thread that began it, so
-    /// that the store refuses that thread's writes around it.
-    _open: Option<OpenMark>,
+    /// Marks an explicit transaction open on the thread that holds it (the
+    /// one that began it, or last used it), so that the store refuses that
+    /// thread's writes around it.
+    open: Option<OpenMark>,
 }
 
 impl<'s> Tx<'s> {
@@ -136,7 +137,7 @@ impl<'s> Tx<'s> {
             ran: Cell::new(false),
             explicit,
             finished: false,
-            _open: explicit.then(|| OpenMark::begin(store.id())),
+            open: explicit.then(|| OpenMark::begin(store.id())),
         }
     }
 
@@ -151,6 +152,7 @@ impl<'s> Tx<'s> {
     /// is then rolled back and the keys it wrote are invalidated anyway, which
     /// is always safe.
     pub fn commit(mut self) -> Result<()> {
+        self.used_here();
         self.finished = true;
         let writes = Unapplied::new(
             self.store.registry(),
@@ -240,6 +242,7 @@ impl<'s> Tx<'s> {
         // a statement sent now would commit on its own, and a rollback would
         // leave what it wrote cached as it was. PostgreSQL refuses it (25P02);
         // larder refuses it on every backend alike.
+        self.used_here();
         if self.explicit && self.poisoned.get() {
             return Err(Error::TransactionAborted {
                 table: Some(table),
@@ -256,6 +259,14 @@ impl<'s> Tx<'s> {
         });
         conn.settle(&result);
         result
+    }
+
+    /// This thread uses the transaction: if it was moved here, it is this
+    /// thread's now (see [`OpenMark::used_here`]).
+    fn used_here(&self) {
+        if let Some(open) = &self.open {
+            open.used_here();
+        }
     }
 
     /// Records a write to apply at commit; returns its place, for [`settle`](Tx::settle).
