@@ -483,6 +483,60 @@ fn a_panic_in_a_transaction_is_an_error_and_leaks_nothing() {
     });
 }
 
+/// A task may hold a `Tx` across an `.await` (the future owns the store the
+/// `Tx` borrows). An async write through the store from that task runs on
+/// the blocking pool, outside the transaction, and waits for its locks
+/// while the task that would release them awaits the write: on PostgreSQL
+/// for ever. It is refused at once, as in sync code, on whichever worker
+/// the task runs by then; other tasks, and the task once its transaction
+/// ended, write as usual.
+#[test]
+fn an_async_write_inside_the_tasks_own_transaction_is_refused() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.busy_timeout(Duration::from_millis(300)));
+        let (ann, bob) = (user(&db.store, "ann").id, user(&db.store, "bob").id);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let store = db.store.clone();
+        let holder = runtime.spawn(async move {
+            let users = store.async_repo::<User>();
+            let tx = store.begin()?;
+            tx.users().update(ann, rename("in tx"))?;
+            tokio::task::yield_now().await;
+            let limit = Duration::from_secs(10);
+            let update = tokio::time::timeout(limit, users.update(ann, rename("outside"))).await;
+            let delete = tokio::time::timeout(limit, users.delete(ann)).await;
+            let nested = tokio::time::timeout(limit, store.transaction_async(|_| Ok(()))).await;
+            tx.commit()?;
+            let after = users
+                .update(ann, rename("after"))
+                .await
+                .map(|u| u.name.clone());
+            Ok::<_, Error>((update, delete, nested, after))
+        });
+        let (update, delete, nested, after) = runtime.block_on(holder).unwrap().unwrap();
+        for (what, result) in [
+            ("update", update.map(|r| r.map(drop))),
+            ("delete", delete.map(|r| r.map(drop))),
+            ("transaction_async", nested),
+        ] {
+            let result = result.unwrap_or_else(|_| panic!("{what} waited on its own transaction"));
+            assert!(
+                matches!(result, Err(Error::InsideTransaction { .. })),
+                "{what}: {result:?}"
+            );
+        }
+        assert_eq!(after.unwrap(), "after");
+        // Another task is not refused.
+        let other = runtime.block_on(db.store.async_repo::<User>().update(bob, rename("bobby")));
+        assert_eq!(other.unwrap().name, "bobby");
+        assert_pool_idle(&db.store);
+    });
+}
+
 /// Async writes invalidate what the next async read sees, and deletes too.
 #[test]
 fn async_writes_are_seen_by_the_next_async_read() {
