@@ -233,8 +233,9 @@ pub enum Error {
     /// A write through the [`Store`](crate::Store) (a repository's `create`,
     /// `update`, `write`, `delete`, a nested [`Store::begin`](crate::Store::begin)
     /// or [`Store::transaction`](crate::Store::transaction), and on SQLite a
-    /// named lock, whose fencing token is a write) while this thread holds an
-    /// open transaction of the same store. It would run on another connection,
+    /// named lock, whose fencing token is a write) while this thread (or
+    /// tokio task, for the async API's writes too) holds an open transaction
+    /// of the same store: the one that began it, or last used it. It would run on another connection,
     /// outside that transaction, and wait for the locks the transaction holds
     /// until it ends, which it does not while this thread waits: on
     /// PostgreSQL for ever. Write through the transaction (`tx.users()…`)

@@ -47,9 +47,10 @@ impl Store {
 
 /// An open database transaction holding one pooled connection.
 ///
-/// While it is open, writes through the [`Store`] on the thread that began
-/// it are refused with [`Error::InsideTransaction`]: they would run outside
-/// it and wait for its locks. Write through the `Tx`.
+/// While it is open, writes through the [`Store`] on the thread that holds
+/// it (began it, or last used it; in a tokio task, by that task) are refused
+/// with [`Error::InsideTransaction`]: they would run outside it and wait for
+/// its locks. Write through the `Tx`.
 ///
 /// Writes made through it are invisible to the shared cache until
 /// [`commit`](Tx::commit) succeeds; then every key it wrote is invalidated.

@@ -2,6 +2,7 @@
 //! pool, with the ways that can fail turned into [`Error::Interrupted`].
 
 use crate::error::{Error, Interruption, Result};
+use crate::thread_tx::Inherited;
 
 /// Runs `work` on the blocking pool of the runtime the caller runs on.
 pub(crate) async fn on_blocking_pool<T, F>(name: &'static str, work: F) -> Result<T>
@@ -16,6 +17,14 @@ where
     // `spawn_blocking` panics outside a runtime: a typed error instead.
     let runtime =
         tokio::runtime::Handle::try_current().map_err(|_| interrupted(Interruption::NoRuntime))?;
+    // The caller waits for this work: inside the caller's open transactions,
+    // its store writes would wait for their locks, which the waiting caller
+    // never releases. They are refused there as they would be here.
+    let inherited = Inherited::here();
+    let work = move || {
+        let _inside = inherited.install();
+        work()
+    };
     match runtime.spawn_blocking(work).await {
         Ok(result) => result,
         Err(err) if err.is_panic() => {
