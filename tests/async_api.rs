@@ -537,6 +537,34 @@ fn an_async_write_inside_the_tasks_own_transaction_is_refused() {
     });
 }
 
+/// The same from sync code: a thread holding a `Tx` that runs an async
+/// write (`block_on`) waits for it on its own transaction's locks, unless
+/// the write's hop to the blocking pool carries the thread's transactions.
+#[test]
+fn an_async_write_from_a_thread_inside_its_own_transaction_is_refused() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.busy_timeout(Duration::from_millis(300)));
+        let ann = user(&db.store, "ann").id;
+        let users = db.store.async_repo::<User>();
+        let runtime = one_thread_runtime();
+        let tx = db.store.begin().unwrap();
+        tx.users().update(ann, rename("in tx")).unwrap();
+        let update = runtime
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), users.update(ann, rename("out")))
+                    .await
+            })
+            .expect("the update waited on its own transaction");
+        assert!(
+            matches!(update, Err(Error::InsideTransaction { .. })),
+            "{update:?}"
+        );
+        tx.commit().unwrap();
+        assert_eq!(user_in_db(&db.store, ann).unwrap().name, "in tx");
+        assert_pool_idle(&db.store);
+    });
+}
+
 /// Async writes invalidate what the next async read sees, and deletes too.
 #[test]
 fn async_writes_are_seen_by_the_next_async_read() {
