@@ -57,6 +57,19 @@ fn with_marks<T>(holder: Holder, f: impl FnOnce(&mut Marks) -> T) -> T {
     }
 }
 
+/// Whether `found` holds for the marks that count here: this thread's, and
+/// inside a task the task's too. A thread's marks are made outside any task
+/// (plain sync code, a `block_on`'s own future), and the tasks that thread
+/// runs inside such a `block_on` are waited for by that transaction's holder.
+fn visible(mut found: impl FnMut(&mut Marks) -> bool) -> bool {
+    let thread = OPEN.with(|marks| found(&mut marks.borrow_mut()));
+    match Holder::current() {
+        Holder::Thread(_) => thread,
+        #[cfg(feature = "tokio")]
+        Holder::Task(task) => thread || tasks::with(task, found),
+    }
+}
+
 /// Marks a transaction of one store open for its holder, until the mark is
 /// dropped (on any thread).
 pub(crate) struct OpenMark {
@@ -114,12 +127,12 @@ pub(crate) fn refuse_inside(
     operation: &'static str,
     table: Option<&'static str>,
 ) -> Result<()> {
-    let inside = with_marks(Holder::current(), |marks| {
+    let inside = |marks: &mut Marks| {
         marks
             .iter()
             .any(|(id, open)| *id == store && open.load(Ordering::Acquire))
-    });
-    if inside {
+    };
+    if visible(inside) {
         return Err(Error::InsideTransaction { operation, table });
     }
     Ok(())
@@ -136,13 +149,15 @@ pub(crate) struct Inherited(Marks);
 impl Inherited {
     /// The current holder's open transactions.
     pub(crate) fn here() -> Inherited {
-        Inherited(with_marks(Holder::current(), |marks| {
-            marks
+        let mut open = Marks::new();
+        visible(|marks| {
+            let marks = marks
                 .iter()
-                .filter(|(_, open)| open.load(Ordering::Acquire))
-                .cloned()
-                .collect()
-        }))
+                .filter(|(_, open)| open.load(Ordering::Acquire));
+            open.extend(marks.cloned());
+            false
+        });
+        Inherited(open)
     }
 
     /// Marks them open for the current holder too, until the guard drops.
