@@ -1226,4 +1226,73 @@ fn a_migration_makes_every_process_forget_what_it_cached() {
         let flushes = a.stats().coherence.flushes_by_reason;
         assert_eq!(flushes.get(larder::FlushReason::Migrated), 1, "{flushes:?}");
     });
+// An entity of the users table whose destructor panics once asked to: an
+// application's `Drop` with a bug, run as the watcher's flush lets the row go.
+static PANIC_ON_DROP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+user_entity!(PanickyUser, || {});
+
+impl Drop for PanickyUser {
+    fn drop(&mut self) {
+        if PANIC_ON_DROP.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("an entity's destructor panics");
+        }
+    }
+}
+
+/// A row's destructor that panics in a flush the watcher runs must not end
+/// the watcher. Dead, it leaves the guard flushing everything every half
+/// bound for the rest of the process (the check it died in never returned),
+/// or, when it died in a flush decided after a check returned, nothing at
+/// all: a row cached afterwards would be served stale for good. Here the
+/// watcher flushes because the database has no change log (it was never
+/// migrated), as in `without_the_change_log_the_caches_are_flushed_until_it_exists`.
+#[test]
+fn a_panicking_destructor_in_a_watcher_flush_does_not_end_the_watcher() {
+    use diesel::connection::SimpleConnection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let mut other = larder::Connection::establish(&url).unwrap();
+    other
+        .batch_execute(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL, \
+             email TEXT NOT NULL UNIQUE, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); \
+             INSERT INTO users (id, name, email) VALUES (1, 'ann', 'a@x'), (2, 'bob', 'b@x');",
+        )
+        .unwrap();
+    let store = Store::builder(&url)
+        .max_staleness(BOUND)
+        .entity::<PanickyUser>()
+        .build()
+        .unwrap();
+    let users = store.repo::<PanickyUser>();
+    drop(users.get(1).unwrap()); // held by the map alone
+    PANIC_ON_DROP.store(true, std::sync::atomic::Ordering::SeqCst);
+    other
+        .batch_execute("UPDATE users SET name = 'Ann' WHERE id = 1")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while PANIC_ON_DROP.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the watcher never flushed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The panic happened in the watcher's flush. A row cached from now on
+    // must still be retired within the bound when the database changes.
+    let cached = users.get(2).unwrap().unwrap().0.name.clone();
+    assert_eq!(cached, "bob");
+    other
+        .batch_execute("UPDATE users SET name = 'Bob' WHERE id = 2")
+        .unwrap();
+    std::thread::sleep(BOUND * 3);
+    assert_eq!(
+        users.get(2).unwrap().unwrap().0.name,
+        "Bob",
+        "served stale after the watcher's flush panicked ({:?})",
+        store.stats().coherence
+    );
+    let stuck = store
+        .stats()
+        .coherence
+        .flushes_by_reason
+        .get(FlushReason::StuckCheck);
+    assert_eq!(stuck, 0, "the watcher died: only the guard's clock flushes");
 }
