@@ -103,7 +103,11 @@ impl Context {
                 Vec::new()
             })
         });
-        let applied = self.registry.apply_remote(table, id, op, &touched);
+        // A panic there came from a cache of the table: it is cached here.
+        let applied = survive("a change", || {
+            self.registry.apply_remote(table, id, op, &touched)
+        })
+        .unwrap_or(true);
         tracing::trace!(table, id, ?op, applied, "change from the database");
     }
 
@@ -130,7 +134,7 @@ impl Context {
         }
         // Before emptying: the missed changes have no known WAL position.
         self.registry.requirement().forget();
-        self.registry.clear_all();
+        survive("a flush", || self.registry.clear_all());
     }
 
     /// Opens the watcher's own connection, with the timeouts that keep a
@@ -142,6 +146,25 @@ impl Context {
             .map_err(|e| self.url.connection_error(&e.0))?;
         session::prepare(&mut conn).map_err(|e| self.url.connection_error(&e.to_string()))?;
         Ok(conn)
+    }
+}
+
+/// Runs `step` (applying a change, a flush) and survives its panic: a
+/// cached row's destructor is application code, and the registry has run
+/// every step of the invalidation before passing its panic on (see
+/// `EveryStep`). Unwinding further would end the watcher thread, and with
+/// it coherence for the rest of the process; the panic hook has reported it.
+/// `None` when `step` panicked.
+fn survive<T>(what: &'static str, step: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            tracing::error!(
+                "coherence: a cached value's destructor panicked while {what} was applied; \
+                 it was applied in full"
+            );
+            None
+        }
     }
 }
 
