@@ -329,6 +329,12 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// Runs `work` on a pooled connection, its errors mapped for this entity's
     /// table and row `id`; nothing is cached or invalidated.
     ///
+    /// Unlike the writes above, it is not refused inside this thread's open
+    /// transaction of the store (`work` may only read), but a write in it
+    /// then waits for that transaction's locks: on PostgreSQL for ever, on
+    /// MySQL for `innodb_lock_wait_timeout`. Inside a transaction, write
+    /// through the transaction's repository (`tx.repo::<E>().run(…)`).
+    ///
     /// # Errors
     ///
     /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or `work`'s database error.
