@@ -1226,6 +1226,8 @@ fn a_migration_makes_every_process_forget_what_it_cached() {
         let flushes = a.stats().coherence.flushes_by_reason;
         assert_eq!(flushes.get(larder::FlushReason::Migrated), 1, "{flushes:?}");
     });
+}
+
 // An entity of the users table whose destructor panics once asked to: an
 // application's `Drop` with a bug, run as the watcher's flush lets the row go.
 static PANIC_ON_DROP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
