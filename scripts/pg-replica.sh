@@ -16,8 +16,8 @@
 #
 # Ports: 55432 primary, 55433 replica applying WAL 200 ms late
 # (recovery_min_apply_delay: it lags by a known amount), 55434 replica with
-# no delay, 55435 a replica promoted to a primary of its own (only between
-# promoted-start and promoted-stop), 55436 a replica a test promotes itself
+# no delay, 25435 a replica promoted to a primary of its own (only between
+# promoted-start and promoted-stop), 25436 a replica a test promotes itself
 # with `pg_promote()` while connected to it (between standby-start and
 # standby-stop; LARDER_PG_STANDBY_PORT moves it).
 set -euo pipefail
@@ -27,8 +27,11 @@ DIR=${LARDER_PG_REPLICA_DIR:-/tmp/larder-pg-replica}
 PRIMARY_PORT=55432
 LAGGING_PORT=55433
 FAST_PORT=55434
-PROMOTED_PORT=55435
-STANDBY_PORT=${LARDER_PG_STANDBY_PORT:-55436}
+# The servers tests start while the suite runs listen below Linux's ephemeral
+# range (32768-60999): by then thousands of client connections have come and
+# gone, and one still open on the port would keep the server from binding it.
+PROMOTED_PORT=25435
+STANDBY_PORT=${LARDER_PG_STANDBY_PORT:-25436}
 LAG=${LARDER_PG_REPLICA_LAG:-200ms}
 
 as_pg() {
@@ -40,7 +43,12 @@ running() { # data dir
 }
 
 start_server() { # data dir
-  running "$1" || as_pg "$BIN/pg_ctl" -D "$1" -l "$1.log" -w -t 60 start >/dev/null
+  running "$1" && return 0
+  if ! as_pg "$BIN/pg_ctl" -D "$1" -l "$1.log" -w -t 60 start >/dev/null; then
+    echo "pg-replica.sh: the server in $1 did not start; its log ends:" >&2
+    tail -n 20 "$1.log" >&2 || true
+    return 1
+  fi
 }
 
 stop_server() { # data dir

@@ -525,7 +525,7 @@ fn a_promoted_replica_is_not_read_however_far_it_replayed() {
         return;
     };
     let ann = users_on_primary(&db, &["1"])[0];
-    let promoted_url = db.fast.replace(":55434/", ":55435/");
+    let promoted_url = db.fast.replace(":55434/", ":25435/");
     // Built first: its required position lies before the promoted server's
     // copy of the primary, whose recovery ends past it.
     let store = larder_blog::builder(&db.primary)
@@ -549,7 +549,7 @@ fn a_promoted_replica_is_not_read_however_far_it_replayed() {
 /// on its port.
 fn standby_url(db: &common::Replicated) -> String {
     let port = server_port(&db.primary);
-    db.primary.replace(&format!(":{port}/"), ":55436/")
+    db.primary.replace(&format!(":{port}/"), ":25436/")
 }
 
 /// Stops and removes the replica of `pg-replica.sh standby-start` however
