@@ -1230,16 +1230,8 @@ fn a_migration_makes_every_process_forget_what_it_cached() {
 
 // An entity of the users table whose destructor panics once asked to: an
 // application's `Drop` with a bug, run as the watcher's flush lets the row go.
-static PANIC_ON_DROP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-user_entity!(PanickyUser, || {});
-
-impl Drop for PanickyUser {
-    fn drop(&mut self) {
-        if PANIC_ON_DROP.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            panic!("an entity's destructor panics");
-        }
-    }
-}
+panicky_user_entity!(PanickyUser);
+use common::interleave::PANIC_ON_DROP;
 
 /// A row's destructor that panics in a flush the watcher runs must not end
 /// the watcher. Dead, it leaves the guard flushing everything every half

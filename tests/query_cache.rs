@@ -387,6 +387,19 @@ impl Drop for WindowUser {
     }
 }
 
+/// Every user, in a list cached under one key that any users change retires.
+fn all_users(listed: &larder::Repo<'_, ListedUser>) -> Vec<Arc<ListedUser>> {
+    use larder_blog::schema::users;
+    listed
+        .cached_query("all users", &["users"], |conn| {
+            let rows = larder::with_connection!(conn, |c| users::table
+                .order(users::id)
+                .load::<larder_blog::User>(c))?;
+            Ok(rows.into_iter().map(ListedUser).collect())
+        })
+        .unwrap()
+}
+
 /// An invalidation of a row (here a write's, for every other map of its
 /// table) retires the table's cached lists and removes the row from each
 /// identity map. In the other order, a list queried in between reads the
@@ -398,7 +411,6 @@ impl Drop for WindowUser {
 /// thread there (the watcher's, applying another process's commit) opens it.
 #[test]
 fn a_list_queried_during_an_invalidation_never_keeps_the_old_row() {
-    use larder_blog::schema::users;
     each_backend(|target| {
         IN_INVALIDATION.reset();
         LISTED.reset();
@@ -407,16 +419,7 @@ fn a_list_queried_during_an_invalidation_never_keeps_the_old_row() {
         drop(db.store.repo::<WindowUser>().get(ann).unwrap()); // cached, held by the map alone
         let listed = db.store.repo::<ListedUser>();
         assert_eq!(listed.get(ann).unwrap().unwrap().0.name, "ann");
-        let all = || {
-            listed
-                .cached_query("all users", &["users"], |conn| {
-                    let rows = larder::with_connection!(conn, |c| users::table
-                        .order(users::id)
-                        .load::<larder_blog::User>(c))?;
-                    Ok(rows.into_iter().map(ListedUser).collect())
-                })
-                .unwrap()
-        };
+        let all = || all_users(&listed);
         HOLD_INVALIDATION.store(true, std::sync::atomic::Ordering::SeqCst);
         let writer = std::thread::spawn({
             let store = db.store.clone();
@@ -440,16 +443,8 @@ fn a_list_queried_during_an_invalidation_never_keeps_the_old_row() {
 
 // A third entity of the users table whose destructor panics once asked to:
 // an application's `Drop` with a bug, run as an invalidation lets the row go.
-static PANIC_ON_DROP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-user_entity!(PanickyUser, || {});
-
-impl Drop for PanickyUser {
-    fn drop(&mut self) {
-        if PANIC_ON_DROP.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            panic!("an entity's destructor panics");
-        }
-    }
-}
+panicky_user_entity!(PanickyUser);
+use common::interleave::PANIC_ON_DROP;
 
 /// An invalidation goes to its end even when a row's destructor panics
 /// part way (the panic then reaches the caller): the maps after the
@@ -458,21 +453,11 @@ impl Drop for PanickyUser {
 /// next change.
 #[test]
 fn an_invalidation_finishes_when_a_rows_destructor_panics() {
-    use larder_blog::schema::users;
     let db = common::fresh_with(|b| b.entity::<PanickyUser>().entity::<ListedUser>());
     let ann = user(&db.store, "ann").id;
     drop(db.store.repo::<PanickyUser>().get(ann).unwrap()); // held by the map alone
     let listed = db.store.repo::<ListedUser>();
-    let all = || {
-        listed
-            .cached_query("all users", &["users"], |conn| {
-                let rows = larder::with_connection!(conn, |c| users::table
-                    .order(users::id)
-                    .load::<larder_blog::User>(c))?;
-                Ok(rows.into_iter().map(ListedUser).collect())
-            })
-            .unwrap()
-    };
+    let all = || all_users(&listed);
     assert_eq!(all()[0].0.name, "ann");
     assert_eq!(listed.get(ann).unwrap().unwrap().0.name, "ann");
     db.raw(&format!("UPDATE users SET name = 'bob' WHERE id = {ann}"));

@@ -81,3 +81,25 @@ macro_rules! user_entity {
         }
     };
 }
+
+/// Set to make the next dropped entity of [`panicky_user_entity!`] panic:
+/// an application's `Drop` with a bug, run as the cache lets a row go.
+pub static PANIC_ON_DROP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Declares an entity on the users table whose destructor panics once
+/// [`PANIC_ON_DROP`] is set (which it clears).
+#[macro_export]
+macro_rules! panicky_user_entity {
+    ($name:ident) => {
+        user_entity!($name, || {});
+
+        impl Drop for $name {
+            fn drop(&mut self) {
+                use std::sync::atomic::Ordering;
+                if $crate::common::interleave::PANIC_ON_DROP.swap(false, Ordering::SeqCst) {
+                    panic!("an entity's destructor panics");
+                }
+            }
+        }
+    };
+}
