@@ -131,21 +131,17 @@ fn an_entry_costs_at_most_88_bytes_beyond_its_entity() {
 }
 
 /// A million reads and invalidations of a skewed key mix over ten times the
-/// capacity: the heap after the run is the heap after its first fifth (which
-/// fills the cache: the regions' tables have grown to their sizes by then).
+/// capacity: the heap after the run is the heap half way through. The first
+/// half fills the cache and lets the regions' tables settle (probation's is
+/// fitted once the hot keys have moved on to protected, and each table grows
+/// to where its churn leaves it); a leak would go on growing after that. The
+/// 2% allowed is one late doubling of a shard's table (about 1% of this heap);
+/// a leak of one byte per fifteen operations would be 3%.
 #[test]
 fn the_footprint_stays_flat_over_a_long_run() {
     let map = IdentityMap::<Entity>::new("test", CAPACITY);
-    let mut state = 0x5eed_u64;
-    let mut next_key = || {
-        // A cheap skew: the square of a uniform draw favours small keys.
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let u = (state >> 33) as f64 / (1u64 << 31) as f64;
-        ((u * u) * (10 * CAPACITY) as f64) as i64
-    };
-    let mut at_200k = 0;
+    let mut next_key = skewed_keys(0x5eed);
+    let mut half_way = 0;
     for n in 1..=1_000_000 {
         let key = next_key();
         if n % 20 == 0 {
@@ -153,15 +149,15 @@ fn the_footprint_stays_flat_over_a_long_run() {
         } else {
             get(&map, key);
         }
-        if n == 200_000 {
-            at_200k = live();
+        if n == 500_000 {
+            half_way = live();
         }
     }
     let at_1m = live();
-    eprintln!("live heap: {at_200k} B after 200k operations, {at_1m} B after 1M");
+    eprintln!("live heap: {half_way} B after 500k operations, {at_1m} B after 1M");
     assert!(
-        (at_1m - at_200k).abs() as f64 <= 0.005 * at_200k as f64,
-        "the heap moved from {at_200k} B to {at_1m} B"
+        (at_1m - half_way).abs() as f64 <= 0.02 * half_way as f64,
+        "the heap moved from {half_way} B to {at_1m} B"
     );
 }
 
@@ -181,4 +177,71 @@ fn an_invalidation_allocates_nothing() {
     let allocated = allocations() - before;
     assert_eq!(allocated, 0, "{allocated} allocations");
     assert_eq!(map.stats().entries, 62);
+}
+
+/// The skewed key mix of the long-run test: the square of a uniform draw
+/// favours small keys, over ten times the capacity.
+fn skewed_keys(seed: u64) -> impl FnMut() -> i64 {
+    let mut state = seed;
+    move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let u = (state >> 33) as f64 / (1u64 << 31) as f64;
+        ((u * u) * (10 * CAPACITY) as f64) as i64
+    }
+}
+
+/// Bytes per entry beyond the entity, once a full map has served a skewed
+/// mix of reads and invalidations (hot keys promoted, the regions at their
+/// working sizes), against a bare `LruCache` of the same capacity serving the
+/// same keys in the same run: the admission policy's three regions and its
+/// sketch cost no more than one plain LRU's table. Without fitting
+/// probation's table (see `Entries::fit_probation`) this measured 112.1 B
+/// against the bare cache's 103.7 B: a second table sized for the whole
+/// share, left behind by the fill. (Both tables end up at about a third full:
+/// hashbrown doubles a table whose deleted slots use up its room while it is
+/// more than half full.)
+#[test]
+fn a_map_in_use_costs_no_more_than_a_bare_lru() {
+    get(&IdentityMap::new("test", 1), 0);
+    let mut next_key = skewed_keys(0x5eed);
+    let before = live();
+    let map = IdentityMap::<Entity>::new("test", CAPACITY);
+    for n in 1..=400_000 {
+        let key = next_key();
+        if n % 20 == 0 {
+            map.invalidate(key);
+        } else {
+            get(&map, key);
+        }
+    }
+    let entries = map.stats().entries as f64;
+    let larder = (live() - before) as f64 / entries - std::mem::size_of::<Entity>() as f64;
+    drop(map);
+
+    let mut next_key = skewed_keys(0x5eed);
+    let before = live();
+    let mut bare = lru::LruCache::<i64, std::sync::Arc<Entity>>::new(
+        std::num::NonZeroUsize::new(CAPACITY).unwrap(),
+    );
+    for n in 1..=400_000 {
+        let key = next_key();
+        if n % 20 == 0 {
+            bare.pop(&key);
+        } else if bare.get(&key).is_none() {
+            bare.push(key, std::sync::Arc::new(entity(key).unwrap()));
+        }
+    }
+    let bare_entries = bare.len() as f64;
+    let floor = (live() - before) as f64 / bare_entries - std::mem::size_of::<Entity>() as f64;
+    drop(bare);
+    eprintln!(
+        "in use: larder {larder:.1} B per entry beyond the entity ({entries} entries), \
+         a bare LruCache {floor:.1} B ({bare_entries} entries)"
+    );
+    assert!(
+        larder <= floor,
+        "{larder:.1} B per entry in use, a bare LruCache {floor:.1} B"
+    );
 }

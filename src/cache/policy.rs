@@ -28,6 +28,7 @@
 //! the time is mostly the cache misses of the probe, the unlink and the `Arc`
 //! count, not the policy's instructions (docs/benchmarks.md, the hit path).
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use lru::LruCache;
@@ -104,6 +105,8 @@ pub(crate) struct Entries<T> {
     /// them stops shards' sizes from drifting apart, one invalidation at a
     /// time, as other shards' misses would otherwise take them.
     reserved: usize,
+    /// The most entries probation held since its table was last fitted.
+    probation_peak: usize,
     sketch: Sketch,
 }
 
@@ -121,6 +124,7 @@ impl<T> Entries<T> {
             window_capacity: (share * WINDOW_PERCENT / 100).max(1),
             protected_capacity: share * PROTECTED_PERCENT / 100,
             reserved: 0,
+            probation_peak: 0,
             sketch: Sketch::new(share),
         }
     }
@@ -168,13 +172,44 @@ impl<T> Entries<T> {
         self.window.get(&id).cloned()
     }
 
+    /// Every entry enters probation here, so that its peak is known.
+    fn push_probation(&mut self, id: i64, value: Arc<T>) {
+        self.probation.push(id, value);
+        self.probation_peak = self.probation_peak.max(self.probation.len());
+    }
+
+    /// Fits probation's table to its entries once they fell to a quarter of
+    /// their peak. While a map fills, every entry passes through probation,
+    /// so its table grows to the shard's whole share; the hot entries then
+    /// move on to protected, and without this the map kept a second table
+    /// of that size, mostly empty. lru's only way to shrink its table is a
+    /// change of capacity (which regions, unbounded, never use otherwise).
+    /// The refit rehashes at most a quarter of the peak's entries under the
+    /// shard lock, as a table's growth does, about once per fill.
+    fn fit_probation(&mut self) {
+        const SMALLEST_PEAK: usize = 64;
+        if self.probation_peak < SMALLEST_PEAK || self.probation.len() * 4 > self.probation_peak {
+            return;
+        }
+        let toggled = if self.probation.cap() == NonZeroUsize::MAX {
+            NonZeroUsize::new(usize::MAX - 1)
+        } else {
+            Some(NonZeroUsize::MAX)
+        };
+        if let Some(capacity) = toggled {
+            self.probation.resize(capacity);
+        }
+        self.probation_peak = self.probation.len();
+    }
+
     /// Moves a main entry read again into protected; protected's least
     /// recent entry goes back to probation when protected is over its share.
     fn protect(&mut self, id: i64, value: Arc<T>) {
+        self.fit_probation();
         self.protected.push(id, value);
         if self.protected.len() > self.protected_capacity {
             if let Some((old, value)) = self.protected.pop_lru() {
-                self.probation.push(old, value);
+                self.push_probation(old, value);
             }
         }
     }
@@ -208,7 +243,7 @@ impl<T> Entries<T> {
         let (candidate, value) = self.window.pop_lru()?;
         if paid {
             // The map had room: the candidate moves on to main, no duel.
-            self.probation.push(candidate, value);
+            self.push_probation(candidate, value);
             return None;
         }
         let victim = self
@@ -227,7 +262,7 @@ impl<T> Entries<T> {
             .probation
             .pop_lru()
             .or_else(|| self.protected.pop_lru());
-        self.probation.push(candidate, value);
+        self.push_probation(candidate, value);
         evicted
     }
 
@@ -327,6 +362,31 @@ mod tests {
         let cleared = entries.clear(Entries::empty_regions(), &budget);
         assert_eq!(cleared.iter().map(Region::len).sum::<usize>(), 1);
         assert_eq!(budget.used(), 0, "a flush returns every unit");
+    }
+
+    #[test]
+    fn fitting_probation_keeps_its_entries_in_their_order() {
+        let budget = Budget::new(200);
+        let mut entries = Entries::new(200, 1);
+        for id in 0..100 {
+            entries.get(id);
+            entries.insert(id, value(id), &budget);
+        }
+        let peak = entries.probation.len();
+        assert!(peak >= 64, "probation held {peak}");
+        // The first 80 are read again and move on to protected.
+        for id in 0..80 {
+            assert_eq!(entries.get(id).as_deref(), Some(&id));
+        }
+        assert_ne!(entries.probation.cap(), NonZeroUsize::MAX, "not fitted");
+        assert!(entries.probation_peak < peak);
+        let oldest_first: Vec<i64> = entries.probation.iter().rev().map(|(&id, _)| id).collect();
+        assert_eq!(
+            oldest_first,
+            (80..80 + oldest_first.len() as i64).collect::<Vec<_>>()
+        );
+        assert_eq!(entries.len(), 100);
+        assert_eq!(budget.used(), 100);
     }
 
     #[test]
