@@ -278,6 +278,38 @@ fn text_a_backend_cannot_store_is_refused_with_422_and_changes_nothing() {
     });
 }
 
+/// A server error's page says what happened in general terms and keeps the
+/// database's own words (table names, SQL, the driver's message) for the
+/// server's log: a client learns nothing about the schema from a 500.
+#[test]
+fn a_server_error_shows_no_database_text() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let (post, _) = blog(&db);
+        let server = Server::start(&db.url(), &["--seed", "0,0,0"]);
+        db.store
+            .comments()
+            .run(None, |conn| {
+                larder::with_connection!(conn, |c| {
+                    diesel::RunQueryDsl::execute(
+                        diesel::sql_query("ALTER TABLE comments RENAME TO comments_gone"),
+                        c,
+                    )
+                })
+            })
+            .unwrap();
+        let (status, page) = server.get(&format!("/posts/{post}"));
+        assert_eq!(status, 500, "on {:?}: {page}", target.backend);
+        for leak in ["comments", "database error", "exist", "no such table"] {
+            assert!(
+                !page.to_lowercase().contains(leak),
+                "the page shows {leak:?} on {:?}: {page}",
+                target.backend
+            );
+        }
+    });
+}
+
 /// The site larder was born from hung because a transaction was not
 /// released when a handler failed. Here more handlers than the pool has
 /// connections panic while holding one: every connection must come back,
