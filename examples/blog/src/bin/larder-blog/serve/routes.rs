@@ -33,10 +33,15 @@ pub(crate) fn router(state: AppState, debug_routes: bool) -> Router {
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
+        let shown = if status.is_server_error() {
+            // The database's own words (tables, SQL, the driver's message)
+            // are for the operator's log, not for whoever sent the request.
             tracing::warn!(status = self.status, error = %self.message, "request failed");
-        }
-        let mut response = (status, Html(pages::error(self.status, &self.message))).into_response();
+            server_error_text(status)
+        } else {
+            &self.message
+        };
+        let mut response = (status, Html(pages::error(self.status, shown))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Transient by definition (see data::status_of): tell clients when to retry.
             response
@@ -44,6 +49,15 @@ impl IntoResponse for Failure {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+/// What a client is told of a server error: whether retrying may help.
+fn server_error_text(status: StatusCode) -> &'static str {
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        "the database is busy or out of reach; try again in a moment"
+    } else {
+        "the server failed to answer this request; its log says why"
     }
 }
 
