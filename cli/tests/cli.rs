@@ -1257,3 +1257,50 @@ fn concurrent_migrate_runs_take_turns_and_one_past_its_lock_timeout_changes_noth
         ],
     ));
 }
+
+/// A query value may hold `@` and `/` (`application_name=deploy@web/blue`, a
+/// socket or certificate path): `database drop` and `setup` must act on the
+/// database the URL's path names, the one the driver connects to. They took
+/// the URL's last `@` for the end of its user info and dropped the database
+/// named after the query value's last `/` instead.
+#[test]
+fn database_commands_act_on_the_database_the_path_names_when_a_query_value_holds_an_at_sign() {
+    for (env, kind, param) in [
+        (
+            "LARDER_TEST_POSTGRES_URL",
+            larder::Backend::Postgres,
+            "application_name",
+        ),
+        ("LARDER_TEST_MYSQL_URL", larder::Backend::Mysql, "note"),
+    ] {
+        let (Some(keep), Some(other)) = (
+            server_database_url(env, kind, "larder_cli_at_keep"),
+            server_database_url(env, kind, "larder_cli_at_other"),
+        ) else {
+            continue;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let other_name = other.rsplit('/').next().unwrap();
+        let tricky = format!("{keep}?{param}=deploy@web/{other_name}");
+        assert_ok(&larder(
+            dir.path(),
+            &["database", "setup", "--database-url", &other],
+        ));
+        let setup = larder(dir.path(), &["database", "setup", "--database-url", &tricky]);
+        let dropped = larder(dir.path(), &["database", "drop", "--database-url", &tricky]);
+        let other_exists = larder::database_exists(&other).unwrap();
+        let keep_exists = larder::database_exists(&keep).unwrap();
+        for url in [&keep, &other] {
+            larder(dir.path(), &["database", "drop", "--database-url", url]);
+        }
+        assert_ok(&setup);
+        assert!(
+            stdout(&setup).contains("created database"),
+            "{kind:?}: {}",
+            stdout(&setup)
+        );
+        assert_ok(&dropped);
+        assert!(other_exists, "{kind:?}: dropped the database the query named");
+        assert!(!keep_exists, "{kind:?}: left the database the URL names");
+    }
+}
