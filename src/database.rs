@@ -111,9 +111,7 @@ fn remove_sqlite_files(url: &DatabaseUrl) -> Result<()> {
 
 /// The URL's database name, checked to be a plain identifier.
 fn database_name(url: &DatabaseUrl) -> Result<String> {
-    let (_, rest) = url.target().split_once("://").unwrap_or(("", ""));
-    let after_host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    let path = after_host.split_once('/').map_or("", |(_, path)| path);
+    let (_, _, _, path) = server_url_parts(url.target());
     let name = path.split(['?', '#']).next().unwrap_or("");
     let plain = !name.is_empty()
         && name
@@ -129,6 +127,19 @@ fn database_name(url: &DatabaseUrl) -> Result<String> {
     }
 }
 
+/// A server URL's scheme, user info, host and what follows the host's `/`
+/// (the database name, then the query). The host ends at the first `/`, as
+/// libpq and MySQL's URL parser end it, and the user info at the last `@`
+/// before that, so that a query value holding `@` and `/`
+/// (`application_name=deploy@web/blue`) is never read as the host and the
+/// database name: the name is the one the driver connects to.
+fn server_url_parts(target: &str) -> (&str, &str, &str, &str) {
+    let (scheme, rest) = target.split_once("://").unwrap_or(("", target));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (userinfo, host) = authority.rsplit_once('@').unwrap_or(("", authority));
+    (scheme, userinfo, host, path)
+}
+
 fn quoted_name(url: &DatabaseUrl) -> Result<String> {
     let name = database_name(url)?;
     Ok(dialect::of(url.backend()).quote(&name))
@@ -138,10 +149,7 @@ fn quoted_name(url: &DatabaseUrl) -> Result<String> {
 /// none on MySQL.
 fn admin_url(url: &DatabaseUrl) -> Result<String> {
     let name = database_name(url)?;
-    let target = url.target();
-    let (scheme, rest) = target.split_once("://").unwrap_or(("", target));
-    let (userinfo, after_host) = rest.rsplit_once('@').map_or(("", rest), |(u, h)| (u, h));
-    let (host, path) = after_host.split_once('/').unwrap_or((after_host, ""));
+    let (scheme, userinfo, host, path) = server_url_parts(url.target());
     let query = path.strip_prefix(name.as_str()).unwrap_or("");
     let admin_db = dialect::of(url.backend()).admin_database();
     let at = if userinfo.is_empty() {
@@ -196,6 +204,14 @@ mod tests {
             "postgres://app:pw@db:5432/postgres?sslmode=disable"
         );
         assert_eq!(database_name(&url).unwrap(), "blog");
+        // A query value's `@` and `/` belong to the query, not to the host.
+        let url =
+            DatabaseUrl::parse("postgres://app:p#w@db/blog?application_name=a@b/other").unwrap();
+        assert_eq!(database_name(&url).unwrap(), "blog");
+        assert_eq!(
+            admin_url(&url).unwrap(),
+            "postgres://app:p#w@db/postgres?application_name=a@b/other"
+        );
         let bad = DatabaseUrl::parse("postgres://db/bl;og").unwrap();
         assert!(matches!(database_name(&bad), Err(Error::InvalidUrl { .. })));
     }

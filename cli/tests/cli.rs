@@ -1286,7 +1286,10 @@ fn database_commands_act_on_the_database_the_path_names_when_a_query_value_holds
             dir.path(),
             &["database", "setup", "--database-url", &other],
         ));
-        let setup = larder(dir.path(), &["database", "setup", "--database-url", &tricky]);
+        let setup = larder(
+            dir.path(),
+            &["database", "setup", "--database-url", &tricky],
+        );
         let dropped = larder(dir.path(), &["database", "drop", "--database-url", &tricky]);
         let other_exists = larder::database_exists(&other).unwrap();
         let keep_exists = larder::database_exists(&keep).unwrap();
@@ -1300,7 +1303,10 @@ fn database_commands_act_on_the_database_the_path_names_when_a_query_value_holds
             stdout(&setup)
         );
         assert_ok(&dropped);
-        assert!(other_exists, "{kind:?}: dropped the database the query named");
+        assert!(
+            other_exists,
+            "{kind:?}: dropped the database the query named"
+        );
         assert!(!keep_exists, "{kind:?}: left the database the URL names");
     }
 }
