@@ -1310,3 +1310,41 @@ fn database_commands_act_on_the_database_the_path_names_when_a_query_value_holds
         assert!(!keep_exists, "{kind:?}: left the database the URL names");
     }
 }
+
+/// libpq reads a `dbname` query parameter after the URL's path, and connects
+/// to the database it names: `postgres://host/a?dbname=b` is database `b`.
+/// `database drop` dropped `a` instead, a database the URL does not connect
+/// to (and `setup` created `a` and migrated `b`): such a URL is refused.
+#[test]
+fn database_commands_refuse_a_postgres_url_whose_dbname_parameter_names_another_database() {
+    let (Some(a), Some(b)) = (
+        server_database_url(
+            "LARDER_TEST_POSTGRES_URL",
+            larder::Backend::Postgres,
+            "larder_cli_dbname_a",
+        ),
+        server_database_url(
+            "LARDER_TEST_POSTGRES_URL",
+            larder::Backend::Postgres,
+            "larder_cli_dbname_b",
+        ),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for url in [&a, &b] {
+        assert_ok(&larder(
+            dir.path(),
+            &["database", "setup", "--database-url", url],
+        ));
+    }
+    let b_name = b.rsplit('/').next().unwrap();
+    let twice = format!("{a}?dbname={b_name}");
+    let dropped = larder(dir.path(), &["database", "drop", "--database-url", &twice]);
+    let both_exist = larder::database_exists(&a).unwrap() && larder::database_exists(&b).unwrap();
+    for url in [&a, &b] {
+        larder(dir.path(), &["database", "drop", "--database-url", url]);
+    }
+    assert_one_line_failure(&dropped, "dbname");
+    assert!(both_exist, "a database was dropped");
+}
