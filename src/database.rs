@@ -113,6 +113,14 @@ fn remove_sqlite_files(url: &DatabaseUrl) -> Result<()> {
 fn database_name(url: &DatabaseUrl) -> Result<String> {
     let (_, _, _, path) = server_url_parts(url.target());
     let name = path.split(['?', '#']).next().unwrap_or("");
+    if url.backend() == Backend::Postgres && names_dbname(path) {
+        return Err(Error::InvalidUrl {
+            url: url.redacted().to_owned(),
+            reason: "a dbname parameter names the database libpq connects to, which may not be \
+                     the URL's path: name the database in the path only"
+                .into(),
+        });
+    }
     let plain = !name.is_empty()
         && name
             .chars()
@@ -138,6 +146,16 @@ fn server_url_parts(target: &str) -> (&str, &str, &str, &str) {
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (userinfo, host) = authority.rsplit_once('@').unwrap_or(("", authority));
     (scheme, userinfo, host, path)
+}
+
+/// Whether the query after a URL's path sets `dbname` (libpq decodes keys),
+/// which libpq reads after the path: the database it connects to.
+fn names_dbname(path: &str) -> bool {
+    let query = path.split_once('?').map_or("", |(_, query)| query);
+    query.split('&').any(|pair| {
+        let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+        crate::url::percent_decode(key) == "dbname"
+    })
 }
 
 fn quoted_name(url: &DatabaseUrl) -> Result<String> {

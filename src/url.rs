@@ -409,7 +409,7 @@ fn is_secret_key(key: &str) -> bool {
 /// `text` with each `%` and two hex digits replaced by the byte they encode, as
 /// libpq and the `url` crate decode; a `%` not followed by two hex digits stays.
 /// Bytes that do not form UTF-8 become U+FFFD, as drivers' messages show them.
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(text.len());
     let mut rest = text.as_bytes();
     while let Some((&byte, tail)) = rest.split_first() {
