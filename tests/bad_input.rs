@@ -272,6 +272,27 @@ fn unusable_urls_are_invalid_url_errors() {
     assert!(err.to_string().contains("/no/such/dir"), "{err}");
 }
 
+/// SQLite URI filenames (`file:…`, which the README lists) that open an
+/// in-memory database or, with an empty path, a private temporary one: each
+/// pooled connection would see its own empty database, so migrations applied
+/// on one were missing on the next (`larder database setup --database-url
+/// file:` reported them applied, to a database gone at exit). Refused as
+/// `sqlite://:memory:` is.
+#[test]
+fn sqlite_uri_filenames_of_a_database_per_connection_are_invalid_url_errors() {
+    for url in [
+        "file::memory:",
+        "file::memory:?cache=shared",
+        "sqlite:file::memory:",
+        "file:",
+        "file:?mode=rwc",
+        "sqlite:file://localhost",
+    ] {
+        let err = Store::open(url).unwrap_err();
+        assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err:?}");
+    }
+}
+
 #[test]
 fn passwords_never_appear_in_errors() {
     for url in [
