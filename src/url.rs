@@ -153,14 +153,24 @@ fn check_sqlite_path(path: &str, echo_path: bool) -> std::result::Result<(), Str
     if path.contains('\0') {
         return Err("the SQLite file path contains a NUL byte".into());
     }
-    if path == ":memory:" || path.contains("mode=memory") {
+    // A URI filename's path decides too: `file::memory:` is in memory, and
+    // an empty one (`file:`) a private temporary database per connection.
+    let file = sqlite_file_path(path);
+    if file.is_empty() {
+        return Err(
+            "the SQLite URI filename names no file (SQLite would open a temporary \
+                    database of each connection's own)"
+                .into(),
+        );
+    }
+    if path == ":memory:" || file == ":memory:" || path.contains("mode=memory") {
         return Err(
             "in-memory SQLite is not supported: every pooled connection would open its own \
              empty database; use a file (a temporary one for tests)"
                 .into(),
         );
     }
-    let dir = match Path::new(sqlite_file_path(path)).parent() {
+    let dir = match Path::new(file).parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => return Ok(()),
     };
