@@ -586,6 +586,13 @@ impl Registry {
         tables
     }
 
+    /// The tables registered entities are [`Entity::DELETED_WITH`](crate::Entity::DELETED_WITH), sorted.
+    pub(crate) fn deleted_with_parents(&self) -> Vec<&'static str> {
+        let mut tables: Vec<_> = self.tables().deleted_with.keys().copied().collect();
+        tables.sort_unstable();
+        tables
+    }
+
     /// Statistics per table (entities sharing a table are added up).
     pub(crate) fn stats(&self) -> BTreeMap<&'static str, CacheStats> {
         let mut out = BTreeMap::new();

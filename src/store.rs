@@ -19,7 +19,7 @@ use crate::pool::{Connection, Pool, PoolConfig, PooledConn};
 use crate::registry::Registry;
 use crate::replica::{self, Replicas};
 use crate::stats::{PoolState, Stats};
-use crate::url::DatabaseUrl;
+use crate::url::{Backend, DatabaseUrl};
 
 /// A cached, pooled database: repositories, transactions, migrations and
 /// statistics. `Store` is `Clone + Send + Sync`; clones share the pool and caches.
@@ -191,8 +191,10 @@ impl Store {
 
     /// Tables of this store's entities that exist in the database but have no
     /// change-capture trigger, so that other processes' changes to them would
-    /// not reach the cache. Empty when every cached table is covered; check it
-    /// at start-up to fail fast. Tables not created yet are not listed.
+    /// not reach the cache; on MySQL, whose cascades fire no trigger, also the
+    /// tables they are [`Entity::DELETED_WITH`](crate::Entity::DELETED_WITH).
+    /// Empty when every cached table is covered; check it at start-up to fail
+    /// fast. Tables not created yet are not listed.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -207,7 +209,14 @@ impl Store {
     ///
     /// [`Error::PoolTimeout`], or [`Error::Database`] when the catalog cannot be read.
     pub fn uncaptured_tables(&self) -> Result<Vec<&'static str>> {
-        let tables = self.inner.registry.table_names();
+        let mut tables = self.inner.registry.table_names();
+        if self.url().backend() == Backend::Mysql {
+            // MySQL's cascades fire no trigger: the rows they remove are
+            // heard of only through the parent's delete.
+            tables.extend(self.inner.registry.deleted_with_parents());
+            tables.sort_unstable();
+            tables.dedup();
+        }
         self.run(None, None, |conn| capture::uncaptured(conn, &tables))
     }
 
