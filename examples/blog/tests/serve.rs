@@ -452,14 +452,32 @@ fn sigterm_shuts_the_server_down_gracefully() {
     let db = common::sqlite().fresh();
     let mut server = Server::start(&db.url(), &["--seed", "2,2,2"]);
     assert_eq!(server.get("/").0, 200);
+    terminate(&server);
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// From the moment the server says it listens, SIGTERM stops it gracefully:
+/// a deployment that stops a server as soon as it is up (a rollback, a
+/// failed health check elsewhere) must not find it killed by the signal.
+/// (The handlers were installed only once axum polled its shutdown future,
+/// on a task of its own: a signal sent at once killed the process.)
+#[test]
+fn sigterm_right_after_start_up_is_graceful_too() {
+    let db = common::sqlite().fresh();
+    let mut server = Server::start(&db.url(), &["--seed", "2,2,2"]);
+    terminate(&server);
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+fn terminate(server: &Server) {
     let pid = i32::try_from(server.child.id()).unwrap();
     // SAFETY: sends a signal to our own child process, which is still running.
     #[allow(unsafe_code)]
     unsafe {
         libc::kill(pid, libc::SIGTERM);
     }
-    let status = server.child.wait().unwrap();
-    assert!(status.success(), "{status}");
 }
 
 /// A port already taken is a start-up error that changes nothing: the
