@@ -171,33 +171,46 @@ async fn serve(
         pool_size: args.pool_size,
     };
     let app = routes::router(state, args.debug_routes);
+    let stop = shutdown();
     // The load script and the tests wait for this line.
     println!("listening on http://{}", listener.local_addr()?);
     std::io::stdout().flush()?;
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown(stop)
         .await?;
     Ok(())
 }
 
-/// Resolves on SIGTERM or ctrl-c: in-flight requests finish, then `serve` returns.
-async fn shutdown() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or ctrl-c: in-flight requests finish, then `serve`
+/// returns. The handlers are installed when this is called, not when the
+/// future is first polled (axum polls it on a task of its own, which a busy
+/// runtime may run after the first requests): called before the server says
+/// it listens, a signal sent once it answers always stops it gracefully,
+/// never by the signal's default action.
+fn shutdown() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
