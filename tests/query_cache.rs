@@ -513,3 +513,77 @@ fn a_flush_empties_every_shard_when_a_rows_destructor_panics() {
         "rows kept cached through a flush: {kept:?}"
     );
 }
+
+/// A write whose connection is lost while its statement is in flight (a
+/// load balancer resetting the flow, a proxy restarting) fails with
+/// `ConnectionLost`, but the server may not notice: here the autocommitted
+/// insert waits for a lock another session holds on its post, and commits
+/// once that lock goes. Told to the caches when the error came back, the
+/// write retired the post's lists before it landed; a list read in between
+/// was cached without the comment, and on a store that is the database's
+/// only writer (coherence off) nothing retired it again: served for good.
+#[test]
+fn a_write_lost_in_flight_cannot_land_after_its_lists_were_read_again() {
+    use diesel::connection::SimpleConnection;
+    each_backend(|target| {
+        let db = target.fresh();
+        if db.is(larder::Backend::Sqlite) {
+            return; // no connection to lose
+        }
+        let ann = user(&db.store, "ann");
+        let on = post(&db.store, &ann, "on");
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let store = larder_blog::builder(&proxy.url())
+            .coherence(false)
+            .build()
+            .unwrap();
+        let listed = |store: &larder::Store| -> Vec<i64> {
+            let list = store.comments().of_post(on.id).unwrap();
+            list.iter().map(|c| c.id).collect()
+        };
+        assert!(listed(&store).is_empty());
+        // The insert's foreign key check waits for this lock.
+        let mut holder = larder::Connection::establish(&db.url()).unwrap();
+        holder
+            .batch_execute(&format!(
+                "BEGIN; SELECT id FROM posts WHERE id = {} FOR UPDATE",
+                on.id
+            ))
+            .unwrap();
+        let writer = std::thread::spawn({
+            let (store, post_id, author_id) = (store.clone(), on.id, ann.id);
+            move || {
+                let new = larder_blog::NewComment {
+                    post_id,
+                    author_id,
+                    body: "late".into(),
+                };
+                store.comments().create(new)
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        proxy.reset();
+        let written = writer.join().unwrap();
+        assert!(
+            matches!(written, Err(larder::Error::ConnectionLost { .. })),
+            "{written:?}"
+        );
+        let between = listed(&store);
+        holder.batch_execute("COMMIT").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let tx = db.store.begin().unwrap();
+        let in_db: Vec<i64> = tx
+            .comments()
+            .of_post(on.id)
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        drop(tx);
+        assert_eq!(
+            listed(&store),
+            in_db,
+            "the list read while the write was lost ({between:?}) stayed cached"
+        );
+    });
+}
