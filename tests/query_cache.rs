@@ -587,3 +587,82 @@ fn a_write_lost_in_flight_cannot_land_after_its_lists_were_read_again() {
         );
     });
 }
+
+/// The same with the COMMIT in flight: a deferred constraint trigger of the
+/// application makes a comment's move wait at COMMIT for a lock another
+/// session holds on its author, and the connection is lost meanwhile.
+/// Told to the caches at once, the move retired both posts' lists before
+/// it landed; lists read in between kept the comment under its old post.
+#[test]
+fn a_commit_lost_in_flight_cannot_land_after_its_lists_were_read_again() {
+    use diesel::connection::SimpleConnection;
+    each_backend(|target| {
+        let db = target.fresh();
+        if !db.is(larder::Backend::Postgres) {
+            return; // deferred triggers are PostgreSQL's
+        }
+        let ann = user(&db.store, "ann");
+        let (from, to) = (post(&db.store, &ann, "from"), post(&db.store, &ann, "to"));
+        let moving = comment(&db.store, &from, &ann, "moving").id;
+        db.raw(
+            "CREATE FUNCTION wait_for_author() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM 1 FROM users WHERE id = NEW.author_id FOR SHARE; RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER wait_for_author AFTER UPDATE ON comments
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION wait_for_author();",
+        );
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let store = larder_blog::builder(&proxy.url())
+            .coherence(false)
+            .build()
+            .unwrap();
+        let listed = |store: &larder::Store, post: i64| -> Vec<i64> {
+            let list = store.comments().of_post(post).unwrap();
+            list.iter().map(|c| c.id).collect()
+        };
+        assert_eq!(listed(&store, from.id), [moving]);
+        assert!(listed(&store, to.id).is_empty());
+        let mut holder = larder::Connection::establish(&db.url()).unwrap();
+        holder
+            .batch_execute(&format!(
+                "BEGIN; SELECT id FROM users WHERE id = {} FOR UPDATE",
+                ann.id
+            ))
+            .unwrap();
+        let writer = std::thread::spawn({
+            let (store, to) = (store.clone(), to.id);
+            move || {
+                let changes = larder_blog::CommentChanges {
+                    post_id: Some(to),
+                    ..Default::default()
+                };
+                store.comments().update(moving, changes)
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        proxy.reset();
+        let written = writer.join().unwrap();
+        assert!(
+            matches!(written, Err(larder::Error::ConnectionLost { .. })),
+            "{written:?}"
+        );
+        let between = (listed(&store, from.id), listed(&store, to.id));
+        holder.batch_execute("COMMIT").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        for post in [from.id, to.id] {
+            let tx = db.store.begin().unwrap();
+            let in_db: Vec<i64> = tx
+                .comments()
+                .of_post(post)
+                .unwrap()
+                .iter()
+                .map(|c| c.id)
+                .collect();
+            drop(tx);
+            assert_eq!(
+                listed(&store, post),
+                in_db,
+                "post {post}: the lists read while the commit was lost ({between:?}) stayed cached"
+            );
+        }
+    });
+}
