@@ -526,8 +526,13 @@
 //!   connection idle for over 500 ms at checkout and replaces a dead one. One
 //!   used more recently is handed out unpinged (a miss is one round trip): a
 //!   read that finds it dead runs once more on a pinged connection, a write
-//!   fails with [`Error::ConnectionLost`] (it may have committed). The next
-//!   call succeeds once the server is back.
+//!   fails with [`Error::ConnectionLost`] (it may have committed). Its server
+//!   session, which may not have noticed and may still commit it, is ended
+//!   first if it still runs a statement (PostgreSQL's `pg_terminate_backend`,
+//!   MySQL's `KILL`, from a new connection, waiting at most 5 s; not through
+//!   a transaction-mode pooler), so that the write cannot land after the
+//!   caches were told of it. The next call succeeds once the server is
+//!   back.
 //!
 //! [`DatabaseUrl`] parses and redacts URLs; [`create_database`],
 //! [`database_exists`] and [`drop_database`] manage the database a URL names
@@ -803,6 +808,7 @@ mod entity;
 mod error;
 mod keys;
 mod lock;
+mod lost;
 mod migrate;
 #[cfg(feature = "mysql")]
 mod mysql_insert;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{ConnectError, Gate, Manager};
 use crate::error::{Error, Result};
+use crate::lost::Session;
 use crate::url::{with_params, Backend, DatabaseUrl};
 
 pub(crate) use crate::backend::Connection;
@@ -133,16 +134,27 @@ pub(crate) struct Pooled {
     unchecked: bool,
     /// A statement found it dead: the pool discards it on return.
     lost: bool,
+    /// Its server session, read when it opened: a write lost in flight
+    /// ends it before the caches hear of the write (see `lost`).
+    session: Option<Session>,
 }
 
 impl Pooled {
-    fn new(conn: Connection) -> Pooled {
+    fn new(mut conn: Connection) -> Pooled {
+        let session = crate::lost::session_of(&mut conn);
         Pooled {
             conn,
             last_ok: Some(Instant::now()),
             unchecked: false,
             lost: false,
+            session,
         }
+    }
+
+    /// The server session a statement on it found lost, if any: one that may
+    /// still be running that statement.
+    pub(crate) fn lost_session(&self) -> Option<Session> {
+        self.session.filter(|_| self.lost)
     }
 
     /// Whether this checkout skipped the ping, so that a failure may only

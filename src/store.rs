@@ -14,6 +14,7 @@ use crate::coherence::{capture, Watcher};
 use crate::entity::Key;
 use crate::error::{Error, Result};
 use crate::lock::LockGuard;
+use crate::lost::Session;
 use crate::migrate::{self, MigrationStatus};
 use crate::pool::{Connection, Pool, PoolConfig, PooledConn};
 use crate::registry::Registry;
@@ -393,6 +394,25 @@ impl Store {
             }
         }
         self.run(table, id, query)
+    }
+
+    /// Ends the server session of a write lost in flight if it still runs a
+    /// statement, and waits until it no longer does (see `lost`), so that
+    /// the write cannot land after the caches were told of it. Not through a transaction-mode pooler (a
+    /// store with a [`session_url`](crate::StoreBuilder::session_url) of its
+    /// own): the session a connection opened on is lent to other clients.
+    pub(crate) fn end_lost_session(&self, session: Session) {
+        if self.inner.url.target() != self.inner.session_url.target() {
+            return;
+        }
+        if crate::lost::end(&self.inner.url, &self.inner.config, session) {
+            tracing::debug!("the session of a write lost in flight has ended");
+        } else {
+            tracing::warn!(
+                "could not end the session of a write lost in flight: it may still commit \
+                 after its invalidation"
+            );
+        }
     }
 
     /// Raises the replicas' required position to the primary's position

@@ -183,6 +183,9 @@ impl<'s> Tx<'s> {
             }
             Err(err) => {
                 tracing::warn!(error = %err, "commit failed");
+                if !writes.is_empty() && matches!(err, Error::ConnectionLost { .. }) {
+                    self.end_lost_session();
+                }
                 writes.uncertain();
                 Err(err)
             }
@@ -206,6 +209,9 @@ impl<'s> Tx<'s> {
         if !self.explicit {
             // Each statement committed as it ended: whatever was recorded
             // (before its statement ran) may be in the database.
+            if !pending.is_empty() {
+                self.end_lost_session();
+            }
             Unapplied::new(self.store.registry(), pending).uncertain();
             return Ok(());
         }
@@ -213,6 +219,16 @@ impl<'s> Tx<'s> {
         let result = conn.rollback();
         tracing::debug!(ok = result.is_ok(), "transaction rolled back");
         result
+    }
+
+    /// When the connection was lost with a statement or the COMMIT in
+    /// flight, ends its server session first: the server may still be
+    /// running it, and the write must not land after the caches heard of it.
+    fn end_lost_session(&self) {
+        let session = self.conn.borrow().lost_session();
+        if let Some(session) = session {
+            self.store.end_lost_session(session);
+        }
     }
 
     /// The store this transaction belongs to.

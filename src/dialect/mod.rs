@@ -123,6 +123,29 @@ pub(crate) trait Dialect: Sync {
         " FOR UPDATE"
     }
 
+    /// A query with the `BigInt` columns `id` and `started` naming this
+    /// connection's server session among every session the server has had
+    /// (PostgreSQL reuses process ids: their start goes with them); `None`
+    /// without a server (SQLite).
+    fn session(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// A statement ending session `id` (started at `started`) if it still
+    /// runs a statement; a session of the same user needs no privilege. It
+    /// may fail when the session is gone already.
+    fn end_session(&self, id: i64, started: i64) -> String {
+        let _ = (id, started);
+        String::new()
+    }
+
+    /// A query with one `BigInt` column `count`: 1 while session `id`
+    /// (started at `started`) runs a statement, else 0.
+    fn session_runs(&self, id: i64, started: i64) -> String {
+        let _ = (id, started);
+        "SELECT 0 AS count".to_owned()
+    }
+
     /// An SQL expression of the database's clock: `age` ago.
     fn ago(&self, age: Duration) -> String;
 

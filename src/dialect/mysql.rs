@@ -113,6 +113,23 @@ impl Dialect for Mysql {
         format!("NOW(6) - INTERVAL {} SECOND", age.as_secs())
     }
 
+    /// Connection ids are not reused while the server runs.
+    fn session(&self) -> Option<&'static str> {
+        Some("SELECT CAST(CONNECTION_ID() AS SIGNED) AS id, CAST(0 AS SIGNED) AS started")
+    }
+
+    /// Fails with "Unknown thread id" once the session is gone.
+    fn end_session(&self, id: i64, _started: i64) -> String {
+        format!("KILL CONNECTION {id}")
+    }
+
+    fn session_runs(&self, id: i64, _started: i64) -> String {
+        format!(
+            "SELECT COUNT(*) AS count FROM information_schema.PROCESSLIST \
+             WHERE ID = {id} AND COMMAND <> 'Sleep'"
+        )
+    }
+
     /// MariaDB's `max_statement_time` (seconds), else MySQL's
     /// `max_execution_time` (milliseconds, reads only).
     fn watcher_statement_limits(&self, limit: Duration) -> Vec<String> {

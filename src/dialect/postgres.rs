@@ -94,6 +94,27 @@ DROP FUNCTION IF EXISTS larder_capture_{table}();
         format!("now() - interval '{} seconds'", age.as_secs())
     }
 
+    fn session(&self) -> Option<&'static str> {
+        Some(
+            "SELECT pid::bigint AS id, (extract(epoch FROM backend_start) * 1000000)::bigint AS started \
+             FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        )
+    }
+
+    fn end_session(&self, id: i64, started: i64) -> String {
+        format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {}",
+            session_is(id, started)
+        )
+    }
+
+    fn session_runs(&self, id: i64, started: i64) -> String {
+        format!(
+            "SELECT count(*) AS count FROM pg_stat_activity WHERE {}",
+            session_is(id, started)
+        )
+    }
+
     /// Give up connecting after 5 s, probe an idle connection after 5 s and
     /// drop it after 2 unanswered probes 2 s apart, and drop it when sent data
     /// stays unacknowledged for 5 s.
@@ -193,4 +214,15 @@ pub(crate) const REPLAY_POSITION: &str =
 /// primary has released it by then, so a load stops waiting and goes there.
 pub(crate) fn replica_session_setup(lock_wait: std::time::Duration) -> String {
     format!("SET lock_timeout = {}", lock_wait.as_millis().max(1))
+}
+
+/// The `pg_stat_activity` row of session `id` started at `started` (a process
+/// id alone may belong to a later session by now) while it runs a statement:
+/// one that is idle has finished whatever it was sent, and a pooler may have
+/// lent it to another client since.
+fn session_is(id: i64, started: i64) -> String {
+    format!(
+        "pid = {id} AND (extract(epoch FROM backend_start) * 1000000)::bigint = {started} \
+         AND state = 'active'"
+    )
 }

@@ -1,0 +1,96 @@
+//! Writes whose connection was lost while their statement or their COMMIT
+//! was in flight (a load balancer resetting the flow, a proxy restarting):
+//! the caller gets [`Error::ConnectionLost`](crate::Error::ConnectionLost),
+//! but the server may not have noticed and may still commit the write, for
+//! example once a lock it waits for is released. Told to the caches at once,
+//! the write would retire the rows and lists it touched before it landed,
+//! and a load in between would cache what was there before, for good on a
+//! store that is its database's only writer. So the session is ended first
+//! if it still runs a statement, from a connection of its own, and the
+//! write's outcome is final once it runs none (ended, or done and idle).
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::sql_types::BigInt;
+use diesel::{QueryableByName, RunQueryDsl};
+
+use crate::backend::Manager;
+use crate::dialect;
+use crate::pool::{with_connect_timeout, Connection, PoolConfig};
+use crate::url::DatabaseUrl;
+
+/// A server session, as the server names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub(crate) struct Session {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    started: i64,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+/// How long the caller of a lost write waits for its session to end: past
+/// it (a server that cannot be reached), the write is applied to the caches
+/// as uncertain all the same.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// `conn`'s server session; `None` without a server (SQLite) or when the
+/// server does not say.
+pub(crate) fn session_of(conn: &mut Connection) -> Option<Session> {
+    let sql = dialect::of(conn.backend()).session()?;
+    crate::with_connection!(conn, |c| diesel::sql_query(sql).get_result::<Session>(c)).ok()
+}
+
+/// Ends `session` on the server `url` names if it still runs a statement,
+/// and waits until it runs none; returns whether that is known within
+/// [`WAIT`]. The work runs on a thread of its own, so that a server that
+/// cannot be reached holds the caller for [`WAIT`] at most.
+pub(crate) fn end(url: &DatabaseUrl, config: &PoolConfig, session: Session) -> bool {
+    let (url, busy_timeout) = (url.clone(), config.busy_timeout);
+    let connect_timeout = config.connection_timeout.min(WAIT);
+    let (sender, ended) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("larder-lost-session".into())
+        .spawn(move || {
+            let gone = end_and_wait(&url, connect_timeout, busy_timeout, session);
+            if let Err(err) = &gone {
+                tracing::debug!(error = %err, "could not end a lost session");
+            }
+            let _ = sender.send(gone.unwrap_or(false));
+        });
+    spawned.is_ok() && ended.recv_timeout(WAIT).unwrap_or(false)
+}
+
+fn end_and_wait(
+    url: &DatabaseUrl,
+    connect_timeout: Duration,
+    busy_timeout: Duration,
+    session: Session,
+) -> Result<bool, String> {
+    let url = with_connect_timeout(url, connect_timeout).map_err(|e| e.to_string())?;
+    let mut conn = Manager::new(url, busy_timeout).open().map_err(|e| e.0)?;
+    let dialect = dialect::of(conn.backend());
+    // A failure may only mean the session is gone already: the count says.
+    let _ = conn.batch_execute(&dialect.end_session(session.id, session.started));
+    let runs = dialect.session_runs(session.id, session.started);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let count = crate::with_connection!(&mut conn, |c| diesel::sql_query(&runs)
+            .get_result::<Count>(c))
+        .map_err(|e| e.to_string())?;
+        if count.count == 0 {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
