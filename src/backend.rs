@@ -395,3 +395,20 @@ impl Manager {
             .map_err(|e| ConnectError(self.url.scrub(&e.to_string())))
     }
 }
+
+/// A server session, as the server names it: a write lost in flight ends
+/// the session it ran on (see `lost`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::QueryableByName)]
+pub(crate) struct Session {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) started: i64,
+}
+
+/// `conn`'s server session; `None` without a server (SQLite) or when the
+/// server does not say.
+pub(crate) fn session_of(conn: &mut Connection) -> Option<Session> {
+    let sql = dialect::of(conn.backend()).session()?;
+    crate::with_connection!(conn, |c| diesel::sql_query(sql).get_result::<Session>(c)).ok()
+}

@@ -16,19 +16,10 @@ use diesel::connection::SimpleConnection;
 use diesel::sql_types::BigInt;
 use diesel::{QueryableByName, RunQueryDsl};
 
-use crate::backend::Manager;
+use crate::backend::{Manager, Session};
 use crate::dialect;
-use crate::pool::{with_connect_timeout, Connection, PoolConfig};
+use crate::pool::{with_connect_timeout, PoolConfig};
 use crate::url::DatabaseUrl;
-
-/// A server session, as the server names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
-pub(crate) struct Session {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = BigInt)]
-    started: i64,
-}
 
 #[derive(QueryableByName)]
 struct Count {
@@ -40,13 +31,6 @@ struct Count {
 /// it (a server that cannot be reached), the write is applied to the caches
 /// as uncertain all the same.
 const WAIT: Duration = Duration::from_secs(5);
-
-/// `conn`'s server session; `None` without a server (SQLite) or when the
-/// server does not say.
-pub(crate) fn session_of(conn: &mut Connection) -> Option<Session> {
-    let sql = dialect::of(conn.backend()).session()?;
-    crate::with_connection!(conn, |c| diesel::sql_query(sql).get_result::<Session>(c)).ok()
-}
 
 /// Ends `session` on the server `url` names if it still runs a statement,
 /// and waits until it runs none; returns whether that is known within

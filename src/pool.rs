@@ -13,9 +13,8 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{ConnectError, Gate, Manager};
+use crate::backend::{ConnectError, Gate, Manager, Session};
 use crate::error::{Error, Result};
-use crate::lost::Session;
 use crate::url::{with_params, Backend, DatabaseUrl};
 
 pub(crate) use crate::backend::Connection;
@@ -141,7 +140,7 @@ pub(crate) struct Pooled {
 
 impl Pooled {
     fn new(mut conn: Connection) -> Pooled {
-        let session = crate::lost::session_of(&mut conn);
+        let session = crate::backend::session_of(&mut conn);
         Pooled {
             conn,
             last_ok: Some(Instant::now()),

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use diesel::QueryResult;
 
+use crate::backend::Session;
 use crate::coherence::{capture, Watcher};
 use crate::entity::Key;
 use crate::error::{Error, Result};
 use crate::lock::LockGuard;
-use crate::lost::Session;
 use crate::migrate::{self, MigrationStatus};
 use crate::pool::{Connection, Pool, PoolConfig, PooledConn};
 use crate::registry::Registry;
