@@ -661,3 +661,55 @@ fn a_sqlite_named_lock_inside_the_threads_own_transaction_is_refused_at_once() {
     );
     drop(db.store.lock("report").unwrap()); // once it ends, the lock is taken
 }
+
+/// A write whose connection is lost while the server still runs it (waiting
+/// for a row lock here; a slow commit alike) has an unknown outcome, and
+/// larder invalidates its row. But the server goes on: the statement commits
+/// once the lock is released, after the invalidation. A `get` in between
+/// loaded the row as it was and cached it, and with nothing to retire it
+/// (this process the database's only writer, coherence off) the cache served
+/// it for good.
+#[test]
+fn a_write_lost_while_the_server_still_runs_it_does_not_leave_its_row_stale() {
+    each_backend(|target| {
+        if target.backend == larder::Backend::Sqlite {
+            return; // an embedded database has no connection to lose
+        }
+        let db = target.fresh();
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let store = larder_blog::builder(&proxy.url())
+            .coherence(false)
+            .pool_size(2)
+            .build()
+            .unwrap();
+        let ann = user(&store, "ann");
+        let mut holder = larder::Connection::establish(&db.url()).unwrap();
+        use diesel::connection::SimpleConnection;
+        holder
+            .batch_execute(&format!(
+                "BEGIN; SELECT id FROM users WHERE id = {} FOR UPDATE",
+                ann.id
+            ))
+            .unwrap();
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| store.users().update(ann.id, rename("lost")));
+            std::thread::sleep(Duration::from_millis(300)); // waits for the lock
+            proxy.reset();
+            let lost = writer.join().unwrap();
+            assert!(
+                matches!(lost, Err(Error::ConnectionLost { .. })),
+                "{lost:?}"
+            );
+        });
+        assert_eq!(store.users().get(ann.id).unwrap().unwrap().name, "ann");
+        holder.batch_execute("COMMIT").unwrap();
+        // Whatever the server did with the lost write is done by now.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            store.users().get(ann.id).unwrap().unwrap().name,
+            user_in_db(&store, ann.id).unwrap().name,
+            "the cache serves a row older than the database's"
+        );
+        common::assert_pool_idle(&store);
+    });
+}
