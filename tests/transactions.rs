@@ -713,3 +713,38 @@ fn a_write_lost_while_the_server_still_runs_it_does_not_leave_its_row_stale() {
         common::assert_pool_idle(&store);
     });
 }
+
+/// PostgreSQL aborts a transaction at its first failed statement, and
+/// answers a later COMMIT with a silent ROLLBACK (no error). A statement
+/// that failed inside an application's `run` closure, its error handled
+/// there (an insert tried and a duplicate tolerated), never reached larder,
+/// which took the COMMIT for a commit and cached what the transaction had
+/// written: a row the database never held, served for good.
+#[test]
+fn a_failed_statement_handled_inside_run_does_not_let_a_silent_rollback_fill_the_cache() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let store = &db.store;
+        let ann = user(store, "ann");
+        store.users().get(ann.id).unwrap();
+        let outcome = store.transaction(|tx| {
+            tx.users().update(ann.id, rename("never committed"))?;
+            tx.users().run(None, |conn| {
+                use diesel::connection::SimpleConnection;
+                // Its failure is the application's to handle: tolerated.
+                let _ = conn.batch_execute("INSERT INTO no_such_table VALUES (1)");
+                Ok(())
+            })
+        });
+        let in_db = user_in_db(store, ann.id).unwrap().name.clone();
+        if in_db == "never committed" {
+            assert!(outcome.is_ok(), "{outcome:?}");
+        }
+        assert_eq!(
+            store.users().get(ann.id).unwrap().unwrap().name,
+            in_db,
+            "the cache serves a row the database does not hold (commit said {outcome:?})"
+        );
+        common::assert_pool_idle(store);
+    });
+}
