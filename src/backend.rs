@@ -210,7 +210,21 @@ impl Connection {
         }
     }
 
+    /// Commits; on PostgreSQL fails, instead of rolling back silently, when
+    /// a failed statement aborted the transaction (see
+    /// [`COMMIT_UNLESS_ABORTED`](dialect::postgres::COMMIT_UNLESS_ABORTED)).
     pub(crate) fn commit(&mut self) -> QueryResult<()> {
+        #[cfg(feature = "postgres")]
+        if let Connection::Postgres(c) = self {
+            // diesel reads the session's state after the batch: no
+            // transaction left once the COMMIT ran, failed or not.
+            let committed = c.batch_execute(dialect::postgres::COMMIT_UNLESS_ABORTED);
+            if committed.is_err() {
+                // Still open when the SELECT failed; the error is the one to report.
+                let _ = AnsiTransactionManager::rollback_transaction(c);
+            }
+            return committed;
+        }
         with_connection!(self, |c| AnsiTransactionManager::commit_transaction(c))
     }
 

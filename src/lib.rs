@@ -204,7 +204,9 @@
 //! with a database error, every later statement of the transaction is refused
 //! with [`Error::TransactionAborted`] (MySQL ends a deadlock's victim itself,
 //! and a statement sent after that would commit on its own), and
-//! [`Tx::commit`] rolls back and returns an error saying so. The closure may
+//! [`Tx::commit`] rolls back and returns an error saying so (on PostgreSQL
+//! also when the failure was handled inside a `run` closure, out of larder's
+//! sight: its commit fails instead of rolling back silently). The closure may
 //! still recover from the error in its own way, but nothing of the transaction
 //! is committed:
 //!
