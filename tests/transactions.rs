@@ -748,3 +748,47 @@ fn a_failed_statement_handled_inside_run_does_not_let_a_silent_rollback_fill_the
         common::assert_pool_idle(store);
     });
 }
+
+/// The same for a COMMIT in flight (held here by a deferred trigger that
+/// sleeps): the server finishes it after the connection was lost.
+#[test]
+fn a_commit_lost_while_the_server_still_runs_it_does_not_leave_its_row_stale() {
+    each_backend(|target| {
+        if target.backend != larder::Backend::Postgres {
+            return; // a deferred trigger holds a PostgreSQL COMMIT
+        }
+        let db = target.fresh();
+        db.raw(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$; \
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON users \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
+        );
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let store = larder_blog::builder(&proxy.url())
+            .coherence(false)
+            .pool_size(2)
+            .build()
+            .unwrap();
+        let ann = user(&store, "ann");
+        std::thread::scope(|s| {
+            let writer =
+                s.spawn(|| store.transaction(|tx| tx.users().update(ann.id, rename("lost"))));
+            std::thread::sleep(Duration::from_millis(300)); // COMMIT runs the trigger
+            proxy.reset();
+            let lost = writer.join().unwrap();
+            assert!(
+                matches!(lost, Err(Error::ConnectionLost { .. })),
+                "{lost:?}"
+            );
+        });
+        store.users().get(ann.id).unwrap();
+        std::thread::sleep(Duration::from_millis(1500)); // the trigger is done
+        assert_eq!(
+            store.users().get(ann.id).unwrap().unwrap().name,
+            user_in_db(&store, ann.id).unwrap().name,
+            "the cache serves a row older than the database's"
+        );
+        common::assert_pool_idle(&store);
+    });
+}
