@@ -188,6 +188,13 @@ DROP FUNCTION IF EXISTS larder_capture_{table}();
     }
 }
 
+/// A COMMIT that fails in a transaction a failed statement aborted:
+/// PostgreSQL answers a plain COMMIT there with a silent ROLLBACK, no error,
+/// when the failure was handled out of larder's sight (inside an
+/// application's `run`). The `SELECT` in the same round trip fails instead
+/// (`25P02`), and the COMMIT after it is not run.
+pub(crate) const COMMIT_UNLESS_ABORTED: &str = "SELECT 1; COMMIT";
+
 /// The primary's WAL insert position, as text (`"16/B374D848"`). Read right
 /// after a commit on the committing session, or after a change was heard, it
 /// lies at or past that commit's record, however the commit was made. The
@@ -196,13 +203,6 @@ DROP FUNCTION IF EXISTS larder_capture_{table}();
 /// written, and a replica that replayed up to the write position would then
 /// serve the row as it was. The insert position may be a little ahead of
 /// what replicas can have yet, which costs at most a load sent to the primary.
-/// A COMMIT that fails in a transaction a failed statement aborted:
-/// PostgreSQL answers a plain COMMIT there with a silent ROLLBACK, no error,
-/// when the failure was handled out of larder's sight (inside an
-/// application's `run`). The `SELECT` in the same round trip fails instead
-/// (`25P02`), and the COMMIT after it is not run.
-pub(crate) const COMMIT_UNLESS_ABORTED: &str = "SELECT 1; COMMIT";
-
 pub(crate) const PRIMARY_POSITION: &str = "SELECT pg_current_wal_insert_lsn()::text AS lsn";
 
 /// How far a replica has replayed the primary's WAL; NULL on a server that
