@@ -214,18 +214,21 @@ impl Connection {
     /// a failed statement aborted the transaction (see
     /// [`COMMIT_UNLESS_ABORTED`](dialect::postgres::COMMIT_UNLESS_ABORTED)).
     pub(crate) fn commit(&mut self) -> QueryResult<()> {
-        #[cfg(feature = "postgres")]
-        if let Connection::Postgres(c) = self {
-            // diesel reads the session's state after the batch: no
-            // transaction left once the COMMIT ran, failed or not.
-            let committed = c.batch_execute(dialect::postgres::COMMIT_UNLESS_ABORTED);
-            if committed.is_err() {
-                // Still open when the SELECT failed; the error is the one to report.
-                let _ = AnsiTransactionManager::rollback_transaction(c);
+        match self {
+            #[cfg(feature = "postgres")]
+            Connection::Postgres(c) => {
+                // diesel reads the session's state after the batch: no
+                // transaction left once the COMMIT ran, failed or not.
+                let committed = c.batch_execute(dialect::postgres::COMMIT_UNLESS_ABORTED);
+                if committed.is_err() {
+                    // Still open when the SELECT failed; the error is the one to report.
+                    let _ = AnsiTransactionManager::rollback_transaction(c);
+                }
+                committed
             }
-            return committed;
+            #[allow(unreachable_patterns)] // in a build with PostgreSQL alone
+            other => with_connection!(other, |c| AnsiTransactionManager::commit_transaction(c)),
         }
-        with_connection!(self, |c| AnsiTransactionManager::commit_transaction(c))
     }
 
     pub(crate) fn rollback(&mut self) -> QueryResult<()> {

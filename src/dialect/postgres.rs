@@ -193,6 +193,7 @@ DROP FUNCTION IF EXISTS larder_capture_{table}();
 /// when the failure was handled out of larder's sight (inside an
 /// application's `run`). The `SELECT` in the same round trip fails instead
 /// (`25P02`), and the COMMIT after it is not run.
+#[cfg(feature = "postgres")]
 pub(crate) const COMMIT_UNLESS_ABORTED: &str = "SELECT 1; COMMIT";
 
 /// The primary's WAL insert position, as text (`"16/B374D848"`). Read right
