@@ -7,7 +7,7 @@ mod common;
 use larder_blog::prelude::*;
 use std::sync::Arc;
 
-use common::{comment, each_backend, post, user};
+use common::{comment, each_backend, lost, post, user};
 use diesel::prelude::*;
 use larder_blog::schema::posts;
 use larder_blog::{NewPost, PostChanges};
@@ -533,41 +533,22 @@ fn a_write_lost_in_flight_cannot_land_after_its_lists_were_read_again() {
         let ann = user(&db.store, "ann");
         let on = post(&db.store, &ann, "on");
         let proxy = common::proxy::Proxy::start(&db.url());
-        let store = larder_blog::builder(&proxy.url())
-            .coherence(false)
-            .build()
-            .unwrap();
+        let store = lost::only_writer(&proxy);
         let listed = |store: &larder::Store| -> Vec<i64> {
             let list = store.comments().of_post(on.id).unwrap();
             list.iter().map(|c| c.id).collect()
         };
         assert!(listed(&store).is_empty());
         // The insert's foreign key check waits for this lock.
-        let mut holder = larder::Connection::establish(&db.url()).unwrap();
-        holder
-            .batch_execute(&format!(
-                "BEGIN; SELECT id FROM posts WHERE id = {} FOR UPDATE",
-                on.id
-            ))
-            .unwrap();
-        let writer = std::thread::spawn({
-            let (store, post_id, author_id) = (store.clone(), on.id, ann.id);
-            move || {
-                let new = larder_blog::NewComment {
-                    post_id,
-                    author_id,
-                    body: "late".into(),
-                };
-                store.comments().create(new)
-            }
+        let mut holder = lost::row_locked(&db.url(), "posts", on.id);
+        lost::lose_in_flight(&proxy, std::time::Duration::from_millis(500), || {
+            let new = larder_blog::NewComment {
+                post_id: on.id,
+                author_id: ann.id,
+                body: "late".into(),
+            };
+            store.comments().create(new)
         });
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        proxy.reset();
-        let written = writer.join().unwrap();
-        assert!(
-            matches!(written, Err(larder::Error::ConnectionLost { .. })),
-            "{written:?}"
-        );
         let between = listed(&store);
         holder.batch_execute("COMMIT").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(500));
@@ -611,40 +592,21 @@ fn a_commit_lost_in_flight_cannot_land_after_its_lists_were_read_again() {
                  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION wait_for_author();",
         );
         let proxy = common::proxy::Proxy::start(&db.url());
-        let store = larder_blog::builder(&proxy.url())
-            .coherence(false)
-            .build()
-            .unwrap();
+        let store = lost::only_writer(&proxy);
         let listed = |store: &larder::Store, post: i64| -> Vec<i64> {
             let list = store.comments().of_post(post).unwrap();
             list.iter().map(|c| c.id).collect()
         };
         assert_eq!(listed(&store, from.id), [moving]);
         assert!(listed(&store, to.id).is_empty());
-        let mut holder = larder::Connection::establish(&db.url()).unwrap();
-        holder
-            .batch_execute(&format!(
-                "BEGIN; SELECT id FROM users WHERE id = {} FOR UPDATE",
-                ann.id
-            ))
-            .unwrap();
-        let writer = std::thread::spawn({
-            let (store, to) = (store.clone(), to.id);
-            move || {
-                let changes = larder_blog::CommentChanges {
-                    post_id: Some(to),
-                    ..Default::default()
-                };
-                store.comments().update(moving, changes)
-            }
+        let mut holder = lost::row_locked(&db.url(), "users", ann.id);
+        lost::lose_in_flight(&proxy, std::time::Duration::from_millis(500), || {
+            let changes = larder_blog::CommentChanges {
+                post_id: Some(to.id),
+                ..Default::default()
+            };
+            store.comments().update(moving, changes)
         });
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        proxy.reset();
-        let written = writer.join().unwrap();
-        assert!(
-            matches!(written, Err(larder::Error::ConnectionLost { .. })),
-            "{written:?}"
-        );
         let between = (listed(&store, from.id), listed(&store, to.id));
         holder.batch_execute("COMMIT").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(500));

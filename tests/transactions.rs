@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_pool_idle, each_backend, rename, user, user_in_db};
+use common::{assert_pool_idle, each_backend, lost, rename, user, user_in_db};
 use larder::{Entity, Error};
 use larder_blog::{NewComment, NewPost, NewUser, User};
 
@@ -677,31 +677,15 @@ fn a_write_lost_while_the_server_still_runs_it_does_not_leave_its_row_stale() {
         }
         let db = target.fresh();
         let proxy = common::proxy::Proxy::start(&db.url());
-        let store = larder_blog::builder(&proxy.url())
-            .coherence(false)
-            .pool_size(2)
-            .build()
-            .unwrap();
+        let store = lost::only_writer(&proxy);
         let ann = user(&store, "ann");
-        let mut holder = larder::Connection::establish(&db.url()).unwrap();
-        use diesel::connection::SimpleConnection;
-        holder
-            .batch_execute(&format!(
-                "BEGIN; SELECT id FROM users WHERE id = {} FOR UPDATE",
-                ann.id
-            ))
-            .unwrap();
-        std::thread::scope(|s| {
-            let writer = s.spawn(|| store.users().update(ann.id, rename("lost")));
-            std::thread::sleep(Duration::from_millis(300)); // waits for the lock
-            proxy.reset();
-            let lost = writer.join().unwrap();
-            assert!(
-                matches!(lost, Err(Error::ConnectionLost { .. })),
-                "{lost:?}"
-            );
+        let mut holder = lost::row_locked(&db.url(), "users", ann.id);
+        // The update waits for the lock when its connection is reset.
+        lost::lose_in_flight(&proxy, Duration::from_millis(300), || {
+            store.users().update(ann.id, rename("lost"))
         });
         assert_eq!(store.users().get(ann.id).unwrap().unwrap().name, "ann");
+        use diesel::connection::SimpleConnection;
         holder.batch_execute("COMMIT").unwrap();
         // Whatever the server did with the lost write is done by now.
         std::thread::sleep(Duration::from_millis(500));
@@ -765,22 +749,11 @@ fn a_commit_lost_while_the_server_still_runs_it_does_not_leave_its_row_stale() {
              DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
         );
         let proxy = common::proxy::Proxy::start(&db.url());
-        let store = larder_blog::builder(&proxy.url())
-            .coherence(false)
-            .pool_size(2)
-            .build()
-            .unwrap();
+        let store = lost::only_writer(&proxy);
         let ann = user(&store, "ann");
-        std::thread::scope(|s| {
-            let writer =
-                s.spawn(|| store.transaction(|tx| tx.users().update(ann.id, rename("lost"))));
-            std::thread::sleep(Duration::from_millis(300)); // COMMIT runs the trigger
-            proxy.reset();
-            let lost = writer.join().unwrap();
-            assert!(
-                matches!(lost, Err(Error::ConnectionLost { .. })),
-                "{lost:?}"
-            );
+        // The COMMIT runs the sleeping trigger when its connection is reset.
+        lost::lose_in_flight(&proxy, Duration::from_millis(300), || {
+            store.transaction(|tx| tx.users().update(ann.id, rename("lost")))
         });
         store.users().get(ann.id).unwrap();
         std::thread::sleep(Duration::from_millis(1500)); // the trigger is done

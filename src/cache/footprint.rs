@@ -141,18 +141,9 @@ fn an_entry_costs_at_most_88_bytes_beyond_its_entity() {
 fn the_footprint_stays_flat_over_a_long_run() {
     let map = IdentityMap::<Entity>::new("test", CAPACITY);
     let mut next_key = skewed_keys(0x5eed);
-    let mut half_way = 0;
-    for n in 1..=1_000_000 {
-        let key = next_key();
-        if n % 20 == 0 {
-            map.invalidate(key);
-        } else {
-            get(&map, key);
-        }
-        if n == 500_000 {
-            half_way = live();
-        }
-    }
+    serve_mix(&map, &mut next_key, 500_000);
+    let half_way = live();
+    serve_mix(&map, &mut next_key, 500_000);
     let at_1m = live();
     eprintln!("live heap: {half_way} B after 500k operations, {at_1m} B after 1M");
     assert!(
@@ -179,8 +170,21 @@ fn an_invalidation_allocates_nothing() {
     assert_eq!(map.stats().entries, 62);
 }
 
-/// The skewed key mix of the long-run test: the square of a uniform draw
-/// favours small keys, over ten times the capacity.
+/// `ops` operations on `map` with keys from `next_key`: reads, and one
+/// invalidation in twenty.
+fn serve_mix(map: &IdentityMap<Entity>, next_key: &mut impl FnMut() -> i64, ops: usize) {
+    for n in 1..=ops {
+        let key = next_key();
+        if n % 20 == 0 {
+            map.invalidate(key);
+        } else {
+            get(map, key);
+        }
+    }
+}
+
+/// A skewed key mix: the square of a uniform draw favours small keys, over
+/// ten times the capacity.
 fn skewed_keys(seed: u64) -> impl FnMut() -> i64 {
     let mut state = seed;
     move || {
@@ -205,17 +209,9 @@ fn skewed_keys(seed: u64) -> impl FnMut() -> i64 {
 #[test]
 fn a_map_in_use_costs_no_more_than_a_bare_lru() {
     get(&IdentityMap::new("test", 1), 0);
-    let mut next_key = skewed_keys(0x5eed);
     let before = live();
     let map = IdentityMap::<Entity>::new("test", CAPACITY);
-    for n in 1..=400_000 {
-        let key = next_key();
-        if n % 20 == 0 {
-            map.invalidate(key);
-        } else {
-            get(&map, key);
-        }
-    }
+    serve_mix(&map, &mut skewed_keys(0x5eed), 400_000);
     let entries = map.stats().entries as f64;
     let larder = (live() - before) as f64 / entries - std::mem::size_of::<Entity>() as f64;
     drop(map);

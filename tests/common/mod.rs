@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod interleave;
+pub mod lost;
 pub mod proxy;
 pub mod threads;
 
