@@ -552,15 +552,7 @@ fn a_write_lost_in_flight_cannot_land_after_its_lists_were_read_again() {
         let between = listed(&store);
         holder.batch_execute("COMMIT").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(500));
-        let tx = db.store.begin().unwrap();
-        let in_db: Vec<i64> = tx
-            .comments()
-            .of_post(on.id)
-            .unwrap()
-            .iter()
-            .map(|c| c.id)
-            .collect();
-        drop(tx);
+        let in_db = comment_ids_in_db(&db.store, on.id);
         assert_eq!(
             listed(&store),
             in_db,
@@ -611,15 +603,7 @@ fn a_commit_lost_in_flight_cannot_land_after_its_lists_were_read_again() {
         holder.batch_execute("COMMIT").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(500));
         for post in [from.id, to.id] {
-            let tx = db.store.begin().unwrap();
-            let in_db: Vec<i64> = tx
-                .comments()
-                .of_post(post)
-                .unwrap()
-                .iter()
-                .map(|c| c.id)
-                .collect();
-            drop(tx);
+            let in_db = comment_ids_in_db(&db.store, post);
             assert_eq!(
                 listed(&store, post),
                 in_db,
@@ -627,4 +611,12 @@ fn a_commit_lost_in_flight_cannot_land_after_its_lists_were_read_again() {
             );
         }
     });
+}
+
+/// The ids of post `post`'s comments as the database has them: read inside
+/// a transaction, whose reads never use or fill the shared cache.
+fn comment_ids_in_db(store: &larder::Store, post: i64) -> Vec<i64> {
+    let tx = store.begin().unwrap();
+    let list = tx.comments().of_post(post).unwrap();
+    list.iter().map(|c| c.id).collect()
 }
