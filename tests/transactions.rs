@@ -698,6 +698,41 @@ fn a_write_lost_while_the_server_still_runs_it_does_not_leave_its_row_stale() {
     });
 }
 
+/// A transaction that writes a row through its repository and then again
+/// with its own SQL (`run`, the docs' way to run raw statements in a
+/// transaction) committed the row as the repository's write had returned
+/// it, not as the database held it: the commit cached that first version,
+/// and a store that is the database's only writer (coherence off) served it
+/// for good.
+#[test]
+fn a_row_written_again_by_run_in_the_same_transaction_is_not_cached_as_first_written() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let store = larder_blog::builder(&db.url())
+            .coherence(false)
+            .build()
+            .unwrap();
+        let ann = user(&store, "ann");
+        store
+            .transaction(|tx| {
+                tx.users().update(ann.id, rename("first"))?;
+                tx.users().run(Some(ann.id), |conn| {
+                    let sql = format!("UPDATE users SET name = 'second' WHERE id = {}", ann.id);
+                    larder::with_connection!(conn, |c| {
+                        diesel::RunQueryDsl::execute(diesel::sql_query(sql), c)
+                    })
+                })
+            })
+            .unwrap();
+        assert_eq!(user_in_db(&store, ann.id).unwrap().name, "second");
+        assert_eq!(
+            store.users().get(ann.id).unwrap().unwrap().name,
+            "second",
+            "the commit cached the row as the repository's write returned it"
+        );
+    });
+}
+
 /// PostgreSQL aborts a transaction at its first failed statement, and
 /// answers a later COMMIT with a silent ROLLBACK (no error). A statement
 /// that failed inside an application's `run` closure, its error handled
