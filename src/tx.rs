@@ -80,6 +80,11 @@ pub struct Tx<'s> {
     /// Set when a statement failed with a database error: the transaction can
     /// then only roll back.
     poisoned: Cell<bool>,
+    /// Set when the application's own statements (`TxRepo::run`) ran after
+    /// a recorded write: they may have written its row again, so the rows
+    /// the writes returned may be older than the database's, and the commit
+    /// invalidates their keys instead of caching them.
+    raw_after_writes: Cell<bool>,
     /// Set when a statement has run: from then on the transaction may read
     /// through a snapshot taken at that statement (see
     /// [`snapshot_not_taken`](Tx::snapshot_not_taken)).
@@ -135,6 +140,7 @@ impl<'s> Tx<'s> {
             conn: RefCell::new(conn),
             pending: RefCell::new(Vec::new()),
             poisoned: Cell::new(false),
+            raw_after_writes: Cell::new(false),
             ran: Cell::new(false),
             explicit,
             finished: false,
@@ -178,7 +184,14 @@ impl<'s> Tx<'s> {
                 if !writes.is_empty() {
                     self.store.note_commit(&mut self.conn.borrow_mut());
                 }
-                writes.committed();
+                if self.raw_after_writes.get() {
+                    // Committed, but the returned rows may be older than the
+                    // database's: invalidating, as for an unknown outcome, is
+                    // what is right for both.
+                    writes.uncertain();
+                } else {
+                    writes.committed();
+                }
                 Ok(())
             }
             Err(err) => {
@@ -283,6 +296,14 @@ impl<'s> Tx<'s> {
     fn used_here(&self) {
         if let Some(open) = &self.open {
             open.used_here();
+        }
+    }
+
+    /// Notes that the application runs statements of its own, which may write
+    /// again rows recorded so far (see `raw_after_writes`).
+    pub(crate) fn note_raw_statements(&self) {
+        if !self.pending.borrow().is_empty() {
+            self.raw_after_writes.set(true);
         }
     }
 

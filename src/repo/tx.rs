@@ -208,7 +208,11 @@ impl<'t, E: Entity> TxRepo<'t, E> {
 
     /// Runs `work` on the transaction's connection, its errors mapped for
     /// this entity's table and row `id`. A database error in it poisons the
-    /// transaction, which can then only roll back.
+    /// transaction, which can then only roll back. What `work` writes is not
+    /// recorded (invalidate it after the commit), but rows the transaction
+    /// wrote before through a repository are invalidated at the commit rather
+    /// than cached as those writes returned them, since `work` may have
+    /// changed them again.
     ///
     /// # Errors
     ///
@@ -217,6 +221,7 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     where
         F: FnOnce(&mut Connection) -> QueryResult<T>,
     {
+        self.tx.note_raw_statements();
         self.tx.run(E::TABLE, id, work)
     }
 
