@@ -809,6 +809,12 @@ fn generate_capture_writes_the_triggers_of_an_application_table() {
         &["generate", "bad", "--capture", "no;tes"],
     );
     assert_one_line_failure(&bad, "not a table name");
+    let own = larder_with(
+        dir.path(),
+        &mine,
+        &["generate", "own", "--capture", "larder_changes"],
+    );
+    assert_one_line_failure(&own, "larder's own");
 
     // TABLE:KEYS also reports the key columns' values.
     let keyed = larder_with(

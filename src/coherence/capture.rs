@@ -201,6 +201,25 @@ mod tests {
         }
     }
 
+    /// Captured, the change log made MySQL refuse every captured write
+    /// (error 1442: its trigger writes the table the statement writes).
+    #[test]
+    fn larder_s_own_tables_are_refused() {
+        for own in [
+            "larder_changes",
+            "larder_lock_tokens",
+            "larder_migration_attempts",
+        ] {
+            for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mysql] {
+                let refused = capture_sql(backend, own);
+                assert!(
+                    matches!(&refused, Err(Error::InvalidConfig { reason }) if reason.contains("larder's own")),
+                    "{own:?} accepted on {backend:?}: {refused:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn key_names_that_are_not_identifiers_are_refused() {
         for bad in [&["post id"][..], &["id"], &["post_id", "post_id"], &["x'y"]] {
