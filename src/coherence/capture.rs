@@ -45,7 +45,9 @@ pub struct CaptureSql {
 ///
 /// [`Error::InvalidConfig`] when `table` is not a plain SQL identifier
 /// (letters, digits and `_`, not starting with a digit, at most 40 bytes;
-/// at most 39 on MySQL, whose trigger names take 64).
+/// at most 39 on MySQL, whose trigger names take 64), or is one of larder's
+/// own tables (`larder_changes`, `larder_lock_tokens`,
+/// `larder_migration_attempts`).
 pub fn capture_sql(backend: Backend, table: &str) -> Result<CaptureSql> {
     capture_sql_with_keys(backend, table, &[])
 }
@@ -74,9 +76,11 @@ pub fn capture_sql(backend: Backend, table: &str) -> Result<CaptureSql> {
 /// [`Error::InvalidConfig`] when `table` or a key is not a plain SQL
 /// identifier (letters, digits and `_`, not starting with a digit, at most
 /// 40 bytes; a table at most 39 on MySQL, whose trigger names take 64), or
-/// `keys` names `id` or a column twice.
+/// `keys` names `id` or a column twice, or `table` is one of larder's own
+/// (`larder_changes`, `larder_lock_tokens`, `larder_migration_attempts`).
 pub fn capture_sql_with_keys(backend: Backend, table: &str, keys: &[&str]) -> Result<CaptureSql> {
     check_identifier(table)?;
+    check_not_own(table)?;
     // MySQL refuses a longer trigger name, and commits each trigger it
     // created before the refusal: the table would be captured in part.
     let longest = table.len() + LONGEST_TRIGGER_NAME_ADDS;
@@ -132,6 +136,27 @@ const MYSQL_LONGEST_NAME: usize = 64;
 /// Refuses a table or column name that is not a plain identifier: besides
 /// the quoted identifiers, such names make up the triggers' own names and
 /// travel in change payloads and key values that are split on spaces, `=` and `,`.
+/// The tables larder's own migrations create. None is cached, and the
+/// change log must not be captured: its trigger would write the table the
+/// statement writes, which MySQL refuses (error 1442) for every captured
+/// write, and elsewhere each change would be logged twice.
+const OWN_TABLES: [&str; 3] = [
+    "larder_changes",
+    "larder_lock_tokens",
+    "larder_migration_attempts",
+];
+
+fn check_not_own(table: &str) -> Result<()> {
+    if OWN_TABLES.contains(&table) {
+        return Err(Error::InvalidConfig {
+            reason: format!(
+                "{table:?} is larder's own table: it holds no rows to cache and cannot be captured"
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn check_identifier(table: &str) -> Result<()> {
     let mut chars = table.chars();
     let starts_well = chars
