@@ -768,6 +768,38 @@ fn a_failed_statement_handled_inside_run_does_not_let_a_silent_rollback_fill_the
     });
 }
 
+/// A transaction ended inside `run` by the application's own SQL, here a
+/// raw ROLLBACK (MySQL's deadlock victim and SQLite's `INSERT OR ROLLBACK`
+/// end one the same way, out of larder's sight): the database then answers
+/// larder's COMMIT with success (MySQL, PostgreSQL) although the
+/// repository's write before it never committed. It must not be cached.
+#[test]
+fn a_transaction_ended_inside_run_does_not_cache_the_write_it_lost() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let store = larder_blog::builder(&db.url())
+            .coherence(false)
+            .build()
+            .unwrap();
+        let ann = user(&store, "ann");
+        store.users().get(ann.id).unwrap();
+        let outcome = store.transaction(|tx| {
+            tx.users().update(ann.id, rename("rolled back"))?;
+            tx.users().run(None, |conn| {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute("ROLLBACK")
+            })
+        });
+        assert_eq!(user_in_db(&store, ann.id).unwrap().name, "ann");
+        assert_eq!(
+            store.users().get(ann.id).unwrap().unwrap().name,
+            "ann",
+            "the cache serves a write that was rolled back (commit said {outcome:?})"
+        );
+        common::assert_pool_idle(&store);
+    });
+}
+
 /// The same for a COMMIT in flight (held here by a deferred trigger that
 /// sleeps): the server finishes it after the connection was lost.
 #[test]
