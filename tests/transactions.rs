@@ -832,3 +832,54 @@ fn a_commit_lost_while_the_server_still_runs_it_does_not_leave_its_row_stale() {
         common::assert_pool_idle(&store);
     });
 }
+
+/// A panic inside a savepoint the application opened in `run` (diesel's
+/// own `transaction`, which leaves its savepoint open when its closure
+/// panics), caught there, left the connection one level deeper than larder
+/// began it. On SQLite and MySQL the COMMIT then only released that
+/// savepoint and reported success: larder cached the row the transaction
+/// had inserted, while the outer transaction stayed open and was rolled
+/// back when the pool discarded the connection: a row the database never
+/// held, served for good, and a write reported committed that was lost.
+#[test]
+fn a_savepoint_left_open_by_a_caught_panic_does_not_let_the_commit_cache_a_rolled_back_write() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let store = &db.store;
+        let created = Cell::new(0);
+        let outcome = store.transaction(|tx| {
+            tx.users().run(None, |conn| {
+                let nested = catch_unwind(AssertUnwindSafe(|| {
+                    larder::with_connection!(conn, |c| {
+                        diesel::Connection::transaction::<(), diesel::result::Error, _>(c, |_| {
+                            panic!("a bug in a nested step")
+                        })
+                    })
+                }));
+                assert!(nested.is_err(), "the premise: the nested step panicked");
+                Ok(())
+            })?;
+            let bob = tx.users().create(NewUser {
+                name: "bob".into(),
+                email: "bob@example.org".into(),
+            })?;
+            created.set(bob.id);
+            Ok::<_, Error>(bob)
+        });
+        let in_db = user_in_db(store, created.get()).map(|u| u.name.clone());
+        let cached = store.users().get(created.get()).unwrap();
+        assert_eq!(
+            cached.map(|u| u.name.clone()),
+            in_db,
+            "the cache serves a row the database does not hold (commit said {outcome:?})"
+        );
+        if outcome.is_ok() {
+            assert_eq!(
+                in_db.as_deref(),
+                Some("bob"),
+                "a commit reported for a write rolled back"
+            );
+        }
+        common::assert_pool_idle(store);
+    });
+}
