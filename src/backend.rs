@@ -231,6 +231,16 @@ impl Connection {
         }
     }
 
+    /// How many transactions and savepoints deep the connection stands, as
+    /// diesel's transaction manager counts them (0 outside any).
+    pub(crate) fn transaction_depth(&mut self) -> u32 {
+        with_connection!(self, |c| {
+            let depth =
+                AnsiTransactionManager::transaction_manager_status_mut(c).transaction_depth();
+            depth.ok().flatten().map_or(0, std::num::NonZeroU32::get)
+        })
+    }
+
     pub(crate) fn rollback(&mut self) -> QueryResult<()> {
         with_connection!(self, |c| AnsiTransactionManager::rollback_transaction(c))
     }

@@ -177,6 +177,8 @@ pub enum Error {
     /// its commit (on every backend; PostgreSQL's own refusal is SQLSTATE
     /// `25P02`).
     /// The error of the statement that failed was returned when it failed.
+    /// A commit is refused alike when a savepoint the application opened
+    /// in the transaction is still open (its closure panicked).
     #[error(
         "transaction aborted{}: a statement in it failed, so it is rolled back, not committed",
         refused(*.table)

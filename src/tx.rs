@@ -89,6 +89,11 @@ pub struct Tx<'s> {
     /// through a snapshot taken at that statement (see
     /// [`snapshot_not_taken`](Tx::snapshot_not_taken)).
     ran: Cell<bool>,
+    /// How deep the connection stood in transactions once this one began.
+    /// Deeper at commit, a savepoint the application opened is still open
+    /// (diesel's `transaction` leaves it so when its closure panics), and a
+    /// COMMIT would only release it on SQLite and MySQL.
+    depth: u32,
     /// False for a single autocommitted statement: there is no BEGIN, and so
     /// nothing to commit or roll back, only writes to apply.
     explicit: bool,
@@ -134,8 +139,9 @@ impl<'s> Tx<'s> {
         Ok(Tx::on(store, store.checkout()?, false))
     }
 
-    fn on(store: &'s Store, conn: PooledConn, explicit: bool) -> Tx<'s> {
+    fn on(store: &'s Store, mut conn: PooledConn, explicit: bool) -> Tx<'s> {
         Tx {
+            depth: conn.transaction_depth(),
             store,
             conn: RefCell::new(conn),
             pending: RefCell::new(Vec::new()),
@@ -167,9 +173,11 @@ impl<'s> Tx<'s> {
         );
         let committed = if !self.explicit {
             Ok(())
-        } else if self.poisoned.get() {
+        } else if self.poisoned.get() || self.savepoint_left_open() {
             // PostgreSQL has aborted such a transaction and would answer COMMIT
-            // with a silent ROLLBACK; every backend refuses it alike.
+            // with a silent ROLLBACK; every backend refuses it alike. A
+            // savepoint left open (a panic caught in the application's own
+            // nested transaction) would take the COMMIT for its release.
             let _ = self.roll_back();
             Err(Error::commit_refused())
         } else {
@@ -229,9 +237,19 @@ impl<'s> Tx<'s> {
             return Ok(());
         }
         let mut conn = self.conn.borrow_mut();
+        // A savepoint the application left open first, then the transaction.
+        while conn.transaction_depth() > self.depth {
+            conn.rollback()?;
+        }
         let result = conn.rollback();
         tracing::debug!(ok = result.is_ok(), "transaction rolled back");
         result
+    }
+
+    /// Whether a savepoint the application opened in this transaction is
+    /// still open (see `depth`).
+    fn savepoint_left_open(&self) -> bool {
+        self.conn.borrow_mut().transaction_depth() > self.depth
     }
 
     /// When the connection was lost with a statement or the COMMIT in
