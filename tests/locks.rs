@@ -633,6 +633,37 @@ fn a_lock_session_reset_by_the_network_is_replaced() {
     });
 }
 
+/// The same when nothing asked the guard first: the thread's next lock
+/// found the dead session only by failing on it, and failed with
+/// `ConnectionLost` although nothing was taken on it and a new session
+/// would have served it.
+#[test]
+fn a_lock_taken_after_its_threads_session_was_reset_unnoticed_gets_a_new_session() {
+    each_backend(|target| {
+        if target.backend == Backend::Sqlite {
+            return; // no network
+        }
+        let db = target.fresh();
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let store = Store::builder(&proxy.url())
+            .coherence(false)
+            .build()
+            .unwrap();
+        let guard = store.lock("long-held").unwrap();
+        proxy.reset();
+        let other = store.lock("another");
+        assert!(
+            matches!(&other, Ok(other) if other.is_held()),
+            "the next lock failed on the dead session: {other:?}"
+        );
+        assert!(!guard.is_held(), "the guard knows its lock is gone");
+        drop(guard);
+        drop(other);
+        let tried = store.try_lock("long-held");
+        assert!(matches!(tried, Ok(Some(_))), "{tried:?}");
+    });
+}
+
 /// A lock's session is a new connection: on a server that accepts sockets
 /// and never answers (hung, or behind a black-holed path), taking a lock
 /// must fail within the store's timeouts, not wait for the network. On
