@@ -149,17 +149,18 @@ fn acquire(owner: &Owner<'_>, name: &str, wait: Wait) -> Result<Option<LockGuard
         // holds SQLite's one write lock: it would wait out the busy timeout.
         crate::thread_tx::refuse_inside(owner.id, "lock", None)?;
     }
-    let timeout = owner.lock_timeout;
-    let session = Session::for_owner(owner, |conn| setup(conn, timeout))?;
-    if !session.claim(name.key()) {
-        return Err(Error::LockHeld { name: name.shown() });
-    }
-    let held = match take(owner, &session, &name, wait) {
-        Ok(Some(held)) => held,
-        other => {
-            session.unclaim(name.key());
-            return other.map(|_| None);
+    let (session, held) = match take_on_session(owner, &name, wait) {
+        Err(Error::ConnectionLost { .. }) => {
+            // The thread's session died unnoticed (reset while its locks
+            // were held quietly): it is marked dead now, and nothing is held
+            // on a lost session, so a new one serves the lock.
+            tracing::debug!(lock = %name.shown(), "lock session lost; taking the lock on a new one");
+            take_on_session(owner, &name, wait)?
         }
+        taken => taken?,
+    };
+    let Some(held) = held else {
+        return Ok(None);
     };
     let mut guard = LockGuard {
         session,
@@ -171,6 +172,27 @@ fn acquire(owner: &Owner<'_>, name: &str, wait: Wait) -> Result<Option<LockGuard
     guard.token = guard.draw_token()?;
     tracing::debug!(lock = %guard.name.shown(), token = guard.token, "lock acquired");
     Ok(Some(guard))
+}
+
+/// Takes the lock `name` on this thread's session for `owner`; `None`
+/// when it was not free or the wait timed out.
+fn take_on_session(
+    owner: &Owner<'_>,
+    name: &LockName,
+    wait: Wait,
+) -> Result<(Rc<Session>, Option<Held>)> {
+    let timeout = owner.lock_timeout;
+    let session = Session::for_owner(owner, |conn| setup(conn, timeout))?;
+    if !session.claim(name.key()) {
+        return Err(Error::LockHeld { name: name.shown() });
+    }
+    match take(owner, &session, name, wait) {
+        Ok(Some(held)) => Ok((session, Some(held))),
+        other => {
+            session.unclaim(name.key());
+            other.map(|_| (session, None))
+        }
+    }
 }
 
 impl LockGuard {
