@@ -664,6 +664,36 @@ fn a_lock_taken_after_its_threads_session_was_reset_unnoticed_gets_a_new_session
     });
 }
 
+/// A lock session cut on the way (the holder's side reset, the server's
+/// side left open: a failed path, a NAT that dropped the flow) is lost to
+/// its holder, whose guard says so, but not to the server, which went on
+/// holding the lock for the dead session until its own keepalive or
+/// `wait_timeout` noticed, hours later: no process could take it again.
+#[test]
+fn a_lock_whose_session_was_cut_unseen_by_the_server_can_be_taken_again() {
+    each_backend(|target| {
+        if target.backend == Backend::Sqlite {
+            return; // no network
+        }
+        let db = target.fresh();
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let store = Store::builder(&proxy.url())
+            .coherence(false)
+            .lock_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let guard = store.lock("half-open").unwrap();
+        proxy.reset_clients();
+        assert!(!guard.is_held(), "the guard knows its lock is gone");
+        drop(guard);
+        let again = store.lock("half-open");
+        assert!(
+            matches!(&again, Ok(again) if again.is_held()),
+            "the server still holds the lock for the cut session: {again:?}"
+        );
+    });
+}
+
 /// A lock's session is a new connection: on a server that accepts sockets
 /// and never answers (hung, or behind a black-holed path), taking a lock
 /// must fail within the store's timeouts, not wait for the network. On

@@ -33,6 +33,9 @@ struct Shared {
     stopped: AtomicBool,
     /// Every connection forwarded, until the proxy stops or resets it.
     links: Mutex<Vec<Link>>,
+    /// Server connections of links whose client was reset alone, kept open
+    /// and silent until the proxy is dropped.
+    orphans: Mutex<Vec<TcpStream>>,
 }
 
 /// One client connection, its connection to the server and their threads.
@@ -127,6 +130,24 @@ impl Proxy {
                 let _ = thread.join();
             }
             // The last descriptors of both sockets close here.
+        }
+    }
+
+    /// Resets every client connection open now (a RST to each) and keeps
+    /// its server connection open and silent: a cut the server does not
+    /// see, as when the path between them fails, until its own keepalive
+    /// or timeout notices.
+    pub fn reset_clients(&self) {
+        let links: Vec<Link> = self.shared.links.lock().unwrap().drain(..).collect();
+        for link in links {
+            socket2::SockRef::from(&link.client)
+                .set_linger(Some(Duration::ZERO))
+                .expect("SO_LINGER");
+            link.cut.store(true, Ordering::SeqCst);
+            for thread in link.threads {
+                let _ = thread.join();
+            }
+            self.shared.orphans.lock().unwrap().push(link.server);
         }
     }
 }
