@@ -39,11 +39,41 @@ const WAIT: Duration = Duration::from_secs(5);
 pub(crate) fn end(url: &DatabaseUrl, config: &PoolConfig, session: Session) -> bool {
     let (url, busy_timeout) = (url.clone(), config.busy_timeout);
     let connect_timeout = config.connection_timeout.min(WAIT);
+    within_wait(move || end_and_wait(&url, connect_timeout, busy_timeout, session))
+}
+
+/// Ends `session`, a lock session its holder found lost, idle or not, on
+/// the server `url` names: a server that did not see the connection go
+/// (a failed path, a dropped flow) would keep its locks until its own
+/// keepalive or timeout noticed. Returns whether the statement ran within
+/// [`WAIT`].
+pub(crate) fn end_lock_session(
+    url: &DatabaseUrl,
+    connect_timeout: Duration,
+    busy_timeout: Duration,
+    session: Session,
+) -> bool {
+    let url = url.clone();
+    let connect_timeout = connect_timeout.min(WAIT);
+    within_wait(move || {
+        let url = with_connect_timeout(&url, connect_timeout).map_err(|e| e.to_string())?;
+        let mut conn = Manager::new(url, busy_timeout).open().map_err(|e| e.0)?;
+        let dialect = dialect::of(conn.backend());
+        // A failure may only mean the session is gone already.
+        let _ = conn.batch_execute(&dialect.end_idle_session(session.id, session.started));
+        Ok(true)
+    })
+}
+
+/// Runs `work` on a thread of its own, so that a server that cannot be
+/// reached holds the caller for [`WAIT`] at most; its outcome, false when
+/// it failed or took longer.
+fn within_wait(work: impl FnOnce() -> Result<bool, String> + Send + 'static) -> bool {
     let (sender, ended) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("larder-lost-session".into())
         .spawn(move || {
-            let gone = end_and_wait(&url, connect_timeout, busy_timeout, session);
+            let gone = work();
             if let Err(err) = &gone {
                 tracing::debug!(error = %err, "could not end a lost session");
             }

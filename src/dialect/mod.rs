@@ -139,6 +139,14 @@ pub(crate) trait Dialect: Sync {
         String::new()
     }
 
+    /// A statement ending session `id` (started at `started`) whatever it
+    /// does, idle included: a lock session its holder lost, whose locks the
+    /// server keeps until it ends. It may fail when the session is gone.
+    fn end_idle_session(&self, id: i64, started: i64) -> String {
+        let _ = (id, started);
+        String::new()
+    }
+
     /// A query with one `BigInt` column `count`: 1 while session `id`
     /// (started at `started`) runs a statement, else 0.
     fn session_runs(&self, id: i64, started: i64) -> String {

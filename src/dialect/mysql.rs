@@ -123,6 +123,10 @@ impl Dialect for Mysql {
         format!("KILL CONNECTION {id}")
     }
 
+    fn end_idle_session(&self, id: i64, _started: i64) -> String {
+        format!("KILL CONNECTION {id}")
+    }
+
     fn session_runs(&self, id: i64, _started: i64) -> String {
         format!(
             "SELECT COUNT(*) AS count FROM information_schema.PROCESSLIST \

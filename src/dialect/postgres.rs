@@ -108,6 +108,13 @@ DROP FUNCTION IF EXISTS larder_capture_{table}();
         )
     }
 
+    fn end_idle_session(&self, id: i64, started: i64) -> String {
+        format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = {id} \
+             AND (extract(epoch FROM backend_start) * 1000000)::bigint = {started}"
+        )
+    }
+
     fn session_runs(&self, id: i64, started: i64) -> String {
         format!(
             "SELECT count(*) AS count FROM pg_stat_activity WHERE {}",

@@ -16,9 +16,10 @@ use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Owner;
-use crate::backend::Manager;
+use crate::backend::{self, Manager};
 use crate::error::{Error, Result};
 use crate::pool::{with_connect_timeout, Connection};
+use crate::url::DatabaseUrl;
 
 thread_local! {
     /// This thread's live session per store id. Weak: a session closes (and
@@ -36,6 +37,10 @@ pub(crate) struct Session {
     held: RefCell<HashSet<i64>>,
     /// Set when the connection was lost or closed: new locks need a new session.
     dead: Cell<bool>,
+    /// Its server session, read when it opened, and how to reach the
+    /// server to end it once lost (see [`end_lost`](Session::end_lost)).
+    server: Option<backend::Session>,
+    ender: Ender,
     /// Who holds and waits, for the SQLite deadlock detector's records.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     owner: String,
@@ -66,10 +71,17 @@ impl Session {
         );
         let mut conn = manager.open().map_err(|err| url.connection_error(&err.0))?;
         let scope = setup(&mut conn)?;
+        let server = backend::session_of(&mut conn);
         let session = Rc::new(Session {
             conn: RefCell::new(Some(conn)),
             held: RefCell::new(HashSet::new()),
             dead: Cell::new(false),
+            server,
+            ender: Ender {
+                url: url.clone(),
+                connect_timeout: owner.connect_timeout,
+                busy_timeout: owner.busy_timeout,
+            },
             owner: new_owner(),
             scope,
         });
@@ -99,10 +111,30 @@ impl Session {
     ) -> Option<Result<T>> {
         let mut conn = self.conn.borrow_mut();
         let result = work(conn.as_mut()?);
-        if matches!(result, Err(Error::ConnectionLost { .. })) {
-            self.dead.set(true);
+        if matches!(result, Err(Error::ConnectionLost { .. })) && !self.dead.replace(true) {
+            self.end_lost();
         }
         Some(result)
+    }
+
+    /// Ends the server session of this lost connection: a server that did
+    /// not see it go would hold its locks, for a holder that knows it lost
+    /// them, until its own keepalive or timeout noticed.
+    fn end_lost(&self) {
+        let Some(server) = self.server else {
+            return;
+        };
+        let ender = &self.ender;
+        if !crate::lost::end_lock_session(
+            &ender.url,
+            ender.connect_timeout,
+            ender.busy_timeout,
+            server,
+        ) {
+            tracing::warn!(
+                "could not end a lost lock session: the server may hold its locks until it notices"
+            );
+        }
     }
 
     /// Closes the connection, so the server releases every lock the
@@ -117,6 +149,13 @@ impl Session {
     pub(crate) fn owner(&self) -> &str {
         &self.owner
     }
+}
+
+/// Where and how a lost session is ended.
+struct Ender {
+    url: DatabaseUrl,
+    connect_timeout: std::time::Duration,
+    busy_timeout: std::time::Duration,
 }
 
 /// A name no other live session on this host has: the process id, a
