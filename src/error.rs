@@ -180,7 +180,7 @@ pub enum Error {
     /// A commit is refused alike when a savepoint the application opened
     /// in the transaction is still open (its closure panicked).
     #[error(
-        "transaction aborted{}: a statement in it failed, so it is rolled back, not committed",
+        "transaction aborted{}: a statement in it failed (or a savepoint in it was left open), so it is rolled back, not committed",
         refused(*.table)
     )]
     #[non_exhaustive]
@@ -472,7 +472,8 @@ impl Error {
         }
     }
 
-    /// The transaction's commit was refused because a statement in it failed.
+    /// The transaction's commit was refused because a statement in it failed
+    /// or a savepoint in it was left open.
     pub(crate) fn commit_refused() -> Error {
         Error::TransactionAborted {
             table: None,
@@ -1104,7 +1105,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "transaction aborted (a statement on users was refused): a statement in it \
-             failed, so it is rolled back, not committed"
+             failed (or a savepoint in it was left open), so it is rolled back, not committed"
         );
         let refused = Error::commit_refused();
         assert!(refused.source().is_none());
