@@ -1346,3 +1346,81 @@ fn a_panicking_destructor_in_a_watcher_flush_does_not_end_the_watcher() {
         .get(FlushReason::StuckCheck);
     assert_eq!(stuck, 0, "the watcher died: only the guard's clock flushes");
 }
+
+// An entity of the users table whose destructor, once asked to, holds the
+// watcher's flush open (it runs as the flush lets the row go) until the test
+// says go on.
+user_entity!(PausingUser, || {});
+static PAUSE_ON_DROP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static PAUSED: common::interleave::Latch = common::interleave::Latch::new();
+static GO_ON: common::interleave::Latch = common::interleave::Latch::new();
+
+impl Drop for PausingUser {
+    fn drop(&mut self) {
+        if PAUSE_ON_DROP.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            PAUSED.open();
+            GO_ON.wait();
+        }
+    }
+}
+
+/// The change log dropped and created again, as `larder migrate redo` of
+/// larder's own migrations does it: its ids start over.
+fn recreate_change_log(backend: Backend) -> String {
+    let (log, keys) = match backend {
+        Backend::Sqlite => (
+            include_str!("../migrations/sqlite/2026-11-25-000001_change_log/up.sql"),
+            include_str!("../migrations/sqlite/2026-11-25-000003_change_keys/up.sql"),
+        ),
+        _ => (
+            include_str!("../migrations/mysql/2026-11-25-000001_change_log/up.sql"),
+            include_str!("../migrations/mysql/2026-11-25-000003_change_keys/up.sql"),
+        ),
+    };
+    format!("DROP TABLE larder_changes;\n{log}\n{keys}")
+}
+
+/// A watcher that finds the change log recreated flushes and starts over at
+/// the new log's end. It flushed first and read the end after: a change
+/// committed in between (to a row cached again after the flush) lay below
+/// the new position, was never read, and the row stayed stale for good.
+#[test]
+fn a_change_committed_while_a_recreated_log_is_flushed_for_is_not_missed() {
+    each_backend(|target| {
+        if target.backend == Backend::Postgres {
+            return; // no change log
+        }
+        let (db, ann, _, _) = seeded(target);
+        let bob = common::user(&db.store, "bob").id;
+        // Polls every second: the log is recreated before the first poll,
+        // which is also the first look for a recreated log.
+        let a = Store::builder(&db.url())
+            .max_staleness(Duration::from_secs(4))
+            .build()
+            .unwrap();
+        let users = a.repo::<PausingUser>();
+        drop(users.get(bob).unwrap()); // held by the map alone
+        PAUSED.reset();
+        GO_ON.reset();
+        PAUSE_ON_DROP.store(true, std::sync::atomic::Ordering::SeqCst);
+        db.raw(&recreate_change_log(db.backend));
+        PAUSED.wait();
+        // The watcher is flushing for the recreated log: ann is cached
+        // again, then changed by another process.
+        assert_eq!(users.get(ann).unwrap().unwrap().0.name, "ann");
+        db.raw(&format!("UPDATE users SET name = 'Ann' WHERE id = {ann}"));
+        GO_ON.open();
+        let stats = a.stats().coherence;
+        assert!(
+            stats.flushes_by_reason.get(FlushReason::LogRecreated) >= 1,
+            "{stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(
+            users.get(ann).unwrap().unwrap().0.name,
+            "Ann",
+            "a change committed as the recreated log was flushed for was never read ({:?})",
+            a.stats().coherence
+        );
+    });
+}
