@@ -462,7 +462,7 @@ fn maintain(conn: &mut Connection, ctx: &Context, position: &mut Position) -> Re
 }
 
 /// Checks the log still ends at or after the position; when it was dropped
-/// or recreated, flushes the caches and starts over at its new end.
+/// or recreated, starts over at its new end and flushes the caches.
 fn reconcile(conn: &mut Connection, ctx: &Context, position: &mut Position) -> Result<()> {
     let Position::At(cursor) = &*position else {
         return Ok(());
@@ -472,8 +472,10 @@ fn reconcile(conn: &mut Connection, ctx: &Context, position: &mut Position) -> R
         Some((_, newest)) => newest.unwrap_or(0) < cursor.last(),
     };
     if moved_back {
-        ctx.flush(FlushReason::LogRecreated);
+        // The end first: a change committed after the flush lies past it and
+        // is read, as at start-up (`LogPoller::open`).
         *position = end(conn)?;
+        ctx.flush(FlushReason::LogRecreated);
     }
     Ok(())
 }
