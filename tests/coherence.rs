@@ -1424,3 +1424,64 @@ fn a_change_committed_while_a_recreated_log_is_flushed_for_is_not_missed() {
         );
     });
 }
+
+#[derive(diesel::QueryableByName)]
+struct Newest {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    newest: Option<i64>,
+}
+
+/// The change log's highest id.
+fn newest_change(db: &TestDb) -> i64 {
+    use diesel::RunQueryDsl;
+    let mut conn = larder::Connection::establish(&db.url()).unwrap();
+    let query = diesel::sql_query("SELECT MAX(id) AS newest FROM larder_changes");
+    let row: Newest = larder::with_connection!(&mut conn, |c| query.get_result(c)).unwrap();
+    row.newest.unwrap_or(0)
+}
+
+/// A recreated change log is told by its ids having moved back below the
+/// watcher's position. One that other processes wrote past that position
+/// before the watcher looked (a young log, busy writers, 30 s between looks)
+/// went unnoticed: the watcher read on from its old position, and every
+/// change below it, in the new log, was never read.
+#[test]
+fn a_recreated_log_already_past_the_watchers_position_is_noticed() {
+    each_backend(|target| {
+        if target.backend == Backend::Postgres {
+            return; // no change log
+        }
+        let (db, ann, _, _) = seeded(target);
+        // Polls every second: the log is recreated and refilled before the
+        // first poll, which is also the first look for a recreated log.
+        let a = Store::builder(&db.url())
+            .max_staleness(Duration::from_secs(4))
+            .build()
+            .unwrap();
+        assert_eq!(name_of(&a, ann).as_deref(), Some("ann"));
+        let position = newest_change(&db);
+        // Other processes' changes, past the position, to tables not cached here.
+        let elsewhere: Vec<String> = (0..position + 5)
+            .map(|n| format!("('elsewhere', {n}, 'U')"))
+            .collect();
+        db.raw(&format!(
+            "{}\nUPDATE users SET name = 'Ann' WHERE id = {ann};\n\
+             INSERT INTO larder_changes (table_name, row_id, op) VALUES {};",
+            recreate_change_log(db.backend),
+            elsewhere.join(", ")
+        ));
+        assert!(newest_change(&db) > position);
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(
+            name_of(&a, ann).as_deref(),
+            Some("Ann"),
+            "a change in a recreated log, below the watcher's old position, was never read ({:?})",
+            a.stats().coherence
+        );
+        let stats = a.stats().coherence;
+        assert!(
+            stats.flushes_by_reason.get(FlushReason::LogRecreated) >= 1,
+            "{stats:?}"
+        );
+    });
+}
