@@ -81,6 +81,9 @@ pub(super) struct LogPoller {
     position: Position,
     proof: Proof,
     data_version: Option<i64>,
+    /// The change of highest id read (or found at the log's end): still
+    /// there, unchanged, unless the log was pruned past it or recreated.
+    mark: Option<Change>,
     last_prune: Instant,
     warned_missing: bool,
 }
@@ -93,6 +96,7 @@ impl LogPoller {
         // The version first: a commit between the two reads is then read again.
         let data_version = data_version(&mut conn)?;
         let position = end(&mut conn)?;
+        let mark = mark_at(&mut conn, &position)?;
         let proof = match conn.backend() {
             crate::Backend::Sqlite => Proof::Serial,
             _ => Proof::Snapshots {
@@ -105,6 +109,7 @@ impl LogPoller {
             position,
             proof,
             data_version,
+            mark,
             // Prune on the first poll: a log nobody read for a while may be long.
             last_prune: Instant::now()
                 .checked_sub(PRUNE_EVERY)
@@ -119,7 +124,7 @@ impl LogPoller {
                 return Ok(None);
             }
             let mut conn = ctx.connect()?;
-            reconcile(&mut conn, ctx, &mut self.position)?;
+            reconcile(&mut conn, ctx, &mut self.position, &mut self.mark)?;
             self.conn = Some(conn);
             self.data_version = None;
             self.reconnect.recovered(ctx);
@@ -130,7 +135,7 @@ impl LogPoller {
         notice_new_log(conn, &mut self.position)?;
         if matches!(self.position, Position::At(_)) && self.last_prune.elapsed() >= PRUNE_EVERY {
             self.last_prune = Instant::now();
-            maintain(conn, ctx, &mut self.position)?;
+            maintain(conn, ctx, &mut self.position, &mut self.mark)?;
         }
         if let Position::At(cursor) = &mut self.position {
             let provable = matches!(self.proof, Proof::Snapshots { .. });
@@ -148,7 +153,7 @@ impl LogPoller {
         let Position::At(cursor) = &mut self.position else {
             return self.without_log(ctx, version, started);
         };
-        read_changes(conn, ctx, cursor)?;
+        read_changes(conn, ctx, cursor, &mut self.mark)?;
         self.proof.settle(conn, ctx, cursor)?;
         // Remembered only now: a poll that failed must run again in full.
         self.data_version = version;
@@ -344,8 +349,13 @@ fn data_version(conn: &mut Connection) -> Result<Option<i64>> {
 }
 
 /// Applies every change past the cursor's mark and any skipped id that has
-/// appeared since.
-fn read_changes(conn: &mut Connection, ctx: &Context, cursor: &mut Cursor) -> Result<()> {
+/// appeared since; `mark` becomes the last of them.
+fn read_changes(
+    conn: &mut Connection,
+    ctx: &Context,
+    cursor: &mut Cursor,
+    mark: &mut Option<Change>,
+) -> Result<()> {
     let now = Instant::now();
     // Skipped ids first: they all lie below the mark, so the changes are
     // still applied in id order.
@@ -355,8 +365,12 @@ fn read_changes(conn: &mut Connection, ctx: &Context, cursor: &mut Cursor) -> Re
         apply(ctx, cursor, rows, now);
     }
     loop {
-        let rows = crate::with_connection!(conn, |c| after(cursor.last()).load(c)).map_err(lost)?;
+        let rows: Vec<Change> =
+            crate::with_connection!(conn, |c| after(cursor.last()).load(c)).map_err(lost)?;
         let full = rows.len() as i64 == BATCH;
+        if let Some(last) = rows.last() {
+            *mark = Some(last.clone());
+        }
         apply(ctx, cursor, rows, now);
         if !full {
             return Ok(());
@@ -445,8 +459,13 @@ fn skipped(gaps: &[i64]) -> Skipped<'_> {
 /// What remains is a mark the whole log was pruned past, which takes
 /// minutes without a poll: the first poll after such a pause is due for
 /// maintenance, and maintenance looks before it reads.
-fn maintain(conn: &mut Connection, ctx: &Context, position: &mut Position) -> Result<()> {
-    reconcile(conn, ctx, position)?;
+fn maintain(
+    conn: &mut Connection,
+    ctx: &Context,
+    position: &mut Position,
+    mark: &mut Option<Change>,
+) -> Result<()> {
+    reconcile(conn, ctx, position, mark)?;
     let Position::At(cursor) = position else {
         return Ok(());
     };
@@ -461,23 +480,63 @@ fn maintain(conn: &mut Connection, ctx: &Context, position: &mut Position) -> Re
     Ok(())
 }
 
-/// Checks the log still ends at or after the position; when it was dropped
-/// or recreated, starts over at its new end and flushes the caches.
-fn reconcile(conn: &mut Connection, ctx: &Context, position: &mut Position) -> Result<()> {
+/// Checks the log still ends at or after the position and still holds the
+/// `mark` read from it; when it was dropped or recreated, starts over at its
+/// new end and flushes the caches.
+fn reconcile(
+    conn: &mut Connection,
+    ctx: &Context,
+    position: &mut Position,
+    mark: &mut Option<Change>,
+) -> Result<()> {
     let Position::At(cursor) = &*position else {
         return Ok(());
     };
-    let moved_back = match bounds(conn)? {
+    let recreated = match bounds(conn)? {
         None => true,
-        Some((_, newest)) => newest.unwrap_or(0) < cursor.last(),
+        // Others may have written the new log past the position already.
+        Some((_, newest)) => newest.unwrap_or(0) < cursor.last() || replaced(conn, mark)?,
     };
-    if moved_back {
+    if recreated {
         // The end first: a change committed after the flush lies past it and
         // is read, as at start-up (`LogPoller::open`).
         *position = end(conn)?;
+        *mark = None;
         ctx.flush(FlushReason::LogRecreated);
+        *mark = mark_at(conn, position)?;
     }
     Ok(())
+}
+
+/// Whether the row of `mark`'s id is no longer the change read there. Gone,
+/// it was pruned if it now lies below the log's oldest row (pruning removes
+/// the oldest ids only); else the log was recreated. (A recreated log whose
+/// row of that id names the very same change is not told apart.)
+fn replaced(conn: &mut Connection, mark: &Option<Change>) -> Result<bool> {
+    let Some(mark) = mark else {
+        return Ok(false);
+    };
+    match change(conn, mark.0)? {
+        Some(row) => Ok(row != *mark),
+        None => Ok(oldest(conn)?.is_none_or(|oldest| oldest <= mark.0)),
+    }
+}
+
+/// The change at a position's last id, its mark (`None` for a log that is
+/// missing, or has no row there).
+fn mark_at(conn: &mut Connection, position: &Position) -> Result<Option<Change>> {
+    match position {
+        Position::At(cursor) if cursor.last() > 0 => change(conn, cursor.last()),
+        _ => Ok(None),
+    }
+}
+
+/// The change of id `id`, if the log holds it.
+fn change(conn: &mut Connection, id: i64) -> Result<Option<Change>> {
+    let query = larder_changes::table
+        .filter(larder_changes::id.eq(id))
+        .select(CHANGE_COLUMNS);
+    crate::with_connection!(conn, |c| query.first(c).optional()).map_err(lost)
 }
 
 /// Deletes rows older than [`RETENTION`], oldest ids first, never from
