@@ -1485,3 +1485,59 @@ fn a_recreated_log_already_past_the_watchers_position_is_noticed() {
         );
     });
 }
+
+/// MySQL: a watcher that finds the log pruned past its position (it fell
+/// behind: its connection was down, its process stopped) flushes and moves
+/// its position up to the log's oldest row. An id between the two held by a
+/// transaction still open was skipped with the pruned ones: not a gap, below
+/// the position, its change was never read when the transaction committed,
+/// after the flush.
+#[test]
+fn an_open_change_between_the_position_and_a_log_pruned_past_it_is_read_when_it_commits() {
+    let _turn = server_transactions();
+    use diesel::connection::SimpleConnection;
+    each_backend(|target| {
+        if target.backend != Backend::Mysql {
+            return; // SQLite commits in id order; PostgreSQL keeps no log
+        }
+        let (db, ann, _, _) = seeded(target);
+        let bob = common::user(&db.store, "bob").id;
+        // Polls every second: what follows happens before the first poll,
+        // which is also the first look for a log pruned past the position.
+        let a = Store::builder(&db.url())
+            .max_staleness(Duration::from_secs(4))
+            .build()
+            .unwrap();
+        let position = newest_change(&db);
+        let mut slow = open_transaction(
+            &db,
+            &format!("UPDATE users SET name = 'Ann' WHERE id = {ann}"),
+        );
+        db.raw(&format!("UPDATE users SET name = 'Bob' WHERE id = {bob}"));
+        // Pruned by another process up to the newest row, the open one
+        // aside (one id at a time: a range would wait for its lock).
+        let deletes: Vec<String> = (1..=position)
+            .map(|id| format!("DELETE FROM larder_changes WHERE id = {id};"))
+            .collect();
+        db.raw(&deletes.concat());
+        std::thread::sleep(Duration::from_millis(2500));
+        let pruned = FlushReason::FellBehindPruning;
+        assert!(
+            a.stats().coherence.flushes_by_reason.get(pruned) >= 1,
+            "the premise: the watcher found the log pruned past its position"
+        );
+        assert_eq!(
+            name_of(&a, ann).as_deref(),
+            Some("ann"),
+            "not committed yet"
+        );
+        slow.batch_execute("COMMIT").unwrap();
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(
+            name_of(&a, ann).as_deref(),
+            Some("Ann"),
+            "a change held open across the log's pruning was never read ({:?})",
+            a.stats().coherence
+        );
+    });
+}
