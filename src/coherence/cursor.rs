@@ -225,10 +225,13 @@ impl Cursor {
 
     /// The log's lowest id is `oldest` (`None`: the log is empty). Ids
     /// below it that were not read may have been pruned unread: asks for a
-    /// flush, which covers them, and moves past them. A gap below it that is
-    /// not proven ended stays watched, though: an open transaction's id can
-    /// lie below every committed row (a log that was empty when it began),
-    /// and its change must still be read when it commits.
+    /// flush, which covers them. An id below it that may still be held by
+    /// an open transaction stays watched, though: an open transaction's id
+    /// can lie below every committed row (a log that was empty when it
+    /// began, or pruned since), and its change must still be read when it
+    /// commits. So a gap not proven ended is kept, and the mark stays where
+    /// it is: the next read records the ids past it as gaps, settled (with
+    /// a flush) once their transactions have ended.
     pub(super) fn behind(&mut self, oldest: Option<i64>) -> Option<FlushReason> {
         let oldest = oldest?;
         let skipped = oldest > self.last + 1 || self.first_unread() < oldest;
@@ -239,7 +242,6 @@ impl Cursor {
                 .into_iter()
                 .filter(|(_, gap)| gap.watch != Watch::Ended),
         );
-        self.last = self.last.max(oldest - 1);
         self.forget_unused_snapshots();
         skipped.then_some(FlushReason::FellBehindPruning)
     }
@@ -476,17 +478,30 @@ mod tests {
     }
 
     #[test]
-    fn a_log_pruned_past_the_mark_asks_for_a_flush_and_moves_on() {
+    fn a_log_pruned_past_the_mark_asks_for_a_flush() {
         let mut cursor = after(&[1, 2]);
         assert_eq!(cursor.behind(Some(1)), None);
         assert_eq!(cursor.behind(Some(3)), None, "3 is next, not skipped");
         assert_eq!(cursor.behind(Some(9)), Some(FlushReason::FellBehindPruning));
-        assert_eq!(cursor.last(), 8);
         assert_eq!(
             cursor.behind(None),
             None,
             "an empty log: nothing to compare"
         );
+        // The ids skipped up to the oldest row may be held by transactions
+        // still open: the read that finds that row watches them as gaps.
+        assert_eq!(cursor.last(), 2);
+        assert_eq!(cursor.read(9, Instant::now()), None);
+        assert_eq!(cursor.gaps(), [3, 4, 5, 6, 7, 8]);
+        cursor.open_transactions(&trx(&[70]));
+        assert_eq!(cursor.read(5, Instant::now()), None, "committed late: read");
+        cursor.open_transactions(&trx(&[]));
+        assert_eq!(
+            cursor.settle(Some(9)),
+            Some(FlushReason::FellBehindPruning),
+            "the others ended unread, pruned"
+        );
+        assert!(cursor.gaps().is_empty());
 
         let mut gapped = after(&[1, 5]); // gaps 2, 3, 4
         gapped.all_ended();
