@@ -1364,6 +1364,21 @@ impl Drop for PausingUser {
     }
 }
 
+/// How often [`slow_polling_store`] polls: its first poll, which is also
+/// its first look for a recreated or pruned log, comes this long after it
+/// starts, time for a test to set the log up.
+const SLOW_POLL: Duration = Duration::from_secs(2);
+
+/// A coherent store that polls every [`SLOW_POLL`], its staleness bound far
+/// enough that its guard never flushes during a test.
+fn slow_polling_store(db: &TestDb) -> Store {
+    Store::builder(&db.url())
+        .max_staleness(Duration::from_secs(20))
+        .poll_interval(SLOW_POLL)
+        .build()
+        .expect("slow polling store")
+}
+
 /// The change log dropped and created again, as `larder migrate redo` of
 /// larder's own migrations does it: its ids start over.
 fn recreate_change_log(backend: Backend) -> String {
@@ -1392,12 +1407,8 @@ fn a_change_committed_while_a_recreated_log_is_flushed_for_is_not_missed() {
         }
         let (db, ann, _, _) = seeded(target);
         let bob = common::user(&db.store, "bob").id;
-        // Polls every second: the log is recreated before the first poll,
-        // which is also the first look for a recreated log.
-        let a = Store::builder(&db.url())
-            .max_staleness(Duration::from_secs(4))
-            .build()
-            .unwrap();
+        // What follows happens before the first poll.
+        let a = slow_polling_store(&db);
         let users = a.repo::<PausingUser>();
         drop(users.get(bob).unwrap()); // held by the map alone
         PAUSED.reset();
@@ -1415,7 +1426,7 @@ fn a_change_committed_while_a_recreated_log_is_flushed_for_is_not_missed() {
             stats.flushes_by_reason.get(FlushReason::LogRecreated) >= 1,
             "{stats:?}"
         );
-        std::thread::sleep(Duration::from_millis(2500));
+        std::thread::sleep(SLOW_POLL * 2 + Duration::from_millis(500));
         assert_eq!(
             users.get(ann).unwrap().unwrap().0.name,
             "Ann",
@@ -1452,12 +1463,8 @@ fn a_recreated_log_already_past_the_watchers_position_is_noticed() {
             return; // no change log
         }
         let (db, ann, _, _) = seeded(target);
-        // Polls every second: the log is recreated and refilled before the
-        // first poll, which is also the first look for a recreated log.
-        let a = Store::builder(&db.url())
-            .max_staleness(Duration::from_secs(4))
-            .build()
-            .unwrap();
+        // What follows happens before the first poll.
+        let a = slow_polling_store(&db);
         assert_eq!(name_of(&a, ann).as_deref(), Some("ann"));
         let position = newest_change(&db);
         // Other processes' changes, past the position, to tables not cached here.
@@ -1471,7 +1478,7 @@ fn a_recreated_log_already_past_the_watchers_position_is_noticed() {
             elsewhere.join(", ")
         ));
         assert!(newest_change(&db) > position);
-        std::thread::sleep(Duration::from_millis(2500));
+        std::thread::sleep(SLOW_POLL * 2 + Duration::from_millis(500));
         assert_eq!(
             name_of(&a, ann).as_deref(),
             Some("Ann"),
@@ -1502,12 +1509,8 @@ fn an_open_change_between_the_position_and_a_log_pruned_past_it_is_read_when_it_
         }
         let (db, ann, _, _) = seeded(target);
         let bob = common::user(&db.store, "bob").id;
-        // Polls every second: what follows happens before the first poll,
-        // which is also the first look for a log pruned past the position.
-        let a = Store::builder(&db.url())
-            .max_staleness(Duration::from_secs(4))
-            .build()
-            .unwrap();
+        // What follows happens before the first poll.
+        let a = slow_polling_store(&db);
         let position = newest_change(&db);
         let mut slow = open_transaction(
             &db,
@@ -1520,7 +1523,7 @@ fn an_open_change_between_the_position_and_a_log_pruned_past_it_is_read_when_it_
             .map(|id| format!("DELETE FROM larder_changes WHERE id = {id};"))
             .collect();
         db.raw(&deletes.concat());
-        std::thread::sleep(Duration::from_millis(2500));
+        std::thread::sleep(SLOW_POLL * 2 + Duration::from_millis(500));
         let pruned = FlushReason::FellBehindPruning;
         assert!(
             a.stats().coherence.flushes_by_reason.get(pruned) >= 1,
@@ -1532,7 +1535,7 @@ fn an_open_change_between_the_position_and_a_log_pruned_past_it_is_read_when_it_
             "not committed yet"
         );
         slow.batch_execute("COMMIT").unwrap();
-        std::thread::sleep(Duration::from_millis(2500));
+        std::thread::sleep(SLOW_POLL * 2 + Duration::from_millis(500));
         assert_eq!(
             name_of(&a, ann).as_deref(),
             Some("Ann"),
