@@ -518,3 +518,62 @@ fn a_key_column_with_its_own_sql_name_is_read_and_captured() {
         );
     });
 }
+
+/// A table whose SQL name is longer than most: 45 bytes, well within what
+/// every backend allows (PostgreSQL 63, MySQL 64).
+mod long_named {
+    diesel::table! {
+        subscription_invoice_line_items_with_discount (id) {
+            id -> BigInt,
+            invoice_id -> BigInt,
+            cents -> BigInt,
+        }
+    }
+}
+
+#[derive(Debug, Queryable, larder::Entity)]
+#[larder(table = long_named::subscription_invoice_line_items_with_discount, new = NewLine, changes = LineChanges)]
+struct Line {
+    id: i64,
+    #[larder(key)]
+    invoice_id: i64,
+    cents: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = long_named::subscription_invoice_line_items_with_discount)]
+struct NewLine {
+    invoice_id: i64,
+    cents: i64,
+}
+
+#[derive(AsChangeset)]
+#[diesel(table_name = long_named::subscription_invoice_line_items_with_discount)]
+struct LineChanges {
+    cents: Option<i64>,
+}
+
+/// The derive accepts the table, so its writes must work: a keyed entity's
+/// update and delete read the row's key values first, by the table's name.
+#[test]
+fn a_keyed_entity_of_a_long_named_table_can_be_updated_and_deleted() {
+    each_backend(|target| {
+        let db = target.fresh();
+        db.raw(&format!(
+            "CREATE TABLE subscription_invoice_line_items_with_discount \
+             (id {}, invoice_id BIGINT NOT NULL, cents BIGINT NOT NULL)",
+            serial_key(db.backend)
+        ));
+        let lines = db.store.repo::<Line>();
+        let line = lines
+            .create(NewLine {
+                invoice_id: 3,
+                cents: 100,
+            })
+            .unwrap();
+        let changes = LineChanges { cents: Some(250) };
+        assert_eq!(lines.update(line.id, changes).unwrap().cents, 250);
+        assert!(lines.delete(line.id).unwrap());
+        assert!(lines.get(line.id).unwrap().is_none());
+    });
+}
