@@ -133,9 +133,6 @@ const LONGEST_TRIGGER_NAME_ADDS: usize = "larder_capture_".len() + "_update_id".
 /// The longest name MySQL gives a trigger.
 const MYSQL_LONGEST_NAME: usize = 64;
 
-/// Refuses a table or column name that is not a plain identifier: besides
-/// the quoted identifiers, such names make up the triggers' own names and
-/// travel in change payloads and key values that are split on spaces, `=` and `,`.
 /// The tables larder's own migrations create. None is cached, and the
 /// change log must not be captured: its trigger would write the table the
 /// statement writes, which MySQL refuses (error 1442) for every captured
@@ -157,19 +154,38 @@ fn check_not_own(table: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a table or column name that is not a plain identifier: besides
+/// the quoted identifiers, such names make up the triggers' own names and
+/// travel in change payloads and key values that are split on spaces, `=` and `,`.
+/// At most 40 bytes, so that the trigger names fit.
 pub(crate) fn check_identifier(table: &str) -> Result<()> {
-    let mut chars = table.chars();
-    let starts_well = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if starts_well && rest_ok && table.len() <= 40 {
+    if check_name(table).is_ok() && table.len() <= 40 {
         Ok(())
     } else {
         Err(Error::InvalidConfig {
             reason: format!(
                 "{table:?} is not a table name or column name larder can use \
                  (letters, digits and _, at most 40 bytes)"
+            ),
+        })
+    }
+}
+
+/// Refuses a table or column name that is not a plain identifier (letters,
+/// digits and `_`, not starting with a digit), of any length: what SQL that
+/// quotes it, such as a keyed write's key read, needs.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if starts_well && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            reason: format!(
+                "{name:?} is not a table name or column name larder can use \
+                 (letters, digits and _)"
             ),
         })
     }

@@ -5,7 +5,7 @@
 use diesel::sql_types::{Nullable, Text};
 use diesel::{QueryResult, QueryableByName, RunQueryDsl};
 
-use crate::coherence::capture::check_identifier;
+use crate::coherence::capture::check_name;
 use crate::dialect;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
@@ -43,9 +43,9 @@ pub(super) fn key_values<E: Entity>(tx: &Tx<'_>, id: i64) -> Result<Option<KeyVa
     if E::KEY_COLUMNS.is_empty() {
         return Ok(Some(Vec::new()));
     }
-    check_identifier(E::TABLE)?;
+    check_name(E::TABLE)?;
     for column in E::KEY_COLUMNS {
-        check_identifier(column)?;
+        check_name(column)?;
     }
     let text = tx.run(E::TABLE, Some(id), |conn| read::<E>(conn, id))?;
     let Some(text) = text else {
