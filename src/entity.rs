@@ -477,6 +477,28 @@ impl KeyField for Option<i64> {
 ///
 /// larder::entity!(Note { table: notes, new: NoteBody, changes: NoteBody });
 /// ```
+///
+/// That column must also be the primary key, alone: `find` loads by the
+/// `table!`'s primary key, while the captures and the identity map name a
+/// row by `id`. A table keyed by another column (`natural (code)` with an
+/// `id` column beside it) cached row `code` under that key, and another
+/// process's change to it, reported by `id`, never retired it. Refused at
+/// compile time, as is a composite key:
+///
+/// ```compile_fail,E0277
+/// use diesel::prelude::*;
+///
+/// diesel::table! { codes (code) { code -> BigInt, id -> BigInt, label -> Text } }
+///
+/// #[derive(Debug, Queryable)]
+/// pub struct Code { pub code: i64, pub id: i64, pub label: String }
+///
+/// #[derive(Insertable, AsChangeset)]
+/// #[diesel(table_name = codes)]
+/// pub struct CodeLabel { pub label: String }
+///
+/// larder::entity!(Code { table: codes, new: CodeLabel, changes: CodeLabel });
+/// ```
 #[macro_export]
 macro_rules! entity {
     ($model:ident { table: $($table:ident)::+, new: $new:ty, changes: $changes:ty $(, deleted_with: [$($parent:literal),* $(,)?])? $(, keys: [$($key:ident),* $(,)?])? $(,)? }) => {
