@@ -540,6 +540,8 @@ macro_rules! entity {
                     $crate::__private::is_named_id(<$($table::)+id as ::diesel::Column>::NAME),
                     "larder: the table's primary key column must be named `id` in SQL (no #[sql_name] on `id`)"
                 );
+                // `find` loads by the primary key, the captures name a row by `id`.
+                $crate::__private::keyed_by_id::<$($table::)+table, $($table::)+id>();
                 // `get_result`, not `first`: `first` binds `LIMIT ?`, and SQLite
                 // (3.50) re-prepares a statement whose LIMIT is a bound
                 // parameter every time it is bound, which tripled a miss's select.
@@ -683,6 +685,28 @@ where
     T: StaticQueryFragment<Component = Identifier<'static>>,
 {
     const NAME: &'static str = T::STATIC_COMPONENT.0;
+}
+
+/// Implemented by a column for itself alone: a table's primary key is
+/// `KeyedById<Id>` when it is the column `Id`.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "larder cannot cache this table: its primary key is not its `id` column alone",
+    label = "the `table!`'s primary key",
+    note = "larder loads a row by the `table!`'s primary key and names it by `id` in its \
+            capture triggers and identity map: declare the table as `name (id) {{ ... }}`"
+)]
+pub trait KeyedById<Id> {}
+
+impl<Id> KeyedById<Id> for Id {}
+
+/// Compiles only for a table `T` whose primary key is the column `Id`. Used
+/// by [`entity!`](crate::entity); public only for the macro's expansion.
+#[doc(hidden)]
+pub const fn keyed_by_id<T: diesel::Table, Id>()
+where
+    T::PrimaryKey: KeyedById<Id>,
+{
 }
 
 /// Whether a column's SQL name is `id`, which every SQL larder writes
