@@ -577,3 +577,470 @@ fn a_keyed_entity_of_a_long_named_table_can_be_updated_and_deleted() {
         assert!(lines.get(line.id).unwrap().is_none());
     });
 }
+
+/// A table and a key column named in mixed case, with the column types the
+/// blog has none of: booleans, floats, a blob, nullable text, and a key
+/// column that may be NULL.
+mod audit {
+    diesel::table! {
+        #[sql_name = "AuditEntries"]
+        audit_entries (id) {
+            id -> BigInt,
+            #[sql_name = "OwnerId"]
+            owner_id -> Nullable<BigInt>,
+            done -> Bool,
+            score -> Double,
+            ratio -> Nullable<Double>,
+            payload -> Binary,
+            note -> Nullable<Text>,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, larder::Entity)]
+#[larder(table = audit::audit_entries, new = NewEntry, changes = EntryChanges)]
+struct AuditEntry {
+    id: i64,
+    #[larder(key)]
+    owner_id: Option<i64>,
+    done: bool,
+    score: f64,
+    ratio: Option<f64>,
+    payload: Vec<u8>,
+    note: Option<String>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = audit::audit_entries)]
+struct NewEntry {
+    owner_id: Option<i64>,
+    done: bool,
+    score: f64,
+    ratio: Option<f64>,
+    payload: Vec<u8>,
+    note: Option<String>,
+}
+
+#[derive(AsChangeset, Default)]
+#[diesel(table_name = audit::audit_entries)]
+struct EntryChanges {
+    owner_id: Option<Option<i64>>,
+    done: Option<bool>,
+    score: Option<f64>,
+    ratio: Option<Option<f64>>,
+    payload: Option<Vec<u8>>,
+    note: Option<Option<String>>,
+}
+
+fn audit_db(target: &common::Target) -> common::TestDb {
+    let db = target.fresh();
+    let (q, blob) = match db.backend {
+        Backend::Mysql => ("`", "LONGBLOB"),
+        Backend::Postgres => ("\"", "BYTEA"),
+        _ => ("\"", "BLOB"),
+    };
+    db.raw(&format!(
+        "CREATE TABLE {q}AuditEntries{q} (id {}, {q}OwnerId{q} BIGINT NULL, done BOOLEAN NOT NULL, \
+         score DOUBLE PRECISION NOT NULL, ratio DOUBLE PRECISION NULL, payload {blob} NOT NULL, \
+         note TEXT NULL)",
+        serial_key(db.backend)
+    ));
+    db.raw(
+        &larder::capture_sql_with_keys(db.backend, "AuditEntries", &["OwnerId"])
+            .unwrap()
+            .up,
+    );
+    db
+}
+
+fn new_entry(owner_id: Option<i64>) -> NewEntry {
+    NewEntry {
+        owner_id,
+        done: false,
+        score: 0.1 + 0.2,
+        ratio: None,
+        payload: (0..=255u8).cycle().take(200_000).collect(),
+        note: Some("it's \"quoted\", a\\b, ünïcödé, 日本".into()),
+    }
+}
+
+/// The entries of one owner, cached until a change touches that owner.
+fn of_owner(store: &larder::Store, owner: i64) -> Vec<i64> {
+    let reads = [larder::Read::eq("AuditEntries", "OwnerId", owner)];
+    store
+        .repo::<AuditEntry>()
+        .cached_query(&format!("owner {owner}"), &reads, |conn| {
+            let query = audit::audit_entries::table
+                .filter(audit::audit_entries::owner_id.eq(owner))
+                .order(audit::audit_entries::id);
+            larder::with_connection!(conn, |c| query.load(c))
+        })
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+/// Two stores on one database, standing for two processes: every write one
+/// makes, the key column moving from NULL to 7 to 8 and back to NULL, reaches
+/// the other's rows and keyed lists, and the rows round-trip whole.
+#[test]
+fn a_mixed_case_table_of_unusual_columns_stays_coherent_across_two_stores() {
+    const BOUND: std::time::Duration = std::time::Duration::from_millis(400);
+    each_backend(|target| {
+        let db = audit_db(target);
+        let open = || {
+            larder::Store::builder(&db.url())
+                .max_staleness(BOUND)
+                .entity::<AuditEntry>()
+                .build()
+                .unwrap()
+        };
+        let (a, b) = (open(), open());
+        assert!(a.uncaptured_tables().unwrap().is_empty());
+        let entry = a.repo::<AuditEntry>().create(new_entry(None)).unwrap();
+        let stored = b.repo::<AuditEntry>().get(entry.id).unwrap().unwrap();
+        assert_eq!(*stored, *entry, "the row round-trips whole");
+        assert_eq!(of_owner(&b, 7), Vec::<i64>::new());
+
+        for (owner, done) in [(Some(7), true), (Some(8), false), (None, true)] {
+            let changes = EntryChanges {
+                owner_id: Some(owner),
+                done: Some(done),
+                score: Some(-1.5e300),
+                ratio: Some(Some(f64::MIN_POSITIVE)),
+                note: Some(None),
+                ..Default::default()
+            };
+            let updated = a.repo::<AuditEntry>().update(entry.id, changes).unwrap();
+            assert_eq!((updated.owner_id, updated.done), (owner, done));
+            let listed = |v| of_owner(&a, v).contains(&entry.id);
+            assert_eq!(listed(7), owner == Some(7), "list of 7 after {owner:?}");
+            assert_eq!(listed(8), owner == Some(8), "list of 8 after {owner:?}");
+            std::thread::sleep(2 * BOUND);
+            let seen = b.repo::<AuditEntry>().get(entry.id).unwrap().unwrap();
+            assert_eq!(*seen, *updated, "the other store, after {owner:?}");
+            let listed = |v| of_owner(&b, v).contains(&entry.id);
+            assert_eq!(
+                listed(7),
+                owner == Some(7),
+                "other store: list of 7 after {owner:?}"
+            );
+            assert_eq!(
+                listed(8),
+                owner == Some(8),
+                "other store: list of 8 after {owner:?}"
+            );
+        }
+        assert!(a.repo::<AuditEntry>().delete(entry.id).unwrap());
+        std::thread::sleep(2 * BOUND);
+        assert!(b.repo::<AuditEntry>().get(entry.id).unwrap().is_none());
+        drop((a, b));
+    });
+}
+
+/// Values a column cannot hold (a NUL in PostgreSQL text, 70 kB in a MySQL
+/// `TEXT`, a NaN that SQLite stores as NULL, an infinity MySQL refuses) are
+/// either stored as given or refused with a typed error (`InvalidValue` or
+/// `Conflict`) that changes nothing: no row added, the row and its cached
+/// copy as they were.
+#[test]
+fn values_a_column_cannot_hold_are_typed_errors_and_change_nothing() {
+    each_backend(|target| {
+        let db = audit_db(target);
+        let entries = db.store.repo::<AuditEntry>();
+        let entry = entries.create(new_entry(Some(1))).unwrap();
+        let count = || {
+            let mut conn = larder::Connection::establish(&db.url()).unwrap();
+            larder::with_connection!(&mut conn, |c| audit::audit_entries::table
+                .count()
+                .get_result::<i64>(c))
+            .unwrap()
+        };
+        let fresh_copy = |id| {
+            let other = larder::Store::builder(&db.url())
+                .coherence(false)
+                .build()
+                .unwrap();
+            let row = other.repo::<AuditEntry>().get(id).unwrap().unwrap();
+            AuditEntry::clone(&row)
+        };
+        let refused = |what: &str, err: larder::Error| {
+            assert!(
+                matches!(
+                    err,
+                    larder::Error::InvalidValue { .. } | larder::Error::Conflict { .. }
+                ),
+                "{what}: {err:?}"
+            );
+            assert!(matches!(err.status_code(), 409 | 422), "{what}: {err:?}");
+        };
+        type Spoil = Box<dyn Fn(&mut NewEntry, &mut EntryChanges)>;
+        let bad: Vec<(&str, Spoil)> = vec![
+            (
+                "NUL",
+                Box::new(|n, c| {
+                    n.note = Some("a\0b".into());
+                    c.note = Some(n.note.clone());
+                }),
+            ),
+            (
+                "70 kB",
+                Box::new(|n, c| {
+                    n.note = Some("x".repeat(70_000));
+                    c.note = Some(n.note.clone());
+                }),
+            ),
+            (
+                "NaN",
+                Box::new(|n, c| {
+                    n.score = f64::NAN;
+                    c.score = Some(n.score);
+                }),
+            ),
+            (
+                "infinity",
+                Box::new(|n, c| {
+                    n.score = f64::INFINITY;
+                    c.score = Some(n.score);
+                }),
+            ),
+        ];
+        for (what, make) in bad {
+            let (mut new, mut changes) = (new_entry(Some(1)), EntryChanges::default());
+            make(&mut new, &mut changes);
+            let before = (count(), fresh_copy(entry.id));
+            let cached = entries.get(entry.id).unwrap().unwrap();
+            match entries.create(new) {
+                Ok(row) => assert_eq!(fresh_copy(row.id).note, row.note, "{what}"),
+                Err(err) => {
+                    refused(what, err);
+                    assert_eq!(count(), before.0, "{what}: a refused create added a row");
+                }
+            }
+            match entries.update(entry.id, changes) {
+                Ok(row) => assert_eq!(row.note, fresh_copy(entry.id).note, "{what}"),
+                Err(err) => {
+                    refused(what, err);
+                    assert_eq!(
+                        fresh_copy(entry.id),
+                        before.1,
+                        "{what}: changed by a refused update"
+                    );
+                    let now = entries.get(entry.id).unwrap().unwrap();
+                    assert!(
+                        std::sync::Arc::ptr_eq(&now, &cached),
+                        "{what}: the cached row went"
+                    );
+                }
+            }
+            // Put the row back as it was for the next value.
+            let reset = EntryChanges {
+                score: Some(before.1.score),
+                note: Some(before.1.note.clone()),
+                ..Default::default()
+            };
+            entries.update(entry.id, reset).unwrap();
+        }
+    });
+}
+
+/// The same SQL table declared twice, as an application does for a slim
+/// view of a wide row: two entities share `AuditEntries`.
+mod audit_slim {
+    diesel::table! {
+        #[sql_name = "AuditEntries"]
+        entries (id) {
+            id -> BigInt,
+            done -> Bool,
+        }
+    }
+}
+
+#[derive(Debug, Queryable, larder::Entity)]
+#[larder(table = audit_slim::entries, new = SlimDone, changes = SlimDone)]
+struct SlimEntry {
+    id: i64,
+    done: bool,
+}
+
+#[derive(Debug, Insertable, AsChangeset)]
+#[diesel(table_name = audit_slim::entries)]
+struct SlimDone {
+    done: bool,
+}
+
+/// A write through either entity retires the other's copy of the row and
+/// lists, in this store and in another.
+#[test]
+fn two_entities_of_one_table_retire_each_others_rows_and_lists() {
+    const BOUND: std::time::Duration = std::time::Duration::from_millis(400);
+    each_backend(|target| {
+        let db = audit_db(target);
+        let open = || {
+            larder::Store::builder(&db.url())
+                .max_staleness(BOUND)
+                .entity::<SlimEntry>()
+                .entity::<AuditEntry>()
+                .entity::<SlimEntry>()
+                .build()
+                .unwrap()
+        };
+        let (a, b) = (open(), open());
+        let entry = a.repo::<AuditEntry>().create(new_entry(Some(7))).unwrap();
+        std::thread::sleep(BOUND);
+        for store in [&a, &b] {
+            assert!(
+                !store
+                    .repo::<SlimEntry>()
+                    .get(entry.id)
+                    .unwrap()
+                    .unwrap()
+                    .done
+            );
+            assert!(
+                !store
+                    .repo::<AuditEntry>()
+                    .get(entry.id)
+                    .unwrap()
+                    .unwrap()
+                    .done
+            );
+            assert_eq!(of_owner(store, 7), [entry.id]);
+        }
+        let slim = a
+            .repo::<SlimEntry>()
+            .update(entry.id, SlimDone { done: true })
+            .unwrap();
+        assert!(slim.done);
+        assert!(a.repo::<AuditEntry>().get(entry.id).unwrap().unwrap().done);
+        std::thread::sleep(2 * BOUND);
+        assert!(b.repo::<AuditEntry>().get(entry.id).unwrap().unwrap().done);
+        assert!(b.repo::<SlimEntry>().get(entry.id).unwrap().unwrap().done);
+        let changes = EntryChanges {
+            owner_id: Some(Some(8)),
+            done: Some(false),
+            ..Default::default()
+        };
+        a.repo::<AuditEntry>().update(entry.id, changes).unwrap();
+        assert!(!a.repo::<SlimEntry>().get(entry.id).unwrap().unwrap().done);
+        assert_eq!(of_owner(&a, 7), Vec::<i64>::new());
+        std::thread::sleep(2 * BOUND);
+        assert!(!b.repo::<SlimEntry>().get(entry.id).unwrap().unwrap().done);
+        assert_eq!(of_owner(&b, 7), Vec::<i64>::new());
+        assert!(a.repo::<SlimEntry>().delete(entry.id).unwrap());
+        assert!(a.repo::<AuditEntry>().get(entry.id).unwrap().is_none());
+        assert_eq!(of_owner(&a, 8), Vec::<i64>::new());
+        std::thread::sleep(2 * BOUND);
+        assert!(b.repo::<AuditEntry>().get(entry.id).unwrap().is_none());
+        assert_eq!(of_owner(&b, 8), Vec::<i64>::new());
+        drop((a, b));
+    });
+}
+
+/// Threaded replies: a reply's children go with it (`ON DELETE CASCADE` on
+/// its own table), which it declares by naming its own table.
+mod threads {
+    diesel::table! {
+        replies (id) {
+            id -> BigInt,
+            parent_id -> Nullable<BigInt>,
+            body -> Text,
+        }
+    }
+}
+
+#[derive(Debug, Queryable, larder::Entity)]
+#[larder(table = threads::replies, new = NewReply, changes = NewReply, deleted_with = ["replies"])]
+struct Reply {
+    id: i64,
+    #[larder(key)]
+    parent_id: Option<i64>,
+    body: String,
+}
+
+#[derive(Debug, Insertable, AsChangeset)]
+#[diesel(table_name = threads::replies)]
+struct NewReply {
+    parent_id: Option<i64>,
+    body: String,
+}
+
+#[test]
+fn a_table_deleted_with_itself_drops_the_children_of_a_deleted_row() {
+    each_backend(|target| {
+        let db = target.fresh();
+        db.raw(&format!(
+            "CREATE TABLE replies (id {}, parent_id BIGINT NULL, body TEXT NOT NULL, \
+             FOREIGN KEY (parent_id) REFERENCES replies (id) ON DELETE CASCADE)",
+            serial_key(db.backend)
+        ));
+        let replies = db.store.repo::<Reply>();
+        let reply = |parent_id, body: &str| {
+            replies
+                .create(NewReply {
+                    parent_id,
+                    body: body.into(),
+                })
+                .unwrap()
+        };
+        let root = reply(None, "root");
+        let child = reply(Some(root.id), "child");
+        let grandchild = reply(Some(child.id), "grandchild");
+        assert_eq!(replies.get(child.id).unwrap().unwrap().body, "child");
+        let children_of = |parent: i64| {
+            let reads = [larder::Read::eq("replies", "parent_id", parent)];
+            replies
+                .cached_query(&format!("children of {parent}"), &reads, |conn| {
+                    let query = threads::replies::table
+                        .filter(threads::replies::parent_id.eq(parent))
+                        .order(threads::replies::id);
+                    larder::with_connection!(conn, |c| query.load(c))
+                })
+                .unwrap()
+                .len()
+        };
+        assert_eq!((children_of(root.id), children_of(child.id)), (1, 1));
+        assert!(replies.get(grandchild.id).unwrap().is_some());
+        assert!(replies.delete(root.id).unwrap());
+        assert!(replies.get(child.id).unwrap().is_none());
+        assert!(replies.get(grandchild.id).unwrap().is_none());
+        assert_eq!((children_of(root.id), children_of(child.id)), (0, 0));
+    });
+}
+
+/// A row another program wrote with text that is not UTF-8 (SQLite stores
+/// what it is given): reading it is a typed error, not a panic, and other
+/// rows are served as usual.
+#[test]
+fn a_row_that_cannot_be_decoded_is_a_typed_error() {
+    let db = common::sqlite().fresh();
+    db.raw(
+        "CREATE TABLE labels (id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, \
+         post_id BIGINT NOT NULL, name TEXT NOT NULL)",
+    );
+    db.raw("INSERT INTO labels (id, post_id, name) VALUES (1, 1, CAST(X'FF00FE' AS TEXT))");
+    db.raw("INSERT INTO labels (id, post_id, name) VALUES (2, 1, 'fine')");
+    let labels = db.store.repo::<Label>();
+    let undecodable = |err: larder::Error| {
+        assert!(
+            matches!(
+                &err,
+                larder::Error::Database {
+                    table: Some("labels"),
+                    source: diesel::result::Error::DeserializationError(_),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    };
+    undecodable(labels.get(1).unwrap_err());
+    undecodable(labels.get_many(&[1, 2]).unwrap_err());
+    assert_eq!(labels.get(2).unwrap().unwrap().name, "fine");
+    let changes = LabelChanges {
+        name: Some("mended".into()),
+    };
+    assert_eq!(labels.update(1, changes).unwrap().name, "mended");
+    assert_eq!(labels.get(1).unwrap().unwrap().name, "mended");
+}
