@@ -1044,3 +1044,131 @@ fn a_row_that_cannot_be_decoded_is_a_typed_error() {
     assert_eq!(labels.update(1, changes).unwrap().name, "mended");
     assert_eq!(labels.get(1).unwrap().unwrap().name, "mended");
 }
+
+/// Rows whose ids an application chooses (imported from elsewhere): the
+/// extremes of `i64` included.
+mod imported {
+    diesel::table! {
+        accounts (id) {
+            id -> BigInt,
+            #[sql_name = "ParentId"]
+            parent_id -> Nullable<BigInt>,
+            name -> Text,
+        }
+    }
+}
+
+#[derive(Debug, Queryable, larder::Entity)]
+#[larder(table = imported::accounts, new = NewAccount, changes = AccountChanges)]
+struct Account {
+    id: i64,
+    #[larder(key)]
+    parent_id: Option<i64>,
+    name: String,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = imported::accounts)]
+struct NewAccount {
+    id: i64,
+    parent_id: Option<i64>,
+    name: String,
+}
+
+#[derive(Debug, AsChangeset, Default)]
+#[diesel(table_name = imported::accounts)]
+struct AccountChanges {
+    parent_id: Option<Option<i64>>,
+    name: Option<String>,
+}
+
+#[test]
+fn ids_and_key_values_at_the_extremes_of_i64_are_cached_and_heard() {
+    const BOUND: std::time::Duration = std::time::Duration::from_millis(400);
+    each_backend(|target| {
+        let db = target.fresh();
+        db.raw(&format!(
+            "CREATE TABLE accounts (id {}, {q}ParentId{q} BIGINT NULL, name TEXT NOT NULL)",
+            serial_key(db.backend),
+            q = if db.is(Backend::Mysql) { "`" } else { "\"" },
+        ));
+        db.raw(
+            &larder::capture_sql_with_keys(db.backend, "accounts", &["ParentId"])
+                .unwrap()
+                .up,
+        );
+        let open = || {
+            larder::Store::builder(&db.url())
+                .max_staleness(BOUND)
+                .entity::<Account>()
+                .build()
+                .unwrap()
+        };
+        let (a, b) = (open(), open());
+        let children = |store: &larder::Store, parent: i64| -> Vec<i64> {
+            let reads = [larder::Read::eq("accounts", "ParentId", parent)];
+            store
+                .repo::<Account>()
+                .cached_query(&format!("children of {parent}"), &reads, |conn| {
+                    let query = imported::accounts::table
+                        .filter(imported::accounts::parent_id.eq(parent))
+                        .order(imported::accounts::id);
+                    larder::with_connection!(conn, |c| query.load(c))
+                })
+                .unwrap()
+                .iter()
+                .map(|a| a.id)
+                .collect()
+        };
+        let (max, min) = (i64::MAX, i64::MIN);
+        for (id, parent) in [(max, Some(min)), (min, Some(max)), (-1, None)] {
+            let made = a
+                .repo::<Account>()
+                .create(NewAccount {
+                    id,
+                    parent_id: parent,
+                    name: format!("n{id}"),
+                })
+                .unwrap();
+            assert_eq!((made.id, made.parent_id), (id, parent));
+        }
+        std::thread::sleep(BOUND);
+        for store in [&a, &b] {
+            assert_eq!(children(store, min), [max]);
+            assert_eq!(children(store, max), [min]);
+            assert_eq!(
+                store.repo::<Account>().get(min).unwrap().unwrap().name,
+                format!("n{min}")
+            );
+        }
+        let moved = AccountChanges {
+            parent_id: Some(Some(min)),
+            name: Some("moved".into()),
+        };
+        a.repo::<Account>().update(min, moved).unwrap();
+        std::thread::sleep(2 * BOUND);
+        for store in [&a, &b] {
+            assert_eq!(children(store, min), [min, max]);
+            assert_eq!(children(store, max), Vec::<i64>::new());
+            assert_eq!(
+                store.repo::<Account>().get(min).unwrap().unwrap().name,
+                "moved"
+            );
+        }
+        // Id 0: stored as given, except on MySQL, which generates an id for
+        // it, past the largest: a typed error there, nothing written.
+        let zero = a.repo::<Account>().create(NewAccount {
+            id: 0,
+            parent_id: None,
+            name: "zero".into(),
+        });
+        match (db.backend, zero) {
+            (Backend::Mysql, Err(larder::Error::InvalidValue { .. })) => {
+                assert!(a.repo::<Account>().get(0).unwrap().is_none());
+            }
+            (Backend::Mysql, other) => panic!("{other:?}"),
+            (_, zero) => assert_eq!(zero.unwrap().id, 0),
+        }
+        drop((a, b));
+    });
+}
