@@ -38,7 +38,11 @@ use crate::store::Store;
 /// ```
 /// use larder_blog::{NewUser, User};
 /// # let dir = tempfile::tempdir().unwrap();
-/// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+/// # // Coherence off: the watcher (its echo of a write, its flush when it
+/// # // falls behind on a loaded machine) may retire an entry before the assert.
+/// # let store = larder_blog::builder(dir.path().join("doc.db").to_str().unwrap())
+/// #     .coherence(false).build().unwrap();
+/// # larder_blog::migrate(&store).unwrap();
 /// # let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
 /// # runtime.block_on(async {
 /// let users = store.async_repo::<User>(); // keep it in the application's state, or make one per call
@@ -215,7 +219,11 @@ impl<E: Entity> AsyncRepo<E> {
     /// # use larder_blog::schema::users;
     /// # use larder_blog::User;
     /// # let dir = tempfile::tempdir().unwrap();
-    /// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+    /// # // Coherence off: the watcher (its echo of a write, its flush when it
+    /// # // falls behind on a loaded machine) may retire an entry before the assert.
+    /// # let store = larder_blog::builder(dir.path().join("doc.db").to_str().unwrap())
+    /// #     .coherence(false).build().unwrap();
+    /// # larder_blog::migrate(&store).unwrap();
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let users = store.async_repo::<User>();
     /// let all = || {
@@ -278,7 +286,11 @@ impl<E: Entity> AsyncRepo<E> {
     /// # use larder_blog::schema::users;
     /// # use larder_blog::User;
     /// # let dir = tempfile::tempdir().unwrap();
-    /// # let store = larder_blog::open(dir.path().join("doc.db").to_str().unwrap()).unwrap();
+    /// # // Coherence off: the watcher (its echo of a write, its flush when it
+    /// # // falls behind on a loaded machine) may retire an entry before the assert.
+    /// # let store = larder_blog::builder(dir.path().join("doc.db").to_str().unwrap())
+    /// #     .coherence(false).build().unwrap();
+    /// # larder_blog::migrate(&store).unwrap();
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
     /// let users = store.async_repo::<User>();
     /// let names = || {
