@@ -1172,3 +1172,33 @@ fn ids_and_key_values_at_the_extremes_of_i64_are_cached_and_heard() {
         drop((a, b));
     });
 }
+
+/// SQLite keeps what another program wrote, whatever the column's type: a
+/// key column holding 7.5 loads as 7 (diesel reads it as an integer), while
+/// its text form, which the key read before a write parses, is `7.5`. The
+/// row must still be writable, and the lists it joins retired.
+#[test]
+fn a_key_value_that_is_not_an_integer_in_the_database_still_lets_the_row_be_written() {
+    let db = audit_db(&common::sqlite());
+    db.raw(
+        "INSERT INTO \"AuditEntries\" (id, \"OwnerId\", done, score, payload) \
+         VALUES (1, 7.5, 0, 1, X'00'), (2, 'seven', 0, 1, X'00'), (3, 7, 0, 1, X'00')",
+    );
+    let entries = db.store.repo::<AuditEntry>();
+    assert_eq!(of_owner(&db.store, 7), [3]);
+    for id in [1, 2] {
+        let changes = EntryChanges {
+            owner_id: Some(Some(7)),
+            ..Default::default()
+        };
+        assert_eq!(entries.update(id, changes).unwrap().owner_id, Some(7));
+    }
+    assert_eq!(
+        of_owner(&db.store, 7),
+        [1, 2, 3],
+        "a list of 7 was left stale"
+    );
+    db.raw("UPDATE \"AuditEntries\" SET \"OwnerId\" = 8.5 WHERE id = 3");
+    assert!(entries.delete(3).unwrap());
+    assert_eq!(of_owner(&db.store, 7), [1, 2]);
+}
