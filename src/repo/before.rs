@@ -8,7 +8,7 @@ use diesel::{QueryResult, QueryableByName, RunQueryDsl};
 use crate::coherence::capture::check_name;
 use crate::dialect;
 use crate::entity::Entity;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::keys;
 use crate::pool::Connection;
 use crate::tx::Tx;
@@ -33,11 +33,12 @@ struct KeyValues {
 /// locks only rows it found), and another session may insert the row and
 /// commit before the write runs, which then changes a row whose values
 /// before it are unknown. A write that found a row after all must retire
-/// every list of the table.
+/// every list of the table. `None` too when the row's values do not read
+/// as integers: unknown as well.
 ///
 /// # Errors
 ///
-/// [`Error::InvalidConfig`] when a key column is not a plain identifier, or
+/// [`Error::InvalidConfig`](crate::Error::InvalidConfig) when a key column is not a plain identifier, or
 /// the read's database error.
 pub(super) fn key_values<E: Entity>(tx: &Tx<'_>, id: i64) -> Result<Option<KeyValuesOf>> {
     if E::KEY_COLUMNS.is_empty() {
@@ -48,16 +49,12 @@ pub(super) fn key_values<E: Entity>(tx: &Tx<'_>, id: i64) -> Result<Option<KeyVa
         check_name(column)?;
     }
     let text = tx.run(E::TABLE, Some(id), |conn| read::<E>(conn, id))?;
-    let Some(text) = text else {
+    // Values that do not read as integers (SQLite keeps a 7.5 another
+    // program put in a BIGINT column, which diesel loads as 7) are unknown,
+    // as the watcher takes them: the write retires every list of the table.
+    let Some(parsed) = text.as_deref().and_then(keys::parse) else {
         return Ok(None);
     };
-    let parsed = keys::parse(&text).ok_or_else(|| Error::InvalidConfig {
-        reason: format!(
-            "the key columns {:?} of {} are not all integers",
-            E::KEY_COLUMNS,
-            E::TABLE
-        ),
-    })?;
     // Back to the entity's own names, which live as long as the pending write.
     Ok(Some(
         parsed
