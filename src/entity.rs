@@ -309,6 +309,13 @@ pub trait Entity: Sized + Send + Sync + 'static {
     /// `ON DELETE SET NULL` changes this table's rows when a parent row is
     /// deleted just as silently (MySQL fires no trigger for them at all):
     /// declare its parent here too.
+    ///
+    /// Name every ancestor a chain of cascades reaches this table from, not
+    /// only its parent: for `notes` cascading from `labels`, which cascades
+    /// from `posts`, `["labels", "posts"]`. The store knows of a cascade only
+    /// from the entities a process has used, so with `["labels"]` alone a
+    /// process that never used the `labels` entity kept the notes a post's
+    /// delete removed (for good with coherence off, or on MySQL).
     const DELETED_WITH: &'static [&'static str] = &[];
 
     /// Whether [`insert`](Entity::insert) and [`update`](Entity::update) each
