@@ -85,7 +85,7 @@ pub(crate) trait Dialect: Sync {
     /// check identifiers before they get here).
     fn quote(&self, name: &str) -> String;
 
-    /// A query with one `name` text column: the tables of the current database.
+    /// A query with one `name` text column: the tables and views of the current database.
     fn tables(&self) -> &'static str;
 
     /// A query with one `name` text column: the tables carrying a larder

@@ -37,7 +37,8 @@ impl Dialect for Sqlite {
     }
 
     fn tables(&self) -> &'static str {
-        "SELECT name FROM sqlite_master WHERE type = 'table'"
+        // Views too: an entity on one is cached, and no trigger reports its changes.
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
     }
 
     fn captured_tables(&self) -> &'static str {
