@@ -796,3 +796,48 @@ fn stores_migrating_one_database_at_once_all_succeed() {
         assert!(all.iter().all(|m| m.applied), "{:?}", db.backend);
     });
 }
+
+/// Embedded migrations made at run time, as `embed_migrations!` makes them.
+fn embedded(
+    migrations: &'static [diesel_migrations::EmbeddedMigration],
+) -> diesel_migrations::EmbeddedMigrations {
+    diesel_migrations::EmbeddedMigrations::new(migrations)
+}
+
+fn embedded_one(name: &'static str, up: &'static str) -> diesel_migrations::EmbeddedMigration {
+    use diesel_migrations::{EmbeddedMigration, EmbeddedName, TomlMetadataWrapper};
+    EmbeddedMigration::new(
+        up,
+        Some(""),
+        EmbeddedName::new(name),
+        TomlMetadataWrapper::new(true),
+    )
+}
+
+/// `Store::run_migrations` whose first migration rewrote a cached row and
+/// whose second failed returned the error before emptying the store's own
+/// caches: without a watcher (coherence off) the store served the row the
+/// migration had rewritten for as long as it stayed cached (review N).
+#[test]
+fn a_run_of_migrations_that_fails_after_one_applied_empties_the_stores_cache() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        assert_eq!(db.store.users().get(ann.id).unwrap().unwrap().name, "ann");
+        let migrations: &'static [diesel_migrations::EmbeddedMigration] = Box::leak(Box::new([
+            embedded_one(
+                "2099-02-01-000000_rename",
+                "UPDATE users SET name = 'renamed';",
+            ),
+            embedded_one("2099-02-02-000000_broken", "NOT SQL;"),
+        ]));
+        let err = db.store.run_migrations(embedded(migrations)).unwrap_err();
+        assert!(matches!(err, Error::Migration { .. }), "{err:?}");
+        assert_eq!(
+            db.store.users().get(ann.id).unwrap().unwrap().name,
+            "renamed",
+            "{:?}: the row the applied migration rewrote is served from the cache",
+            db.backend
+        );
+    });
+}
