@@ -119,10 +119,11 @@ impl Store {
         let mut conn = self.checkout_alive()?;
         let applied = migrate::run_pending(&mut conn, self.session_url(), self.lock_timeout());
         migrate::announce_after(&mut conn, &applied);
-        let applied = applied?;
         drop(conn);
-        // Migrations may rewrite any row: forget everything cached.
+        // Migrations may rewrite any row, those before a failing one too:
+        // forget everything cached.
         self.clear_cache();
+        let applied = applied?;
         self.warn_uncaptured();
         Ok(applied)
     }
@@ -150,9 +151,9 @@ impl Store {
             message: format!("running the application's migrations: {err}"),
         });
         migrate::announce_after(&mut conn, &applied);
-        let applied = applied?;
+        // The migrations before a failing one stay applied.
         self.clear_cache();
-        Ok(applied)
+        applied
     }
 
     /// Every embedded migration and whether it is applied.
