@@ -841,3 +841,34 @@ fn a_run_of_migrations_that_fails_after_one_applied_empties_the_stores_cache() {
         );
     });
 }
+
+/// On MySQL, `Store::run_migrations` ran its migrations without recording
+/// their attempts, unlike `Migrator::run`: one that failed part way (its DDL
+/// committed what came before it) was neither marked failed nor refused, so
+/// the next process to start ran it again over what it had done, applying
+/// its data changes twice (review N).
+#[test]
+fn a_store_run_of_a_mysql_migration_that_failed_part_way_is_not_run_again() {
+    each_backend(|target| {
+        if target.backend != larder::Backend::Mysql {
+            return;
+        }
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let migrations: &'static [diesel_migrations::EmbeddedMigration] =
+            Box::leak(Box::new([embedded_one(
+                "2099-03-01-000000_half",
+                "UPDATE users SET name = CONCAT(name, '!'); \
+                 CREATE TABLE IF NOT EXISTS half_a (id BIGINT PRIMARY KEY); NOT SQL;",
+            )]));
+        let first = db.store.run_migrations(embedded(migrations)).unwrap_err();
+        assert!(matches!(first, Error::Migration { .. }), "{first:?}");
+        let again = db.store.run_migrations(embedded(migrations)).unwrap_err();
+        assert!(again.to_string().contains("part way"), "{again}");
+        assert_eq!(
+            common::user_in_db(&db.store, ann.id).unwrap().name,
+            "ann!",
+            "the half-done migration's UPDATE ran again"
+        );
+    });
+}
