@@ -286,9 +286,28 @@ fn run_pending_from(conn: &mut Connection, source: &Source) -> Result<Vec<String
 fn run_pending_on(conn: &mut Connection, source: &Source) -> Result<Vec<String>> {
     match conn {
         #[cfg(feature = "mysql")]
-        Connection::Mysql(c) => attempts::run_pending(c, source),
+        Connection::Mysql(c) => attempts::run_pending(c, source, source),
         #[allow(unreachable_patterns)] // in a MySQL-only build
         _ => with_connection!(conn, |c| run_pending_in(c, source)),
+    }
+}
+
+/// An application's embedded migrations (`Store::run_migrations`), on
+/// MySQL with their attempts recorded as `Migrator::run` records them: one
+/// left part way is refused, not run again over what it did.
+pub(crate) fn run_embedded(
+    conn: &mut Connection,
+    source: EmbeddedMigrations,
+) -> Result<Vec<String>> {
+    const SHOWN: &str = "the application's migrations";
+    match conn {
+        #[cfg(feature = "mysql")]
+        Connection::Mysql(c) => attempts::run_pending(c, source, &SHOWN),
+        #[allow(unreachable_patterns)] // in a MySQL-only build
+        _ => with_connection!(conn, |c| c
+            .run_pending_migrations(source)
+            .map(|applied| versions(&applied))
+            .map_err(failed(&format!("running {SHOWN}")))),
     }
 }
 

@@ -140,16 +140,10 @@ impl Store {
         &self,
         source: diesel_migrations::EmbeddedMigrations,
     ) -> Result<Vec<String>> {
-        use diesel_migrations::MigrationHarness;
         let mut conn = self.checkout_alive()?;
         let _lock =
             crate::lock::MigrationLock::take(&mut conn, self.session_url(), self.lock_timeout())?;
-        let applied = crate::with_connection!(&mut **conn, |c| c
-            .run_pending_migrations(source)
-            .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>()))
-        .map_err(|err| Error::Migration {
-            message: format!("running the application's migrations: {err}"),
-        });
+        let applied = migrate::run_embedded(&mut conn, source);
         migrate::announce_after(&mut conn, &applied);
         // The migrations before a failing one stay applied.
         self.clear_cache();

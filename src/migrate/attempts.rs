@@ -6,14 +6,16 @@
 //! died) marks it as failed in `status`, and `run` refuses to go on until
 //! an operator resolves it (`larder migrate resolve`).
 
+use std::fmt;
+
 use diesel::connection::SimpleConnection;
-use diesel::migration::Migration;
+use diesel::migration::{Migration, MigrationSource};
 use diesel::mysql::Mysql;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{MysqlConnection, QueryResult, QueryableByName, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 
-use super::{failed, migration_error, nothing_to_resolve, versions, BoxedError, Source};
+use super::{failed, migration_error, nothing_to_resolve, versions, BoxedError};
 use crate::error::{Error, Result};
 
 const TABLE: &str = "larder_migration_attempts";
@@ -68,26 +70,31 @@ pub(super) fn unresolved(conn: &mut MysqlConnection) -> Result<Vec<Attempt>> {
     .map_err(database_error)
 }
 
-/// Applies every pending migration of `source`, oldest first, each recorded
-/// before it runs; refuses while an earlier attempt is unresolved.
-pub(super) fn run_pending(conn: &mut MysqlConnection, source: &Source) -> Result<Vec<String>> {
+/// Applies every pending migration of `source` (`shown` names it in
+/// errors), oldest first, each recorded before it runs; refuses while an
+/// earlier attempt is unresolved.
+pub(super) fn run_pending(
+    conn: &mut MysqlConnection,
+    source: impl MigrationSource<Mysql>,
+    shown: &dyn fmt::Display,
+) -> Result<Vec<String>> {
     conn.batch_execute(CREATE).map_err(database_error)?;
     if let Some(attempt) = unresolved(conn)?.into_iter().next() {
         return Err(refused(&attempt));
     }
     let pending = conn
         .pending_migrations(source)
-        .map_err(failed(&format!("reading pending migrations from {source}")))?;
+        .map_err(failed(&format!("reading pending migrations from {shown}")))?;
     let mut applied = Vec::new();
     for migration in &pending {
-        applied.push(run_one(conn, source, migration.as_ref())?);
+        applied.push(run_one(conn, shown, migration.as_ref())?);
     }
     Ok(applied)
 }
 
 fn run_one(
     conn: &mut MysqlConnection,
-    source: &Source,
+    source: &dyn fmt::Display,
     migration: &dyn Migration<Mysql>,
 ) -> Result<String> {
     let name = migration.name().to_string();
@@ -139,7 +146,7 @@ fn way_out(version: &str) -> String {
     )
 }
 
-fn failed_part_way(source: &Source, version: &str, err: BoxedError) -> Error {
+fn failed_part_way(source: &dyn fmt::Display, version: &str, err: BoxedError) -> Error {
     migration_error(format!(
         "running pending migrations from {source}: {err} (MySQL commits DDL statement \
          by statement: what the migration did before the failing statement stays done; \
