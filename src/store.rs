@@ -141,13 +141,17 @@ impl Store {
         source: diesel_migrations::EmbeddedMigrations,
     ) -> Result<Vec<String>> {
         let mut conn = self.checkout_alive()?;
-        let _lock =
+        let lock =
             crate::lock::MigrationLock::take(&mut conn, self.session_url(), self.lock_timeout())?;
         let applied = migrate::run_embedded(&mut conn, source);
         migrate::announce_after(&mut conn, &applied);
+        drop((lock, conn));
         // The migrations before a failing one stay applied.
         self.clear_cache();
-        applied
+        let applied = applied?;
+        // The application's tables exist only now.
+        self.warn_uncaptured();
+        Ok(applied)
     }
 
     /// Every embedded migration and whether it is applied.
