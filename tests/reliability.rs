@@ -872,3 +872,57 @@ fn a_store_run_of_a_mysql_migration_that_failed_part_way_is_not_run_again() {
         );
     });
 }
+
+/// On MySQL, `Migrator::redo` applied the reverted migrations again without
+/// recording their attempts, unlike `run`: one whose up.sql failed part way
+/// in the redo (its DDL committing what came before) was shown as simply
+/// pending, and the next `run` ran it again over what it had done, its
+/// data changes applied twice (review N).
+#[test]
+fn a_mysql_migration_that_fails_part_way_in_a_redo_stops_later_runs() {
+    each_backend(|target| {
+        if target.backend != larder::Backend::Mysql {
+            return;
+        }
+        let db = target.fresh();
+        db.raw(
+            "CREATE TABLE redo_counter (n BIGINT NOT NULL); INSERT INTO redo_counter VALUES (0);",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // Its down.sql forgets redo_b: applying it again fails on it.
+        write_migration(
+            dir.path(),
+            "2099-05-01-000000_redo",
+            "CREATE TABLE IF NOT EXISTS redo_a (id BIGINT PRIMARY KEY); \
+             UPDATE redo_counter SET n = n + 1; \
+             CREATE TABLE redo_b (id BIGINT PRIMARY KEY);",
+            "DROP TABLE redo_a;",
+        );
+        let counter = || -> i64 {
+            #[derive(QueryableByName)]
+            struct N {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            let mut conn = larder::Connection::establish(&db.url()).unwrap();
+            larder::with_connection!(&mut conn, |c| diesel::sql_query(
+                "SELECT n FROM redo_counter"
+            )
+            .get_result::<N>(c))
+            .unwrap()
+            .n
+        };
+        let mut migrator = Migrator::open_with_dir(&db.url(), dir.path()).unwrap();
+        migrator.run().unwrap();
+        assert_eq!(counter(), 1);
+        let err = migrator.redo().unwrap_err();
+        assert!(matches!(err, Error::Migration { .. }), "{err:?}");
+        assert_eq!(counter(), 2, "the premise: the redo's UPDATE committed");
+        let status = migrator.status().unwrap();
+        let redo = status.iter().find(|m| m.name.ends_with("_redo")).unwrap();
+        assert!(redo.failed && !redo.applied, "{redo:?}");
+        let again = migrator.run().unwrap_err();
+        assert!(again.to_string().contains("part way"), "{again}");
+        assert_eq!(counter(), 2, "the half-done migration ran again");
+    });
+}
