@@ -421,8 +421,14 @@ where
     Ok(versions(&reverted))
 }
 
+/// MySQL records each migration's attempt as it applies it again (see `attempts`).
 fn redo_n_from(conn: &mut Connection, source: &Source, n: usize) -> Result<Vec<String>> {
-    with_connection!(conn, |c| redo_n_in(c, source, n))
+    match conn {
+        #[cfg(feature = "mysql")]
+        Connection::Mysql(c) => attempts::redo_n(c, source, n),
+        #[allow(unreachable_patterns)] // in a MySQL-only build
+        _ => with_connection!(conn, |c| redo_n_in(c, source, n)),
+    }
 }
 
 /// Reverts the `n` latest migrations and applies exactly those again, all in one

@@ -15,7 +15,10 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{MysqlConnection, QueryResult, QueryableByName, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 
-use super::{failed, migration_error, nothing_to_resolve, versions, BoxedError};
+use super::{
+    failed, failed_running, latest_app_migrations, migration_error, nothing_to_resolve,
+    nothing_to_revert, versions, BoxedError, Source,
+};
 use crate::error::{Error, Result};
 
 const TABLE: &str = "larder_migration_attempts";
@@ -90,6 +93,32 @@ pub(super) fn run_pending(
         applied.push(run_one(conn, shown, migration.as_ref())?);
     }
     Ok(applied)
+}
+
+/// Reverts the application's `n` latest migrations, then applies them
+/// again, oldest first, each recorded before it runs as [`run_pending`]
+/// records them (a redo that fails part way is refused by the next run);
+/// refuses while an earlier attempt is unresolved.
+pub(super) fn redo_n(conn: &mut MysqlConnection, source: &Source, n: usize) -> Result<Vec<String>> {
+    conn.batch_execute(CREATE).map_err(database_error)?;
+    if let Some(attempt) = unresolved(conn)?.into_iter().next() {
+        return Err(refused(&attempt));
+    }
+    let latest = latest_app_migrations(conn, source, n)?;
+    if latest.is_empty() {
+        return Err(nothing_to_revert());
+    }
+    for migration in &latest {
+        conn.revert_migration(migration.as_ref())
+            .map_err(failed_running::<Mysql>(&format!(
+                "redoing migrations with {source}"
+            )))?;
+    }
+    latest
+        .iter()
+        .rev()
+        .map(|migration| run_one(conn, source, migration.as_ref()))
+        .collect()
 }
 
 fn run_one(
