@@ -134,7 +134,9 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Migration`] naming the migration that failed;
+    /// [`Error::Migration`] naming the migration that failed; on MySQL, as
+    /// for [`Migrator::run`](crate::Migrator::run), one that failed part way
+    /// is marked failed and later runs refuse until it is resolved.
     /// [`Error::MigrationLocked`] as for [`migrate`](Store::migrate).
     pub fn run_migrations(
         &self,
