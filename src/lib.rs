@@ -344,7 +344,7 @@
 //! change, so that other processes retire only the [`Read::eq`] lists of those
 //! values; without them a change retires every keyed list of its table. [`Store::uncaptured_tables`] names the
 //! cached tables that exist without them (a store with coherence on also logs
-//! a warning when it migrates). On MySQL, whose cascades fire no triggers,
+//! a warning after `Store::migrate` and after `Store::run_migrations`). On MySQL, whose cascades fire no triggers,
 //! declare [`Entity::DELETED_WITH`] for tables a cascade empties.
 //!
 //! ```
