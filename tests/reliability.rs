@@ -542,6 +542,37 @@ fn migrations_sharing_a_version_are_refused_before_anything_runs() {
     }
 }
 
+/// diesel takes a folder's name up to its first `_` as the version: a
+/// folder named `tags` (version "tags") or `_tags` (no version at all) was
+/// applied and recorded under that version. Refused before anything runs.
+#[test]
+fn migration_folders_without_a_version_are_refused_before_anything_runs() {
+    for name in ["tags", "_tags", "v1_tags"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", tmp.path().join("app.db").display());
+        let dir = tmp.path().join("migrations");
+        write_migration(
+            &dir,
+            name,
+            "CREATE TABLE tags (id INTEGER PRIMARY KEY);",
+            "DROP TABLE tags;",
+        );
+        let err = Migrator::open_with_dir(&url, &dir)
+            .and_then(|mut m| m.run())
+            .unwrap_err();
+        assert!(matches!(err, Error::Migration { .. }), "{name}: {err:?}");
+        let shown = err.to_string();
+        assert!(
+            shown.contains(name) && shown.contains("<version>_<name>"),
+            "{shown}"
+        );
+        assert!(
+            !tmp.path().join("app.db").exists(),
+            "{name}: a database was created for a folder that cannot run"
+        );
+    }
+}
+
 /// The blog's migrations folder for `db`'s backend.
 fn blog_migrations(db: &common::TestDb) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
