@@ -227,6 +227,13 @@ fn check_versions<DB: Backend>(
 ) -> std::result::Result<(), String> {
     for (n, migration) in migrations.iter().enumerate() {
         let version = migration.name().version().to_string();
+        if !is_version(&version) {
+            return Err(format!(
+                "{} is not a migration: name it <version>_<name>, the version made of \
+                 digits and dashes (`larder migrate generate` writes YYYY-MM-DD-HHMMSS)",
+                migration.name()
+            ));
+        }
         let earlier = migrations[..n].iter();
         if let Some(other) = earlier
             .map(|other| other.name())
@@ -241,6 +248,15 @@ fn check_versions<DB: Backend>(
         }
     }
     Ok(())
+}
+
+/// Whether a folder's version (its name up to the first `_`) is one: digits
+/// and dashes, as diesel's and larder's `generate` write it. diesel takes
+/// any text, so a folder named `tags` ran as version "tags" and `_tags` as
+/// an empty one, ordered among the others by their text.
+fn is_version(version: &str) -> bool {
+    version.bytes().any(|b| b.is_ascii_digit())
+        && version.bytes().all(|b| b.is_ascii_digit() || b == b'-')
 }
 
 fn versions(applied: &[MigrationVersion<'_>]) -> Vec<String> {
