@@ -718,6 +718,11 @@
 //!   store while the same thread holds one of its open transactions, which
 //!   would wait for that transaction's own locks (on PostgreSQL for ever), is
 //!   refused at once with [`Error::InsideTransaction`] (`tests/transactions.rs`).
+//!   The transaction belongs to the thread that last used it: a `Tx` moved to
+//!   another thread, which then writes through the store before touching the
+//!   `Tx`, is not recognised, and on PostgreSQL (no `lock_timeout` by default)
+//!   that write waits on the `Tx`'s row locks for good. Use the moved `Tx`
+//!   first, or set `lock_timeout` on the database role.
 //! - **Bounded staleness**: a store whose watcher has not confirmed its view of
 //!   the database within half of `max_staleness` empties its caches; whenever
 //!   the watcher cannot prove it saw every change, it flushes, never skips
