@@ -108,3 +108,43 @@ fn end_and_wait(
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[cfg(all(test, feature = "mysql"))]
+mod tests {
+    use super::*;
+    use crate::backend::session_of;
+
+    /// MySQL numbers connections from 1 again after a restart: a session
+    /// recorded before one may share its id with another client's
+    /// connection now, which ending it would kill. Stood for here by a
+    /// session recorded with an earlier server start.
+    #[test]
+    fn a_mysql_session_from_before_a_server_restart_is_not_ended() {
+        let Ok(url) = std::env::var("LARDER_TEST_MYSQL_URL") else {
+            return;
+        };
+        let url = DatabaseUrl::parse(&url).unwrap();
+        let timeout = Duration::from_secs(5);
+        let mut busy = Manager::new(url.clone(), timeout).open().unwrap();
+        let session = session_of(&mut busy).unwrap();
+        let sleeping = std::thread::spawn(move || {
+            crate::with_connection!(&mut busy, |c| {
+                diesel::sql_query("SELECT SLEEP(2)").execute(c)
+            })
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let before_a_restart = Session {
+            started: session.started - 3_600,
+            ..session
+        };
+        assert_eq!(
+            end_and_wait(&url, timeout, timeout, before_a_restart),
+            Ok(true),
+            "a session of an earlier server is gone with it"
+        );
+        assert!(
+            sleeping.join().unwrap().is_ok(),
+            "another connection that now has the id was killed"
+        );
+    }
+}
