@@ -436,6 +436,8 @@ pub(crate) struct Session {
 /// `conn`'s server session; `None` without a server (SQLite) or when the
 /// server does not say.
 pub(crate) fn session_of(conn: &mut Connection) -> Option<Session> {
-    let sql = dialect::of(conn.backend()).session()?;
-    crate::with_connection!(conn, |c| diesel::sql_query(sql).get_result::<Session>(c)).ok()
+    let queries = dialect::of(conn.backend()).session();
+    queries.iter().find_map(|sql| {
+        crate::with_connection!(conn, |c| diesel::sql_query(*sql).get_result::<Session>(c)).ok()
+    })
 }

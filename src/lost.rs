@@ -16,7 +16,7 @@ use diesel::connection::SimpleConnection;
 use diesel::sql_types::BigInt;
 use diesel::{QueryableByName, RunQueryDsl};
 
-use crate::backend::{Manager, Session};
+use crate::backend::{session_of, Connection, Manager, Session};
 use crate::dialect;
 use crate::pool::{with_connect_timeout, PoolConfig};
 use crate::url::DatabaseUrl;
@@ -58,6 +58,9 @@ pub(crate) fn end_lock_session(
     within_wait(move || {
         let url = with_connect_timeout(&url, connect_timeout).map_err(|e| e.to_string())?;
         let mut conn = Manager::new(url, busy_timeout).open().map_err(|e| e.0)?;
+        if !on_its_server(&mut conn, session) {
+            return Ok(true);
+        }
         let dialect = dialect::of(conn.backend());
         // A failure may only mean the session is gone already.
         let _ = conn.batch_execute(&dialect.end_idle_session(session.id, session.started));
@@ -82,6 +85,15 @@ fn within_wait(work: impl FnOnce() -> Result<bool, String> + Send + 'static) -> 
     spawned.is_ok() && ended.recv_timeout(WAIT).unwrap_or(false)
 }
 
+/// Whether `conn` reaches the server `session` ran on, not one restarted
+/// since: a restart ended the session already, and its id may now name
+/// another client's connection (MySQL), which must not be ended. Unknown
+/// counts as the same server.
+fn on_its_server(conn: &mut Connection, session: Session) -> bool {
+    let now = session_of(conn).map_or(0, |ours| ours.started);
+    dialect::of(conn.backend()).same_server(session.started, now)
+}
+
 fn end_and_wait(
     url: &DatabaseUrl,
     connect_timeout: Duration,
@@ -90,6 +102,9 @@ fn end_and_wait(
 ) -> Result<bool, String> {
     let url = with_connect_timeout(url, connect_timeout).map_err(|e| e.to_string())?;
     let mut conn = Manager::new(url, busy_timeout).open().map_err(|e| e.0)?;
+    if !on_its_server(&mut conn, session) {
+        return Ok(true);
+    }
     let dialect = dialect::of(conn.backend());
     // A failure may only mean the session is gone already: the count says.
     let _ = conn.batch_execute(&dialect.end_session(session.id, session.started));
@@ -112,7 +127,6 @@ fn end_and_wait(
 #[cfg(all(test, feature = "mysql"))]
 mod tests {
     use super::*;
-    use crate::backend::session_of;
 
     /// MySQL numbers connections from 1 again after a restart: a session
     /// recorded before one may share its id with another client's

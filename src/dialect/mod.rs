@@ -123,12 +123,23 @@ pub(crate) trait Dialect: Sync {
         " FOR UPDATE"
     }
 
-    /// A query with the `BigInt` columns `id` and `started` naming this
-    /// connection's server session among every session the server has had
-    /// (PostgreSQL reuses process ids: their start goes with them); `None`
-    /// without a server (SQLite).
-    fn session(&self) -> Option<&'static str> {
-        None
+    /// Queries, tried in order until one answers a row, with the `BigInt`
+    /// columns `id` and `started` naming this connection's server session
+    /// among every session the server has had (PostgreSQL reuses process
+    /// ids: their start goes with them; MySQL reuses connection ids after a
+    /// restart: the server's start goes with them); none without a server
+    /// (SQLite).
+    fn session(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Whether a session recorded as `recorded` (see [`session`](Dialect::session))
+    /// may still be alive on the server whose own answer is `now`: false
+    /// when the server restarted since. Where `started` is the session's own
+    /// start (PostgreSQL), the statements that end it check it themselves.
+    fn same_server(&self, recorded: i64, now: i64) -> bool {
+        let _ = (recorded, now);
+        true
     }
 
     /// A statement ending session `id` (started at `started`) if it still

@@ -113,9 +113,28 @@ impl Dialect for Mysql {
         format!("NOW(6) - INTERVAL {} SECOND", age.as_secs())
     }
 
-    /// Connection ids are not reused while the server runs.
-    fn session(&self) -> Option<&'static str> {
-        Some("SELECT CAST(CONNECTION_ID() AS SIGNED) AS id, CAST(0 AS SIGNED) AS started")
+    /// Connection ids are not reused while the server runs, but start again
+    /// from 1 after a restart: `started` is when the server started (its
+    /// `Uptime` status, read from MariaDB's `information_schema`, else
+    /// MySQL 8's `performance_schema`), or 0 where neither answers.
+    fn session(&self) -> &'static [&'static str] {
+        &[
+            "SELECT CAST(CONNECTION_ID() AS SIGNED) AS id, \
+             CAST(UNIX_TIMESTAMP() - VARIABLE_VALUE AS SIGNED) AS started \
+             FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME'",
+            "SELECT CAST(CONNECTION_ID() AS SIGNED) AS id, \
+             CAST(UNIX_TIMESTAMP() - VARIABLE_VALUE AS SIGNED) AS started \
+             FROM performance_schema.global_status WHERE VARIABLE_NAME = 'Uptime'",
+            "SELECT CAST(CONNECTION_ID() AS SIGNED) AS id, CAST(0 AS SIGNED) AS started",
+        ]
+    }
+
+    /// The two starts, each read as the clock minus a whole number of
+    /// seconds of uptime, differ by a second or so on one server. A start
+    /// unknown (0) on either side cannot tell: the id alone decides, as
+    /// before MySQL could say.
+    fn same_server(&self, recorded: i64, now: i64) -> bool {
+        recorded == 0 || now == 0 || (recorded - now).abs() <= 2
     }
 
     /// Fails with "Unknown thread id" once the session is gone.

@@ -94,11 +94,9 @@ DROP FUNCTION IF EXISTS larder_capture_{table}();
         format!("now() - interval '{} seconds'", age.as_secs())
     }
 
-    fn session(&self) -> Option<&'static str> {
-        Some(
-            "SELECT pid::bigint AS id, (extract(epoch FROM backend_start) * 1000000)::bigint AS started \
-             FROM pg_stat_activity WHERE pid = pg_backend_pid()",
-        )
+    fn session(&self) -> &'static [&'static str] {
+        &["SELECT pid::bigint AS id, (extract(epoch FROM backend_start) * 1000000)::bigint AS started \
+           FROM pg_stat_activity WHERE pid = pg_backend_pid()"]
     }
 
     fn end_session(&self, id: i64, started: i64) -> String {
