@@ -694,6 +694,49 @@ fn a_lock_whose_session_was_cut_unseen_by_the_server_can_be_taken_again() {
     });
 }
 
+/// A lock session lost while it waited (the network reset it) ends the wait
+/// within the lock timeout. The retry on a new session, meant for a session
+/// found dead before anything was waited, waited the whole lock timeout
+/// again: twice the bound the caller set.
+#[test]
+fn a_lock_session_lost_while_waiting_fails_within_the_lock_timeout() {
+    each_backend(|target| {
+        if target.backend == Backend::Sqlite {
+            return; // no network
+        }
+        let db = target.fresh();
+        let holder = db.store.lock("busy").unwrap();
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let timeout = Duration::from_secs(4);
+        let store = Store::builder(&proxy.url())
+            .coherence(false)
+            .lock_timeout(timeout)
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let waited = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_secs(3));
+                proxy.reset();
+            });
+            store.lock("busy").map(drop)
+        });
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                waited,
+                Err(Error::ConnectionLost { .. } | Error::LockTimeout { .. })
+            ),
+            "{waited:?}"
+        );
+        assert!(
+            took < timeout + Duration::from_millis(1500),
+            "a lock lost while waiting took {took:?}, its timeout {timeout:?} ({waited:?})"
+        );
+        drop(holder);
+    });
+}
+
 /// A lock's session is a new connection: on a server that accepts sockets
 /// and never answers (hung, or behind a black-holed path), taking a lock
 /// must fail within the store's timeouts, not wait for the network. On
