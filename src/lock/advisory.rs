@@ -13,11 +13,16 @@ use diesel::{PgConnection, QueryResult, RunQueryDsl};
 
 /// The session's wait bound and a name operators see in `pg_stat_activity`.
 pub(super) fn setup(conn: &mut PgConnection, timeout: Duration) -> QueryResult<()> {
+    conn.batch_execute(&format!(
+        "{}; SET application_name = 'larder lock'",
+        set_lock_timeout(timeout)
+    ))
+}
+
+fn set_lock_timeout(timeout: Duration) -> String {
     // 0 would mean "wait forever" to PostgreSQL: at least 1 ms.
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
-    conn.batch_execute(&format!(
-        "SET lock_timeout = {ms}; SET application_name = 'larder lock'"
-    ))
+    format!("SET lock_timeout = {ms}")
 }
 
 /// Waits for the lock up to the session's `lock_timeout`.
@@ -26,6 +31,22 @@ pub(super) fn lock(conn: &mut PgConnection, key: i64) -> QueryResult<()> {
         .bind::<BigInt, _>(key)
         .execute(conn)
         .map(drop)
+}
+
+/// Waits for the lock up to `wait`, shorter than the session's
+/// `lock_timeout` (`timeout`), which is then restored. A restore that
+/// fails leaves the session's later waits shorter, never a lock held
+/// unknown to its guard.
+pub(super) fn lock_within(
+    conn: &mut PgConnection,
+    key: i64,
+    wait: Duration,
+    timeout: Duration,
+) -> QueryResult<()> {
+    conn.batch_execute(&set_lock_timeout(wait))?;
+    let locked = lock(conn, key);
+    let _ = conn.batch_execute(&set_lock_timeout(timeout));
+    locked
 }
 
 /// Takes the lock if it is free.

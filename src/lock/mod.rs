@@ -24,7 +24,7 @@ mod waits;
 
 use std::fmt;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::dialect::Backend;
 use crate::error::{Error, Result};
@@ -80,12 +80,25 @@ enum Held {
 }
 
 /// How long an acquisition may wait (PostgreSQL's bound is the session's
-/// `lock_timeout`, set when it opens).
+/// `lock_timeout`, set when it opens, unless the wait is shorter).
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
 enum Wait {
     Upto(Duration),
     No,
+}
+
+impl Wait {
+    /// What is left of this wait after `spent`; `None` when nothing is.
+    fn left_after(self, spent: Duration) -> Option<Wait> {
+        match self {
+            Wait::No => Some(Wait::No),
+            Wait::Upto(t) => t
+                .checked_sub(spent)
+                .filter(|left| !left.is_zero())
+                .map(Wait::Upto),
+        }
+    }
 }
 
 /// Whose locks these are: what the lock module needs of a store, so that
@@ -149,13 +162,18 @@ fn acquire(owner: &Owner<'_>, name: &str, wait: Wait) -> Result<Option<LockGuard
         // holds SQLite's one write lock: it would wait out the busy timeout.
         crate::thread_tx::refuse_inside(owner.id, "lock", None)?;
     }
+    let started = Instant::now();
     let (session, held) = match take_on_session(owner, &name, wait) {
-        Err(Error::ConnectionLost { .. }) => {
+        Err(err @ Error::ConnectionLost { .. }) => {
             // The thread's session died unnoticed (reset while its locks
             // were held quietly): it is marked dead now, and nothing is held
-            // on a lost session, so a new one serves the lock.
+            // on a lost session, so a new one serves the lock, within what
+            // is left of the wait (a session lost while waiting spent some).
+            let Some(left) = wait.left_after(started.elapsed()) else {
+                return Err(err);
+            };
             tracing::debug!(lock = %name.shown(), "lock session lost; taking the lock on a new one");
-            take_on_session(owner, &name, wait)?
+            take_on_session(owner, &name, left)?
         }
         taken => taken?,
     };
@@ -412,6 +430,9 @@ fn take(owner: &Owner<'_>, session: &Session, name: &LockName, wait: Wait) -> Re
         #[cfg(feature = "postgres")]
         Connection::Postgres(c) => {
             let taken = match wait {
+                Wait::Upto(t) if t < owner.lock_timeout => {
+                    advisory::lock_within(c, name.key(), t, owner.lock_timeout).map(|()| true)
+                }
                 Wait::Upto(_) => advisory::lock(c, name.key()).map(|()| true),
                 Wait::No => advisory::try_lock(c, name.key()),
             };
