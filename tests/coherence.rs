@@ -1372,8 +1372,9 @@ impl Drop for PausingUser {
 
 /// How often [`slow_polling_store`] polls: its first poll, which is also
 /// its first look for a recreated or pruned log, comes this long after it
-/// starts, time for a test to set the log up.
-const SLOW_POLL: Duration = Duration::from_secs(2);
+/// starts, time for a test to set the log up even on a loaded machine (at
+/// 2 s a stall in the setup would have left the log to the next look, 30 s on).
+const SLOW_POLL: Duration = Duration::from_secs(5);
 
 /// A coherent store that polls every [`SLOW_POLL`], its staleness bound far
 /// enough that its guard never flushes during a test.
