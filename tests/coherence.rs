@@ -328,6 +328,63 @@ fn an_application_table_with_generated_capture_is_coherent() {
     });
 }
 
+/// A session in `session_replication_role = replica` fires only triggers
+/// enabled `ALWAYS`: a logical replication subscriber's apply worker runs so,
+/// and so does a bulk fix that skips foreign-key checks. Its changes must
+/// reach other processes' caches too (review O).
+#[test]
+fn a_change_made_in_replica_role_on_postgres_reaches_the_cache() {
+    use diesel::prelude::*;
+    diesel::table! { memos (id) { id -> BigInt, body -> Text } }
+    #[derive(Debug, Clone, Queryable, Selectable)]
+    #[diesel(table_name = memos)]
+    struct Memo {
+        id: i64,
+        body: String,
+    }
+    #[derive(Insertable)]
+    #[diesel(table_name = memos)]
+    struct NewMemo {
+        body: String,
+    }
+    #[derive(AsChangeset)]
+    #[diesel(table_name = memos)]
+    struct MemoChanges {
+        body: Option<String>,
+    }
+    larder::entity!(Memo {
+        table: memos,
+        new: NewMemo,
+        changes: MemoChanges,
+    });
+
+    each_backend(|target| {
+        if target.backend != Backend::Postgres {
+            return; // session_replication_role is PostgreSQL's
+        }
+        let db = target.fresh();
+        db.raw("CREATE TABLE memos (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)");
+        db.raw(&larder::capture_sql(db.backend, "memos").unwrap().up);
+        db.raw("INSERT INTO memos (body) VALUES ('draft')");
+        let a = Store::builder(&db.url())
+            .max_staleness(BOUND)
+            .entity::<Memo>()
+            .build()
+            .unwrap();
+        let memo = a.repo::<Memo>().get(1).unwrap().unwrap();
+        assert_eq!(memo.body, "draft");
+
+        in_other_process(
+            &db,
+            "sql SET session_replication_role = replica; \
+             UPDATE memos SET body = 'final' WHERE id = 1",
+        );
+        std::thread::sleep(BOUND);
+        let seen = a.repo::<Memo>().get(1).unwrap().unwrap();
+        assert_eq!(seen.body, "final", "{:?}", a.stats().coherence);
+    });
+}
+
 /// larder's watcher threads of this process that have not begun to exit.
 fn watcher_threads() -> usize {
     common::threads::live_threads()
