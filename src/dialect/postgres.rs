@@ -50,7 +50,10 @@ impl Dialect for Postgres {
     /// A trigger function that `pg_notify`s `"table op id"`, followed by
     /// `" key_values"` when `keys` are captured: delivered only if
     /// the transaction commits, so a rollback sends nothing. No sequence is
-    /// touched. A statement-level trigger reports `TRUNCATE` (`T`).
+    /// touched. A statement-level trigger reports `TRUNCATE` (`T`). Both
+    /// fire `ALWAYS`: a session in `session_replication_role = replica` (a
+    /// logical replication subscriber's apply worker, a bulk fix that skips
+    /// foreign-key checks) fires no trigger enabled the default way.
     fn capture(&self, table: &str, keys: &[&str]) -> Triggers {
         let with = |rows: &[&str]| {
             key_list(self, rows, keys).map_or_else(String::new, |keys| format!(" || ' ' || {keys}"))
@@ -79,6 +82,8 @@ CREATE TRIGGER larder_capture_{table} AFTER INSERT OR UPDATE OR DELETE ON {on}
     FOR EACH ROW EXECUTE FUNCTION larder_capture_{table}();
 CREATE TRIGGER larder_capture_{table}_truncate AFTER TRUNCATE ON {on}
     FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_{table}();
+ALTER TABLE {on} ENABLE ALWAYS TRIGGER larder_capture_{table};
+ALTER TABLE {on} ENABLE ALWAYS TRIGGER larder_capture_{table}_truncate;
 "
         );
         let down = format!(

@@ -27,6 +27,8 @@ CREATE TRIGGER larder_capture_users AFTER INSERT OR UPDATE OR DELETE ON "users"
     FOR EACH ROW EXECUTE FUNCTION larder_capture_users();
 CREATE TRIGGER larder_capture_users_truncate AFTER TRUNCATE ON "users"
     FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_users();
+ALTER TABLE "users" ENABLE ALWAYS TRIGGER larder_capture_users;
+ALTER TABLE "users" ENABLE ALWAYS TRIGGER larder_capture_users_truncate;
 SELECT "posts"."id" FROM "posts" WHERE 1 = 0;
 CREATE FUNCTION larder_capture_posts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -49,6 +51,8 @@ CREATE TRIGGER larder_capture_posts AFTER INSERT OR UPDATE OR DELETE ON "posts"
     FOR EACH ROW EXECUTE FUNCTION larder_capture_posts();
 CREATE TRIGGER larder_capture_posts_truncate AFTER TRUNCATE ON "posts"
     FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_posts();
+ALTER TABLE "posts" ENABLE ALWAYS TRIGGER larder_capture_posts;
+ALTER TABLE "posts" ENABLE ALWAYS TRIGGER larder_capture_posts_truncate;
 SELECT "comments"."id" FROM "comments" WHERE 1 = 0;
 CREATE FUNCTION larder_capture_comments() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -71,3 +75,5 @@ CREATE TRIGGER larder_capture_comments AFTER INSERT OR UPDATE OR DELETE ON "comm
     FOR EACH ROW EXECUTE FUNCTION larder_capture_comments();
 CREATE TRIGGER larder_capture_comments_truncate AFTER TRUNCATE ON "comments"
     FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_comments();
+ALTER TABLE "comments" ENABLE ALWAYS TRIGGER larder_capture_comments;
+ALTER TABLE "comments" ENABLE ALWAYS TRIGGER larder_capture_comments_truncate;

@@ -26,6 +26,8 @@ CREATE TRIGGER larder_capture_posts AFTER INSERT OR UPDATE OR DELETE ON posts
     FOR EACH ROW EXECUTE FUNCTION larder_capture_posts();
 CREATE TRIGGER larder_capture_posts_truncate AFTER TRUNCATE ON posts
     FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_posts();
+ALTER TABLE posts ENABLE ALWAYS TRIGGER larder_capture_posts;
+ALTER TABLE posts ENABLE ALWAYS TRIGGER larder_capture_posts_truncate;
 CREATE FUNCTION larder_capture_comments() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -47,3 +49,5 @@ CREATE TRIGGER larder_capture_comments AFTER INSERT OR UPDATE OR DELETE ON comme
     FOR EACH ROW EXECUTE FUNCTION larder_capture_comments();
 CREATE TRIGGER larder_capture_comments_truncate AFTER TRUNCATE ON comments
     FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_comments();
+ALTER TABLE comments ENABLE ALWAYS TRIGGER larder_capture_comments;
+ALTER TABLE comments ENABLE ALWAYS TRIGGER larder_capture_comments_truncate;
