@@ -1000,6 +1000,36 @@ fn a_stuck_check_does_not_hold_off_the_flush() {
     });
 }
 
+/// The pool's connections give up on a server that accepts the socket and
+/// never answers (libpq's `connect_timeout` covers the whole startup); the
+/// watcher's client bounds only the TCP connect, and its startup, `LISTEN`
+/// and probe then waited as long as the socket stayed open: `build` never
+/// returned. Here the session URL goes through a frozen proxy while the
+/// store's URL reaches the server (review O).
+#[test]
+fn building_with_a_session_url_that_never_answers_fails_instead_of_hanging() {
+    each_backend(|target| {
+        if target.backend != Backend::Postgres {
+            return; // session_url is PostgreSQL's
+        }
+        let db = target.fresh();
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let (url, session) = (db.url(), proxy.url());
+        let result = proxy
+            .run_frozen(move || {
+                Store::builder(&url)
+                    .session_url(&session)
+                    .build()
+                    .map(|_| ())
+            })
+            .expect("build waited for a watcher's server that never answered");
+        assert!(
+            matches!(result, Err(Error::Connection { .. })),
+            "{result:?}"
+        );
+    });
+}
+
 /// The bound the starved store runs with: long enough that the parent can
 /// stop it inside a check well before its guard's deadline.
 const STARVED_BOUND: Duration = Duration::from_millis(400);
