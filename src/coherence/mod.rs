@@ -37,6 +37,7 @@ mod session;
 mod view;
 
 use std::fmt;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -225,6 +226,14 @@ pub(crate) fn default_poll_interval(backend: Backend, max_staleness: Duration) -
     }
 }
 
+/// How long building a store waits for the watcher's first connection:
+/// longer than connecting, listening and hearing the probe take against a
+/// server that answers (each step gives up within 5 s, see `session` and
+/// `channel`). A server that accepts the socket and never answers would
+/// otherwise hold the build for as long as the socket stays open: the
+/// PostgreSQL listener's client bounds only the TCP connect.
+const OPEN_WAIT: Duration = Duration::from_secs(20);
+
 /// How long dropping a [`Watcher`] waits for its threads: longer than any
 /// check against a server that answers takes (its statements and its
 /// connection attempts give up after 5 s, see `session`).
@@ -248,7 +257,8 @@ impl Watcher {
     ///
     /// # Errors
     ///
-    /// [`Error::Connection`] when the watcher's connection cannot be opened,
+    /// [`Error::Connection`] when the watcher's connection cannot be opened
+    /// (or its server does not answer within [`OPEN_WAIT`]),
     /// [`Error::InvalidConfig`] when a PostgreSQL listener cannot hear what is
     /// notified through `store_url` (see `channel`).
     pub(crate) fn start(
@@ -292,12 +302,21 @@ impl Watcher {
                 view::watch(&ctx2, source, &stop2);
             }
         })?;
-        // Dropping `watcher` on an error stops and joins the thread.
-        open.recv().unwrap_or_else(|_| {
-            Err(Error::InvalidConfig {
-                reason: "the coherence thread ended before it connected".into(),
-            })
-        })?;
+        // Dropping `watcher` on an error stops the thread, and joins it
+        // unless it is stuck on the network (it then ends when that returns).
+        match open.recv_timeout(OPEN_WAIT) {
+            Ok(opened) => opened?,
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(url.connection_error(&format!(
+                    "the coherence watcher's connection did not answer within {OPEN_WAIT:?}"
+                )))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::InvalidConfig {
+                    reason: "the coherence thread ended before it connected".into(),
+                })
+            }
+        }
         watcher.spawn("larder-guard", move || view::guard(&ctx, &stop))?;
         Ok(watcher)
     }
