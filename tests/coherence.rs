@@ -696,6 +696,31 @@ fn tables_without_capture_triggers_are_reported() {
     });
 }
 
+/// PostgreSQL: a capture trigger disabled (`ALTER TABLE … DISABLE TRIGGER
+/// ALL` for a bulk load, never undone) fires for nothing, yet it was counted
+/// as capture: `uncaptured_tables` and the start-up warning stayed silent
+/// while every change made elsewhere went unheard (review O).
+#[test]
+fn a_table_whose_capture_trigger_is_disabled_is_reported() {
+    each_backend(|target| {
+        if target.backend != Backend::Postgres {
+            return; // MySQL and SQLite cannot disable a trigger
+        }
+        let db = target.fresh();
+        assert!(db.store.uncaptured_tables().unwrap().is_empty());
+        db.raw("ALTER TABLE users DISABLE TRIGGER ALL");
+        assert_eq!(db.store.uncaptured_tables().unwrap(), ["users"]);
+        db.raw("ALTER TABLE users ENABLE ALWAYS TRIGGER larder_capture_users");
+        assert_eq!(
+            db.store.uncaptured_tables().unwrap(),
+            ["users"],
+            "its TRUNCATE trigger is still disabled"
+        );
+        db.raw("ALTER TABLE users ENABLE ALWAYS TRIGGER larder_capture_users_truncate");
+        assert!(db.store.uncaptured_tables().unwrap().is_empty());
+    });
+}
+
 /// MySQL fires no trigger for the rows an `ON DELETE CASCADE` removes: the
 /// child's cache hears of them only through its `deleted_with` parent's own
 /// delete, which other processes report only if the parent is captured. The
