@@ -34,9 +34,14 @@ impl Dialect for Postgres {
          WHERE table_schema = current_schema()"
     }
 
+    /// Tables whose capture triggers are all enabled: a disabled one (`ALTER
+    /// TABLE … DISABLE TRIGGER ALL` for a bulk load, never undone) fires for
+    /// nothing, so its table counts as uncaptured.
     fn captured_tables(&self) -> &'static str {
-        "SELECT DISTINCT event_object_table::text AS name FROM information_schema.triggers \
-         WHERE event_object_schema = current_schema() AND trigger_name LIKE 'larder\\_capture%'"
+        "SELECT c.relname::text AS name FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND t.tgname LIKE 'larder\\_capture%' \
+         GROUP BY c.relname HAVING bool_and(t.tgenabled <> 'D')"
     }
 
     fn admin_database(&self) -> &'static str {
