@@ -25,7 +25,9 @@
 //! triggers disabled. After truncating a cached table on MySQL, other
 //! processes keep serving its rows until they are evicted or changed: delete
 //! the rows instead, or call [`Store::clear_cache`](crate::Store::clear_cache)
-//! in every process. PostgreSQL reports `TRUNCATE`.
+//! in every process. PostgreSQL reports `TRUNCATE` (not of one partition,
+//! nor a partition's `DETACH` or `DROP`), and writes made in
+//! `session_replication_role = replica`, its triggers being enabled `ALWAYS`.
 
 pub(crate) mod capture;
 mod channel;
