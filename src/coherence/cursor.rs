@@ -494,6 +494,12 @@ mod tests {
         assert_eq!(cursor.read(9, Instant::now()), None);
         assert_eq!(cursor.gaps(), [3, 4, 5, 6, 7, 8]);
         cursor.open_transactions(&trx(&[70]));
+        assert_eq!(
+            cursor.behind(Some(9)),
+            None,
+            "the ids already flushed for are not flushed for again at every look \
+             while they stay watched (their end unread flushes, below)"
+        );
         assert_eq!(cursor.read(5, Instant::now()), None, "committed late: read");
         cursor.open_transactions(&trx(&[]));
         assert_eq!(
