@@ -57,6 +57,10 @@ pub(super) struct Cursor {
     /// Open transactions when each snapshot was taken, by sequence number.
     snapshots: BTreeMap<u64, Transactions>,
     next_snapshot: u64,
+    /// The log's oldest id when [`behind`](Cursor::behind) last asked for a
+    /// flush: the watched ids below it have been flushed for once, and
+    /// their end, read or unread, is settled like any gap's.
+    flushed_below: i64,
 }
 
 impl Cursor {
@@ -225,7 +229,8 @@ impl Cursor {
 
     /// The log's lowest id is `oldest` (`None`: the log is empty). Ids
     /// below it that were not read may have been pruned unread: asks for a
-    /// flush, which covers them. An id below it that may still be held by
+    /// flush, which covers them, once for each id found below it (not again
+    /// at every look while the id stays watched). An id below it that may still be held by
     /// an open transaction stays watched, though: an open transaction's id
     /// can lie below every committed row (a log that was empty when it
     /// began, or pruned since), and its change must still be read when it
@@ -234,7 +239,11 @@ impl Cursor {
     /// a flush) once their transactions have ended.
     pub(super) fn behind(&mut self, oldest: Option<i64>) -> Option<FlushReason> {
         let oldest = oldest?;
-        let skipped = oldest > self.last + 1 || self.first_unread() < oldest;
+        let newly_below = self.gaps.range(self.flushed_below..oldest).next().is_some();
+        let skipped = oldest > self.last + 1 || newly_below;
+        if skipped {
+            self.flushed_below = self.flushed_below.max(oldest);
+        }
         let kept = self.gaps.split_off(&oldest);
         let below = std::mem::replace(&mut self.gaps, kept);
         self.gaps.extend(
