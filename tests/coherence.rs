@@ -328,35 +328,41 @@ fn an_application_table_with_generated_capture_is_coherent() {
     });
 }
 
-/// A session in `session_replication_role = replica` fires only triggers
-/// enabled `ALWAYS`: a logical replication subscriber's apply worker runs so,
-/// and so does a bulk fix that skips foreign-key checks. Its changes must
-/// reach other processes' caches too (review O).
-#[test]
-fn a_change_made_in_replica_role_on_postgres_reaches_the_cache() {
+/// A table of the tests' own, outside the blog, created by each test that
+/// uses it.
+mod memo {
     use diesel::prelude::*;
     diesel::table! { memos (id) { id -> BigInt, body -> Text } }
     #[derive(Debug, Clone, Queryable, Selectable)]
     #[diesel(table_name = memos)]
-    struct Memo {
-        id: i64,
-        body: String,
+    pub struct Memo {
+        pub id: i64,
+        pub body: String,
     }
-    #[derive(Insertable)]
+    #[derive(Debug, Insertable)]
     #[diesel(table_name = memos)]
-    struct NewMemo {
-        body: String,
+    pub struct NewMemo {
+        pub body: String,
     }
-    #[derive(AsChangeset)]
+    #[derive(Debug, AsChangeset)]
     #[diesel(table_name = memos)]
-    struct MemoChanges {
-        body: Option<String>,
+    pub struct MemoChanges {
+        pub body: Option<String>,
     }
     larder::entity!(Memo {
         table: memos,
         new: NewMemo,
         changes: MemoChanges,
     });
+}
+
+/// A session in `session_replication_role = replica` fires only triggers
+/// enabled `ALWAYS`: a logical replication subscriber's apply worker runs so,
+/// and so does a bulk fix that skips foreign-key checks. Its changes must
+/// reach other processes' caches too (review O).
+#[test]
+fn a_change_made_in_replica_role_on_postgres_reaches_the_cache() {
+    use memo::Memo;
 
     each_backend(|target| {
         if target.backend != Backend::Postgres {
@@ -1339,29 +1345,7 @@ fn dropping_a_store_whose_server_stopped_answering_does_not_hang() {
 /// are evicted.
 #[test]
 fn a_migration_makes_every_process_forget_what_it_cached() {
-    use diesel::prelude::*;
-    diesel::table! { memos (id) { id -> BigInt, body -> Text } }
-    #[derive(Debug, Clone, Queryable, Selectable)]
-    #[diesel(table_name = memos)]
-    struct Memo {
-        id: i64,
-        body: String,
-    }
-    #[derive(Insertable)]
-    #[diesel(table_name = memos)]
-    struct NewMemo {
-        body: String,
-    }
-    #[derive(AsChangeset)]
-    #[diesel(table_name = memos)]
-    struct MemoChanges {
-        body: Option<String>,
-    }
-    larder::entity!(Memo {
-        table: memos,
-        new: NewMemo,
-        changes: MemoChanges,
-    });
+    use memo::Memo;
 
     each_backend(|target| {
         let db = target.fresh();
