@@ -1441,12 +1441,20 @@ fn a_panicking_destructor_in_a_watcher_flush_does_not_end_the_watcher() {
         "served stale after the watcher's flush panicked ({:?})",
         store.stats().coherence
     );
-    let stuck = store
-        .stats()
-        .coherence
-        .flushes_by_reason
-        .get(FlushReason::StuckCheck);
-    assert_eq!(stuck, 0, "the watcher died: only the guard's clock flushes");
+    // Dead, the watcher leaves the guard flushing at every half bound; alive,
+    // a check stalled on a loaded machine may let it flush once or twice.
+    let stuck = || {
+        let coherence = store.stats().coherence;
+        coherence.flushes_by_reason.get(FlushReason::StuckCheck)
+    };
+    let before = stuck();
+    std::thread::sleep(BOUND * 4);
+    let more = stuck() - before;
+    assert!(
+        more <= 2,
+        "the watcher died: the guard's clock flushed {more} times in {:?}",
+        BOUND * 4
+    );
 }
 
 // An entity of the users table whose destructor, once asked to, holds the
