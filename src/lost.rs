@@ -56,11 +56,9 @@ pub(crate) fn end_lock_session(
     let url = url.clone();
     let connect_timeout = connect_timeout.min(WAIT);
     within_wait(move || {
-        let url = with_connect_timeout(&url, connect_timeout).map_err(|e| e.to_string())?;
-        let mut conn = Manager::new(url, busy_timeout).open().map_err(|e| e.0)?;
-        if !on_its_server(&mut conn, session) {
+        let Some(mut conn) = connect_to_end(&url, connect_timeout, busy_timeout, session)? else {
             return Ok(true);
-        }
+        };
         let dialect = dialect::of(conn.backend());
         // A failure may only mean the session is gone already.
         let _ = conn.batch_execute(&dialect.end_idle_session(session.id, session.started));
@@ -85,13 +83,21 @@ fn within_wait(work: impl FnOnce() -> Result<bool, String> + Send + 'static) -> 
     spawned.is_ok() && ended.recv_timeout(WAIT).unwrap_or(false)
 }
 
-/// Whether `conn` reaches the server `session` ran on, not one restarted
-/// since: a restart ended the session already, and its id may now name
-/// another client's connection (MySQL), which must not be ended. Unknown
-/// counts as the same server.
-fn on_its_server(conn: &mut Connection, session: Session) -> bool {
-    let now = session_of(conn).map_or(0, |ours| ours.started);
-    dialect::of(conn.backend()).same_server(session.started, now)
+/// A connection of its own to the server `session` ran on; `None` when that
+/// server restarted since: the restart ended the session already, and its
+/// id may now name another client's connection (MySQL), which must not be
+/// ended. A server start that cannot be read counts as the same server.
+fn connect_to_end(
+    url: &DatabaseUrl,
+    connect_timeout: Duration,
+    busy_timeout: Duration,
+    session: Session,
+) -> Result<Option<Connection>, String> {
+    let url = with_connect_timeout(url, connect_timeout).map_err(|e| e.to_string())?;
+    let mut conn = Manager::new(url, busy_timeout).open().map_err(|e| e.0)?;
+    let now = session_of(&mut conn).map_or(0, |ours| ours.started);
+    let same = dialect::of(conn.backend()).same_server(session.started, now);
+    Ok(same.then_some(conn))
 }
 
 fn end_and_wait(
@@ -100,11 +106,9 @@ fn end_and_wait(
     busy_timeout: Duration,
     session: Session,
 ) -> Result<bool, String> {
-    let url = with_connect_timeout(url, connect_timeout).map_err(|e| e.to_string())?;
-    let mut conn = Manager::new(url, busy_timeout).open().map_err(|e| e.0)?;
-    if !on_its_server(&mut conn, session) {
+    let Some(mut conn) = connect_to_end(url, connect_timeout, busy_timeout, session)? else {
         return Ok(true);
-    }
+    };
     let dialect = dialect::of(conn.backend());
     // A failure may only mean the session is gone already: the count says.
     let _ = conn.batch_execute(&dialect.end_session(session.id, session.started));

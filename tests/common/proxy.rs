@@ -118,19 +118,7 @@ impl Proxy {
     /// Resets every connection open now (a RST to each client, closed to
     /// the server); later connections are forwarded as before.
     pub fn reset(&self) {
-        let links: Vec<Link> = self.shared.links.lock().unwrap().drain(..).collect();
-        for link in links {
-            // Closing a socket that lingers zero seconds sends a RST.
-            socket2::SockRef::from(&link.client)
-                .set_linger(Some(Duration::ZERO))
-                .expect("SO_LINGER");
-            link.cut.store(true, Ordering::SeqCst);
-            let _ = link.server.shutdown(Shutdown::Both);
-            for thread in link.threads {
-                let _ = thread.join();
-            }
-            // The last descriptors of both sockets close here.
-        }
+        self.cut_clients(true);
     }
 
     /// Resets every client connection open now (a RST to each) and keeps
@@ -138,16 +126,29 @@ impl Proxy {
     /// see, as when the path between them fails, until its own keepalive
     /// or timeout notices.
     pub fn reset_clients(&self) {
+        self.cut_clients(false);
+    }
+
+    /// Sends a RST to every client connection open now; shuts its server
+    /// connection too when `server_too`, else keeps it open and silent.
+    fn cut_clients(&self, server_too: bool) {
         let links: Vec<Link> = self.shared.links.lock().unwrap().drain(..).collect();
         for link in links {
+            // Closing a socket that lingers zero seconds sends a RST.
             socket2::SockRef::from(&link.client)
                 .set_linger(Some(Duration::ZERO))
                 .expect("SO_LINGER");
             link.cut.store(true, Ordering::SeqCst);
+            if server_too {
+                let _ = link.server.shutdown(Shutdown::Both);
+            }
             for thread in link.threads {
                 let _ = thread.join();
             }
-            self.shared.orphans.lock().unwrap().push(link.server);
+            if !server_too {
+                self.shared.orphans.lock().unwrap().push(link.server);
+            }
+            // Otherwise the last descriptors of both sockets close here.
         }
     }
 }
