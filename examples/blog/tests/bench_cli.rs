@@ -69,6 +69,32 @@ fn bench_reports_json_and_removes_its_users() {
     assert!(left.is_empty(), "{} bench users left behind", left.len());
 }
 
+/// Without `--database-url` the bench runs on a scratch SQLite file, and
+/// leaves nothing of it in the temporary directory: not the file, its WAL,
+/// nor the `.locks` directory its migration lock made beside it.
+#[test]
+fn bench_on_its_own_scratch_file_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_larder-blog"))
+        .args(["bench", "--rows", "200", "--ops", "400", "--json"])
+        .current_dir(tmp.path())
+        .env("TMPDIR", tmp.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run larder bench");
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn bench_coherence_reports_delays_and_puts_the_triggers_back() {
     let dir = tempfile::tempdir().unwrap();
