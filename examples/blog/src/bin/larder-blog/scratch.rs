@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 /// A fresh SQLite file in the temporary directory, removed with its `-wal` and
-/// `-shm` files when dropped.
+/// `-shm` files and the `.locks` directory larder's locks make beside it
+/// when dropped.
 pub(crate) struct ScratchFile(PathBuf);
 
 impl ScratchFile {
@@ -31,5 +32,8 @@ impl Drop for ScratchFile {
             path.push(suffix);
             let _ = std::fs::remove_file(path);
         }
+        let mut locks = self.0.clone().into_os_string();
+        locks.push(".locks");
+        let _ = std::fs::remove_dir_all(locks);
     }
 }
