@@ -218,6 +218,82 @@ fn building_on_a_server_that_never_answers_fails_within_the_connection_timeout()
     });
 }
 
+/// A server host that vanishes without a word (a power cut, a failed path,
+/// a NAT or firewall that drops the flow): its kernel answers nothing, so no
+/// RST ever comes. A pooled connection waiting for an answer to a statement
+/// it sent (a `get`, a write, a `COMMIT`, a lock's release) then waits for
+/// good, or for the kernel's retransmissions (about 15 minutes) while its
+/// request is unacknowledged; every later caller of the same key waits on
+/// its flight meanwhile. libpq bounds both with TCP keepalives probing
+/// soon and `tcp_user_timeout`, which the watcher's connection sets; the
+/// pool's (and the lock sessions') kept libpq's defaults: keepalives after
+/// the kernel's two idle hours, no user timeout. The test proxy's kernel
+/// acknowledges (as a stopped server's does), so the settings are read
+/// where the kernel shows them: an idle connection's keepalive timer
+/// (`/proc/net/tcp`: timer kind 2, due in clock ticks of 1/100 s) must
+/// fall due within a minute. PostgreSQL only: diesel's MySQL client takes
+/// no such setting (docs/deployment.md).
+#[test]
+fn pooled_and_lock_connections_to_postgres_carry_tcp_keepalives() {
+    each_backend(|target| {
+        if target.backend != larder::Backend::Postgres {
+            return;
+        }
+        let db = target.fresh();
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let store = larder::Store::builder(&proxy.url())
+            .coherence(false)
+            .pool_size(2)
+            .build()
+            .expect("store through the proxy");
+        let ann = user(&store, "ann");
+        store.clear_cache();
+        store.users().get(ann.id).unwrap();
+        let lock = store.lock("keepalive").unwrap();
+        let port = proxy
+            .url()
+            .split(':')
+            .nth(2)
+            .and_then(|rest| rest.split(['/', '?']).next()?.parse::<u16>().ok());
+        let port = port.expect("the proxy's port");
+        let timers = timers_of_connections_to(port);
+        assert!(
+            timers.len() >= 2,
+            "the pool's and the lock's connections: {timers:?}"
+        );
+        assert!(
+            timers
+                .iter()
+                .all(|&(kind, due)| kind == 2 && due <= 60 * 100),
+            "connections without a keepalive probe within a minute \
+             ((timer kind, due in 1/100 s): {timers:?}, kind 2 is keepalive)"
+        );
+        drop(lock);
+    });
+}
+
+/// The timer of each TCP connection of this host to `127.0.0.1:port`:
+/// `/proc/net/tcp`'s `tr` (0 none, 1 retransmit, 2 keepalive, 4 window
+/// probe) and `tm->when`, when it falls due in clock ticks (1/100 s).
+fn timers_of_connections_to(port: u16) -> Vec<(u8, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // Established connections only (state 01).
+            (fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"01"))
+                .then(|| {
+                    let (kind, due) = fields.get(5)?.split_once(':')?;
+                    Some((kind.parse().ok()?, u64::from_str_radix(due, 16).ok()?))
+                })
+                .flatten()
+        })
+        .collect()
+}
+
 /// Processes starting together on a new SQLite file (every host of a
 /// deployment, or `larder migrate run`s at once) all open it: the first to
 /// switch it to WAL holds a lock the others' switch cannot wait for through
