@@ -18,7 +18,7 @@ use diesel::{QueryableByName, RunQueryDsl};
 
 use crate::backend::{session_of, Connection, Manager, Session};
 use crate::dialect;
-use crate::pool::{with_connect_timeout, PoolConfig};
+use crate::pool::{with_network_timeouts, PoolConfig};
 use crate::url::DatabaseUrl;
 
 #[derive(QueryableByName)]
@@ -93,7 +93,7 @@ fn connect_to_end(
     busy_timeout: Duration,
     session: Session,
 ) -> Result<Option<Connection>, String> {
-    let url = with_connect_timeout(url, connect_timeout).map_err(|e| e.to_string())?;
+    let url = with_network_timeouts(url, connect_timeout).map_err(|e| e.to_string())?;
     let mut conn = Manager::new(url, busy_timeout).open().map_err(|e| e.0)?;
     let now = session_of(&mut conn).map_or(0, |ours| ours.started);
     let same = dialect::of(conn.backend()).same_server(session.started, now);

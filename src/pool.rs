@@ -90,7 +90,7 @@ pub(crate) struct PoolConfig {
 /// only a connection not trusted any more (see [`Pooled`]).
 pub(crate) fn build(url: &DatabaseUrl, config: &PoolConfig) -> Result<Pool> {
     let manager = Manager::new(
-        with_connect_timeout(url, config.connection_timeout)?,
+        with_network_timeouts(url, config.connection_timeout)?,
         config.busy_timeout,
     );
     drop(manager.open().map_err(|e| url.connection_error(&e.0))?);
@@ -107,11 +107,12 @@ pub(crate) fn build(url: &DatabaseUrl, config: &PoolConfig) -> Result<Pool> {
 }
 
 /// `url`, on PostgreSQL with libpq's `connect_timeout` (whole seconds, at
-/// least 2, as libpq reads it) set to `timeout` unless the URL sets it:
-/// without one, a server that accepts the socket and never answers holds
-/// the connecting thread (the caller's, at build) for as long as the socket
-/// stays open. diesel's MySQL client reads no such setting from the URL.
-pub(crate) fn with_connect_timeout(url: &DatabaseUrl, timeout: Duration) -> Result<DatabaseUrl> {
+/// least 2, as libpq reads it) set to `timeout` and [`TCP_PARAMS`], each
+/// unless the URL sets it: without a connect timeout, a server that accepts
+/// the socket and never answers holds the connecting thread (the caller's,
+/// at build) for as long as the socket stays open. diesel's MySQL client
+/// reads no such setting from the URL.
+pub(crate) fn with_network_timeouts(url: &DatabaseUrl, timeout: Duration) -> Result<DatabaseUrl> {
     if url.backend() != Backend::Postgres {
         return Ok(url.clone());
     }
@@ -119,8 +120,30 @@ pub(crate) fn with_connect_timeout(url: &DatabaseUrl, timeout: Duration) -> Resu
         .as_secs()
         .saturating_add(u64::from(timeout.subsec_nanos() > 0));
     let seconds = seconds.max(2).to_string();
-    DatabaseUrl::parse(&with_params(url.target(), &[("connect_timeout", &seconds)]))
+    let mut params = vec![("connect_timeout", seconds.as_str())];
+    params.extend_from_slice(TCP_PARAMS);
+    DatabaseUrl::parse(&with_params(url.target(), &params))
 }
+
+/// What bounds a statement's wait on a server host that vanished without a
+/// word (a power cut, a failed path, a NAT that dropped the flow: no RST
+/// ever comes) on the connections the pool, the locks and the replicas
+/// open: keepalive probes after 10 s idle, 5 s apart, and the connection
+/// dropped once sent data (a statement, a probe) stays unacknowledged for
+/// 30 s. libpq's defaults probe only after the kernel's two idle hours and
+/// let a request wait for the kernel's retransmissions (about 15 minutes):
+/// a `get` or a `COMMIT` waiting for an answer, and every caller of its key
+/// waiting on its flight, hung that long. A live server's kernel answers
+/// both however long a statement runs. No setting bounds a server process
+/// that stopped (`SIGSTOP`, hung storage) on a host whose kernel still
+/// answers: see docs/deployment.md.
+const TCP_PARAMS: &[(&str, &str)] = &[
+    ("keepalives", "1"),
+    ("keepalives_idle", "10"),
+    ("keepalives_interval", "5"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "30000"),
+];
 
 /// A pooled connection and what the pool knows of its health.
 #[derive(Debug)]
@@ -240,7 +263,7 @@ mod tests {
 
     fn pool_target(url: &str, timeout: Duration) -> String {
         let url = DatabaseUrl::parse(url).unwrap();
-        with_connect_timeout(&url, timeout)
+        with_network_timeouts(&url, timeout)
             .unwrap()
             .target()
             .to_owned()
@@ -249,13 +272,21 @@ mod tests {
     #[test]
     fn a_postgres_pool_connects_within_its_timeout_in_whole_seconds() {
         let url = "postgres://app:s3cret@db/blog";
-        assert!(pool_target(url, Duration::from_millis(2500)).ends_with("?connect_timeout=3"));
-        assert!(pool_target(url, Duration::from_millis(300)).ends_with("?connect_timeout=2"));
-        // The operator's setting wins.
-        let set = "postgres://db/blog?connect_timeout=30";
-        assert_eq!(pool_target(set, Duration::from_secs(5)), set);
+        let tcp = "&keepalives=1&keepalives_idle=10&keepalives_interval=5&keepalives_count=3\
+                   &tcp_user_timeout=30000";
+        assert_eq!(
+            pool_target(url, Duration::from_millis(2500)),
+            format!("{url}?connect_timeout=3{tcp}")
+        );
+        assert!(pool_target(url, Duration::from_millis(300)).contains("?connect_timeout=2&"));
+        // The operator's settings win.
+        let set = "postgres://db/blog?connect_timeout=30&keepalives=0&tcp_user_timeout=0";
+        assert_eq!(
+            pool_target(set, Duration::from_secs(5)),
+            format!("{set}&keepalives_idle=10&keepalives_interval=5&keepalives_count=3")
+        );
         let sqlite = DatabaseUrl::parse("sqlite://app.db").unwrap();
-        let unchanged = with_connect_timeout(&sqlite, Duration::from_secs(5)).unwrap();
+        let unchanged = with_network_timeouts(&sqlite, Duration::from_secs(5)).unwrap();
         assert_eq!(unchanged.target(), sqlite.target());
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::backend::Manager;
 use crate::error::{Error, Result};
-use crate::pool::{with_connect_timeout, Connection};
+use crate::pool::{with_network_timeouts, Connection};
 use crate::url::DatabaseUrl;
 
 use super::name::LockName;
@@ -117,7 +117,7 @@ const SESSION_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[allow(unused_variables, clippy::needless_pass_by_value)] // in a SQLite-only build
 fn take_on_session(url: &DatabaseUrl, name: &LockName, timeout: Duration) -> Result<Held> {
-    let url_with_timeout = with_connect_timeout(url, SESSION_CONNECT_TIMEOUT)?;
+    let url_with_timeout = with_network_timeouts(url, SESSION_CONNECT_TIMEOUT)?;
     let manager = Manager::new(url_with_timeout, Duration::from_secs(5));
     let mut session = manager.open().map_err(|err| url.connection_error(&err.0))?;
     let taken = match &mut session {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::Owner;
 use crate::backend::{self, Manager};
 use crate::error::{Error, Result};
-use crate::pool::{with_connect_timeout, Connection};
+use crate::pool::{with_network_timeouts, Connection};
 use crate::url::DatabaseUrl;
 
 thread_local! {
@@ -66,7 +66,7 @@ impl Session {
         }
         let url = owner.url;
         let manager = Manager::new(
-            with_connect_timeout(url, owner.connect_timeout)?,
+            with_network_timeouts(url, owner.connect_timeout)?,
             owner.busy_timeout,
         );
         let mut conn = manager.open().map_err(|err| url.connection_error(&err.0))?;

@@ -439,7 +439,7 @@ impl fmt::Debug for Replicas {
 /// timeout, as every PostgreSQL connection larder opens (2 s, its least).
 fn manager(url: &DatabaseUrl, config: &PoolConfig) -> Result<Manager> {
     Ok(Manager::with_setup(
-        crate::pool::with_connect_timeout(url, CHECKOUT_TIMEOUT.min(config.connection_timeout))?,
+        crate::pool::with_network_timeouts(url, CHECKOUT_TIMEOUT.min(config.connection_timeout))?,
         config.busy_timeout,
         crate::dialect::postgres::replica_session_setup(LOCK_WAIT),
     ))
