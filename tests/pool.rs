@@ -272,6 +272,91 @@ fn pooled_and_lock_connections_to_postgres_carry_tcp_keepalives() {
     });
 }
 
+/// What no connection setting bounds (docs/deployment.md): a server process
+/// that stopped answering on a host whose kernel still acknowledges (the
+/// test proxy frozen). Loads that reach it wait, but the wait spreads no
+/// further than the connections they hold: hits are served, a miss that
+/// finds every connection held fails with `PoolTimeout` within the
+/// connection timeout, and once the server answers again the stuck loads
+/// finish and the pool is whole.
+#[test]
+fn loads_stuck_on_a_stopped_server_leave_hits_served_and_other_misses_bounded() {
+    each_backend(|target| {
+        if target.backend != larder::Backend::Postgres {
+            return;
+        }
+        let db = target.fresh();
+        let proxy = common::proxy::Proxy::start(&db.url());
+        let timeout = Duration::from_secs(1);
+        let store = larder::Store::builder(&proxy.url())
+            .coherence(false)
+            .pool_size(2)
+            .connection_timeout(timeout)
+            .build()
+            .expect("store through the proxy");
+        let ids: Vec<i64> = ["ann", "bob", "cy", "dee"]
+            .iter()
+            .map(|name| user(&store, name).id)
+            .collect();
+        // Both connections open before the freeze: a transaction holds one
+        // while a read takes the other.
+        let open = store.begin().unwrap();
+        open.users().get(ids[1]).unwrap();
+        store.users().get(ids[0]).unwrap();
+        drop(open);
+        store.clear_cache();
+        store.users().get(ids[0]).unwrap();
+        proxy.freeze();
+        // A forwarding thread already in a read forwards what it reads.
+        std::thread::sleep(Duration::from_millis(100));
+        let stuck: Vec<_> = ids[1..3]
+            .iter()
+            .map(|&id| {
+                let store = store.clone();
+                std::thread::spawn(move || store.users().get(id).map(|row| row.is_some()))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        assert!(store.users().get(ids[0]).unwrap().is_some(), "a hit");
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "the hit waited"
+        );
+        let (sender, done) = std::sync::mpsc::channel();
+        let other = store.clone();
+        let miss = ids[3];
+        std::thread::spawn(move || {
+            let _ = sender.send(other.users().get(miss).map(|row| row.is_some()));
+        });
+        let result = done
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a miss waited for a pool held by stuck loads");
+        assert!(
+            matches!(result, Err(Error::PoolTimeout { .. })),
+            "{result:?}"
+        );
+        // A load that found every connection taken (r2d2 may still have
+        // been opening the second) failed with `PoolTimeout`; the others
+        // waited, and finish once the server answers.
+        let ended: Vec<_> = stuck.iter().map(|thread| thread.is_finished()).collect();
+        proxy.thaw();
+        for (thread, ended) in stuck.into_iter().zip(ended) {
+            let outcome = thread.join().unwrap();
+            if ended {
+                assert!(
+                    matches!(outcome, Err(Error::PoolTimeout { .. })),
+                    "a load ended on a server that does not answer: {outcome:?}"
+                );
+            } else {
+                assert!(outcome.unwrap(), "a stuck load, once answered");
+            }
+        }
+        assert!(store.users().get(miss).unwrap().is_some());
+        assert_pool_idle(&store);
+    });
+}
+
 /// The timer of each TCP connection of this host to `127.0.0.1:port`:
 /// `/proc/net/tcp`'s `tr` (0 none, 1 retransmit, 2 keepalive, 4 window
 /// probe) and `tm->when`, when it falls due in clock ticks (1/100 s).
