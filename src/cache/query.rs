@@ -271,6 +271,48 @@ mod tests {
         );
     }
 
+    /// A reader whose generations were read just before they moved on
+    /// finds the value a load of the newer generations cached since. Taking
+    /// it out (as a value of older generations) is an eviction no load is
+    /// told of: an older load of the newer generations, which read the
+    /// database before a commit whose invalidation is not applied yet, then
+    /// fills in its place, and a caller already served the newer value is
+    /// served the older one.
+    #[test]
+    fn a_reader_of_older_generations_leaves_a_newer_value_cached() {
+        let cache = QueryCache::new(10);
+        let (old, new): (Generations, Generations) = (vec![("users", 7)], vec![("users", 8)]);
+        let older_began = cache.began();
+        cache.fill(key(), new.clone(), Arc::new(2_u64), &new, cache.began());
+        assert_eq!(cache.get::<u64>(&key(), &new).as_deref(), Some(&2));
+        assert!(cache.get::<u64>(&key(), &old).is_none(), "7 is not current");
+        let older = cache.fill(key(), new.clone(), Arc::new(1_u64), &new, older_began);
+        assert_eq!(*older, 2, "the loader is handed the value already cached");
+        assert_eq!(
+            cache.get::<u64>(&key(), &new).as_deref(),
+            Some(&2),
+            "a cached value went back in time"
+        );
+    }
+
+    /// The same through a fill: a load that read and compared its
+    /// generations before they moved on must not replace the newer value.
+    #[test]
+    fn a_fill_of_older_generations_leaves_a_newer_value_cached() {
+        let cache = QueryCache::new(10);
+        let (old, new): (Generations, Generations) = (vec![("users", 7)], vec![("users", 8)]);
+        let older_began = cache.began();
+        cache.fill(key(), new.clone(), Arc::new(2_u64), &new, cache.began());
+        let behind = cache.fill(key(), old.clone(), Arc::new(0_u64), &old, cache.began());
+        assert_eq!(*behind, 0, "the loader's caller gets what it read");
+        cache.fill(key(), new.clone(), Arc::new(1_u64), &new, older_began);
+        assert_eq!(
+            cache.get::<u64>(&key(), &new).as_deref(),
+            Some(&2),
+            "a cached value went back in time"
+        );
+    }
+
     #[test]
     fn a_fill_replaces_a_value_of_older_generations() {
         let cache = QueryCache::new(10);
