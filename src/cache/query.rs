@@ -120,6 +120,12 @@ impl QueryCache {
                     inner.counters.hits += 1;
                     (Some(value), None)
                 }
+                // Read after this caller's generations: it stays (taking it
+                // out would be an eviction no older load is told of).
+                Some(cached) if count_miss && later(&cached.read, current) => {
+                    inner.counters.misses += 1;
+                    (None, None)
+                }
                 Some(_) if count_miss => {
                     inner.counters.misses += 1;
                     (None, inner.entries.pop(key))
@@ -145,7 +151,9 @@ impl QueryCache {
     /// already served the newer one back to the older (the identity map's
     /// rule: a fill never replaces a current entry). For the same reason a
     /// load older than an eviction of its key fills nothing: the evicted
-    /// value may have been the newer one.
+    /// value may have been the newer one; nor does a load whose generations
+    /// are older than the cached value's (they moved on after it compared
+    /// them), which would otherwise evict that value unannounced.
     pub(crate) fn fill<V: Send + Sync + 'static>(
         &self,
         key: QueryKey,
@@ -161,7 +169,14 @@ impl QueryCache {
         let hash = self.hash(&key);
         let (cached, evicted) = {
             let mut inner = inner.lock();
-            if !fresh || inner.evicted.since(hash, began) {
+            // A value read at later generations than `read` (which were
+            // current when the caller compared them) stays: replaced, it
+            // would be an eviction no older load is told of.
+            let behind = inner
+                .entries
+                .peek(&key)
+                .is_some_and(|cached| later(&cached.read, &read));
+            if !fresh || behind || inner.evicted.since(hash, began) {
                 inner.counters.stale_fills_dropped += 1;
                 return value;
             }
@@ -225,6 +240,14 @@ fn same(a: &Generations, b: &Generations) -> bool {
         && a.iter()
             .zip(b)
             .all(|((x, m), (y, n))| m == n && (std::ptr::eq(*x, *y) || x == y))
+}
+
+/// Whether `a` was read after `b`: the same reads, one of them at a later
+/// generation (generations only move forward).
+fn later(a: &Generations, b: &Generations) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((x, _), (y, _))| x == y)
+        && a.iter().zip(b).any(|((_, m), (_, n))| m > n)
 }
 
 #[cfg(test)]
