@@ -577,6 +577,26 @@ mod tests {
     }
 
     #[test]
+    fn a_write_applied_after_a_newer_row_was_loaded_does_not_take_its_key_back_in_time() {
+        let map = map(8);
+        // Two writers of row 1 read the epoch and commit "v1", then "v2"
+        // (the row lock orders them); neither has applied its write yet...
+        let first = map.epoch_of(1);
+        let second = map.epoch_of(1);
+        // ...when a get loads the newer row and caches it.
+        let newer = map.get_or_load(1, load("v2")).unwrap().unwrap();
+        assert_eq!(*newer, "v2");
+        // The first writer applies its older row now: caching it would
+        // serve "v1" to a caller that was already served "v2".
+        map.apply_write(1, Some(&Arc::new("v1".to_owned())), first);
+        let again = map.get_or_load(1, load("v2")).unwrap().unwrap();
+        assert_eq!(*again, "v2", "a get went back in time");
+        map.apply_write(1, Some(&Arc::new("v2".to_owned())), second);
+        let last = map.get_or_load(1, load("v2")).unwrap().unwrap();
+        assert_eq!(*last, "v2");
+    }
+
+    #[test]
     fn load_runs_without_any_shard_lock() {
         let map = map(64);
         map.get_or_load(1, || {
