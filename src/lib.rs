@@ -698,7 +698,8 @@
 //!   first) so that no child can be inserted unseen before the delete; it
 //!   applies them to the cache only after `COMMIT` succeeds. A created or
 //!   updated row is cached as stored only if no other invalidation touched its
-//!   shard since the write. Reads inside a transaction go through its
+//!   shard, and no load cached the row, since the write read its epoch (that
+//!   load may have read a later writer's commit). Reads inside a transaction go through its
 //!   connection and never fill the shared cache (`tests/transactions.rs`,
 //!   `tests/invalidation.rs`).
 //! - **Scoped release**: the pooled connection, the transaction and every lock

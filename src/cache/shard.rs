@@ -15,7 +15,7 @@ use super::stats::CacheStats;
 
 pub(crate) struct Shard<T> {
     entries: Entries<T>,
-    /// Moved by every invalidation and every eviction; a load records it when
+    /// Moved by every invalidation, eviction and fill; a load records it when
     /// it begins, and its fill is judged against what moved it since.
     epoch: u64,
     /// The epoch right after the last invalidation or flush: a load that
@@ -24,6 +24,11 @@ pub(crate) struct Shard<T> {
     /// Keys the policy pushed out lately: a load of one of them that began
     /// before it left may be older than the row that was cached.
     evicted: RecentEvictions,
+    /// Keys a load (or a write) filled lately, each with the epoch its fill
+    /// moved to: a write that read its epoch before such a fill may be older
+    /// than the row filled (writes of one row commit in order, but apply in
+    /// any order), and caches nothing.
+    filled: RecentEvictions,
     flights: HashMap<i64, Arc<Flight<T>>>,
     pub(crate) counters: CacheStats,
 }
@@ -93,6 +98,7 @@ impl<T> Shard<T> {
             epoch: 0,
             invalidated_at: 0,
             evicted: RecentEvictions::new(),
+            filled: RecentEvictions::new(),
             flights: HashMap::new(),
             counters: CacheStats::default(),
         }
@@ -195,6 +201,10 @@ impl<T> Shard<T> {
         }
         self.counters.fills += 1;
         let evicted = self.entries.insert(id, Arc::clone(value), budget);
+        // A tick of its own, so that a write that read the epoch before
+        // this fill tells it from one that read it after.
+        self.epoch += 1;
+        self.filled.record(id, self.epoch);
         Fill::Filled(evicted.map(|(key, value)| {
             self.counters.evictions += 1;
             self.epoch += 1;
@@ -217,8 +227,8 @@ impl<T> Shard<T> {
     }
 
     /// Applies a committed write: the key is invalidated, and its new value (if
-    /// any) is cached only when nothing else invalidated this shard since the
-    /// write read `epoch_at_write`.
+    /// any) is cached only when nothing else invalidated this shard, and no
+    /// load filled the key, since the write read `epoch_at_write`.
     pub(crate) fn apply_write(
         &mut self,
         id: i64,
@@ -227,8 +237,10 @@ impl<T> Shard<T> {
         budget: &Budget,
     ) -> Removed<T> {
         // Evictions since do not matter: the write's row is newer than any
-        // a load could have read before its commit.
-        let untouched_since_write = self.invalidated_at <= epoch_at_write;
+        // a load could have read before its commit. A fill since does: its
+        // load may have read a later writer's commit of the row.
+        let untouched_since_write =
+            self.invalidated_at <= epoch_at_write && !self.filled.since(id, epoch_at_write);
         let mut removed = self.invalidate(id);
         if let (true, Some(value)) = (untouched_since_write, value) {
             let epoch = self.epoch;
