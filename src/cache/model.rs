@@ -246,6 +246,36 @@ fn reads_never_go_back() {
     }
 }
 
+/// Two writers of row 1 commit in turn and apply their writes in any order,
+/// while a reader reads row 1 again and again: the reader never gets an
+/// older row 1 than it already got (a write applied late must not cache its
+/// row over a newer one a load cached meanwhile).
+fn writes_applied_late_never_take_a_reader_back() {
+    let (map, db) = setup();
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let (map, db) = (map.clone(), db.clone());
+            thread::spawn(move || update(&map, &db, 1))
+        })
+        .collect();
+    let reader = thread::spawn(move || {
+        let mut newest = 0;
+        for _ in 0..3 {
+            if let Some(row) = get(&map, &db, 1) {
+                assert!(
+                    row.1 >= newest,
+                    "row 1 went back from {newest} to {}",
+                    row.1
+                );
+                newest = row.1;
+            }
+        }
+    });
+    for thread in writers.into_iter().chain([reader]) {
+        thread.join().expect("no model thread panics");
+    }
+}
+
 /// Misses of three keys over two shards race for the two units of the
 /// capacity the shards share: the map never holds more than its capacity,
 /// and the shared count matches what the shards hold.
@@ -292,4 +322,9 @@ fn the_shared_capacity_holds_under_racing_fills() {
 #[test]
 fn a_reader_never_goes_back_to_an_older_row() {
     explore(reads_never_go_back);
+}
+
+#[test]
+fn a_write_applied_late_never_takes_a_reader_back() {
+    explore(writes_applied_late_never_take_a_reader_back);
 }
