@@ -47,6 +47,9 @@ const QUERIES_REMEMBERED: usize = 64;
 /// no other lock is ever taken under it; replaced values are dropped after it.
 pub(crate) struct QueryCache {
     inner: Option<Mutex<Inner>>,
+    /// The most results it holds (0 when disabled): known without the lock,
+    /// so that [`clear`](Self::clear) builds the empty map before taking it.
+    capacity: usize,
     /// Evictions so far, moved under the lock; a load reads it before it
     /// runs ([`began`](Self::began)) and hands it to its fill.
     evictions: AtomicU64,
@@ -68,6 +71,7 @@ impl QueryCache {
                     evicted: RecentEvictions::new(),
                 })
             }),
+            capacity,
             evictions: AtomicU64::new(0),
             hasher: RandomState::new(),
         }
@@ -208,14 +212,14 @@ impl QueryCache {
     }
 
     pub(crate) fn clear(&self) {
-        if let Some(inner) = &self.inner {
-            let entries = {
-                let mut inner = inner.lock();
-                let capacity = inner.entries.cap();
-                std::mem::replace(&mut inner.entries, LruCache::new(capacity))
-            };
-            drop(entries);
-        }
+        let (Some(inner), Some(capacity)) = (&self.inner, NonZeroUsize::new(self.capacity)) else {
+            return;
+        };
+        // The empty map's table is allocated, and the old entries dropped,
+        // with no lock held: readers wait only for the swap.
+        let empty = LruCache::new(capacity);
+        let entries = { std::mem::replace(&mut inner.lock().entries, empty) };
+        drop(entries);
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
