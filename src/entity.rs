@@ -245,6 +245,10 @@ pub trait Entity: Sized + Send + Sync + 'static {
     /// Write it with diesel's `get_result`, not `first`: `first` binds a
     /// `LIMIT ?`, and SQLite re-prepares a statement with a bound LIMIT each
     /// time it runs (measured: 17 µs a select instead of 4.4 µs).
+    ///
+    /// Read through `conn` alone: other callers of the same key wait for this
+    /// load, so a `get` of that key through a store from inside it would wait
+    /// for itself, for good.
     fn find(conn: &mut Connection, id: i64) -> QueryResult<Option<Self>>;
 
     /// Loads the rows of `ids` that exist, in any order. Defaults to one
