@@ -796,7 +796,8 @@
 //!   worker while it does, as any sync call would), and the drop waits for
 //!   the store's threads to stop, milliseconds against a server that answers.
 //! - [`Error::status_code`] maps every error to an HTTP status (404, 409,
-//!   503 for the retryable ones, 500); with `axum`, `impl IntoResponse for
+//!   400 for a lock name, 422 for a value its column cannot hold, 503 for
+//!   the retryable ones and an unreachable database, 500); with `axum`, `impl IntoResponse for
 //!   Error` answers with it, so a handler returning `Result<_, larder::Error>`
 //!   uses `?`. The repository's `docs/async.md` has a complete handler.
 
