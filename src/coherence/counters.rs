@@ -206,6 +206,17 @@ mod tests {
     }
 
     #[test]
+    fn flush_counts_debug_names_each_reason() {
+        // docs/deployment.md prints `store.stats().coherence` with `{:?}` to
+        // show the flushes by reason: a bare array of counts tells none apart.
+        let mut counts = FlushCounts::default();
+        counts.0[FlushReason::StuckCheck.index()] = 3;
+        let shown = format!("{counts:?}");
+        assert!(shown.contains("StuckCheck: 3"), "{shown}");
+        assert!(shown.contains("Migrated: 0"), "{shown}");
+    }
+
+    #[test]
     fn repeated_flushes_warn_once_a_second_and_count_the_rest() {
         let mut log = FlushLog::default();
         let t0 = Instant::now();
