@@ -93,8 +93,17 @@ impl fmt::Display for FlushReason {
 /// assert_eq!(counts.get(FlushReason::StuckCheck), 0);
 /// assert_eq!(counts.iter().count(), FlushReason::ALL.len());
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlushCounts([u64; FlushReason::ALL.len()]);
+
+/// Each count under its reason's name (`{StuckCheck: 3, Migrated: 1, …}`):
+/// printing `stats().coherence` with `{:?}` is how the deployment guide
+/// shows the flushes by reason, and a bare array tells none apart.
+impl fmt::Debug for FlushCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
 
 impl FlushCounts {
     /// How many flushes had `reason`.
