@@ -158,6 +158,32 @@ fn database_url_comes_from_the_environment_or_a_dotenv_file() {
 }
 
 #[test]
+fn a_malformed_dotenv_file_fails_instead_of_migrating_the_default_database() {
+    // dotenvy stops at a line it cannot parse and sets nothing: the
+    // DATABASE_URL below it was ignored, and `migrate run` migrated
+    // sqlite://larder.db instead, reporting success.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "!!not a line\nDATABASE_URL=postgres://app:s3cret@db.invalid/app\n",
+    )
+    .unwrap();
+    let output = larder(dir.path(), &["migrate", "run"]);
+    assert_one_line_failure(&output, ".env");
+    assert!(!dir.path().join("larder.db").exists());
+    // A malformed line may hold a password: its text is not shown.
+    std::fs::write(
+        dir.path().join(".env"),
+        "DATABASE_URL=\"postgres://app:s3cret@db.invalid/app\n",
+    )
+    .unwrap();
+    let output = larder(dir.path(), &["migrate", "run"]);
+    assert_one_line_failure(&output, ".env");
+    assert!(!stderr(&output).contains("s3cret"), "{}", stderr(&output));
+    assert!(!dir.path().join("larder.db").exists());
+}
+
+#[test]
 fn the_default_database_is_a_sqlite_file_in_the_working_directory() {
     let dir = tempfile::tempdir().unwrap();
     assert_ok(&larder(dir.path(), &["migrate", "run"]));
