@@ -108,8 +108,15 @@ enum Command {
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
-    // A missing .env is normal; a malformed one is reported by the URL it yields.
-    let _ = dotenvy::dotenv();
+    // A missing .env is normal. A malformed one stops the command: dotenvy
+    // sets nothing from it, so its DATABASE_URL would silently give way to
+    // the default sqlite://larder.db, which `migrate run` would then migrate.
+    if let Err(err) = dotenvy::dotenv() {
+        if !err.not_found() {
+            eprintln!("larder: error: {}", dotenv_error(&err));
+            return ExitCode::FAILURE;
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -149,6 +156,19 @@ fn restore_default_sigpipe() {
     #[allow(unsafe_code)]
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Why a `.env` file could not be read, without the text of the line that
+/// failed to parse: it may hold a password.
+fn dotenv_error(err: &dotenvy::Error) -> String {
+    match err {
+        dotenvy::Error::LineParse(_, at) => format!(
+            "cannot read .env: a line is malformed (at its character {at}); \
+             nothing was read from it"
+        ),
+        dotenvy::Error::Io(io) => format!("cannot read .env: {io}"),
+        other => format!("cannot read .env: {other}"),
     }
 }
 
