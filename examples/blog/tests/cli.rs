@@ -205,3 +205,27 @@ fn check_pages_refuses_a_wait_too_long_to_mean() {
     };
     assert_eq!(status.code(), Some(2), "{status}");
 }
+
+#[test]
+fn a_malformed_dotenv_file_fails_instead_of_using_the_default_database() {
+    // dotenvy stops at a line it cannot parse: the DATABASE_URL below it was
+    // ignored, and the command went on with sqlite://larder.db instead.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "!!not a line\nDATABASE_URL=sqlite://from-dotenv.db\n",
+    )
+    .unwrap();
+    let output = larder_blog(dir.path(), &["stats"]);
+    assert_one_line_failure(&output, ".env");
+    assert!(!dir.path().join("larder.db").exists());
+    // A malformed line may hold a password: its text is not shown.
+    std::fs::write(
+        dir.path().join(".env"),
+        "DATABASE_URL=\"postgres://app:s3cret@db.invalid/app\n",
+    )
+    .unwrap();
+    let output = larder_blog(dir.path(), &["stats"]);
+    assert_one_line_failure(&output, ".env");
+    assert!(!stderr(&output).contains("s3cret"), "{}", stderr(&output));
+}
