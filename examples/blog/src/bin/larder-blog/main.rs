@@ -105,8 +105,15 @@ enum Command {
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
-    // A missing .env is normal; a malformed one is reported by the URL it yields.
-    let _ = dotenvy::dotenv();
+    // A missing .env is normal. A malformed one stops the command: dotenvy
+    // stops at the bad line, so a DATABASE_URL below it would give way to
+    // the default database without a word.
+    if let Err(err) = dotenvy::dotenv() {
+        if !err.not_found() {
+            eprintln!("larder-blog: error: {}", dotenv_error(&err));
+            return ExitCode::FAILURE;
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -161,6 +168,17 @@ fn restore_default_sigpipe() {
     #[allow(unsafe_code)]
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Why a `.env` file could not be read, without the text of the line that
+/// failed to parse: it may hold a password.
+fn dotenv_error(err: &dotenvy::Error) -> String {
+    match err {
+        dotenvy::Error::LineParse(_, at) => {
+            format!("cannot read .env: a line is malformed (at its character {at})")
+        }
+        other => format!("cannot read .env: {}", one_line(&other.to_string())),
     }
 }
 
