@@ -180,6 +180,48 @@ mod tests {
         assert_eq!(waiter.join().unwrap(), Some(Some(Arc::new(7))));
     }
 
+    /// A task that stops waiting (a client that hung up, a timeout) takes
+    /// its waker back: a load that takes long (a row lock held elsewhere)
+    /// while requests for its key keep giving up must not keep one waker,
+    /// and with it the whole allocation of each cancelled task, per request.
+    #[test]
+    fn a_dropped_landing_leaves_no_waker_behind() {
+        use std::task::Wake;
+
+        struct Task;
+        impl Wake for Task {
+            fn wake(self: Arc<Self>) {}
+        }
+        let flight = Flight::<u8>::new(0, true);
+        let tasks: Vec<Arc<Task>> = (0..100).map(|_| Arc::new(Task)).collect();
+        for task in &tasks {
+            let waker = Waker::from(Arc::clone(task));
+            let mut landing = Landing::new(Arc::clone(&flight));
+            assert!(Pin::new(&mut landing)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+        } // each landing dropped, as its request was cancelled
+        assert!(flight.inner.lock().wakers.is_empty(), "wakers kept");
+        assert!(tasks.iter().all(|task| Arc::strong_count(task) == 1));
+
+        // Two landings of one task (the same waker): dropping one still
+        // leaves the other woken when the load ends.
+        let task = Arc::new(Task);
+        let waker = Waker::from(Arc::clone(&task));
+        let mut cx = Context::from_waker(&waker);
+        let mut first = Landing::new(Arc::clone(&flight));
+        let mut second = Landing::new(Arc::clone(&flight));
+        assert!(Pin::new(&mut first).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut second).poll(&mut cx).is_pending());
+        drop(first);
+        assert_eq!(flight.inner.lock().wakers.len(), 1, "the second's waker");
+        flight.complete(Some(None));
+        assert!(matches!(
+            Pin::new(&mut second).poll(&mut cx),
+            Poll::Ready(Some(None))
+        ));
+    }
+
     #[test]
     fn completing_wakes_the_waiting_task() {
         use std::sync::atomic::{AtomicBool, Ordering};
