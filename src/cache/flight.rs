@@ -24,7 +24,12 @@ struct Inner<T> {
     /// The leader has not begun to load: an async caller's load waiting for
     /// a thread of the runtime's blocking pool (see [`Flight::wait`]).
     queued: bool,
-    wakers: Vec<Waker>,
+    /// The waiting tasks' wakers, each under the key of the [`Landing`]
+    /// that registered it, so that a landing dropped before the load ends
+    /// takes its own back (and no other landing's of the same task).
+    wakers: Vec<(u64, Waker)>,
+    /// The key the next landing to register gets.
+    next_key: u64,
 }
 
 /// One in-progress load of one key.
@@ -45,6 +50,7 @@ impl<T> Flight<T> {
                 state: State::Loading,
                 queued,
                 wakers: Vec::new(),
+                next_key: 0,
             }),
             done: Condvar::new(),
         })
@@ -68,7 +74,7 @@ impl<T> Flight<T> {
         };
         self.done.notify_all();
         // Waking runs the runtime's code: after the lock.
-        for waker in wakers {
+        for (_, waker) in wakers {
             waker.wake();
         }
     }
@@ -96,28 +102,62 @@ impl<T> Flight<T> {
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) struct Landing<T> {
     flight: Arc<Flight<T>>,
+    /// The key of the waker it registered, once polled while loading.
+    key: Option<u64>,
 }
 
 impl<T> Landing<T> {
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn new(flight: Arc<Flight<T>>) -> Landing<T> {
-        Landing { flight }
+        Landing { flight, key: None }
+    }
+}
+
+/// A landing dropped while the load runs (its request cancelled) takes its
+/// waker back: a waker keeps its task's allocation alive, and a long load
+/// under requests that keep giving up would otherwise hold one per request.
+impl<T> Drop for Landing<T> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            let removed = {
+                let mut inner = self.flight.inner.lock();
+                let at = inner.wakers.iter().position(|(k, _)| *k == key);
+                at.map(|at| inner.wakers.swap_remove(at))
+            };
+            // A task's waker may run runtime code when dropped: after the lock.
+            drop(removed);
+        }
     }
 }
 
 impl<T> Future for Landing<T> {
     type Output = Option<Option<Arc<T>>>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut inner = self.flight.inner.lock();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let flight = Arc::clone(&self.flight);
+        let mut inner = flight.inner.lock();
         match &inner.state {
             State::Loaded(value) => Poll::Ready(Some(value.clone())),
             State::Abandoned => Poll::Ready(None),
             State::Loading => {
-                // A task polled again before the load ends is registered once.
-                if !inner.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    inner.wakers.push(cx.waker().clone());
-                }
+                // A landing polled again before the load ends keeps one
+                // entry, its waker replaced if the task gave another.
+                let key = self.key;
+                let mine = key.and_then(|key| inner.wakers.iter_mut().find(|(k, _)| *k == key));
+                let replaced = match mine {
+                    Some((_, waker)) if waker.will_wake(cx.waker()) => None,
+                    Some((_, waker)) => Some(std::mem::replace(waker, cx.waker().clone())),
+                    None => {
+                        let key = inner.next_key;
+                        inner.next_key += 1;
+                        inner.wakers.push((key, cx.waker().clone()));
+                        drop(inner);
+                        self.key = Some(key);
+                        return Poll::Pending;
+                    }
+                };
+                drop(inner);
+                drop(replaced);
                 Poll::Pending
             }
         }
@@ -139,15 +179,11 @@ mod tests {
         let mut landing = Landing::new(Arc::clone(&flight));
         assert!(poll(&mut landing).is_pending());
         assert!(poll(&mut landing).is_pending());
-        // Deduplication goes as far as `will_wake` sees: a clone of
-        // `Waker::noop()` may carry another copy of its constant vtable, and
-        // one build's did (then two wakers are kept, which is harmless).
-        let noop = Waker::noop();
-        let expected = if noop.will_wake(&noop.clone()) { 1 } else { 2 };
+        // One entry per landing, however its waker compares.
         assert_eq!(
             flight.inner.lock().wakers.len(),
-            expected,
-            "one task, one waker"
+            1,
+            "one landing, one waker"
         );
         let value = Arc::new(7);
         flight.complete(Some(Some(Arc::clone(&value))));
