@@ -13,7 +13,7 @@ mod common;
 use larder_blog::prelude::*;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -701,4 +701,140 @@ fn a_store_is_built_and_dropped_inside_an_async_task() {
         let name = joined.expect("building the store panicked").unwrap();
         assert_eq!(name.as_deref(), Some("ann"));
     });
+}
+
+static CANCEL_READ: Latch = Latch::new();
+static CANCEL_RELEASE: Latch = Latch::new();
+user_entity!(HeldUser, || {
+    CANCEL_READ.open();
+    CANCEL_RELEASE.wait();
+});
+
+static LOAD_PANICS: AtomicBool = AtomicBool::new(false);
+user_entity!(PanickyLoad, || {
+    if LOAD_PANICS.load(Ordering::SeqCst) {
+        panic!("bad data");
+    }
+});
+
+/// A multi-threaded runtime of two workers, with a timer.
+fn two_worker_runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// A leader and a waiter both cancelled (`timeout`) while the load reads a
+/// row a write then changes: the load goes on, fills nothing (the epoch
+/// rule), holds no connection, and the next `get` loads the new row.
+#[test]
+fn a_cancelled_leader_mid_load_fills_nothing_stale() {
+    let db = common::fresh_with(|b| b.entity::<HeldUser>().coherence(false));
+    let id = user(&db.store, "old").id;
+    let held = db.store.async_repo::<HeldUser>();
+    let runtime = two_worker_runtime();
+    runtime.block_on(async {
+        let r = tokio::time::timeout(Duration::from_millis(50), held.get(id)).await;
+        assert!(r.is_err(), "cancelled");
+        // a waiter joins the flight and is cancelled too
+        let r = tokio::time::timeout(Duration::from_millis(20), held.get(id)).await;
+        assert!(r.is_err());
+    });
+    CANCEL_READ.wait();
+    db.store.users().update(id, rename("new")).unwrap();
+    CANCEL_RELEASE.open();
+    runtime.block_on(async {
+        let got = tokio::time::timeout(Duration::from_secs(10), held.get(id))
+            .await
+            .expect("hung")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.0.name, "new");
+    });
+    // The cancelled load ends too, gives its connection back, fills nothing.
+    runtime.block_on(eventually("the cancelled load's connection back", || {
+        let pool = db.store.stats().pool;
+        pool.idle == pool.connections
+    }));
+    assert_eq!(held.cached(id).unwrap().0.name, "new");
+}
+
+/// A load that panics (an entity's decoding meeting bad data) is an
+/// `Interrupted` error for its leader and every waiter, never a panic in
+/// their tasks nor a hang; the key loads again once the data is good.
+#[test]
+fn a_panicking_load_is_an_error_for_leader_and_waiters() {
+    let db = common::fresh_with(|b| b.entity::<PanickyLoad>().coherence(false));
+    let id = user(&db.store, "ann").id;
+    let repo = db.store.async_repo::<PanickyLoad>();
+    LOAD_PANICS.store(true, Ordering::SeqCst);
+    let runtime = two_worker_runtime();
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let repo = repo.clone();
+                tokio::spawn(async move { repo.get(id).await.map(|_| ()) })
+            })
+            .collect();
+        for t in tasks {
+            let r = tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("hung");
+            let r = r.expect("a panic reached the task");
+            assert!(matches!(r, Err(larder::Error::Interrupted { .. })), "{r:?}");
+        }
+        let r = repo.get_many(vec![id]).await;
+        assert!(matches!(r, Err(larder::Error::Interrupted { .. })));
+        LOAD_PANICS.store(false, Ordering::SeqCst);
+        assert!(repo.get(id).await.unwrap().is_some());
+    });
+    assert_pool_idle(&db.store);
+}
+
+/// A lead queued behind a busy blocking pool whose runtime shuts down: the
+/// work is dropped, the flight ends, and a waiter on another runtime loads
+/// for itself instead of waiting for ever.
+#[test]
+fn a_queued_lead_dropped_by_its_runtime_leaves_no_waiter_hanging() {
+    let db = common::fresh_with(|b| b.coherence(false));
+    let id = user(&db.store, "ann").id;
+    db.store.users().invalidate(id);
+    let users = db.store.async_repo::<larder_blog::User>();
+    let a = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(1)
+        .build()
+        .unwrap();
+    let gate = Arc::new(Latch::new());
+    let busy = a.spawn_blocking({
+        let gate = gate.clone();
+        move || gate.wait()
+    });
+    // the lead queues behind the busy thread
+    let lead = a.spawn({
+        let users = users.clone();
+        async move { users.get(id).await }
+    });
+    a.block_on(async {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    });
+    let b = two_worker_runtime();
+    let waiter = b.spawn({
+        let users = users.clone();
+        async move { users.get(id).await }
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    drop(lead);
+    drop(busy);
+    a.shutdown_background();
+    gate.open();
+    let got = b.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("waiter hung")
+    });
+    assert!(got.unwrap().unwrap().is_some());
 }
