@@ -319,10 +319,7 @@ fn loads_stuck_on_a_stopped_server_leave_hits_served_and_other_misses_bounded() 
         std::thread::sleep(Duration::from_millis(300));
         let started = Instant::now();
         assert!(store.users().get(ids[0]).unwrap().is_some(), "a hit");
-        assert!(
-            started.elapsed() < Duration::from_millis(100),
-            "the hit waited"
-        );
+        assert!(started.elapsed() < Duration::from_secs(1), "the hit waited");
         let (sender, done) = std::sync::mpsc::channel();
         let other = store.clone();
         let miss = ids[3];
