@@ -603,9 +603,11 @@ fn database_setup_reset_and_drop() {
     );
     drop(store);
 
+    // The migration lock's directory, which drop removes with the file.
+    assert!(dir.path().join("setup.db.locks").is_dir());
     let dropped = larder(dir.path(), &["database", "drop", "--database-url", url]);
     assert_ok(&dropped);
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", ".locks"] {
         assert!(
             !dir.path().join(format!("setup.db{suffix}")).exists(),
             "{suffix}"
