@@ -56,8 +56,9 @@ pub fn create_database(url: &str) -> Result<bool> {
     Ok(true)
 }
 
-/// Drops the database `url` names (for SQLite, the file and its `-wal` and
-/// `-shm` files); returns false when there was none.
+/// Drops the database `url` names (for SQLite, the file, its `-wal` and
+/// `-shm` files and the `.locks` directory of its named locks); returns false
+/// when there was none.
 ///
 /// # Errors
 ///
@@ -96,12 +97,28 @@ fn sqlite_file(url: &DatabaseUrl) -> PathBuf {
 }
 
 fn remove_sqlite_files(url: &DatabaseUrl) -> Result<()> {
+    // Named after the file as SQLite resolves it (see `lock::flock`): found
+    // while the file is still there to resolve.
+    let locks = std::fs::canonicalize(sqlite_file(url)).map(|file| {
+        let mut dir = file.into_os_string();
+        dir.push(".locks");
+        PathBuf::from(dir)
+    });
     for suffix in ["", "-wal", "-shm"] {
         let mut path = sqlite_file(url).into_os_string();
         path.push(suffix);
         match std::fs::remove_file(&path) {
             Err(e) if suffix.is_empty() || e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(url.connection_error(&format!("cannot remove the database file: {e}")));
+            }
+            _ => {}
+        }
+    }
+    // The named locks' files: empty, but one per lock name ever taken.
+    if let Ok(locks) = locks {
+        match std::fs::remove_dir_all(&locks) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(url.connection_error(&format!("cannot remove the lock files: {e}")));
             }
             _ => {}
         }

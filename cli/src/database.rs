@@ -17,7 +17,7 @@ pub(crate) enum Action {
     /// Drop the database (when it exists), then set it up again: a fresh database
     /// with every migration applied and no rows.
     Reset,
-    /// Delete the database (for SQLite, the file and its -wal and -shm files);
+    /// Delete the database (for SQLite, the file, its -wal and -shm files and its .locks directory);
     /// fails when it does not exist.
     Drop,
 }
