@@ -7,6 +7,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use tokio::task::JoinError;
+
 use larder::Store;
 use larder_blog::prelude::*;
 use larder_blog::{Comment, NewComment, Post, PostChanges, User};
@@ -222,9 +224,13 @@ where
     F: FnOnce(&Store) -> Result<T, Failure> + Send + 'static,
 {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || work(&store))
-        .await
-        .unwrap_or_else(|_| Err(panicked()))
+    joined(tokio::task::spawn_blocking(move || work(&store)).await)
+}
+
+/// The outcome of a handler's blocking work, including work that never
+/// finished: it panicked, or the runtime dropped it unstarted.
+pub(crate) fn joined<T>(outcome: Result<Result<T, Failure>, JoinError>) -> Result<T, Failure> {
+    outcome.unwrap_or_else(|_| Err(panicked()))
 }
 
 /// The answer to a handler whose blocking work panicked.
@@ -365,5 +371,24 @@ mod tests {
         );
         let config = larder::Error::InvalidConfig { reason: "x".into() };
         assert_eq!(status_of(&config), 500);
+    }
+
+    /// Work the runtime dropped before it ran (a graceful shutdown drops the
+    /// blocking pool's queue) neither panicked nor touched the database: the
+    /// client is told to come back, not that the server failed.
+    #[tokio::test]
+    async fn work_dropped_unstarted_answers_503_not_a_panic() {
+        let never = tokio::spawn(std::future::pending::<Result<(), Failure>>());
+        never.abort();
+        let failure = joined(never.await).expect_err("cancelled work has no value");
+        assert_eq!(failure.status, 503, "{failure:?}");
+        assert!(!failure.message.contains("panicked"), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn work_that_panicked_answers_500() {
+        let panics = tokio::spawn(async { panic!("handler bug") });
+        let failure = joined::<()>(panics.await).expect_err("panicked work has no value");
+        assert_eq!(failure.status, 500, "{failure:?}");
     }
 }

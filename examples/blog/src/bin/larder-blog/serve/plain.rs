@@ -13,7 +13,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Text};
 use larder_blog::schema::{comments, posts, users};
 
-use super::data::{panicked, Failure, PoolState, FRONT_POSTS};
+use super::data::{joined, Failure, PoolState, FRONT_POSTS};
 use super::pages::{self, CommentView, FrontItem, PostView};
 
 /// A pool of plain connections to one database.
@@ -223,12 +223,13 @@ impl Plain {
         F: FnOnce(&mut larder::Connection) -> Result<T, Failure> + Send + 'static,
     {
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(|e| Failure::new(503, e.to_string()))?;
-            work(&mut conn)
-        })
-        .await
-        .unwrap_or_else(|_| Err(panicked()))
+        joined(
+            tokio::task::spawn_blocking(move || {
+                let mut conn = pool.get().map_err(|e| Failure::new(503, e.to_string()))?;
+                work(&mut conn)
+            })
+            .await,
+        )
     }
 }
 
