@@ -230,7 +230,14 @@ where
 /// The outcome of a handler's blocking work, including work that never
 /// finished: it panicked, or the runtime dropped it unstarted.
 pub(crate) fn joined<T>(outcome: Result<Result<T, Failure>, JoinError>) -> Result<T, Failure> {
-    outcome.unwrap_or_else(|_| Err(panicked()))
+    match outcome {
+        Ok(result) => result,
+        Err(failed) if failed.is_cancelled() => Err(Failure::new(
+            503,
+            "the server is shutting down; the request was not run",
+        )),
+        Err(_) => Err(panicked()),
+    }
 }
 
 /// The answer to a handler whose blocking work panicked.
