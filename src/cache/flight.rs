@@ -3,6 +3,7 @@
 //! shard lock: a thread blocks on its condvar ([`Flight::wait`]), an async
 //! task awaits it ([`Landing`]) without blocking its runtime's worker.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,8 +27,10 @@ struct Inner<T> {
     queued: bool,
     /// The waiting tasks' wakers, each under the key of the [`Landing`]
     /// that registered it, so that a landing dropped before the load ends
-    /// takes its own back (and no other landing's of the same task).
-    wakers: Vec<(u64, Waker)>,
+    /// takes its own back (and no other landing's of the same task). A map,
+    /// so that a burst of cancelled requests on one slow load costs one
+    /// removal each, not a scan of every waiter under this lock.
+    wakers: HashMap<u64, Waker>,
     /// The key the next landing to register gets.
     next_key: u64,
 }
@@ -49,7 +52,7 @@ impl<T> Flight<T> {
             inner: Mutex::new(Inner {
                 state: State::Loading,
                 queued,
-                wakers: Vec::new(),
+                wakers: HashMap::new(),
                 next_key: 0,
             }),
             done: Condvar::new(),
@@ -74,7 +77,7 @@ impl<T> Flight<T> {
         };
         self.done.notify_all();
         // Waking runs the runtime's code: after the lock.
-        for (_, waker) in wakers {
+        for waker in wakers.into_values() {
             waker.wake();
         }
     }
@@ -119,11 +122,7 @@ impl<T> Landing<T> {
 impl<T> Drop for Landing<T> {
     fn drop(&mut self) {
         if let Some(key) = self.key {
-            let removed = {
-                let mut inner = self.flight.inner.lock();
-                let at = inner.wakers.iter().position(|(k, _)| *k == key);
-                at.map(|at| inner.wakers.swap_remove(at))
-            };
+            let removed = self.flight.inner.lock().wakers.remove(&key);
             // A task's waker may run runtime code when dropped: after the lock.
             drop(removed);
         }
@@ -143,14 +142,14 @@ impl<T> Future for Landing<T> {
                 // A landing polled again before the load ends keeps one
                 // entry, its waker replaced if the task gave another.
                 let key = self.key;
-                let mine = key.and_then(|key| inner.wakers.iter_mut().find(|(k, _)| *k == key));
+                let mine = key.and_then(|key| inner.wakers.get_mut(&key));
                 let replaced = match mine {
-                    Some((_, waker)) if waker.will_wake(cx.waker()) => None,
-                    Some((_, waker)) => Some(std::mem::replace(waker, cx.waker().clone())),
+                    Some(waker) if waker.will_wake(cx.waker()) => None,
+                    Some(waker) => Some(std::mem::replace(waker, cx.waker().clone())),
                     None => {
                         let key = inner.next_key;
                         inner.next_key += 1;
-                        inner.wakers.push((key, cx.waker().clone()));
+                        inner.wakers.insert(key, cx.waker().clone());
                         drop(inner);
                         self.key = Some(key);
                         return Poll::Pending;
