@@ -528,6 +528,34 @@ mod tests {
         assert!(map.peek(9).is_some());
     }
 
+    /// Shards keep the units of capacity they took while the map filled,
+    /// so a shard the first fills happened to miss could hold none: every
+    /// key of it, however hot, lost its admission duel to no victim at all
+    /// until the next flush. Here the fills all land in one shard: in a small
+    /// map the first few keys decide the split. (A map large enough for
+    /// several shards gives each at least `MIN_SHARE` units, and hashed ids
+    /// spread its fills too evenly for one to be left without any.)
+    #[test]
+    fn a_hot_key_is_cached_whichever_shard_the_fills_went_to() {
+        for capacity in [16, 64, 100] {
+            let map = map(capacity);
+            let home = map.shard_index(0);
+            let fills = (0..).filter(|&id| map.shard_index(id) == home);
+            for id in fills.take(capacity) {
+                map.get_or_load(id, load("fill")).unwrap();
+            }
+            let elsewhere = (1_000_000..1_010_000).find(|&id| map.shard_index(id) != home);
+            let hot = elsewhere.unwrap_or(1_000_000);
+            for _ in 0..50 {
+                map.get_or_load(hot, load("hot")).unwrap();
+            }
+            assert!(
+                map.peek(hot).is_some(),
+                "capacity {capacity}: a key read 50 times is not cached"
+            );
+        }
+    }
+
     #[test]
     fn the_reported_capacity_is_the_configured_one() {
         for capacity in [0, 1, 2, 3, 15, 16, 17, 1000, 10_007] {
