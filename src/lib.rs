@@ -245,7 +245,8 @@
 //!
 //! # The cache
 //!
-//! Each entity has an identity map of up to 16 shards, each behind its own
+//! Each entity has an identity map of up to 16 shards (one per 64 entries of
+//! capacity, so that a small map is one shard), each behind its own
 //! `parking_lot` mutex, with an invalidation epoch and the loads in flight.
 //! Each shard keeps its entries with W-TinyLFU (as Caffeine does): a small
 //! admission window and a segmented LRU, where a new entry displaces an old
@@ -269,7 +270,8 @@
 //!   entries (default 10,000; 0 turns caching off),
 //!   [`StoreBuilder::entity_with_capacity`] one entity's. The shards share it:
 //!   the map fills to its capacity however unevenly the hot keys spread over
-//!   them, and never holds more than it.
+//!   them, and never holds more than it. A shard keeps the units of capacity
+//!   it took until the next flush.
 //! - **The list cache.** [`Repo::cached_query`] and [`Repo::cached_value`]
 //!   results ([`StoreBuilder::query_cache_capacity`], default 10,000) are stored
 //!   with the generation of every table they read. A committed write to one of

@@ -44,6 +44,14 @@ pub(crate) type AnyValue = Arc<dyn std::any::Any + Send + Sync>;
 /// sketch see enough of the traffic to stay meaningful.
 const MAX_SHARDS: usize = 16;
 
+/// Fewest units of capacity a shard is meant to hold. Shards keep the
+/// units they took while the map filled (until a flush), so the split is
+/// decided by the first fills: with a few units per shard, a shard the
+/// first fills happened to miss could cache nothing at all. At 64 or more
+/// per shard, hashed ids leave none without (16 shards missing all of
+/// 1,024 random fills has odds near 10^-28), and a small map is one shard.
+const MIN_SHARE: usize = 64;
+
 /// The cache of one entity type.
 pub(crate) struct IdentityMap<T> {
     /// The entity's table, for tracing.
@@ -59,11 +67,18 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
     /// A map of `table`'s rows holding at most `capacity` entries in total;
     /// 0 disables caching.
     pub(crate) fn new(table: &'static str, capacity: usize) -> IdentityMap<T> {
-        let shard_count = if capacity == 0 {
-            1
-        } else {
-            prev_power_of_two(capacity.min(MAX_SHARDS))
-        };
+        let shard_count = prev_power_of_two((capacity / MIN_SHARE).clamp(1, MAX_SHARDS));
+        IdentityMap::with_shards(table, capacity, shard_count)
+    }
+
+    /// [`new`](Self::new) with `shard_count` shards (a power of two), so
+    /// that tests can split a small capacity and race its shards for it.
+    pub(crate) fn with_shards(
+        table: &'static str,
+        capacity: usize,
+        shard_count: usize,
+    ) -> IdentityMap<T> {
+        debug_assert!(shard_count.is_power_of_two());
         let shards = (0..shard_count)
             .map(|_| CacheLine(Mutex::new(Shard::new(capacity, shard_count))))
             .collect();

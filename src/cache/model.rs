@@ -281,7 +281,7 @@ fn writes_applied_late_never_take_a_reader_back() {
 /// and the shared count matches what the shards hold.
 fn fills_share_the_capacity() {
     let (map, db) = (
-        Arc::new(IdentityMap::new("model", 2)),
+        Arc::new(IdentityMap::with_shards("model", 2, 2)),
         Arc::new(Db::default()),
     );
     let readers: Vec<_> = [0, 1, 2]
