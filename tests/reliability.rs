@@ -957,3 +957,38 @@ fn a_mysql_migration_that_fails_part_way_in_a_redo_stops_later_runs() {
         assert_eq!(counter(), 2, "the half-done migration ran again");
     });
 }
+
+/// A store with coherence off (the database's only writer, as
+/// docs/deployment.md shows) runs no watcher, and the watchers were the only
+/// ones to prune the change log its capture triggers keep writing: on SQLite
+/// and MySQL the log grew by a row per write for as long as the database
+/// lived. PostgreSQL has no log (its changes are notified).
+#[test]
+fn a_store_without_a_watcher_still_prunes_the_change_log() {
+    each_backend(|target| {
+        if target.backend == larder::Backend::Postgres {
+            return;
+        }
+        let db = target.fresh();
+        for i in 0..10 {
+            user(&db.store, &format!("old{i}"));
+        }
+        db.raw(if db.is(larder::Backend::Sqlite) {
+            "UPDATE larder_changes SET changed_at = datetime('now', '-1 hour')"
+        } else {
+            "UPDATE larder_changes SET changed_at = NOW(6) - INTERVAL 1 HOUR"
+        });
+        assert!(common::change_log(&db.url()).len() >= 10);
+        let store = larder_blog::builder(&db.url())
+            .coherence(false)
+            .build()
+            .unwrap();
+        user(&store, "new");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while common::change_log(&db.url()).len() > 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let log = common::change_log(&db.url());
+        assert!(log.len() <= 2, "{:?}: never pruned: {log:?}", db.backend);
+    });
+}
