@@ -360,6 +360,9 @@ impl StoreBuilder {
             watcher,
             replicas,
         );
+        if !self.coherence && store.url().backend() != Backend::Postgres {
+            store.prune_without_watcher();
+        }
         if store.registry().requirement().enabled() {
             // Rows committed before the watcher listened are named by no
             // notification: no replica serves them older than this.

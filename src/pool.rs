@@ -13,6 +13,8 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use scheduled_thread_pool::ScheduledThreadPool;
+
 use crate::backend::{ConnectError, Gate, Manager, Session};
 use crate::error::{Error, Result};
 use crate::url::{with_params, Backend, DatabaseUrl};
@@ -24,19 +26,37 @@ pub(crate) use crate::backend::Connection;
 pub(crate) struct Pool {
     pool: r2d2::Pool<Manager>,
     gate: Arc<Gate>,
+    /// The pool's worker threads (see [`workers`]), which end with it.
+    workers: Arc<ScheduledThreadPool>,
 }
 
 impl Pool {
-    /// Builds an r2d2 pool over `manager` with `build` and guards it.
+    /// Builds an r2d2 pool over `manager` with `build`, which runs it on
+    /// the worker threads it is given, and guards it.
     pub(crate) fn new<E>(
         manager: Manager,
-        build: impl FnOnce(Manager) -> std::result::Result<r2d2::Pool<Manager>, E>,
+        build: impl FnOnce(
+            Manager,
+            Arc<ScheduledThreadPool>,
+        ) -> std::result::Result<r2d2::Pool<Manager>, E>,
     ) -> std::result::Result<Pool, E> {
         let gate = Arc::clone(&manager.gate);
+        let workers = workers();
         Ok(Pool {
-            pool: build(manager)?,
+            pool: build(manager, Arc::clone(&workers))?,
             gate,
+            workers,
         })
+    }
+
+    /// Runs `job` on the pool's worker threads now and every `period`
+    /// after, until the pool is dropped. `job` must not hold the pool (nor
+    /// what holds it): the pool would then never be dropped.
+    pub(crate) fn every(&self, period: Duration, job: impl FnMut() + Send + 'static) {
+        drop(
+            self.workers
+                .execute_at_fixed_rate(Duration::ZERO, period, job),
+        );
     }
 }
 
@@ -61,9 +81,9 @@ impl Drop for Pool {
 /// under a thread limit failed to build its next store. This one ends its
 /// threads when the pool is dropped: its pending jobs (the reaper, a retried
 /// open) only serve the pool.
-pub(crate) fn workers() -> Arc<scheduled_thread_pool::ScheduledThreadPool> {
+fn workers() -> Arc<ScheduledThreadPool> {
     Arc::new(
-        scheduled_thread_pool::ScheduledThreadPool::builder()
+        ScheduledThreadPool::builder()
             .num_threads(3)
             .thread_name_pattern("larder-pool-{}")
             .on_drop_behavior(scheduled_thread_pool::OnPoolDropBehavior::DiscardPendingScheduled)
@@ -94,11 +114,11 @@ pub(crate) fn build(url: &DatabaseUrl, config: &PoolConfig) -> Result<Pool> {
         config.busy_timeout,
     );
     drop(manager.open().map_err(|e| url.connection_error(&e.0))?);
-    Pool::new(manager, |manager| {
+    Pool::new(manager, |manager, workers| {
         r2d2::Pool::builder()
             .max_size(config.size)
             .min_idle(Some(1))
-            .thread_pool(workers())
+            .thread_pool(workers)
             .test_on_check_out(true)
             .connection_timeout(config.connection_timeout)
             .build(manager)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use diesel::QueryResult;
 
 use crate::backend::Session;
-use crate::coherence::{capture, Watcher};
+use crate::coherence::{self, capture, Watcher};
 use crate::entity::Key;
 use crate::error::{Error, Result};
 use crate::lock::LockGuard;
@@ -413,6 +413,33 @@ impl Store {
                 "could not end the session of a write lost in flight: it may still commit \
                  after its invalidation"
             );
+        }
+    }
+
+    /// With no watcher to prune the change log (coherence off, SQLite and
+    /// MySQL), prunes it every [`PRUNE_EVERY`](coherence::PRUNE_EVERY) on the
+    /// pool's worker threads, on a pooled connection. The job holds the
+    /// store weakly: the store's last drop ends it with the pool.
+    pub(crate) fn prune_without_watcher(&self) {
+        let store = Arc::downgrade(&self.inner);
+        self.inner.pool.every(coherence::PRUNE_EVERY, move || {
+            if let Some(inner) = store.upgrade() {
+                Store { inner }.prune_log();
+            }
+        });
+    }
+
+    /// Prunes the change log once, unless no connection came out of the
+    /// pool within its checkout timeout.
+    fn prune_log(&self) {
+        let Ok(mut conn) = self.checkout() else {
+            return;
+        };
+        let pruned = coherence::prune_unwatched(&mut conn)
+            .map_err(|e| Error::from_diesel(e, Some(crate::dialect::CHANGES), None));
+        conn.settle(&pruned);
+        if let Err(err) = pruned {
+            tracing::debug!(error = %err, "change log not pruned this time");
         }
     }
 

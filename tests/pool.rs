@@ -171,7 +171,10 @@ fn dropped_stores_leave_no_threads_behind() {
         let db = target.fresh();
         let before = live_threads().len();
         for round in 0..100 {
-            let store = larder_blog::builder(&db.url()).build().unwrap();
+            let store = larder_blog::builder(&db.url())
+                .coherence(round % 2 == 0)
+                .build()
+                .unwrap();
             assert!(store.users().get(round).unwrap().is_none());
             drop(store);
         }

@@ -228,6 +228,18 @@ pub(crate) fn default_poll_interval(backend: Backend, max_staleness: Duration) -
     }
 }
 
+/// How often a store without a watcher prunes the change log, as a watcher does.
+pub(crate) const PRUNE_EVERY: Duration = poll::PRUNE_EVERY;
+
+/// Prunes the change log (SQLite, MySQL) as a watcher does, for a store that
+/// runs none (coherence off): the capture triggers write it all the same,
+/// and other processes' watchers may be few or none. Nothing is read here,
+/// so only age bounds what goes: rows older than the retention, the newest
+/// row always kept.
+pub(crate) fn prune_unwatched(conn: &mut Connection) -> diesel::QueryResult<()> {
+    poll::prune(conn, i64::MAX)
+}
+
 /// How long building a store waits for the watcher's first connection:
 /// longer than connecting, listening and hearing the probe take against a
 /// server that answers (each step gives up within 5 s, see `session` and

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 const RETENTION: Duration = Duration::from_secs(300);
 /// How often each poller prunes the log, checks it was not recreated, and
 /// checks it was not pruned past its mark.
-const PRUNE_EVERY: Duration = Duration::from_secs(30);
+pub(super) const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// Most rows read per query; a poll reads on until it gets fewer.
 const BATCH: i64 = 5_000;
 /// How often a MySQL poller with skipped ids reads the open transactions.
@@ -543,7 +543,7 @@ fn change(conn: &mut Connection, id: i64) -> Result<Option<Change>> {
 /// `first_unread` on (what this poller has not read yet), and always keeping
 /// the newest row: SQLite gives a new row the highest id plus one, so the
 /// newest row must stay for ids to keep growing.
-fn prune(conn: &mut Connection, first_unread: i64) -> QueryResult<()> {
+pub(super) fn prune(conn: &mut Connection, first_unread: i64) -> QueryResult<()> {
     let cutoff = cutoff_sql(conn);
     let first_recent = larder_changes::table
         .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(

@@ -234,12 +234,12 @@ impl Replicas {
             .into_iter()
             .map(|url| {
                 let manager = manager(&url, config)?;
-                let Ok(pool) = Pool::new(manager, |manager| {
+                let Ok(pool) = Pool::new(manager, |manager, workers| {
                     Ok::<_, std::convert::Infallible>(
                         r2d2::Pool::builder()
                             .max_size(config.size)
                             .min_idle(Some(0))
-                            .thread_pool(crate::pool::workers())
+                            .thread_pool(workers)
                             .test_on_check_out(true)
                             .connection_timeout(CHECKOUT_TIMEOUT.min(config.connection_timeout))
                             // Failures are logged here, once per transition, scrubbed.
