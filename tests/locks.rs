@@ -765,3 +765,59 @@ fn a_lock_on_a_server_that_stopped_answering_fails_within_the_timeouts() {
         );
     });
 }
+
+/// SQLite: each lock name is a file in `<database>.locks`, and a release
+/// only unlocked its file: an application locking one name per request
+/// (`user-{id}`, `order-{id}`) left a file per name ever locked, for as long
+/// as the database lived. A released lock leaves no file behind, and the
+/// names still exclude each other across threads meanwhile.
+#[test]
+fn released_sqlite_locks_leave_no_files_behind() {
+    let db = common::fresh();
+    for n in 0..200 {
+        let guard = db.store.lock(&format!("order-{n}")).unwrap();
+        assert!(!free_for_another_thread(&db.store, &format!("order-{n}")));
+        drop(guard);
+        assert!(free_for_another_thread(&db.store, &format!("order-{n}")));
+    }
+    let locks = db.dir.path().join("test.db.locks");
+    let left: Vec<_> = std::fs::read_dir(&locks)
+        .unwrap()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "lock"))
+        .map(|entry| entry.file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{} lock files left: {:?}",
+        left.len(),
+        &left[..left.len().min(3)]
+    );
+}
+
+/// Threads of two stores (as two processes would) taking and releasing one
+/// name at once, its file removed at every release: each acquisition holds
+/// the name alone.
+#[test]
+fn sqlite_lock_files_removed_on_release_still_exclude() {
+    let db = common::fresh();
+    let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let store = Store::builder(&db.url()).coherence(false).build().unwrap();
+            let inside = Arc::clone(&inside);
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    let _guard = store.lock("hot").unwrap();
+                    let before = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    assert_eq!(before, 0, "two holders of one lock");
+                    std::thread::yield_now();
+                    inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
