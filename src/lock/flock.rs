@@ -2,13 +2,15 @@
 //! releases when the holding process dies. A SQLite database lives on one
 //! host, so every process sharing it sees the same files.
 //!
-//! `<database>.locks/<key>.lock`: one file per name key, created on first use
-//! and never deleted, because a waiter that opened a file a holder then
-//! unlinked would lock an orphan while the next process locks a new file,
-//! and both would hold the "same" lock. While held, a file contains its
-//! holder's owner id (for the deadlock detector in `waits`); its holder
-//! empties it before unlocking, and the contents of an unlocked file are
-//! never trusted.
+//! `<database>.locks/<key>.lock`: one file per name key, created when the
+//! lock is taken and removed by its holder at release, still locked, so that
+//! names locked once (one per request, `order-{id}`) leave no file behind.
+//! A waiter may have opened the file before its holder removed it: it then
+//! takes an orphan, and the next process a new file at the path. So a lock
+//! counts as taken only on the file still at its path (`FileLock::take`); an
+//! orphan is let go and the path's current file tried instead. While held, a
+//! file contains its holder's owner id (for the deadlock detector in
+//! `waits`); the contents of an unlocked file are never trusted.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Seek, SeekFrom, Write};
@@ -87,15 +89,8 @@ pub(super) fn lock(
     timeout: Option<Duration>,
 ) -> Result<Option<FileLock>, Refused> {
     std::fs::create_dir_all(dir)?;
-    let path = lock_path(dir, key);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)?;
-    let mut lock = FileLock { file, path };
-    if lock.try_take()? {
+    let mut lock = FileLock::open(lock_path(dir, key))?;
+    if lock.take()? {
         lock.write_owner(owner)?;
         return Ok(Some(lock));
     }
@@ -108,7 +103,7 @@ pub(super) fn lock(
     let mut pause = Duration::from_millis(1);
     loop {
         std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-        if lock.try_take()? {
+        if lock.take()? {
             lock.write_owner(owner)?;
             return Ok(Some(lock));
         }
@@ -123,6 +118,31 @@ pub(super) fn lock(
 }
 
 impl FileLock {
+    /// The file at `path`, created if there is none.
+    fn open(path: PathBuf) -> std::io::Result<FileLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        Ok(FileLock { file, path })
+    }
+
+    /// Locks the file if it is free and still the one at its path. One its
+    /// holder removed at release (an orphan no one else locks) is unlocked
+    /// and replaced by the path's current file, which is tried at once.
+    fn take(&mut self) -> std::io::Result<bool> {
+        while self.try_take()? {
+            if self.is_current() {
+                return Ok(true);
+            }
+            let _ = self.file.unlock();
+            *self = FileLock::open(self.path.clone())?;
+        }
+        Ok(false)
+    }
+
     fn try_take(&self) -> std::io::Result<bool> {
         match self.file.try_lock() {
             Ok(()) => Ok(true),
@@ -137,9 +157,18 @@ impl FileLock {
         self.file.write_all(owner.as_bytes())
     }
 
-    /// Empties the file (its contents are then stale) and unlocks it.
+    /// Removes the file while it is still locked (a waiter that opened it
+    /// lets it go on taking it, see [`take`](FileLock::take)), then unlocks
+    /// it. A file no longer at its path is left alone (the path's file is
+    /// another's), and one that cannot be removed is emptied instead: its
+    /// contents are then stale.
     pub(super) fn release(self) -> std::io::Result<()> {
-        let emptied = self.file.set_len(0);
+        let removed = if self.is_current() {
+            std::fs::remove_file(&self.path)
+        } else {
+            Ok(())
+        };
+        let emptied = removed.or_else(|_| self.file.set_len(0));
         let unlocked = self.file.unlock();
         emptied.and(unlocked)
     }
