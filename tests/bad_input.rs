@@ -452,3 +452,30 @@ fn every_table_name_capture_sql_accepts_can_be_captured() {
         }
     });
 }
+
+/// `Migrator::lock_timeout` takes any `Duration`, and its docs set no bound:
+/// a runner told to wait "for ever" (`Duration::MAX`) behind another one
+/// must wait, then migrate, never panic on `Instant` arithmetic.
+#[test]
+fn a_migrator_told_to_wait_for_ever_waits_and_migrates() {
+    use std::time::Duration;
+    each_backend(|target| {
+        let db = target.fresh();
+        let (taken, is_taken) = std::sync::mpsc::channel();
+        let store = db.store.clone();
+        let releaser = std::thread::spawn(move || {
+            let held = store.lock("larder.migrations").unwrap();
+            taken.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        is_taken.recv().unwrap();
+        let mut migrator = larder::Migrator::open(&db.url())
+            .unwrap()
+            .lock_timeout(Duration::MAX);
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| migrator.run()));
+        releaser.join().unwrap();
+        let ran = ran.unwrap_or_else(|_| panic!("{:?}: lock_timeout(MAX) panicked", db.backend));
+        ran.unwrap_or_else(|err| panic!("{:?}: {err}", db.backend));
+    });
+}
