@@ -631,7 +631,9 @@ impl Migrator {
 
     /// How long each operation waits for the migration lock while another
     /// runner migrates the database (default
-    /// [`DEFAULT_MIGRATION_LOCK_TIMEOUT`], 10 minutes).
+    /// [`DEFAULT_MIGRATION_LOCK_TIMEOUT`], 10 minutes). Any duration is
+    /// taken: PostgreSQL and MySQL wait at most 2³¹ − 1 ms (about 24.8 days),
+    /// SQLite as long as asked.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();

@@ -97,12 +97,15 @@ pub(super) fn lock(
     let Some(timeout) = timeout else {
         return Ok(None);
     };
-    let deadline = Instant::now() + timeout;
+    // A timeout past what `Instant` can count (`Duration::MAX`, which
+    // `Migrator::lock_timeout` takes) has no deadline: it waits for ever.
+    let deadline = Instant::now().checked_add(timeout);
     // Recorded while we wait, so that others' detectors can follow us.
     let _waiting = Waiting::start(dir, owner, key)?;
     let mut pause = Duration::from_millis(1);
     loop {
-        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        let left = deadline.map_or(pause, |d| d.saturating_duration_since(Instant::now()));
+        std::thread::sleep(pause.min(left));
         if lock.take()? {
             lock.write_owner(owner)?;
             return Ok(Some(lock));
@@ -110,7 +113,7 @@ pub(super) fn lock(
         if waits::cycle(dir, key, owner) {
             return Err(Refused::Deadlock);
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(Refused::Timeout);
         }
         pause = (pause * 2).min(Duration::from_millis(8));

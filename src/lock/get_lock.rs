@@ -36,13 +36,19 @@ pub(super) fn server_name(scope: &str, name: &LockName) -> String {
     }
 }
 
-/// Waits up to `timeout` (`None`: not at all); false when it timed out.
+/// The longest wait `GET_LOCK` is asked for: given more than about 9.2e18
+/// seconds (`Migrator::lock_timeout(Duration::MAX)`) it answers NULL at once,
+/// which read as a timeout. 2³¹ − 1 ms, PostgreSQL's bound for the same wait.
+const LONGEST_WAIT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// Waits up to `timeout` (`None`: not at all; at most [`LONGEST_WAIT`]);
+/// false when it timed out.
 pub(super) fn lock(
     conn: &mut MysqlConnection,
     server_name: &str,
     timeout: Option<Duration>,
 ) -> QueryResult<bool> {
-    let seconds = timeout.map_or(0.0, |t| t.as_secs_f64());
+    let seconds = timeout.map_or(0.0, |t| t.min(LONGEST_WAIT).as_secs_f64());
     let got: Option<i32> = diesel::select(
         sql::<Nullable<diesel::sql_types::Integer>>("GET_LOCK(")
             .bind::<Text, _>(server_name)
