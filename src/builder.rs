@@ -116,8 +116,10 @@ impl StoreBuilder {
     /// Most entries each entity's cache holds; 0 turns caching off: every
     /// `get` and every list query goes to the database (the query cache is off
     /// too, whatever [`query_cache_capacity`](StoreBuilder::query_cache_capacity)
-    /// says). Defaults to 10,000 per entity; at most 2³⁰ (each entry costs 4
-    /// bytes of admission sketch, made up front).
+    /// says), except for an entity given a capacity of its own with
+    /// [`entity_with_capacity`](StoreBuilder::entity_with_capacity), whose
+    /// rows that capacity caches. Defaults to 10,000 per entity; at most 2³⁰
+    /// (each entry costs 4 bytes of admission sketch, made up front).
     pub fn cache_capacity(mut self, entries: usize) -> StoreBuilder {
         self.cache_capacity = entries;
         self

@@ -483,7 +483,7 @@
 //!
 //! | URL | backend | cargo feature |
 //! |---|---|---|
-//! | `sqlite://path`, `sqlite:path`, a bare path, a URI filename (`file:app.db?mode=rwc`) | SQLite, compiled in | always |
+//! | `sqlite://path`, `sqlite:path`, a bare path, a URI filename (`file:app.db?mode=rwc`) | SQLite, compiled in | `sqlite` (default) |
 //! | `postgres://…`, `postgresql://…` | PostgreSQL; libpq built from source without OpenSSL | `postgres` (default) |
 //! | the same with `sslmode=require` | libpq built with OpenSSL (needs `libssl-dev`) | `postgres-tls` |
 //! | `mysql://…` | MySQL / MariaDB through the system client library (`libmariadb-dev`) | `mysql` |
@@ -544,7 +544,8 @@
 //!
 //! # Migrations
 //!
-//! larder's own migrations create its change log, and only that
+//! larder's own migrations create its change log (SQLite and MySQL) and the
+//! named locks' fencing tokens (`larder_lock_tokens`), and only those
 //! ([`SQLITE_MIGRATIONS`] and the other backends'); they run first.
 //! [`Store::migrate`] applies them; [`Store::run_migrations`] then applies an
 //! application's, embedded with `diesel_migrations::embed_migrations!`, one
@@ -555,7 +556,7 @@
 //! larder's migrations together with an application's folder read at run time
 //! ([`Migrator::open_with_dir`]). The `larder` binary (package `larder-cli`:
 //! `cargo install --path cli`) wraps it: `larder migrate run | revert | redo |
-//! status | pending | generate NAME [--capture TABLE]` and `larder database
+//! status | pending | resolve VERSION | generate NAME [--capture TABLE]` and `larder database
 //! setup | reset | drop`, with the application's migrations from
 //! `--migrations-dir`, `MIGRATION_DIRECTORY`, `./migrations/<backend>` or
 //! `./migrations`.
@@ -785,8 +786,10 @@
 //!   flight (a waker beside the sync waiters' condvar), parking no thread.
 //!   `create`, `update` and `delete` run on the blocking pool.
 //! - `store.transaction_async(|tx| …)` runs a closure of sync repository
-//!   calls as one transaction on the blocking pool (a `Tx` is not `Send`, so
-//!   the closure is the unit), and `store.blocking(|store| …)` any other sync
+//!   calls as one transaction on the blocking pool (the closure is the unit:
+//!   a `Tx` is `Send`, but while a task holds one across an `.await` that
+//!   task's async writes through the store are refused), and
+//!   `store.blocking(|store| …)` any other sync
 //!   work (a named lock, an application's query methods).
 //! - Work on the blocking pool that panics comes back as
 //!   [`Error::Interrupted`] (status 500) instead of unwinding through the

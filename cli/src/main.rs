@@ -43,7 +43,7 @@ Examples:
 The URL comes from --database-url, else DATABASE_URL (environment or .env), else
 sqlite://larder.db. The application's migrations come from --migrations-dir, else
 MIGRATION_DIRECTORY, else ./migrations/<backend> or ./migrations, whichever exists;
-larder's own migrations (the change log) are always included and run first.
+larder's own migrations (the change log, lock tokens) are always included and run first.
 Commands that migrate hold the database's migration lock: runs started at once
 (every host of a deploy) take turns, and the later ones find nothing to do.";
 
