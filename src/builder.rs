@@ -300,7 +300,8 @@ impl StoreBuilder {
     /// # Errors
     ///
     /// [`Error::InvalidUrl`] for a URL that cannot be used (a replica's too),
-    /// [`Error::InvalidConfig`] for a zero pool size or timeout, a pool or a
+    /// [`Error::InvalidConfig`] for a zero pool size, connection timeout or
+    /// lock timeout (a zero busy timeout is taken), a pool or a
     /// cache larger than its setter allows, a timeout over
     /// 2³¹ − 1 ms (about 24.8 days, the longest the databases wait), a staleness
     /// bound out of range, or replicas of a database that is not PostgreSQL

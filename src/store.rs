@@ -506,8 +506,11 @@ impl Store {
     /// [`Error::Connection`] when the lock session cannot be opened,
     /// [`Error::ConnectionLost`] when it is lost while waiting,
     /// [`Error::LockFile`] when SQLite's lock file cannot be used, and
-    /// [`Error::Database`] when the tokens' table is missing. Nothing is
-    /// held after an error.
+    /// [`Error::Database`] when the tokens' table is missing;
+    /// [`Error::InsideTransaction`] on SQLite while this thread holds an
+    /// open transaction of this store (the fencing token is a write, which
+    /// would wait for that transaction's write lock). Nothing is held after
+    /// an error.
     pub fn lock(&self, name: &str) -> Result<LockGuard> {
         crate::lock::lock(&self.lock_owner(), name)
     }
