@@ -295,7 +295,9 @@ impl StoreBuilder {
         self
     }
 
-    /// Validates the settings, opens the database and fills the pool.
+    /// Validates the settings, opens the database and starts the pool with
+    /// one connection (the others open as they are needed, up to
+    /// [`pool_size`](StoreBuilder::pool_size)).
     ///
     /// # Errors
     ///

@@ -193,7 +193,8 @@ pub struct ReplicaStats {
     /// Times a replica was skipped because it had not replayed far enough.
     pub skipped_lagging: u64,
     /// Times a replica was skipped because it was down, resting after a
-    /// failure, or had no free connection.
+    /// failure, not a replica (a promoted server, which reports no replay
+    /// position), or had no free connection.
     pub skipped_down: u64,
     /// Loads sent to the primary because the required position was unknown
     /// (after a flush or a failed commit, until the next position read).
