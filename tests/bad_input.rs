@@ -479,3 +479,29 @@ fn a_migrator_told_to_wait_for_ever_waits_and_migrates() {
         ran.unwrap_or_else(|err| panic!("{:?}: {err}", db.backend));
     });
 }
+
+/// `capture_sql` refuses larder's own tables, and `capture_sql_with_keys`
+/// refuses `id` and a column given twice. SQLite and MySQL read names in any
+/// case (MySQL's columns always, its tables where `lower_case_table_names`
+/// is set): `LARDER_CHANGES` is the change log there, and `ID` the id, so
+/// their case variants must be refused alike.
+#[test]
+fn capture_sql_refuses_case_variants_of_the_names_it_refuses() {
+    use larder::Backend;
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mysql] {
+        for own in ["LARDER_CHANGES", "Larder_Lock_Tokens", "larder_Migration_Attempts"] {
+            let refused = larder::capture_sql(backend, own);
+            assert!(
+                matches!(refused, Err(Error::InvalidConfig { .. })),
+                "{backend:?}: {own:?} accepted"
+            );
+        }
+        for keys in [&["ID"][..], &["Id"], &["post_id", "POST_ID"]] {
+            let refused = larder::capture_sql_with_keys(backend, "comments", keys);
+            assert!(
+                matches!(refused, Err(Error::InvalidConfig { .. })),
+                "{backend:?}: {keys:?} accepted"
+            );
+        }
+    }
+}
