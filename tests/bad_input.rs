@@ -489,7 +489,11 @@ fn a_migrator_told_to_wait_for_ever_waits_and_migrates() {
 fn capture_sql_refuses_case_variants_of_the_names_it_refuses() {
     use larder::Backend;
     for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mysql] {
-        for own in ["LARDER_CHANGES", "Larder_Lock_Tokens", "larder_Migration_Attempts"] {
+        for own in [
+            "LARDER_CHANGES",
+            "Larder_Lock_Tokens",
+            "larder_Migration_Attempts",
+        ] {
             let refused = larder::capture_sql(backend, own);
             assert!(
                 matches!(refused, Err(Error::InvalidConfig { .. })),

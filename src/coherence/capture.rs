@@ -47,7 +47,7 @@ pub struct CaptureSql {
 /// (letters, digits and `_`, not starting with a digit, at most 40 bytes;
 /// at most 39 on MySQL, whose trigger names take 64), or is one of larder's
 /// own tables (`larder_changes`, `larder_lock_tokens`,
-/// `larder_migration_attempts`).
+/// `larder_migration_attempts`, in any ASCII case).
 pub fn capture_sql(backend: Backend, table: &str) -> Result<CaptureSql> {
     capture_sql_with_keys(backend, table, &[])
 }
@@ -77,7 +77,8 @@ pub fn capture_sql(backend: Backend, table: &str) -> Result<CaptureSql> {
 /// identifier (letters, digits and `_`, not starting with a digit, at most
 /// 40 bytes; a table at most 39 on MySQL, whose trigger names take 64), or
 /// `keys` names `id` or a column twice, or `table` is one of larder's own
-/// (`larder_changes`, `larder_lock_tokens`, `larder_migration_attempts`).
+/// (`larder_changes`, `larder_lock_tokens`, `larder_migration_attempts`);
+/// names are compared in any ASCII case, as SQLite and MySQL read them.
 pub fn capture_sql_with_keys(backend: Backend, table: &str, keys: &[&str]) -> Result<CaptureSql> {
     check_identifier(table)?;
     check_not_own(table)?;
@@ -95,7 +96,8 @@ pub fn capture_sql_with_keys(backend: Backend, table: &str, keys: &[&str]) -> Re
     }
     for (n, key) in keys.iter().enumerate() {
         check_identifier(key)?;
-        if *key == "id" || keys[..n].contains(key) {
+        // SQLite and MySQL read column names in any case: `ID` is the id.
+        if key.eq_ignore_ascii_case("id") || keys[..n].iter().any(|k| k.eq_ignore_ascii_case(key)) {
             return Err(Error::InvalidConfig {
                 reason: format!("{key:?} cannot be a key column here (the id, or given twice)"),
             });
@@ -143,8 +145,10 @@ const OWN_TABLES: [&str; 3] = [
     "larder_migration_attempts",
 ];
 
+/// In any case: SQLite reads table names so, and MySQL where
+/// `lower_case_table_names` is set.
 fn check_not_own(table: &str) -> Result<()> {
-    if OWN_TABLES.contains(&table) {
+    if OWN_TABLES.iter().any(|own| own.eq_ignore_ascii_case(table)) {
         return Err(Error::InvalidConfig {
             reason: format!(
                 "{table:?} is larder's own table: it holds no rows to cache and cannot be captured"
