@@ -164,8 +164,12 @@ macro_rules! entity_slot {
 /// ```
 ///
 /// Any other table implements it by hand, as the blog application does for
-/// its users, posts and comments. Every method runs inside a transaction
-/// larder opened, on the connection given;
+/// its users, posts and comments. Each method runs on the connection given:
+/// the writes inside a transaction larder opened (`insert` and `update`
+/// autocommitted instead when the entity declares
+/// [`SINGLE_STATEMENT_WRITES`](Entity::SINGLE_STATEMENT_WRITES)), and the
+/// loads of a store's misses (`find`, `find_many`) outside any transaction,
+/// on a pooled connection or a replica's;
 /// [`with_connection!`](crate::with_connection) runs a diesel query on it,
 /// whichever backend it is.
 ///
