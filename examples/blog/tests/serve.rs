@@ -96,6 +96,17 @@ impl Server {
         (response.status().as_u16(), location)
     }
 
+    /// POSTs a form: the status and the page sent back.
+    fn post_page(&self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+        let mut response = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .send_form(form.iter().copied())
+            .expect("POST");
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().expect("body"))
+    }
+
     fn stats(&self) -> serde_json::Value {
         let (status, body) = self.get("/stats");
         assert_eq!(status, 200, "{body}");
@@ -307,6 +318,40 @@ fn a_server_error_shows_no_database_text() {
                 target.backend
             );
         }
+    });
+}
+
+/// A write the database refuses (a comment by a user who does not exist, an
+/// edit of a stale version) is the client's 409, and its page says what to
+/// change in the blog's words: never the database's (its constraint and
+/// table names, MySQL's database name), and the same bytes in both modes.
+#[test]
+fn a_rejected_write_shows_no_database_text() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let (post, _) = blog(&db);
+        let larder = Server::start(&db.url(), &["--seed", "0,0,0"]);
+        let plain = Server::start(&db.url(), &["--seed", "0,0,0", "--mode", "plain"]);
+        let comment = format!("/posts/{post}/comments");
+        let missing_author = [("author_id", "999999"), ("body", "x")];
+        let edit = format!("/posts/{post}/edit");
+        let stale = [("title", "t"), ("body", "b"), ("version", "7")];
+        let database = db.url().rsplit('/').next().unwrap_or_default().to_owned();
+        for (path, form) in [(&comment, &missing_author[..]), (&edit, &stale[..])] {
+            let page = larder.post_page(path, form);
+            assert_eq!(page.0, 409, "{path} on {:?}: {}", target.backend, page.1);
+            let lower = page.1.to_lowercase();
+            for leak in ["constraint", "foreign", "violat", "fkey", "{", &database] {
+                assert!(
+                    !lower.contains(leak),
+                    "the page shows {leak:?} on {:?}: {}",
+                    target.backend,
+                    page.1
+                );
+            }
+            assert_eq!(plain.post_page(path, form), page, "plain mode, {path}");
+        }
+        assert_eq!(comment_count(&db, post), 2, "nothing was written");
     });
 }
 
