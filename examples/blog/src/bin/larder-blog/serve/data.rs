@@ -47,9 +47,39 @@ impl Failure {
 
 impl From<larder::Error> for Failure {
     fn from(err: larder::Error) -> Failure {
-        // larder's messages never hold a password, so they can be shown.
-        Failure::new(status_of(&err), err.to_string())
+        Failure::new(status_of(&err), client_text(&err))
     }
+}
+
+/// What a client is told of a write a constraint refused, in both modes:
+/// the database's own words name its constraints and tables (MySQL's, the
+/// database too), which are no client's business.
+pub(crate) const REFUSED: &str = "the write was refused: it conflicts with the stored data";
+
+/// The text of `err` a client may read. larder's messages hold no password,
+/// but a refused write's carries the database's message, which is logged
+/// (at debug) and replaced by the blog's words; a version conflict reads as
+/// it does in plain mode. A 5xx's text is never shown (see `routes`).
+fn client_text(err: &larder::Error) -> String {
+    use larder::{ConflictKind, Error};
+    match err {
+        Error::Conflict {
+            table: Some(table),
+            id: Some(id),
+            kind: ConflictKind::VersionMismatch { expected, actual },
+            ..
+        } => stale_version(table, *id, *actual, *expected),
+        Error::Conflict { .. } | Error::InvalidValue { .. } => {
+            tracing::debug!(error = %err, "write refused");
+            REFUSED.to_owned()
+        }
+        _ => err.to_string(),
+    }
+}
+
+/// The 409 text of an edit of `version` when the row is at `actual`.
+pub(crate) fn stale_version(table: &str, id: i64, actual: i64, version: i64) -> String {
+    format!("{table} {id} is at version {actual}, not {version}: reload and edit again")
 }
 
 /// The HTTP status of a larder error: larder's own mapping

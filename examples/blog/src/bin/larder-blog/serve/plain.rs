@@ -13,7 +13,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Text};
 use larder_blog::schema::{comments, posts, users};
 
-use super::data::{joined, Failure, PoolState, FRONT_POSTS};
+use super::data::{joined, stale_version, Failure, PoolState, FRONT_POSTS, REFUSED};
 use super::pages::{self, CommentView, FrontItem, PostView};
 
 /// A pool of plain connections to one database.
@@ -168,10 +168,7 @@ impl Plain {
                 larder::with_connection!(conn, |c| current.get_result(c).optional())?;
             Err(match current {
                 None => Failure::new(404, format!("posts {id} not found")),
-                Some(v) => Failure::new(
-                    409,
-                    format!("posts {id} is at version {v}, not {version}: reload and edit again"),
-                ),
+                Some(v) => Failure::new(409, stale_version("posts", id, v, version)),
             })
         })
         .await
@@ -247,6 +244,11 @@ impl From<DieselError> for Failure {
             | DieselError::BrokenTransactionManager => 503,
             _ => 500,
         };
+        if status == 409 {
+            // The database's words name its constraints: larder mode's answer.
+            tracing::debug!(error = %err, "write refused");
+            return Failure::new(status, REFUSED);
+        }
         Failure::new(status, err.to_string())
     }
 }

@@ -89,11 +89,22 @@ async fn add_comment(
     Form(form): Form<CommentForm>,
 ) -> Result<Redirect, Failure> {
     storable("body", &form.body, usize::MAX)?;
+    let author_id = form.author_id;
     let id = state
         .data
-        .add_comment(post_id, form.author_id, form.body)
-        .await?;
+        .add_comment(post_id, author_id, form.body)
+        .await
+        .map_err(|failure| refused_comment(failure, author_id))?;
     Ok(Redirect::to(&format!("/posts/{post_id}#c{id}")))
+}
+
+/// A comment's 409 in words its writer can act on: the one constraint a
+/// comment can break is a foreign key, and its post was found just before.
+fn refused_comment(failure: Failure, author_id: i64) -> Failure {
+    if failure.status != 409 {
+        return failure;
+    }
+    Failure::new(409, format!("users {author_id} not found: a comment needs an existing author"))
 }
 
 #[derive(Deserialize)]
