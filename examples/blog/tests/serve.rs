@@ -492,6 +492,47 @@ fn ids_on_front_page(front: &str) -> Vec<i64> {
 }
 
 /// SIGTERM lets in-flight requests finish and ends the process with success.
+/// Slowloris: a client that sends half a request head and then nothing
+/// must lose its connection within the server's header timeout (10 s), not
+/// hold it (a file descriptor, a task) for ever, and a SIGTERM meanwhile
+/// must still stop the server.
+#[test]
+fn a_client_that_never_finishes_its_request_head_is_cut_off() {
+    use std::io::{Read, Write};
+    let db = common::sqlite().fresh();
+    let mut server = Server::start(&db.url(), &["--seed", "0,0,0"]);
+    let half_a_head = || {
+        let addr = server.base.trim_start_matches("http://");
+        let mut slow = std::net::TcpStream::connect(addr).expect("connect");
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .expect("half a head");
+        slow.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        slow
+    };
+    let mut slow = half_a_head();
+    let started = std::time::Instant::now();
+    assert_eq!(server.get("/").0, 200, "others are served meanwhile");
+    let read = slow.read_to_end(&mut Vec::new());
+    assert!(
+        read.is_ok() || started.elapsed() < Duration::from_secs(19),
+        "the half-sent request still held its connection after {:?}",
+        started.elapsed()
+    );
+    let _slow = half_a_head();
+    // Let the server read the half head before it is told to stop.
+    std::thread::sleep(Duration::from_millis(200));
+    terminate(&server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.child.try_wait().expect("try_wait").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGTERM did not stop a server holding a half-sent request"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn sigterm_shuts_the_server_down_gracefully() {
     let db = common::sqlite().fresh();
