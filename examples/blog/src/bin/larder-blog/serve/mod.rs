@@ -1,9 +1,10 @@
 //! `larder-blog serve`: the blog over HTTP (axum on tokio's multi-threaded
 //! runtime), through larder or, for comparison, plain diesel. The modules:
 //! `data` (the only one that calls larder), `plain` (the baseline without
-//! larder), `pages` (HTML), `routes` (handlers and status mapping), `seed`
-//! and `state`.
+//! larder), `pages` (HTML), `routes` (handlers and status mapping), `conn`
+//! (the accept loop), `seed` and `state`.
 
+mod conn;
 mod data;
 mod pages;
 mod plain;
@@ -175,9 +176,7 @@ async fn serve(
     // The load script and the tests wait for this line.
     println!("listening on http://{}", listener.local_addr()?);
     std::io::stdout().flush()?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await?;
+    conn::serve(listener, app, stop).await;
     Ok(())
 }
 
