@@ -321,6 +321,44 @@ fn a_server_error_shows_no_database_text() {
     });
 }
 
+/// A careless submit (the comment box left empty, the title field cleared)
+/// is a 422 that writes nothing: a blank comment says nothing, and a post
+/// with a blank title is listed on the front page as a link with no text,
+/// which no reader can click.
+#[test]
+fn blank_comments_and_titles_are_refused_with_422_and_change_nothing() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let (post, ann) = blog(&db);
+        let server = Server::start(&db.url(), &["--seed", "0,0,0"]);
+        let author = ann.to_string();
+        for body in ["", " \r\n\t "] {
+            let (status, page) = server.post_page(
+                &format!("/posts/{post}/comments"),
+                &[("author_id", &author), ("body", body)],
+            );
+            assert_eq!(
+                status, 422,
+                "comment {body:?} on {:?}: {page}",
+                target.backend
+            );
+        }
+        for title in ["", "  \n"] {
+            let (status, page) = server.post_page(
+                &format!("/posts/{post}/edit"),
+                &[("title", title), ("body", "b"), ("version", "1")],
+            );
+            assert_eq!(
+                status, 422,
+                "title {title:?} on {:?}: {page}",
+                target.backend
+            );
+        }
+        assert_eq!(comment_count(&db, post), 2, "no comment was written");
+        assert!(server.get("/").1.contains("Threading &amp; Locks"));
+    });
+}
+
 /// A write the database refuses (a comment by a user who does not exist, an
 /// edit of a stale version) is the client's 409, and its page says what to
 /// change in the blog's words: never the database's (its constraint and

@@ -104,7 +104,10 @@ fn refused_comment(failure: Failure, author_id: i64) -> Failure {
     if failure.status != 409 {
         return failure;
     }
-    Failure::new(409, format!("users {author_id} not found: a comment needs an existing author"))
+    Failure::new(
+        409,
+        format!("users {author_id} not found: a comment needs an existing author"),
+    )
 }
 
 #[derive(Deserialize)]
