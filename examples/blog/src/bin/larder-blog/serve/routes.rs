@@ -89,6 +89,7 @@ async fn add_comment(
     Form(form): Form<CommentForm>,
 ) -> Result<Redirect, Failure> {
     storable("body", &form.body, usize::MAX)?;
+    filled("body", &form.body)?;
     let author_id = form.author_id;
     let id = state
         .data
@@ -123,6 +124,7 @@ async fn edit_post(
     Form(form): Form<EditForm>,
 ) -> Result<Redirect, Failure> {
     storable("title", &form.title, MAX_TITLE_BYTES)?;
+    filled("title", &form.title)?;
     storable("body", &form.body, usize::MAX)?;
     state
         .data
@@ -154,6 +156,16 @@ fn storable(field: &str, text: &str, max_bytes: usize) -> Result<(), Failure> {
                 text.len()
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Refuses, as a 422, text that is empty or only white space: a comment
+/// box submitted empty, a title field cleared by mistake (the front page
+/// would list the post as a link with no text to click).
+fn filled(field: &str, text: &str) -> Result<(), Failure> {
+    if text.trim().is_empty() {
+        return Err(Failure::new(422, format!("{field} is empty")));
     }
     Ok(())
 }
