@@ -88,7 +88,7 @@ async fn add_comment(
     Path(post_id): Path<i64>,
     Form(form): Form<CommentForm>,
 ) -> Result<Redirect, Failure> {
-    storable("body", &form.body, usize::MAX)?;
+    storable("body", &form.body, MAX_COMMENT_BYTES)?;
     filled("body", &form.body)?;
     let author_id = form.author_id;
     let id = state
@@ -133,13 +133,15 @@ async fn edit_post(
     Ok(Redirect::to(&format!("/posts/{id}")))
 }
 
-/// 200 `ok` when a pooled connection answers, else the failure (503 while
-/// the database is unreachable): a load balancer stops sending traffic to a
-/// process that could only fail it.
 /// The longest title the server takes: MySQL's `TEXT`, the smallest column
-/// a backend gives it (bodies are `LONGTEXT` there, bounded by axum's 2 MB
-/// request limit).
+/// a backend gives it (post bodies are `LONGTEXT` there, bounded by axum's
+/// 2 MB request limit; comments by [`MAX_COMMENT_BYTES`]).
 const MAX_TITLE_BYTES: usize = 65_535;
+
+/// The longest comment the server takes. A post page shows every comment
+/// in full, so each one is paid for by every reader of its post: at axum's
+/// 2 MB body limit, 30 requests made one post page 60 MB.
+const MAX_COMMENT_BYTES: usize = 16_384;
 
 /// Refuses, as a 422 and before anything is written, text that some backend
 /// cannot store: a NUL (PostgreSQL's text holds none) or more than
@@ -170,6 +172,9 @@ fn filled(field: &str, text: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// 200 `ok` when a pooled connection answers, else the failure (503 while
+/// the database is unreachable): a load balancer stops sending traffic to a
+/// process that could only fail it.
 async fn health(State(state): State<AppState>) -> Result<&'static str, Failure> {
     state.data.health().await?;
     Ok("ok")
