@@ -104,7 +104,8 @@ pub(crate) fn post(post: &PostView, comments: &[CommentView]) -> String {
     html.push_str(number.format(post.version));
     html.push_str("\"><input name=\"title\" value=\"");
     escape_into(&mut html, &post.title);
-    html.push_str("\"> <textarea name=\"body\">");
+    // HTML drops one newline after `<textarea>`: this one, not the body's.
+    html.push_str("\"> <textarea name=\"body\">\n");
     escape_into(&mut html, &post.body);
     html.push_str("</textarea> <button>Save</button></form>\n</body></html>\n");
     html
