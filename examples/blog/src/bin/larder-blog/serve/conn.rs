@@ -37,6 +37,8 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, stop: impl Future<
             Ok((stream, _)) => {
                 tokio::spawn(connection(stream, app.clone(), stopped.clone()));
             }
+            // A client that gave up while queued: nothing to wait for.
+            Err(err) if client_gone(&err) => {}
             Err(err) => {
                 tracing::warn!(error = %err, "accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -48,6 +50,15 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, stop: impl Future<
     drop(stopped);
     // Resolves once every connection task has dropped its receiver.
     stopping.closed().await;
+}
+
+/// Whether a failed accept only lost one client's connection.
+fn client_gone(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        err.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    )
 }
 
 /// One connection, until the client closes it, its head times out, or the
