@@ -359,6 +359,25 @@ fn blank_comments_and_titles_are_refused_with_422_and_change_nothing() {
     });
 }
 
+/// A title is one line: the edit form shows it in an `<input>`, whose value
+/// a browser gives back without its line breaks, so a title holding one
+/// changed at every save through the form. It is a 422 that changes nothing.
+#[test]
+fn a_title_with_a_line_break_is_refused_with_422_and_changes_nothing() {
+    let db = common::sqlite().fresh();
+    let (post, _) = blog(&db);
+    let server = Server::start(&db.url(), &["--seed", "0,0,0"]);
+    for title in ["two\nlines", "a\rb", "\r\n"] {
+        let (status, page) = server.post_page(
+            &format!("/posts/{post}/edit"),
+            &[("title", title), ("body", "b"), ("version", "1")],
+        );
+        assert_eq!(status, 422, "title {title:?}: {page}");
+    }
+    let (_, page) = server.get(&format!("/posts/{post}"));
+    assert!(page.contains("data-version=\"1\""), "{page}");
+}
+
 /// A post page shows every comment in full, so a comment's size is paid by
 /// every reader of its post: 30 comments of 2 MB (axum's body limit) made
 /// one post page 60 MB, 23 s to serve, and the server 1.1 GB with 16
