@@ -125,6 +125,7 @@ async fn edit_post(
 ) -> Result<Redirect, Failure> {
     storable("title", &form.title, MAX_TITLE_BYTES)?;
     filled("title", &form.title)?;
+    one_line("title", &form.title)?;
     storable("body", &form.body, usize::MAX)?;
     state
         .data
@@ -168,6 +169,16 @@ fn storable(field: &str, text: &str, max_bytes: usize) -> Result<(), Failure> {
 fn filled(field: &str, text: &str) -> Result<(), Failure> {
     if text.trim().is_empty() {
         return Err(Failure::new(422, format!("{field} is empty")));
+    }
+    Ok(())
+}
+
+/// Refuses, as a 422, text holding a line break: the edit form shows a
+/// title in an `<input>`, whose value a browser gives back without them, so
+/// such a title would change at every save through the form.
+fn one_line(field: &str, text: &str) -> Result<(), Failure> {
+    if text.contains(['\n', '\r']) {
+        return Err(Failure::new(422, format!("{field} holds a line break")));
     }
     Ok(())
 }
