@@ -391,6 +391,44 @@ fn a_change_made_in_replica_role_on_postgres_reaches_the_cache() {
     });
 }
 
+/// A URL's `search_path` may name a schema of the application's own before
+/// `public` (a tenant's, with shared tables left in `public`): the cache reads
+/// the first table of that name the path finds, and `uncaptured_tables` must
+/// look for that same table, not only in the path's first schema.
+#[test]
+fn uncaptured_tables_finds_a_table_through_the_search_path() {
+    use memo::Memo;
+
+    each_backend(|target| {
+        if target.backend != Backend::Postgres {
+            return; // search_path is PostgreSQL's
+        }
+        let db = target.fresh();
+        db.raw("CREATE SCHEMA tenant; CREATE TABLE public.memos (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)");
+        let separator = if db.url().contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{}{separator}options=-csearch_path%3Dtenant,public",
+            db.url()
+        );
+        let store = Store::builder(&url)
+            .max_staleness(BOUND)
+            .entity::<Memo>()
+            .build()
+            .unwrap();
+        assert_eq!(
+            store.uncaptured_tables().unwrap(),
+            ["memos"],
+            "public.memos, found through the search_path, has no capture"
+        );
+
+        let mut conn = larder::Connection::establish(&url).unwrap();
+        let capture = larder::capture_sql(db.backend, "memos").unwrap();
+        diesel::connection::SimpleConnection::batch_execute(&mut conn, &capture.up).unwrap();
+        assert!(store.uncaptured_tables().unwrap().is_empty());
+        drop(store);
+    });
+}
+
 /// larder's watcher threads of this process that have not begun to exit.
 fn watcher_threads() -> usize {
     common::threads::live_threads()
