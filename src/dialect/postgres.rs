@@ -29,18 +29,23 @@ impl Dialect for Postgres {
         format!("\"{name}\"")
     }
 
+    /// The tables, views and foreign tables an unqualified name finds
+    /// through the `search_path`, as the cache's queries find them: not only
+    /// those of its first schema (`current_schema()`), which missed a table
+    /// of `public` behind a tenant's schema, and not one a table of the
+    /// same name earlier in the path hides.
     fn tables(&self) -> &'static str {
-        "SELECT table_name::text AS name FROM information_schema.tables \
-         WHERE table_schema = current_schema()"
+        "SELECT c.relname::text AS name FROM pg_class c \
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND pg_table_is_visible(c.oid)"
     }
 
-    /// Tables whose capture triggers are all enabled: a disabled one (`ALTER
-    /// TABLE … DISABLE TRIGGER ALL` for a bulk load, never undone) fires for
-    /// nothing, so its table counts as uncaptured.
+    /// Tables (as [`tables`](Dialect::tables) finds them) whose capture
+    /// triggers are all enabled: a disabled one (`ALTER TABLE … DISABLE
+    /// TRIGGER ALL` for a bulk load, never undone) fires for nothing, so its
+    /// table counts as uncaptured.
     fn captured_tables(&self) -> &'static str {
         "SELECT c.relname::text AS name FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
-         JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = current_schema() AND t.tgname LIKE 'larder\\_capture%' \
+         WHERE pg_table_is_visible(c.oid) AND t.tgname LIKE 'larder\\_capture%' \
          GROUP BY c.relname HAVING bool_and(t.tgenabled <> 'D')"
     }
 
