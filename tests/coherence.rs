@@ -429,6 +429,31 @@ fn uncaptured_tables_finds_a_table_through_the_search_path() {
     });
 }
 
+/// PostgreSQL and MySQL tell `"Notes"` from `notes` (MySQL on a server
+/// with case-sensitive table names, as Linux's default): both tables of one
+/// schema can be captured, and their captures removed, one after the other.
+#[test]
+fn two_tables_whose_names_differ_only_in_case_are_both_captured() {
+    each_backend(|target| {
+        if target.backend == Backend::Sqlite {
+            return; // one table to SQLite
+        }
+        let db = target.fresh();
+        let q = if db.is(Backend::Mysql) { '`' } else { '"' };
+        let key = common::serial_key(db.backend);
+        for table in ["Notes", "notes"] {
+            db.raw(&format!(
+                "CREATE TABLE {q}{table}{q} (id {key}, body TEXT NOT NULL)"
+            ));
+        }
+        let sql = |table| larder::capture_sql(db.backend, table).unwrap();
+        db.raw(&sql("Notes").up);
+        db.raw(&sql("notes").up);
+        db.raw(&sql("Notes").down);
+        db.raw(&sql("notes").down);
+    });
+}
+
 /// larder's watcher threads of this process that have not begun to exit.
 fn watcher_threads() -> usize {
     common::threads::live_threads()
