@@ -63,15 +63,21 @@ impl Dialect for Postgres {
     /// touched. A statement-level trigger reports `TRUNCATE` (`T`). Both
     /// fire `ALWAYS`: a session in `session_replication_role = replica` (a
     /// logical replication subscriber's apply worker, a bulk fix that skips
-    /// foreign-key checks) fires no trigger enabled the default way.
+    /// foreign-key checks) fires no trigger enabled the default way. The
+    /// function's and triggers' names are quoted: unquoted, PostgreSQL
+    /// folds them to lower case, and the function of a table `"Notes"`
+    /// took the name of `notes`'s, so the second capture failed.
     fn capture(&self, table: &str, keys: &[&str]) -> Triggers {
         let with = |rows: &[&str]| {
             key_list(self, rows, keys).map_or_else(String::new, |keys| format!(" || ' ' || {keys}"))
         };
         let (inserted, updated, deleted) = (with(&["NEW"]), with(&["OLD", "NEW"]), with(&["OLD"]));
         let on = self.quote(table);
+        let function = self.quote(&format!("larder_capture_{table}"));
+        let row_trigger = function.clone();
+        let truncate_trigger = self.quote(&format!("larder_capture_{table}_truncate"));
         let up = format!(
-            "CREATE FUNCTION larder_capture_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
+            "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         PERFORM pg_notify('{CHANGES}', '{table} I ' || NEW.id{inserted});
@@ -88,18 +94,18 @@ BEGIN
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER larder_capture_{table} AFTER INSERT OR UPDATE OR DELETE ON {on}
-    FOR EACH ROW EXECUTE FUNCTION larder_capture_{table}();
-CREATE TRIGGER larder_capture_{table}_truncate AFTER TRUNCATE ON {on}
-    FOR EACH STATEMENT EXECUTE FUNCTION larder_capture_{table}();
-ALTER TABLE {on} ENABLE ALWAYS TRIGGER larder_capture_{table};
-ALTER TABLE {on} ENABLE ALWAYS TRIGGER larder_capture_{table}_truncate;
+CREATE TRIGGER {row_trigger} AFTER INSERT OR UPDATE OR DELETE ON {on}
+    FOR EACH ROW EXECUTE FUNCTION {function}();
+CREATE TRIGGER {truncate_trigger} AFTER TRUNCATE ON {on}
+    FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+ALTER TABLE {on} ENABLE ALWAYS TRIGGER {row_trigger};
+ALTER TABLE {on} ENABLE ALWAYS TRIGGER {truncate_trigger};
 "
         );
         let down = format!(
-            "DROP TRIGGER IF EXISTS larder_capture_{table}_truncate ON {on};
-DROP TRIGGER IF EXISTS larder_capture_{table} ON {on};
-DROP FUNCTION IF EXISTS larder_capture_{table}();
+            "DROP TRIGGER IF EXISTS {truncate_trigger} ON {on};
+DROP TRIGGER IF EXISTS {row_trigger} ON {on};
+DROP FUNCTION IF EXISTS {function}();
 "
         );
         Triggers { up, down }
