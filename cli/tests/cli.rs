@@ -1382,3 +1382,39 @@ fn database_commands_refuse_a_postgres_url_whose_dbname_parameter_names_another_
     assert_one_line_failure(&dropped, "dbname");
     assert!(both_exist, "a database was dropped");
 }
+
+/// A table given to `--capture` twice (once more with its keys, or in
+/// another case on SQLite, whose names ignore it) made a migration that
+/// created its triggers twice: it was written, and every `migrate run`
+/// then failed on it ("trigger … already exists"). It is refused with one
+/// line, before anything is written.
+#[test]
+fn generate_refuses_a_table_captured_twice_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path(), "app.db");
+    for twice in [
+        ["notes", "notes"],
+        ["tags", "tags:post_id"],
+        ["notes", "NOTES"],
+    ] {
+        let output = larder(
+            dir.path(),
+            &[
+                "--database-url",
+                &url,
+                "migrate",
+                "generate",
+                "capture",
+                "--capture",
+                twice[0],
+                "--capture",
+                twice[1],
+            ],
+        );
+        assert_one_line_failure(&output, "twice");
+        assert!(
+            !dir.path().join("migrations").exists(),
+            "{twice:?}: a migration was written"
+        );
+    }
+}
