@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use larder::{DatabaseUrl, Migrator};
+use larder::{Backend, DatabaseUrl, Migrator};
 
 use crate::CliResult;
 
@@ -266,16 +266,38 @@ fn capture_sql(url: &str, tables: &[String]) -> larder::Result<(String, String)>
         backend.name()
     );
     let mut down = String::new();
+    let mut seen: Vec<&str> = Vec::new();
     for table in tables {
         let (table, keys) = match table.split_once(':') {
             Some((table, keys)) => (table, keys.split(',').collect()),
             None => (table.as_str(), Vec::new()),
         };
+        check_once(backend, &seen, table)?;
+        seen.push(table);
         let sql = larder::capture_sql_with_keys(backend, table, &keys)?;
         up.push_str(&sql.up);
         down.insert_str(0, &sql.down);
     }
     Ok((up, down))
+}
+
+/// Refuses `table` when `seen` holds it already (in any case on SQLite,
+/// whose names ignore it): its triggers would be created twice, and the
+/// migration would fail every run.
+fn check_once(backend: Backend, seen: &[&str], table: &str) -> larder::Result<()> {
+    let same = |other: &str| match backend {
+        Backend::Sqlite => other.eq_ignore_ascii_case(table),
+        _ => other == table,
+    };
+    match seen.iter().find(|other| same(other)) {
+        None => Ok(()),
+        Some(other) => Err(larder::Error::InvalidConfig {
+            reason: format!(
+                "--capture names the table {table:?} twice (as {other:?} before): \
+                 give each table once, with all its keys (TABLE:KEY1,KEY2)"
+            ),
+        }),
+    }
 }
 
 /// `migrations/<backend>` under the working directory, e.g. `migrations/sqlite`.
