@@ -428,6 +428,26 @@ fn sizes_too_large_to_hold_are_config_errors() {
     }
 }
 
+/// Key column names are no part of the triggers' names: a key column as
+/// long as the database allows (60 bytes here; PostgreSQL takes 63, MySQL
+/// 64), which the derive and the key read before a write accept, is captured
+/// too, and a change reports its value.
+#[test]
+fn a_key_column_as_long_as_the_database_allows_is_captured() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let column = format!("owner_{}", "x".repeat(54));
+        db.raw(&format!(
+            "CREATE TABLE owned (id BIGINT PRIMARY KEY, {column} BIGINT NOT NULL)"
+        ));
+        let sql = larder::capture_sql_with_keys(db.backend, "owned", &[&column])
+            .unwrap_or_else(|err| panic!("{}-byte key column refused: {err}", column.len()));
+        db.raw(&sql.up);
+        db.raw(&format!("INSERT INTO owned (id, {column}) VALUES (1, 7)"));
+        db.raw(&sql.down);
+    });
+}
+
 /// A table name `capture_sql` accepts gets triggers the database takes:
 /// MySQL names a trigger in at most 64 bytes, and larder's trigger names add
 /// 25 to the table's. A name it cannot capture is refused up front, never
