@@ -74,8 +74,9 @@ pub fn capture_sql(backend: Backend, table: &str) -> Result<CaptureSql> {
 /// # Errors
 ///
 /// [`Error::InvalidConfig`] when `table` or a key is not a plain SQL
-/// identifier (letters, digits and `_`, not starting with a digit, at most
-/// 40 bytes; a table at most 39 on MySQL, whose trigger names take 64), or
+/// identifier (letters, digits and `_`, not starting with a digit; a table
+/// at most 40 bytes, 39 on MySQL, whose trigger names take 64; a key at most
+/// 64, the longest column name any backend allows), or
 /// `keys` names `id` or a column twice, or `table` is one of larder's own
 /// (`larder_changes`, `larder_lock_tokens`, `larder_migration_attempts`);
 /// names are compared in any ASCII case, as SQLite and MySQL read them.
@@ -95,7 +96,7 @@ pub fn capture_sql_with_keys(backend: Backend, table: &str, keys: &[&str]) -> Re
         });
     }
     for (n, key) in keys.iter().enumerate() {
-        check_identifier(key)?;
+        check_key_column(key)?;
         // SQLite and MySQL read column names in any case: `ID` is the id.
         if key.eq_ignore_ascii_case("id") || keys[..n].iter().any(|k| k.eq_ignore_ascii_case(key)) {
             return Err(Error::InvalidConfig {
@@ -174,6 +175,26 @@ pub(crate) fn check_identifier(table: &str) -> Result<()> {
         })
     }
 }
+
+/// Refuses a key column name that is not a plain identifier or is longer
+/// than [`LONGEST_COLUMN_NAME`]. No trigger is named after a column, so the
+/// table names' 40 bytes do not apply: they refused a column of 41 to 63
+/// bytes that the derive and the key read before a write accept.
+fn check_key_column(column: &str) -> Result<()> {
+    check_name(column)?;
+    if column.len() > LONGEST_COLUMN_NAME {
+        return Err(Error::InvalidConfig {
+            reason: format!(
+                "{column:?} is too long a column name: at most {LONGEST_COLUMN_NAME} bytes"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The longest column name of any backend: MySQL's 64 bytes (PostgreSQL's
+/// 63, SQLite's without limit). It bounds what a change payload carries.
+const LONGEST_COLUMN_NAME: usize = 64;
 
 /// Refuses a table or column name that is not a plain identifier (letters,
 /// digits and `_`, not starting with a digit), of any length: what SQL that
@@ -267,7 +288,14 @@ mod tests {
 
     #[test]
     fn key_names_that_are_not_identifiers_are_refused() {
-        for bad in [&["post id"][..], &["id"], &["post_id", "post_id"], &["x'y"]] {
+        let long = "k".repeat(65);
+        for bad in [
+            &["post id"][..],
+            &["id"],
+            &["post_id", "post_id"],
+            &["x'y"],
+            &[long.as_str()],
+        ] {
             for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mysql] {
                 assert!(
                     matches!(
