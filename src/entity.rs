@@ -472,6 +472,26 @@ impl KeyField for Option<i64> {
 /// larder::entity!(Tag { table: tags, new: TagLabel, changes: TagLabel });
 /// ```
 ///
+/// A `deleted_with` table is named as its capture triggers report it: a
+/// plain SQL name, without a schema. One such as `"blog.posts"` matched no
+/// delete, so the rows its cascades removed stayed cached; it is refused at
+/// compile time:
+///
+/// ```compile_fail,E0080
+/// use diesel::prelude::*;
+///
+/// diesel::table! { tags (id) { id -> BigInt, label -> Text } }
+///
+/// #[derive(Debug, Queryable)]
+/// pub struct Tag { pub id: i64, pub label: String }
+///
+/// #[derive(Insertable, AsChangeset)]
+/// #[diesel(table_name = tags)]
+/// pub struct TagLabel { pub label: String }
+///
+/// larder::entity!(Tag { table: tags, new: TagLabel, changes: TagLabel, deleted_with: ["blog.posts"] });
+/// ```
+///
 /// The primary key column must be named `id` in SQL too: the capture
 /// triggers report a change by `id`, and a keyed entity's writes read the key
 /// values `WHERE id = …`. A `table!` whose `id` has another SQL name is

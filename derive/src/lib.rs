@@ -330,6 +330,8 @@ mod tests {
             ("#[larder(table = tags, table = tags)] struct Tag { id: i64 }", "given twice"),
             ("#[larder(table = ::tags, new = N, changes = C)] struct Tag { id: i64 }", "module of diesel's `table!`"),
             ("#[larder(table = t, new = N, changes = C, deleted_with = [posts])] struct Tag { id: i64 }", "expected string literal"),
+            ("#[larder(table = t, new = N, changes = C, deleted_with = [\"blog.posts\"])] struct Tag { id: i64 }", "plain SQL name"),
+            ("#[larder(table = t, new = N, changes = C, deleted_with = [\"posts \"])] struct Tag { id: i64 }", "plain SQL name"),
             ("#[larder(table = t, new = N, changes = C)] struct Tag(i64);", "named fields"),
             ("#[larder(table = t, new = N, changes = C)] enum Tag { A }", "structs only"),
             ("#[larder(table = t, new = N, changes = C)] struct Tag<T> { id: i64, t: T }", "cannot be generic"),
