@@ -570,6 +570,12 @@ macro_rules! entity {
 
             fn find(conn: &mut $crate::Connection, id: i64) -> ::diesel::QueryResult<Option<Self>> {
                 use ::diesel::prelude::*;
+                // Named as the capture triggers report a table: a name with a
+                // schema, or any other, would match no delete.
+                $($(const _: () = ::core::assert!(
+                    $crate::__private::is_plain_name($parent),
+                    "larder: a deleted_with table is named by its plain SQL name, without a schema (\"posts\", not \"blog.posts\")"
+                );)*)?
                 // The capture triggers and the key read name the row by `id`.
                 const _: () = ::core::assert!(
                     $crate::__private::is_named_id(<$($table::)+id as ::diesel::Column>::NAME),
@@ -752,6 +758,26 @@ where
 pub const fn is_named_id(name: &str) -> bool {
     let name = name.as_bytes();
     name.len() == 2 && name[0] == b'i' && name[1] == b'd'
+}
+
+/// Whether `name` is a plain SQL name (ASCII letters, digits and `_`, not
+/// starting with a digit), as the capture triggers report a table: what
+/// [`entity!`](crate::entity) requires of a `deleted_with` table, at compile
+/// time; public only for the macro's expansion.
+#[doc(hidden)]
+pub const fn is_plain_name(name: &str) -> bool {
+    let name = name.as_bytes();
+    if name.is_empty() || name[0].is_ascii_digit() {
+        return false;
+    }
+    let mut i = 0;
+    while i < name.len() {
+        if !(name[i].is_ascii_alphanumeric() || name[i] == b'_') {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// The row a write's `RETURNING` gave, if any, from all its rows. Such a

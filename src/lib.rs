@@ -874,8 +874,8 @@ pub use url::{Backend, DatabaseUrl};
 pub mod __private {
     pub use crate::dialect::mysql::LAST_INSERT_ID as MYSQL_LAST_INSERT_ID;
     pub use crate::entity::{
-        column_name, is_empty_changeset, is_named_id, keyed_by_id, returned_row, slot_by_type,
-        table_name, EntitySlot, KeyField,
+        column_name, is_empty_changeset, is_named_id, is_plain_name, keyed_by_id, returned_row,
+        slot_by_type, table_name, EntitySlot, KeyField,
     };
     #[cfg(feature = "mysql")]
     pub use crate::mysql_insert::explicit_id as mysql_explicit_id;

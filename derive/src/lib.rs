@@ -107,7 +107,9 @@ fn parse_attributes(input: &DeriveInput) -> syn::Result<Attributes> {
                     let value = meta.value()?;
                     let content;
                     syn::bracketed!(content in value);
-                    set(&mut deleted_with, &meta, Punctuated::parse_terminated(&content)?)
+                    let parents = Punctuated::parse_terminated(&content)?;
+                    parents.iter().try_for_each(check_parent)?;
+                    set(&mut deleted_with, &meta, parents)
                 }
                 _ => Err(meta.error(
                     "unknown key in #[larder(...)]: expected `table`, `new`, `changes` or `deleted_with`",
@@ -130,6 +132,25 @@ fn parse_attributes(input: &DeriveInput) -> syn::Result<Attributes> {
         changes: changes.ok_or_else(|| missing("changes"))?,
         deleted_with,
     })
+}
+
+/// A `deleted_with` table must be named as its capture triggers report it:
+/// a plain SQL name (letters, digits and `_`, not starting with a digit),
+/// without a schema. Any other name matches no delete.
+fn check_parent(parent: &LitStr) -> syn::Result<()> {
+    let name = parent.value();
+    let mut chars = name.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if starts_well && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Ok(());
+    }
+    Err(syn::Error::new_spanned(
+        parent,
+        "a `deleted_with` table is named by its plain SQL name, as its capture triggers \
+         report it (`\"posts\"`, not `\"blog.posts\"`): any other name matches no delete",
+    ))
 }
 
 /// Stores a key's value, refusing a second one.
