@@ -83,6 +83,44 @@ mod tests {
         String::from_utf8(runtime.block_on(read).unwrap().to_vec()).unwrap()
     }
 
+    /// The database's own words (PostgreSQL's DETAIL with the other row's
+    /// key, MySQL's column and database names, constraint names) describe
+    /// the schema, not what the client sent: a 409 or 422 says what kind
+    /// of refusal it was, and the log keeps the rest.
+    #[test]
+    fn a_refused_write_shows_the_client_no_database_text() {
+        use diesel::result::{DatabaseErrorKind, Error as DieselError};
+        let inside = "duplicate key value violates unique constraint \"users_email_key\"";
+        let refusal = || {
+            DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                Box::new(inside.to_owned()),
+            )
+        };
+        let conflict = Error::Conflict {
+            table: Some("users"),
+            id: Some(3),
+            kind: crate::ConflictKind::Unique,
+            constraint: Some("users_email_key".into()),
+            source: Some(refusal()),
+        };
+        let invalid = Error::InvalidValue {
+            table: Some("users"),
+            source: refusal(),
+        };
+        for (error, status) in [(conflict, 409), (invalid, 422)] {
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            let body = body_of(response);
+            assert!(!body.contains("users_email_key"), "{body}");
+            assert!(!body.contains("duplicate key"), "{body}");
+            assert!(
+                body.contains("users"),
+                "says which write was refused: {body}"
+            );
+        }
+    }
+
     #[test]
     fn a_server_error_tells_the_client_its_status_and_nothing_inside() {
         let inside = "table larder_secret_table on host db-7.internal";
