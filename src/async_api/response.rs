@@ -8,8 +8,11 @@ use http::StatusCode;
 use crate::error::Error;
 
 /// [`Error::status_code`] with a plain-text body, and `Retry-After: 1` on a
-/// 503. A client error (404, 409, 400) carries the error's `Display` text,
-/// which says what to change; a server error carries only its status's
+/// 503. A client error (404, 409, 400, 422) carries the error's `Display`
+/// text, which says what to change, except a refused write's database
+/// message and constraint name (a 409 reads `conflict writing users 3:
+/// Unique`, a 422 `value refused on users: a column cannot hold it`), which
+/// describe the schema and are logged at DEBUG; a server error carries only its status's
 /// reason ("Service Unavailable", "Internal Server Error"), since its text
 /// names the database's host, user, tables or SQL, which are no client's
 /// business: it is logged at WARN instead. An axum handler returning
@@ -46,7 +49,7 @@ impl IntoResponse for Error {
                 .unwrap_or("Server Error")
                 .to_owned()
         } else {
-            self.to_string()
+            client_text(&self)
         };
         let mut response = (status, body).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -55,6 +58,36 @@ impl IntoResponse for Error {
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+/// What a client is told of a client error. A refused write (409, 422)
+/// names the write and the kind of refusal, not the database's message or
+/// constraint: those describe the schema (PostgreSQL's DETAIL even quotes
+/// the conflicting row's key), so they go to the log at DEBUG instead.
+fn client_text(error: &Error) -> String {
+    match error {
+        Error::Conflict {
+            table, id, kind, ..
+        } => {
+            tracing::debug!(error = %error, "write refused");
+            let conflict = Error::Conflict {
+                table: *table,
+                id: *id,
+                kind: *kind,
+                constraint: None,
+                source: None,
+            };
+            conflict.to_string()
+        }
+        Error::InvalidValue { table, .. } => {
+            tracing::debug!(error = %error, "value refused");
+            let on = table
+                .map(|table| format!(" on {table}"))
+                .unwrap_or_default();
+            format!("value refused{on}: a column cannot hold it")
+        }
+        _ => error.to_string(),
     }
 }
 
