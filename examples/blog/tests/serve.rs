@@ -167,6 +167,34 @@ fn comment_count(db: &TestDb, post: i64) -> i64 {
         .unwrap()
 }
 
+/// axum's own rejections (a path id that is not a number, a malformed
+/// form) are `text/plain` pages quoting what the client sent: a browser
+/// that sniffed one as HTML would run a script planted in the URL.
+#[test]
+fn every_answer_forbids_content_sniffing() {
+    let db = common::sqlite().fresh();
+    let server = Server::start(&db.url(), &["--seed", "1,1,1"]);
+    for path in [
+        "/",
+        "/posts/%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        "/posts/999999",
+        "/health",
+    ] {
+        let response = server
+            .agent
+            .get(&format!("{}{path}", server.base))
+            .call()
+            .expect("GET");
+        let sniffing = response.headers().get("x-content-type-options");
+        assert_eq!(
+            sniffing.and_then(|v| v.to_str().ok()),
+            Some("nosniff"),
+            "{path}: {}",
+            response.status()
+        );
+    }
+}
+
 #[test]
 fn every_route_answers_as_documented() {
     each_backend(|target| {
