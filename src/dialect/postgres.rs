@@ -64,18 +64,17 @@ impl Dialect for Postgres {
     /// fire `ALWAYS`: a session in `session_replication_role = replica` (a
     /// logical replication subscriber's apply worker, a bulk fix that skips
     /// foreign-key checks) fires no trigger enabled the default way. The
-    /// function's and triggers' names are quoted: unquoted, PostgreSQL
-    /// folds them to lower case, and the function of a table `"Notes"`
-    /// took the name of `notes`'s, so the second capture failed.
+    /// function's and triggers' names are quoted when they hold a capital
+    /// (see [`routine_name`]).
     fn capture(&self, table: &str, keys: &[&str]) -> Triggers {
         let with = |rows: &[&str]| {
             key_list(self, rows, keys).map_or_else(String::new, |keys| format!(" || ' ' || {keys}"))
         };
         let (inserted, updated, deleted) = (with(&["NEW"]), with(&["OLD", "NEW"]), with(&["OLD"]));
         let on = self.quote(table);
-        let function = self.quote(&format!("larder_capture_{table}"));
+        let function = routine_name(self, format!("larder_capture_{table}"));
         let row_trigger = function.clone();
-        let truncate_trigger = self.quote(&format!("larder_capture_{table}_truncate"));
+        let truncate_trigger = routine_name(self, format!("larder_capture_{table}_truncate"));
         let up = format!(
             "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -259,4 +258,17 @@ fn session_is(id: i64, started: i64) -> String {
         "pid = {id} AND (extract(epoch FROM backend_start) * 1000000)::bigint = {started} \
          AND state = 'active'"
     )
+}
+
+/// `name` as SQL: quoted when it holds a capital, which PostgreSQL would
+/// fold to lower case unquoted (the function of a table `"Notes"` took the
+/// name of `notes`'s, and the second capture failed); as it is otherwise,
+/// so that the SQL of an all-lower-case table is what migrations written
+/// before (the blog's, any application's) already hold.
+fn routine_name(dialect: &Postgres, name: String) -> String {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        dialect.quote(&name)
+    } else {
+        name
+    }
 }
