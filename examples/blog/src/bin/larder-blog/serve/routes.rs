@@ -27,7 +27,20 @@ pub(crate) fn router(state: AppState, debug_routes: bool) -> Router {
     if debug_routes {
         router = router.route("/debug/panic-in-tx", post(panic_in_tx));
     }
-    router.with_state(state)
+    router
+        .layer(axum::middleware::map_response(forbid_sniffing))
+        .with_state(state)
+}
+
+/// Every answer, axum's own rejections included (`text/plain` pages that
+/// quote the path or form the client sent), is read as the type it says:
+/// a browser that sniffed such a page as HTML would run what the URL held.
+async fn forbid_sniffing(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 impl IntoResponse for Failure {
