@@ -556,6 +556,28 @@ mod tests {
         assert!(err.to_string().contains("/no/such/dir"), "{err}");
     }
 
+    /// SQLite opens whatever a plain path names: `sqlite://?mode=ro` made a
+    /// file called `?mode=ro` (query parameters belong to URI filenames),
+    /// and a path naming a directory a file beside it. Each is refused.
+    #[test]
+    fn a_plain_sqlite_path_with_parameters_or_naming_a_directory_is_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = dir.path().display().to_string();
+        for url in [
+            "sqlite://?mode=ro".to_owned(),
+            "sqlite://blog.db?mode=ro".to_owned(),
+            format!("sqlite://{existing}/"),
+            format!("sqlite://{existing}"),
+            format!("sqlite://{existing}/sub/"),
+        ] {
+            let err = DatabaseUrl::parse(&url).expect_err(&url);
+            assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err}");
+        }
+        // A URI filename takes its parameters.
+        let uri = format!("sqlite:file:{existing}/blog.db?mode=rwc");
+        DatabaseUrl::parse(&uri).expect("a URI filename with a query");
+    }
+
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(
