@@ -483,7 +483,7 @@
 //!
 //! | URL | backend | cargo feature |
 //! |---|---|---|
-//! | `sqlite://path`, `sqlite:path`, a bare path, a URI filename (`file:app.db?mode=rwc`) | SQLite, compiled in | `sqlite` (default) |
+//! | `sqlite://path`, `sqlite:path`, a bare path (no `?parameters`: those go on a URI filename), a URI filename (`file:app.db?mode=rwc`) | SQLite, compiled in | `sqlite` (default) |
 //! | `postgres://…`, `postgresql://…` | PostgreSQL; libpq built from source without OpenSSL | `postgres` (default) |
 //! | the same with `sslmode=require` | libpq built with OpenSSL (needs `libssl-dev`) | `postgres-tls` |
 //! | `mysql://…` | MySQL / MariaDB through the system client library (`libmariadb-dev`) | `mysql` |

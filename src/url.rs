@@ -163,6 +163,16 @@ fn check_sqlite_path(path: &str, echo_path: bool) -> std::result::Result<(), Str
                 .into(),
         );
     }
+    if !path.starts_with("file:") && path.contains('?') {
+        return Err(
+            "a plain SQLite path takes no ?parameters (SQLite would make them part of the \
+             file's name): give them to a URI filename, sqlite:file:blog.db?mode=ro"
+                .into(),
+        );
+    }
+    if file.ends_with('/') || Path::new(file).is_dir() {
+        return Err("the SQLite path names a directory, not a database file".into());
+    }
     if path == ":memory:" || file == ":memory:" || path.contains("mode=memory") {
         return Err(
             "in-memory SQLite is not supported: every pooled connection would open its own \
