@@ -415,3 +415,46 @@ fn a_write_to_a_row_inserted_after_its_key_read_retires_the_lists_it_left() {
         );
     });
 }
+
+/// A transaction that moves a comment through its repository (a to b) and
+/// then again with a statement of its own (`run`, b to c): the commit
+/// invalidates the comment rather than caching it as the repository's write
+/// returned it, since the statement may have changed it again. Its lists
+/// must go the same way: retiring only a and b, the values the repository's
+/// write saw, left c's cached list without the comment that is now on c.
+#[test]
+fn a_statement_of_its_own_after_a_move_retires_the_lists_it_moved_to() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let store = &db.store;
+        let (ann, posts) = three_posts(&db);
+        cache_lists(store, &ann, &posts);
+        let [a, b, c] = posts;
+        let moving = store.comments().of_post(a.id).unwrap()[0].id;
+        store
+            .transaction(|tx| {
+                tx.comments().update(moving, move_to(&b))?;
+                let to_c = c.id;
+                tx.comments().run(Some(moving), move |conn| {
+                    let update = diesel::update(comments::table.find(moving))
+                        .set(comments::post_id.eq(to_c));
+                    larder::with_connection!(conn, |c| update.execute(c))
+                })
+            })
+            .unwrap();
+        for p in [&a, &b, &c] {
+            assert_eq!(
+                ids(&store.comments().of_post(p.id).unwrap()),
+                in_db(store, p.id),
+                "post {} list stale",
+                p.title
+            );
+            assert_eq!(
+                store.comments().count_of_post(p.id).unwrap() as usize,
+                in_db(store, p.id).len(),
+                "post {} count stale",
+                p.title
+            );
+        }
+    });
+}
