@@ -234,6 +234,16 @@ impl<'r> Unapplied<'r> {
         }
     }
 
+    /// They committed, but statements of the application's own ran after
+    /// them and may have written their rows again: see
+    /// [`Registry::apply_rewritten`].
+    pub(crate) fn rewritten(mut self) {
+        while let Some(write) = self.writes.get(self.applied) {
+            self.registry.apply_rewritten(write);
+            self.applied += 1;
+        }
+    }
+
     /// Whether they committed is unknown: see [`Registry::apply_uncertain`].
     pub(crate) fn uncertain(mut self) {
         self.apply_rest_uncertain();
@@ -397,6 +407,24 @@ impl Registry {
             PendingWrite::Unsettled(key) => self.invalidate(*key),
             PendingWrite::Removed(key) => self.invalidate_removed(*key),
             PendingWrite::UnknownInsert(table) => self.retire_lists(table),
+        }
+    }
+
+    /// Applies a write that committed with statements of the application's
+    /// own after it (`TxRepo::run`), which may have written its row again:
+    /// as uncertain, and with its key values unknown, since such a
+    /// statement may have moved the row to a value the write never saw.
+    /// Retiring only the values before and after the write left the lists
+    /// of the row's new value cached without it.
+    fn apply_rewritten(&self, write: &PendingWrite) {
+        match write {
+            PendingWrite::Written { key, written } => {
+                self.invalidate(*key);
+                if written.value.is_none() {
+                    self.empty_dependents(key.table);
+                }
+            }
+            other => self.apply_uncertain(other),
         }
     }
 

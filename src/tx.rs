@@ -83,7 +83,8 @@ pub struct Tx<'s> {
     /// Set when the application's own statements (`TxRepo::run`) ran after
     /// a recorded write: they may have written its row again, so the rows
     /// the writes returned may be older than the database's, and the commit
-    /// invalidates their keys instead of caching them.
+    /// invalidates their keys (and every keyed list of their tables)
+    /// instead of caching them.
     raw_after_writes: Cell<bool>,
     /// Set when a statement has run: from then on the transaction may read
     /// through a snapshot taken at that statement (see
@@ -193,10 +194,10 @@ impl<'s> Tx<'s> {
                     self.store.note_commit(&mut self.conn.borrow_mut());
                 }
                 if self.raw_after_writes.get() {
-                    // Committed, but the returned rows may be older than the
-                    // database's: invalidating, as for an unknown outcome, is
-                    // what is right for both.
-                    writes.uncertain();
+                    // Committed, but the returned rows, and their key values,
+                    // may be older than the database's: invalidating them
+                    // and every keyed list of their tables is right for both.
+                    writes.rewritten();
                 } else {
                     writes.committed();
                 }

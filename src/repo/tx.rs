@@ -211,8 +211,9 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     /// transaction, which can then only roll back. What `work` writes is not
     /// recorded (invalidate it after the commit), but rows the transaction
     /// wrote before through a repository are invalidated at the commit rather
-    /// than cached as those writes returned them, since `work` may have
-    /// changed them again.
+    /// than cached as those writes returned them, with every keyed list of
+    /// their tables, since `work` may have changed them again (and moved
+    /// them to key values those writes never saw).
     ///
     /// # Errors
     ///
