@@ -458,3 +458,31 @@ fn a_statement_of_its_own_after_a_move_retires_the_lists_it_moved_to() {
         }
     });
 }
+
+/// A cached list's key must name its parameters. One that does not (a new
+/// user's `"comments of a post"` for every post) while its reads name the
+/// post (`Read::eq`) was served post a's list for post b: the two reads
+/// compare different buckets whose generations happened to be equal, and
+/// the entry kept no trace of the value it was read for. The reads say
+/// which rows the list holds: a list read for another value is not it.
+#[test]
+fn a_key_reused_for_another_key_value_is_not_served_that_values_list() {
+    let db = common::fresh();
+    let store = &db.store;
+    let (_, [a, b, _]) = three_posts(&db);
+    let of_post = |post: i64| {
+        let reads = [larder::Read::eq("comments", "post_id", post)];
+        store
+            .comments()
+            .cached_query("comments of a post", &reads, |conn| {
+                let query = comments::table
+                    .filter(comments::post_id.eq(post))
+                    .order(comments::id);
+                larder::with_connection!(conn, |c| query.load(c))
+            })
+            .unwrap()
+    };
+    assert_eq!(ids(&of_post(a.id)), in_db(store, a.id));
+    assert_eq!(ids(&of_post(b.id)), in_db(store, b.id), "b served a's list");
+    assert_eq!(ids(&of_post(a.id)), in_db(store, a.id), "a served b's list");
+}
