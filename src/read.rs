@@ -53,7 +53,8 @@ impl Read {
 
     /// Only the rows of `table` whose `column` equals `value`: a change
     /// retires the result only if the changed row's `column` was or becomes
-    /// `value` (see [`Read`]).
+    /// `value` (see [`Read`]). A list is cached for its `value` too: under
+    /// a key that forgets to name it, another value's list is never served.
     ///
     /// ```
     /// let read = larder::Read::eq("posts", "author_id", 3);

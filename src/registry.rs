@@ -483,7 +483,8 @@ impl Registry {
 
     /// What a result of `reads` compares to stay valid, read now: a whole
     /// table's generation, or for a `Read::eq` on a key column its table's
-    /// fallback and its value's bucket. `None` when a table has no entity
+    /// fallback and its value's bucket, each with the value read (so that
+    /// a key reused for another value is another list). `None` when a table has no entity
     /// (its changes are not tracked), or when `reads` names nothing: a
     /// result no write could retire would be served forever.
     pub(crate) fn generations(&self, reads: &[Read]) -> Option<Generations> {
@@ -508,13 +509,18 @@ impl Registry {
             };
             let keyed = read
                 .filter()
-                .and_then(|(column, value)| Some((column, keys?.read(column, value)?)));
+                .and_then(|(column, value)| Some((column, value, keys?.read(column, value)?)));
             match keyed {
-                Some((column, [fallback, bucket])) => {
-                    out.push((table, fallback));
-                    out.push((column, bucket));
+                Some((column, value, [fallback, bucket])) => {
+                    out.push((table, 0, fallback));
+                    out.push((column, value, bucket));
                 }
-                None => out.push((table, generation.load(Ordering::SeqCst))),
+                // A filter on another column reads as the whole table, but
+                // its value still tells one list from another.
+                None => {
+                    let value = read.filter().map_or(0, |(_, value)| value);
+                    out.push((table, value, generation.load(Ordering::SeqCst)));
+                }
             }
         }
         Some(out)
@@ -735,7 +741,7 @@ mod tests {
         registry.retire_lists("parents");
         let after_parents = registry.generations(&reads).unwrap();
         assert_ne!(after_parents, before, "a change to parents was missed");
-        assert_eq!(after_parents[4], ("parents", before[4].1 + 1));
+        assert_eq!(after_parents[4], ("parents", 0, before[4].2 + 1));
         let moved = Written {
             entity: TypeId::of::<Child>(),
             value: Some(Arc::new(Child { id: 1 })),

@@ -19,9 +19,12 @@ use super::CacheStats;
 /// A cached result's key: the type of the value and the caller's key string.
 pub(crate) type QueryKey = (TypeId, String);
 
-/// What a query read, each part named (a table, or a key column) with its
-/// generation when it was read.
-pub(crate) type Generations = Vec<(&'static str, u64)>;
+/// What a query read, each part named (a table, or a key column) with the
+/// value it was read for (a key column's; 0 for a table) and its generation
+/// when it was read. The value belongs to what is compared: a list cached
+/// under a key for one value is not the list of another value read under
+/// the same key, however equal their generations.
+pub(crate) type Generations = Vec<(&'static str, i64, u64)>;
 
 struct CachedValue {
     /// The generation of everything the query read, taken before it ran.
@@ -236,22 +239,24 @@ impl QueryCache {
     }
 }
 
-/// `a == b`, the generations compared first: they are what differs, and
-/// the names, `&'static str`s of the same reads, are usually the same
-/// pointers (a page's counts compare forty pairs under the lock).
+/// `a == b`, the generations and values compared first: they are what
+/// differs, and the names, `&'static str`s of the same reads, are usually
+/// the same pointers (a page's counts compare forty parts under the lock).
 fn same(a: &Generations, b: &Generations) -> bool {
     a.len() == b.len()
         && a.iter()
             .zip(b)
-            .all(|((x, m), (y, n))| m == n && (std::ptr::eq(*x, *y) || x == y))
+            .all(|((x, v, m), (y, w, n))| m == n && v == w && (std::ptr::eq(*x, *y) || x == y))
 }
 
-/// Whether `a` was read after `b`: the same reads, one of them at a later
-/// generation (generations only move forward).
+/// Whether `a` was read after `b`: the same reads (names and values), one
+/// of them at a later generation (generations only move forward).
 fn later(a: &Generations, b: &Generations) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|((x, _), (y, _))| x == y)
-        && a.iter().zip(b).any(|((_, m), (_, n))| m > n)
+        && a.iter()
+            .zip(b)
+            .all(|((x, v, _), (y, w, _))| x == y && v == w)
+        && a.iter().zip(b).any(|((_, _, m), (_, _, n))| m > n)
 }
 
 #[cfg(test)]
@@ -270,7 +275,7 @@ mod tests {
     #[test]
     fn a_fill_keeps_a_value_already_current_and_hands_it_to_its_caller() {
         let cache = QueryCache::new(10);
-        let read: Generations = vec![("users", 7)];
+        let read: Generations = vec![("users", 0, 7)];
         let newer = cache.fill(key(), read.clone(), Arc::new(2_u64), &read, cache.began());
         assert_eq!(*newer, 2);
         let older = cache.fill(key(), read.clone(), Arc::new(1_u64), &read, cache.began());
@@ -283,7 +288,7 @@ mod tests {
     #[test]
     fn a_fill_older_than_an_evicted_value_is_not_cached() {
         let cache = QueryCache::new(1);
-        let read: Generations = vec![("users", 7)];
+        let read: Generations = vec![("users", 0, 7)];
         let older_began = cache.began();
         cache.fill(key(), read.clone(), Arc::new(2_u64), &read, cache.began());
         let other = (TypeId::of::<u64>(), "posts.count".to_owned());
@@ -308,7 +313,7 @@ mod tests {
     #[test]
     fn a_reader_of_older_generations_leaves_a_newer_value_cached() {
         let cache = QueryCache::new(10);
-        let (old, new): (Generations, Generations) = (vec![("users", 7)], vec![("users", 8)]);
+        let (old, new): (Generations, Generations) = (vec![("users", 0, 7)], vec![("users", 0, 8)]);
         let older_began = cache.began();
         cache.fill(key(), new.clone(), Arc::new(2_u64), &new, cache.began());
         assert_eq!(cache.get::<u64>(&key(), &new).as_deref(), Some(&2));
@@ -327,7 +332,7 @@ mod tests {
     #[test]
     fn a_fill_of_older_generations_leaves_a_newer_value_cached() {
         let cache = QueryCache::new(10);
-        let (old, new): (Generations, Generations) = (vec![("users", 7)], vec![("users", 8)]);
+        let (old, new): (Generations, Generations) = (vec![("users", 0, 7)], vec![("users", 0, 8)]);
         let older_began = cache.began();
         cache.fill(key(), new.clone(), Arc::new(2_u64), &new, cache.began());
         let behind = cache.fill(key(), old.clone(), Arc::new(0_u64), &old, cache.began());
@@ -343,8 +348,8 @@ mod tests {
     #[test]
     fn a_fill_replaces_a_value_of_older_generations() {
         let cache = QueryCache::new(10);
-        let old: Generations = vec![("users", 7)];
-        let new: Generations = vec![("users", 8)];
+        let old: Generations = vec![("users", 0, 7)];
+        let new: Generations = vec![("users", 0, 8)];
         cache.fill(key(), old.clone(), Arc::new(1_u64), &old, cache.began());
         let value = cache.fill(key(), new.clone(), Arc::new(2_u64), &new, cache.began());
         assert_eq!(*value, 2);
@@ -354,8 +359,8 @@ mod tests {
     #[test]
     fn a_fill_that_read_older_generations_is_dropped_and_returned_as_loaded() {
         let cache = QueryCache::new(10);
-        let old: Generations = vec![("users", 7)];
-        let new: Generations = vec![("users", 8)];
+        let old: Generations = vec![("users", 0, 7)];
+        let new: Generations = vec![("users", 0, 8)];
         let value = cache.fill(key(), old, Arc::new(1_u64), &new, cache.began());
         assert_eq!(*value, 1);
         assert!(cache.get::<u64>(&key(), &new).is_none());
