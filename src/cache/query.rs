@@ -345,6 +345,31 @@ mod tests {
         );
     }
 
+    /// A key that does not name its `Read::eq` value holds one value's list
+    /// at a time: a fill of another value's list takes the first one out,
+    /// and must count as an eviction of it, or an older load of the first
+    /// list (straddling a commit whose invalidation is not applied yet)
+    /// fills in its place and takes a caller already served the newer list
+    /// back in time.
+    #[test]
+    fn a_list_of_another_key_value_replacing_one_counts_as_its_eviction() {
+        let cache = QueryCache::new(10);
+        let of = |post: i64| -> Generations { vec![("comments", 0, 3), ("post_id", post, 5)] };
+        let older_began = cache.began();
+        cache.fill(key(), of(7), Arc::new(2_u64), &of(7), cache.began());
+        assert!(
+            cache.get::<u64>(&key(), &of(8)).is_none(),
+            "7's list is not 8's"
+        );
+        cache.fill(key(), of(8), Arc::new(9_u64), &of(8), cache.began());
+        cache.fill(key(), of(7), Arc::new(1_u64), &of(7), older_began);
+        assert_ne!(
+            cache.get::<u64>(&key(), &of(7)).as_deref(),
+            Some(&1),
+            "a cached value went back in time"
+        );
+    }
+
     #[test]
     fn a_fill_replaces_a_value_of_older_generations() {
         let cache = QueryCache::new(10);
