@@ -129,7 +129,12 @@ impl QueryCache {
                 }
                 // Read after this caller's generations: it stays (taking it
                 // out would be an eviction no older load is told of).
-                Some(cached) if count_miss && later(&cached.read, current) => {
+                // Or read for other key values (a key that does not name
+                // them): another list, which a fill replaces as an eviction.
+                Some(cached)
+                    if count_miss
+                        && (later(&cached.read, current) || !same_reads(&cached.read, current)) =>
+                {
                     inner.counters.misses += 1;
                     (None, None)
                 }
@@ -196,12 +201,23 @@ impl QueryCache {
                 None => {
                     inner.counters.fills += 1;
                     let replaces = inner.entries.contains(&key);
+                    // The list of other key values under this key goes as
+                    // an eviction would: a load of it may be in flight.
+                    let other_list = inner
+                        .entries
+                        .peek(&key)
+                        .is_some_and(|cached| !same_reads(&cached.read, &read));
                     let value = Arc::clone(&value) as Arc<dyn Any + Send + Sync>;
                     let removed = inner.entries.push(key, CachedValue { read, value });
-                    if let (Some((evicted_key, _)), false) = (&removed, replaces) {
+                    let evicted_hash = match &removed {
+                        Some((evicted_key, _)) if !replaces || other_list => {
+                            Some(self.hash(evicted_key))
+                        }
+                        _ => None,
+                    };
+                    if let Some(evicted_hash) = evicted_hash {
                         inner.counters.evictions += 1;
                         let at = self.evictions.fetch_add(1, Ordering::AcqRel) + 1;
-                        let evicted_hash = self.hash(evicted_key);
                         inner.evicted.record(evicted_hash, at);
                     }
                     (None, removed)
@@ -249,14 +265,19 @@ fn same(a: &Generations, b: &Generations) -> bool {
             .all(|((x, v, m), (y, w, n))| m == n && v == w && (std::ptr::eq(*x, *y) || x == y))
 }
 
-/// Whether `a` was read after `b`: the same reads (names and values), one
-/// of them at a later generation (generations only move forward).
-fn later(a: &Generations, b: &Generations) -> bool {
+/// Whether `a` and `b` name the same reads: the same tables and key
+/// columns, for the same values, at any generations.
+fn same_reads(a: &Generations, b: &Generations) -> bool {
     a.len() == b.len()
         && a.iter()
             .zip(b)
             .all(|((x, v, _), (y, w, _))| x == y && v == w)
-        && a.iter().zip(b).any(|((_, _, m), (_, _, n))| m > n)
+}
+
+/// Whether `a` was read after `b`: the same reads (names and values), one
+/// of them at a later generation (generations only move forward).
+fn later(a: &Generations, b: &Generations) -> bool {
+    same_reads(a, b) && a.iter().zip(b).any(|((_, _, m), (_, _, n))| m > n)
 }
 
 #[cfg(test)]
