@@ -620,3 +620,46 @@ fn comment_ids_in_db(store: &larder::Store, post: i64) -> Vec<i64> {
     let list = tx.comments().of_post(post).unwrap();
     list.iter().map(|c| c.id).collect()
 }
+
+/// A cached list's rows are rows of its entity's table, so whatever else it
+/// reads, it reads that table. A new user's list of posts by authors named
+/// ann, read `&["users"]` (the table the filter names), was retired only by
+/// users' changes: a post added, edited or deleted left it as it was, the
+/// edited post's old `Arc` included, for good. It is refused instead, with
+/// an error that says what to read.
+#[test]
+fn a_list_whose_reads_leave_out_its_own_table_is_refused() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let by_anns = |store: &larder::Store| {
+            use larder_blog::schema::users;
+            store
+                .posts()
+                .cached_query("posts by users named ann", &["users"], |conn| {
+                    let query = posts::table
+                        .inner_join(users::table)
+                        .filter(users::name.eq("ann"))
+                        .select(posts::all_columns)
+                        .order(posts::id);
+                    larder::with_connection!(conn, |c| query.load(c))
+                })
+        };
+        let first = by_anns(&db.store);
+        post(&db.store, &ann, "one");
+        let second = by_anns(&db.store);
+        match (&first, &second) {
+            (Err(larder::Error::InvalidConfig { reason }), Err(_)) => {
+                assert!(reason.contains("posts"), "{reason}");
+            }
+            _ => panic!("served {first:?} then {second:?}: the new post's list went unretired"),
+        }
+        let in_tx = db
+            .store
+            .transaction(|tx| tx.posts().cached_query("posts", &["users"], |_| Ok(Vec::new())));
+        assert!(
+            matches!(in_tx, Err(larder::Error::InvalidConfig { .. })),
+            "refused the same inside a transaction: {in_tx:?}"
+        );
+    });
+}
