@@ -654,9 +654,10 @@ fn a_list_whose_reads_leave_out_its_own_table_is_refused() {
             }
             _ => panic!("served {first:?} then {second:?}: the new post's list went unretired"),
         }
-        let in_tx = db
-            .store
-            .transaction(|tx| tx.posts().cached_query("posts", &["users"], |_| Ok(Vec::new())));
+        let in_tx = db.store.transaction(|tx| {
+            tx.posts()
+                .cached_query("posts", &["users"], |_| Ok(Vec::new()))
+        });
         assert!(
             matches!(in_tx, Err(larder::Error::InvalidConfig { .. })),
             "refused the same inside a transaction: {in_tx:?}"

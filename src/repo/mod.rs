@@ -131,7 +131,9 @@ pub trait Repository<E: Entity> {
     ///
     /// # Errors
     ///
-    /// As [`query`](Repository::query).
+    /// As [`query`](Repository::query), and
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) when `reads`
+    /// (not empty) leave out `E`'s own table, whose rows the list holds.
     fn cached_query<R, F>(&self, key: &str, reads: &[R], query: F) -> Result<Vec<Arc<E>>>
     where
         R: Into<Read> + Copy,
@@ -158,6 +160,24 @@ pub trait Repository<E: Entity> {
     fn run<T, F>(&self, id: Option<i64>, work: F) -> Result<T>
     where
         F: FnOnce(&mut Connection) -> QueryResult<T>;
+}
+
+/// Refuses a cached list of `E` whose `reads` leave out `E`'s own table:
+/// its rows are rows of that table, and a change to one of them would not
+/// retire it (empty `reads` stay allowed: such a list is not cached).
+fn check_list_reads<E: Entity>(reads: &[Read]) -> Result<()> {
+    if reads.is_empty() || reads.iter().any(|read| read.table_name() == E::TABLE) {
+        return Ok(());
+    }
+    let named: Vec<&str> = reads.iter().map(Read::table_name).collect();
+    Err(crate::error::Error::InvalidConfig {
+        reason: format!(
+            "a cached list of {table} reads {named:?}, which leaves out {table:?}: \
+             a change to one of its rows would not retire it; add Read::table({table:?}) \
+             (or a Read::eq on one of its key columns)",
+            table = E::TABLE
+        ),
+    })
 }
 
 /// Hands out repositories: implemented by [`Store`](crate::Store) and

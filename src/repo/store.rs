@@ -229,7 +229,8 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// [`Read::eq`] only the rows of a table whose key column has one value
     /// (see [`Entity::KEY_COLUMNS`]). A table no registered entity maps is
     /// never invalidated, so a query reading one is not cached; nor is one
-    /// whose `reads` is empty (nothing would ever invalidate it).
+    /// whose `reads` is empty (nothing would ever invalidate it). Its rows
+    /// are rows of `E`'s table, so non-empty `reads` must name that table.
     ///
     /// ```
     /// use diesel::prelude::*;
@@ -275,7 +276,9 @@ impl<'s, E: Entity> Repo<'s, E> {
         R: Into<Read> + Copy,
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
     {
-        self.through_query_cache(key, reads, || self.query(query))
+        let reads: Vec<Read> = reads.iter().map(|read| (*read).into()).collect();
+        super::check_list_reads::<E>(&reads)?;
+        self.through_query_cache(key, &reads, || self.query(query))
     }
 
     /// Any value a query computes (a count, an existence check, a sum), cached
@@ -325,7 +328,8 @@ impl<'s, E: Entity> Repo<'s, E> {
         T: Send + Sync + 'static,
         F: FnOnce(&mut Connection) -> QueryResult<T>,
     {
-        self.through_query_cache(key, reads, || {
+        let reads: Vec<Read> = reads.iter().map(|read| (*read).into()).collect();
+        self.through_query_cache(key, &reads, || {
             self.store.load_once(Some(E::TABLE), None, query)
         })
     }
@@ -351,15 +355,12 @@ impl<'s, E: Entity> Repo<'s, E> {
 
     /// The value cached under `key` for `E` while `reads` keep their
     /// generations, else `load`ed and cached unless one moved meanwhile.
-    fn through_query_cache<R, V, L>(&self, key: &str, reads: &[R], load: L) -> Result<Arc<V>>
+    fn through_query_cache<V, L>(&self, key: &str, reads: &[Read], load: L) -> Result<Arc<V>>
     where
-        R: Into<Read> + Copy,
         V: Send + Sync + 'static,
         L: FnOnce() -> Result<V>,
     {
         let registry = self.store.registry();
-        let reads: Vec<Read> = reads.iter().map(|read| (*read).into()).collect();
-        let reads = &reads[..];
         let Some(read) = registry.generations(reads) else {
             return load().map(Arc::new);
         };

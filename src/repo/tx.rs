@@ -300,12 +300,15 @@ impl<E: Entity> Repository<E> for TxRepo<'_, E> {
     }
 
     /// Inside a transaction a list is never cached: it may hold the
-    /// transaction's own uncommitted writes.
-    fn cached_query<R, F>(&self, _key: &str, _reads: &[R], query: F) -> Result<Vec<Arc<E>>>
+    /// transaction's own uncommitted writes. Its `reads` are checked as on
+    /// the store, so that code written once fails the same in both.
+    fn cached_query<R, F>(&self, _key: &str, reads: &[R], query: F) -> Result<Vec<Arc<E>>>
     where
         R: Into<Read> + Copy,
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
     {
+        let reads: Vec<Read> = reads.iter().map(|read| (*read).into()).collect();
+        super::check_list_reads::<E>(&reads)?;
         TxRepo::query(self, query)
     }
 
