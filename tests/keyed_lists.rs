@@ -486,3 +486,30 @@ fn a_key_reused_for_another_key_value_is_not_served_that_values_list() {
     assert_eq!(ids(&of_post(b.id)), in_db(store, b.id), "b served a's list");
     assert_eq!(ids(&of_post(a.id)), in_db(store, a.id), "a served b's list");
 }
+
+/// A transaction's count (`cached_value`, a plain query inside it) after
+/// its write is a read, not a statement of the application's own that may
+/// have written the row again: the commit retires the written post's lists
+/// only, and the other posts' stay cached.
+#[test]
+fn a_count_read_after_a_write_in_a_transaction_retires_only_that_posts_lists() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let store = &db.store;
+        let (ann, posts) = three_posts(&db);
+        cache_lists(store, &ann, &posts);
+        let [a, b, _] = posts;
+        store
+            .transaction(|tx| {
+                tx.comments().create(new_comment(&a, &ann, "more"))?;
+                assert_eq!(tx.comments().count_of_post(a.id)?, 2);
+                Ok::<_, larder::Error>(())
+            })
+            .unwrap();
+        assert!(is_hit(store, |s| s.comments().of_post(b.id).unwrap()));
+        assert_eq!(
+            ids(&store.comments().of_post(a.id).unwrap()),
+            in_db(store, a.id)
+        );
+    });
+}
