@@ -318,7 +318,10 @@ impl<E: Entity> Repository<E> for TxRepo<'_, E> {
         T: Clone + Send + Sync + 'static,
         F: FnOnce(&mut Connection) -> QueryResult<T>,
     {
-        TxRepo::run(self, None, query)
+        // A read, as `query` is: not a statement of the application's own
+        // that may have written rows again (which would make the commit
+        // retire every keyed list of their tables).
+        self.tx.run(E::TABLE, None, query)
     }
 
     fn run<T, F>(&self, id: Option<i64>, work: F) -> Result<T>
