@@ -230,7 +230,9 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// (see [`Entity::KEY_COLUMNS`]). A table no registered entity maps is
     /// never invalidated, so a query reading one is not cached; nor is one
     /// whose `reads` is empty (nothing would ever invalidate it). Its rows
-    /// are rows of `E`'s table, so non-empty `reads` must name that table.
+    /// are rows of `E`'s table, so non-empty `reads` must name that table
+    /// ([`Read::table`] or a [`Read::eq`] of it), else the call returns
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) and runs nothing.
     ///
     /// ```
     /// use diesel::prelude::*;
