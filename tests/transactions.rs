@@ -800,6 +800,42 @@ fn a_transaction_ended_inside_run_does_not_cache_the_write_it_lost() {
     });
 }
 
+/// The converse: a transaction committed inside `run` by the application's
+/// own SQL (a raw COMMIT here; on MySQL any DDL, `TRUNCATE` or `LOCK
+/// TABLES` commits implicitly), then rolled back by larder because a later
+/// step failed. The repository's write before it is in the database, but a
+/// rollback left the cache as it was: the old row, served for good by a
+/// store that is the database's only writer.
+#[test]
+fn a_transaction_committed_inside_run_then_rolled_back_does_not_leave_its_write_stale() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let store = larder_blog::builder(&db.url())
+            .coherence(false)
+            .build()
+            .unwrap();
+        let ann = user(&store, "ann");
+        store.users().get(ann.id).unwrap();
+        let outcome = store.transaction(|tx| {
+            tx.users().update(ann.id, rename("committed"))?;
+            tx.users().run(None, |conn| {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute("COMMIT")
+            })?;
+            // A later step fails: larder rolls back what is left.
+            tx.users().update(i64::MAX, rename("no such user"))
+        });
+        assert!(matches!(outcome, Err(Error::NotFound { .. })), "{outcome:?}");
+        assert_eq!(user_in_db(&store, ann.id).unwrap().name, "committed");
+        assert_eq!(
+            store.users().get(ann.id).unwrap().unwrap().name,
+            "committed",
+            "the cache serves the row a committed write replaced"
+        );
+        common::assert_pool_idle(&store);
+    });
+}
+
 /// The same for a COMMIT in flight (held here by a deferred trigger that
 /// sleeps): the server finishes it after the connection was lost.
 #[test]
