@@ -195,7 +195,9 @@
 //! **Commit-time invalidation.** A transaction records what it writes before
 //! each statement runs, and for a delete the rows its cascade will remove. Only
 //! once `COMMIT` succeeds does it apply them to the shared cache; a rollback
-//! leaves the cache untouched. If the commit itself fails (the database may have
+//! leaves the cache untouched, unless the application's own statements ran in
+//! the transaction (`TxRepo::run`: a raw `COMMIT`, or DDL on MySQL, commits
+//! it), when it invalidates what was recorded. If the commit itself fails (the database may have
 //! committed it anyway), every key written is invalidated, which is always safe.
 //!
 //! **A failed statement poisons the transaction.** PostgreSQL aborts a

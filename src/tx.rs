@@ -55,7 +55,10 @@ impl Store {
 /// Writes made through it are invisible to the shared cache until
 /// [`commit`](Tx::commit) succeeds; then every key it wrote is invalidated.
 /// Dropping a `Tx` without committing (an early `?`, a panic) rolls it back and
-/// leaves the cache untouched. Reads inside a transaction go to the database
+/// leaves the cache untouched, unless the application ran statements of its
+/// own in it ([`TxRepo::run`](crate::TxRepo::run)), which may have committed it
+/// (a raw `COMMIT`, MySQL's implicit commit by DDL): the rows its writes
+/// touched are then invalidated. Reads inside a transaction go to the database
 /// through its connection, so they see its own uncommitted writes, and never
 /// fill the shared cache. A transaction in which a statement failed can only
 /// roll back, on every backend: PostgreSQL aborts such a transaction, and larder
@@ -86,6 +89,12 @@ pub struct Tx<'s> {
     /// invalidates their keys (and every keyed list of their tables)
     /// instead of caching them.
     raw_after_writes: Cell<bool>,
+    /// Set when the application's own statements ran at all: they may have
+    /// ended the transaction (a raw `COMMIT`; on MySQL any DDL, `TRUNCATE`
+    /// or `LOCK TABLES` commits implicitly), so the writes recorded before
+    /// them, and those autocommitted after, may be in the database whatever
+    /// larder's ROLLBACK does, and a rollback invalidates them.
+    raw_ran: Cell<bool>,
     /// Set when a statement has run: from then on the transaction may read
     /// through a snapshot taken at that statement (see
     /// [`snapshot_not_taken`](Tx::snapshot_not_taken)).
@@ -148,6 +157,7 @@ impl<'s> Tx<'s> {
             pending: RefCell::new(Vec::new()),
             poisoned: Cell::new(false),
             raw_after_writes: Cell::new(false),
+            raw_ran: Cell::new(false),
             ran: Cell::new(false),
             explicit,
             finished: false,
@@ -237,6 +247,12 @@ impl<'s> Tx<'s> {
             Unapplied::new(self.store.registry(), pending).uncertain();
             return Ok(());
         }
+        // Declared before the connection's borrow, so dropped (and applied,
+        // as uncertain) after the ROLLBACK, on every path out of here.
+        let _maybe_committed = self
+            .raw_ran
+            .get()
+            .then(|| Unapplied::new(self.store.registry(), pending));
         let mut conn = self.conn.borrow_mut();
         // A savepoint the application left open first, then the transaction.
         while conn.transaction_depth() > self.depth {
@@ -319,8 +335,10 @@ impl<'s> Tx<'s> {
     }
 
     /// Notes that the application runs statements of its own, which may write
-    /// again rows recorded so far (see `raw_after_writes`).
+    /// again rows recorded so far (see `raw_after_writes`), or end the
+    /// transaction (see `raw_ran`).
     pub(crate) fn note_raw_statements(&self) {
+        self.raw_ran.set(true);
         if !self.pending.borrow().is_empty() {
             self.raw_after_writes.set(true);
         }

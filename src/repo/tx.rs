@@ -213,7 +213,9 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     /// wrote before through a repository are invalidated at the commit rather
     /// than cached as those writes returned them, with every keyed list of
     /// their tables, since `work` may have changed them again (and moved
-    /// them to key values those writes never saw).
+    /// them to key values those writes never saw); and since `work` may have
+    /// committed the transaction (a raw `COMMIT`, or on MySQL any DDL, which
+    /// commits implicitly), a rollback after it invalidates them too.
     ///
     /// # Errors
     ///
