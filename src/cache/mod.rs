@@ -766,6 +766,32 @@ mod tests {
         );
     }
 
+    /// A list query (`query`, `cached_query`, `get_many`) that loads a row
+    /// already cached hands out the cached `Arc` and lets its own copy go:
+    /// that copy's destructor is user code too, and must not run under the
+    /// shard lock (a list of hot rows drops one copy per row).
+    #[test]
+    fn a_loaded_copy_of_a_cached_row_is_dropped_after_the_shard_lock() {
+        let map = Arc::new(IdentityMap::<Probe>::new("test", 8));
+        let cell = Arc::new(std::sync::OnceLock::new());
+        cell.set(Arc::downgrade(&map)).ok();
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = || Probe {
+            map: Arc::clone(&cell),
+            dropped_under_lock: Arc::clone(&flag),
+        };
+        let cached = map
+            .get_or_load(1, || Ok::<_, String>(Some(probe())))
+            .unwrap()
+            .unwrap();
+        let rows = map.intern(vec![probe()], &map.epochs(), |_| 1);
+        assert!(Arc::ptr_eq(&rows[0], &cached), "the premise: kept");
+        assert!(
+            !flag.load(Ordering::SeqCst),
+            "a loaded copy's destructor ran under a shard lock"
+        );
+    }
+
     /// Panics on the first event: a tracing subscriber is user code too.
     struct PanickingSubscriber;
 
