@@ -301,11 +301,13 @@ impl<T: Send + Sync + 'static> IdentityMap<T> {
                     return row;
                 }
                 let index = self.shard_index(id);
-                let (row, evicted) = {
+                // What the fill evicted, or the row's copy when the cached
+                // one was kept: user code either way, dropped after the lock.
+                let (row, removed) = {
                     let mut shard = self.shards[index].lock();
                     shard.intern(id, row, epochs[index], &self.budget)
                 };
-                drop(evicted);
+                drop(removed);
                 row
             })
             .collect()

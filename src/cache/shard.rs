@@ -71,14 +71,16 @@ impl<T> Fill<T> {
     }
 }
 
-/// Values taken out of a shard under its lock, dropped by the caller after
-/// it: at most an invalidated entry and the one a fill evicted, held inline
-/// so that a removal allocates nothing.
+/// Values let go of under a shard's lock, dropped by the caller after it:
+/// at most an invalidated entry, the one a fill evicted, and a loaded copy
+/// the cached entry was kept over, held inline so that a removal allocates
+/// nothing.
 #[must_use = "dropped by the caller once the shard lock is released"]
 pub(crate) struct Removed<T> {
     // Held only to be dropped: their destructors are user code.
     _invalidated: Option<Arc<T>>,
     _evicted: Option<Arc<T>>,
+    _unused: Option<Arc<T>>,
 }
 
 impl<T> Removed<T> {
@@ -86,6 +88,7 @@ impl<T> Removed<T> {
         Removed {
             _invalidated: None,
             _evicted: None,
+            _unused: None,
         }
     }
 }
@@ -222,7 +225,7 @@ impl<T> Shard<T> {
         self.counters.invalidations += 1;
         Removed {
             _invalidated: self.entries.remove(id),
-            _evicted: None,
+            ..Removed::nothing()
         }
     }
 
@@ -253,7 +256,9 @@ impl<T> Shard<T> {
 
     /// Returns the cached entry for `id` if there is one, else caches `value`;
     /// `value` was loaded by a query that began at shard epoch `epoch`.
-    /// The second value returned is what the fill evicted.
+    /// The second value returned is what the fill evicted, or `value` itself
+    /// when the cached entry was kept: either is the caller's to drop after
+    /// the lock.
     pub(crate) fn intern(
         &mut self,
         id: i64,
@@ -262,11 +267,17 @@ impl<T> Shard<T> {
         budget: &Budget,
     ) -> (Arc<T>, Removed<T>) {
         match self.fill_if_epoch(id, &value, epoch, budget) {
-            Fill::Kept(cached) => (cached, Removed::nothing()),
+            Fill::Kept(cached) => {
+                let removed = Removed {
+                    _unused: Some(value),
+                    ..Removed::nothing()
+                };
+                (cached, removed)
+            }
             Fill::Filled(evicted) => {
                 let removed = Removed {
-                    _invalidated: None,
                     _evicted: evicted,
+                    ..Removed::nothing()
                 };
                 (value, removed)
             }
