@@ -411,3 +411,45 @@ fn stores_opening_a_new_sqlite_file_at_once_all_succeed() {
         }
     }
 }
+
+/// The row's name as the database has it, read on a connection of its own
+/// (neither the store's pool nor its cache).
+fn name_in_db(url: &str, id: i64) -> String {
+    use diesel::prelude::*;
+    use larder_blog::schema::users;
+    let mut conn = larder::Connection::establish(url).expect("a connection of its own");
+    let query = users::table.find(id).select(users::name);
+    larder::with_connection!(&mut conn, |c| query.first::<String>(c)).expect("read the row")
+}
+
+/// An application's own SQL run through `Repo::run` that opened a
+/// transaction and failed before ending it (a batch `BEGIN; …; COMMIT`
+/// whose middle statement fails) gave its connection back to the pool
+/// still inside that transaction: the next caller's autocommitted write ran
+/// in it and was reported, and cached, as committed, but never was (on
+/// SQLite the open transaction held the database's write lock meanwhile).
+#[test]
+fn a_transaction_left_open_by_failed_raw_sql_is_not_handed_to_the_next_caller() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        let store = &db.store;
+        let ann = user(store, "ann");
+        let failed = store.users().run(None, |conn| {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute("BEGIN; UPDATE no_such_table SET x = 1; COMMIT")
+        });
+        assert!(failed.is_err(), "the premise: the batch failed");
+        let changes = UserChanges {
+            name: Some("bob".into()),
+            ..Default::default()
+        };
+        let renamed = store.users().update(ann.id, changes).unwrap();
+        assert_eq!(renamed.name, "bob");
+        assert_eq!(
+            name_in_db(&db.url(), ann.id),
+            "bob",
+            "a write reported committed is not in the database"
+        );
+        assert_pool_idle(store);
+    });
+}
