@@ -453,3 +453,32 @@ fn a_transaction_left_open_by_failed_raw_sql_is_not_handed_to_the_next_caller() 
         assert_pool_idle(store);
     });
 }
+
+/// The same through `Repo::write`, whose closure runs autocommitted (the
+/// blog's users write with single statements): a closure whose own batch
+/// opened a transaction and failed left it open on the connection.
+#[test]
+fn a_transaction_left_open_by_a_failed_write_closure_is_not_handed_to_the_next_caller() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        let store = &db.store;
+        let ann = user(store, "ann");
+        let failed = store.users().write(ann.id, |conn| {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute("BEGIN; UPDATE no_such_table SET x = 1; COMMIT")?;
+            Ok(None)
+        });
+        assert!(failed.is_err(), "the premise: the batch failed");
+        let changes = UserChanges {
+            name: Some("bob".into()),
+            ..Default::default()
+        };
+        store.users().update(ann.id, changes).unwrap();
+        assert_eq!(
+            name_in_db(&db.url(), ann.id),
+            "bob",
+            "a write reported committed is not in the database"
+        );
+        assert_pool_idle(store);
+    });
+}
