@@ -218,6 +218,22 @@ impl Pooled {
         }
     }
 
+    /// After the application's own SQL on it failed outside any transaction
+    /// of larder's: a transaction that SQL opened and did not end (a batch
+    /// `BEGIN; …; COMMIT` whose middle statement failed) is still open on the
+    /// server, unknown to diesel, and the next caller's autocommitted writes
+    /// would run in it, reported committed and never committed. Rolled back
+    /// here, so that the connection goes back to the pool outside any; a
+    /// ROLLBACK with none open changes nothing (SQLite's error is ignored).
+    /// Call it after [`settle`](Self::settle): a lost connection is
+    /// discarded instead, and a transaction diesel knows of is its own.
+    pub(crate) fn end_stray_transaction(&mut self) {
+        use diesel::connection::SimpleConnection;
+        if !self.lost && self.conn.transaction_depth() == 0 {
+            let _ = self.conn.batch_execute("ROLLBACK");
+        }
+    }
+
     /// Pings it unless this checkout already did.
     pub(crate) fn ensure_alive(&mut self) -> diesel::QueryResult<()> {
         if !self.unchecked {

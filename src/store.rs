@@ -322,6 +322,9 @@ impl Store {
         let mut conn = self.checkout_alive()?;
         let result = query(&mut conn).map_err(|e| Error::from_diesel(e, table, id));
         conn.settle(&result);
+        if result.is_err() {
+            conn.end_stray_transaction();
+        }
         result
     }
 

@@ -239,8 +239,12 @@ impl<'s> Tx<'s> {
     fn roll_back(&mut self) -> QueryResult<()> {
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
         if !self.explicit {
-            // Each statement committed as it ended: whatever was recorded
-            // (before its statement ran) may be in the database.
+            // Each statement committed as it ended, unless the application's
+            // own SQL (`Repo::write`'s closure) opened a transaction it left
+            // open on failing: that one ends here, before the caches hear.
+            self.conn.borrow_mut().end_stray_transaction();
+            // Whatever was recorded (before its statement ran) may be in
+            // the database.
             if !pending.is_empty() {
                 self.end_lost_session();
             }

@@ -339,6 +339,10 @@ impl Replicas {
     /// marks the replica down, and the caller retries on the primary.
     pub(crate) fn finish<T>(&self, mut chosen: Chosen<'_>, result: &Result<T>) {
         chosen.conn.settle(result);
+        if result.is_err() {
+            // A caller's list query may have left a transaction open.
+            chosen.conn.end_stray_transaction();
+        }
         match result {
             Ok(_) => {
                 self.counters.replica_loads.fetch_add(1, Ordering::Relaxed);
