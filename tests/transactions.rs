@@ -825,7 +825,10 @@ fn a_transaction_committed_inside_run_then_rolled_back_does_not_leave_its_write_
             // A later step fails: larder rolls back what is left.
             tx.users().update(i64::MAX, rename("no such user"))
         });
-        assert!(matches!(outcome, Err(Error::NotFound { .. })), "{outcome:?}");
+        assert!(
+            matches!(outcome, Err(Error::NotFound { .. })),
+            "{outcome:?}"
+        );
         assert_eq!(user_in_db(&store, ann.id).unwrap().name, "committed");
         assert_eq!(
             store.users().get(ann.id).unwrap().unwrap().name,
