@@ -420,10 +420,14 @@ impl Store {
     }
 
     /// With no watcher to prune the change log (coherence off, SQLite and
-    /// MySQL), prunes it every [`PRUNE_EVERY`](coherence::PRUNE_EVERY) on the
-    /// pool's worker threads, on a pooled connection. The job holds the
-    /// store weakly: the store's last drop ends it with the pool.
+    /// MySQL), prunes it now, on the building thread (so that a process that
+    /// lives less than a period, a cron job, prunes too, and the building
+    /// application's first calls never find its connection taken), then
+    /// every [`PRUNE_EVERY`](coherence::PRUNE_EVERY) on the pool's worker
+    /// threads, on a pooled connection. The job holds the store weakly: the
+    /// store's last drop ends it with the pool.
     pub(crate) fn prune_without_watcher(&self) {
+        self.prune_log();
         let store = Arc::downgrade(&self.inner);
         self.inner.pool.every(coherence::PRUNE_EVERY, move || {
             if let Some(inner) = store.upgrade() {
