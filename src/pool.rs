@@ -50,8 +50,9 @@ impl Pool {
     }
 
     /// Runs `job` on the pool's worker threads every `period`, the first
-    /// time one `period` from now, until the pool is dropped. `job` must not hold the pool (nor
-    /// what holds it): the pool would then never be dropped.
+    /// time one `period` from now, until the pool is dropped. `job` must
+    /// not hold the pool (nor what holds it): the pool would then never be
+    /// dropped.
     pub(crate) fn every(&self, period: Duration, job: impl FnMut() + Send + 'static) {
         drop(self.workers.execute_at_fixed_rate(period, period, job));
     }
