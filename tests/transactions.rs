@@ -922,3 +922,34 @@ fn a_savepoint_left_open_by_a_caught_panic_does_not_let_the_commit_cache_a_rolle
         common::assert_pool_idle(store);
     });
 }
+
+/// A `run` closure that reaches back into its own transaction (`tx.users()`
+/// instead of the connection it was given) asks for the connection `run`
+/// already lends: a typed error, not a `RefCell` panic in the caller, and
+/// the transaction still commits what it wrote.
+#[test]
+fn a_transaction_used_inside_its_own_run_closure_is_an_error_not_a_panic() {
+    each_backend(|target| {
+        let db = target.fresh();
+        let ann = user(&db.store, "ann");
+        let inner = Cell::new(None);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            db.store.transaction(|tx| {
+                tx.users().update(ann.id, rename("renamed"))?;
+                tx.users().run(None, |_conn| {
+                    inner.set(Some(tx.users().get(ann.id).map(|_| ())));
+                    Ok(())
+                })
+            })
+        }));
+        let outcome = outcome.expect("a panic reached the caller");
+        assert!(outcome.is_ok(), "{outcome:?}");
+        let inner = inner.take().expect("the closure ran");
+        assert!(
+            matches!(inner, Err(Error::InvalidConfig { .. })),
+            "{inner:?}"
+        );
+        assert_eq!(user_in_db(&db.store, ann.id).unwrap().name, "renamed");
+        assert_pool_idle(&db.store);
+    });
+}
