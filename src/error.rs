@@ -126,7 +126,10 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
-    /// A [`StoreBuilder`](crate::StoreBuilder) setting is out of range.
+    /// A [`StoreBuilder`](crate::StoreBuilder) setting is out of range, or
+    /// a call's arguments ask for what larder cannot do (a `capture_sql` of
+    /// larder's own table, `cached_query` reads that leave out its table, a
+    /// transaction used from inside its own `run` closure). Nothing was done.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {
         /// Which setting and why.

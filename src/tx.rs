@@ -318,8 +318,17 @@ impl<'s> Tx<'s> {
                 source: None,
             });
         }
+        // Taken only by a `run` closure that reaches back into its own
+        // transaction instead of using the connection it was lent.
+        let Ok(mut conn) = self.conn.try_borrow_mut() else {
+            return Err(Error::InvalidConfig {
+                reason: format!(
+                    "a statement on {table} through the transaction from inside its own `run` \
+                     closure: use the connection the closure is given"
+                ),
+            });
+        };
         self.ran.set(true);
-        let mut conn = self.conn.borrow_mut();
         let result = query(&mut conn).map_err(|err| {
             if matches!(err, diesel::result::Error::DatabaseError(..)) {
                 self.poisoned.set(true);
