@@ -219,7 +219,9 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     ///
     /// # Errors
     ///
-    /// `work`'s database error.
+    /// `work`'s database error. Inside `work`, use the connection it is
+    /// given: a call through the transaction itself (`tx.users()…`) is
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig).
     pub fn run<T, F>(&self, id: Option<i64>, work: F) -> Result<T>
     where
         F: FnOnce(&mut Connection) -> QueryResult<T>,
