@@ -66,6 +66,9 @@ pub(super) struct ViewState {
     deadline: Option<Instant>,
     /// Whether the guard already gave the running check more time.
     extended: bool,
+    /// The watcher thread unwound (a panic): no check will ever run again,
+    /// so the guard flushes every `trust` for as long as the store lives.
+    dead: bool,
 }
 
 impl ViewState {
@@ -75,7 +78,16 @@ impl ViewState {
             down: None,
             deadline: None,
             extended: false,
+            dead: false,
         }
+    }
+
+    /// The watcher thread unwound at `now`: from now on the guard treats it
+    /// as a check that never returns, flushing at once and every `trust`.
+    pub(super) fn watcher_died(&mut self, now: Instant) {
+        self.dead = true;
+        self.deadline = Some(now);
+        self.extended = true;
     }
 
     /// A check starts at `now`. It may take up to `trust`: one that started
@@ -223,6 +235,7 @@ impl Stop {
 /// The watcher thread: checks every tick, or whenever a source that waits
 /// for changes is due to, and decides after each check.
 pub(super) fn watch(ctx: &Context, mut source: Box<dyn Source>, stop: &Stop) {
+    let _unwinding = Unwinding(ctx);
     let trust = ctx.timing.trust;
     loop {
         let waited = source.wait(ctx);
@@ -259,9 +272,26 @@ pub(super) fn watch(ctx: &Context, mut source: Box<dyn Source>, stop: &Stop) {
     tracing::debug!("coherence thread stopped");
 }
 
-/// The guard thread: flushes by the clock while a check is stuck.
+/// Tells the view when the watcher thread unwinds (a panic in the
+/// application's tracing layer on one of its events, a bug): between checks
+/// the guard has no deadline to keep, and the caches would never hear of
+/// another process's change again. Nothing is logged here, on a thread
+/// already panicking: the guard does it.
+struct Unwinding<'a>(&'a Context);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.view.state.lock().watcher_died(Instant::now());
+        }
+    }
+}
+
+/// The guard thread: flushes by the clock while a check is stuck, or for
+/// good once the watcher thread died.
 pub(super) fn guard(ctx: &Context, stop: &Stop) {
     let trust = ctx.timing.trust;
+    let mut told_dead = false;
     loop {
         let sleep = ctx.view.state.lock().guard_sleep(Instant::now(), trust);
         let planned = Instant::now() + sleep;
@@ -271,7 +301,16 @@ pub(super) fn guard(ctx: &Context, stop: &Stop) {
         let now = Instant::now();
         // Late by more than half the trust: this thread was not running.
         let woke_late = now.saturating_duration_since(planned) > trust / 2;
-        let due = ctx.view.state.lock().guard(now, trust, woke_late);
+        let (due, dead) = {
+            let mut state = ctx.view.state.lock();
+            (state.guard(now, trust, woke_late), state.dead)
+        };
+        if dead && !std::mem::replace(&mut told_dead, true) {
+            tracing::error!(
+                "the coherence watcher thread panicked: every cache is flushed every {trust:?} \
+                 from now on (changes of other processes are no longer read); restart the process"
+            );
+        }
         if let Some(reason) = due {
             ctx.flush(reason);
         }
@@ -292,6 +331,25 @@ mod tests {
     fn view() -> (ViewState, Instant) {
         let t0 = Instant::now();
         (ViewState::new(t0), t0)
+    }
+
+    /// Between checks the guard has no deadline; once the watcher died it
+    /// flushes at once and every `trust` after, late wake-ups included.
+    #[test]
+    fn a_dead_watcher_is_flushed_for_every_trust_from_then_on() {
+        let (mut view, t0) = view();
+        assert_eq!(
+            view.guard(t0 + ms(500), TRUST, false),
+            None,
+            "no check runs"
+        );
+        let died = t0 + ms(500);
+        view.watcher_died(died);
+        let mut now = died;
+        for _ in 0..5 {
+            now += TRUST + ms(1);
+            assert_eq!(view.guard(now, TRUST, true), Some(FlushReason::StuckCheck));
+        }
     }
 
     #[test]
