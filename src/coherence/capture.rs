@@ -170,9 +170,20 @@ pub(crate) fn check_identifier(table: &str) -> Result<()> {
         Err(Error::InvalidConfig {
             reason: format!(
                 "{table:?} is not a table name or column name larder can use \
-                 (letters, digits and _, at most 40 bytes)"
+                 (letters, digits and _, not starting with a digit, at most 40 bytes){}",
+                schema_hint(table)
             ),
         })
+    }
+}
+
+/// For a name qualified by a schema (`blog.posts`): how to name the table.
+fn schema_hint(name: &str) -> &'static str {
+    if name.contains('.') {
+        "; a table in another schema is named without it, with that schema on \
+         the connection's search_path (PostgreSQL: `?options=-csearch_path%3Dblog`)"
+    } else {
+        ""
     }
 }
 
@@ -269,6 +280,14 @@ mod tests {
 
     /// Captured, the change log made MySQL refuse every captured write
     /// (error 1442: its trigger writes the table the statement writes).
+    #[test]
+    fn a_table_named_with_its_schema_is_told_to_use_the_search_path() {
+        let err = capture_sql(Backend::Postgres, "blog.posts").unwrap_err();
+        assert!(err.to_string().contains("search_path"), "{err}");
+        let err = capture_sql(Backend::Postgres, "9posts").unwrap_err();
+        assert!(!err.to_string().contains("search_path"), "{err}");
+    }
+
     #[test]
     fn larder_s_own_tables_are_refused() {
         for own in [
