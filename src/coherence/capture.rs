@@ -278,8 +278,6 @@ mod tests {
         }
     }
 
-    /// Captured, the change log made MySQL refuse every captured write
-    /// (error 1442: its trigger writes the table the statement writes).
     #[test]
     fn a_table_named_with_its_schema_is_told_to_use_the_search_path() {
         let err = capture_sql(Backend::Postgres, "blog.posts").unwrap_err();
@@ -288,6 +286,8 @@ mod tests {
         assert!(!err.to_string().contains("search_path"), "{err}");
     }
 
+    /// Captured, the change log made MySQL refuse every captured write
+    /// (error 1442: its trigger writes the table the statement writes).
     #[test]
     fn larder_s_own_tables_are_refused() {
         for own in [
