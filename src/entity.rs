@@ -267,7 +267,13 @@ pub trait Entity: Sized + Send + Sync + 'static {
         Ok(rows)
     }
 
-    /// Inserts a row and returns it as stored.
+    /// Inserts a row and returns it as stored. Meant for a new row: a create
+    /// knows only the row's new key values ([`KEY_COLUMNS`](Entity::KEY_COLUMNS)),
+    /// so an upsert here (`ON CONFLICT … DO UPDATE`, MySQL's `ON DUPLICATE
+    /// KEY UPDATE`) that changed an existing row's key value would leave the
+    /// lists of its old value cached in this process until coherence reads
+    /// the change. Upsert a row whose id is known through
+    /// [`Repo::write`](crate::Repo::write), which reads its key values first.
     ///
     /// A `RETURNING` statement is read to its end (diesel's `get_results`,
     /// not `get_result`), here and in [`update`](Entity::update): SQLite
