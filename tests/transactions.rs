@@ -777,12 +777,7 @@ fn a_failed_statement_handled_inside_run_does_not_let_a_silent_rollback_fill_the
 fn a_transaction_ended_inside_run_does_not_cache_the_write_it_lost() {
     each_backend(|target| {
         let db = target.fresh();
-        let store = larder_blog::builder(&db.url())
-            .coherence(false)
-            .build()
-            .unwrap();
-        let ann = user(&store, "ann");
-        store.users().get(ann.id).unwrap();
+        let (store, ann) = only_writer_with_ann_cached(&db);
         let outcome = store.transaction(|tx| {
             tx.users().update(ann.id, rename("rolled back"))?;
             tx.users().run(None, |conn| {
@@ -810,12 +805,7 @@ fn a_transaction_ended_inside_run_does_not_cache_the_write_it_lost() {
 fn a_transaction_committed_inside_run_then_rolled_back_does_not_leave_its_write_stale() {
     each_backend(|target| {
         let db = target.fresh();
-        let store = larder_blog::builder(&db.url())
-            .coherence(false)
-            .build()
-            .unwrap();
-        let ann = user(&store, "ann");
-        store.users().get(ann.id).unwrap();
+        let (store, ann) = only_writer_with_ann_cached(&db);
         let outcome = store.transaction(|tx| {
             tx.users().update(ann.id, rename("committed"))?;
             tx.users().run(None, |conn| {
@@ -952,4 +942,16 @@ fn a_transaction_used_inside_its_own_run_closure_is_an_error_not_a_panic() {
         assert_eq!(user_in_db(&db.store, ann.id).unwrap().name, "renamed");
         assert_pool_idle(&db.store);
     });
+}
+
+/// A store that is its database's only writer (coherence off, so nothing
+/// but its own commits retires what it caches), with user "ann" cached.
+fn only_writer_with_ann_cached(db: &common::TestDb) -> (larder::Store, Arc<User>) {
+    let store = larder_blog::builder(&db.url())
+        .coherence(false)
+        .build()
+        .unwrap();
+    let ann = user(&store, "ann");
+    store.users().get(ann.id).unwrap();
+    (store, ann)
 }

@@ -742,16 +742,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn values_leaving_the_cache_are_dropped_after_the_shard_lock() {
-        let map = Arc::new(IdentityMap::<Probe>::new("test", 1));
+    /// A map of `capacity` whose probes report to one flag: the map, a maker
+    /// of probes, and the flag.
+    fn probed(
+        capacity: usize,
+    ) -> (
+        Arc<IdentityMap<Probe>>,
+        impl Fn() -> Probe,
+        Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let map = Arc::new(IdentityMap::<Probe>::new("test", capacity));
         let cell = Arc::new(std::sync::OnceLock::new());
         cell.set(Arc::downgrade(&map)).ok();
         let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let probe = || Probe {
+        let reported = Arc::clone(&flag);
+        let probe = move || Probe {
             map: Arc::clone(&cell),
-            dropped_under_lock: Arc::clone(&flag),
+            dropped_under_lock: Arc::clone(&reported),
         };
+        (map, probe, flag)
+    }
+
+    #[test]
+    fn values_leaving_the_cache_are_dropped_after_the_shard_lock() {
+        let (map, probe, flag) = probed(1);
         for id in 0..3 {
             map.get_or_load(id, || Ok::<_, String>(Some(probe())))
                 .unwrap(); // evicts the one before
@@ -774,14 +788,7 @@ mod tests {
     /// shard lock (a list of hot rows drops one copy per row).
     #[test]
     fn a_loaded_copy_of_a_cached_row_is_dropped_after_the_shard_lock() {
-        let map = Arc::new(IdentityMap::<Probe>::new("test", 8));
-        let cell = Arc::new(std::sync::OnceLock::new());
-        cell.set(Arc::downgrade(&map)).ok();
-        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let probe = || Probe {
-            map: Arc::clone(&cell),
-            dropped_under_lock: Arc::clone(&flag),
-        };
+        let (map, probe, flag) = probed(8);
         let cached = map
             .get_or_load(1, || Ok::<_, String>(Some(probe())))
             .unwrap()
