@@ -259,7 +259,18 @@ fn pooled_and_lock_connections_to_postgres_carry_tcp_keepalives() {
             .nth(2)
             .and_then(|rest| rest.split(['/', '?']).next()?.parse::<u16>().ok());
         let port = port.expect("the proxy's port");
-        let timers = timers_of_connections_to(port);
+        // A connection with a statement's bytes in flight shows its
+        // retransmission timer (kind 1) in place of the keepalive one for
+        // that moment (seen in CI): sample until none is mid-send. Without
+        // keepalives an idle connection shows no timer at all (kind 0).
+        let mut timers = timers_of_connections_to(port);
+        for _ in 0..40 {
+            if timers.iter().all(|&(kind, _)| kind != 1) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            timers = timers_of_connections_to(port);
+        }
         assert!(
             timers.len() >= 2,
             "the pool's and the lock's connections: {timers:?}"
