@@ -549,7 +549,9 @@ fn a_promoted_replica_is_not_read_however_far_it_replayed() {
 /// on its port.
 fn standby_url(db: &common::Replicated) -> String {
     let port = server_port(&db.primary);
-    db.primary.replace(&format!(":{port}/"), ":25436/")
+    let standby = std::env::var("LARDER_PG_STANDBY_PORT").unwrap_or_else(|_| "25436".into());
+    db.primary
+        .replace(&format!(":{port}/"), &format!(":{standby}/"))
 }
 
 /// Stops and removes the replica of `pg-replica.sh standby-start` however
@@ -601,6 +603,83 @@ fn a_replica_promoted_while_connected_is_not_read_on_its_remembered_position() {
     assert_eq!(cached_name(&store, ann), 1, "the primary's row, not its");
     let stats = store.stats().replicas;
     assert_eq!(stats.replica_loads, served, "{stats:?}");
+}
+
+/// A replica promoted while a load runs on it, after the load's position
+/// check: the check saw a server in recovery that had replayed enough, and
+/// each statement of the load took a snapshot of its own afterwards, so a
+/// statement after the promotion read a row written on the promoted server
+/// alone, and the list cached it for good (the primary never changes it).
+/// The same split lets a transaction-mode pooler in front of several
+/// replicas run the check on one server and the load on another. The check
+/// and the load now share one snapshot, taken by the check.
+#[test]
+fn a_replica_promoted_during_a_load_serves_it_nothing_written_after_its_check() {
+    let _serial = serial();
+    let Some(db) = common::replicated() else {
+        return;
+    };
+    let ann = users_on_primary(&db, &["1"])[0];
+    let _standby = Standby;
+    script("standby-start");
+    let standby_url = standby_url(&db);
+    let store = larder_blog::builder(&db.primary)
+        .replica(&standby_url)
+        .build()
+        .unwrap();
+    until_a_replica_serves(&store, ann);
+    let standby_port = server_port(&standby_url);
+    let (inside, port) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    const KEY: &str = "name during a promotion";
+    let name_of = move |conn: &mut larder::Connection| {
+        larder::with_connection!(conn, |c| users::table
+            .find(ann)
+            .select(users::name)
+            .get_result::<String>(c))
+    };
+    let loader = store.clone();
+    let load = std::thread::spawn(move || {
+        loader.users().cached_value(KEY, &["users"], move |conn| {
+            let port = larder::with_connection!(conn, |c| diesel::select(diesel::dsl::sql::<
+                diesel::sql_types::Integer,
+            >(
+                "inet_server_port()"
+            ))
+            .get_result::<i32>(c))?;
+            inside.send(port).unwrap();
+            let _ = released.recv();
+            name_of(conn)
+        })
+    });
+    if port.recv().expect("the load ran") != standby_port {
+        release.send(()).unwrap();
+        let _ = load.join().unwrap();
+        panic!("the load went to the primary: {:?}", store.stats().replicas);
+    }
+    let mut admin = larder::Connection::establish(&standby_url).expect("the standby");
+    larder::with_connection!(&mut admin, |c| diesel::select(diesel::dsl::sql::<
+        diesel::sql_types::Bool,
+    >("pg_promote()"))
+    .get_result::<bool>(c))
+    .expect("promote the standby");
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut admin,
+        &format!("UPDATE users SET name = '666' WHERE id = {ann}"),
+    )
+    .expect("a promoted server takes writes");
+    release.send(()).unwrap();
+    // The row the check proved, or an error: never the promoted server's.
+    match load.join().unwrap() {
+        Ok(served) => assert_eq!(served, "1", "the promoted server's row was served"),
+        Err(err) => assert!(matches!(err, Error::ConnectionLost { .. }), "{err}"),
+    }
+    // Nothing of it cached: the list as the primary has it.
+    let cached = store
+        .users()
+        .cached_value(KEY, &["users"], name_of)
+        .expect("the list");
+    assert_eq!(cached, "1", "the promoted server's row was cached");
 }
 
 /// A replica holds the locks it replays until it replays their release: a
