@@ -370,7 +370,7 @@ impl Store {
         if let Some(replicas) = &self.inner.replicas {
             if let Some(mut chosen) = replicas.choose(self.registry().requirement().get()) {
                 let result = replica::run_on(&mut chosen.conn, table, id, &mut query);
-                replicas.finish(chosen, &result);
+                let result = replicas.finish(chosen, table, result);
                 if result.is_ok() {
                     return result;
                 }
@@ -393,8 +393,7 @@ impl Store {
         if let Some(replicas) = &self.inner.replicas {
             if let Some(mut chosen) = replicas.choose(self.registry().requirement().get()) {
                 let result = replica::run_on(&mut chosen.conn, table, id, query);
-                replicas.finish(chosen, &result);
-                return result;
+                return replicas.finish(chosen, table, result);
             }
         }
         self.run(table, id, query)

@@ -231,6 +231,20 @@ pub(crate) const COMMIT_UNLESS_ABORTED: &str = "SELECT 1; COMMIT";
 /// what replicas can have yet, which costs at most a load sent to the primary.
 pub(crate) const PRIMARY_POSITION: &str = "SELECT pg_current_wal_insert_lsn()::text AS lsn";
 
+/// Opens the transaction a load on a replica runs in, check included: a
+/// transaction-mode pooler lends one server session for a whole
+/// transaction, so the check and the load reach the same server.
+pub(crate) const BEGIN_REPLICA_LOAD: &str = "BEGIN READ ONLY";
+
+/// Ends a load's transaction on a replica, failing first (and then running
+/// nothing more) when the server is no longer in recovery: promoted during
+/// the load, whose statements may have read rows written on it alone since.
+/// Promotion is one-way for a live session, so a server still in recovery
+/// now was in recovery when each statement of the load took its snapshot.
+pub(crate) const END_REPLICA_LOAD: &str = "DO $$ BEGIN IF NOT pg_is_in_recovery() THEN \
+     RAISE EXCEPTION 'larder: the replica was promoted during the load'; END IF; END $$; \
+     ROLLBACK";
+
 /// How far a replica has replayed the primary's WAL; NULL on a server that
 /// is not in recovery (a primary, or a promoted replica). Asked of
 /// `pg_is_in_recovery()`, not left to `pg_last_wal_replay_lsn()`, which is

@@ -34,7 +34,8 @@
 //!
 //! A load on a replica: the required position is read AFTER the cache's
 //! epochs were recorded; then one `SELECT CASE WHEN pg_is_in_recovery() THEN
-//! pg_last_wal_replay_lsn() END` runs on the connection the load then uses:
+//! pg_last_wal_replay_lsn() END` runs on the connection the load then uses,
+//! in the read-only transaction the load then runs in:
 //! the load's snapshot is taken after that replay point, so it sees every
 //! commit up to it, and the server was still a replica then. It runs on
 //! every load, and nothing it answered is remembered for the next: a
@@ -72,6 +73,16 @@
 //!   position anew. A connection that fails marks the replica down.
 //! - *A replica is promoted while connected*: its sessions live on; the
 //!   next load's check finds it out of recovery and marks it down.
+//! - *A replica is promoted during a load*, after its check: each statement
+//!   of the load (READ COMMITTED) takes a snapshot of its own, which may hold
+//!   rows written on the promoted server alone. The load runs in the check's
+//!   read-only transaction, ended by a statement that fails when the server
+//!   is out of recovery (promotion is one-way for a live session): the load
+//!   fails as [`Error::ConnectionLost`] and fills nothing (`get` and
+//!   `get_many` load from the primary), and the replica rests.
+//! - *A transaction-mode pooler in front of several replicas* lends a server
+//!   session per transaction: the check and the load share one, so they
+//!   reach one server.
 //! - *A replica URL reaches several servers*: each load asks the server of
 //!   its own connection, so a lagging server is asked however far another
 //!   server behind the URL has replayed.
@@ -307,19 +318,22 @@ impl Replicas {
             };
             // Asked on every load, never remembered: a server leaves recovery
             // (promoted) without ending its sessions, and a position it
-            // reported before says nothing of what it serves after.
+            // reported before says nothing of what it serves after. Asked in
+            // the transaction the load then runs in: a transaction-mode
+            // pooler switches servers between transactions only.
             self.counters
                 .position_checks
                 .fetch_add(1, Ordering::Relaxed);
-            let replayed =
-                position::replayed(&mut conn).map_err(|e| Error::from_diesel(e, None, None));
+            let replayed = position::replayed_in_transaction(&mut conn)
+                .map_err(|e| Error::from_diesel(e, None, None));
             conn.settle(&replayed);
             match replayed {
+                Ok(Some(lsn)) if lsn >= required => {
+                    replica.saw(lsn, required);
+                    return Some(Chosen { replica, conn });
+                }
                 Ok(Some(lsn)) => {
                     replica.saw(lsn, required);
-                    if lsn >= required {
-                        return Some(Chosen { replica, conn });
-                    }
                     self.counters.lagging.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(None) => {
@@ -331,19 +345,44 @@ impl Replicas {
                     replica.failed(&err.to_string());
                 }
             }
+            end_transaction(&mut conn);
         }
         None
     }
 
-    /// Records how a load on `chosen` ended: a success counts; a failure
-    /// marks the replica down, and the caller retries on the primary.
-    pub(crate) fn finish<T>(&self, mut chosen: Chosen<'_>, result: &Result<T>) {
-        chosen.conn.settle(result);
-        if result.is_err() {
-            // A caller's list query may have left a transaction open.
-            chosen.conn.end_stray_transaction();
-        }
-        match result {
+    /// Ends the load on `chosen` that returned `result`, and its
+    /// transaction: a success counts, unless the server turns out to have
+    /// left recovery meanwhile (promoted during the load: what it read may
+    /// be the promoted server's own), which fails the load as
+    /// [`Error::ConnectionLost`]; a failure marks the replica down, and the
+    /// caller retries on the primary when it can.
+    pub(crate) fn finish<T>(
+        &self,
+        mut chosen: Chosen<'_>,
+        table: Option<&'static str>,
+        result: Result<T>,
+    ) -> Result<T> {
+        chosen.conn.settle(&result);
+        let result = match result {
+            Ok(value) => match position::end_load(&mut chosen.conn) {
+                Ok(()) => Ok(value),
+                Err(source) => {
+                    // Its message says which (the server's, or the promotion's
+                    // RAISE); the connection is never handed out again.
+                    let lost = Err(Error::ConnectionLost { table, source });
+                    chosen.conn.settle(&lost);
+                    lost
+                }
+            },
+            Err(err) => {
+                end_transaction(&mut chosen.conn);
+                // A caller's list query may have left a transaction of its
+                // own SQL open, past diesel's count.
+                chosen.conn.end_stray_transaction();
+                Err(err)
+            }
+        };
+        match &result {
             Ok(_) => {
                 self.counters.replica_loads.fetch_add(1, Ordering::Relaxed);
                 chosen.replica.succeeded();
@@ -357,6 +396,7 @@ impl Replicas {
                 }
             }
         }
+        result
     }
 
     pub(crate) fn stats(&self) -> ReplicaStats {
@@ -437,6 +477,16 @@ impl fmt::Debug for Replicas {
             .field("urls", &urls)
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+/// Ends the transaction of a replica check or load on a path without
+/// [`position::end_load`]; a connection whose ROLLBACK fails is discarded
+/// by the pool.
+fn end_transaction(conn: &mut PooledConn) {
+    if conn.transaction_depth() > 0 {
+        let ended = position::end_transaction(conn).map_err(|e| Error::from_diesel(e, None, None));
+        conn.settle(&ended);
     }
 }
 

@@ -6,7 +6,9 @@ use diesel::RunQueryDsl;
 use diesel::{QueryResult, QueryableByName};
 
 use crate::backend::Connection;
-use crate::dialect::postgres::{PRIMARY_POSITION, REPLAY_POSITION};
+use crate::dialect::postgres::{
+    BEGIN_REPLICA_LOAD, END_REPLICA_LOAD, PRIMARY_POSITION, REPLAY_POSITION,
+};
 use crate::requirement::{parse_lsn, Lsn};
 
 #[derive(QueryableByName)]
@@ -22,10 +24,50 @@ pub(crate) fn primary(conn: &mut Connection) -> QueryResult<Lsn> {
     text.as_deref().and_then(parse_lsn).ok_or_else(unreadable)
 }
 
-/// How far the replica behind `conn` has replayed; `None` when it is not
-/// replaying (not a replica).
-pub(crate) fn replayed(conn: &mut Connection) -> QueryResult<Option<Lsn>> {
+/// Opens a read-only transaction on `conn` and reads, in it, how far the
+/// replica behind it has replayed; `None` when it is not replaying (not a
+/// replica). The load then runs in the same transaction (READ COMMITTED:
+/// each of its statements takes its snapshot after the check answered)
+/// and ends it with [`end_load`]; any other path with [`end_transaction`].
+pub(crate) fn replayed_in_transaction(conn: &mut Connection) -> QueryResult<Option<Lsn>> {
+    match conn {
+        #[cfg(feature = "postgres")]
+        Connection::Postgres(pg) => {
+            use diesel::connection::AnsiTransactionManager;
+            AnsiTransactionManager::begin_transaction_sql(pg, BEGIN_REPLICA_LOAD)?;
+        }
+        #[allow(unreachable_patterns)] // in a build with PostgreSQL alone
+        _ => return Err(not_postgres()),
+    }
     Ok(query(conn, REPLAY_POSITION)?.as_deref().and_then(parse_lsn))
+}
+
+/// Ends a load's transaction in one round trip, failing when the server is
+/// no longer in recovery (promoted during the load: what it read may be the
+/// promoted server's own). The transaction is ended either way.
+pub(crate) fn end_load(conn: &mut Connection) -> QueryResult<()> {
+    let ended = match conn {
+        #[cfg(feature = "postgres")]
+        Connection::Postgres(pg) => {
+            diesel::connection::SimpleConnection::batch_execute(pg, END_REPLICA_LOAD)
+        }
+        #[allow(unreachable_patterns)] // in a build with PostgreSQL alone
+        _ => Err(not_postgres()),
+    };
+    if ended.is_err() {
+        // The batch stopped before its ROLLBACK.
+        let _ = end_transaction(conn);
+    }
+    ended
+}
+
+/// Ends the transaction of [`replayed_in_transaction`] (a ROLLBACK: it only
+/// read), and any savepoint a caller's query left open in it.
+pub(crate) fn end_transaction(conn: &mut Connection) -> QueryResult<()> {
+    while conn.transaction_depth() > 0 {
+        conn.rollback()?;
+    }
+    Ok(())
 }
 
 /// The primary's current WAL position, read on the watcher's polled
