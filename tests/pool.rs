@@ -7,7 +7,7 @@ use larder_blog::prelude::*;
 use std::time::{Duration, Instant};
 
 use common::threads::{alone_in_this_process, live_threads};
-use common::{assert_pool_idle, each_backend, fresh_with, user};
+use common::{assert_pool_idle, each_backend, fresh_with, rename, user};
 use larder::Error;
 use larder_blog::UserChanges;
 
@@ -490,6 +490,106 @@ fn a_transaction_left_open_by_a_failed_write_closure_is_not_handed_to_the_next_c
             "bob",
             "a write reported committed is not in the database"
         );
+        assert_pool_idle(store);
+    });
+}
+
+/// The statements that open a transaction (or, on MySQL, make every later
+/// statement open one) and succeed, on `backend`.
+fn openers(backend: larder::Backend) -> Vec<&'static str> {
+    use larder::Backend;
+    match backend {
+        Backend::Sqlite => vec!["BEGIN", "BEGIN IMMEDIATE", "SAVEPOINT app"],
+        Backend::Postgres => vec!["BEGIN", "START TRANSACTION ISOLATION LEVEL REPEATABLE READ"],
+        // MySQL and MariaDB.
+        _ => vec!["BEGIN", "START TRANSACTION", "SET autocommit = 0"],
+    }
+}
+
+/// review DD: an application's own SQL through `Repo::run` that opened a
+/// transaction and SUCCEEDED without ending it (a `BEGIN`, a `SAVEPOINT`
+/// outside any on SQLite, MySQL's `SET autocommit = 0`) gave its connection
+/// back to the pool inside that transaction: the caller was told `Ok`, its
+/// own write was never committed, and the next caller's autocommitted write
+/// ran in it, reported and cached as committed, never committed. Refused
+/// with a typed error now, the transaction rolled back.
+#[test]
+fn a_transaction_left_open_by_successful_raw_sql_is_refused_and_rolled_back() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        let store = &db.store;
+        let ann = user(store, "ann");
+        for (round, opener) in openers(db.backend).into_iter().enumerate() {
+            let before = name_in_db(&db.url(), ann.id);
+            let left_open = store.users().run(Some(ann.id), |conn| {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute(&format!(
+                    "{opener}; UPDATE users SET name = 'eve' WHERE id = {}",
+                    ann.id
+                ))
+            });
+            assert!(
+                matches!(&left_open, Err(Error::InvalidConfig { reason }) if reason.contains("transaction")),
+                "{opener}: {left_open:?}"
+            );
+            assert_eq!(
+                name_in_db(&db.url(), ann.id),
+                before,
+                "{opener}: what the open transaction wrote was rolled back"
+            );
+            let name = format!("bob{round}");
+            let changes = UserChanges {
+                name: Some(name.clone()),
+                ..Default::default()
+            };
+            store.users().update(ann.id, changes).unwrap();
+            assert_eq!(
+                name_in_db(&db.url(), ann.id),
+                name,
+                "{opener}: a write reported committed is not in the database"
+            );
+            assert_pool_idle(store);
+        }
+    });
+}
+
+/// review DD: the same through `Repo::write`'s autocommitted closure, and
+/// through a list query's: the write's row, read back on the same connection
+/// inside the transaction left open, was cached uncommitted (and then rolled
+/// back by nobody, or by the server when the connection closed).
+#[test]
+fn a_transaction_left_open_by_a_successful_write_or_query_closure_is_refused() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        let store = &db.store;
+        let ann = user(store, "ann");
+        let written = store.users().write(ann.id, |conn| {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute(&format!(
+                "BEGIN; UPDATE users SET name = 'eve' WHERE id = {}",
+                ann.id
+            ))?;
+            Ok(None)
+        });
+        assert!(
+            matches!(&written, Err(Error::InvalidConfig { .. })),
+            "{written:?}"
+        );
+        assert_eq!(store.users().get(ann.id).unwrap().unwrap().name, "ann");
+        assert_eq!(name_in_db(&db.url(), ann.id), "ann");
+        let listed = store.users().query(|conn| {
+            use diesel::connection::SimpleConnection;
+            use diesel::prelude::*;
+            conn.batch_execute("BEGIN")?;
+            larder::with_connection!(conn, |c| larder_blog::schema::users::table.load(c))
+        });
+        assert!(
+            matches!(&listed, Err(Error::InvalidConfig { .. })),
+            "{listed:?}"
+        );
+        store.users().update(ann.id, rename("bob")).unwrap();
+        assert_eq!(name_in_db(&db.url(), ann.id), "bob");
+        assert_eq!(store.users().get(ann.id).unwrap().unwrap().name, "bob");
         assert_pool_idle(store);
     });
 }
