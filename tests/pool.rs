@@ -593,3 +593,43 @@ fn a_transaction_left_open_by_a_successful_write_or_query_closure_is_refused() {
         assert_pool_idle(store);
     });
 }
+
+/// review DD: MySQL's `SET autocommit = 0`, run by the application's own
+/// SQL inside a transaction of larder's, outlives that transaction: its
+/// connection went back to the pool opening a transaction at every
+/// statement, and the next caller's autocommitted write was reported (and
+/// cached) committed, never committed. Turned back on when the transaction
+/// ends, committed or rolled back.
+#[test]
+fn autocommit_turned_off_inside_a_transaction_does_not_outlive_it() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        if !db.is(larder::Backend::Mysql) {
+            return;
+        }
+        let store = &db.store;
+        let ann = user(store, "ann");
+        for (round, commit) in [true, false].into_iter().enumerate() {
+            let tx = store.begin().unwrap();
+            tx.users()
+                .run(None, |conn| {
+                    use diesel::connection::SimpleConnection;
+                    conn.batch_execute("SET autocommit = 0")
+                })
+                .unwrap();
+            if commit {
+                tx.commit().unwrap();
+            } else {
+                drop(tx);
+            }
+            let name = format!("bob{round}");
+            store.users().update(ann.id, rename(&name)).unwrap();
+            assert_eq!(
+                name_in_db(&db.url(), ann.id),
+                name,
+                "commit {commit}: a write reported committed is not in the database"
+            );
+            assert_pool_idle(store);
+        }
+    });
+}
