@@ -245,6 +245,65 @@ impl Connection {
         with_connection!(self, |c| AnsiTransactionManager::rollback_transaction(c))
     }
 
+    /// Whether the server holds a transaction open on this connection that
+    /// diesel knows nothing of (the application's own `BEGIN`, `START
+    /// TRANSACTION`, or on SQLite a `SAVEPOINT` outside any), or, on MySQL,
+    /// will open one at the next statement (`autocommit = 0`). Call it
+    /// outside diesel's transactions. One round trip on a server, two
+    /// in-process statements on SQLite; an error means a session left in a
+    /// state it cannot even answer in (PostgreSQL's aborted transaction).
+    pub(crate) fn foreign_transaction_open(&mut self) -> QueryResult<bool> {
+        #[allow(unused_imports)] // in a build without MySQL
+        use diesel::dsl::sql;
+        #[allow(unused_imports)] // in a build without MySQL
+        use diesel::sql_types::BigInt;
+        match self {
+            // No SQL reads sqlite3_get_autocommit(); a BEGIN fails inside a
+            // transaction, and costs nothing outside one.
+            #[cfg(feature = "sqlite")]
+            Connection::Sqlite(c) => Ok(c.batch_execute("BEGIN; ROLLBACK").is_err()),
+            #[cfg(feature = "postgres")]
+            Connection::Postgres(c) => match c.batch_execute(dialect::postgres::TRANSACTION_OPEN) {
+                Ok(()) => Ok(false),
+                Err(diesel::result::Error::DatabaseError(_, info))
+                    if info.message() == dialect::postgres::TRANSACTION_OPEN_MESSAGE =>
+                {
+                    Ok(true)
+                }
+                Err(err) => Err(err),
+            },
+            #[cfg(feature = "mysql")]
+            Connection::Mysql(c) => {
+                let mariadb = diesel::select(sql::<BigInt>(
+                    "CAST(@@autocommit = 0 OR @@in_transaction = 1 AS SIGNED)",
+                ))
+                .get_result::<i64>(c);
+                if let Ok(open) = mariadb {
+                    return Ok(open != 0);
+                }
+                // MySQL has no `in_transaction`, and refuses to change the
+                // characteristics of a transaction in progress (1568). Out
+                // of one, READ WRITE for the next is what it has anyway.
+                let manual = diesel::select(sql::<BigInt>("CAST(@@autocommit = 0 AS SIGNED)"))
+                    .get_result::<i64>(c)?;
+                Ok(manual != 0 || c.batch_execute("SET TRANSACTION READ WRITE").is_err())
+            }
+        }
+    }
+
+    /// Rolls back a transaction diesel knows nothing of (see
+    /// [`foreign_transaction_open`](Self::foreign_transaction_open)) and, on
+    /// MySQL, turns autocommit back on (after the ROLLBACK: turning it on
+    /// commits what is open).
+    pub(crate) fn end_foreign_transaction(&mut self) -> QueryResult<()> {
+        match self {
+            #[cfg(feature = "mysql")]
+            Connection::Mysql(c) => c.batch_execute("ROLLBACK; SET autocommit = 1"),
+            #[allow(unreachable_patterns)] // in a build with MySQL alone
+            other => with_connection!(other, |c| c.batch_execute("ROLLBACK")),
+        }
+    }
+
     /// The id the last insert on this connection generated. Triggers do not
     /// disturb it on SQLite and MySQL; on PostgreSQL it is `lastval()`, the
     /// last sequence value this session drew, which an application trigger

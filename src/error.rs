@@ -129,7 +129,9 @@ pub enum Error {
     /// A [`StoreBuilder`](crate::StoreBuilder) setting is out of range, or
     /// a call's arguments ask for what larder cannot do (a `capture_sql` of
     /// larder's own table, `cached_query` reads that leave out its table, a
-    /// transaction used from inside its own `run` closure). Nothing was done.
+    /// transaction used from inside its own `run` closure). Nothing was done;
+    /// or the application's own SQL left a transaction open on a pooled
+    /// connection ([`Repo::run`](crate::Repo::run)), which larder rolled back.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {
         /// Which setting and why.

@@ -174,6 +174,9 @@ pub(crate) struct Pooled {
     unchecked: bool,
     /// A statement found it dead: the pool discards it on return.
     lost: bool,
+    /// Its session is in a state larder could not undo (a transaction the
+    /// application opened that would not roll back): discarded on return.
+    spoiled: bool,
     /// Its server session, read when it opened: a write lost in flight
     /// ends it before the caches hear of the write (see `lost`).
     session: Option<Session>,
@@ -187,6 +190,7 @@ impl Pooled {
             last_ok: Some(Instant::now()),
             unchecked: false,
             lost: false,
+            spoiled: false,
             session,
         }
     }
@@ -221,14 +225,83 @@ impl Pooled {
     /// `BEGIN; …; COMMIT` whose middle statement failed) is still open on the
     /// server, unknown to diesel, and the next caller's autocommitted writes
     /// would run in it, reported committed and never committed. Rolled back
-    /// here, so that the connection goes back to the pool outside any; a
-    /// ROLLBACK with none open changes nothing (SQLite's error is ignored).
-    /// Call it after [`settle`](Self::settle): a lost connection is
-    /// discarded instead, and a transaction diesel knows of is its own.
+    /// here (and MySQL's `autocommit` turned back on), so that the
+    /// connection goes back to the pool outside any; a ROLLBACK with none
+    /// open changes nothing (SQLite's error is ignored). Call it after
+    /// [`settle`](Self::settle): a lost connection is discarded instead, and
+    /// a transaction diesel knows of is its own.
     pub(crate) fn end_stray_transaction(&mut self) {
-        use diesel::connection::SimpleConnection;
         if !self.lost && self.conn.transaction_depth() == 0 {
-            let _ = self.conn.batch_execute("ROLLBACK");
+            let _ = self.conn.end_foreign_transaction();
+        }
+    }
+
+    /// After the application's own SQL on it succeeded outside any
+    /// transaction of larder's (`Repo::run`, a list query's or `Repo::write`'s
+    /// closure): a transaction that SQL opened and left open (`BEGIN`,
+    /// `START TRANSACTION`, SQLite's `SAVEPOINT` outside any, MySQL's
+    /// `autocommit = 0`) would take in the next caller's autocommitted
+    /// writes, reported committed and never committed, and its reads,
+    /// cached uncommitted or from an old snapshot. Rolled back here, and
+    /// refused: what the SQL wrote in it is not in the database, and the
+    /// caller must not be told `Ok`. Costs a round trip, on these paths only.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] when a transaction was open; the error of
+    /// the check when the session could not answer it (PostgreSQL's
+    /// [`Error::TransactionAborted`] for a transaction the SQL left failed,
+    /// [`Error::ConnectionLost`]), a transaction rolled back all the same.
+    pub(crate) fn refuse_open_transaction(&mut self, table: Option<&'static str>) -> Result<()> {
+        if self.lost || self.conn.transaction_depth() != 0 {
+            return Ok(());
+        }
+        let open = self
+            .conn
+            .foreign_transaction_open()
+            .map_err(|e| Error::from_diesel(e, table, None));
+        if matches!(open, Ok(false)) {
+            return Ok(());
+        }
+        let refused = open.and_then(|_| {
+            Err(Error::InvalidConfig {
+                reason: format!(
+                    "the application's SQL on {} left a transaction open on its pooled \
+                     connection (BEGIN, START TRANSACTION, a SAVEPOINT outside one, or MySQL's \
+                     autocommit = 0): it was rolled back, and what it wrote is not in the \
+                     database; use Store::begin or Store::transaction",
+                    table.unwrap_or("the database")
+                ),
+            })
+        });
+        self.settle(&refused);
+        if !self.lost {
+            self.end_foreign_transaction();
+        }
+        refused
+    }
+
+    /// After the application's own SQL ran in a transaction of larder's
+    /// that has ended: rolls back what that SQL may have left open (MySQL's
+    /// `autocommit = 0` outlives the transaction it was set in, and opens
+    /// one for the next caller's every statement); returns whether it did.
+    pub(crate) fn end_open_transaction(&mut self) -> bool {
+        if self.lost || self.conn.transaction_depth() != 0 {
+            return false;
+        }
+        if matches!(self.conn.foreign_transaction_open(), Ok(false)) {
+            return false;
+        }
+        self.end_foreign_transaction();
+        true
+    }
+
+    /// Rolls back a transaction diesel knows nothing of; a connection on
+    /// which that fails is discarded on return.
+    fn end_foreign_transaction(&mut self) {
+        if let Err(err) = self.conn.end_foreign_transaction() {
+            tracing::warn!(error = %err, "could not roll back a transaction the application's SQL left open: the connection is discarded");
+            self.spoiled = true;
         }
     }
 
@@ -285,9 +358,9 @@ impl r2d2::ManageConnection for Manager {
     }
 
     /// A connection returned while its thread panics, with a transaction
-    /// left open, or found dead, is never reused.
+    /// left open, found dead, or spoiled, is never reused.
     fn has_broken(&self, conn: &mut Pooled) -> bool {
-        std::thread::panicking() || conn.lost || conn.conn.is_broken()
+        std::thread::panicking() || conn.lost || conn.spoiled || conn.conn.is_broken()
     }
 }
 

@@ -312,7 +312,9 @@ impl Store {
     /// Runs `query` on a pooled connection outside any explicit transaction,
     /// mapping its error for `table` (`None` for work on no single table).
     /// `query` may write and runs once, so its connection is pinged first
-    /// unless it proved alive lately.
+    /// unless it proved alive lately. `query` is the application's SQL: a
+    /// transaction it opened is rolled back, and, when it succeeded, refused
+    /// (see [`refuse_open_transaction`](crate::pool::Pooled::refuse_open_transaction)).
     pub(crate) fn run<T>(
         &self,
         table: Option<&'static str>,
@@ -322,10 +324,13 @@ impl Store {
         let mut conn = self.checkout_alive()?;
         let result = query(&mut conn).map_err(|e| Error::from_diesel(e, table, id));
         conn.settle(&result);
-        if result.is_err() {
-            conn.end_stray_transaction();
+        match result {
+            Ok(value) => conn.refuse_open_transaction(table).map(|()| value),
+            Err(err) => {
+                conn.end_stray_transaction();
+                Err(err)
+            }
         }
-        result
     }
 
     /// Runs the read `query` on a pooled connection without a ping; when the

@@ -95,6 +95,11 @@ pub struct Tx<'s> {
     /// them, and those autocommitted after, may be in the database whatever
     /// larder's ROLLBACK does, and a rollback invalidates them.
     raw_ran: Cell<bool>,
+    /// The table of the application's own SQL (`TxRepo::run`, `write`'s
+    /// closure), once any ran: it may have left a transaction open, or on
+    /// MySQL `autocommit = 0`, for the connection's next caller (see
+    /// [`Pooled::refuse_open_transaction`](crate::pool::Pooled::refuse_open_transaction)).
+    app_sql: Cell<Option<&'static str>>,
     /// Set when a statement has run: from then on the transaction may read
     /// through a snapshot taken at that statement (see
     /// [`snapshot_not_taken`](Tx::snapshot_not_taken)).
@@ -158,6 +163,7 @@ impl<'s> Tx<'s> {
             poisoned: Cell::new(false),
             raw_after_writes: Cell::new(false),
             raw_ran: Cell::new(false),
+            app_sql: Cell::new(None),
             ran: Cell::new(false),
             explicit,
             finished: false,
@@ -183,7 +189,12 @@ impl<'s> Tx<'s> {
             std::mem::take(&mut *self.pending.borrow_mut()),
         );
         let committed = if !self.explicit {
-            Ok(())
+            // Nothing to commit, unless the application's SQL opened a
+            // transaction: refused, rolled back, and the writes uncertain.
+            match self.app_sql.get() {
+                Some(table) => self.conn.borrow_mut().refuse_open_transaction(Some(table)),
+                None => Ok(()),
+            }
         } else if self.poisoned.get() || self.savepoint_left_open() {
             // PostgreSQL has aborted such a transaction and would answer COMMIT
             // with a silent ROLLBACK; every backend refuses it alike. A
@@ -195,6 +206,9 @@ impl<'s> Tx<'s> {
             let mut conn = self.conn.borrow_mut();
             let committed = conn.commit().map_err(|e| Error::from_diesel(e, None, None));
             conn.settle(&committed);
+            if committed.is_ok() && self.app_sql.get().is_some() {
+                end_left_open(&mut conn);
+            }
             committed
         };
         match committed {
@@ -264,6 +278,9 @@ impl<'s> Tx<'s> {
         }
         let result = conn.rollback();
         tracing::debug!(ok = result.is_ok(), "transaction rolled back");
+        if result.is_ok() && self.app_sql.get().is_some() {
+            end_left_open(&mut conn);
+        }
         result
     }
 
@@ -350,11 +367,18 @@ impl<'s> Tx<'s> {
     /// Notes that the application runs statements of its own, which may write
     /// again rows recorded so far (see `raw_after_writes`), or end the
     /// transaction (see `raw_ran`).
-    pub(crate) fn note_raw_statements(&self) {
+    pub(crate) fn note_raw_statements(&self, table: &'static str) {
+        self.note_app_sql(table);
         self.raw_ran.set(true);
         if !self.pending.borrow().is_empty() {
             self.raw_after_writes.set(true);
         }
+    }
+
+    /// Notes that the application's own SQL runs on the connection (see
+    /// `app_sql`).
+    pub(crate) fn note_app_sql(&self, table: &'static str) {
+        self.app_sql.set(Some(table));
     }
 
     /// Records a write to apply at commit; returns its place, for [`settle`](Tx::settle).
@@ -375,6 +399,18 @@ impl<'s> Tx<'s> {
     pub(crate) fn record_cascade(&self, keys: Vec<Key>) {
         let mut pending = self.pending.borrow_mut();
         pending.extend(keys.into_iter().map(PendingWrite::Removed));
+    }
+}
+
+/// After an explicit transaction in which the application's SQL ran has
+/// ended: what it left open (MySQL's `autocommit = 0` outlives the
+/// transaction it was set in) is ended before the connection goes back.
+fn end_left_open(conn: &mut PooledConn) {
+    if conn.end_open_transaction() {
+        tracing::warn!(
+            "the application's SQL in a transaction left the connection opening \
+             transactions of its own (autocommit = 0): reset"
+        );
     }
 }
 

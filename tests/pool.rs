@@ -633,3 +633,41 @@ fn autocommit_turned_off_inside_a_transaction_does_not_outlive_it() {
         }
     });
 }
+
+/// PostgreSQL's `SET session_replication_role = replica`, run by the
+/// application's own SQL, outlives its call on the pooled connection; the
+/// capture triggers fire `ALWAYS`, so later writes on that connection are
+/// still heard by other processes (review DD: a guard, not a defect).
+#[test]
+fn a_session_with_capture_triggers_off_is_reset_before_the_next_caller() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1));
+        if !db.is(larder::Backend::Postgres) {
+            return;
+        }
+        let store = &db.store;
+        let ann = user(store, "ann");
+        let other = larder_blog::builder(&db.url())
+            .max_staleness(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        assert_eq!(other.users().get(ann.id).unwrap().unwrap().name, "ann");
+        store
+            .users()
+            .run(None, |conn| {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute("SET session_replication_role = replica")
+            })
+            .unwrap();
+        store.users().update(ann.id, rename("bob")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while other.users().get(ann.id).unwrap().unwrap().name != "bob" {
+            assert!(
+                Instant::now() < deadline,
+                "another process never heard of a committed write"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_pool_idle(store);
+    });
+}

@@ -189,7 +189,9 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// # Errors
     ///
-    /// The write's database error.
+    /// The write's database error; [`Error::InvalidConfig`](crate::Error::InvalidConfig)
+    /// when `write`, autocommitted, left a transaction open (see
+    /// [`run`](Repo::run)): rolled back, and row `id` invalidated.
     pub fn write<F>(&self, id: i64, write: F) -> Result<Option<Arc<E>>>
     where
         F: FnOnce(&mut Connection) -> QueryResult<Option<E>>,
@@ -345,9 +347,25 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// MySQL for `innodb_lock_wait_timeout`. Inside a transaction, write
     /// through the transaction's repository (`tx.repo::<E>().run(…)`).
     ///
+    /// The connection goes back to the pool, to another caller, when `work`
+    /// returns. A transaction `work` opens and does not end (`BEGIN`, `START
+    /// TRANSACTION`, on SQLite a `SAVEPOINT` outside one, MySQL's `SET
+    /// autocommit = 0`) is rolled back before it does, and refused (this
+    /// costs one round trip after `work`, here and in `query`,
+    /// `cached_query` and `write` closures). Other session state `work`
+    /// changes is not reset: undo it in `work`, or scope it with `SET LOCAL`
+    /// inside a transaction (a `search_path`, MySQL's `foreign_key_checks`,
+    /// a SQLite `PRAGMA`, a temporary table that shadows a real one, a lock
+    /// held for the session: `LOCK TABLES`, an advisory lock).
+    /// PostgreSQL's `session_replication_role = replica` does not silence
+    /// larder's capture triggers, which fire `ALWAYS`.
+    ///
     /// # Errors
     ///
-    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or `work`'s database error.
+    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or `work`'s database
+    /// error; [`Error::InvalidConfig`](crate::Error::InvalidConfig) when `work`
+    /// succeeded but left a transaction open (rolled back: what `work` wrote
+    /// in it is not in the database).
     pub fn run<T, F>(&self, id: Option<i64>, work: F) -> Result<T>
     where
         F: FnOnce(&mut Connection) -> QueryResult<T>,

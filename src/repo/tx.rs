@@ -110,7 +110,7 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     /// [`Error::NotFound`] when there is no such row, [`Error::Conflict`] when a
     /// constraint rejects the change.
     pub fn update(&self, id: i64, changes: E::Changes) -> Result<Arc<E>> {
-        self.write(id, |conn| E::update(conn, id, &changes))?
+        self.write_row(id, |conn| E::update(conn, id, &changes))?
             .ok_or(Error::NotFound {
                 table: E::TABLE,
                 id,
@@ -124,6 +124,16 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     ///
     /// The write's database error.
     pub fn write<F>(&self, id: i64, write: F) -> Result<Option<Arc<E>>>
+    where
+        F: FnOnce(&mut Connection) -> QueryResult<Option<E>>,
+    {
+        self.tx.note_app_sql(E::TABLE);
+        self.write_row(id, write)
+    }
+
+    /// [`write`](TxRepo::write) for a write of larder's own (the entity's
+    /// update), which leaves no transaction open.
+    fn write_row<F>(&self, id: i64, write: F) -> Result<Option<Arc<E>>>
     where
         F: FnOnce(&mut Connection) -> QueryResult<Option<E>>,
     {
@@ -215,7 +225,11 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     /// their tables, since `work` may have changed them again (and moved
     /// them to key values those writes never saw); and since `work` may have
     /// committed the transaction (a raw `COMMIT`, or on MySQL any DDL, which
-    /// commits implicitly), a rollback after it invalidates them too.
+    /// commits implicitly), a rollback after it invalidates them too. Once
+    /// the transaction has ended, a transaction `work` left the connection
+    /// opening (MySQL's `SET autocommit = 0`) is ended and autocommit turned
+    /// back on before the connection goes back to the pool; other session
+    /// state is `work`'s to undo (see [`Repo::run`](crate::Repo::run)).
     ///
     /// # Errors
     ///
@@ -226,7 +240,7 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     where
         F: FnOnce(&mut Connection) -> QueryResult<T>,
     {
-        self.tx.note_raw_statements();
+        self.tx.note_raw_statements(E::TABLE);
         self.tx.run(E::TABLE, id, work)
     }
 
