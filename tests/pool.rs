@@ -671,3 +671,35 @@ fn a_session_with_capture_triggers_off_is_reset_before_the_next_caller() {
         assert_pool_idle(store);
     });
 }
+
+/// review DD: MySQL's recommended way to lock tables (`SET autocommit = 0;
+/// LOCK TABLES …`), run by the application's own SQL and left open, is
+/// refused and rolled back, but a ROLLBACK releases no table lock: the
+/// pooled connection kept `users` locked, and every other connection's
+/// read or write of it waited for `lock_wait_timeout` (a year by default).
+#[test]
+fn table_locks_left_by_raw_sql_are_released_with_its_transaction() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        if !db.is(larder::Backend::Mysql) {
+            return;
+        }
+        let store = &db.store;
+        let ann = user(store, "ann");
+        let left = store.users().run(None, |conn| {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute("SET autocommit = 0; LOCK TABLES users WRITE")
+        });
+        assert!(matches!(left, Err(Error::InvalidConfig { .. })), "{left:?}");
+        let mut other = larder::Connection::establish(&db.url()).unwrap();
+        larder::with_connection!(&mut other, |c| {
+            use diesel::connection::SimpleConnection;
+            c.batch_execute(&format!(
+                "SET SESSION lock_wait_timeout = 2; UPDATE users SET name = 'eve' WHERE id = {}",
+                ann.id
+            ))
+        })
+        .expect("users still locked by a pooled connection");
+        assert_pool_idle(store);
+    });
+}
