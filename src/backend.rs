@@ -293,12 +293,13 @@ impl Connection {
 
     /// Rolls back a transaction diesel knows nothing of (see
     /// [`foreign_transaction_open`](Self::foreign_transaction_open)) and, on
-    /// MySQL, turns autocommit back on (after the ROLLBACK: turning it on
-    /// commits what is open).
+    /// MySQL, releases the table locks a ROLLBACK keeps (`LOCK TABLES`, the
+    /// way MySQL documents with `autocommit = 0`) and turns autocommit back
+    /// on (both after the ROLLBACK: each commits what is open).
     pub(crate) fn end_foreign_transaction(&mut self) -> QueryResult<()> {
         match self {
             #[cfg(feature = "mysql")]
-            Connection::Mysql(c) => c.batch_execute("ROLLBACK; SET autocommit = 1"),
+            Connection::Mysql(c) => c.batch_execute("ROLLBACK; UNLOCK TABLES; SET autocommit = 1"),
             #[allow(unreachable_patterns)] // in a build with MySQL alone
             other => with_connection!(other, |c| c.batch_execute("ROLLBACK")),
         }

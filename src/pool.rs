@@ -225,7 +225,8 @@ impl Pooled {
     /// `BEGIN; …; COMMIT` whose middle statement failed) is still open on the
     /// server, unknown to diesel, and the next caller's autocommitted writes
     /// would run in it, reported committed and never committed. Rolled back
-    /// here (and MySQL's `autocommit` turned back on), so that the
+    /// here (and on MySQL its table locks released, `autocommit` turned
+    /// back on), so that the
     /// connection goes back to the pool outside any; a ROLLBACK with none
     /// open changes nothing (SQLite's error is ignored). Call it after
     /// [`settle`](Self::settle): a lost connection is discarded instead, and

@@ -221,6 +221,21 @@ DROP FUNCTION IF EXISTS {function}();
 #[cfg(feature = "postgres")]
 pub(crate) const COMMIT_UNLESS_ABORTED: &str = "SELECT 1; COMMIT";
 
+/// Fails with [`TRANSACTION_OPEN_MESSAGE`] when a transaction block is open
+/// (and with PostgreSQL's 25P02 in an aborted one). Sent alone through the
+/// simple query protocol, an implicit transaction starts with its statement
+/// and their clocks agree; a block begun by an earlier statement has its
+/// clock, a round trip older. (Through the extended protocol each message
+/// moves the statement's clock: they differ in every transaction.)
+#[cfg(feature = "postgres")]
+pub(crate) const TRANSACTION_OPEN: &str = "DO $larder$ BEGIN \
+     IF statement_timestamp() <> transaction_timestamp() THEN \
+     RAISE EXCEPTION 'larder: a transaction is open'; END IF; END $larder$";
+
+/// The message [`TRANSACTION_OPEN`] fails with in a transaction block.
+#[cfg(feature = "postgres")]
+pub(crate) const TRANSACTION_OPEN_MESSAGE: &str = "larder: a transaction is open";
+
 /// The primary's WAL insert position, as text (`"16/B374D848"`). Read right
 /// after a commit on the committing session, or after a change was heard, it
 /// lies at or past that commit's record, however the commit was made. The
@@ -229,19 +244,6 @@ pub(crate) const COMMIT_UNLESS_ABORTED: &str = "SELECT 1; COMMIT";
 /// written, and a replica that replayed up to the write position would then
 /// serve the row as it was. The insert position may be a little ahead of
 /// what replicas can have yet, which costs at most a load sent to the primary.
-/// Fails with [`TRANSACTION_OPEN_MESSAGE`] when a transaction block is open
-/// (and with PostgreSQL's 25P02 in an aborted one). Sent alone through the
-/// simple query protocol, an implicit transaction starts with its statement
-/// and their clocks agree; a block begun by an earlier statement has its
-/// clock, a round trip older. (Through the extended protocol each message
-/// moves the statement's clock: they differ in every transaction.)
-pub(crate) const TRANSACTION_OPEN: &str = "DO $larder$ BEGIN \
-     IF statement_timestamp() <> transaction_timestamp() THEN \
-     RAISE EXCEPTION 'larder: a transaction is open'; END IF; END $larder$";
-
-/// The message [`TRANSACTION_OPEN`] fails with in a transaction block.
-pub(crate) const TRANSACTION_OPEN_MESSAGE: &str = "larder: a transaction is open";
-
 pub(crate) const PRIMARY_POSITION: &str = "SELECT pg_current_wal_insert_lsn()::text AS lsn";
 
 /// Opens the transaction a load on a replica runs in, check included: a

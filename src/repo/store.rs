@@ -356,7 +356,8 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// changes is not reset: undo it in `work`, or scope it with `SET LOCAL`
     /// inside a transaction (a `search_path`, MySQL's `foreign_key_checks`,
     /// a SQLite `PRAGMA`, a temporary table that shadows a real one, a lock
-    /// held for the session: `LOCK TABLES`, an advisory lock).
+    /// held for the session: an advisory lock, MySQL's `LOCK TABLES` taken
+    /// with autocommit on; with it off, the ROLLBACK releases them).
     /// PostgreSQL's `session_replication_role = replica` does not silence
     /// larder's capture triggers, which fire `ALWAYS`.
     ///
