@@ -248,8 +248,15 @@ pub(crate) const PRIMARY_POSITION: &str = "SELECT pg_current_wal_insert_lsn()::t
 
 /// Opens the transaction a load on a replica runs in, check included: a
 /// transaction-mode pooler lends one server session for a whole
-/// transaction, so the check and the load reach the same server.
-pub(crate) const BEGIN_REPLICA_LOAD: &str = "BEGIN READ ONLY";
+/// transaction, so the check and the load reach the same server. The lock
+/// wait is set for the transaction too: such a pooler may lend a server
+/// session that never ran [`replica_session_setup`].
+pub(crate) fn begin_replica_load(lock_wait: std::time::Duration) -> String {
+    format!(
+        "BEGIN READ ONLY; SET LOCAL lock_timeout = {}",
+        lock_wait.as_millis().max(1)
+    )
+}
 
 /// Ends a load's transaction on a replica, failing first (and then running
 /// nothing more) when the server is no longer in recovery: promoted during

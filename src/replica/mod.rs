@@ -324,7 +324,7 @@ impl Replicas {
             self.counters
                 .position_checks
                 .fetch_add(1, Ordering::Relaxed);
-            let replayed = position::replayed_in_transaction(&mut conn)
+            let replayed = position::replayed_in_transaction(&mut conn, LOCK_WAIT)
                 .map_err(|e| Error::from_diesel(e, None, None));
             conn.settle(&replayed);
             match replayed {

@@ -7,9 +7,10 @@ use diesel::{QueryResult, QueryableByName};
 
 use crate::backend::Connection;
 use crate::dialect::postgres::{
-    BEGIN_REPLICA_LOAD, END_REPLICA_LOAD, PRIMARY_POSITION, REPLAY_POSITION,
+    begin_replica_load, END_REPLICA_LOAD, PRIMARY_POSITION, REPLAY_POSITION,
 };
 use crate::requirement::{parse_lsn, Lsn};
+use std::time::Duration;
 
 #[derive(QueryableByName)]
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
@@ -29,12 +30,16 @@ pub(crate) fn primary(conn: &mut Connection) -> QueryResult<Lsn> {
 /// replica). The load then runs in the same transaction (READ COMMITTED:
 /// each of its statements takes its snapshot after the check answered)
 /// and ends it with [`end_load`]; any other path with [`end_transaction`].
-pub(crate) fn replayed_in_transaction(conn: &mut Connection) -> QueryResult<Option<Lsn>> {
+/// Its statements wait `lock_wait` at most for a lock.
+pub(crate) fn replayed_in_transaction(
+    conn: &mut Connection,
+    lock_wait: Duration,
+) -> QueryResult<Option<Lsn>> {
     match conn {
         #[cfg(feature = "postgres")]
         Connection::Postgres(pg) => {
             use diesel::connection::AnsiTransactionManager;
-            AnsiTransactionManager::begin_transaction_sql(pg, BEGIN_REPLICA_LOAD)?;
+            AnsiTransactionManager::begin_transaction_sql(pg, &begin_replica_load(lock_wait))?;
         }
         #[allow(unreachable_patterns)] // in a build with PostgreSQL alone
         _ => return Err(not_postgres()),
