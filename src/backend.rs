@@ -245,6 +245,25 @@ impl Connection {
         with_connection!(self, |c| AnsiTransactionManager::rollback_transaction(c))
     }
 
+    /// Arms the watch on the application's SQL that follows (see
+    /// [`app_sql`](crate::app_sql)), installing it on first use.
+    pub(crate) fn watch_app_sql(&mut self) {
+        with_connection!(self, |c| {
+            if !crate::app_sql::arm(c.instrumentation()) {
+                c.set_instrumentation(crate::app_sql::install());
+                crate::app_sql::arm(c.instrumentation());
+            }
+        })
+    }
+
+    /// Disarms the watch of [`watch_app_sql`](Self::watch_app_sql); whether
+    /// a statement since may have left a transaction open, which only
+    /// [`foreign_transaction_open`](Self::foreign_transaction_open) can
+    /// tell.
+    pub(crate) fn app_sql_may_have_opened(&mut self) -> bool {
+        with_connection!(self, |c| crate::app_sql::disarm(c.instrumentation()))
+    }
+
     /// Whether the server holds a transaction open on this connection that
     /// diesel knows nothing of (the application's own `BEGIN`, `START
     /// TRANSACTION`, or on SQLite a `SAVEPOINT` outside any), or, on MySQL,

@@ -813,6 +813,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 #[cfg(feature = "tokio")]
+mod app_sql;
 mod async_api;
 mod backend;
 mod builder;

@@ -232,6 +232,7 @@ impl Pooled {
     /// [`settle`](Self::settle): a lost connection is discarded instead, and
     /// a transaction diesel knows of is its own.
     pub(crate) fn end_stray_transaction(&mut self) {
+        self.conn.app_sql_may_have_opened();
         if !self.lost && self.conn.transaction_depth() == 0 {
             let _ = self.conn.end_foreign_transaction();
         }
@@ -245,7 +246,10 @@ impl Pooled {
     /// writes, reported committed and never committed, and its reads,
     /// cached uncommitted or from an old snapshot. Rolled back here, and
     /// refused: what the SQL wrote in it is not in the database, and the
-    /// caller must not be told `Ok`. Costs a round trip, on these paths only.
+    /// caller must not be told `Ok`. Costs a round trip when a statement
+    /// since [`watch_app_sql`](Connection::watch_app_sql) named a word that
+    /// opens a transaction (see [`app_sql`](crate::app_sql)), nothing
+    /// otherwise.
     ///
     /// # Errors
     ///
@@ -254,7 +258,8 @@ impl Pooled {
     /// [`Error::TransactionAborted`] for a transaction the SQL left failed,
     /// [`Error::ConnectionLost`]), a transaction rolled back all the same.
     pub(crate) fn refuse_open_transaction(&mut self, table: Option<&'static str>) -> Result<()> {
-        if self.lost || self.conn.transaction_depth() != 0 {
+        let suspect = self.conn.app_sql_may_have_opened();
+        if !suspect || self.lost || self.conn.transaction_depth() != 0 {
             return Ok(());
         }
         let open = self
@@ -287,7 +292,8 @@ impl Pooled {
     /// `autocommit = 0` outlives the transaction it was set in, and opens
     /// one for the next caller's every statement); returns whether it did.
     pub(crate) fn end_open_transaction(&mut self) -> bool {
-        if self.lost || self.conn.transaction_depth() != 0 {
+        let suspect = self.conn.app_sql_may_have_opened();
+        if !suspect || self.lost || self.conn.transaction_depth() != 0 {
             return false;
         }
         if matches!(self.conn.foreign_transaction_open(), Ok(false)) {

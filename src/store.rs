@@ -322,6 +322,7 @@ impl Store {
         query: impl FnOnce(&mut Connection) -> QueryResult<T>,
     ) -> Result<T> {
         let mut conn = self.checkout_alive()?;
+        conn.watch_app_sql();
         let result = query(&mut conn).map_err(|e| Error::from_diesel(e, table, id));
         conn.settle(&result);
         match result {

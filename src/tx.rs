@@ -379,6 +379,13 @@ impl<'s> Tx<'s> {
     /// `app_sql`).
     pub(crate) fn note_app_sql(&self, table: &'static str) {
         self.app_sql.set(Some(table));
+        // Watched until the transaction ends: the statements that decide
+        // whether the server is asked what that SQL left open.
+        // A connection already borrowed is this transaction used inside
+        // its own `run`, which `run` refuses.
+        if let Ok(mut conn) = self.conn.try_borrow_mut() {
+            conn.watch_app_sql();
+        }
     }
 
     /// Records a write to apply at commit; returns its place, for [`settle`](Tx::settle).

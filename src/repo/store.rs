@@ -350,9 +350,13 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// The connection goes back to the pool, to another caller, when `work`
     /// returns. A transaction `work` opens and does not end (`BEGIN`, `START
     /// TRANSACTION`, on SQLite a `SAVEPOINT` outside one, MySQL's `SET
-    /// autocommit = 0`) is rolled back before it does, and refused (this
-    /// costs one round trip after `work`, here and in `query`,
-    /// `cached_query` and `write` closures). Other session state `work`
+    /// autocommit = 0`) is rolled back before it does, and refused, here
+    /// and in `query`, `cached_query` and `write` closures. larder asks the
+    /// server (one round trip) only when a statement of `work` named a word
+    /// that can open one (`BEGIN`, `START`, `SAVEPOINT`, `autocommit`,
+    /// `CALL`, `EXECUTE`, `CHAIN`, `XA`, `completion_type`), as diesel's
+    /// instrumentation shows it; a connection whose instrumentation `work`
+    /// replaced is always asked. Other session state `work`
     /// changes is not reset: undo it in `work`, or scope it with `SET LOCAL`
     /// inside a transaction (a `search_path`, MySQL's `foreign_key_checks`,
     /// a SQLite `PRAGMA`, a temporary table that shadows a real one, a lock
