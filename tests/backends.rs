@@ -158,6 +158,35 @@ fn kill_other_connections(db: &TestDb) -> usize {
     ids.len()
 }
 
+/// How soon after a pooled connection's last success the call under test
+/// must have returned to have met it trusted: the pool trusts a connection
+/// for 500 ms after it last succeeded and pings it after that, with a margin.
+const TRUSTED_WINDOW: Duration = Duration::from_millis(400);
+
+/// An attempt slower than this did not miss the window by a loaded
+/// machine's delay: it waited for a timeout.
+const WAITED: Duration = Duration::from_secs(10);
+
+/// Runs `attempt` (set up connections, lose them, make the call under test)
+/// until its call returns within [`TRUSTED_WINDOW`] of the moment it gives
+/// (its connections' last use), and returns that run's result. On a loaded
+/// machine the set-up alone (sessions killed and their exit awaited) can
+/// outlast the window: the call then meets connections the pool pings, and
+/// that run tests nothing. A loss reported only after a timeout fails at once.
+fn in_trusted_window<T>(mut attempt: impl FnMut() -> (Instant, T)) -> T {
+    let mut slow = Vec::new();
+    while slow.len() < 20 {
+        let (used, value) = attempt();
+        let took = used.elapsed();
+        assert!(took < WAITED, "the call waited {took:?}: a timeout");
+        if took < TRUSTED_WINDOW {
+            return value;
+        }
+        slow.push(took);
+    }
+    panic!("too slow to test the trusted window in any attempt: {slow:?}");
+}
+
 /// A pool of two that has just served reads, both connections in use
 /// within the last moment (so trusted, not pinged, at their next checkout).
 fn warm_pool(db: &TestDb, id: i64) -> Instant {
@@ -182,14 +211,11 @@ fn a_read_on_connections_killed_while_trusted_is_retried() {
         let db = target.fresh_with(|b| b.pool_size(2));
         let ann = user(&db.store, "ann");
         let bob = user(&db.store, "bob");
-        let used = warm_pool(&db, ann.id);
-        assert!(kill_other_connections(&db) >= 2);
-        let got = db.store.users().get(ann.id);
-        assert!(
-            used.elapsed() < Duration::from_millis(400),
-            "too slow to test the trusted window: {:?}",
-            used.elapsed()
-        );
+        let got = in_trusted_window(|| {
+            let used = warm_pool(&db, ann.id);
+            assert!(kill_other_connections(&db) >= 2);
+            (used, db.store.users().get(ann.id))
+        });
         assert_eq!(got.unwrap().unwrap().name, "ann");
         assert_eq!(
             db.store.users().cached(ann.id),
@@ -197,14 +223,11 @@ fn a_read_on_connections_killed_while_trusted_is_retried() {
         );
 
         // Loads of many rows alike.
-        let used = warm_pool(&db, ann.id);
-        assert!(kill_other_connections(&db) >= 2);
-        let got = db.store.users().get_many(&[ann.id, bob.id]);
-        assert!(
-            used.elapsed() < Duration::from_millis(400),
-            "{:?}",
-            used.elapsed()
-        );
+        let got = in_trusted_window(|| {
+            let used = warm_pool(&db, ann.id);
+            assert!(kill_other_connections(&db) >= 2);
+            (used, db.store.users().get_many(&[ann.id, bob.id]))
+        });
         assert_eq!(got.unwrap().len(), 2);
         common::assert_pool_idle(&db.store);
     });
@@ -221,11 +244,16 @@ fn a_write_on_a_connection_killed_while_trusted_fails_with_connection_lost() {
         }
         let db = target.fresh_with(|b| b.pool_size(2));
         let ann = user(&db.store, "ann");
-        let used = warm_pool(&db, ann.id);
-        db.store.users().get(ann.id).unwrap();
-        assert!(kill_other_connections(&db) >= 2);
-        let err = db.store.users().update(ann.id, rename("ann2")).unwrap_err();
-        assert_users_write_lost_at_once(&err, used);
+        // A run past the window may have written (its connection pinged and
+        // replaced): only the run within it is checked.
+        let err = in_trusted_window(|| {
+            let used = warm_pool(&db, ann.id);
+            db.store.users().get(ann.id).unwrap();
+            assert!(kill_other_connections(&db) >= 2);
+            (used, db.store.users().update(ann.id, rename("ann2")))
+        })
+        .unwrap_err();
+        assert_users_connection_lost(&err);
         assert_eq!(
             db.store.users().cached(ann.id),
             None,
@@ -261,21 +289,26 @@ fn connections_reset_while_trusted_are_lost_connections() {
             .build()
             .unwrap();
         let ann = user(&store, "ann");
-        store.clear_cache();
-        let used = Instant::now();
-        proxy.reset();
-        let got = store.users().get(ann.id);
-        assert!(
-            used.elapsed() < Duration::from_millis(400),
-            "{:?}",
-            used.elapsed()
-        );
+        let got = in_trusted_window(|| {
+            // A load: the pool's one connection, just used.
+            store.clear_cache();
+            store.users().get(ann.id).unwrap();
+            store.clear_cache();
+            let used = Instant::now();
+            proxy.reset();
+            (used, store.users().get(ann.id))
+        });
         assert_eq!(got.unwrap().map(|u| u.name.clone()).as_deref(), Some("ann"));
 
-        let used = Instant::now();
-        proxy.reset();
-        let err = store.users().update(ann.id, rename("ann2")).unwrap_err();
-        assert_users_write_lost_at_once(&err, used);
+        let err = in_trusted_window(|| {
+            store.clear_cache();
+            store.users().get(ann.id).unwrap();
+            let used = Instant::now();
+            proxy.reset();
+            (used, store.users().update(ann.id, rename("ann2")))
+        })
+        .unwrap_err();
+        assert_users_connection_lost(&err);
         let renamed = store.users().update(ann.id, rename("ann3")).unwrap();
         assert_eq!(renamed.name, "ann3");
         common::assert_pool_idle(&store);
@@ -307,18 +340,6 @@ fn lost_connections_give_typed_errors_and_are_replaced() {
         let state = db.store.stats().pool;
         assert!(state.connections <= 2, "{state:?}");
     });
-}
-
-/// A write of `users` that met a dead connection: `ConnectionLost`, which
-/// the caller may retry (larder does not: the write may have committed),
-/// reported at once, not after a timeout since `used`.
-fn assert_users_write_lost_at_once(err: &Error, used: Instant) {
-    assert!(
-        used.elapsed() < Duration::from_millis(400),
-        "{:?}",
-        used.elapsed()
-    );
-    assert_users_connection_lost(err);
 }
 
 /// `ConnectionLost` on the `users` table, which the caller may retry.
