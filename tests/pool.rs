@@ -639,7 +639,7 @@ fn autocommit_turned_off_inside_a_transaction_does_not_outlive_it() {
 /// capture triggers fire `ALWAYS`, so later writes on that connection are
 /// still heard by other processes (review DD: a guard, not a defect).
 #[test]
-fn a_session_with_capture_triggers_off_is_reset_before_the_next_caller() {
+fn writes_after_a_session_set_replication_role_replica_are_still_heard_elsewhere() {
     each_backend(|target| {
         let db = target.fresh_with(|b| b.pool_size(1));
         if !db.is(larder::Backend::Postgres) {
