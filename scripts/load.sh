@@ -297,10 +297,11 @@ scenario_processes() { # BACKEND
   stop_server "$one_pid" "one-$backend"
   stop_server "$two_pid" "two-$backend"
 
-  # One port, two processes: the kernel spreads connections over both.
-  local port=$((20000 + RANDOM % 20000))
-  start_server "shared-a-$backend" "$URL" --listen "127.0.0.1:$port" --reuse-port || return 0
-  local a=$SERVER_PID
+  # One port, two processes: the kernel spreads connections over both. The
+  # first takes a port the kernel knows free (a random one was once in use:
+  # "Address already in use" in CI), the second joins it.
+  start_server "shared-a-$backend" "$URL" --listen "127.0.0.1:0" --reuse-port || return 0
+  local a=$SERVER_PID port=${ADDR##*:}
   start_server "shared-b-$backend" "$URL" --listen "127.0.0.1:$port" --reuse-port || return 0
   local b=$SERVER_PID
   wrk_run "3 SO_REUSEPORT" "$backend" "2 processes" "http://127.0.0.1:$port" pages.lua
