@@ -703,3 +703,62 @@ fn table_locks_left_by_raw_sql_are_released_with_its_transaction() {
         assert_pool_idle(store);
     });
 }
+
+/// review FF: a transaction the application's SQL opened through diesel's
+/// own transaction manager (`begin_test_transaction`, or
+/// `AnsiTransactionManager::begin_transaction` on the connection
+/// `with_connection!` lends) and left open was taken for larder's own and
+/// never checked: the call returned `Ok` though what it wrote was never
+/// committed. A test transaction is not even discarded by the pool
+/// (diesel keeps it on purpose): the next caller's write ran inside it as
+/// a savepoint, reported and cached committed, never committed; a `write`
+/// closure's row was read back inside it and cached uncommitted.
+#[test]
+fn a_transaction_diesel_opened_for_the_application_and_left_open_is_refused() {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    use diesel::Connection as _;
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        let store = &db.store;
+        let ann = user(store, "ann");
+        let update = format!("UPDATE users SET name = 'eve' WHERE id = {}", ann.id);
+        for (round, test_transaction) in [true, false].into_iter().enumerate() {
+            let left_open = store.users().run(Some(ann.id), |conn| {
+                larder::with_connection!(conn, |c| {
+                    if test_transaction {
+                        c.begin_test_transaction()?;
+                    } else {
+                        AnsiTransactionManager::begin_transaction(c)?;
+                    }
+                    diesel::RunQueryDsl::execute(diesel::sql_query(&update), c)
+                })
+            });
+            assert!(
+                matches!(&left_open, Err(Error::InvalidConfig { reason }) if reason.contains("transaction")),
+                "test transaction {test_transaction}: {left_open:?}"
+            );
+            let name = format!("bob{round}");
+            store.users().update(ann.id, rename(&name)).unwrap();
+            assert_eq!(
+                name_in_db(&db.url(), ann.id),
+                name,
+                "test transaction {test_transaction}: a write reported committed is not in the database"
+            );
+            assert_pool_idle(store);
+        }
+        let written = store.users().write(ann.id, |conn| {
+            larder::with_connection!(conn, |c| {
+                c.begin_test_transaction()?;
+                diesel::RunQueryDsl::execute(diesel::sql_query(&update), c)
+            })?;
+            Ok(None)
+        });
+        assert!(
+            matches!(&written, Err(Error::InvalidConfig { .. })),
+            "{written:?}"
+        );
+        assert_eq!(name_in_db(&db.url(), ann.id), "bob1");
+        assert_eq!(store.users().get(ann.id).unwrap().unwrap().name, "bob1");
+        assert_pool_idle(store);
+    });
+}
