@@ -233,9 +233,33 @@ impl Pooled {
     /// a transaction diesel knows of is its own.
     pub(crate) fn end_stray_transaction(&mut self) {
         self.conn.app_sql_may_have_opened();
-        if !self.lost && self.conn.transaction_depth() == 0 {
+        if self.lost {
+            return;
+        }
+        // Called outside larder's transactions: one diesel counts is the
+        // application's (a test transaction, which the pool would keep).
+        self.end_diesel_transactions();
+        if self.conn.transaction_depth() == 0 {
             let _ = self.conn.end_foreign_transaction();
         }
+    }
+
+    /// Rolls back the transactions diesel counts on it, which outside
+    /// larder's are the application's own (`begin_test_transaction` or
+    /// `AnsiTransactionManager::begin_transaction` on the connection
+    /// [`with_connection!`](crate::with_connection) lends, left open); a
+    /// connection on which that fails is discarded on return. Returns
+    /// whether there was one.
+    fn end_diesel_transactions(&mut self) -> bool {
+        let depth = self.conn.transaction_depth();
+        for _ in 0..depth {
+            if let Err(err) = self.conn.rollback() {
+                tracing::warn!(error = %err, "could not roll back a transaction the application's SQL left open: the connection is discarded");
+                self.spoiled = true;
+                break;
+            }
+        }
+        depth != 0
     }
 
     /// After the application's own SQL on it succeeded outside any
@@ -259,29 +283,40 @@ impl Pooled {
     /// [`Error::ConnectionLost`]), a transaction rolled back all the same.
     pub(crate) fn refuse_open_transaction(&mut self, table: Option<&'static str>) -> Result<()> {
         let suspect = self.conn.app_sql_may_have_opened();
-        if !suspect || self.lost || self.conn.transaction_depth() != 0 {
+        if self.lost {
             return Ok(());
         }
-        let open = self
-            .conn
-            .foreign_transaction_open()
-            .map_err(|e| Error::from_diesel(e, table, None));
-        if matches!(open, Ok(false)) {
+        // Called outside larder's transactions: a transaction diesel counts
+        // is one the application began through diesel and left open. Not
+        // watched: diesel sends its BEGIN outside the closure's statements
+        // only when the closure asks, and a test transaction would go back
+        // to the pool (diesel keeps a connection in one on purpose).
+        let diesels = self.end_diesel_transactions();
+        let open = if suspect && !self.spoiled {
+            self.conn
+                .foreign_transaction_open()
+                .map_err(|e| Error::from_diesel(e, table, None))
+        } else {
+            Ok(false)
+        };
+        let foreign = !matches!(open, Ok(false));
+        if !diesels && !foreign {
             return Ok(());
         }
         let refused = open.and_then(|_| {
             Err(Error::InvalidConfig {
                 reason: format!(
                     "the application's SQL on {} left a transaction open on its pooled \
-                     connection (BEGIN, START TRANSACTION, a SAVEPOINT outside one, or MySQL's \
-                     autocommit = 0): it was rolled back, and what it wrote is not in the \
-                     database; use Store::begin or Store::transaction",
+                     connection (BEGIN, START TRANSACTION, a SAVEPOINT outside one, MySQL's \
+                     autocommit = 0, or one begun through diesel's transaction manager): it \
+                     was rolled back, and what it wrote is not in the database; use \
+                     Store::begin or Store::transaction",
                     table.unwrap_or("the database")
                 ),
             })
         });
         self.settle(&refused);
-        if !self.lost {
+        if foreign && !self.lost {
             self.end_foreign_transaction();
         }
         refused

@@ -350,8 +350,12 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// The connection goes back to the pool, to another caller, when `work`
     /// returns. A transaction `work` opens and does not end (`BEGIN`, `START
     /// TRANSACTION`, on SQLite a `SAVEPOINT` outside one, MySQL's `SET
-    /// autocommit = 0`) is rolled back before it does, and refused, here
-    /// and in `query`, `cached_query` and `write` closures. larder asks the
+    /// autocommit = 0`, diesel's `begin_test_transaction` or
+    /// `AnsiTransactionManager::begin_transaction` on the connection
+    /// [`with_connection!`](crate::with_connection) lends) is rolled back
+    /// before it does, and refused, here and in `query`, `cached_query` and
+    /// `write` closures (diesel's `transaction(…)`, which ends its own, is
+    /// fine). larder asks the
     /// server (one round trip) only when a statement of `work` named a word
     /// that can open one (`BEGIN`, `START`, `SAVEPOINT`, `autocommit`,
     /// `CALL`, `EXECUTE`, `CHAIN`, `XA`, `completion_type`), as diesel's
