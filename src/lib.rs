@@ -812,8 +812,8 @@
 #![warn(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-#[cfg(feature = "tokio")]
 mod app_sql;
+#[cfg(feature = "tokio")]
 mod async_api;
 mod backend;
 mod builder;
