@@ -762,3 +762,63 @@ fn a_transaction_diesel_opened_for_the_application_and_left_open_is_refused() {
         assert_pool_idle(store);
     });
 }
+
+/// review FF: MySQL's `completion_type = CHAIN` (1), set by the
+/// application's own SQL, opens no transaction, so the check after it
+/// found none; but it outlives the call on the pooled connection, and
+/// every later COMMIT (larder's own) or ROLLBACK (larder's, of SQL it
+/// refused) then opens a new transaction that nobody ends: the connection
+/// went back to the pool inside it, and its next reads saw that
+/// transaction's old snapshot.
+#[test]
+fn completion_type_chain_set_by_raw_sql_does_not_outlive_its_call() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        if !db.is(larder::Backend::Mysql) {
+            return;
+        }
+        let store = &db.store;
+        let ann = user(store, "ann");
+        // Whether the pooled connection's session is in a transaction (a
+        // statement naming no word the watch looks for).
+        let in_transaction = || {
+            store
+                .users()
+                .run(None, |conn| {
+                    use diesel::dsl::sql;
+                    use diesel::sql_types::BigInt;
+                    larder::with_connection!(conn, |c| diesel::RunQueryDsl::get_result::<i64>(
+                        diesel::select(sql::<BigInt>("CAST(@@in_transaction AS SIGNED)")),
+                        c
+                    ))
+                })
+                .unwrap()
+        };
+        for (round, setting) in [
+            "SET completion_type = 1",
+            "SET SESSION completion_type = 'CHAIN'",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let _ = store.users().run(None, |conn| {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute(setting)
+            });
+            let tx = store.begin().unwrap();
+            tx.users()
+                .update(ann.id, rename(&format!("bob{round}")))
+                .unwrap();
+            tx.commit().unwrap();
+            assert_eq!(in_transaction(), 0, "{setting}: after larder's COMMIT");
+            // The same setting with a transaction left open: refused, and
+            // its ROLLBACK must not chain another.
+            let _ = store.users().run(None, |conn| {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute(&format!("{setting}; BEGIN"))
+            });
+            assert_eq!(in_transaction(), 0, "{setting}: after larder's ROLLBACK");
+            assert_pool_idle(store);
+        }
+    });
+}
