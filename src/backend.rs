@@ -267,7 +267,9 @@ impl Connection {
     /// Whether the server holds a transaction open on this connection that
     /// diesel knows nothing of (the application's own `BEGIN`, `START
     /// TRANSACTION`, or on SQLite a `SAVEPOINT` outside any), or, on MySQL,
-    /// will open one at the next statement (`autocommit = 0`). Call it
+    /// will open one at the next statement (`autocommit = 0`) or at the
+    /// next COMMIT or ROLLBACK, larder's own included (`completion_type =
+    /// CHAIN`; `RELEASE` ends the session there). Call it
     /// outside diesel's transactions. One round trip on a server, two
     /// in-process statements on SQLite; an error means a session left in a
     /// state it cannot even answer in (PostgreSQL's aborted transaction).
@@ -294,7 +296,8 @@ impl Connection {
             #[cfg(feature = "mysql")]
             Connection::Mysql(c) => {
                 let mariadb = diesel::select(sql::<BigInt>(
-                    "CAST(@@autocommit = 0 OR @@in_transaction = 1 AS SIGNED)",
+                    "CAST(@@autocommit = 0 OR @@in_transaction = 1 \
+                     OR @@completion_type <> 'NO_CHAIN' AS SIGNED)",
                 ))
                 .get_result::<i64>(c);
                 if let Ok(open) = mariadb {
@@ -303,8 +306,10 @@ impl Connection {
                 // MySQL has no `in_transaction`, and refuses to change the
                 // characteristics of a transaction in progress (1568). Out
                 // of one, READ WRITE for the next is what it has anyway.
-                let manual = diesel::select(sql::<BigInt>("CAST(@@autocommit = 0 AS SIGNED)"))
-                    .get_result::<i64>(c)?;
+                let manual = diesel::select(sql::<BigInt>(
+                    "CAST(@@autocommit = 0 OR @@completion_type <> 'NO_CHAIN' AS SIGNED)",
+                ))
+                .get_result::<i64>(c)?;
                 Ok(manual != 0 || c.batch_execute("SET TRANSACTION READ WRITE").is_err())
             }
         }
@@ -314,11 +319,15 @@ impl Connection {
     /// [`foreign_transaction_open`](Self::foreign_transaction_open)) and, on
     /// MySQL, releases the table locks a ROLLBACK keeps (`LOCK TABLES`, the
     /// way MySQL documents with `autocommit = 0`) and turns autocommit back
-    /// on (both after the ROLLBACK: each commits what is open).
+    /// on (both after the ROLLBACK: each commits what is open), the
+    /// ROLLBACK preceded by `completion_type = 0` (a chained ROLLBACK would
+    /// open another transaction).
     pub(crate) fn end_foreign_transaction(&mut self) -> QueryResult<()> {
         match self {
             #[cfg(feature = "mysql")]
-            Connection::Mysql(c) => c.batch_execute("ROLLBACK; UNLOCK TABLES; SET autocommit = 1"),
+            Connection::Mysql(c) => c.batch_execute(
+                "SET completion_type = 0; ROLLBACK; UNLOCK TABLES; SET autocommit = 1",
+            ),
             #[allow(unreachable_patterns)] // in a build with MySQL alone
             other => with_connection!(other, |c| c.batch_execute("ROLLBACK")),
         }

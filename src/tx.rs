@@ -416,7 +416,7 @@ fn end_left_open(conn: &mut PooledConn) {
     if conn.end_open_transaction() {
         tracing::warn!(
             "the application's SQL in a transaction left the connection opening \
-             transactions of its own (autocommit = 0): reset"
+             transactions of its own (autocommit = 0, completion_type = CHAIN): reset"
         );
     }
 }
