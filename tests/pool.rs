@@ -822,3 +822,47 @@ fn completion_type_chain_set_by_raw_sql_does_not_outlive_its_call() {
         }
     });
 }
+
+/// review FF: MySQL's executable comments run their text, and the version
+/// they carry may touch it (`/*!50000BEGIN*/`): the watch read one word,
+/// `50000begin`, named no opener, and the transaction the SQL left open (or
+/// autocommit turned off) went back to the pool unchecked, `Ok`.
+#[test]
+fn an_opener_in_a_versioned_executable_comment_is_spotted() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        if !db.is(larder::Backend::Mysql) {
+            return;
+        }
+        let store = &db.store;
+        let ann = user(store, "ann");
+        for (round, opener) in [
+            "/*!50000BEGIN*/",
+            "/*!50000START TRANSACTION*/",
+            "SET /*!50000autocommit*/ = 0",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let left_open = store.users().run(Some(ann.id), |conn| {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute(&format!(
+                    "{opener}; UPDATE users SET name = 'eve' WHERE id = {}",
+                    ann.id
+                ))
+            });
+            assert!(
+                matches!(&left_open, Err(Error::InvalidConfig { .. })),
+                "{opener}: {left_open:?}"
+            );
+            let name = format!("bob{round}");
+            store.users().update(ann.id, rename(&name)).unwrap();
+            assert_eq!(
+                name_in_db(&db.url(), ann.id),
+                name,
+                "{opener}: a write reported committed is not in the database"
+            );
+            assert_pool_idle(store);
+        }
+    });
+}
