@@ -100,13 +100,17 @@ pub(crate) fn install() -> AppSqlWatch {
 
 /// Whether a text written to it holds an [`OPENERS`] word, case
 /// insensitively, words being runs of letters, digits, `_` and `$`; fed in
-/// pieces, as `Display` writes them.
+/// pieces, as `Display` writes them. Leading digits start no word: MySQL
+/// runs the text of an executable comment whose version touches it
+/// (`/*!50000BEGIN*/` is `BEGIN`).
 #[derive(Default)]
 struct Words {
     word: [u8; LONGEST],
     len: usize,
     /// The current word is longer than any opener.
     long: bool,
+    /// The current word is digits only, so far.
+    digits: bool,
     found: bool,
 }
 
@@ -118,6 +122,7 @@ impl Words {
         }
         self.len = 0;
         self.long = false;
+        self.digits = false;
     }
 }
 
@@ -125,6 +130,14 @@ impl fmt::Write for Words {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         for byte in text.bytes() {
             if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'$' {
+                if self.len == 0 || self.digits {
+                    // Digits end where anything else starts a word.
+                    if !byte.is_ascii_digit() {
+                        self.len = 0;
+                        self.long = false;
+                    }
+                    self.digits = byte.is_ascii_digit();
+                }
                 if self.len == LONGEST {
                     self.long = true;
                 } else {
@@ -168,6 +181,10 @@ mod tests {
             "EXECUTE stmt",
             "SELECT 1;BEGIN;",
             "/* c */Begin/**/",
+            "/*!50000BEGIN*/",
+            "/*!800130START TRANSACTION*/",
+            "SET /*!50000completion_type*/ = 1",
+            "/*M!100100begin*/",
         ] {
             assert!(names_an_opener(&sql), "{sql:?}");
         }
@@ -181,6 +198,7 @@ mod tests {
             "UPDATE beginnings SET started_at = now()",
             "DELETE FROM xa_log",
             "SELECT autocommits FROM t",
+            "SELECT 1begins FROM t",
             "",
         ] {
             assert!(!names_an_opener(&sql), "{sql:?}");
