@@ -68,8 +68,9 @@ impl Instrumentation for AppSqlWatch {
 /// statement that names an [`OPENERS`] word marks it suspect (until
 /// [`disarm`]: arming it again forgets nothing, as a transaction runs the
 /// application's SQL more than once before it ends). Returns `false` when
-/// the connection's instrumentation is not a watch (call [`install`]
-/// first).
+/// the connection's instrumentation is not a watch: [`install`] it when
+/// the connection opens; one the application set since is its own, to
+/// keep (and [`disarm`] finds its connection suspect).
 pub(crate) fn arm(instrumentation: &mut dyn Instrumentation) -> bool {
     match instrumentation.downcast_mut::<AppSqlWatch>() {
         Some(watch) => {
@@ -93,7 +94,7 @@ pub(crate) fn disarm(instrumentation: &mut dyn Instrumentation) -> bool {
     }
 }
 
-/// A new watch, disarmed, for a connection's `set_instrumentation`.
+/// A new watch, disarmed, for a new connection's `set_instrumentation`.
 pub(crate) fn install() -> AppSqlWatch {
     AppSqlWatch::new()
 }

@@ -245,14 +245,21 @@ impl Connection {
         with_connection!(self, |c| AnsiTransactionManager::rollback_transaction(c))
     }
 
+    /// Installs the watch on the application's SQL (see
+    /// [`app_sql`](crate::app_sql)), disarmed, in place of the
+    /// instrumentation diesel gave the new connection (the application's
+    /// default one, which the watch passes every event on to).
+    pub(crate) fn install_app_sql_watch(&mut self) {
+        with_connection!(self, |c| c.set_instrumentation(crate::app_sql::install()))
+    }
+
     /// Arms the watch on the application's SQL that follows (see
-    /// [`app_sql`](crate::app_sql)), installing it on first use.
+    /// [`app_sql`](crate::app_sql)). An instrumentation the application set
+    /// on the connection in its place stays: it is the application's, and
+    /// every check is then asked of the server.
     pub(crate) fn watch_app_sql(&mut self) {
         with_connection!(self, |c| {
-            if !crate::app_sql::arm(c.instrumentation()) {
-                c.set_instrumentation(crate::app_sql::install());
-                crate::app_sql::arm(c.instrumentation());
-            }
+            crate::app_sql::arm(c.instrumentation());
         })
     }
 
@@ -495,6 +502,7 @@ impl Manager {
             conn.batch_execute(setup)
                 .map_err(|e| ConnectError(self.url.scrub(&e.to_string())))?;
         }
+        conn.install_app_sql_watch();
         Ok(conn)
     }
 

@@ -360,8 +360,9 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// server (one round trip) only when a statement of `work` named a word
     /// that can open one (`BEGIN`, `START`, `SAVEPOINT`, `autocommit`,
     /// `CALL`, `EXECUTE`, `CHAIN`, `XA`, `completion_type`), as diesel's
-    /// instrumentation shows it; a connection whose instrumentation `work`
-    /// replaced is always asked. Other session state `work`
+    /// instrumentation shows it (the watch passes every event on to the
+    /// application's default instrumentation); a connection on which `work`
+    /// set an instrumentation of its own keeps it, and is always asked. Other session state `work`
     /// changes is not reset: undo it in `work`, or scope it with `SET LOCAL`
     /// inside a transaction (a `search_path`, MySQL's `foreign_key_checks`,
     /// a SQLite `PRAGMA`, a temporary table that shadows a real one, a lock
