@@ -866,3 +866,40 @@ fn an_opener_in_a_versioned_executable_comment_is_spotted() {
         }
     });
 }
+
+/// review FF: a list query's closure inside a transaction of larder's
+/// (`TxRepo::query`, and so `cached_query` and `cached_value` through the
+/// `Repository` trait) is the application's SQL as much as `TxRepo::run`'s,
+/// but was not noted as such: MySQL's `SET autocommit = 0` in it outlived
+/// the transaction, and the next caller's autocommitted write was reported
+/// committed, never committed.
+#[test]
+fn autocommit_turned_off_in_a_list_query_inside_a_transaction_does_not_outlive_it() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        if !db.is(larder::Backend::Mysql) {
+            return;
+        }
+        let store = &db.store;
+        let ann = user(store, "ann");
+        let tx = store.begin().unwrap();
+        let rows = tx
+            .users()
+            .query(|conn| {
+                use diesel::connection::SimpleConnection;
+                use diesel::prelude::*;
+                conn.batch_execute("SET autocommit = 0")?;
+                larder::with_connection!(conn, |c| larder_blog::schema::users::table.load(c))
+            })
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        tx.commit().unwrap();
+        store.users().update(ann.id, rename("bob")).unwrap();
+        assert_eq!(
+            name_in_db(&db.url(), ann.id),
+            "bob",
+            "a write reported committed is not in the database"
+        );
+        assert_pool_idle(store);
+    });
+}
