@@ -203,7 +203,9 @@ impl<'t, E: Entity> TxRepo<'t, E> {
         Ok(removed)
     }
 
-    /// Runs a list query inside the transaction.
+    /// Runs a list query inside the transaction. A transaction `query`
+    /// leaves the connection opening (MySQL's `SET autocommit = 0`) is
+    /// ended when this one has, as after [`run`](TxRepo::run).
     ///
     /// # Errors
     ///
@@ -212,6 +214,9 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     where
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
     {
+        // The application's SQL: what it leaves the connection doing
+        // (MySQL's `autocommit = 0`) is checked when the transaction ends.
+        self.tx.note_app_sql(E::TABLE);
         let rows = self.tx.run(E::TABLE, None, query)?;
         Ok(rows.into_iter().map(Arc::new).collect())
     }
@@ -338,7 +343,9 @@ impl<E: Entity> Repository<E> for TxRepo<'_, E> {
     {
         // A read, as `query` is: not a statement of the application's own
         // that may have written rows again (which would make the commit
-        // retire every keyed list of their tables).
+        // retire every keyed list of their tables); still the application's
+        // SQL, checked when the transaction ends.
+        self.tx.note_app_sql(E::TABLE);
         self.tx.run(E::TABLE, None, query)
     }
 
