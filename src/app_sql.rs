@@ -8,8 +8,10 @@
 //! procedure `CALL`, a prepared statement's `EXECUTE`, `COMMIT AND CHAIN`):
 //! diesel's instrumentation shows larder each statement's text while the
 //! watch is armed, and only when one names such a word (or the watch was
-//! replaced) is the server asked. A word in a bound value or an identifier
-//! costs that round trip and nothing else.
+//! replaced) is the server asked. A word in an identifier or a string
+//! literal costs that round trip and nothing else; bound values are not
+//! scanned (nor written: a large blob's `Debug` costs), and the scan stops
+//! at the first opener.
 
 use std::fmt::{self, Write as _};
 
@@ -113,7 +115,16 @@ struct Words {
     /// The current word is digits only, so far.
     digits: bool,
     found: bool,
+    /// How many pieces were written.
+    pieces: usize,
+    /// The scan stopped at the bound values of diesel's `DebugQuery`.
+    binds: bool,
 }
+
+/// What diesel's `DebugQuery` writes, as one piece, between a statement's
+/// SQL (one piece before it) and its bound values: data, which opens
+/// nothing, and whose `Debug` (a large blob's) costs a lot to write.
+const BINDS: &str = " -- binds: ";
 
 impl Words {
     fn end_word(&mut self) {
@@ -129,6 +140,15 @@ impl Words {
 
 impl fmt::Write for Words {
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        // Stops the writer once the answer is known.
+        if self.found {
+            return Err(fmt::Error);
+        }
+        if self.pieces > 0 && text == BINDS {
+            self.binds = true;
+            return Err(fmt::Error);
+        }
+        self.pieces += 1;
         for byte in text.bytes() {
             if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'$' {
                 if self.len == 0 || self.digits {
@@ -153,13 +173,14 @@ impl fmt::Write for Words {
     }
 }
 
-/// Whether `text` names an [`OPENERS`] word; a text whose `Display`
-/// fails does too, since what it wrote so far is all there is to see.
+/// Whether `text` names an [`OPENERS`] word (its bound values, after
+/// diesel's [`BINDS`], aside); a text whose `Display` fails does too, since
+/// what it wrote so far is all there is to see.
 fn names_an_opener(text: &dyn fmt::Display) -> bool {
     let mut words = Words::default();
     let failed = write!(words, "{text}").is_err();
     words.end_word();
-    words.found || failed
+    words.found || (failed && !words.binds)
 }
 
 #[cfg(test)]
@@ -222,6 +243,20 @@ mod tests {
             assert!(arm(c.instrumentation()));
             work(c);
             disarm(c.instrumentation())
+        }
+
+        #[test]
+        fn bound_values_are_not_scanned_but_the_sql_before_them_is() {
+            use diesel::sql_types::Text;
+            let bound = diesel::sql_query("SELECT ?").bind::<Text, _>("begin");
+            let query = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&bound);
+            assert!(query.to_string().contains("begin"), "the premise");
+            assert!(!names_an_opener(&query));
+            let bound = diesel::sql_query("SAVEPOINT a -- binds: ").bind::<Text, _>("x");
+            let query = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&bound);
+            assert!(names_an_opener(&query));
+            // One piece: no DebugQuery, scanned whole.
+            assert!(names_an_opener(&"SELECT 1 -- binds: [\"begin\"]"));
         }
 
         #[test]
