@@ -251,6 +251,7 @@ pub(crate) const PRIMARY_POSITION: &str = "SELECT pg_current_wal_insert_lsn()::t
 /// transaction, so the check and the load reach the same server. The lock
 /// wait is set for the transaction too: such a pooler may lend a server
 /// session that never ran [`replica_session_setup`].
+#[cfg(feature = "postgres")]
 pub(crate) fn begin_replica_load(lock_wait: std::time::Duration) -> String {
     format!(
         "BEGIN READ ONLY; SET LOCAL lock_timeout = {}",
@@ -263,6 +264,7 @@ pub(crate) fn begin_replica_load(lock_wait: std::time::Duration) -> String {
 /// the load, whose statements may have read rows written on it alone since.
 /// Promotion is one-way for a live session, so a server still in recovery
 /// now was in recovery when each statement of the load took its snapshot.
+#[cfg(feature = "postgres")]
 pub(crate) const END_REPLICA_LOAD: &str = "DO $$ BEGIN IF NOT pg_is_in_recovery() THEN \
      RAISE EXCEPTION 'larder: the replica was promoted during the load'; END IF; END $$; \
      ROLLBACK";
@@ -273,6 +275,7 @@ pub(crate) const END_REPLICA_LOAD: &str = "DO $$ BEGIN IF NOT pg_is_in_recovery(
 /// NULL only on a server that never recovered: a promoted replica keeps
 /// reporting where its recovery ended, and its rows, its own since then,
 /// would pass for a replica's that had replayed that far.
+#[cfg(feature = "postgres")]
 pub(crate) const REPLAY_POSITION: &str =
     "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END AS lsn";
 

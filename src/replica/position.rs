@@ -6,9 +6,9 @@ use diesel::RunQueryDsl;
 use diesel::{QueryResult, QueryableByName};
 
 use crate::backend::Connection;
-use crate::dialect::postgres::{
-    begin_replica_load, END_REPLICA_LOAD, PRIMARY_POSITION, REPLAY_POSITION,
-};
+use crate::dialect::postgres::PRIMARY_POSITION;
+#[cfg(feature = "postgres")]
+use crate::dialect::postgres::{begin_replica_load, END_REPLICA_LOAD, REPLAY_POSITION};
 use crate::requirement::{parse_lsn, Lsn};
 use std::time::Duration;
 
@@ -40,11 +40,14 @@ pub(crate) fn replayed_in_transaction(
         Connection::Postgres(pg) => {
             use diesel::connection::AnsiTransactionManager;
             AnsiTransactionManager::begin_transaction_sql(pg, &begin_replica_load(lock_wait))?;
+            Ok(query(conn, REPLAY_POSITION)?.as_deref().and_then(parse_lsn))
         }
         #[allow(unreachable_patterns)] // in a build with PostgreSQL alone
-        _ => return Err(not_postgres()),
+        _ => {
+            let _ = lock_wait;
+            Err(not_postgres())
+        }
     }
-    Ok(query(conn, REPLAY_POSITION)?.as_deref().and_then(parse_lsn))
 }
 
 /// Ends a load's transaction in one round trip, failing when the server is
