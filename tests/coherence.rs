@@ -1718,3 +1718,54 @@ fn an_open_change_between_the_position_and_a_log_pruned_past_it_is_read_when_it_
         );
     });
 }
+
+/// An operator empties the change log (`DELETE FROM larder_changes` on
+/// SQLite, `TRUNCATE larder_changes` on MySQL): its ids start over from 1.
+/// The watcher looked for a recreated log only every 30 s; a poll before
+/// that which found the new ids already past its position read them and took
+/// the last one as its mark, so the next look found the mark in place and
+/// the changes below the old position, in the emptied log, were never read:
+/// the row they changed was served stale for good (found by review GG).
+#[test]
+fn an_emptied_log_written_past_the_watchers_position_between_looks_is_noticed() {
+    each_backend(|target| {
+        if target.backend == Backend::Postgres {
+            return; // no change log
+        }
+        let (db, ann, _, _) = seeded(target);
+        let a = coherent_store(&db);
+        assert_eq!(name_of(&a, ann).as_deref(), Some("ann"));
+        // Past the first poll, the first look for a recreated log: the next
+        // one is 30 s away, and every poll in between reads past the mark.
+        std::thread::sleep(BOUND * 2);
+        let position = newest_change(&db);
+        let empty = if db.is(Backend::Sqlite) {
+            "DELETE FROM larder_changes"
+        } else {
+            "TRUNCATE larder_changes"
+        };
+        // Other processes' changes, past the position, to tables not cached here.
+        let elsewhere: Vec<String> = (0..position + 5)
+            .map(|n| format!("('elsewhere', {n}, 'U')"))
+            .collect();
+        db.raw(&format!(
+            "{empty};\nUPDATE users SET name = 'Ann' WHERE id = {ann};\n\
+             INSERT INTO larder_changes (table_name, row_id, op) VALUES {};",
+            elsewhere.join(", ")
+        ));
+        assert!(newest_change(&db) > position);
+        // Past the watcher's next look.
+        std::thread::sleep(Duration::from_secs(33));
+        assert_eq!(
+            name_of(&a, ann).as_deref(),
+            Some("Ann"),
+            "a change in an emptied log, below the watcher's old position, was never read ({:?})",
+            a.stats().coherence
+        );
+        let stats = a.stats().coherence;
+        assert!(
+            stats.flushes_by_reason.get(FlushReason::LogRecreated) >= 1,
+            "{stats:?}"
+        );
+    });
+}
