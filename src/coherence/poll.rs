@@ -153,7 +153,16 @@ impl LogPoller {
         let Position::At(cursor) = &mut self.position else {
             return self.without_log(ctx, version, started);
         };
-        read_changes(conn, ctx, cursor, &mut self.mark)?;
+        if read_changes(conn, ctx, cursor, &mut self.mark)? == Read::Replaced {
+            start_over(conn, ctx, &mut self.position, &mut self.mark)?;
+            // The new end was read after this version: the next poll reads
+            // whatever committed since.
+            self.data_version = version;
+            return Ok(Some(started));
+        }
+        let Position::At(cursor) = &mut self.position else {
+            unreachable!("read_changes leaves the position as it was");
+        };
         self.proof.settle(conn, ctx, cursor)?;
         // Remembered only now: a poll that failed must run again in full.
         self.data_version = version;
@@ -348,33 +357,77 @@ fn data_version(conn: &mut Connection) -> Result<Option<i64>> {
     Ok(None)
 }
 
+/// What [`read_changes`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Read {
+    /// Every change past the mark was applied.
+    Applied,
+    /// The log no longer holds the mark's change under its id (emptied,
+    /// recreated): nothing was applied, the position must start over.
+    Replaced,
+}
+
 /// Applies every change past the cursor's mark and any skipped id that has
 /// appeared since; `mark` becomes the last of them.
+///
+/// The first read starts at the mark's own id, and goes on only if the log
+/// still holds the mark's change there: a log emptied (`DELETE`, MySQL's
+/// `TRUNCATE`) or recreated starts its ids over, and once other processes
+/// have written it past the position, its rows there are new changes and
+/// those below the position would never be read (the 30 s look of
+/// [`reconcile`] would then find the new mark in place). No extra round
+/// trip: the same seek returns one row more.
 fn read_changes(
     conn: &mut Connection,
     ctx: &Context,
     cursor: &mut Cursor,
     mark: &mut Option<Change>,
-) -> Result<()> {
+) -> Result<Read> {
     let now = Instant::now();
     // Skipped ids first: they all lie below the mark, so the changes are
     // still applied in id order.
     let gaps = cursor.gaps();
-    if !gaps.is_empty() {
-        let rows = crate::with_connection!(conn, |c| skipped(&gaps).load(c)).map_err(lost)?;
-        apply(ctx, cursor, rows, now);
+    let filled = if gaps.is_empty() {
+        Vec::new()
+    } else {
+        crate::with_connection!(conn, |c| skipped(&gaps).load(c)).map_err(lost)?
+    };
+    let checked = mark
+        .as_ref()
+        .filter(|mark| mark.0 == cursor.last())
+        .cloned();
+    let from = match &checked {
+        Some(mark) => mark.0 - 1,
+        None => cursor.last(),
+    };
+    let mut rows: Vec<Change> =
+        crate::with_connection!(conn, |c| after(from).load(c)).map_err(lost)?;
+    let mut full = rows.len() as i64 == BATCH;
+    if let Some(checked) = checked {
+        match rows.first() {
+            Some(first) if first.0 == checked.0 => {
+                if *first != checked {
+                    return Ok(Read::Replaced);
+                }
+                rows.remove(0);
+            }
+            // The mark's row is gone: pruned by a poller further on (then
+            // below the oldest row), or the log was emptied.
+            _ if !rows.is_empty() && replaced(conn, mark)? => return Ok(Read::Replaced),
+            _ => {}
+        }
     }
+    apply(ctx, cursor, filled, now);
     loop {
-        let rows: Vec<Change> =
-            crate::with_connection!(conn, |c| after(cursor.last()).load(c)).map_err(lost)?;
-        let full = rows.len() as i64 == BATCH;
         if let Some(last) = rows.last() {
             *mark = Some(last.clone());
         }
         apply(ctx, cursor, rows, now);
         if !full {
-            return Ok(());
+            return Ok(Read::Applied);
         }
+        rows = crate::with_connection!(conn, |c| after(cursor.last()).load(c)).map_err(lost)?;
+        full = rows.len() as i64 == BATCH;
     }
 }
 
@@ -498,13 +551,25 @@ fn reconcile(
         Some((_, newest)) => newest.unwrap_or(0) < cursor.last() || replaced(conn, mark)?,
     };
     if recreated {
-        // The end first: a change committed after the flush lies past it and
-        // is read, as at start-up (`LogPoller::open`).
-        *position = end(conn)?;
-        *mark = None;
-        ctx.flush(FlushReason::LogRecreated);
-        *mark = mark_at(conn, position)?;
+        start_over(conn, ctx, position, mark)?;
     }
+    Ok(())
+}
+
+/// The log was dropped, recreated or emptied: starts over at its new end and
+/// flushes the caches.
+fn start_over(
+    conn: &mut Connection,
+    ctx: &Context,
+    position: &mut Position,
+    mark: &mut Option<Change>,
+) -> Result<()> {
+    // The end first: a change committed after the flush lies past it and
+    // is read, as at start-up (`LogPoller::open`).
+    *position = end(conn)?;
+    *mark = None;
+    ctx.flush(FlushReason::LogRecreated);
+    *mark = mark_at(conn, position)?;
     Ok(())
 }
 
