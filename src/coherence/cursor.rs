@@ -423,6 +423,37 @@ mod tests {
         assert!(!cursor.watching());
     }
 
+    /// InnoDB serves its list of open transactions from a cache refreshed
+    /// only after 100 ms without readers: other pollers, or a monitor,
+    /// reading it more often keep every snapshot stale, for as long as they
+    /// go on. A give-up then waited for a proof that never came, and a
+    /// transaction holding its ids that committed after the first flush was
+    /// never flushed for: its rows stayed stale. Without a fresh snapshot
+    /// for a timeout, a give-up flushes again, once each timeout, until
+    /// its proof comes.
+    #[test]
+    fn a_give_up_without_fresh_snapshots_flushes_again_by_the_clock() {
+        let t0 = Instant::now();
+        let mut cursor = Cursor::new(0);
+        cursor.read(3, t0); // 1 and 2 held by a long transaction
+        assert_eq!(
+            cursor.expire(t0 + GAP_TIMEOUT, true),
+            Some(FlushReason::GapGivenUp)
+        );
+        assert_eq!(cursor.expire(t0 + GAP_TIMEOUT * 3 / 2, true), None);
+        assert_eq!(
+            cursor.expire(t0 + GAP_TIMEOUT * 2, true),
+            Some(FlushReason::GapGivenUp),
+            "no fresh snapshot came for a timeout: flushed again by the clock"
+        );
+        assert!(cursor.watching(), "and still waiting for the proof");
+        assert_eq!(cursor.expire(t0 + GAP_TIMEOUT * 5 / 2, true), None);
+        assert_eq!(
+            cursor.expire(t0 + GAP_TIMEOUT * 3, true),
+            Some(FlushReason::GapGivenUp)
+        );
+    }
+
     #[test]
     fn a_gap_settles_once_every_transaction_open_when_it_was_seen_has_ended() {
         let mut cursor = after(&[1, 3]); // 2 skipped
