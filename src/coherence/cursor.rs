@@ -61,6 +61,10 @@ pub(super) struct Cursor {
     /// flush: the watched ids below it have been flushed for once, and
     /// their end, read or unread, is settled like any gap's.
     flushed_below: i64,
+    /// When the last snapshot of open transactions came, or the last flush
+    /// of give-ups that waited a timeout without one: InnoDB serves the list
+    /// stale for as long as others read it more often than every 100 ms.
+    proven_at: Option<Instant>,
 }
 
 impl Cursor {
@@ -145,7 +149,12 @@ impl Cursor {
     /// in every later one, so no gap is settled too early).
     /// Asks for the second flush of a give-up whose transactions have all
     /// ended: any of its ids that committed after the first did so before now.
-    pub(super) fn open_transactions(&mut self, open: &Transactions) -> Option<FlushReason> {
+    pub(super) fn open_transactions(
+        &mut self,
+        open: &Transactions,
+        now: Instant,
+    ) -> Option<FlushReason> {
+        self.proven_at = Some(now);
         let watched = self.gaps.values_mut().chain(&mut self.given_up);
         let unwatched: Vec<&mut Gap> = watched
             .filter(|gap| gap.watch == Watch::Unwatched)
@@ -221,10 +230,28 @@ impl Cursor {
             self.given_up.retain(|gap| !old(gap));
         }
         let expired_gaps = self.gaps.len() < before.0;
-        let expired_give_ups = self.given_up.len() < before.1;
+        let expired_give_ups = self.given_up.len() < before.1 || self.unproven(now, provable);
         self.forget_unused_snapshots();
         self.gave_up(expired_gaps, now)
             .or(expired_give_ups.then_some(FlushReason::GapGivenUp))
+    }
+
+    /// With proof possible, whether give-ups have waited a timeout without
+    /// any snapshot coming (nor such a flush): InnoDB's list kept stale by
+    /// other readers. A transaction holding their ids may have committed
+    /// after the last flush, unread: flushes again, once each timeout, and
+    /// keeps waiting for the proof.
+    fn unproven(&mut self, now: Instant, provable: bool) -> bool {
+        let newest = self.given_up.iter().map(|gap| gap.since).max();
+        let Some(since) = newest.filter(|_| provable) else {
+            return false;
+        };
+        let since = self.proven_at.map_or(since, |proven| proven.max(since));
+        if now.saturating_duration_since(since) < GAP_TIMEOUT {
+            return false;
+        }
+        self.proven_at = Some(now);
+        true
     }
 
     /// The log's lowest id is `oldest` (`None`: the log is empty). Ids
@@ -346,15 +373,22 @@ mod tests {
             Some(FlushReason::GapGivenUp)
         );
         // The bulk transaction 70 still holds the given-up ids.
-        assert_eq!(cursor.open_transactions(&trx(&[70])), None);
-        assert_eq!(cursor.open_transactions(&trx(&[70, 71])), None);
+        assert_eq!(cursor.open_transactions(&trx(&[70]), Instant::now()), None);
+        assert_eq!(
+            cursor.open_transactions(&trx(&[70, 71]), Instant::now()),
+            None
+        );
         assert!(cursor.watching());
         // 70 committed (or rolled back); 71 began after the give-up.
         assert_eq!(
-            cursor.open_transactions(&trx(&[71])),
+            cursor.open_transactions(&trx(&[71]), Instant::now()),
             Some(FlushReason::GapGivenUp)
         );
-        assert_eq!(cursor.open_transactions(&trx(&[71])), None, "once");
+        assert_eq!(
+            cursor.open_transactions(&trx(&[71]), Instant::now()),
+            None,
+            "once"
+        );
     }
 
     #[test]
@@ -405,19 +439,22 @@ mod tests {
         let t0 = Instant::now();
         let mut cursor = Cursor::new(0);
         cursor.read(3, t0); // 1 and 2 held by transaction 70, open for long
-        assert_eq!(cursor.open_transactions(&trx(&[70])), None);
+        assert_eq!(cursor.open_transactions(&trx(&[70]), Instant::now()), None);
         assert_eq!(
             cursor.expire(t0 + GAP_TIMEOUT, true),
             Some(FlushReason::GapGivenUp)
         );
+        // Snapshots keep coming (every 200 ms), 70 in each.
+        let late = t0 + GAP_TIMEOUT * 5;
+        assert_eq!(cursor.open_transactions(&trx(&[70]), late), None);
         assert_eq!(
-            cursor.expire(t0 + GAP_TIMEOUT * 5, true),
+            cursor.expire(late, true),
             None,
-            "waits for proof"
+            "waits for proof while snapshots come"
         );
-        assert_eq!(cursor.open_transactions(&trx(&[70])), None);
+        assert_eq!(cursor.open_transactions(&trx(&[70]), late), None);
         assert_eq!(
-            cursor.open_transactions(&trx(&[])),
+            cursor.open_transactions(&trx(&[]), late),
             Some(FlushReason::GapGivenUp)
         );
         assert!(!cursor.watching());
@@ -458,11 +495,11 @@ mod tests {
     fn a_gap_settles_once_every_transaction_open_when_it_was_seen_has_ended() {
         let mut cursor = after(&[1, 3]); // 2 skipped
         assert!(cursor.watching());
-        cursor.open_transactions(&trx(&[70, 71]));
+        cursor.open_transactions(&trx(&[70, 71]), Instant::now());
         assert!(!cursor.has_ended(), "70 or 71 may hold id 2");
-        cursor.open_transactions(&trx(&[71, 72]));
+        cursor.open_transactions(&trx(&[71, 72]), Instant::now());
         assert!(!cursor.has_ended(), "71 still open");
-        cursor.open_transactions(&trx(&[72]));
+        cursor.open_transactions(&trx(&[72]), Instant::now());
         assert!(cursor.has_ended() && !cursor.watching());
         // The read after that proof did not find it: rolled back, dropped.
         assert_eq!(cursor.settle(Some(1)), None);
@@ -472,20 +509,20 @@ mod tests {
     #[test]
     fn with_no_transaction_open_a_gap_settles_at_once() {
         let mut cursor = after(&[1, 3]);
-        cursor.open_transactions(&trx(&[]));
+        cursor.open_transactions(&trx(&[]), Instant::now());
         assert!(cursor.has_ended());
     }
 
     #[test]
     fn gaps_recorded_later_wait_for_a_later_snapshot() {
         let mut cursor = after(&[1, 3]); // gap 2
-        cursor.open_transactions(&trx(&[70]));
+        cursor.open_transactions(&trx(&[70]), Instant::now());
         cursor.read(5, Instant::now()); // gap 4, after that snapshot
-        cursor.open_transactions(&trx(&[70, 80]));
-        cursor.open_transactions(&trx(&[80]));
+        cursor.open_transactions(&trx(&[70, 80]), Instant::now());
+        cursor.open_transactions(&trx(&[80]), Instant::now());
         assert_eq!(cursor.settle(Some(1)), None, "gap 2 settled");
         assert_eq!(cursor.gaps(), [4], "80 may hold id 4");
-        cursor.open_transactions(&trx(&[]));
+        cursor.open_transactions(&trx(&[]), Instant::now());
         assert_eq!(cursor.settle(Some(1)), None);
         assert!(cursor.gaps().is_empty());
     }
@@ -493,7 +530,7 @@ mod tests {
     #[test]
     fn a_gap_read_before_its_proof_is_simply_filled() {
         let mut cursor = after(&[1, 3]);
-        cursor.open_transactions(&trx(&[70]));
+        cursor.open_transactions(&trx(&[70]), Instant::now());
         assert_eq!(cursor.read(2, Instant::now()), None);
         assert!(cursor.gaps().is_empty() && !cursor.watching());
     }
@@ -533,7 +570,7 @@ mod tests {
         assert_eq!(cursor.last(), 2);
         assert_eq!(cursor.read(9, Instant::now()), None);
         assert_eq!(cursor.gaps(), [3, 4, 5, 6, 7, 8]);
-        cursor.open_transactions(&trx(&[70]));
+        cursor.open_transactions(&trx(&[70]), Instant::now());
         assert_eq!(
             cursor.behind(Some(9)),
             None,
@@ -541,7 +578,7 @@ mod tests {
              while they stay watched (their end unread flushes, below)"
         );
         assert_eq!(cursor.read(5, Instant::now()), None, "committed late: read");
-        cursor.open_transactions(&trx(&[]));
+        cursor.open_transactions(&trx(&[]), Instant::now());
         assert_eq!(
             cursor.settle(Some(9)),
             Some(FlushReason::FellBehindPruning),

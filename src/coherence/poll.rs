@@ -224,7 +224,7 @@ impl Proof {
         *next = Instant::now() + PROBE_EVERY;
         match open_transactions(conn) {
             Ok(Some(open)) => {
-                if let Some(reason) = cursor.open_transactions(&open) {
+                if let Some(reason) = cursor.open_transactions(&open, Instant::now()) {
                     ctx.flush(reason);
                 }
             }
