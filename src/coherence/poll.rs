@@ -372,10 +372,11 @@ enum Read {
 ///
 /// The first read starts at the mark's own id, and goes on only if the log
 /// still holds the mark's change there: a log emptied (`DELETE`, MySQL's
-/// `TRUNCATE`) or recreated starts its ids over, and once other processes
-/// have written it past the position, its rows there are new changes and
-/// those below the position would never be read (the 30 s look of
-/// [`reconcile`] would then find the new mark in place). No extra round
+/// `TRUNCATE`) or recreated starts its ids over. Holding nothing from the
+/// mark on, it is noticed at once, not at the next look of [`reconcile`],
+/// 30 s on; once other processes have written it past the position, its
+/// rows there are new changes and those below the position would never be
+/// read (that look would then find the new mark in place). No extra round
 /// trip: the same seek returns one row more.
 fn read_changes(
     conn: &mut Connection,
@@ -411,10 +412,13 @@ fn read_changes(
                 }
                 rows.remove(0);
             }
+            // Nothing from the mark on: pruning always keeps the newest
+            // row, so the log was emptied or recreated.
+            None => return Ok(Read::Replaced),
             // The mark's row is gone: pruned by a poller further on (then
             // below the oldest row), or the log was emptied.
-            _ if !rows.is_empty() && replaced(conn, mark)? => return Ok(Read::Replaced),
-            _ => {}
+            Some(_) if replaced(conn, mark)? => return Ok(Read::Replaced),
+            Some(_) => {}
         }
     }
     apply(ctx, cursor, filled, now);
