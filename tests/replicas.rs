@@ -801,3 +801,94 @@ fn users_on_primary(db: &common::Replicated, names: &[impl AsRef<str>]) -> Vec<i
         .map(|name| common::user(&setup, name.as_ref()).id)
         .collect()
 }
+
+/// The check proves the replay position after its statement took its
+/// snapshot; only a later statement's snapshot (READ COMMITTED) is sure to
+/// hold every commit up to that position. A replica whose sessions default
+/// to REPEATABLE READ (`default_transaction_isolation`, set in
+/// postgresql.conf, which a replica copies from its primary, or on the
+/// database or role) ran the load in the check's snapshot: a commit
+/// replayed between that snapshot and the position read passed the check
+/// and was missing from the load, whose old row was cached for good. Here
+/// the load's statement runs after a change the replica replayed once the
+/// check had answered; it must see it.
+#[test]
+fn a_load_on_a_replica_whose_sessions_default_to_repeatable_read_reads_a_snapshot_of_its_own() {
+    use diesel::connection::SimpleConnection;
+    let _serial = serial();
+    let Some(db) = common::replicated() else {
+        return;
+    };
+    let ann = users_on_primary(&db, &["1"])[0];
+    let mut primary = larder::Connection::establish(&db.primary).expect("the primary");
+    let name: String = larder::with_connection!(&mut primary, |c| diesel::select(
+        diesel::dsl::sql::<diesel::sql_types::Text>("current_database()")
+    )
+    .get_result(c))
+    .unwrap();
+    primary
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
+        ))
+        .unwrap();
+    // New sessions on the replica read the setting once it replayed.
+    let started = Instant::now();
+    loop {
+        let mut conn = larder::Connection::establish(&db.fast).expect("the replica");
+        let level: String = larder::with_connection!(&mut conn, |c| diesel::select(
+            diesel::dsl::sql::<diesel::sql_types::Text>(
+                "current_setting('default_transaction_isolation')"
+            )
+        )
+        .get_result(c))
+        .unwrap();
+        if level == "repeatable read" {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "the replica never got it");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let store = larder_blog::builder(&db.primary)
+        .replica(&db.fast)
+        .build()
+        .unwrap();
+    until_a_replica_serves(&store, ann);
+    let before = store.stats().replicas.replica_loads;
+    let (primary_url, replica_url) = (db.primary.clone(), db.fast.clone());
+    let served = store
+        .users()
+        .cached_value("name after a replayed rename", &["users"], move |conn| {
+            // After the check: a rename committed on the primary, and
+            // replayed by this replica, before the load's statement.
+            let mut writer = larder::Connection::establish(&primary_url).unwrap();
+            writer
+                .batch_execute(&format!("UPDATE users SET name = '2' WHERE id = {ann}"))
+                .unwrap();
+            let mut watcher = larder::Connection::establish(&replica_url).unwrap();
+            let started = Instant::now();
+            while larder::with_connection!(&mut watcher, |c| users::table
+                .find(ann)
+                .select(users::name)
+                .get_result::<String>(c))
+            .unwrap()
+                != "2"
+            {
+                assert!(started.elapsed() < DEADLINE, "never replayed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            larder::with_connection!(conn, |c| users::table
+                .find(ann)
+                .select(users::name)
+                .get_result::<String>(c))
+        })
+        .expect("the load");
+    assert_eq!(
+        store.stats().replicas.replica_loads,
+        before + 1,
+        "the load went to the replica"
+    );
+    assert_eq!(
+        served, "2",
+        "the load read the check's snapshot, older than the replica's replay"
+    );
+}
