@@ -612,7 +612,7 @@ fn a_replica_promoted_while_connected_is_not_read_on_its_remembered_position() {
 /// alone, and the list cached it for good (the primary never changes it).
 /// The same split lets a transaction-mode pooler in front of several
 /// replicas run the check on one server and the load on another. The check
-/// and the load now share one snapshot, taken by the check.
+/// and the load now share one transaction, ended by a recovery check.
 #[test]
 fn a_replica_promoted_during_a_load_serves_it_nothing_written_after_its_check() {
     let _serial = serial();

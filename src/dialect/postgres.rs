@@ -250,11 +250,16 @@ pub(crate) const PRIMARY_POSITION: &str = "SELECT pg_current_wal_insert_lsn()::t
 /// transaction-mode pooler lends one server session for a whole
 /// transaction, so the check and the load reach the same server. The lock
 /// wait is set for the transaction too: such a pooler may lend a server
-/// session that never ran [`replica_session_setup`].
+/// session that never ran [`replica_session_setup`]. READ COMMITTED
+/// whatever the sessions' default (`default_transaction_isolation`): the
+/// check's statement takes its snapshot before it reads the replay
+/// position, so only the load's own statements, each with a snapshot taken
+/// after that read, hold every commit up to it (REPEATABLE READ would run
+/// the load in the check's snapshot; SERIALIZABLE fails on a standby).
 #[cfg(feature = "postgres")]
 pub(crate) fn begin_replica_load(lock_wait: std::time::Duration) -> String {
     format!(
-        "BEGIN READ ONLY; SET LOCAL lock_timeout = {}",
+        "BEGIN READ ONLY ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}",
         lock_wait.as_millis().max(1)
     )
 }

@@ -35,8 +35,9 @@
 //! A load on a replica: the required position is read AFTER the cache's
 //! epochs were recorded; then one `SELECT CASE WHEN pg_is_in_recovery() THEN
 //! pg_last_wal_replay_lsn() END` runs on the connection the load then uses,
-//! in the read-only transaction the load then runs in:
-//! the load's snapshot is taken after that replay point, so it sees every
+//! in the read-only transaction the load then runs in, READ COMMITTED
+//! whatever the sessions' default (the check's own snapshot predates its
+//! answer): the load's snapshot is taken after that replay point, so it sees every
 //! commit up to it, and the server was still a replica then. It runs on
 //! every load, and nothing it answered is remembered for the next: a
 //! server is promoted without ending its sessions, after which it takes

@@ -27,8 +27,9 @@ pub(crate) fn primary(conn: &mut Connection) -> QueryResult<Lsn> {
 
 /// Opens a read-only transaction on `conn` and reads, in it, how far the
 /// replica behind it has replayed; `None` when it is not replaying (not a
-/// replica). The load then runs in the same transaction (READ COMMITTED:
-/// each of its statements takes its snapshot after the check answered)
+/// replica). The load then runs in the same transaction (READ COMMITTED,
+/// whatever the sessions' default: each of its statements takes its
+/// snapshot after the check answered)
 /// and ends it with [`end_load`]; any other path with [`end_transaction`].
 /// Its statements wait `lock_wait` at most for a lock.
 pub(crate) fn replayed_in_transaction(
