@@ -277,7 +277,8 @@ impl Connection {
     /// will open one at the next statement (`autocommit = 0`) or at the
     /// next COMMIT or ROLLBACK, larder's own included (`completion_type =
     /// CHAIN`; `RELEASE` ends the session there). Call it
-    /// outside diesel's transactions. One round trip on a server, two
+    /// outside diesel's transactions. One round trip on PostgreSQL and
+    /// MariaDB, up to three on MySQL (which has no `in_transaction`), two
     /// in-process statements on SQLite; an error means a session left in a
     /// state it cannot even answer in (PostgreSQL's aborted transaction).
     pub(crate) fn foreign_transaction_open(&mut self) -> QueryResult<bool> {

@@ -214,7 +214,10 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or the query's database error.
+    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or the query's database
+    /// error; [`Error::InvalidConfig`](crate::Error::InvalidConfig) when the
+    /// query succeeded but left a transaction open (rolled back, see
+    /// [`run`](Repo::run)).
     pub fn query<F>(&self, query: F) -> Result<Vec<Arc<E>>>
     where
         F: FnOnce(&mut Connection) -> QueryResult<Vec<E>>,
@@ -257,7 +260,10 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or the query's database error.
+    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or the query's database
+    /// error; [`Error::InvalidConfig`](crate::Error::InvalidConfig) when the
+    /// query succeeded but left a transaction open (rolled back, see
+    /// [`run`](Repo::run)).
     pub fn cached_query<R, F>(&self, key: &str, reads: &[R], query: F) -> Result<Vec<Arc<E>>>
     where
         R: Into<Read> + Copy,
@@ -307,7 +313,10 @@ impl<'s, E: Entity> Repo<'s, E> {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or the query's database error.
+    /// [`Error::PoolTimeout`](crate::Error::PoolTimeout) or the query's database
+    /// error; [`Error::InvalidConfig`](crate::Error::InvalidConfig) when the
+    /// query succeeded but left a transaction open (rolled back, see
+    /// [`run`](Repo::run)).
     pub fn cached_value<R, T, F>(&self, key: &str, reads: &[R], query: F) -> Result<T>
     where
         R: Into<Read> + Copy,
