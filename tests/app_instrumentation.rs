@@ -173,3 +173,59 @@ fn an_instrumentation_the_application_set_on_a_pooled_connection_stays() {
         common::assert_pool_idle(store);
     });
 }
+
+/// review HH: a transaction of larder's in which the application's SQL ran
+/// (and named an opener) checks what that SQL left the connection doing
+/// once the transaction has ended; a COMMIT that failed (a deferred
+/// constraint) skipped it, and the connection went back to the pool with
+/// its watch armed and suspect: every later statement on it, the `get`
+/// loads too, was rendered and scanned, and the next application SQL on it,
+/// naming no opener, was checked all the same (on MySQL, whose COMMIT a
+/// Galera cluster can refuse, the `autocommit = 0` that SQL set outlived
+/// the transaction).
+#[test]
+fn a_failed_commit_leaves_no_watch_armed_on_its_connection() {
+    diesel::connection::set_default_instrumentation(query_log).unwrap();
+    each_backend(|target| {
+        let deferred = match target.backend {
+            larder::Backend::Postgres => {
+                "CREATE TEMP TABLE hh (x int UNIQUE DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP; \
+                 INSERT INTO hh VALUES (1), (1); SELECT 'begin'"
+            }
+            larder::Backend::Sqlite => {
+                "CREATE TEMP TABLE hh_parent (id INTEGER PRIMARY KEY); \
+                 CREATE TEMP TABLE hh_child (parent INTEGER \
+                 REFERENCES hh_parent (id) DEFERRABLE INITIALLY DEFERRED); \
+                 INSERT INTO hh_child VALUES (5); SELECT 'begin'"
+            }
+            // No deferred constraints: its COMMIT does not fail here.
+            _ => return,
+        };
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        let store = &db.store;
+        user(store, "ann");
+        let tx = store.begin().unwrap();
+        tx.users()
+            .run(None, |conn| {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute(deferred)
+            })
+            .unwrap();
+        tx.commit().expect_err("the deferred constraint fails the COMMIT");
+        let sent = sent_by(|| {
+            store
+                .users()
+                .run(None, |conn| {
+                    use diesel::connection::SimpleConnection;
+                    conn.batch_execute("SELECT 1 AS hh_marker")
+                })
+                .unwrap();
+        });
+        assert_eq!(
+            sent,
+            ["SELECT 1 AS hh_marker"],
+            "SQL naming no opener was checked: the watch stayed armed"
+        );
+        common::assert_pool_idle(store);
+    });
+}
