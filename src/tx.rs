@@ -206,7 +206,10 @@ impl<'s> Tx<'s> {
             let mut conn = self.conn.borrow_mut();
             let committed = conn.commit().map_err(|e| Error::from_diesel(e, None, None));
             conn.settle(&committed);
-            if committed.is_ok() && self.app_sql.get().is_some() {
+            // Failed or not, the transaction has ended (else the pool
+            // discards the connection): what that SQL left is ended, and
+            // its watch disarmed, either way.
+            if self.app_sql.get().is_some() {
                 end_left_open(&mut conn);
             }
             committed
@@ -278,7 +281,7 @@ impl<'s> Tx<'s> {
         }
         let result = conn.rollback();
         tracing::debug!(ok = result.is_ok(), "transaction rolled back");
-        if result.is_ok() && self.app_sql.get().is_some() {
+        if self.app_sql.get().is_some() {
             end_left_open(&mut conn);
         }
         result
@@ -410,7 +413,8 @@ impl<'s> Tx<'s> {
 }
 
 /// After an explicit transaction in which the application's SQL ran has
-/// ended: what it left open (MySQL's `autocommit = 0` outlives the
+/// ended, committed, rolled back or failed to (a connection still in it,
+/// or lost, is only disarmed: the pool discards it): what it left open (MySQL's `autocommit = 0` outlives the
 /// transaction it was set in) is ended before the connection goes back.
 fn end_left_open(conn: &mut PooledConn) {
     if conn.end_open_transaction() {
