@@ -211,7 +211,8 @@ fn a_failed_commit_leaves_no_watch_armed_on_its_connection() {
                 conn.batch_execute(deferred)
             })
             .unwrap();
-        tx.commit().expect_err("the deferred constraint fails the COMMIT");
+        tx.commit()
+            .expect_err("the deferred constraint fails the COMMIT");
         let sent = sent_by(|| {
             store
                 .users()

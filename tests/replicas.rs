@@ -821,11 +821,14 @@ fn a_load_on_a_replica_whose_sessions_default_to_repeatable_read_reads_a_snapsho
     };
     let ann = users_on_primary(&db, &["1"])[0];
     let mut primary = larder::Connection::establish(&db.primary).expect("the primary");
-    let name: String = larder::with_connection!(&mut primary, |c| diesel::select(
-        diesel::dsl::sql::<diesel::sql_types::Text>("current_database()")
-    )
-    .get_result(c))
-    .unwrap();
+    let name: String =
+        larder::with_connection!(&mut primary, |c| diesel::select(diesel::dsl::sql::<
+            diesel::sql_types::Text,
+        >(
+            "current_database()"
+        ))
+        .get_result(c))
+        .unwrap();
     primary
         .batch_execute(&format!(
             "ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
@@ -835,13 +838,14 @@ fn a_load_on_a_replica_whose_sessions_default_to_repeatable_read_reads_a_snapsho
     let started = Instant::now();
     loop {
         let mut conn = larder::Connection::establish(&db.fast).expect("the replica");
-        let level: String = larder::with_connection!(&mut conn, |c| diesel::select(
-            diesel::dsl::sql::<diesel::sql_types::Text>(
+        let level: String =
+            larder::with_connection!(&mut conn, |c| diesel::select(diesel::dsl::sql::<
+                diesel::sql_types::Text,
+            >(
                 "current_setting('default_transaction_isolation')"
-            )
-        )
-        .get_result(c))
-        .unwrap();
+            ))
+            .get_result(c))
+            .unwrap();
         if level == "repeatable read" {
             break;
         }
