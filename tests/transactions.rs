@@ -829,6 +829,54 @@ fn a_transaction_committed_inside_run_then_rolled_back_does_not_leave_its_write_
     });
 }
 
+/// As above for the application's SQL in a `write` or list query closure
+/// (review HH's note: a MySQL `write` closure that sends `BEGIN` commits
+/// what came before it): only `run` was counted as SQL that may end the
+/// transaction, so the rollback after a commit in either left the
+/// repository's committed write stale for good.
+#[test]
+fn a_transaction_committed_inside_a_write_or_query_closure_then_rolled_back_leaves_nothing_stale() {
+    type Closure = fn(&larder::Tx<'_>, i64) -> larder::Result<()>;
+    let commit_in_write: Closure = |tx, id| {
+        tx.users()
+            .write(id, |conn| {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute("COMMIT").map(|()| None)
+            })
+            .map(drop)
+    };
+    let commit_in_query: Closure = |tx, _| {
+        tx.users()
+            .query(|conn| {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute("COMMIT").map(|()| Vec::new())
+            })
+            .map(drop)
+    };
+    for (what, commit) in [("write", commit_in_write), ("query", commit_in_query)] {
+        each_backend(|target| {
+            let db = target.fresh();
+            let (store, ann) = only_writer_with_ann_cached(&db);
+            let outcome = store.transaction(|tx| {
+                tx.users().update(ann.id, rename("committed"))?;
+                commit(tx, ann.id)?;
+                tx.users().update(i64::MAX, rename("no such user"))
+            });
+            assert!(
+                matches!(outcome, Err(Error::NotFound { .. })),
+                "{what}: {outcome:?}"
+            );
+            assert_eq!(user_in_db(&store, ann.id).unwrap().name, "committed");
+            assert_eq!(
+                store.users().get(ann.id).unwrap().unwrap().name,
+                "committed",
+                "{what}: the cache serves the row a committed write replaced"
+            );
+            common::assert_pool_idle(&store);
+        });
+    }
+}
+
 /// The same for a COMMIT in flight (held here by a deferred trigger that
 /// sleeps): the server finishes it after the connection was lost.
 #[test]
