@@ -89,7 +89,8 @@ pub struct Tx<'s> {
     /// invalidates their keys (and every keyed list of their tables)
     /// instead of caching them.
     raw_after_writes: Cell<bool>,
-    /// Set when the application's own statements ran at all: they may have
+    /// Set when the application's own statements ran at all (`TxRepo::run`,
+    /// a `write` or list query closure): they may have
     /// ended the transaction (a raw `COMMIT`; on MySQL any DDL, `TRUNCATE`
     /// or `LOCK TABLES` commits implicitly), so the writes recorded before
     /// them, and those autocommitted after, may be in the database whatever
@@ -372,7 +373,6 @@ impl<'s> Tx<'s> {
     /// transaction (see `raw_ran`).
     pub(crate) fn note_raw_statements(&self, table: &'static str) {
         self.note_app_sql(table);
-        self.raw_ran.set(true);
         if !self.pending.borrow().is_empty() {
             self.raw_after_writes.set(true);
         }
@@ -382,6 +382,9 @@ impl<'s> Tx<'s> {
     /// `app_sql`).
     pub(crate) fn note_app_sql(&self, table: &'static str) {
         self.app_sql.set(Some(table));
+        // Any of it may end the transaction (a raw COMMIT; on MySQL a BEGIN
+        // or DDL commits implicitly).
+        self.raw_ran.set(true);
         // Watched until the transaction ends: the statements that decide
         // whether the server is asked what that SQL left open.
         // A connection already borrowed is this transaction used inside
