@@ -425,6 +425,19 @@ fn stores_opening_a_new_sqlite_file_at_once_all_succeed() {
 
 /// The row's name as the database has it, read on a connection of its own
 /// (neither the store's pool nor its cache).
+/// The next caller's autocommitted write of row `id` on the pool's
+/// connection must reach the database (not run in a transaction someone
+/// left open there), and the connection come back to the pool.
+fn next_write_commits(db: &common::TestDb, id: i64, name: &str, context: &str) {
+    db.store.users().update(id, rename(name)).unwrap();
+    assert_eq!(
+        name_in_db(&db.url(), id),
+        name,
+        "{context}: a write reported committed is not in the database"
+    );
+    assert_pool_idle(&db.store);
+}
+
 fn name_in_db(url: &str, id: i64) -> String {
     use diesel::prelude::*;
     use larder_blog::schema::users;
@@ -450,18 +463,7 @@ fn a_transaction_left_open_by_failed_raw_sql_is_not_handed_to_the_next_caller() 
             conn.batch_execute("BEGIN; UPDATE no_such_table SET x = 1; COMMIT")
         });
         assert!(failed.is_err(), "the premise: the batch failed");
-        let changes = UserChanges {
-            name: Some("bob".into()),
-            ..Default::default()
-        };
-        let renamed = store.users().update(ann.id, changes).unwrap();
-        assert_eq!(renamed.name, "bob");
-        assert_eq!(
-            name_in_db(&db.url(), ann.id),
-            "bob",
-            "a write reported committed is not in the database"
-        );
-        assert_pool_idle(store);
+        next_write_commits(&db, ann.id, "bob", "after the failed batch");
     });
 }
 
@@ -480,17 +482,7 @@ fn a_transaction_left_open_by_a_failed_write_closure_is_not_handed_to_the_next_c
             Ok(None)
         });
         assert!(failed.is_err(), "the premise: the batch failed");
-        let changes = UserChanges {
-            name: Some("bob".into()),
-            ..Default::default()
-        };
-        store.users().update(ann.id, changes).unwrap();
-        assert_eq!(
-            name_in_db(&db.url(), ann.id),
-            "bob",
-            "a write reported committed is not in the database"
-        );
-        assert_pool_idle(store);
+        next_write_commits(&db, ann.id, "bob", "after the failed batch");
     });
 }
 
@@ -623,13 +615,7 @@ fn autocommit_turned_off_inside_a_transaction_does_not_outlive_it() {
                 drop(tx);
             }
             let name = format!("bob{round}");
-            store.users().update(ann.id, rename(&name)).unwrap();
-            assert_eq!(
-                name_in_db(&db.url(), ann.id),
-                name,
-                "commit {commit}: a write reported committed is not in the database"
-            );
-            assert_pool_idle(store);
+            next_write_commits(&db, ann.id, &name, &format!("commit {commit}"));
         }
     });
 }
@@ -738,13 +724,12 @@ fn a_transaction_diesel_opened_for_the_application_and_left_open_is_refused() {
                 "test transaction {test_transaction}: {left_open:?}"
             );
             let name = format!("bob{round}");
-            store.users().update(ann.id, rename(&name)).unwrap();
-            assert_eq!(
-                name_in_db(&db.url(), ann.id),
-                name,
-                "test transaction {test_transaction}: a write reported committed is not in the database"
+            next_write_commits(
+                &db,
+                ann.id,
+                &name,
+                &format!("test transaction {test_transaction}"),
             );
-            assert_pool_idle(store);
         }
         let written = store.users().write(ann.id, |conn| {
             larder::with_connection!(conn, |c| {
@@ -856,13 +841,7 @@ fn an_opener_in_a_versioned_executable_comment_is_spotted() {
                 "{opener}: {left_open:?}"
             );
             let name = format!("bob{round}");
-            store.users().update(ann.id, rename(&name)).unwrap();
-            assert_eq!(
-                name_in_db(&db.url(), ann.id),
-                name,
-                "{opener}: a write reported committed is not in the database"
-            );
-            assert_pool_idle(store);
+            next_write_commits(&db, ann.id, &name, opener);
         }
     });
 }
@@ -894,12 +873,6 @@ fn autocommit_turned_off_in_a_list_query_inside_a_transaction_does_not_outlive_i
             .unwrap();
         assert_eq!(rows.len(), 1);
         tx.commit().unwrap();
-        store.users().update(ann.id, rename("bob")).unwrap();
-        assert_eq!(
-            name_in_db(&db.url(), ann.id),
-            "bob",
-            "a write reported committed is not in the database"
-        );
-        assert_pool_idle(store);
+        next_write_commits(&db, ann.id, "bob", "after it");
     });
 }
