@@ -876,3 +876,102 @@ fn autocommit_turned_off_in_a_list_query_inside_a_transaction_does_not_outlive_i
         next_write_commits(&db, ann.id, "bob", "after it");
     });
 }
+
+/// Runs `sql` on a connection of its own to `db`'s database (the
+/// application's schema objects: functions, triggers, procedures).
+fn run_elsewhere(db: &common::TestDb, sql: &str) {
+    use diesel::connection::SimpleConnection;
+    let mut conn = larder::Connection::establish(&db.url()).expect("a connection of its own");
+    conn.batch_execute(sql).expect(sql);
+}
+
+/// `SELECT function()`, then every user: a list query's closure.
+fn call_then_list(
+    conn: &mut larder::Connection,
+    function: &str,
+) -> diesel::QueryResult<Vec<larder_blog::User>> {
+    use diesel::prelude::*;
+    larder::with_connection!(conn, |c| {
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(&format!(
+            "{function}()"
+        )))
+        .get_result::<i32>(c)?;
+        larder_blog::schema::users::table.load(c)
+    })
+}
+
+/// review OO: MySQL's `completion_type` set where the watch cannot see it,
+/// by a stored function (`SELECT f()` in a list query's closure) or a
+/// trigger firing on larder's own UPDATE: larder's own COMMIT and ROLLBACK
+/// (diesel's plain ones) then chained a new transaction nobody ended, and
+/// the connection went back to the pool inside it (the next caller's
+/// autocommitted write was reported committed, never committed), or with
+/// `RELEASE` the server ended the session at larder's COMMIT.
+#[test]
+fn completion_type_set_by_a_function_or_trigger_does_not_chain_larders_commit() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        if !db.is(larder::Backend::Mysql) {
+            return;
+        }
+        let store = &db.store;
+        let ann = user(store, "ann");
+        run_elsewhere(
+            &db,
+            "CREATE FUNCTION revoo_chain() RETURNS INT NO SQL \
+             BEGIN SET completion_type = 1; RETURN 1; END",
+        );
+        run_elsewhere(
+            &db,
+            "CREATE FUNCTION revoo_release() RETURNS INT NO SQL \
+             BEGIN SET completion_type = 2; RETURN 1; END",
+        );
+        // Through a list query's closure, outside and inside a transaction,
+        // then larder's COMMIT or ROLLBACK.
+        let mut round = 0;
+        for function in ["revoo_chain", "revoo_release"] {
+            for (inside, commit) in [(false, true), (true, true), (true, false)] {
+                round += 1;
+                if !inside {
+                    let rows = store.users().query(|c| call_then_list(c, function));
+                    assert_eq!(rows.unwrap().len(), 1);
+                }
+                let tx = store.begin().unwrap();
+                if inside {
+                    let rows = tx.users().query(|c| call_then_list(c, function));
+                    assert_eq!(rows.unwrap().len(), 1);
+                }
+                tx.users()
+                    .update(ann.id, rename(&format!("tx{round}")))
+                    .unwrap();
+                if commit {
+                    tx.commit().unwrap();
+                } else {
+                    drop(tx);
+                }
+                let context = format!("{function}, inside {inside}, commit {commit}");
+                next_write_commits(&db, ann.id, &format!("bob{round}"), &context);
+            }
+        }
+        // A trigger of the application's, firing on larder's own UPDATE.
+        run_elsewhere(
+            &db,
+            "CREATE TRIGGER revoo_chain_users BEFORE UPDATE ON users \
+             FOR EACH ROW SET completion_type = 1",
+        );
+        for commit in [true, false] {
+            round += 1;
+            let tx = store.begin().unwrap();
+            tx.users()
+                .update(ann.id, rename(&format!("tx{round}")))
+                .unwrap();
+            if commit {
+                tx.commit().unwrap();
+            } else {
+                drop(tx);
+            }
+            let context = format!("trigger, commit {commit}");
+            next_write_commits(&db, ann.id, &format!("bob{round}"), &context);
+        }
+    });
+}
