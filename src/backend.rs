@@ -212,7 +212,9 @@ impl Connection {
 
     /// Commits; on PostgreSQL fails, instead of rolling back silently, when
     /// a failed statement aborted the transaction (see
-    /// [`COMMIT_UNLESS_ABORTED`](dialect::postgres::COMMIT_UNLESS_ABORTED)).
+    /// [`COMMIT_UNLESS_ABORTED`](dialect::postgres::COMMIT_UNLESS_ABORTED));
+    /// on MySQL chains no transaction and keeps the session whatever its
+    /// `completion_type` (see [`dialect::mysql::COMMIT`]).
     pub(crate) fn commit(&mut self) -> QueryResult<()> {
         match self {
             #[cfg(feature = "postgres")]
@@ -226,6 +228,8 @@ impl Connection {
                 }
                 committed
             }
+            #[cfg(feature = "mysql")]
+            Connection::Mysql(c) => mysql_end_transaction(c, true),
             #[allow(unreachable_patterns)] // in a build with PostgreSQL alone
             other => with_connection!(other, |c| AnsiTransactionManager::commit_transaction(c)),
         }
@@ -241,8 +245,14 @@ impl Connection {
         })
     }
 
+    /// Rolls back the innermost transaction or savepoint diesel counts.
     pub(crate) fn rollback(&mut self) -> QueryResult<()> {
-        with_connection!(self, |c| AnsiTransactionManager::rollback_transaction(c))
+        match self {
+            #[cfg(feature = "mysql")]
+            Connection::Mysql(c) => mysql_end_transaction(c, false),
+            #[allow(unreachable_patterns)] // in a build with MySQL alone
+            other => with_connection!(other, |c| AnsiTransactionManager::rollback_transaction(c)),
+        }
     }
 
     /// Installs the watch on the application's SQL (see
@@ -275,8 +285,9 @@ impl Connection {
     /// diesel knows nothing of (the application's own `BEGIN`, `START
     /// TRANSACTION`, or on SQLite a `SAVEPOINT` outside any), or, on MySQL,
     /// will open one at the next statement (`autocommit = 0`) or at the
-    /// next COMMIT or ROLLBACK, larder's own included (`completion_type =
-    /// CHAIN`; `RELEASE` ends the session there). Call it
+    /// application's next plain COMMIT or ROLLBACK (`completion_type =
+    /// CHAIN`; `RELEASE` ends the session there; larder's own say `AND NO
+    /// CHAIN NO RELEASE`, see [`commit`](Self::commit)). Call it
     /// outside diesel's transactions. One round trip on PostgreSQL and
     /// MariaDB, up to three on MySQL (which has no `in_transaction`), two
     /// in-process statements on SQLite; an error means a session left in a
@@ -358,6 +369,56 @@ impl Connection {
 
     pub(crate) fn is_broken(&mut self) -> bool {
         with_connection!(self, |c| c.is_broken())
+    }
+}
+
+/// Commits (`commit`) or rolls back the innermost transaction diesel counts
+/// on `c`, as diesel's transaction manager does, but ends the outermost
+/// with MySQL's explicit [`COMMIT`](dialect::mysql::COMMIT) or
+/// [`ROLLBACK`](dialect::mysql::ROLLBACK): diesel's plain ones chain a
+/// transaction nobody ends, or end the session, when the application's SQL
+/// set `completion_type` where no watch sees it (a stored function, a
+/// trigger firing on larder's own statement). A savepoint is diesel's.
+#[cfg(feature = "mysql")]
+fn mysql_end_transaction(c: &mut diesel::MysqlConnection, commit: bool) -> QueryResult<()> {
+    use diesel::connection::{TransactionDepthChange, TransactionManagerStatus};
+    let status = AnsiTransactionManager::transaction_manager_status_mut(c);
+    match status.transaction_depth()? {
+        Some(depth) if depth.get() == 1 => {}
+        _ if commit => return AnsiTransactionManager::commit_transaction(c),
+        _ => return AnsiTransactionManager::rollback_transaction(c),
+    }
+    // An application's instrumentation sees the statement's own events (as
+    // for PostgreSQL's COMMIT), not diesel's CommitTransaction or
+    // RollbackTransaction, which only diesel can build.
+    let sql = if commit {
+        dialect::mysql::COMMIT
+    } else {
+        dialect::mysql::ROLLBACK
+    };
+    match c.batch_execute(sql) {
+        Ok(()) => {
+            if let TransactionManagerStatus::Valid(valid) =
+                AnsiTransactionManager::transaction_manager_status_mut(c)
+            {
+                // Already out of one is fine: the transaction has ended.
+                let _ = valid.change_transaction_depth(TransactionDepthChange::DecreaseDepth);
+            }
+            Ok(())
+        }
+        // As diesel does: a failed COMMIT is rolled back, and a connection
+        // on which that fails too is broken.
+        Err(commit_error) if commit => match mysql_end_transaction(c, false) {
+            Ok(()) => Err(commit_error),
+            Err(rollback_error) => Err(diesel::result::Error::RollbackErrorOnCommit {
+                rollback_error: Box::new(rollback_error),
+                commit_error: Box::new(commit_error),
+            }),
+        },
+        Err(rollback_error) => {
+            AnsiTransactionManager::transaction_manager_status_mut(c).set_in_error();
+            Err(rollback_error)
+        }
     }
 }
 

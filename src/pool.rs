@@ -326,8 +326,10 @@ impl Pooled {
     /// that has ended: rolls back what that SQL may have left open (MySQL's
     /// `autocommit = 0` outlives the transaction it was set in, and opens
     /// one for the next caller's every statement); returns whether it did.
-    pub(crate) fn end_open_transaction(&mut self) -> bool {
-        let suspect = self.conn.app_sql_may_have_opened();
+    /// `suspect`: whether the watch, disarmed before larder's COMMIT or
+    /// ROLLBACK, saw a statement that may have.
+    pub(crate) fn end_open_transaction(&mut self, suspect: bool) -> bool {
+        let suspect = self.conn.app_sql_may_have_opened() | suspect;
         if !suspect || self.lost || self.conn.transaction_depth() != 0 {
             return false;
         }

@@ -205,13 +205,14 @@ impl<'s> Tx<'s> {
             Err(Error::commit_refused())
         } else {
             let mut conn = self.conn.borrow_mut();
+            let suspect = self.app_sql_suspect(&mut conn);
             let committed = conn.commit().map_err(|e| Error::from_diesel(e, None, None));
             conn.settle(&committed);
             // Failed or not, the transaction has ended (else the pool
-            // discards the connection): what that SQL left is ended, and
-            // its watch disarmed, either way.
+            // discards the connection): what that SQL left is ended either
+            // way.
             if self.app_sql.get().is_some() {
-                end_left_open(&mut conn);
+                end_left_open(&mut conn, suspect);
             }
             committed
         };
@@ -276,6 +277,7 @@ impl<'s> Tx<'s> {
             .get()
             .then(|| Unapplied::new(self.store.registry(), pending));
         let mut conn = self.conn.borrow_mut();
+        let suspect = self.app_sql_suspect(&mut conn);
         // A savepoint the application left open first, then the transaction.
         while conn.transaction_depth() > self.depth {
             conn.rollback()?;
@@ -283,9 +285,17 @@ impl<'s> Tx<'s> {
         let result = conn.rollback();
         tracing::debug!(ok = result.is_ok(), "transaction rolled back");
         if self.app_sql.get().is_some() {
-            end_left_open(&mut conn);
+            end_left_open(&mut conn, suspect);
         }
         result
+    }
+
+    /// Disarms the watch on the application's SQL before larder's own
+    /// COMMIT or ROLLBACK, whose words (MySQL's `AND NO CHAIN`) it would
+    /// take for the application's; whether that SQL may have left
+    /// something open (see [`end_left_open`]).
+    fn app_sql_suspect(&self, conn: &mut PooledConn) -> bool {
+        self.app_sql.get().is_some() && conn.app_sql_may_have_opened()
     }
 
     /// Whether a savepoint the application opened in this transaction is
@@ -418,9 +428,10 @@ impl<'s> Tx<'s> {
 /// After an explicit transaction in which the application's SQL ran has
 /// ended, committed, rolled back or failed to (a connection still in it,
 /// or lost, is only disarmed: the pool discards it): what it left open (MySQL's `autocommit = 0` outlives the
-/// transaction it was set in) is ended before the connection goes back.
-fn end_left_open(conn: &mut PooledConn) {
-    if conn.end_open_transaction() {
+/// transaction it was set in) is ended before the connection goes back;
+/// `suspect` is what the watch saw before larder's COMMIT or ROLLBACK.
+fn end_left_open(conn: &mut PooledConn, suspect: bool) {
+    if conn.end_open_transaction(suspect) {
         tracing::warn!(
             "the application's SQL in a transaction left the connection opening \
              transactions of its own (autocommit = 0, completion_type = CHAIN): reset"

@@ -245,3 +245,12 @@ impl Dialect for Mysql {
         message.contains("doesn't exist")
     }
 }
+
+/// larder's own COMMIT: a plain one chains a new transaction
+/// (`completion_type = CHAIN`) or ends the session (`RELEASE`) as the
+/// session's `completion_type` says, and the application's SQL can set it
+/// where no watch sees it (a stored function, a trigger).
+pub(crate) const COMMIT: &str = "COMMIT AND NO CHAIN NO RELEASE";
+
+/// larder's own ROLLBACK, for the same reason as [`COMMIT`].
+pub(crate) const ROLLBACK: &str = "ROLLBACK AND NO CHAIN NO RELEASE";

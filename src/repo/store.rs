@@ -360,7 +360,7 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// returns. A transaction `work` opens and does not end (`BEGIN`, `START
     /// TRANSACTION`, on SQLite a `SAVEPOINT` outside one, MySQL's `SET
     /// autocommit = 0` or `completion_type = CHAIN`, which would chain one
-    /// to larder's next COMMIT, diesel's `begin_test_transaction` or
+    /// to the application's next COMMIT, diesel's `begin_test_transaction` or
     /// `AnsiTransactionManager::begin_transaction` on the connection
     /// [`with_connection!`](crate::with_connection) lends) is rolled back
     /// before it does, and refused, here and in `query`, `cached_query` and
