@@ -975,3 +975,41 @@ fn completion_type_set_by_a_function_or_trigger_does_not_chain_larders_commit() 
         }
     });
 }
+
+/// review OO: with `completion_type = CHAIN` set where the watch cannot
+/// see it (a stored function, a trigger), the application's own `COMMIT`
+/// or `ROLLBACK` opens a new transaction, even with none open; neither
+/// word was watched, so the call returned `Ok` and its connection went
+/// back to the pool inside that transaction: the next caller's
+/// autocommitted write was reported committed, never committed.
+#[test]
+fn a_raw_commit_chained_by_a_hidden_completion_type_is_not_handed_on() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        if !db.is(larder::Backend::Mysql) {
+            return;
+        }
+        let store = &db.store;
+        let ann = user(store, "ann");
+        run_elsewhere(
+            &db,
+            "CREATE FUNCTION revoo_chain() RETURNS INT NO SQL \
+             BEGIN SET completion_type = 1; RETURN 1; END",
+        );
+        for (round, end) in ["COMMIT", "ROLLBACK", "COMMIT WORK"]
+            .into_iter()
+            .enumerate()
+        {
+            let rows = store.users().query(|c| call_then_list(c, "revoo_chain"));
+            assert_eq!(rows.unwrap().len(), 1);
+            let _ = store.users().run(Some(ann.id), |conn| {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute(&format!(
+                    "UPDATE users SET name = 'eve{round}' WHERE id = {}; {end}",
+                    ann.id
+                ))
+            });
+            next_write_commits(&db, ann.id, &format!("bob{round}"), end);
+        }
+    });
+}
