@@ -5,7 +5,9 @@
 //! connection's next caller; asking the server after every one of them
 //! costs a round trip on every list query. A statement that opens one names
 //! it (`BEGIN`, `START TRANSACTION`, `SAVEPOINT`, MySQL's `autocommit`, a
-//! procedure `CALL`, a prepared statement's `EXECUTE`, `COMMIT AND CHAIN`):
+//! procedure `CALL`, a prepared statement's `EXECUTE`, `COMMIT AND CHAIN`,
+//! and on MySQL any `COMMIT` or `ROLLBACK` once a stored function or
+//! trigger set `completion_type = CHAIN`):
 //! diesel's instrumentation shows larder each statement's text while the
 //! watch is armed, and only when one names such a word (or the watch was
 //! replaced) is the server asked. A word in an identifier or a string
@@ -29,6 +31,11 @@ const OPENERS: &[&str] = &[
     "call",
     "xa",
     "execute",
+    // MySQL's `completion_type = CHAIN` makes either open a transaction,
+    // even with none open, and a stored function or trigger may have set
+    // it where no watch saw.
+    "commit",
+    "rollback",
 ];
 
 /// The longest word of [`OPENERS`]: a longer word is none of them.
@@ -198,6 +205,8 @@ mod tests {
             "SET @@session.autocommit=0",
             "SET completion_type = CHAIN",
             "COMMIT AND CHAIN",
+            "UPDATE t SET a = 1; COMMIT",
+            "rollback work",
             "CALL open_one()",
             "XA START 'x'",
             "EXECUTE stmt",

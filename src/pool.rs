@@ -309,7 +309,7 @@ impl Pooled {
                     "the application's SQL on {} left a transaction open on its pooled \
                      connection (BEGIN, START TRANSACTION, a SAVEPOINT outside one, MySQL's \
                      autocommit = 0 or completion_type = CHAIN, or one begun through diesel's transaction manager): it \
-                     was rolled back, and what it wrote is not in the database; use \
+                     was rolled back, and what it wrote in it is not in the database; use \
                      Store::begin or Store::transaction",
                     table.unwrap_or("the database")
                 ),

@@ -368,7 +368,10 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// fine). larder asks the
     /// server (one round trip) only when a statement of `work` named a word
     /// that can open one (`BEGIN`, `START`, `SAVEPOINT`, `autocommit`,
-    /// `CALL`, `EXECUTE`, `CHAIN`, `XA`, `completion_type`), as diesel's
+    /// `CALL`, `EXECUTE`, `CHAIN`, `XA`, `completion_type`, and `COMMIT`
+    /// and `ROLLBACK`, which MySQL's `completion_type = CHAIN`, set by a
+    /// stored function or trigger where no word shows it, makes open
+    /// one), as diesel's
     /// instrumentation shows it (the watch passes every event on to the
     /// application's default instrumentation); a connection on which `work`
     /// set an instrumentation of its own keeps it, and is always asked. Other session state `work`
