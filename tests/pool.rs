@@ -1013,3 +1013,62 @@ fn a_raw_commit_chained_by_a_hidden_completion_type_is_not_handed_on() {
         }
     });
 }
+
+/// review OO: a MySQL stored procedure may leave a transaction open, turn
+/// autocommit off or set `completion_type` for the session it is `CALL`ed
+/// on; `CALL` is a watched word, so each is refused and undone, outside a
+/// transaction of larder's and at the end of one (a guard, not a defect).
+#[test]
+fn what_a_stored_procedure_leaves_open_is_refused_and_undone() {
+    each_backend(|target| {
+        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        if !db.is(larder::Backend::Mysql) {
+            return;
+        }
+        let store = &db.store;
+        let ann = user(store, "ann");
+        let procedures = [
+            (
+                "revoo_open",
+                format!(
+                    "START TRANSACTION; UPDATE users SET name = 'eve' WHERE id = {}",
+                    ann.id
+                ),
+            ),
+            ("revoo_manual", "SET autocommit = 0".to_owned()),
+            ("revoo_chain", "SET completion_type = 1".to_owned()),
+            ("revoo_release", "SET completion_type = 2".to_owned()),
+        ];
+        let mut round = 0;
+        for (name, body) in &procedures {
+            run_elsewhere(&db, &format!("CREATE PROCEDURE {name}() BEGIN {body}; END"));
+            round += 1;
+            let left = store.users().run(Some(ann.id), |conn| {
+                use diesel::connection::SimpleConnection;
+                conn.batch_execute(&format!("CALL {name}()"))
+            });
+            assert!(
+                matches!(left, Err(Error::InvalidConfig { .. })),
+                "{name}: {left:?}"
+            );
+            next_write_commits(&db, ann.id, &format!("bob{round}"), name);
+            for commit in [true, false] {
+                round += 1;
+                let tx = store.begin().unwrap();
+                tx.users()
+                    .run(None, |conn| {
+                        use diesel::connection::SimpleConnection;
+                        conn.batch_execute(&format!("CALL {name}()"))
+                    })
+                    .unwrap();
+                if commit {
+                    tx.commit().unwrap();
+                } else {
+                    drop(tx);
+                }
+                let context = format!("{name} in a transaction, commit {commit}");
+                next_write_commits(&db, ann.id, &format!("bob{round}"), &context);
+            }
+        }
+    });
+}
