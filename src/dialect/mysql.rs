@@ -250,7 +250,9 @@ impl Dialect for Mysql {
 /// (`completion_type = CHAIN`) or ends the session (`RELEASE`) as the
 /// session's `completion_type` says, and the application's SQL can set it
 /// where no watch sees it (a stored function, a trigger).
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
 pub(crate) const COMMIT: &str = "COMMIT AND NO CHAIN NO RELEASE";
 
 /// larder's own ROLLBACK, for the same reason as [`COMMIT`].
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
 pub(crate) const ROLLBACK: &str = "ROLLBACK AND NO CHAIN NO RELEASE";
