@@ -90,7 +90,8 @@ pub struct Tx<'s> {
     /// instead of caching them.
     raw_after_writes: Cell<bool>,
     /// Set when the application's own statements ran at all (`TxRepo::run`,
-    /// a `write` or list query closure): they may have
+    /// a `write` closure; a list query's, when the watch saw a word that
+    /// ends a transaction): they may have
     /// ended the transaction (a raw `COMMIT`; on MySQL any DDL, `TRUNCATE`
     /// or `LOCK TABLES` commits implicitly), so the writes recorded before
     /// them, and those autocommitted after, may be in the database whatever
@@ -270,14 +271,14 @@ impl<'s> Tx<'s> {
             Unapplied::new(self.store.registry(), pending).uncertain();
             return Ok(());
         }
+        // A list query's SQL may have ended the transaction too, when the
+        // watch saw it name a word that does (a raw COMMIT, MySQL's BEGIN).
+        let suspect = self.app_sql_suspect(&mut self.conn.borrow_mut());
         // Declared before the connection's borrow, so dropped (and applied,
         // as uncertain) after the ROLLBACK, on every path out of here.
-        let _maybe_committed = self
-            .raw_ran
-            .get()
-            .then(|| Unapplied::new(self.store.registry(), pending));
+        let _maybe_committed =
+            (self.raw_ran.get() || suspect).then(|| Unapplied::new(self.store.registry(), pending));
         let mut conn = self.conn.borrow_mut();
-        let suspect = self.app_sql_suspect(&mut conn);
         // A savepoint the application left open first, then the transaction.
         while conn.transaction_depth() > self.depth {
             conn.rollback()?;
@@ -383,18 +384,24 @@ impl<'s> Tx<'s> {
     /// transaction (see `raw_ran`).
     pub(crate) fn note_raw_statements(&self, table: &'static str) {
         self.note_app_sql(table);
+        self.raw_ran.set(true);
         if !self.pending.borrow().is_empty() {
             self.raw_after_writes.set(true);
         }
+    }
+
+    /// Notes that the application's own write runs (`TxRepo::write`'s
+    /// closure): as `run`'s statements, it may end the transaction (see
+    /// `raw_ran`), but it writes only the row it returns.
+    pub(crate) fn note_write_closure(&self, table: &'static str) {
+        self.note_app_sql(table);
+        self.raw_ran.set(true);
     }
 
     /// Notes that the application's own SQL runs on the connection (see
     /// `app_sql`).
     pub(crate) fn note_app_sql(&self, table: &'static str) {
         self.app_sql.set(Some(table));
-        // Any of it may end the transaction (a raw COMMIT; on MySQL a BEGIN
-        // or DDL commits implicitly).
-        self.raw_ran.set(true);
         // Watched until the transaction ends: the statements that decide
         // whether the server is asked what that SQL left open.
         // A connection already borrowed is this transaction used inside

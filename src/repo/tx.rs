@@ -127,7 +127,7 @@ impl<'t, E: Entity> TxRepo<'t, E> {
     where
         F: FnOnce(&mut Connection) -> QueryResult<Option<E>>,
     {
-        self.tx.note_app_sql(E::TABLE);
+        self.tx.note_write_closure(E::TABLE);
         self.write_row(id, write)
     }
 
