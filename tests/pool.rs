@@ -4,12 +4,13 @@
 mod common;
 
 use larder_blog::prelude::*;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::threads::{alone_in_this_process, live_threads};
 use common::{assert_pool_idle, each_backend, fresh_with, rename, user};
 use larder::Error;
-use larder_blog::UserChanges;
+use larder_blog::{User, UserChanges};
 
 #[test]
 fn pool_exhaustion_is_a_timeout_error_then_recovers() {
@@ -425,6 +426,15 @@ fn stores_opening_a_new_sqlite_file_at_once_all_succeed() {
 
 /// The row's name as the database has it, read on a connection of its own
 /// (neither the store's pool nor its cache).
+/// A store of one pooled connection (each caller gets the connection the
+/// one before used, and whatever it left there), coherence off, with user
+/// "ann".
+fn one_connection_with_ann(target: &common::Target) -> (common::TestDb, Arc<User>) {
+    let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+    let ann = user(&db.store, "ann");
+    (db, ann)
+}
+
 /// The next caller's autocommitted write of row `id` on the pool's
 /// connection must reach the database (not run in a transaction someone
 /// left open there), and the connection come back to the pool.
@@ -455,9 +465,8 @@ fn name_in_db(url: &str, id: i64) -> String {
 #[test]
 fn a_transaction_left_open_by_failed_raw_sql_is_not_handed_to_the_next_caller() {
     each_backend(|target| {
-        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        let (db, ann) = one_connection_with_ann(target);
         let store = &db.store;
-        let ann = user(store, "ann");
         let failed = store.users().run(None, |conn| {
             use diesel::connection::SimpleConnection;
             conn.batch_execute("BEGIN; UPDATE no_such_table SET x = 1; COMMIT")
@@ -473,9 +482,8 @@ fn a_transaction_left_open_by_failed_raw_sql_is_not_handed_to_the_next_caller() 
 #[test]
 fn a_transaction_left_open_by_a_failed_write_closure_is_not_handed_to_the_next_caller() {
     each_backend(|target| {
-        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        let (db, ann) = one_connection_with_ann(target);
         let store = &db.store;
-        let ann = user(store, "ann");
         let failed = store.users().write(ann.id, |conn| {
             use diesel::connection::SimpleConnection;
             conn.batch_execute("BEGIN; UPDATE no_such_table SET x = 1; COMMIT")?;
@@ -508,9 +516,8 @@ fn openers(backend: larder::Backend) -> Vec<&'static str> {
 #[test]
 fn a_transaction_left_open_by_successful_raw_sql_is_refused_and_rolled_back() {
     each_backend(|target| {
-        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        let (db, ann) = one_connection_with_ann(target);
         let store = &db.store;
-        let ann = user(store, "ann");
         for (round, opener) in openers(db.backend).into_iter().enumerate() {
             let before = name_in_db(&db.url(), ann.id);
             let left_open = store.users().run(Some(ann.id), |conn| {
@@ -552,9 +559,8 @@ fn a_transaction_left_open_by_successful_raw_sql_is_refused_and_rolled_back() {
 #[test]
 fn a_transaction_left_open_by_a_successful_write_or_query_closure_is_refused() {
     each_backend(|target| {
-        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        let (db, ann) = one_connection_with_ann(target);
         let store = &db.store;
-        let ann = user(store, "ann");
         let written = store.users().write(ann.id, |conn| {
             use diesel::connection::SimpleConnection;
             conn.batch_execute(&format!(
@@ -595,12 +601,11 @@ fn a_transaction_left_open_by_a_successful_write_or_query_closure_is_refused() {
 #[test]
 fn autocommit_turned_off_inside_a_transaction_does_not_outlive_it() {
     each_backend(|target| {
-        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
-        if !db.is(larder::Backend::Mysql) {
+        if target.backend != larder::Backend::Mysql {
             return;
         }
+        let (db, ann) = one_connection_with_ann(target);
         let store = &db.store;
-        let ann = user(store, "ann");
         for (round, commit) in [true, false].into_iter().enumerate() {
             let tx = store.begin().unwrap();
             tx.users()
@@ -666,12 +671,11 @@ fn writes_after_a_session_set_replication_role_replica_are_still_heard_elsewhere
 #[test]
 fn table_locks_left_by_raw_sql_are_released_with_its_transaction() {
     each_backend(|target| {
-        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
-        if !db.is(larder::Backend::Mysql) {
+        if target.backend != larder::Backend::Mysql {
             return;
         }
+        let (db, ann) = one_connection_with_ann(target);
         let store = &db.store;
-        let ann = user(store, "ann");
         let left = store.users().run(None, |conn| {
             use diesel::connection::SimpleConnection;
             conn.batch_execute("SET autocommit = 0; LOCK TABLES users WRITE")
@@ -704,9 +708,8 @@ fn a_transaction_diesel_opened_for_the_application_and_left_open_is_refused() {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
     use diesel::Connection as _;
     each_backend(|target| {
-        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
+        let (db, ann) = one_connection_with_ann(target);
         let store = &db.store;
-        let ann = user(store, "ann");
         let update = format!("UPDATE users SET name = 'eve' WHERE id = {}", ann.id);
         for (round, test_transaction) in [true, false].into_iter().enumerate() {
             let left_open = store.users().run(Some(ann.id), |conn| {
@@ -758,12 +761,11 @@ fn a_transaction_diesel_opened_for_the_application_and_left_open_is_refused() {
 #[test]
 fn completion_type_chain_set_by_raw_sql_does_not_outlive_its_call() {
     each_backend(|target| {
-        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
-        if !db.is(larder::Backend::Mysql) {
+        if target.backend != larder::Backend::Mysql {
             return;
         }
+        let (db, ann) = one_connection_with_ann(target);
         let store = &db.store;
-        let ann = user(store, "ann");
         // Whether the pooled connection's session is in a transaction (a
         // statement naming no word the watch looks for).
         let in_transaction = || {
@@ -815,12 +817,11 @@ fn completion_type_chain_set_by_raw_sql_does_not_outlive_its_call() {
 #[test]
 fn an_opener_in_a_versioned_executable_comment_is_spotted() {
     each_backend(|target| {
-        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
-        if !db.is(larder::Backend::Mysql) {
+        if target.backend != larder::Backend::Mysql {
             return;
         }
+        let (db, ann) = one_connection_with_ann(target);
         let store = &db.store;
-        let ann = user(store, "ann");
         for (round, opener) in [
             "/*!50000BEGIN*/",
             "/*!50000START TRANSACTION*/",
@@ -855,12 +856,11 @@ fn an_opener_in_a_versioned_executable_comment_is_spotted() {
 #[test]
 fn autocommit_turned_off_in_a_list_query_inside_a_transaction_does_not_outlive_it() {
     each_backend(|target| {
-        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
-        if !db.is(larder::Backend::Mysql) {
+        if target.backend != larder::Backend::Mysql {
             return;
         }
+        let (db, ann) = one_connection_with_ann(target);
         let store = &db.store;
-        let ann = user(store, "ann");
         let tx = store.begin().unwrap();
         let rows = tx
             .users()
@@ -910,12 +910,11 @@ fn call_then_list(
 #[test]
 fn completion_type_set_by_a_function_or_trigger_does_not_chain_larders_commit() {
     each_backend(|target| {
-        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
-        if !db.is(larder::Backend::Mysql) {
+        if target.backend != larder::Backend::Mysql {
             return;
         }
+        let (db, ann) = one_connection_with_ann(target);
         let store = &db.store;
-        let ann = user(store, "ann");
         run_elsewhere(
             &db,
             "CREATE FUNCTION revoo_chain() RETURNS INT NO SQL \
@@ -985,12 +984,11 @@ fn completion_type_set_by_a_function_or_trigger_does_not_chain_larders_commit() 
 #[test]
 fn a_raw_commit_chained_by_a_hidden_completion_type_is_not_handed_on() {
     each_backend(|target| {
-        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
-        if !db.is(larder::Backend::Mysql) {
+        if target.backend != larder::Backend::Mysql {
             return;
         }
+        let (db, ann) = one_connection_with_ann(target);
         let store = &db.store;
-        let ann = user(store, "ann");
         run_elsewhere(
             &db,
             "CREATE FUNCTION revoo_chain() RETURNS INT NO SQL \
@@ -1021,12 +1019,11 @@ fn a_raw_commit_chained_by_a_hidden_completion_type_is_not_handed_on() {
 #[test]
 fn what_a_stored_procedure_leaves_open_is_refused_and_undone() {
     each_backend(|target| {
-        let db = target.fresh_with(|b| b.pool_size(1).coherence(false));
-        if !db.is(larder::Backend::Mysql) {
+        if target.backend != larder::Backend::Mysql {
             return;
         }
+        let (db, ann) = one_connection_with_ann(target);
         let store = &db.store;
-        let ann = user(store, "ann");
         let procedures = [
             (
                 "revoo_open",
