@@ -379,7 +379,9 @@ impl<'s, E: Entity> Repo<'s, E> {
     /// inside a transaction (a `search_path`, MySQL's `foreign_key_checks`,
     /// a SQLite `PRAGMA`, a temporary table that shadows a real one, a lock
     /// held for the session: an advisory lock, MySQL's `LOCK TABLES` taken
-    /// with autocommit on; with it off, the ROLLBACK releases them).
+    /// with autocommit on; with it off, the ROLLBACK releases them; a
+    /// session isolation level: on MySQL a `READ UNCOMMITTED` one would let
+    /// the connection's later loads cache rows that are then rolled back).
     /// PostgreSQL's `session_replication_role = replica` does not silence
     /// larder's capture triggers, which fire `ALWAYS`.
     ///
